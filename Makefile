@@ -1,0 +1,45 @@
+# pyloxi — every target is idempotent and installs what it needs.
+PY      := .venv/bin/python
+CLANG   ?= clang
+ARCH    := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+BPF_OBJ := build/lb.bpf.o
+BPF_SRC := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/pyloxi/*.h)
+BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+              -I bpf/include -I /usr/include/$(shell uname -m)-linux-gnu
+
+.PHONY: deps build demo test test-unit test-datapath test-integration bench lint clean
+
+deps: .venv/.deps-ok
+.venv/.deps-ok: pyproject.toml scripts/install-deps
+	bash scripts/install-deps
+	touch $@
+
+build: deps $(BPF_OBJ)
+$(BPF_OBJ): $(BPF_SRC)
+	@mkdir -p build
+	$(CLANG) $(BPF_CFLAGS) -c bpf/lb.bpf.c -o $@
+
+demo: build
+	$(PY) -m pyloxi.demo
+
+test: build
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: deps
+	$(PY) -m pytest -q tests/unit
+
+test-datapath: build
+	$(PY) -m pytest -q tests/datapath
+
+test-integration: build
+	$(PY) -m pytest -q tests/integration
+
+bench: build
+	$(PY) -m bench.run
+
+lint: deps
+	.venv/bin/ruff check src tests bench
+	.venv/bin/lint-imports
+
+clean:
+	rm -rf build

@@ -1,0 +1,1 @@
+"""Decisions without I/O: validation, the rule table, endpoint indexes, selection tables."""
