@@ -1,0 +1,121 @@
+"""The REST server: loxilb's API under /netlox/v1, built around one Engine.
+
+`create_app(engine, version=...)` returns a FastAPI app; the daemon serves it with uvicorn.
+Handlers that touch the engine are plain `def`, so FastAPI runs them in its threadpool (the engine
+is thread-safe and may block on the datapath).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from pyloxi.api import conntrack, lb
+from pyloxi.api.errors import LoxiRoute, install_handlers
+from pyloxi.model.lb import LoadBalancerEntry
+
+BASE_PATH = "/netlox/v1"
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Error",
+    "properties": {
+        "code": {"type": "integer", "description": "HTTP status"},
+        "message": {"type": "string"},
+        "result": {"type": "string", "description": "raw error text"},
+    },
+}
+_ERROR_RESPONSES = {
+    "400": "Malformed arguments for API call",
+    "404": "Resource not found",
+    "409": "Resource conflict",
+    "500": "Internal service error",
+}
+
+
+def _version_router(version: str, build_info: str) -> APIRouter:
+    router = APIRouter(tags=["status"], route_class=LoxiRoute)
+
+    @router.get("/version", summary="Version of the running daemon")
+    def get_version() -> dict[str, str]:
+        return {"version": version, "buildInfo": build_info}
+
+    return router
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """OpenAPI with the hand-parsed LoadBalancerEntry body schema added to the components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        body = LoadBalancerEntry.model_json_schema(
+            by_alias=True, ref_template="#/components/schemas/{model}"
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, sub in body.pop("$defs", {}).items():
+            components.setdefault(name, sub)
+        components.setdefault("LoadBalancerEntry", body)
+        # Failures answer loxilb's Error object; FastAPI's 422 never happens here (it is a 400).
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["Error"] = _ERROR_SCHEMA
+        for item in schema.get("paths", {}).values():
+            for op in item.values():
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                for code, why in _ERROR_RESPONSES.items():
+                    responses.setdefault(
+                        code,
+                        {
+                            "description": why,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Error"}
+                                }
+                            },
+                        },
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    engine: Any,
+    *,
+    version: str,
+    build_info: str | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones."""
+    app = FastAPI(
+        title="pyloxi REST API",
+        description="loxilb-compatible REST API of pyloxi (base path /netlox/v1).",
+        version=version,
+        openapi_url=f"{BASE_PATH}/swagger.json",
+        docs_url=f"{BASE_PATH}/docs",
+        redoc_url=None,
+    )
+    app.state.engine = engine
+    install_handlers(app)
+    if build_info is None:
+        build_info = f"pyloxi {version} (python {platform.python_version()})"
+    app.include_router(lb.router, prefix=BASE_PATH)
+    app.include_router(conntrack.router, prefix=BASE_PATH)
+    app.include_router(_version_router(version, build_info), prefix=BASE_PATH)
+    for router in extra_routers:
+        app.include_router(router, prefix=BASE_PATH)
+    _install_openapi(app)
+    return app

@@ -1,0 +1,183 @@
+"""Load-balancer rule routes: /config/loadbalancer (loxilb handler/loadbalancer.go)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
+
+from pyloxi.api.deps import EngineDep
+from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
+from pyloxi.model.errors import InvalidInput
+from pyloxi.model.lb import PROTOCOLS, LoadBalancerEntry, LoadBalancerList
+
+router = APIRouter(prefix="/config/loadbalancer", tags=["loadbalancer"], route_class=LoxiRoute)
+
+# The request body is parsed by hand (see read_lb_entry), so its schema is declared here.
+_LB_BODY_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/LoadBalancerEntry"}}
+        },
+    }
+}
+
+
+async def read_lb_entry(request: Request) -> LoadBalancerEntry:
+    """The POST body as a LoadBalancerEntry, through the case-folding model validator.
+
+    FastAPI's own body parsing matches aliases exactly; loxicmd sends "BGP" and "Monitor", and Go
+    clients may send any casing, so the raw JSON goes through `model_validate` instead.
+    """
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidInput("malformed request: empty body, expected a LoadbalanceEntry object")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"malformed request: body must be a JSON object, got {type(data).__name__}"
+        )
+    try:
+        return LoadBalancerEntry.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(validation_reason(exc.errors())) from None
+
+
+LbEntryDep = Annotated[LoadBalancerEntry, Depends(read_lb_entry)]
+
+
+@router.post("", summary="Create or update a load-balancer rule", openapi_extra=_LB_BODY_OPENAPI)
+def create_lb(engine: EngineDep, entry: LbEntryDep) -> dict[str, str]:
+    engine.add_rule(entry)
+    return SUCCESS
+
+
+@router.get("/all", summary="List every load-balancer rule", response_model=LoadBalancerList)
+def list_lb(engine: EngineDep) -> dict[str, Any]:
+    return {"lbAttr": [e.wire() for e in engine.list_rules()]}
+
+
+@router.delete("/all", summary="Delete every load-balancer rule")
+def delete_all_lb(engine: EngineDep) -> dict[str, str]:
+    engine.delete_all()
+    return SUCCESS
+
+
+@router.delete("/name/{lb_name}", summary="Delete every rule with this name")
+def delete_lb_by_name(engine: EngineDep, lb_name: str) -> dict[str, str]:
+    engine.delete_by_name(lb_name)
+    return SUCCESS
+
+
+def _vip(ip_address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip_address))
+    except ValueError:
+        raise InvalidInput(f"invalid ip_address: {ip_address!r} is not an IP address") from None
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise InvalidInput(f"invalid {name}: {value!r} is not an integer") from None
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"invalid {name}: {port} is out of range 0-65535")
+    return port
+
+
+def _proto(proto: str) -> str:
+    p = proto.lower()
+    if p not in PROTOCOLS:
+        raise InvalidInput(f"invalid proto: {proto!r}, expected one of {', '.join(PROTOCOLS)}")
+    return p
+
+
+BlockQ = Annotated[int, Query(ge=0, le=0xFFFFFFFF, description="block (mark) of the rule")]
+BgpQ = Annotated[bool, Query(description="accepted for compatibility; BGP withdraw is implicit")]
+
+
+def _delete(
+    engine: Any, hosturl: str, ip_address: str, port: str, portmax: str, proto: str, block: int
+) -> dict[str, str]:
+    host = "" if hosturl == "any" else hosturl
+    engine.delete_rule(
+        _vip(ip_address),
+        _port("port", port),
+        _proto(proto),
+        port_max=_port("portmax", portmax),
+        block=block,
+        host=host,
+    )
+    return SUCCESS
+
+
+@router.delete(
+    "/externalipaddress/{ip_address}/port/{port}/protocol/{proto}",
+    summary="Delete one rule by its key",
+)
+def delete_lb(
+    engine: EngineDep,
+    ip_address: str,
+    port: str,
+    proto: str,
+    block: BlockQ = 0,
+    bgp: BgpQ = False,
+) -> dict[str, str]:
+    return _delete(engine, "any", ip_address, port, "0", proto, block)
+
+
+@router.delete(
+    "/externalipaddress/{ip_address}/port/{port}/portmax/{portmax}/protocol/{proto}",
+    summary="Delete one port-range rule by its key",
+)
+def delete_lb_range(
+    engine: EngineDep,
+    ip_address: str,
+    port: str,
+    portmax: str,
+    proto: str,
+    block: BlockQ = 0,
+    bgp: BgpQ = False,
+) -> dict[str, str]:
+    return _delete(engine, "any", ip_address, port, portmax, proto, block)
+
+
+@router.delete(
+    "/hosturl/{hosturl}/externalipaddress/{ip_address}/port/{port}/protocol/{proto}",
+    summary="Delete one rule by its key, with host URL ('any' = none)",
+)
+def delete_lb_host(
+    engine: EngineDep,
+    hosturl: str,
+    ip_address: str,
+    port: str,
+    proto: str,
+    block: BlockQ = 0,
+    bgp: BgpQ = False,
+) -> dict[str, str]:
+    return _delete(engine, hosturl, ip_address, port, "0", proto, block)
+
+
+@router.delete(
+    "/hosturl/{hosturl}/externalipaddress/{ip_address}/port/{port}/portmax/{portmax}/protocol/{proto}",
+    summary="Delete one port-range rule by its key, with host URL ('any' = none)",
+)
+def delete_lb_host_range(
+    engine: EngineDep,
+    hosturl: str,
+    ip_address: str,
+    port: str,
+    portmax: str,
+    proto: str,
+    block: BlockQ = 0,
+    bgp: BgpQ = False,
+) -> dict[str, str]:
+    return _delete(engine, hosturl, ip_address, port, portmax, proto, block)
