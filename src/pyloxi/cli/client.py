@@ -1,0 +1,213 @@
+"""Talking to the pyloxi (or loxilb) REST API: settings, one httpx client, one-line errors.
+
+Every failure the user can cause or meet ends the same way: one line on stderr, starting with
+"Error: ", and an exit code — 2 for bad input (nothing was sent), 1 for API or connection errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit
+
+import httpx
+import typer
+
+from pyloxi.cli.parse import InputError
+
+API_PREFIX = "/netlox/v1"
+DEFAULT_SERVER = "127.0.0.1"
+DEFAULT_PORT = 11111
+DEFAULT_TIMEOUT = 10.0
+ENV_API = "PYLOXI_API"  # "host", "host:port" or "http(s)://host:port"
+OUTPUTS = ("wide", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: str = DEFAULT_SERVER
+    port: int = DEFAULT_PORT
+    scheme: str = "http"
+    output: str = ""  # "" (table), "wide" or "json"
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.server}]" if ":" in self.server else self.server
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    @property
+    def wide(self) -> bool:
+        return self.output == "wide"
+
+
+def _from_env(value: str) -> tuple[str | None, int | None, str | None]:
+    """PYLOXI_API -> (server, port, scheme); None where the variable says nothing."""
+    value = value.strip()
+    if not value:
+        return None, None, None
+    if "://" not in value:
+        value = "http://" + value
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise InputError(f"invalid {ENV_API} {value!r}: bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"invalid {ENV_API} {value!r}: expected host[:port] or http(s)://host:port"
+        )
+    return parts.hostname, port, parts.scheme
+
+
+def make_settings(
+    server: str | None,
+    port: int | None,
+    output: str | None,
+    timeout: float | None,
+    scheme: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Flags win over PYLOXI_API, which wins over the defaults."""
+    env = os.environ if env is None else env
+    env_server, env_port, env_scheme = _from_env(env.get(ENV_API, ""))
+    out = (output or "").lower()
+    if out not in ("", *OUTPUTS):
+        raise InputError(f"invalid --output {output!r}: expected wide or json")
+    sch = (scheme or env_scheme or "http").lower()
+    if sch not in ("http", "https"):
+        raise InputError(f"invalid --protocol {scheme!r}: expected http or https")
+    if port is not None and not 1 <= port <= 65535:
+        raise InputError(f"invalid --port {port}: must be 1-65535")
+    if timeout is not None and timeout <= 0:
+        raise InputError(f"invalid --timeout {timeout}: must be positive")
+    return Settings(
+        server=server or env_server or DEFAULT_SERVER,
+        port=port or env_port or DEFAULT_PORT,
+        scheme=sch,
+        output=out,
+        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+    )
+
+
+class ApiError(Exception):
+    """The API answered with an error, or could not be reached. str() is the one-line message."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("message", "result", "detail"):
+            if isinstance(body.get(key), str) and body[key]:
+                return body[key]
+    text = resp.text.strip().splitlines()
+    return text[0] if text else f"HTTP {resp.status_code} {resp.reason_phrase}"
+
+
+def path_segment(value: str) -> str:
+    """One URL path segment (IPv6 colons stay; '/' and the like are escaped)."""
+    return quote(value, safe=":")
+
+
+class Client:
+    """A thin client of /netlox/v1; methods return the decoded JSON body."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        self._http = httpx.Client(
+            base_url=settings.base_url + API_PREFIX,
+            timeout=settings.timeout,
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        url = self.settings.base_url
+        try:
+            resp = self._http.request(method, path, json=body, params=params)
+        except httpx.ConnectError as exc:
+            reason = str(exc) or "connection failed"
+            raise ApiError(f"cannot connect to the pyloxi API at {url}: {reason}") from None
+        except httpx.TimeoutException:
+            raise ApiError(
+                f"no answer from the pyloxi API at {url} within {self.settings.timeout:g}s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ApiError(f"request to {url} failed: {exc}") from None
+        if resp.status_code >= 400:
+            raise ApiError(_error_message(resp), resp.status_code)
+        if not resp.content:
+            return {}
+        try:
+            return resp.json()
+        except ValueError:
+            raise ApiError(f"the API at {url} answered with non-JSON data") from None
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any, **kw: Any) -> Any:
+        return self.request("POST", path, body=body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Settings) else Settings()
+
+
+# Tests may set this to route every Client through another transport (e.g. a MockTransport).
+transport_override: httpx.BaseTransport | None = None
+
+
+def client_for(ctx: typer.Context) -> Client:
+    return Client(settings_of(ctx), transport=transport_override)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def reporting() -> Iterator[None]:
+    """Turn InputError into exit 2 and ApiError into exit 1, each as one line on stderr."""
+    try:
+        yield
+    except InputError as exc:
+        fail(str(exc), 2)
+    except ApiError as exc:
+        fail(exc.message, 1)
