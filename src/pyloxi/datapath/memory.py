@@ -1,0 +1,63 @@
+"""In-process Datapath for engine and API unit tests. Never evidence that a feature works:
+it only records what the engine asked for (see DESIGN.md, testing rules)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
+
+# States the fake treats as finished when asked to age flows.
+_FINISHED = frozenset({"closed", "fini", "closed-wait", "abort", "shut-complete"})
+
+
+@dataclass
+class MemoryDatapath:
+    """Honours the Datapath protocol in memory.
+
+    Tests inspect `services` (svc_id → installed program) and `calls` (("install"|"remove",
+    svc_id) in order), set `counters[svc_id]` and `flow_table`, and set `fail_next` to make
+    the next install/remove raise that exception (once) without changing anything.
+    `age_flows` drops flows in a finished state (or of services no longer installed).
+    """
+
+    services: dict[int, ServiceProgram] = field(default_factory=dict)
+    counters: dict[int, ServiceCounters] = field(default_factory=dict)
+    flow_table: list[Flow] = field(default_factory=list)
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    fail_next: Exception | None = None
+    closed: bool = False
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+
+    def install_service(self, prog: ServiceProgram) -> None:
+        self._maybe_fail()
+        self.calls.append(("install", prog.svc_id))
+        self.services[prog.svc_id] = prog
+
+    def remove_service(self, prog: ServiceProgram) -> None:
+        self._maybe_fail()
+        self.calls.append(("remove", prog.svc_id))
+        self.services.pop(prog.svc_id, None)
+        self.counters.pop(prog.svc_id, None)
+        self.flow_table = [f for f in self.flow_table if f.svc_id != prog.svc_id]
+
+    def service_counters(self, prog: ServiceProgram) -> ServiceCounters:
+        return self.counters.get(prog.svc_id, ServiceCounters())
+
+    def flows(self) -> list[Flow]:
+        return list(self.flow_table)
+
+    def age_flows(self) -> int:
+        keep = [
+            f for f in self.flow_table if f.state not in _FINISHED and f.svc_id in self.services
+        ]
+        aged = len(self.flow_table) - len(keep)
+        self.flow_table = keep
+        return aged
+
+    def close(self) -> None:
+        self.closed = True

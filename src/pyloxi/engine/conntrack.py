@@ -1,0 +1,46 @@
+"""Datapath flows as loxilb's `GET /config/conntrack/all` strings."""
+
+from __future__ import annotations
+
+from pyloxi.engine.program import Flow, ServiceProgram
+from pyloxi.model.conntrack import ConntrackEntry
+from pyloxi.model.lb import PROTO_NUMBERS, NatMode
+
+PROTO_NAMES = {num: name for name, num in PROTO_NUMBERS.items()}
+
+
+def _weight(prog: ServiceProgram | None, flow: Flow) -> int:
+    if prog is None:
+        return 0
+    for slot in prog.endpoints:
+        # dp port 0 ("keep the client's port") matches whatever port the flow went to.
+        if slot.ip == flow.ep_ip and slot.port in (flow.ep_port, 0):
+            return slot.weight
+    return 0
+
+
+def conntrack_act(prog: ServiceProgram | None, flow: Flow) -> str:
+    """loxilb's action string: `dnat-<ep>:<port>:w<weight>` (DNAT only),
+    `fdnat-<snat>,<ep>:<port>:w<weight>` (fullnat/onearm), `ddsr-<ep>:<port>:w<weight>` (dsr).
+    Without a program (a flow outliving its rule) the mode is inferred from the flow's SNAT."""
+    target = f"{flow.ep_ip}:{flow.ep_port}:w{_weight(prog, flow)}"
+    if prog is not None and prog.mode == NatMode.DSR:
+        return f"ddsr-{target}"
+    if flow.snat_ip:
+        return f"fdnat-{flow.snat_ip},{target}"
+    return f"dnat-{target}"
+
+
+def to_entry(prog: ServiceProgram | None, flow: Flow) -> ConntrackEntry:
+    return ConntrackEntry(
+        destination_ip=flow.dst,
+        source_ip=flow.src,
+        destination_port=flow.dport,
+        source_port=flow.sport,
+        protocol=PROTO_NAMES.get(flow.proto, str(flow.proto)),
+        conntrack_state=flow.state,
+        conntrack_act=conntrack_act(prog, flow),
+        packets=flow.packets,
+        bytes=flow.bytes,
+        serv_name=(prog.name if prog is not None and prog.name else "-"),
+    )

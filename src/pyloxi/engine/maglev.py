@@ -1,0 +1,64 @@
+"""Maglev consistent hashing (Eisenbud et al., NSDI 2016, section 3.4).
+
+Every endpoint gets a permutation of the table positions derived from two independent hashes
+of its *identity* ("ip:port"), never of its index: the table is then a pure function of the set
+of identities, so two load balancers (or one after a restart) with the same endpoints build the
+same table, and removing one endpoint leaves the others' preferences untouched.
+
+Guarantees (table size M prime, n endpoints):
+- balance: the population loop hands out one slot per endpoint per round, so every endpoint
+  owns floor(M/n) or ceil(M/n) slots (|owned - M/n| < 1).
+- disruption: every slot of a removed endpoint moves; other slots *mostly* stay. Maglev does not
+  promise zero collateral movement (the paper trades it for balance); tests measure the bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from pyloxi.engine.program import SLOT_TABLE_SIZE
+
+
+def _hash64(identity: str, person: bytes) -> int:
+    # blake2b is stable across processes and machines (Python's hash() is salted per process).
+    digest = hashlib.blake2b(identity.encode(), digest_size=8, person=person).digest()
+    return int.from_bytes(digest, "little")
+
+
+def preferences(identity: str, size: int = SLOT_TABLE_SIZE) -> tuple[int, int]:
+    """(offset, skip) of an identity's permutation: position j is (offset + j*skip) % size."""
+    offset = _hash64(identity, b"pyloxi-maglev-o") % size
+    skip = _hash64(identity, b"pyloxi-maglev-s") % (size - 1) + 1
+    return offset, skip
+
+
+def maglev_table(identities: Sequence[str], size: int = SLOT_TABLE_SIZE) -> list[int]:
+    """Lookup table of `size` entries, each an index into `identities`.
+
+    `size` must be prime (then every skip in 1..size-1 yields a full permutation). Identities
+    must be distinct. Population order is by identity, not by position in `identities`, so the
+    table content (as identities) does not depend on how the caller ordered them.
+    """
+    if not identities:
+        return []
+    if len(set(identities)) != len(identities):
+        raise ValueError("maglev identities must be distinct")
+    order = sorted(range(len(identities)), key=lambda i: identities[i])
+    prefs = [preferences(identities[i], size) for i in order]
+    nxt = [0] * len(order)
+    table = [-1] * size
+    filled = 0
+    while True:
+        for k, who in enumerate(order):
+            offset, skip = prefs[k]
+            j = nxt[k]
+            pos = (offset + j * skip) % size
+            while table[pos] >= 0:
+                j += 1
+                pos = (offset + j * skip) % size
+            table[pos] = who
+            nxt[k] = j + 1
+            filled += 1
+            if filled == size:
+                return table

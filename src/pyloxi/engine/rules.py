@@ -1,0 +1,120 @@
+"""The rule table's entries: endpoint index planning and program building (pure, immutable).
+
+An installed rule is a frozen `Rule`; every change builds a new one, so rolling back a failed
+change is putting the old object back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from pyloxi.engine.program import EndpointSlot, ServiceProgram
+from pyloxi.engine.selection import build_slots
+from pyloxi.engine.validate import EndpointSpec, RuleSpec
+from pyloxi.model.lb import NatMode
+
+
+@dataclass(frozen=True, slots=True)
+class EpState:
+    """An endpoint at a fixed index. `removed` marks a hole (kept so the endpoint's existing
+    flows finish; reusable by a later endpoint); `down` is the liveness verdict. Both make the
+    endpoint inactive, but only holes are hidden from GET."""
+
+    ip: str
+    target_port: int
+    dp_port: int
+    weight: int
+    snat_ip: str | None
+    removed: bool = False
+    down: bool = False
+
+    @property
+    def identity(self) -> str:
+        return f"{self.ip}:{self.dp_port}"
+
+    @property
+    def active(self) -> bool:
+        return not self.removed and not self.down
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    spec: RuleSpec
+    svc_id: int
+    eps: tuple[EpState, ...]
+    program: ServiceProgram
+
+
+def plan_endpoints(
+    old: Sequence[EpState], new: Sequence[EndpointSpec], snat: Callable[[str], str | None]
+) -> tuple[EpState, ...]:
+    """Place `new` endpoints at indexes, keeping the index of every endpoint that stays.
+
+    - An endpoint already present (or present as a hole) keeps/revives its index; its `down`
+      flag survives (the liveness verdict is about the host, not the rule's wording).
+    - Endpoints missing from `new` become holes at their index, with their old address.
+    - Other new endpoints take the lowest hole, else are appended.
+    Holes never exceed MAX_ENDPOINTS in total because new endpoints fill holes first.
+    """
+    slots: list[EpState] = list(old)
+    where = {ep.identity: i for i, ep in enumerate(slots)}
+    wanted = {ep.identity for ep in new}
+    for i, ep in enumerate(slots):
+        if ep.identity not in wanted and not ep.removed:
+            slots[i] = replace(ep, removed=True)
+    for spec in new:
+        i = where.get(spec.identity)
+        if i is not None:
+            prev = slots[i]
+            slots[i] = EpState(
+                spec.ip,
+                spec.target_port,
+                spec.dp_port,
+                spec.weight,
+                snat(spec.ip),
+                removed=False,
+                down=prev.down,
+            )
+    for spec in new:
+        if spec.identity in where:
+            continue
+        fresh = EpState(spec.ip, spec.target_port, spec.dp_port, spec.weight, snat(spec.ip))
+        hole = next((i for i, ep in enumerate(slots) if ep.removed), None)
+        if hole is None:
+            slots.append(fresh)
+        else:
+            slots[hole] = fresh
+    return tuple(slots)
+
+
+def build_program(spec: RuleSpec, svc_id: int, eps: Sequence[EpState]) -> ServiceProgram:
+    active = [(i, ep.identity, ep.weight) for i, ep in enumerate(eps) if ep.active]
+    return ServiceProgram(
+        svc_id=svc_id,
+        name=spec.entry.service_arguments.name,
+        vip=spec.dp_vip,
+        proto=spec.proto,
+        port_min=spec.key.port,
+        port_max=spec.key.last_port,
+        mode=spec.mode,
+        sel=spec.sel,
+        endpoints=tuple(
+            EndpointSlot(ep.ip, ep.dp_port, ep.weight, ep.active, ep.snat_ip) for ep in eps
+        ),
+        slots=build_slots(spec.sel, active),
+        idle_timeout=spec.idle_timeout,
+        allowed_sources=spec.allowed_sources,
+    )
+
+
+def snat_planner(
+    spec: RuleSpec, snat_source: Callable[[str], str | None] | None
+) -> Callable[[str], str | None]:
+    """Source address an endpoint's flows get: none (default/dsr), the VIP or privateIP
+    (fullnat), or the LB's own address toward the endpoint (onearm; validated beforehand)."""
+    if spec.mode == NatMode.FULLNAT:
+        return lambda _ip: spec.dp_vip
+    if spec.mode == NatMode.ONEARM and snat_source is not None:
+        return snat_source
+    return lambda _ip: None

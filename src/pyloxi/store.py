@@ -1,0 +1,66 @@
+"""Persisted desired state: the LB rules, in loxilb's lbconfig.txt shape `{"lbAttr": [...]}`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pyloxi.model.lb import LoadBalancerEntry, LoadBalancerList
+
+
+class StoreError(Exception):
+    """The store file exists but cannot be read as rules."""
+
+
+class JsonStore:
+    """Rules as JSON at `path`. Saving is atomic: a crash leaves the old or the new file,
+    never a torn one (temp file in the same directory, fsync, rename, fsync the directory)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def load(self) -> list[LoadBalancerEntry]:
+        """The saved rules; [] if the file does not exist. Raises StoreError if it is corrupt."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot read rule store {self.path}: {exc}") from exc
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError('top level must be an object {"lbAttr": [...]}')
+            return LoadBalancerList.model_validate(data).lb_attr
+        except (ValueError, ValidationError) as exc:
+            first = str(exc).splitlines()[0]
+            raise StoreError(f"corrupt rule store {self.path}: {first}") from exc
+
+    def save(self, rules: list[LoadBalancerEntry]) -> None:
+        doc = {
+            "lbAttr": [r.model_dump(by_alias=True, mode="json", exclude_none=True) for r in rules]
+        }
+        payload = json.dumps(doc, indent=2) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
