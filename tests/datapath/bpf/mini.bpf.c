@@ -95,3 +95,15 @@ int mini_tc_drop(struct __sk_buff *skb)
 }
 
 char LICENSE[] SEC("license") = "GPL";
+
+#ifdef MINI_BAD
+/* Built only with -DMINI_BAD: the verifier must reject it (unbounded packet access), so the
+ * tests can check that a failed load reports the verifier's words. */
+SEC("tc")
+int mini_bad(struct __sk_buff *skb)
+{
+	__u8 *data = (void *)(long)skb->data;
+
+	return data[20];
+}
+#endif

@@ -364,17 +364,26 @@ def _format(fmt: bytes, va_list: int) -> str:
     return buf.value.decode(errors="replace")
 
 
+class _Capture(list[str]):
+    """libbpf warnings printed by one thread during one call. They are logged when the call
+    ends: at WARNING if it succeeded, at DEBUG if it raised (the text is then in the BpfError) or
+    if the caller marked the failure as expected (e.g. EEXIST from ``bpf_tc_hook_create``)."""
+
+    expected = False
+
+
 def _print_cb(level: int, fmt: bytes | None, va_list: int | None) -> int:
     try:
         pylevel = _LEVELS[level] if 0 <= level < len(_LEVELS) else logging.DEBUG
-        capture: list[str] | None = getattr(_tls, "capture", None)
+        capture: _Capture | None = getattr(_tls, "capture", None)
         want_capture = capture is not None and pylevel >= logging.WARNING
         if fmt is None or not (want_capture or log.isEnabledFor(pylevel)):
             return 0
         text = _format(fmt, va_list or 0).rstrip("\n")
         if want_capture and capture is not None:
             capture.append(text)
-        log.log(pylevel, "%s", text)
+        else:
+            log.log(pylevel, "%s", text)
     except Exception:  # never let an exception cross back into C
         log.exception("libbpf print callback failed")
     return 0
@@ -385,17 +394,20 @@ _libbpf_set_print(_print_cb_ref)
 
 
 @contextlib.contextmanager
-def _capturing() -> Iterator[list[str]]:
+def _capturing() -> Iterator[_Capture]:
     """Collect the libbpf warnings printed by this thread while the block runs."""
     prev = getattr(_tls, "capture", None)
-    lines: list[str] = []
+    lines = _Capture()
     _tls.capture = lines
+    failed = True
     try:
         yield lines
+        failed = False
     finally:
         _tls.capture = prev
-        if prev is not None:
-            prev.extend(lines)
+        level = logging.DEBUG if failed or lines.expected else logging.WARNING
+        for line in lines:
+            log.log(level, "%s", line)
 
 
 def _error(err: int, what: str, libbpf_lines: list[str] | None = None) -> BpfError:
@@ -722,7 +734,11 @@ class Map:
         return deleted
 
     def update_batch(self, keys: list[bytes], values: list[bytes], flags: int = BPF_ANY) -> None:
-        """Write all pairs with ``bpf_map_update_batch`` (per-CPU: whole blobs as values)."""
+        """Write all pairs with ``bpf_map_update_batch`` (per-CPU: whole blobs as values).
+
+        The kernel's batch update accepts only ``BPF_ANY`` (optionally ``| BPF_F_LOCK``);
+        ``BPF_NOEXIST``/``BPF_EXIST`` are applied per key instead, stopping at the first failure.
+        """
         if len(keys) != len(values):
             raise BpfError(
                 _errno.EINVAL, f"map {self.name!r}: {len(keys)} keys, {len(values)} values"
@@ -734,6 +750,10 @@ class Map:
             raise BpfError(
                 _errno.EINVAL, f"map {self.name!r}: keys must be {ks} bytes, values {vs} bytes"
             )
+        if flags & ~BPF_F_LOCK:
+            for k, v in zip(keys, values, strict=True):
+                self.update(k, v, flags)
+            return
         kbuf = ctypes.create_string_buffer(b"".join(keys), ks * len(keys))
         vbuf = ctypes.create_string_buffer(b"".join(values), vs * len(values))
         opts = _MapBatchOpts(sz=ctypes.sizeof(_MapBatchOpts), elem_flags=flags)
@@ -747,7 +767,11 @@ class Map:
                 ctypes.byref(count),
                 opts,
             )
-            _check(ret, f"bpf_map_update_batch({self.name}) after {start + count.value} of {n}")
+            if ret < 0:
+                done = start + min(count.value, n - start) if count.value < n - start else start
+                raise _error(
+                    -ret, f"bpf_map_update_batch({self.name}): failed after {done} of {n} entries"
+                )
             if count.value == 0:  # defensive: never spin
                 raise BpfError(_errno.EIO, f"bpf_map_update_batch({self.name}) made no progress")
             start += count.value
@@ -966,16 +990,17 @@ def tc_attach(
         ret = _bpf_tc_hook_create(ctypes.byref(hook))
         if ret < 0 and ret != -_errno.EEXIST:
             raise _error(-ret, f"bpf_tc_hook_create({where})", lines)
-        opts = _TcOpts(
-            sz=ctypes.sizeof(_TcOpts),
-            prog_fd=prog_fd,
-            flags=BPF_TC_F_REPLACE,
-            handle=handle,
-            priority=priority,
-        )
-        _check(
-            _bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)), f"bpf_tc_attach({where})", lines
-        )
+        lines.expected = ret == -_errno.EEXIST  # clsact already there: fine
+    opts = _TcOpts(
+        sz=ctypes.sizeof(_TcOpts),
+        prog_fd=prog_fd,
+        flags=BPF_TC_F_REPLACE,
+        handle=handle,
+        priority=priority,
+    )
+    with _capturing() as lines:
+        ret = _bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+        _check(ret, f"bpf_tc_attach({where}, prog fd {prog_fd})", lines)
     return int(opts.prog_id)
 
 
@@ -1001,17 +1026,21 @@ def tc_attached_prog_id(
         ret = _bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
         # ENOENT: no such filter; EINVAL: no clsact qdisc on the device at all
         if ret in (-_errno.ENOENT, -_errno.EINVAL):
+            lines.expected = True
             return None
         _check(ret, f"bpf_tc_query({where})", lines)
     return int(opts.prog_id)
 
 
 def tc_hook_destroy(ifindex: int) -> None:
-    """Delete the clsact qdisc of *ifindex* (and so every tc filter on it). ENOENT is fine."""
+    """Delete the clsact qdisc of *ifindex* (and so every tc filter on it).
+
+    Idempotent: a missing qdisc (ENOENT, or EINVAL "Invalid handle" from the kernel) is fine."""
     hook = _TcHook(
         sz=ctypes.sizeof(_TcHook), ifindex=ifindex, attach_point=BPF_TC_INGRESS | BPF_TC_EGRESS
     )
     with _capturing() as lines:
         ret = _bpf_tc_hook_destroy(ctypes.byref(hook))
-        if ret < 0 and ret != -_errno.ENOENT:
+        lines.expected = ret in (-_errno.ENOENT, -_errno.EINVAL)
+        if ret < 0 and not lines.expected:
             raise _error(-ret, f"bpf_tc_hook_destroy(ifindex {ifindex})", lines)
