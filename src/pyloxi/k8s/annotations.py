@@ -1,0 +1,221 @@
+"""kube-loxilb Service annotations: parsed and validated into one `ServiceOptions`.
+
+Every problem is collected (not just the first), so the Event on the Service names them all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyloxi.k8s.config import DEFAULT_POOL, AgentConfig
+
+P = "loxilb.io/"
+LBMODE = P + "lbmode"
+EPSELECT = P + "epselect"
+LIVENESS = P + "liveness"
+PROBETYPE = P + "probetype"
+PROBEPORT = P + "probeport"
+PROBEREQ = P + "probereq"
+PROBERESP = P + "proberesp"
+PROBETIMEOUT = P + "probetimeout"
+PROBERETRIES = P + "proberetries"
+TIMEOUT = P + "timeout"
+STATICIP = P + "staticIP"
+POOLSELECT = P + "poolSelect"
+SECONDARYIPS = P + "secondaryIPs"
+USEPODNETWORK = P + "usepodnetwork"
+PREFLOCALPOD = P + "prefLocalPod"
+NODELABEL = P + "nodelabel"
+IPAM = P + "ipam"
+ZONESELECT = P + "zoneselect"
+
+LB_MODES = {"default": 0, "onearm": 1, "fullnat": 2, "dsr": 3, "fullproxy": 4, "hostonearm": 5}
+# loxilb's own numbering of `sel` (kube-loxilb's n2det/n3 numbers do not exist in loxilb's API)
+EP_SELECT = {"rr": 0, "roundrobin": 0, "hash": 1, "priority": 2, "persist": 3, "lc": 4,
+             "n2": 5, "n3": 6}
+PROBE_TYPES = ("none", "ping", "udp", "tcp", "sctp", "http", "https")
+IPAM_MODES = {"ipv4": "ipv4", "ip": "ipv4", "ip4": "ipv4", "ipv6": "ipv6", "ip6": "ipv6",
+              "nat66": "ipv6", "ipv6to4": "nat64", "nat64": "nat64"}
+DEFAULT_TIMEOUT = 1800
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+class AnnotationError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    mode: int = 0
+    sel: int = 0
+    monitor: bool = False
+    probe_type: str = ""
+    probe_port: int = 0
+    probe_req: str = ""
+    probe_resp: str = ""
+    probe_timeout: int = 0
+    probe_retries: int = 0
+    timeout: int = DEFAULT_TIMEOUT
+    static_ip: str = ""
+    pool: str = DEFAULT_POOL
+    secondary_ips: tuple[str, ...] = ()
+    use_pod_network: bool = False
+    pref_local_pod: bool = False
+    node_label: str = ""
+    ipam: str = "ipv4"  # ipv4 | ipv6 | nat64
+    zone_select: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def vip_family(self) -> int:
+        return 4 if self.ipam == "ipv4" else 6
+
+    @property
+    def endpoint_family(self) -> int:
+        return 6 if self.ipam == "ipv6" else 4
+
+
+def _yesno(problems: list[str], key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("yes", "true"):
+        return True
+    if v in ("no", "false"):
+        return False
+    problems.append(f"{key}={value!r}: expected yes or no")
+    return False
+
+
+def _int(problems: list[str], key: str, value: str, lo: int, hi: int) -> int:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        problems.append(f"{key}={value!r}: not an integer")
+        return 0
+    if not lo <= n <= hi:
+        problems.append(f"{key}={value!r}: out of range {lo}..{hi}")
+        return 0
+    return n
+
+
+def _ip(problems: list[str], key: str, value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        problems.append(f"{key}={value!r}: not an IP address")
+        return ""
+
+
+def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
+          pools6: set[str]) -> ServiceOptions:
+    """ServiceOptions for a Service, or AnnotationError listing every invalid annotation."""
+    ann: dict[str, str] = (service.get("metadata") or {}).get("annotations") or {}
+    spec = service.get("spec") or {}
+    problems: list[str] = []
+    o: dict[str, Any] = {"mode": cfg.lb_mode, "monitor": cfg.monitor,
+                         "use_pod_network": cfg.use_pod_network}
+
+    if IPAM in ann:
+        v = ann[IPAM].strip().lower()
+        if v not in IPAM_MODES:
+            problems.append(f"{IPAM}={ann[IPAM]!r}: expected one of {', '.join(IPAM_MODES)}")
+        else:
+            o["ipam"] = IPAM_MODES[v]
+    elif (spec.get("ipFamilies") or ["IPv4"])[0] == "IPv6":
+        o["ipam"] = "ipv6"
+    family = 6 if o.get("ipam", "ipv4") != "ipv4" else 4
+
+    if LBMODE in ann:
+        v = ann[LBMODE].strip().lower()
+        if v not in LB_MODES:
+            problems.append(f"{LBMODE}={ann[LBMODE]!r}: expected one of {', '.join(LB_MODES)}")
+        else:
+            o["mode"] = LB_MODES[v]
+    if EPSELECT in ann:
+        v = ann[EPSELECT].strip().lower()
+        if v not in EP_SELECT:
+            problems.append(
+                f"{EPSELECT}={ann[EPSELECT]!r}: expected one of {', '.join(EP_SELECT)}")
+        else:
+            o["sel"] = EP_SELECT[v]
+    if o.get("mode") == LB_MODES["dsr"]:
+        if EPSELECT not in ann:
+            o["sel"] = EP_SELECT["hash"]  # loxilb accepts DSR only with hash selection
+        elif o.get("sel", 0) != EP_SELECT["hash"]:
+            problems.append(f"{LBMODE}=dsr needs {EPSELECT}=hash")
+    if LIVENESS in ann:
+        o["monitor"] = _yesno(problems, LIVENESS, ann[LIVENESS]) or cfg.monitor
+    if PROBETYPE in ann:
+        v = ann[PROBETYPE].strip().lower()
+        if v not in PROBE_TYPES:
+            problems.append(
+                f"{PROBETYPE}={ann[PROBETYPE]!r}: expected one of {', '.join(PROBE_TYPES)}")
+        else:
+            o["probe_type"] = v
+    probing = o.get("probe_type", "") not in ("", "none")
+    if PROBEPORT in ann:
+        o["probe_port"] = _int(problems, PROBEPORT, ann[PROBEPORT], 1, 65535)
+    if PROBEREQ in ann:
+        o["probe_req"] = ann[PROBEREQ]
+    if PROBERESP in ann:
+        o["probe_resp"] = ann[PROBERESP]
+    if PROBETIMEOUT in ann:
+        o["probe_timeout"] = _int(problems, PROBETIMEOUT, ann[PROBETIMEOUT], 1, 86400)
+    if PROBERETRIES in ann:
+        o["probe_retries"] = _int(problems, PROBERETRIES, ann[PROBERETRIES], 1, 100)
+    if probing:
+        o["monitor"] = True  # loxilb: a probe type other than none forces monitoring
+        if o["probe_type"] in ("tcp", "udp", "sctp") and not o.get("probe_port") \
+                and PROBEPORT not in ann:
+            problems.append(f"{PROBETYPE}={o['probe_type']} needs {PROBEPORT}")
+    elif o.get("probe_type") in ("", "none"):
+        # loxilb ignores the probe details without a probe type; so do we
+        for k in ("probe_port", "probe_req", "probe_resp"):
+            o.pop(k, None)
+    if TIMEOUT in ann:
+        o["timeout"] = _int(problems, TIMEOUT, ann[TIMEOUT], 1, 86400)
+    if STATICIP in ann:
+        ip = _ip(problems, STATICIP, ann[STATICIP])
+        if ip and ipaddress.ip_address(ip).version != family:
+            problems.append(f"{STATICIP}={ip}: not an IPv{family} address")
+        o["static_ip"] = ip
+    if POOLSELECT in ann:
+        name = ann[POOLSELECT].strip()
+        known = pools4 if family == 4 else pools6
+        if name not in known:
+            problems.append(f"{POOLSELECT}={name!r}: no such IPv{family} pool "
+                            f"(have {', '.join(sorted(known)) or 'none'})")
+        o["pool"] = name
+    if SECONDARYIPS in ann:
+        ips = [s.strip() for s in ann[SECONDARYIPS].split(",") if s.strip()]
+        if len(ips) > 3:
+            problems.append(f"{SECONDARYIPS}: at most 3 addresses, got {len(ips)}")
+        good = []
+        for s in ips:
+            ip = _ip(problems, SECONDARYIPS, s)
+            if ip and ipaddress.ip_address(ip).version != family:
+                problems.append(f"{SECONDARYIPS}: {ip} is not an IPv{family} address")
+            elif ip:
+                good.append(ip)
+        o["secondary_ips"] = tuple(good)
+    if USEPODNETWORK in ann:
+        o["use_pod_network"] = _yesno(problems, USEPODNETWORK, ann[USEPODNETWORK])
+    if PREFLOCALPOD in ann:
+        o["pref_local_pod"] = _yesno(problems, PREFLOCALPOD, ann[PREFLOCALPOD])
+    if NODELABEL in ann:
+        v = ann[NODELABEL].strip()
+        if not _LABEL_KEY.match(v):
+            problems.append(f"{NODELABEL}={ann[NODELABEL]!r}: not a label key")
+        o["node_label"] = v
+    if ZONESELECT in ann:
+        o["zone_select"] = ann[ZONESELECT].strip()
+    if problems:
+        raise AnnotationError(problems)
+    return ServiceOptions(**o)

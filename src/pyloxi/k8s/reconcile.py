@@ -1,0 +1,180 @@
+"""Desired LB rules of a Service, and the diff against what a pyloxi instance holds.
+
+A rule is identified by its key (VIP, port, protocol, block); the `name` "<namespace>_<name>"
+ties it to its Service, and `managed: true` marks it as the agent's (only those are ever
+removed as orphans).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyloxi.k8s.annotations import ServiceOptions
+from pyloxi.k8s.client import LoxiClient, LoxiError
+
+log = logging.getLogger(__name__)
+
+RuleKey = tuple[str, int, str, int]  # (vip, port, protocol, block)
+
+
+def rule_name(namespace: str, name: str) -> str:
+    return f"{namespace}_{name}"
+
+
+def _fold(d: dict[str, Any] | None) -> dict[str, Any]:
+    return {str(k).lower(): v for k, v in (d or {}).items()}
+
+
+def _norm_ip(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
+
+
+def key_of(body: dict[str, Any]) -> RuleKey:
+    sa = _fold(_fold(body).get("servicearguments"))
+    return (_norm_ip(str(sa.get("externalip", ""))), int(sa.get("port") or 0),
+            str(sa.get("protocol") or "tcp").lower(), int(sa.get("block") or 0))
+
+
+def name_of(body: dict[str, Any]) -> str:
+    return str(_fold(_fold(body).get("servicearguments")).get("name") or "")
+
+
+def managed(body: dict[str, Any]) -> bool:
+    return bool(_fold(_fold(body).get("servicearguments")).get("managed"))
+
+
+def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str],
+                endpoints: dict[tuple[int, str], list[tuple[str, int]]],
+                source_ranges: list[str], instance_host: str = "") -> dict[RuleKey, dict]:
+    """Rule bodies for one instance (prefLocalPod depends on the instance's address)."""
+    rules: dict[RuleKey, dict] = {}
+    rname = rule_name(namespace, name)
+    for vip in vips:
+        for (port, proto), targets in sorted(endpoints.items()):
+            if opts.pref_local_pod and instance_host:
+                local = [t for t in targets if t[0] == instance_host]
+                targets = local or targets
+            if not targets:
+                continue  # loxilb needs 1..32 endpoints; no endpoints means no rule
+            sa: dict[str, Any] = {
+                "externalIP": vip, "port": port, "protocol": proto, "sel": opts.sel,
+                "mode": opts.mode, "bgp": False, "monitor": opts.monitor,
+                "inactiveTimeOut": opts.timeout, "block": 0, "managed": True, "name": rname,
+                "oper": 0,
+            }
+            if opts.probe_type:
+                sa.update({"probetype": opts.probe_type, "probeport": opts.probe_port,
+                           "probereq": opts.probe_req, "proberesp": opts.probe_resp})
+            if opts.probe_timeout:
+                sa["probeTimeout"] = opts.probe_timeout
+            if opts.probe_retries:
+                sa["probeRetries"] = opts.probe_retries
+            body: dict[str, Any] = {
+                "serviceArguments": sa,
+                "endpoints": [{"endpointIP": ip, "targetPort": tp, "weight": 1}
+                              for ip, tp in targets[:32]],
+            }
+            if proto == "sctp" and opts.secondary_ips:
+                body["secondaryIPs"] = [{"secondaryIP": s} for s in opts.secondary_ips]
+            if source_ranges:
+                body["allowedSources"] = [{"prefix": p} for p in source_ranges]
+            rules[key_of(body)] = body
+    return rules
+
+
+def _view(body: dict[str, Any], with_probe: bool) -> dict[str, Any]:
+    b = _fold(body)
+    sa = _fold(b.get("servicearguments"))
+    v: dict[str, Any] = {k: sa.get(k) for k in ("sel", "mode", "name")}
+    v["monitor"] = bool(sa.get("monitor"))
+    v["managed"] = bool(sa.get("managed"))
+    v["ito"] = int(sa.get("inactivetimeout") or 0)
+    if with_probe:
+        for k in ("probetype", "probeport", "probereq", "proberesp"):
+            v[k] = sa.get(k) or None
+    v["eps"] = sorted((_norm_ip(str(_fold(e).get("endpointip"))), int(_fold(e).get("targetport")
+                      or 0), int(_fold(e).get("weight") or 0)) for e in b.get("endpoints") or [])
+    v["sec"] = sorted(_norm_ip(str(_fold(s).get("secondaryip")))
+                      for s in b.get("secondaryips") or [])
+    v["src"] = sorted(str(_fold(s).get("prefix")) for s in b.get("allowedsources") or [])
+    return v
+
+
+def differs(desired: dict[str, Any], actual: dict[str, Any]) -> bool:
+    probe = bool(_fold(desired["serviceArguments"]).get("probetype"))
+    return _view(desired, probe) != _view(actual, probe)
+
+
+def immutable_differs(desired: dict[str, Any], actual: dict[str, Any]) -> bool:
+    """Fields loxilb will not change on an existing rule: re-create instead."""
+    d, a = _view(desired, False), _view(actual, False)
+    return d["mode"] != a["mode"] or d["sec"] != a["sec"]
+
+
+@dataclass
+class ApplyResult:
+    created: int = 0
+    deleted: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def apply_service(client: LoxiClient, rname: str, desired: dict[RuleKey, dict],
+                        current: list[dict[str, Any]]) -> ApplyResult:
+    """Make `current` (the instance's rule list, updated in place) hold exactly `desired`
+    for the rules named `rname`."""
+    res = ApplyResult()
+    by_key = {key_of(r): r for r in current}
+    mine = {k: r for k, r in by_key.items() if name_of(r) == rname}
+    for key, rule in mine.items():
+        if key not in desired:
+            try:
+                await client.delete_rule(key[0], key[1], key[2], key[3])
+                current.remove(rule)
+                res.deleted += 1
+            except LoxiError as exc:
+                res.errors.append(str(exc))
+    for key, body in desired.items():
+        have = by_key.get(key)
+        if have is not None and name_of(have) != rname:
+            res.errors.append(f"{key[0]}:{key[1]}/{key[2]} is held by rule "
+                              f"{name_of(have) or '(unnamed)'} on {client.url}")
+            continue
+        if have is not None and not differs(body, have):
+            continue
+        try:
+            if have is not None and immutable_differs(body, have):
+                await client.delete_rule(key[0], key[1], key[2], key[3])
+                current.remove(have)
+                res.deleted += 1
+                have = None
+            await client.create_rule(body)
+            if have is not None:
+                current.remove(have)
+            current.append(body)
+            res.created += 1
+        except LoxiError as exc:
+            res.errors.append(str(exc))
+    return res
+
+
+async def remove_orphans(client: LoxiClient, owned_names: set[str],
+                         current: list[dict[str, Any]]) -> int:
+    """Delete managed rules whose name belongs to no Service the agent serves."""
+    n = 0
+    for rule in list(current):
+        if managed(rule) and name_of(rule) not in owned_names:
+            key = key_of(rule)
+            try:
+                await client.delete_rule(key[0], key[1], key[2], key[3])
+                current.remove(rule)
+                n += 1
+                log.info("removed orphan rule %s (%s) from %s", key, name_of(rule), client.url)
+            except LoxiError as exc:
+                log.warning("orphan %s on %s: %s", key, client.url, exc)
+    return n
