@@ -1,0 +1,331 @@
+"""`pyloxi` CLI end to end: real HTTP to the API app (uvicorn on 127.0.0.1, a free port, in a
+thread) backed by the real Engine and the in-memory datapath."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from pyloxi.api import create_app
+from pyloxi.cli.main import app as cli
+from pyloxi.datapath.memory import MemoryDatapath
+from pyloxi.engine import Engine
+from pyloxi.engine.program import EndpointCounters, Flow, ServiceCounters
+
+
+class Server:
+    def __init__(self) -> None:
+        self.app = create_app(Engine(MemoryDatapath()), version="7.7.7", build_info="e2e")
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+        self.sock.close()
+
+    def reset(self) -> tuple[Engine, MemoryDatapath]:
+        dp = MemoryDatapath()
+        engine = Engine(dp)
+        self.app.state.engine = engine
+        return engine, dp
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = Server()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def lb(server: Server) -> tuple[Engine, MemoryDatapath]:
+    return server.reset()
+
+
+class Run:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        env = {"PYLOXI_API": f"127.0.0.1:{self.port}"} | (env or {})
+        return self.runner.invoke(cli, list(args), env=env, prog_name="pyloxi")
+
+
+@pytest.fixture
+def run(server: Server) -> Run:
+    return Run(server.port)
+
+
+def ok(result: Any) -> str:
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+def one_line_error(result: Any, code: int, *words: str) -> str:
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    err = result.stderr.strip()
+    assert err.startswith("Error: ") and "\n" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+# ------------------------------------------------------------------- create / get
+
+
+def test_create_and_get_lb(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb
+    out = ok(
+        run(
+            "create", "lb", "20.20.20.1", "--tcp=80:8080,443:8443",
+            "--endpoints=31.31.31.1:1,32.32.32.1:2", "--name=web",
+        )
+    )  # fmt: skip
+    assert "created lb 20.20.20.1:80/tcp" in out
+    assert "created lb 20.20.20.1:443/tcp" in out
+    rules = engine.list_rules()
+    assert [(r.service_arguments.port, r.endpoints[0].target_port) for r in rules] == [
+        (80, 8080),
+        (443, 8443),
+    ]
+    assert [e.weight for e in rules[0].endpoints] == [1, 2]
+
+    table = ok(run("get", "lb"))
+    header, *rows = [line.split() for line in table.strip().splitlines()]
+    assert header == [
+        "ExternalIP", "Port", "Protocol", "Name", "Block", "Select", "Mode", "#Endpoints",
+    ]  # fmt: skip
+    assert rows == [
+        ["20.20.20.1", "80", "tcp", "web", "0", "rr", "default", "2"],
+        ["20.20.20.1", "443", "tcp", "web", "0", "rr", "default", "2"],
+    ]
+
+
+def test_get_lb_wide_shows_endpoints(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, dp = lb
+    ok(
+        run(
+            "create", "lb", "20.20.20.1", "--udp=5000-5010:6000", "--endpoints=10.0.0.1:3,10.0.0.2",
+            "--select=priority", "--mode=fullnat", "--mark=5",
+        )
+    )  # fmt: skip
+    [prog] = engine.programs()
+    dp.counters[prog.svc_id] = ServiceCounters(
+        endpoints=(EndpointCounters(11, 2200), EndpointCounters(0, 0))
+    )
+    out = ok(run("get", "lb", "-o", "wide"))
+    lines = [line.split() for line in out.strip().splitlines()]
+    assert lines[0][-5:] == ["Endpoint", "TargetPort", "Weight", "State", "Counters"]
+    assert lines[1] == [
+        "20.20.20.1", "5000-5010", "udp", "5", "priority", "fullnat",
+        "10.0.0.1", "6000", "3", "active", "11:2200",
+    ]  # fmt: skip
+    assert lines[2] == ["10.0.0.2", "6000", "1", "active", "0:0"]
+
+
+def test_get_lb_json_is_api_body(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1"))
+    data = json.loads(ok(run("-o", "json", "get", "lb")))
+    assert data == json.loads(ok(run("get", "lb", "-o", "json")))
+    [r] = data["lbAttr"]
+    assert r["serviceArguments"]["externalIP"] == "20.20.20.1"
+    assert r["endpoints"][0]["endpointIP"] == "10.0.0.1"
+
+
+def test_get_lb_empty(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    out = ok(run("get", "lb"))
+    assert out.split()[0] == "ExternalIP" and len(out.strip().splitlines()) == 1
+    assert json.loads(ok(run("get", "lb", "-o", "json"))) == {"lbAttr": []}
+
+
+def test_create_icmp_and_options(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb
+    ok(
+        run(
+            "create", "lb", "20.20.20.1", "--icmp", "--endpoints=10.0.0.1", "--bgp",
+            "--inatimeout=99", "--sources=10.10.0.0/16", "--probetype=ping",
+        )
+    )  # fmt: skip
+    [r] = engine.list_rules()
+    a = r.service_arguments
+    assert (a.protocol, a.port, a.bgp, a.inactive_timeout, a.monitor) == ("icmp", 0, True, 99, True)
+    assert [s.prefix for s in r.allowed_sources or []] == ["10.10.0.0/16"]
+
+
+def test_attach_and_detach_endpoints(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1"))
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.2", "--attachEP"))
+    assert [e.endpoint_ip for e in engine.list_rules()[0].endpoints] == ["10.0.0.1", "10.0.0.2"]
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1", "--detachEP"))
+    assert [e.endpoint_ip for e in engine.list_rules()[0].endpoints] == ["10.0.0.2"]
+
+
+# ------------------------------------------------------------------- errors
+
+
+def test_api_error_is_one_line_exit_1(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1"))
+    res = run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1")
+    one_line_error(res, 1, "20.20.20.1:80/tcp", "exists")
+
+
+def test_partial_failure_reports_each(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1"))
+    res = run("create", "lb", "20.20.20.1", "--tcp=80:8080,81:8080", "--endpoints=10.0.0.1")
+    assert res.exit_code == 1
+    assert "created lb 20.20.20.1:81/tcp" in res.stdout
+    assert "20.20.20.1:80/tcp" in res.stderr
+    assert len(engine.list_rules()) == 2
+
+
+def test_server_side_validation_error(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    res = run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1",
+              "--mode=dsr")  # fmt: skip
+    one_line_error(res, 1, "dsr")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["create", "lb", "20.20.20", "--tcp=80:8080", "--endpoints=10.0.0.1"], "VIP"),
+        (["create", "lb", "20.20.20.1", "--tcp=80:x", "--endpoints=10.0.0.1"], "target port"),
+        (["create", "lb", "20.20.20.1", "--tcp=80:80", "--endpoints=10.0.0.1:w"], "weight"),
+        (["create", "lb", "20.20.20.1", "--tcp=80:80", "--endpoints=10.0.0:1"], "endpoint"),
+        (["create", "lb", "20.20.20.1", "--tcp=80:80", "--endpoints=1.1.1.1", "--select=x"],
+         "--select"),
+        (["create", "lb", "20.20.20.1", "--tcp=80:80", "--endpoints=1.1.1.1", "--mode=x"],
+         "--mode"),
+        (["create", "lb", "20.20.20.1", "--endpoints=10.0.0.1"], "no service port"),
+        (["create", "lb", "20.20.20.1", "--tcp=80:80"], "no endpoints"),
+        (["delete", "lb", "20.20.20.1"], "no service port"),
+        (["delete", "lb"], "exactly one"),
+        (["get", "lb", "-o", "yaml"], "--output"),
+    ],
+)  # fmt: skip
+def test_input_errors_exit_2_without_api_call(
+    run: Run, lb: tuple[Engine, MemoryDatapath], args: list[str], words: str
+) -> None:
+    _, dp = lb
+    one_line_error(run(*args), 2, words)
+    assert dp.calls == []
+
+
+def test_unreachable_server_exit_1(run: Run) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # bound, not listening: connection refused
+        res = run("-p", str(dead), "get", "lb")
+    one_line_error(res, 1, "cannot connect", f"127.0.0.1:{dead}")
+
+
+# ------------------------------------------------------------------- delete
+
+
+def test_delete_by_key_range_mark(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1"))
+    ok(run("create", "lb", "20.20.20.1", "--tcp=90-95:9000", "--endpoints=10.0.0.1"))
+    ok(run("create", "lb", "20.20.20.1", "--udp=53", "--endpoints=10.0.0.1", "--mark=3"))
+    assert "deleted lb 20.20.20.1:80/tcp" in ok(run("delete", "lb", "20.20.20.1", "--tcp=80"))
+    ok(run("delete", "lb", "20.20.20.1", "--tcp=90", "--portmax=95"))
+    one_line_error(run("delete", "lb", "20.20.20.1", "--udp=53"), 1, "20.20.20.1:53/udp")
+    ok(run("delete", "lb", "20.20.20.1", "--udp=53", "--mark=3"))
+    assert engine.list_rules() == []
+
+
+def test_delete_by_name_and_all(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:80,81:81", "--endpoints=10.0.0.1", "--name=a"))
+    ok(run("create", "lb", "20.20.20.2", "--tcp=80:80", "--endpoints=10.0.0.1", "--name=b"))
+    ok(run("delete", "lb", "--name=a"))
+    assert [r.service_arguments.name for r in engine.list_rules()] == ["b"]
+    one_line_error(run("delete", "lb", "--name=a"), 1)
+    ok(run("delete", "lb", "--all"))
+    assert engine.list_rules() == []
+
+
+# ------------------------------------------------------------------- conntrack, version
+
+
+def test_get_ct(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, dp = lb
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1", "--name=web"))
+    [prog] = engine.programs()
+    dp.flow_table.append(
+        Flow(
+            src="192.168.1.5", dst="20.20.20.1", sport=51000, dport=80, proto=6, state="est",
+            svc_id=prog.svc_id, ep_ip="10.0.0.1", ep_port=8080, snat_ip=None, snat_port=0,
+            packets=4, bytes=512,
+        )
+    )  # fmt: skip
+    out = ok(run("get", "ct"))
+    header, row = [line.split() for line in out.strip().splitlines()]
+    assert header[:6] == ["DestIP", "SrcIP", "DPort", "SPort", "Proto", "State"]
+    assert row[:6] == ["20.20.20.1", "192.168.1.5", "80", "51000", "tcp", "est"]
+    assert row[-3:] == ["4", "512", "web"]
+    data = json.loads(ok(run("get", "ct", "-o", "json")))
+    assert data["ctAttr"][0]["servName"] == "web"
+    assert ok(run("get", "conntrack")) == out  # loxicmd alias
+
+
+def test_version(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    import pyloxi
+
+    out = ok(run("version"))
+    assert f"pyloxi CLI: {pyloxi.__version__}" in out
+    assert "API server: 7.7.7 (e2e)" in out
+    data = json.loads(ok(run("version", "-o", "json")))
+    assert data == {
+        "client": pyloxi.__version__,
+        "server": {"version": "7.7.7", "buildInfo": "e2e"},
+    }
+    out = ok(run("version", "--client", env={"PYLOXI_API": "127.0.0.1:1"}))
+    assert "API server" not in out
+
+
+def test_flags_override_env(run: Run, server: Server, lb: tuple[Engine, MemoryDatapath]) -> None:
+    env = {"PYLOXI_API": "127.0.0.1:1"}
+    one_line_error(run("get", "lb", env=env), 1, "cannot connect")
+    ok(run("get", "lb", "-s", "127.0.0.1", "-p", str(server.port), env=env))
+    ok(run("--apiserver=127.0.0.1", f"--port={server.port}", "get", "lb", env=env))
+
+
+def test_pyloxi_entry_point_exit_codes() -> None:
+    cmd = [sys.executable, "-m", "pyloxi.entry"]
+    bad = subprocess.run(
+        [*cmd, "create", "lb", "1.1.1", "--tcp=80:80", "--endpoints=2.2.2.2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "Error: invalid VIP '1.1.1'"
+    helped = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "create" in helped.stdout
