@@ -1,0 +1,492 @@
+"""Engine: validation (400 and nothing changes), create/delete, capacity, overlap, rollback."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+
+from pyloxi.datapath.memory import MemoryDatapath
+from pyloxi.engine import Engine
+from pyloxi.engine.program import MAX_ENDPOINTS, Flow
+from pyloxi.model.errors import PyloxiError
+from pyloxi.model.lb import LoadBalancerEntry, NatMode, Selection
+
+
+class ListStore:
+    def __init__(self) -> None:
+        self.saved: list[list[LoadBalancerEntry]] = []
+        self.fail_next: Exception | None = None
+
+    def save(self, rules: list[LoadBalancerEntry]) -> None:
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+        self.saved.append(rules)
+
+
+def rule(
+    vip: str = "20.20.20.1",
+    port: int = 2020,
+    eps: list[tuple[str, int, int]] | None = None,
+    **args: Any,
+) -> LoadBalancerEntry:
+    eps = [("31.31.31.1", 8080, 1), ("31.31.31.2", 8080, 1)] if eps is None else eps
+    extra = {k: args.pop(k) for k in ("secondaryIPs", "allowedSources") if k in args}
+    return LoadBalancerEntry.model_validate(
+        {
+            "serviceArguments": {"externalIP": vip, "port": port, "protocol": "tcp", **args},
+            "endpoints": [{"endpointIP": i, "targetPort": p, "weight": w} for i, p, w in eps],
+            **extra,
+        }
+    )
+
+
+def snat_source(ip: str) -> str | None:
+    return None if ip.startswith("99.") else "192.168.0.254"
+
+
+@pytest.fixture
+def dp() -> MemoryDatapath:
+    return MemoryDatapath()
+
+
+@pytest.fixture
+def store() -> ListStore:
+    return ListStore()
+
+
+@pytest.fixture
+def eng(dp: MemoryDatapath, store: ListStore) -> Engine:
+    return Engine(dp, store=store, snat_source=snat_source)
+
+
+def only_program(dp: MemoryDatapath):
+    (prog,) = dp.services.values()
+    return prog
+
+
+# ------------------------------------------------------------------ create
+
+
+def test_create_installs_program_and_saves(eng: Engine, dp: MemoryDatapath, store: ListStore):
+    eng.add_rule(rule(name="web"))
+    prog = only_program(dp)
+    assert prog.svc_id == 1
+    assert prog.vip == "20.20.20.1" and prog.proto == 6
+    assert (prog.port_min, prog.port_max) == (2020, 2020)
+    assert [(e.ip, e.port, e.active, e.snat_ip) for e in prog.endpoints] == [
+        ("31.31.31.1", 8080, True, None),
+        ("31.31.31.2", 8080, True, None),
+    ]
+    assert prog.slots == (0, 1)
+    assert prog.idle_timeout == 240
+    assert len(store.saved) == 1 and store.saved[0][0].service_arguments.name == "web"
+
+
+@pytest.mark.parametrize(("proto", "idle"), [("tcp", 240), ("sctp", 240), ("udp", 20)])
+def test_default_idle_timeout(eng: Engine, dp: MemoryDatapath, proto: str, idle: int):
+    eng.add_rule(rule(protocol=proto))
+    assert only_program(dp).idle_timeout == idle
+
+
+def test_icmp_rule(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(port=0, protocol="icmp", eps=[("31.31.31.1", 0, 1)]))
+    prog = only_program(dp)
+    assert (prog.proto, prog.port_min, prog.idle_timeout) == (1, 0, 20)
+
+
+def test_explicit_idle_timeout(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(inactiveTimeOut=30))
+    assert only_program(dp).idle_timeout == 30
+
+
+def test_modes_set_snat(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(port=1, mode=NatMode.FULLNAT))
+    eng.add_rule(rule(port=2, mode=NatMode.FULLNAT, privateIP="10.0.0.5"))
+    eng.add_rule(rule(port=3, mode=NatMode.ONEARM))
+    snat = {p.port_min: {e.snat_ip for e in p.endpoints} for p in dp.services.values()}
+    assert snat == {1: {"20.20.20.1"}, 2: {"10.0.0.5"}, 3: {"192.168.0.254"}}
+    assert {p.port_min: p.vip for p in dp.services.values()}[2] == "10.0.0.5"
+
+
+def test_target_port_zero_means_service_port(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(eps=[("31.31.31.1", 0, 1)]))
+    assert only_program(dp).endpoints[0].port == 2020
+    assert eng.desired_rules()[0].endpoints[0].target_port == 2020
+
+
+def test_port_range_endpoint_ports(eng: Engine, dp: MemoryDatapath):
+    eps = [("31.31.31.1", 0, 1), ("31.31.31.2", 3000, 1), ("31.31.31.3", 5000, 1)]
+    eng.add_rule(rule(port=3000, portMax=3099, eps=eps))
+    prog = only_program(dp)
+    assert (prog.port_min, prog.port_max) == (3000, 3099)
+    # 0 and == port keep the client's port; 5000 shifts the range to 5000..5099
+    assert [e.port for e in prog.endpoints] == [0, 0, 5000]
+
+
+def test_port_max_equal_to_port_is_no_range(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(portMax=2020))
+    assert eng.desired_rules()[0].service_arguments.port_max == 0
+    eng.delete_rule("20.20.20.1", 2020, "tcp", port_max=2020)
+    assert dp.services == {}
+
+
+def test_probe_type_forces_monitor(eng: Engine):
+    eng.add_rule(rule(probetype="tcp", probeport=8080))
+    assert eng.desired_rules()[0].service_arguments.monitor is True
+
+
+# ------------------------------------------------------------------ validation
+
+
+BAD: list[tuple[str, LoadBalancerEntry]] = [
+    ("malformed vip", rule(vip="20.20.20")),
+    ("ipv6 vip", rule(vip="2001:db8::1")),
+    ("unspecified vip", rule(vip="0.0.0.0")),
+    ("multicast vip", rule(vip="224.0.0.1")),
+    ("malformed endpoint", rule(eps=[("31.31.31.300", 80, 1)])),
+    ("ipv6 endpoint", rule(eps=[("2001:db8::2", 80, 1)])),
+    ("bad privateIP", rule(privateIP="x")),
+    ("unknown protocol", rule(protocol="gre")),
+    ("port 0", rule(port=0)),
+    ("port too big", rule(port=65536)),
+    ("icmp port", rule(port=5, protocol="icmp", eps=[("31.31.31.1", 0, 1)])),
+    ("icmp target port", rule(port=0, protocol="icmp", eps=[("31.31.31.1", 80, 1)])),
+    ("portMax < port", rule(port=100, portMax=99)),
+    ("range too wide", rule(port=1, portMax=5000)),
+    ("range shifted past 65535", rule(port=100, portMax=200, eps=[("31.31.31.1", 65500, 1)])),
+    ("target port too big", rule(eps=[("31.31.31.1", 70000, 1)])),
+    ("sel n2", rule(sel=Selection.N2)),
+    ("sel n3", rule(sel=Selection.N3)),
+    ("sel 9", rule(sel=9)),
+    ("mode dsr unsupported", rule(mode=NatMode.DSR, sel=1)),
+    ("mode fullproxy", rule(mode=NatMode.FULLPROXY)),
+    ("mode hostonearm", rule(mode=NatMode.HOSTONEARM)),
+    ("mode 7", rule(mode=7)),
+    ("no endpoints", rule(eps=[])),
+    (
+        "too many endpoints",
+        rule(eps=[(f"31.31.{i // 250}.{i % 250 + 1}", 80, 1) for i in range(65)]),
+    ),
+    ("duplicate endpoint", rule(eps=[("31.31.31.1", 80, 1), ("31.31.31.1", 80, 2)])),
+    ("weight < 0", rule(eps=[("31.31.31.1", 80, -1)])),
+    ("weight > 255", rule(eps=[("31.31.31.1", 80, 256)])),
+    ("idle < 0", rule(inactiveTimeOut=-1)),
+    ("idle > 86400", rule(inactiveTimeOut=86401)),
+    ("bad cidr", rule(allowedSources=[{"prefix": "10.0.0.0/33"}])),
+    ("v6 cidr", rule(allowedSources=[{"prefix": "2001:db8::/64"}])),
+    ("secondary ips on tcp", rule(secondaryIPs=[{"secondaryIP": "21.21.21.1"}])),
+    ("bad probetype", rule(probetype="icmp")),
+    ("probeport too big", rule(probetype="tcp", probeport=70000)),
+    ("probeport with ping", rule(probetype="ping", probeport=80)),
+    ("probe retries", rule(probeRetries=101)),
+    ("oper 3", rule(oper=3)),
+    ("security", rule(security=1)),
+    ("egress", rule(egress=True)),
+    ("proxyprotocolv2", rule(proxyprotocolv2=True)),
+    ("onearm no route", rule(mode=NatMode.ONEARM, eps=[("99.0.0.1", 80, 1)])),
+    ("block too big", rule(block=2**32)),
+]
+
+
+@pytest.mark.parametrize(("why", "entry"), BAD, ids=[b[0] for b in BAD])
+def test_invalid_input_changes_nothing(
+    eng: Engine, dp: MemoryDatapath, store: ListStore, why: str, entry: LoadBalancerEntry
+):
+    eng.add_rule(rule(vip="50.0.0.1"))  # something already there, must stay untouched
+    before = (dict(dp.services), list(dp.calls), len(store.saved), eng.desired_rules())
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(entry)
+    assert err.value.code == 400, err.value.message
+    assert "\n" not in err.value.message and err.value.message
+    assert (dict(dp.services), list(dp.calls), len(store.saved), eng.desired_rules()) == before
+
+
+def test_ipv6_message(eng: Engine):
+    with pytest.raises(PyloxiError, match="IPv6 not supported yet"):
+        eng.add_rule(rule(vip="2001:db8::1"))
+
+
+def test_onearm_without_snat_source():
+    eng = Engine(MemoryDatapath())
+    with pytest.raises(PyloxiError, match="no local address toward 31.31.31.1"):
+        eng.add_rule(rule(mode=NatMode.ONEARM))
+
+
+def test_protocol_not_in_supported_set():
+    eng = Engine(MemoryDatapath(), supported_protocols=frozenset({"tcp"}))
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(rule(protocol="udp"))
+    assert err.value.code == 400
+
+
+def test_dsr_when_supported_needs_hash_and_same_port():
+    modes = frozenset({NatMode.DEFAULT, NatMode.DSR})
+    eng = Engine(MemoryDatapath(), supported_modes=modes)
+    with pytest.raises(PyloxiError, match="hash"):
+        eng.add_rule(rule(mode=NatMode.DSR, sel=0, eps=[("31.31.31.1", 2020, 1)]))
+    with pytest.raises(PyloxiError, match="dsr-port"):
+        eng.add_rule(rule(mode=NatMode.DSR, sel=1, eps=[("31.31.31.1", 8080, 1)]))
+    eng.add_rule(rule(mode=NatMode.DSR, sel=1, eps=[("31.31.31.1", 2020, 1)]))
+
+
+def test_max_endpoints_accepted(eng: Engine, dp: MemoryDatapath):
+    eps = [(f"31.31.0.{i + 1}", 80, 1) for i in range(MAX_ENDPOINTS)]
+    eng.add_rule(rule(eps=eps))
+    assert len(only_program(dp).endpoints) == MAX_ENDPOINTS
+
+
+def test_secondary_ips_for_sctp(eng: Engine):
+    eng.add_rule(rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "21.21.21.1"}]))
+    assert eng.desired_rules()[0].secondary_ips[0].secondary_ip == "21.21.21.1"
+
+
+def test_allowed_sources_normalised(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(allowedSources=[{"prefix": "10.10.10.7/24"}, {"prefix": "10.1.1.1"}]))
+    assert only_program(dp).allowed_sources == ("10.10.10.0/24", "10.1.1.1/32")
+
+
+# ------------------------------------------------------------------ conflicts and capacity
+
+
+def test_identical_repost_is_409(eng: Engine, dp: MemoryDatapath, store: ListStore):
+    eng.add_rule(rule())
+    calls = list(dp.calls)
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(rule())
+    assert err.value.code == 409 and err.value.message.startswith("lbrule-exists error")
+    assert dp.calls == calls and len(store.saved) == 1
+
+
+def test_repost_of_get_output_is_identical(eng: Engine):
+    eng.add_rule(rule(eps=[("31.31.31.1", 0, 1)], probetype="tcp"))
+    shown = eng.list_rules()[0]
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(shown)
+    assert err.value.code == 409
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"port": 3000, "portMax": 3100}, {"port": 3100}),
+        ({"port": 3000, "portMax": 3100}, {"port": 2000, "portMax": 3000}),
+        ({"port": 3050}, {"port": 3000, "portMax": 3100}),
+        ({"port": 3000, "portMax": 3100}, {"port": 3010, "portMax": 3020}),
+        ({"port": 3000}, {"port": 3000, "host": "a.example"}),
+        (
+            {"port": 3000, "privateIP": "10.0.0.1"},
+            {"vip": "20.20.20.9", "port": 3000, "privateIP": "10.0.0.1"},
+        ),
+    ],
+)
+def test_overlap_is_409(eng: Engine, dp: MemoryDatapath, first: dict, second: dict):
+    eng.add_rule(rule(**first))
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(rule(**second))
+    assert err.value.code == 409
+    assert len(dp.services) == 1
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        {"port": 3101},
+        {"port": 3000, "protocol": "udp"},
+        {"port": 3000, "block": 7},
+        {"vip": "20.20.20.2", "port": 3000},
+    ],
+)
+def test_no_overlap(eng: Engine, dp: MemoryDatapath, second: dict):
+    eng.add_rule(rule(port=3000, portMax=3100))
+    eng.add_rule(rule(**second))
+    assert len(dp.services) == 2
+
+
+def test_capacity_403(dp: MemoryDatapath, store: ListStore):
+    eng = Engine(dp, store=store, max_rules=2)
+    eng.add_rule(rule(port=1))
+    eng.add_rule(rule(port=2))
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(rule(port=3))
+    assert err.value.code == 403 and len(dp.services) == 2 and len(store.saved) == 2
+    eng.add_rule(rule(port=2, eps=[("31.31.31.9", 80, 1)]))  # update still fine at the limit
+    eng.delete_rule("20.20.20.1", 1, "tcp")
+    eng.add_rule(rule(port=3))
+
+
+# ------------------------------------------------------------------ svc ids and deletes
+
+
+def test_svc_ids_stable_and_not_reused_at_once(eng: Engine, dp: MemoryDatapath):
+    for p in (1, 2, 3):
+        eng.add_rule(rule(port=p))
+    assert sorted(dp.services) == [1, 2, 3]
+    eng.delete_rule("20.20.20.1", 2, "tcp")
+    eng.add_rule(rule(port=1, eps=[("31.31.31.7", 80, 1)]))  # update keeps id 1
+    eng.add_rule(rule(port=4))
+    assert {p.port_min: p.svc_id for p in dp.services.values()} == {1: 1, 3: 3, 4: 4}
+
+
+def test_delete_not_found(eng: Engine):
+    with pytest.raises(PyloxiError) as err:
+        eng.delete_rule("20.20.20.1", 2020, "tcp")
+    assert err.value.code == 404
+
+
+def test_delete_key_includes_block_and_range(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(port=3000, portMax=3010, block=5))
+    with pytest.raises(PyloxiError):
+        eng.delete_rule("20.20.20.1", 3000, "tcp", port_max=3010)
+    eng.delete_rule("20.20.20.1", 3000, "TCP", port_max=3010, block=5)
+    assert dp.services == {}
+
+
+def test_delete_by_name_and_all(eng: Engine, dp: MemoryDatapath, store: ListStore):
+    eng.add_rule(rule(port=1, name="a"))
+    eng.add_rule(rule(port=2, name="a"))
+    eng.add_rule(rule(port=3, name="b"))
+    saves = len(store.saved)
+    assert eng.delete_by_name("a") == 2
+    assert len(store.saved) == saves + 1  # one save for the batch
+    with pytest.raises(PyloxiError) as err:
+        eng.delete_by_name("a")
+    assert err.value.code == 404
+    assert eng.delete_all() == 1
+    assert dp.services == {} and store.saved[-1] == []
+    assert eng.delete_all() == 0
+
+
+# ------------------------------------------------------------------ rollback
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (RuntimeError("map update failed"), 500),
+        (OSError(errno.E2BIG, "Argument list too long"), 403),
+        (PyloxiError(403, "nat map full"), 403),
+    ],
+)
+def test_datapath_failure_on_create_rolls_back(
+    eng: Engine, dp: MemoryDatapath, store: ListStore, exc: Exception, code: int
+):
+    eng.add_rule(rule(port=1))
+    before = dict(dp.services)
+    dp.fail_next = exc
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(rule(port=2))
+    assert err.value.code == code
+    assert dp.services == before and len(store.saved) == 1
+    assert [r.service_arguments.port for r in eng.desired_rules()] == [1]
+    eng.add_rule(rule(port=2))  # the freed id and the key are usable again
+    assert sorted(p.port_min for p in dp.services.values()) == [1, 2]
+
+
+def test_datapath_failure_on_update_rolls_back(eng: Engine, dp: MemoryDatapath, store: ListStore):
+    eng.add_rule(rule())
+    before = (dict(dp.services), eng.desired_rules())
+    dp.fail_next = RuntimeError("boom")
+    with pytest.raises(PyloxiError, match="boom") as err:
+        eng.add_rule(rule(eps=[("31.31.31.3", 80, 1)]))
+    assert err.value.code == 500
+    assert (dict(dp.services), eng.desired_rules()) == before and len(store.saved) == 1
+
+
+def test_datapath_failure_on_delete_rolls_back(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(port=1))
+    eng.add_rule(rule(port=2))
+    dp.fail_next = RuntimeError("boom")
+    with pytest.raises(PyloxiError):
+        eng.delete_rule("20.20.20.1", 1, "tcp")
+    assert [r.service_arguments.port for r in eng.desired_rules()] == [1, 2]  # order kept
+    assert len(dp.services) == 2
+
+
+def test_store_failure_rolls_back_datapath(eng: Engine, dp: MemoryDatapath, store: ListStore):
+    eng.add_rule(rule(port=1))
+    before = dict(dp.services)
+    store.fail_next = OSError("disk full")
+    with pytest.raises(PyloxiError, match="disk full") as err:
+        eng.add_rule(rule(port=2))
+    assert err.value.code == 500
+    assert dp.services == before and len(eng.desired_rules()) == 1
+
+
+# ------------------------------------------------------------------ reads
+
+
+def test_list_rules_counters_and_state(eng: Engine, dp: MemoryDatapath):
+    from pyloxi.engine.program import EndpointCounters, ServiceCounters
+
+    eng.add_rule(rule())
+    dp.counters[1] = ServiceCounters(
+        endpoints=(EndpointCounters(packets=10, bytes=1500), EndpointCounters(3, 180))
+    )
+    eng.set_endpoint_state("31.31.31.2", up=False)
+    eps = eng.list_rules()[0].endpoints
+    assert [(e.endpoint_ip, e.state, e.counter) for e in eps] == [
+        ("31.31.31.1", "active", "10:1500"),
+        ("31.31.31.2", "inactive", "3:180"),
+    ]
+    assert all(e.state == "" and e.counter == "" for e in eng.desired_rules()[0].endpoints)
+
+
+def test_conntrack_strings(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(port=80, name="web", eps=[("31.31.31.1", 8080, 3)]))
+    eng.add_rule(rule(port=81, mode=NatMode.FULLNAT, eps=[("31.31.31.2", 8080, 1)]))
+    dp.flow_table = [
+        Flow("10.0.0.1", "20.20.20.1", 40000, 80, 6, "est", 1, "31.31.31.1", 8080, None, 0, 5, 300),
+        Flow(
+            "10.0.0.1",
+            "20.20.20.1",
+            40001,
+            81,
+            6,
+            "sync-sent",
+            2,
+            "31.31.31.2",
+            8080,
+            "20.20.20.1",
+            33000,
+            1,
+            60,
+        ),
+        Flow("10.0.0.2", "20.20.20.1", 5, 6, 99, "closed", 77, "31.31.31.3", 1, None, 0, 0, 0),
+    ]
+    ct = [c.wire() for c in eng.conntrack()]
+    assert ct[0] == {
+        "destinationIP": "20.20.20.1",
+        "sourceIP": "10.0.0.1",
+        "destinationPort": 80,
+        "sourcePort": 40000,
+        "protocol": "tcp",
+        "conntrackState": "est",
+        "ident": "",
+        "conntrackAct": "dnat-31.31.31.1:8080:w3",
+        "packets": 5,
+        "bytes": 300,
+        "servName": "web",
+    }
+    assert ct[1]["conntrackAct"] == "fdnat-20.20.20.1,31.31.31.2:8080:w1"
+    assert ct[1]["servName"] == "-"
+    assert (ct[2]["protocol"], ct[2]["servName"]) == ("99", "-")
+
+
+def test_age_delegates(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule())
+    dp.flow_table = [
+        Flow("10.0.0.1", "20.20.20.1", 1, 2020, 6, "closed", 1, "31.31.31.1", 8080, None, 0, 1, 1),
+        Flow("10.0.0.1", "20.20.20.1", 2, 2020, 6, "est", 1, "31.31.31.1", 8080, None, 0, 1, 1),
+    ]
+    assert eng.age() == 1 and len(dp.flows()) == 1
+
+
+def test_restore_collects_errors_and_does_not_save(dp: MemoryDatapath, store: ListStore):
+    eng = Engine(dp, store=store, snat_source=snat_source)
+    errors = eng.restore([rule(port=1), rule(port=0), rule(port=1), rule(port=2, name="x")])
+    assert len(errors) == 2
+    assert "20.20.20.1:0/tcp" in errors[0] and "lbrule-exists" in errors[1]
+    assert len(dp.services) == 2 and store.saved == []
