@@ -329,3 +329,16 @@ def test_pyloxi_entry_point_exit_codes() -> None:
     assert bad.stderr.strip() == "Error: invalid VIP '1.1.1'"
     helped = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "create" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["create", "lb", "1.1.1.1", "--mark=abc"], "--mark"),
+        (["create", "lb"], "VIP"),
+        (["create", "lb", "1.1.1.1", "--bogus"], "--bogus"),
+        (["get", "nothing"], "nothing"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(run: Run, args: list[str], words: str) -> None:
+    one_line_error(run(*args), 2, words)
