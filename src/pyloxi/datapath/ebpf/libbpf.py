@@ -657,6 +657,14 @@ class Map:
         than the batch) grows the batch. Map types without batch support fall back to a
         ``get_next_key`` + ``lookup`` walk.
         """
+        for kraw, vraw, n in self.lookup_batch_raw(batch):
+            ks, vs = len(kraw) // n, len(vraw) // n
+            for i in range(n):
+                yield kraw[i * ks : (i + 1) * ks], vraw[i * vs : (i + 1) * vs]
+
+    def lookup_batch_raw(self, batch: int = 4096) -> Iterator[tuple[bytes, bytes, int]]:
+        """Like :meth:`lookup_batch`, but one ``(keys, values, count)`` chunk per syscall, the
+        entries packed back to back: for vectorised readers (numpy) of big maps."""
         fd = self._fd()
         ks, vs = self.key_size, self.value_blob_size
         batch = max(1, batch)
@@ -678,14 +686,14 @@ class Map:
                 continue
             if first and ret in (-_errno.EINVAL, -ENOTSUPP, -_errno.EOPNOTSUPP):
                 log.debug("map %s: no lookup_batch (%d), walking keys", self.name, ret)
-                yield from self._walk_items()
+                for k, v in self._walk_items():
+                    yield k, v, 1
                 return
             if ret < 0 and ret != -_errno.ENOENT:
                 _check(ret, f"bpf_map_lookup_batch({self.name})")
             n = count.value
-            kraw, vraw = keys.raw[: n * ks], vals.raw[: n * vs]
-            for i in range(n):
-                yield kraw[i * ks : (i + 1) * ks], vraw[i * vs : (i + 1) * vs]
+            if n:
+                yield keys.raw[: n * ks], vals.raw[: n * vs], n
             if ret == -_errno.ENOENT:
                 return
             ctypes.memmove(token_in, token_out, len(token_out))
@@ -958,6 +966,20 @@ def prog_test_run(
         duration_ns=int(opts.duration),
         ctx=out_ctx,
     )
+
+
+def run_syscall_prog(prog_fd: int, ctx: bytes | None = None) -> int:
+    """Run a ``SEC("syscall")`` program once (test_run with no packet); returns its retval."""
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts))
+    cin = None
+    if ctx is not None:
+        cin = ctypes.create_string_buffer(ctx, len(ctx))
+        opts.ctx_in = ctypes.cast(cin, c_void_p)
+        opts.ctx_size_in = len(ctx)
+    with _capturing() as lines:
+        ret = _bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+        _check(ret, f"bpf_prog_test_run_opts(syscall prog fd {prog_fd})", lines)
+    return int(opts.retval)
 
 
 # --- TC clsact ---

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * pyloxi datapath tables: THE single definition of every map key and value.
+ * The Python mirrors (src/pyloxi/datapath/ebpf/layout.py) are checked against the BTF of the
+ * compiled object by tests/datapath/test_layout.py, so the two cannot drift.
+ * Addresses and ports are in network byte order unless a field says "host order".
+ */
+#ifndef PYLOXI_MAPS_H
+#define PYLOXI_MAPS_H
+
+#include <linux/types.h>
+
+#define PL_MAX_SERVICES   16384   /* service ids 1..PL_MAX_SERVICES-1 */
+#define PL_MAX_EPS        64      /* endpoints per service */
+#define PL_SLOTS          1021    /* selection table length (prime, for Maglev) */
+#define PL_SLOTS_ALLOC    1024    /* bytes reserved per table */
+#define PL_MAX_SVC_KEYS   65536   /* service keys (one per VIP/proto/port) */
+#define PL_CT_ENTRIES     524288  /* two per flow */
+#define PL_AFF_ENTRIES    131072  /* persist: client affinities */
+#define PL_ALLOW_ENTRIES  65536   /* allowed-source prefixes, all services */
+
+/* NAT source ports are taken from this range; the daemon moves the host's own ephemeral
+ * range below it so translated flows never shadow the LB's own connections. */
+#define PL_NAT_PORT_MIN   49152
+#define PL_NAT_PORT_SPAN  16384
+#define PL_NAT_TRIES      16
+
+enum pl_mode { PL_MODE_DEFAULT = 0, PL_MODE_ONEARM = 1, PL_MODE_FULLNAT = 2, PL_MODE_DSR = 3 };
+enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 3, PL_SEL_LC = 4 };
+
+/* svc_cfg.flags */
+#define PL_SVC_F_ALLOWLIST 0x1   /* only sources in allow_map may open flows */
+
+/* ep_val.flags */
+#define PL_EP_F_ACTIVE 0x1
+
+/* ct_val.seen: what this direction has shown (TCP flags, or just "seen") */
+#define PL_CT_SYN    0x01   /* SYN without ACK */
+#define PL_CT_SYNACK 0x02
+#define PL_CT_ACK    0x04   /* ACK without SYN: handshake done from this side */
+#define PL_CT_FIN    0x08
+#define PL_CT_RST    0x10
+#define PL_CT_SEEN   0x20   /* any packet (UDP, ICMP, SCTP) */
+
+/* ct_val.dir */
+#define PL_DIR_ORIG  0
+#define PL_DIR_REPLY 1
+
+/* datapath event counters (stats_map index); counted off the per-packet fast path only */
+enum pl_stat {
+	PL_ST_NEW_FLOW = 0,    /* new flow created */
+	PL_ST_DROP_SOURCE,     /* source not in the rule's allowed sources: dropped */
+	PL_ST_NO_ENDPOINT,     /* no active endpoint: handed to the kernel, which refuses */
+	PL_ST_NAT_EXHAUSTED,   /* no free NAT port / reply tuple taken: dropped */
+	PL_ST_CT_INSERT_FAIL,  /* conntrack insert failed: dropped */
+	PL_ST_FIB_PASS,        /* route lookup gave no next hop: the kernel forwards */
+	PL_ST_REUSE,           /* SYN on a closed flow's tuple started a new flow */
+	PL_ST_FRAGMENT,        /* IP fragment: handed to the kernel */
+	PL_ST_RECLAIM,         /* a closed flow's reply tuple was taken over by a new flow */
+	PL_ST_MAX = 16,
+};
+
+struct ep_conn {          /* conn_map[svc_id * PL_MAX_EPS + idx]: active = opened - closed */
+	__u64 opened;         /* atomically added by the datapath */
+	__u64 closed;         /* atomically added by the datapath and by pl_conn_closed */
+};
+
+#define PL_CLOSE_BATCH 256
+struct conn_close_req {   /* ctx of the pl_conn_closed syscall program */
+	__u32 n;
+	__u32 pad;
+	__u32 gid[PL_CLOSE_BATCH];
+	__u32 count[PL_CLOSE_BATCH];
+};
+
+struct svc_key {          /* svc_map key: one per VIP, protocol and port */
+	__u32 vip;
+	__u16 port;           /* 0 for icmp */
+	__u8  proto;
+	__u8  pad;
+};
+
+struct svc_val {
+	__u32 svc_id;
+	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
+	__u16 pad;
+};
+
+struct svc_cfg {          /* cfg_map[svc_id] */
+	__u32 vip;
+	__u32 idle_timeout;   /* seconds, host order (read by the control plane's aging) */
+	__u32 persist_timeout;/* seconds, host order */
+	__u16 n_slots;        /* 0: no active endpoint */
+	__u8  mode;           /* enum pl_mode */
+	__u8  sel;            /* enum pl_sel */
+	__u8  gen;            /* which slot table (0/1) is live */
+	__u8  flags;          /* PL_SVC_F_* */
+	__u16 pad;
+};
+
+struct slot_table {       /* slot_map[svc_id * 2 + gen] */
+	__u8 ep[PL_SLOTS_ALLOC];
+};
+
+struct ep_val {           /* ep_map[svc_id * PL_MAX_EPS + idx] */
+	__u32 ip;
+	__u32 snat_ip;        /* 0: keep the client's source address */
+	__u16 port;           /* 0: keep the destination port */
+	__u8  flags;          /* PL_EP_F_* */
+	__u8  weight;
+};
+
+struct counters {         /* ep_stats (per CPU) */
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct ct_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;          /* icmp echo: the identifier */
+	__u16 dport;          /* icmp: 0 */
+	__u8  proto;
+	__u8  pad[3];
+};
+
+struct ct_val {
+	/* the packet's tuple after the rewrite; also, swapped, the partner entry's key */
+	__u32 nat_saddr;
+	__u32 nat_daddr;
+	__u16 nat_sport;
+	__u16 nat_dport;
+	__u32 svc_id;
+	__u8  ep_idx;
+	__u8  dir;            /* PL_DIR_* */
+	__u8  mode;           /* enum pl_mode the flow was created with */
+	__u8  pad;
+	__u32 seen;           /* PL_CT_* bits of this direction (atomically OR-ed) */
+	__u32 pad2;
+	__u64 created_ns;
+	__u64 last_ns;        /* refreshed at most once a second */
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct aff_key {          /* persist: client -> endpoint */
+	__u32 svc_id;
+	__u32 saddr;
+};
+
+struct aff_val {
+	__u64 last_ns;
+	__u32 ep_idx;
+	__u32 pad;
+};
+
+struct allow_key {        /* LPM: prefixlen = 32 + source prefix length */
+	__u32 prefixlen;
+	__u32 svc_id;
+	__u32 addr;
+};
+
+#endif

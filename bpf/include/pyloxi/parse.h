@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* Packet parsing into a flat context: Ethernet -> IPv4 -> TCP/UDP/SCTP/ICMP echo. */
+#ifndef PYLOXI_PARSE_H
+#define PYLOXI_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "pyloxi/maps.h"
+
+#ifndef IPPROTO_SCTP
+#define IPPROTO_SCTP 132
+#endif
+
+struct pkt {
+	struct ct_key key;    /* tuple as received */
+	__u32 l3off;
+	__u32 l4off;
+	__u32 len;            /* skb->len */
+	__u8  tcp_flags;      /* raw TCP flags byte (tcp only) */
+	__u8  icmp_type;
+};
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
+
+enum parse_rc { PARSE_OK = 0, PARSE_NOT_OURS, PARSE_FRAGMENT };
+
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return PARSE_NOT_OURS;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+		return PARSE_NOT_OURS;
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return PARSE_FRAGMENT;
+
+	p->l3off = sizeof(*eth);
+	p->l4off = sizeof(*eth) + ip->ihl * 4;
+	p->len = skb->len;
+	p->key.saddr = ip->saddr;
+	p->key.daddr = ip->daddr;
+	p->key.proto = ip->protocol;
+	p->key.pad[0] = p->key.pad[1] = p->key.pad[2] = 0;
+	p->tcp_flags = 0;
+	p->icmp_type = 0;
+
+	void *l4 = data + p->l4off;
+	switch (ip->protocol) {
+	case IPPROTO_TCP: {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > data_end)
+			return PARSE_NOT_OURS;
+		p->key.sport = th->source;
+		p->key.dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
+		return PARSE_OK;
+	}
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		/* SCTP's common header starts with the two ports, as UDP does */
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) > data_end)
+			return PARSE_NOT_OURS;
+		p->key.sport = uh->source;
+		p->key.dport = uh->dest;
+		return PARSE_OK;
+	}
+	case IPPROTO_ICMP: {
+		struct icmphdr *ih = l4;
+		if ((void *)(ih + 1) > data_end)
+			return PARSE_NOT_OURS;
+		if (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY)
+			return PARSE_NOT_OURS;
+		p->icmp_type = ih->type;
+		p->key.sport = ih->un.echo.id;
+		p->key.dport = 0;
+		return PARSE_OK;
+	}
+	}
+	return PARSE_NOT_OURS;
+}
+
+#endif

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* Map definitions. Every map is pinned by name, so a restarted daemon finds the same tables
+ * (and established flows keep working while it is away). */
+#ifndef PYLOXI_TABLES_H
+#define PYLOXI_TABLES_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "pyloxi/maps.h"
+
+#define PINNED __uint(pinning, LIBBPF_PIN_BY_NAME)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_MAX_SVC_KEYS);
+	__type(key, struct svc_key);
+	__type(value, struct svc_val);
+	PINNED;
+} svc_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct svc_cfg);
+	PINNED;
+} cfg_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES * 2);
+	__type(key, __u32);
+	__type(value, struct slot_table);
+	PINNED;
+} slot_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES * PL_MAX_EPS);
+	__type(key, __u32);
+	__type(value, struct ep_val);
+	PINNED;
+} ep_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES * PL_MAX_EPS);
+	__type(key, __u32);
+	__type(value, struct counters);
+	PINNED;
+} ep_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES * PL_MAX_EPS);
+	__type(key, __u32);
+	__type(value, struct ep_conn);
+	PINNED;
+} conn_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u64);
+	PINNED;
+} svc_new SEC(".maps");   /* new flows per service */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u64);
+	PINNED;
+} rr_map SEC(".maps");    /* one shared cursor per service: strict rotation across CPUs */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PL_CT_ENTRIES);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	PINNED;
+} ct_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PL_AFF_ENTRIES);
+	__type(key, struct aff_key);
+	__type(value, struct aff_val);
+	PINNED;
+} aff_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PL_ALLOW_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct allow_key);
+	__type(value, __u32);
+	PINNED;
+} allow_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_ST_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	PINNED;
+} stats_map SEC(".maps");
+
+/* Per-CPU scratch for the two conntrack entries of a new flow (too big for the BPF stack). */
+struct flow_scratch {
+	struct ct_val fwd;
+	struct ct_val rev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_scratch);
+} scratch_map SEC(".maps");
+
+/* Input of pl_conn_closed, written by the control plane just before it runs the program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct conn_close_req);
+} close_map SEC(".maps");
+
+#endif

@@ -1,0 +1,294 @@
+"""The eBPF datapath: writes engine decisions into the pinned maps of bpf/lb.bpf.c.
+
+Service ids inside the maps ("dp ids") are the backend's own: on a restart the new daemon finds
+each service's dp id again in the pinned `svc_map`, so established flows (whose conntrack
+entries carry it) keep their counters and least-connection accounting.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from pyloxi.datapath.ebpf import layout as L
+from pyloxi.datapath.ebpf.conntrack import ConntrackTable
+from pyloxi.datapath.ebpf.libbpf import (
+    BpfObject,
+    Map,
+    is_bpffs,
+    mount_bpffs,
+    run_syscall_prog,
+    tc_attach,
+    tc_detach,
+)
+from pyloxi.engine.program import (
+    EndpointCounters,
+    Flow,
+    ServiceCounters,
+    ServiceProgram,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OBJECT = os.environ.get(
+    "PYLOXI_BPF_OBJECT",
+    os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "build", "lb.bpf.o"),
+)
+PROGRAM = "pyloxi_lb"
+MAP_NAMES = ("svc_map", "cfg_map", "slot_map", "ep_map", "ep_stats", "conn_map", "svc_new",
+             "rr_map", "ct_map", "aff_map", "allow_map", "stats_map", "close_map")
+
+
+def _ensure_bpffs(pin_dir: str) -> None:
+    root = os.path.dirname(pin_dir.rstrip("/")) or "/"
+    if not is_bpffs(root):
+        log.info("mounting bpffs on %s", root)
+        os.makedirs(root, exist_ok=True)
+        mount_bpffs(root)
+
+
+class EbpfDatapath:
+    """Datapath protocol on the TC program. Thread-safe (one lock around map writes)."""
+
+    def __init__(self, pin_dir: str, *, obj_path: str = DEFAULT_OBJECT) -> None:
+        _ensure_bpffs(pin_dir)
+        self.pin_dir = pin_dir
+        self.obj = BpfObject.open(os.path.abspath(obj_path), pin_root=pin_dir)
+        self.obj.load()
+        self.prog_fd = self.obj.program_fd(PROGRAM)
+        self.maps: dict[str, Map] = {name: self.obj.map(name) for name in MAP_NAMES}
+        self._closed_prog = self.obj.program_fd("pl_conn_closed")
+        self._lock = threading.RLock()
+        self._dp_of: dict[int, int] = {}  # engine svc_id -> dp id
+        self._progs: dict[int, ServiceProgram] = {}  # dp id -> program
+        self._orphans: set[int] = self._ids_in_maps()  # installed by an earlier daemon
+        self.attached: list[int] = []
+        self.ct = ConntrackTable(self.maps["ct_map"], self._count_closed)
+
+    # --- attach ---
+
+    def attach(self, ifnames: Iterable[str]) -> None:
+        """TC ingress on each interface; replaces an earlier program atomically (restart)."""
+        for name in ifnames:
+            ifindex = socket.if_nametoindex(name)
+            tc_attach(ifindex, self.prog_fd, ingress=True)
+            self.attached.append(ifindex)
+            log.info("datapath attached to %s (ifindex %d)", name, ifindex)
+
+    def detach(self) -> None:
+        for ifindex in self.attached:
+            try:
+                tc_detach(ifindex, ingress=True)
+            except OSError as exc:  # interface gone already
+                log.debug("detach ifindex %d: %s", ifindex, exc)
+        self.attached.clear()
+
+    # --- services ---
+
+    def _ids_in_maps(self) -> set[int]:
+        ids = set()
+        for _k, v in self.maps["svc_map"].lookup_batch():
+            ids.add(L.SvcVal.from_buffer_copy(v).svc_id)
+        return ids
+
+    def _dp_id(self, prog: ServiceProgram) -> tuple[int, bool]:
+        """The dp id for a service, and whether it is new to the maps."""
+        if prog.svc_id in self._dp_of:
+            return self._dp_of[prog.svc_id], False
+        key = self._svc_key(prog, prog.port_min)
+        raw = self.maps["svc_map"].lookup(bytes(key))
+        if raw is not None:
+            dp = L.SvcVal.from_buffer_copy(raw).svc_id
+            if dp in self._orphans:  # same service, installed before a restart: adopt it
+                self._orphans.discard(dp)
+                return dp, False
+        used = set(self._progs) | self._orphans
+        for dp in range(1, L.MAX_SERVICES):
+            if dp not in used:
+                return dp, True
+        raise RuntimeError("datapath service table full")
+
+    @staticmethod
+    def _svc_key(prog: ServiceProgram, port: int) -> L.SvcKey:
+        return L.SvcKey(vip=L.ip_n(prog.vip), port=L.port_n(port), proto=prog.proto)
+
+    def _ports(self, prog: ServiceProgram) -> range:
+        return range(prog.port_min, max(prog.port_min, prog.port_max) + 1)
+
+    def install_service(self, prog: ServiceProgram) -> None:
+        with self._lock:
+            dp, fresh = self._dp_id(prog)
+            old = self._progs.get(dp)
+            m = self.maps
+            if fresh:
+                self._zero_counters(dp)
+            # endpoints first, then the inactive slot table, then flip the generation
+            eps = [self._ep_val(e) for e in prog.endpoints]
+            eps += [L.EpVal()] * (L.MAX_EPS - len(eps))
+            gids = [dp * L.MAX_EPS + i for i in range(L.MAX_EPS)]
+            m["ep_map"].update_batch([_u32(g) for g in gids], [bytes(e) for e in eps])
+            cfg_raw = m["cfg_map"].lookup(_u32(dp))
+            gen = 0
+            if cfg_raw is not None and not fresh:
+                gen = 1 - L.SvcCfg.from_buffer_copy(cfg_raw).gen
+            table = L.SlotTable()
+            for i, idx in enumerate(prog.slots[: L.SLOTS]):
+                table.ep[i] = idx
+            m["slot_map"].update(_u32(dp * 2 + gen), bytes(table))
+            cfg = L.SvcCfg(
+                vip=L.ip_n(prog.vip), idle_timeout=prog.idle_timeout,
+                persist_timeout=prog.persist_timeout, n_slots=min(len(prog.slots), L.SLOTS),
+                mode=int(prog.mode), sel=int(prog.sel), gen=gen,
+                flags=L.SVC_F_ALLOWLIST if prog.allowed_sources else 0,
+            )
+            self._sync_allow(dp, old, prog)
+            m["cfg_map"].update(_u32(dp), bytes(cfg))
+            # publish the service keys last: a packet never finds a half-written service
+            val = bytes(L.SvcVal(svc_id=dp, port_base=prog.port_min))
+            keys = [bytes(self._svc_key(prog, p)) for p in self._ports(prog)]
+            if old is not None:
+                stale = set(bytes(self._svc_key(old, p)) for p in self._ports(old)) - set(keys)
+                m["svc_map"].delete_batch(list(stale))
+            m["svc_map"].update_batch(keys, [val] * len(keys))
+            self._dp_of[prog.svc_id] = dp
+            self._progs[dp] = prog
+
+    def _sync_allow(self, dp: int, old: ServiceProgram | None, new: ServiceProgram | None) -> None:
+        before = set(old.allowed_sources) if old else set()
+        after = set(new.allowed_sources) if new else set()
+        m = self.maps["allow_map"]
+        for cidr in after - before:
+            m.update(bytes(L.allow_key(dp, cidr)), _u32(1))
+        for cidr in before - after:
+            m.delete(bytes(L.allow_key(dp, cidr)))
+
+    @staticmethod
+    def _ep_val(e) -> L.EpVal:  # type: ignore[no-untyped-def]
+        return L.EpVal(ip=L.ip_n(e.ip), snat_ip=L.ip_n(e.snat_ip), port=L.port_n(e.port),
+                       flags=L.EP_F_ACTIVE if e.active else 0, weight=min(e.weight, 255))
+
+    def _zero_counters(self, dp: int) -> None:
+        m = self.maps
+        gids = [_u32(dp * L.MAX_EPS + i) for i in range(L.MAX_EPS)]
+        m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
+        m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
+        m["svc_new"].update(_u32(dp), bytes(m["svc_new"].value_blob_size))
+        m["rr_map"].update(_u32(dp), bytes(8))
+
+    def remove_service(self, prog: ServiceProgram) -> None:
+        with self._lock:
+            dp = self._dp_of.pop(prog.svc_id, None)
+            if dp is None:
+                return
+            self._remove_dp(dp, self._progs.pop(dp))
+
+    def _remove_dp(self, dp: int, prog: ServiceProgram | None) -> None:
+        m = self.maps
+        if prog is not None:
+            m["svc_map"].delete_batch([bytes(self._svc_key(prog, p)) for p in self._ports(prog)])
+            self._sync_allow(dp, prog, None)
+        else:  # left by an earlier daemon: find its keys
+            keys = [k for k, v in m["svc_map"].lookup_batch()
+                    if L.SvcVal.from_buffer_copy(v).svc_id == dp]
+            m["svc_map"].delete_batch(keys)
+            stale = [k for k, _ in m["allow_map"].lookup_batch()
+                     if L.AllowKey.from_buffer_copy(k).svc_id == dp]
+            for k in stale:
+                m["allow_map"].delete(k)
+        m["cfg_map"].update(_u32(dp), bytes(L.SvcCfg()))
+        self.ct.flush_service(dp)
+        self._zero_counters(dp)
+
+    def prune_orphans(self) -> int:
+        """Remove services an earlier daemon installed that nobody re-installed."""
+        with self._lock:
+            orphans, self._orphans = self._orphans, set()
+            for dp in orphans:
+                self._remove_dp(dp, None)
+            if orphans:
+                log.info("removed %d services left by an earlier daemon", len(orphans))
+            return len(orphans)
+
+    # --- counters ---
+
+    def service_counters(self, prog: ServiceProgram) -> ServiceCounters:
+        with self._lock:
+            dp = self._dp_of.get(prog.svc_id)
+        if dp is None:
+            return ServiceCounters()
+        stats, conns = self.maps["ep_stats"], self.maps["conn_map"]
+        eps = []
+        tp = tb = 0
+        for i in range(len(prog.endpoints)):
+            gid = _u32(dp * L.MAX_EPS + i)
+            p = b = 0
+            for raw in stats.lookup_percpu(gid) or []:
+                c = L.Counters.from_buffer_copy(raw)
+                p += c.packets
+                b += c.bytes
+            conn = L.EpConn.from_buffer_copy(conns.lookup(gid) or bytes(16))
+            eps.append(EndpointCounters(packets=p, bytes=b,
+                                        active_flows=max(0, conn.opened - conn.closed)))
+            tp, tb = tp + p, tb + b
+        new = sum(int.from_bytes(r[:8], "little")
+                  for r in self.maps["svc_new"].lookup_percpu(_u32(dp)) or [])
+        return ServiceCounters(packets=tp, bytes=tb, new_flows=new, endpoints=tuple(eps))
+
+    def datapath_stats(self) -> dict[str, int]:
+        """Event counters of the datapath (new flows, drops by reason, ...)."""
+        out = {}
+        for i, name in enumerate(L.STAT_NAMES):
+            vals = self.maps["stats_map"].lookup_percpu(_u32(i)) or []
+            out[name] = sum(int.from_bytes(v[:8], "little") for v in vals)
+        return out
+
+    # --- conntrack ---
+
+    def flows(self) -> list[Flow]:
+        with self._lock:
+            engine_id = {dp: p.svc_id for dp, p in self._progs.items()}
+        return self.ct.flows(engine_id)
+
+    def age_flows(self) -> int:
+        with self._lock:
+            idle = {dp: p.idle_timeout for dp, p in self._progs.items()}
+        return self.ct.age(idle, time.monotonic_ns())
+
+    def _count_closed(self, gids: np.ndarray, counts: np.ndarray) -> None:
+        """Add aged-out flows to conn_map.closed through the pl_conn_closed program."""
+        for start in range(0, len(gids), L.CLOSE_BATCH):
+            req = L.ConnCloseReq()
+            chunk = gids[start:start + L.CLOSE_BATCH]
+            req.n = len(chunk)
+            ctypes.memmove(req.gid, np.ascontiguousarray(chunk, dtype=np.uint32).ctypes.data,
+                           4 * len(chunk))
+            ctypes.memmove(req.count, np.ascontiguousarray(
+                counts[start:start + L.CLOSE_BATCH], dtype=np.uint32).ctypes.data, 4 * len(chunk))
+            self.maps["close_map"].update(_u32(0), bytes(req))
+            run_syscall_prog(self._closed_prog)
+
+    def close(self) -> None:
+        """Release handles. Pinned maps and the attached program stay: flows keep going."""
+        self.obj.close()
+
+    def destroy(self) -> None:
+        """Detach and unpin everything (tests, `pyloxi daemon --cleanup`)."""
+        self.detach()
+        self.obj.close()
+        for name in MAP_NAMES:
+            path = os.path.join(self.pin_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)
+        if os.path.isdir(self.pin_dir) and not os.listdir(self.pin_dir):
+            os.rmdir(self.pin_dir)
+
+
+def _u32(v: int) -> bytes:
+    return v.to_bytes(4, "little")

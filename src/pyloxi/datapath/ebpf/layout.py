@@ -1,0 +1,153 @@
+"""Python mirrors of bpf/include/pyloxi/maps.h (tests/datapath/test_layout.py checks them
+against the BTF of the compiled object, so a change on one side fails the build).
+
+Addresses and ports are stored in network byte order, as the datapath reads them off packets.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+import struct
+
+import numpy as np
+
+MAX_SERVICES = 16384
+MAX_EPS = 64
+SLOTS = 1021
+SLOTS_ALLOC = 1024
+MAX_SVC_KEYS = 65536
+CT_ENTRIES = 524288
+CLOSE_BATCH = 256
+NAT_PORT_MIN = 49152
+
+MODE_DEFAULT, MODE_ONEARM, MODE_FULLNAT, MODE_DSR = 0, 1, 2, 3
+SVC_F_ALLOWLIST = 0x1
+EP_F_ACTIVE = 0x1
+
+CT_SYN, CT_SYNACK, CT_ACK, CT_FIN, CT_RST, CT_SEEN = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+DIR_ORIG, DIR_REPLY = 0, 1
+
+STAT_NAMES = (
+    "new_flow", "drop_source", "no_endpoint", "nat_exhausted", "ct_insert_fail",
+    "fib_pass", "syn_reuse", "fragment", "reclaim",
+)
+STAT_MAX = 16
+
+
+def ip_n(addr: str | None) -> int:
+    """Dotted quad -> the u32 whose memory holds the address in network order."""
+    if not addr:
+        return 0
+    return struct.unpack("=I", socket.inet_aton(addr))[0]
+
+
+def n_ip(value: int) -> str:
+    return socket.inet_ntoa(struct.pack("=I", value))
+
+
+def port_n(port: int) -> int:
+    return socket.htons(port)
+
+
+def n_port(value: int) -> int:
+    return socket.ntohs(value)
+
+
+class SvcKey(ctypes.Structure):
+    _fields_ = [("vip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8)]
+
+
+class SvcVal(ctypes.Structure):
+    _fields_ = [("svc_id", ctypes.c_uint32), ("port_base", ctypes.c_uint16),
+                ("pad", ctypes.c_uint16)]
+
+
+class SvcCfg(ctypes.Structure):
+    _fields_ = [("vip", ctypes.c_uint32), ("idle_timeout", ctypes.c_uint32),
+                ("persist_timeout", ctypes.c_uint32), ("n_slots", ctypes.c_uint16),
+                ("mode", ctypes.c_uint8), ("sel", ctypes.c_uint8), ("gen", ctypes.c_uint8),
+                ("flags", ctypes.c_uint8), ("pad", ctypes.c_uint16)]
+
+
+class SlotTable(ctypes.Structure):
+    _fields_ = [("ep", ctypes.c_uint8 * SLOTS_ALLOC)]
+
+
+class EpVal(ctypes.Structure):
+    _fields_ = [("ip", ctypes.c_uint32), ("snat_ip", ctypes.c_uint32), ("port", ctypes.c_uint16),
+                ("flags", ctypes.c_uint8), ("weight", ctypes.c_uint8)]
+
+
+class Counters(ctypes.Structure):
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
+class EpConn(ctypes.Structure):
+    _fields_ = [("opened", ctypes.c_uint64), ("closed", ctypes.c_uint64)]
+
+
+class ConnCloseReq(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("gid", ctypes.c_uint32 * CLOSE_BATCH), ("count", ctypes.c_uint32 * CLOSE_BATCH)]
+
+
+class CtKey(ctypes.Structure):
+    _fields_ = [("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32),
+                ("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
+
+
+class CtVal(ctypes.Structure):
+    _fields_ = [("nat_saddr", ctypes.c_uint32), ("nat_daddr", ctypes.c_uint32),
+                ("nat_sport", ctypes.c_uint16), ("nat_dport", ctypes.c_uint16),
+                ("svc_id", ctypes.c_uint32), ("ep_idx", ctypes.c_uint8), ("dir", ctypes.c_uint8),
+                ("mode", ctypes.c_uint8), ("pad", ctypes.c_uint8), ("seen", ctypes.c_uint32),
+                ("pad2", ctypes.c_uint32), ("created_ns", ctypes.c_uint64),
+                ("last_ns", ctypes.c_uint64), ("packets", ctypes.c_uint64),
+                ("bytes", ctypes.c_uint64)]
+
+
+class AllowKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("svc_id", ctypes.c_uint32),
+                ("addr", ctypes.c_uint32)]
+
+
+def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
+    """A numpy dtype with the same fields and offsets as a ctypes mirror (pads left out)."""
+    names, formats, offsets = [], [], []
+    for name, ctype in cls._fields_:
+        if name.startswith("pad"):
+            continue
+        names.append(name)
+        formats.append(np.dtype(ctype).newbyteorder("="))
+        offsets.append(getattr(cls, name).offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": ctypes.sizeof(cls)})
+
+
+# Conntrack layouts as numpy dtypes, for vectorised aging of a million entries.
+CT_KEY_DTYPE = _dtype(CtKey)
+CT_VAL_DTYPE = _dtype(CtVal)
+
+#: struct name in maps.h -> its mirror, for the BTF layout test
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "slot_table": SlotTable,
+    "ep_val": EpVal, "counters": Counters, "ep_conn": EpConn, "conn_close_req": ConnCloseReq,
+    "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey,
+}
+
+
+def to_bytes(obj: ctypes.Structure) -> bytes:
+    return bytes(obj)
+
+
+def from_bytes(cls: type[ctypes.Structure], raw: bytes) -> ctypes.Structure:
+    return cls.from_buffer_copy(raw)
+
+
+def allow_key(svc_id: int, cidr: str) -> AllowKey:
+    net = ipaddress.IPv4Network(cidr, strict=False)
+    return AllowKey(prefixlen=32 + net.prefixlen, svc_id=svc_id, addr=ip_n(str(net.network_address)))
