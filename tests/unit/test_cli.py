@@ -342,3 +342,12 @@ def test_pyloxi_entry_point_exit_codes() -> None:
 )
 def test_usage_errors_are_one_line_exit_2(run: Run, args: list[str], words: str) -> None:
     one_line_error(run(*args), 2, words)
+
+
+def test_silent_server_times_out(run: Run) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)  # the kernel completes the handshake; nobody ever answers
+        port = s.getsockname()[1]
+        res = run("-p", str(port), "-t", "0.3", "get", "lb")
+    one_line_error(res, 1, "no answer", "0.3s")

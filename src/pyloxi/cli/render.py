@@ -27,7 +27,11 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     table = Table(*columns, box=None, header_style="bold", pad_edge=False)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console().print(table)
+    con = console()
+    with con.capture() as captured:
+        con.print(table)
+    lines = [line.rstrip() for line in captured.get().splitlines()]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def enum_name(enum: type[Selection] | type[NatMode], value: Any) -> str:
