@@ -1,0 +1,371 @@
+"""Every probe type against a real peer in a network namespace, and the down/up timing.
+
+Topology: `prb` (the prober) 10.77.0.1/24 fd77::1/64 <-veth-> `peer` 10.77.0.2/24 fd77::2/64.
+The ProbeManager runs in an asyncio loop on a thread that entered `prb` (setns), so every probe
+socket lives in that namespace. Peers: nginx (http, https, mTLS), socat (tcp, udp), a raw-socket
+SCTP responder (INIT-ACK on 3868, ABORT on 3869), and the kernel (ping, port-unreachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pyloxi.lab.netns import Lab, Netns
+from pyloxi.probes import ProbeManager, ProbeTarget
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
+]
+
+PEER, PEER6, GONE = "10.77.0.2", "fd77::2", "10.77.0.3"
+CLONE_NEWNET = 0x40000000
+
+
+class NetnsLoop:
+    """An asyncio loop on a thread that lives in network namespace `name`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.error: BaseException | None = None
+
+        def main() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns failed")
+                finally:
+                    os.close(fd)
+            except BaseException as exc:
+                self.error = exc
+                ready.set()
+                return
+            asyncio.set_event_loop(self.loop)
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+        if self.error:
+            raise self.error
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn, *args):
+        async def _call():
+            return fn(*args)
+        return self.run(_call())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+SCTP_RESPONDER = r"""
+import socket, struct, sys
+from pyloxi.probes.sctp import (parse_sctp, sctp_packet, init_ack_chunk, abort_chunk,
+                                CHUNK_INIT, CHUNK_ABORT)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
+log = open(sys.argv[1], "a", buffering=1)
+while True:
+    data, (peer, _) = s.recvfrom(4096)
+    p = parse_sctp(data, True)
+    if not p:
+        continue
+    sport, dport, vtag, chunks = p
+    for ctype, value in chunks:
+        if ctype == CHUNK_INIT and dport == 3868:
+            (tag,) = struct.unpack_from("!I", value, 0)
+            s.sendto(sctp_packet(dport, sport, tag, init_ack_chunk(0xA5A5A5A5, 1)), (peer, 0))
+        elif ctype == CHUNK_INIT and dport == 3869:
+            (tag,) = struct.unpack_from("!I", value, 0)
+            s.sendto(sctp_packet(dport, sport, tag, abort_chunk()), (peer, 0))
+        elif ctype == CHUNK_ABORT and vtag == 0xA5A5A5A5:
+            log.write("abort-after-init-ack\n")
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+daemon off;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+    server {{
+        listen 80; listen [::]:80;
+        listen 443 ssl;
+        ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key;
+        location = /health {{ return 200 "ok"; }}
+        location = /bad {{ return 503 "no"; }}
+        location / {{ return 200 "root"; }}
+    }}
+    server {{
+        listen 8443 ssl;
+        ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key;
+        ssl_client_certificate {d}/ca.crt; ssl_verify_client on;
+        location / {{ return 200 "mtls"; }}
+    }}
+}}
+"""
+
+
+def make_pki(d: str) -> None:
+    def ossl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+         "-days", "2", "-subj", "/CN=pyloxi test CA")
+    for name, ext in (("server", f"subjectAltName=IP:{PEER},IP:{PEER6}"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+             f"{name}.csr", "-subj", f"/CN={name}")
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    # A second CA the server cert does not chain to.
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out",
+         "other.crt", "-days", "2", "-subj", "/CN=other CA")
+
+
+def wait_port(ns: Netns, proto: str, port: int, timeout: float = 5.0) -> None:
+    flag = "-ltn" if proto == "tcp" else "-lun"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = ns.run(["ss", "-H", flag, f"sport = :{port}"], check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {proto}/{port}")
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.lab = Lab(prefix="pr")
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"{self.lab.tag}-")
+        self.loop: NetnsLoop | None = None
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        lab, d = self.lab, self.tmp.name
+        self.prb, self.peer = lab.netns("prb"), lab.netns("peer")
+        for ns in (self.prb, self.peer):
+            ns.sysctl("net.ipv6.conf.all.accept_dad", 0)
+            ns.sysctl("net.ipv6.conf.default.accept_dad", 0)
+        lab.link(self.prb, "eth0", "10.77.0.1/24", self.peer, "eth0", f"{PEER}/24")
+        self.prb.run("ip -6 addr add fd77::1/64 dev eth0 nodad")
+        self.peer.run(f"ip -6 addr add {PEER6}/64 dev eth0 nodad")
+        make_pki(d)
+        os.makedirs(os.path.join(d, "tmp"))
+        with open(os.path.join(d, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(d=d))
+        self.peer.popen(["nginx", "-c", os.path.join(d, "nginx.conf"), "-p", d])
+        self.peer.popen("socat TCP4-LISTEN:7001,fork,reuseaddr PIPE")  # tcp echo
+        self.peer.popen(["socat", "UDP4-RECVFROM:7002,fork",  # udp: answers "pong"
+                        "SYSTEM:head -c1 >/dev/null; echo pong"])
+        self.peer.popen("socat -u UDP4-RECV:7003 OPEN:/dev/null")  # udp: silent sink
+        self.sctp_log = os.path.join(d, "sctp.log")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        self.peer.popen([sys.executable, "-c", SCTP_RESPONDER, self.sctp_log], env=env)
+        for proto, port in (("tcp", 80), ("tcp", 443), ("tcp", 8443), ("tcp", 7001),
+                            ("udp", 7002), ("udp", 7003)):
+            wait_port(self.peer, proto, port)
+        time.sleep(0.3)  # the SCTP responder's raw socket
+        self.loop = NetnsLoop(self.prb.name)
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
+        self.lab.close()
+        self.tmp.cleanup()
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def T(key: str, ip: str, ptype: str, port: int = 0, **kw) -> ProbeTarget:  # noqa: N802
+    kw.setdefault("period", 1.0)
+    return ProbeTarget(key, ip, ptype, port, **kw)
+
+
+def cases(d: str) -> list[tuple[ProbeTarget, bool, str]]:
+    ca, other = os.path.join(d, "ca.crt"), os.path.join(d, "other.crt")
+    cc, ck = os.path.join(d, "client.crt"), os.path.join(d, "client.key")
+    return [
+        (T("ping4", PEER, "ping"), True, "ping reply"),
+        (T("ping6", PEER6, "ping"), True, "ping reply"),
+        (T("ping-gone", GONE, "ping"), False, "no reply"),
+        (T("tcp", PEER, "tcp", 7001), True, "connect ok"),
+        (T("tcp-closed", PEER, "tcp", 7999), False, "refused"),
+        (T("tcp6", PEER6, "tcp", 80), True, "connect ok"),
+        (T("tcp-echo", PEER, "tcp", 7001, req="hello", resp="hello"), True, "matched"),
+        (T("tcp-echo-bad", PEER, "tcp", 7001, req="hello", resp="world"), False, "mismatch"),
+        (T("udp-answer", PEER, "udp", 7002, req="hi", resp="pong"), True, "matched"),
+        (T("udp-answer-bad", PEER, "udp", 7002, req="hi", resp="nope"), False, "mismatch"),
+        (T("udp-reply", PEER, "udp", 7002), True, "reply received"),
+        (T("udp-closed", PEER, "udp", 7999), False, "port unreachable"),
+        (T("udp-silent", PEER, "udp", 7003), True, "no reply and no port-unreachable"),
+        (T("udp-silent-strict", PEER, "udp", 7003, req="hi", resp="pong"), False, "no response"),
+        (T("http", PEER, "http", 80), True, "200"),
+        (T("http-body", PEER, "http", 80, req="health", resp="ok"), True, "200"),
+        (T("http-body-bad", PEER, "http", 80, req="health", resp="nope"), False, "mismatch"),
+        (T("http-503", PEER, "http", 80, req="bad"), False, "status 503"),
+        (T("http6", PEER6, "http", 80, req="health", resp="ok"), True, "200"),
+        (T("http-closed", PEER, "http", 8080), False, "connect failed"),
+        (T("https", PEER, "https", 443, req="health", resp="ok", ca_file=ca), True, "200"),
+        (T("https-wrong-ca", PEER, "https", 443, ca_file=other), False, "CERTIFICATE_VERIFY"),
+        (T("https-noverify", PEER, "https", 443, ca_file=other, tls_verify=False), True, "200"),
+        (T("mtls", PEER, "https", 8443, ca_file=ca, cert_file=cc, key_file=ck), True, "200"),
+        (T("mtls-nocert", PEER, "https", 8443, ca_file=ca), False, "status 400"),
+        (T("sctp", PEER, "sctp", 3868), True, "INIT-ACK"),
+        (T("sctp-abort", PEER, "sctp", 3869), False, "ABORT"),
+        (T("sctp-silent", PEER, "sctp", 3870), False, "no INIT-ACK"),
+        (T("none", GONE, "none"), True, ""),
+    ]
+
+
+@pytest.fixture(scope="module")
+def all_types(rig: Rig):
+    """All cases probed at once by one manager for a few periods; their final statuses."""
+    targets = cases(rig.tmp.name)
+
+    async def go():
+        mgr = ProbeManager(cert_dir=None, first_probe_spread=0.1)
+        await mgr.start()
+        for t, _, _ in targets:
+            mgr.upsert(t)
+        await asyncio.sleep(2.6)
+        out = {t.key: mgr.status(t.key) for t, _, _ in targets}
+        listing = mgr.api_list()
+        await mgr.stop()
+        return out, listing
+
+    return rig.loop.run(go())
+
+
+@pytest.mark.parametrize("key,up,why", [(t.key, up, why) for t, up, why in cases("/")],
+                         ids=[t.key for t, _, _ in cases("/")])
+def test_probe_type(all_types, key, up, why):
+    statuses, _ = all_types
+    st = statuses[key]
+    assert st.up is up, f"{key}: {st.last_reason}"
+    assert why in st.last_reason, st.last_reason
+    if st.target.ptype != "none":
+        assert st.probes >= 2
+
+
+def test_listing_has_rtt_and_last_probe(all_types):
+    _, listing = all_types
+    by = {e.name: e.wire() for e in listing}
+    assert by["ping4"]["currState"] == "ok" and by["ping4"]["avgDelay"].endswith("s")
+    assert by["ping4"]["avgDelay"] != "0s" and by["ping4"]["lastProbeResult"] == "success"
+    assert by["ping-gone"]["currState"] == "nok" and by["ping-gone"]["avgDelay"] == "0s"
+    assert by["tcp"]["lastProbeTime"].endswith("Z") and by["tcp"]["minDelay"] == ""
+
+
+def test_sctp_prober_aborts_after_init_ack(all_types, rig):
+    with open(rig.sctp_log) as f:
+        assert "abort-after-init-ack" in f.read()
+
+
+def _timeline(rig: Rig, target: ProbeTarget, kill, revive) -> tuple[float, float]:
+    """Start probing, kill the peer, time the DOWN; revive it, time the UP."""
+    events: list[tuple[float, bool, str]] = []
+
+    async def go():
+        mgr = ProbeManager(on_change=lambda t, up, why: events.append((time.monotonic(), up, why)),
+                           cert_dir=None, first_probe_spread=0.05)
+        await mgr.start()
+        mgr.upsert(target)
+        try:
+            await asyncio.sleep(1.5)
+            assert mgr.status(target.key).up and not events
+            t_kill = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, kill)
+            bound = target.eff_period * target.eff_retries + 1
+            while not events and time.monotonic() - t_kill < bound + 2:
+                await asyncio.sleep(0.01)
+            assert events and events[-1][1] is False, "never marked down"
+            down = events[-1][0] - t_kill
+            t_rev = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, revive)
+            t_rev = time.monotonic()  # the peer is serving again from here on
+            while len(events) < 2 and time.monotonic() - t_rev < 5:
+                await asyncio.sleep(0.01)
+            assert len(events) == 2 and events[-1][1] is True, "never marked up again"
+            return down, events[-1][0] - t_rev
+        finally:
+            await mgr.stop()
+
+    return rig.loop.run(go())
+
+
+def test_tcp_peer_dies_and_returns(rig: Rig):
+    procs: list[subprocess.Popen[bytes]] = [rig.peer.popen("socat TCP4-LISTEN:7010,fork,"
+                                                           "reuseaddr PIPE")]
+    wait_port(rig.peer, "tcp", 7010)
+
+    def kill() -> None:
+        procs[0].terminate()
+        procs[0].wait(5)
+
+    def revive() -> None:
+        procs[0] = rig.peer.popen("socat TCP4-LISTEN:7010,fork,reuseaddr PIPE")
+        wait_port(rig.peer, "tcp", 7010)
+
+    t = T("tcp-timing", PEER, "tcp", 7010, period=1.0, retries=2)
+    down, up = _timeline(rig, t, kill, revive)
+    print(f"tcp: down after {down:.3f}s (bound 3s), up after {up:.3f}s (bound 1s)")
+    assert down <= t.eff_period * t.eff_retries + 1
+    assert up <= t.eff_period
+
+
+def test_silent_death_ping(rig: Rig):
+    """The peer's address vanishes: probes time out (the slow case) and the bound still holds."""
+    rig.peer.run("ip addr add 10.77.0.9/24 dev eth0")
+
+    def kill() -> None:
+        rig.peer.run("ip addr del 10.77.0.9/24 dev eth0")
+
+    def revive() -> None:
+        rig.peer.run("ip addr add 10.77.0.9/24 dev eth0")
+
+    t = T("ping-timing", "10.77.0.9", "ping", period=1.0, retries=2)
+    try:
+        down, up = _timeline(rig, t, kill, revive)
+    finally:
+        with contextlib.suppress(RuntimeError):
+            rig.peer.run("ip addr del 10.77.0.9/24 dev eth0", check=False)
+    print(f"ping: down after {down:.3f}s (bound 3s), up after {up:.3f}s (bound 1s)")
+    assert down <= t.eff_period * t.eff_retries + 1
+    assert up <= t.eff_period
