@@ -50,6 +50,11 @@ def _status(code: int, reason: str, message: str) -> web.Response:
                               "message": message, "reason": reason, "code": code}, status=code)
 
 
+def _gone(since: int, oldest: int) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired",
+            "message": f"too old resource version: {since} ({oldest})", "code": 410}
+
+
 _SEL = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 
 
@@ -137,9 +142,13 @@ class FakeKube:
                 w.queue.put_nowait((typ, copy.deepcopy(obj)))
 
     def compact(self) -> None:
-        """Forget the event history: every watch from an older resourceVersion gets 410."""
+        """Forget the event history: every watch from an older resourceVersion gets 410, and
+        open streams end with an ERROR 410 event (what the apiserver's watch cache does)."""
         self.history.clear()
-        self.compacted_rv = self.rv
+        self.compacted_rv = self.rv + 1
+        for w in self.watches:
+            w.queue.put_nowait(("ERROR", _gone(self.rv, self.compacted_rv)))
+            w.queue.put_nowait(("__CLOSE__", {}))
 
     def _defaults(self, plural: str, obj: dict, old: dict | None) -> None:
         meta = obj.setdefault("metadata", {})
@@ -344,10 +353,7 @@ class FakeKube:
         else:
             since = int(rv_s)
             if since < self.compacted_rv:
-                await send("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                     "message": f"too old resource version: {since} "
-                                                f"({self.compacted_rv})",
-                                     "reason": "Expired", "code": 410})
+                await send("ERROR", _gone(since, self.compacted_rv))
                 return resp
             for rv, p, typ, o in self.history:
                 if rv > since and w.wants(p, o):
@@ -390,6 +396,8 @@ class FakeKube:
             w.queue.put_nowait(("__CLOSE__", {}))
 
     async def stop(self) -> None:
+        await self.close_watches()
+        await asyncio.sleep(0.05)
         if self.runner is not None:
             await self.runner.cleanup()
 

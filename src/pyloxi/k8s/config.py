@@ -204,8 +204,8 @@ def parse_range(value: str, family: int) -> tuple[int, int]:
         if int(iface.ip) != first:
             # kube-loxilb habit: host bits in the CIDR are where allocation starts
             first = int(iface.ip)
-        elif family == 4 and net.prefixlen < 31:
-            first += 1  # skip the network address
+        elif net.prefixlen < (31 if family == 4 else 127):
+            first += 1  # skip the network (v6: subnet-router anycast) address
         if family == 4 and net.prefixlen < 31:
             last -= 1  # skip the broadcast address
         return first, last
