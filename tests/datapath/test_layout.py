@@ -1,0 +1,39 @@
+"""The Python mirrors of the map layouts agree with the compiled object's BTF and header."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+
+import pytest
+
+from pyloxi.datapath.ebpf import layout as L
+from pyloxi.datapath.ebpf.btf import btf_struct_layout
+from pyloxi.engine import program
+
+from .conftest import OBJ, ROOT
+
+
+@pytest.mark.parametrize("name", sorted(L.MIRRORS))
+def test_struct_matches_btf(name: str) -> None:
+    size, members = btf_struct_layout(OBJ, name)
+    mirror = L.MIRRORS[name]
+    assert ctypes.sizeof(mirror) == size
+    for field, _ in mirror._fields_:
+        offset, fsize = members[field]
+        assert getattr(mirror, field).offset == offset, field
+        assert getattr(mirror, field).size == fsize, field
+
+
+def test_limits_agree_with_header() -> None:
+    text = open(f"{ROOT}/bpf/include/pyloxi/maps.h").read()
+    defs = {m[0]: int(m[1]) for m in re.findall(r"#define (PL_\w+)\s+(\d+)", text)}
+    assert defs["PL_MAX_SERVICES"] == L.MAX_SERVICES == program.MAX_SERVICES
+    assert defs["PL_MAX_EPS"] == L.MAX_EPS == program.MAX_ENDPOINTS
+    assert defs["PL_SLOTS"] == L.SLOTS == program.SLOT_TABLE_SIZE
+    assert defs["PL_SLOTS_ALLOC"] == L.SLOTS_ALLOC
+    assert defs["PL_NAT_PORT_MIN"] == L.NAT_PORT_MIN
+    assert defs["PL_CLOSE_BATCH"] == L.CLOSE_BATCH
+    stats = re.search(r"enum pl_stat \{(.*?)\};", text, re.S).group(1)
+    names = re.findall(r"PL_ST_(\w+)", stats)
+    assert len(names) - 1 == len(L.STAT_NAMES)  # PL_ST_MAX is last
