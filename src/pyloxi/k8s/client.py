@@ -53,15 +53,13 @@ class LoxiClient:
         raise LoxiError(f"{method} {url}: HTTP {status}: {result or text[:200]}")
 
     async def healthy(self) -> bool:
-        try:
-            await self._call("GET", "")
-            return True
-        except LoxiError:
-            try:  # pyloxi may not serve the bare base path; /version is always there
-                await self._call("GET", "/version")
+        for path in ("/version", ""):  # pyloxi serves /version; loxilb answers the base path
+            try:
+                await self._call("GET", path)
                 return True
             except LoxiError:
-                return False
+                continue
+        return False
 
     async def list_rules(self) -> list[dict[str, Any]]:
         data = await self._call("GET", "/config/loadbalancer/all")
