@@ -74,7 +74,8 @@ def _who(topo, vip: str, tries: int) -> list[str]:
     out = []
     for _ in range(tries):
         try:
-            out.append(curl(topo.client, f"http://{vip}/", timeout=2).strip())
+            body = curl(topo.client, f"http://{vip}/", timeout=2).split()
+            out.append(body[0] if body else "")  # nginx answers "<backend> [client address]"
         except subprocess.CalledProcessError:
             out.append("")
     return out
