@@ -17,7 +17,7 @@ from collections import Counter
 from fractions import Fraction
 from math import gcd
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyloxi.engine.maglev import maglev_table
@@ -42,7 +42,7 @@ def owners(ids: list[str]) -> list[str]:
     return [ids[i] for i in maglev_table(ids)]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(identity_sets)
 def test_maglev_balance_is_floor_or_ceil(ids: list[str]):
     table = maglev_table(ids)
@@ -55,7 +55,7 @@ def test_maglev_balance_is_floor_or_ceil(ids: list[str]):
         assert 0.9 * M / n <= c <= 1.1 * M / n
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(identity_sets.filter(lambda ids: len(ids) >= 2), st.data())
 def test_maglev_removal_disruption(ids: list[str], data: st.DataObject):
     gone = data.draw(st.sampled_from(ids))
@@ -68,7 +68,7 @@ def test_maglev_removal_disruption(ids: list[str], data: st.DataObject):
     assert collateral <= 0.15 * M
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(identity_sets, st.randoms(use_true_random=False))
 def test_maglev_depends_only_on_the_set(ids: list[str], rnd):
     shuffled = list(ids)
@@ -85,7 +85,7 @@ def test_maglev_known_values_are_stable():
     assert "".join(map(str, table[:24])) == "020222200200000202200111"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 255), min_size=1, max_size=64).filter(any))
 def test_smooth_wrr_is_exact_over_a_period(weights: list[int]):
     seq = smooth_wrr(weights)
@@ -98,7 +98,7 @@ def test_smooth_wrr_spreads_picks():
     assert smooth_wrr([5, 1, 1]) == [0, 0, 1, 0, 2, 0, 0]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 255), min_size=1, max_size=64).filter(any))
 def test_apportion_exact_or_within_two_slots(weights: list[int]):
     counts = apportion(weights)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -94,7 +95,11 @@ class Engine:
         self._protocols = supported_protocols
         self._max_rules = max_rules
         self._rules: dict[RuleKey, Rule] = {}
+        # (protocol, block, address) -> keys of rules matching that VIP or privateIP: keeps the
+        # overlap check O(rules on that address) instead of O(all rules).
+        self._by_addr: dict[tuple[str, int, str], set[RuleKey]] = {}
         self._ids = _SvcIds()
+        self._created = itertools.count(1)
         self._lock = threading.RLock()
 
     # ---------------------------------------------------------------- rule changes
@@ -147,14 +152,36 @@ class Engine:
 
     def _check_overlap(self, spec: RuleSpec) -> None:
         k = spec.key
-        for other in self._rules.values():
-            o = other.spec.key
-            if o == k or o.protocol != k.protocol or o.block != k.block:
-                continue
-            if o.vip != k.vip and other.spec.dp_vip != spec.dp_vip:
-                continue
-            if o.port <= k.last_port and k.port <= o.last_port:
+        near: set[RuleKey] = set()
+        for addr in {k.vip, spec.dp_vip}:
+            near |= self._by_addr.get((k.protocol, k.block, addr), set())
+        for o in sorted(near, key=str):
+            if o != k and o.port <= k.last_port and k.port <= o.last_port:
                 raise Conflict(f"lbrule-exists error: {k} overlaps {o}")
+
+    def _addresses(self, rule: Rule) -> set[tuple[str, int, str]]:
+        k = rule.spec.key
+        return {(k.protocol, k.block, k.vip), (k.protocol, k.block, rule.spec.dp_vip)}
+
+    def _put(self, rule: Rule) -> None:
+        """Insert or replace a rule in the table (and the address index)."""
+        key = rule.spec.key
+        if key in self._rules:
+            self._unindex(self._rules[key])
+        self._rules[key] = rule
+        for addr in self._addresses(rule):
+            self._by_addr.setdefault(addr, set()).add(key)
+
+    def _unindex(self, rule: Rule) -> None:
+        for addr in self._addresses(rule):
+            keys = self._by_addr.get(addr)
+            if keys is not None:
+                keys.discard(rule.spec.key)
+                if not keys:
+                    del self._by_addr[addr]
+
+    def _drop(self, key: RuleKey) -> None:
+        self._unindex(self._rules.pop(key))
 
     def _create(self, spec: RuleSpec, *, save: bool) -> None:
         if len(self._rules) >= self._max_rules:
@@ -163,7 +190,8 @@ class Engine:
         snat = self._snat(spec)
         sid = self._ids.alloc()
         eps = plan_endpoints((), spec.endpoints, snat)
-        self._commit(None, Rule(spec, sid, eps, build_program(spec, sid, eps)), save=save)
+        new = Rule(spec, sid, eps, build_program(spec, sid, eps), next(self._created))
+        self._commit(None, new, save=save)
 
     def _update(self, old: Rule, spec: RuleSpec, *, save: bool) -> None:
         if spec.entry == old.spec.entry:
@@ -173,50 +201,45 @@ class Engine:
         self._check_overlap(spec)  # privateIP may have changed
         snat = self._snat(spec)
         eps = plan_endpoints(old.eps, spec.endpoints, snat)
-        new = Rule(spec, old.svc_id, eps, build_program(spec, old.svc_id, eps))
+        new = replace(old, spec=spec, eps=eps, program=build_program(spec, old.svc_id, eps))
         self._commit(old, new, save=save)
 
     def _commit(self, old: Rule | None, new: Rule | None, *, save: bool) -> None:
         """Swap `old` for `new` in the table and the datapath, then persist; all or nothing."""
         assert old is not None or new is not None
         key = (new or old).spec.key  # type: ignore[union-attr]
-        before = list(self._rules.items()) if new is None else None  # keeps order on undo
         if new is not None:
-            self._rules[key] = new
+            self._put(new)
         else:
-            del self._rules[key]
+            self._drop(key)
         try:
             if new is not None:
                 self._dp.install_service(new.program)
             else:
                 self._dp.remove_service(old.program)  # type: ignore[union-attr]
         except Exception as exc:
-            self._undo(key, old, new, before)
+            self._undo(key, old, new)
             raise _datapath_error(exc) from exc
         if save and self._store is not None:
             try:
                 self._store.save(self.desired_rules())
             except Exception as exc:
-                self._undo(key, old, new, before)
+                self._undo(key, old, new)
                 raise PyloxiError(500, f"cannot persist rules: {exc}") from exc
         if new is None:
             self._ids.free(old.svc_id)  # type: ignore[union-attr]
 
-    def _undo(
-        self,
-        key: RuleKey,
-        old: Rule | None,
-        new: Rule | None,
-        before: list[tuple[RuleKey, Rule]] | None,
-    ) -> None:
+    def _undo(self, key: RuleKey, old: Rule | None, new: Rule | None) -> None:
         """Put the table back as it was before `_commit`, then the datapath (best effort)."""
-        if before is not None:
-            self._rules = dict(before)
+        if new is None:
+            self._put(old)  # type: ignore[arg-type]
+            # a re-inserted rule lands last; restore creation order (rare path, O(n log n))
+            self._rules = dict(sorted(self._rules.items(), key=lambda kv: kv[1].created))
         elif old is not None:
-            self._rules[key] = old
+            self._put(old)
         else:
-            del self._rules[key]
-            self._ids.free(new.svc_id)  # type: ignore[union-attr]
+            self._drop(key)
+            self._ids.free(new.svc_id)
         self._undo_datapath(old, new)
 
     def _undo_datapath(self, old: Rule | None, new: Rule | None) -> None:
@@ -331,9 +354,9 @@ class Engine:
                 )
                 if eps == rule.eps:
                     continue
-                new = Rule(rule.spec, rule.svc_id, eps, build_program(rule.spec, rule.svc_id, eps))
+                new = replace(rule, eps=eps, program=build_program(rule.spec, rule.svc_id, eps))
                 if new.program == rule.program:  # only holes changed: nothing to reinstall
-                    self._rules[key] = new
+                    self._put(new)
                     continue
                 try:
                     self._commit(rule, new, save=False)

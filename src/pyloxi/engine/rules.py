@@ -44,6 +44,7 @@ class Rule:
     svc_id: int
     eps: tuple[EpState, ...]
     program: ServiceProgram
+    created: int = 0  # creation sequence: GET lists rules in this order
 
 
 def plan_endpoints(
