@@ -227,6 +227,7 @@ def cases(d: str) -> list[tuple[ProbeTarget, bool, str]]:
         (T("ping-gone", GONE, "ping"), False, "no reply"),
         (T("tcp", PEER, "tcp", 7001), True, "connect ok"),
         (T("tcp-closed", PEER, "tcp", 7999), False, "refused"),
+        (T("tcp-gone", GONE, "tcp", 80), False, "timeout"),
         (T("tcp6", PEER6, "tcp", 80), True, "connect ok"),
         (T("tcp-echo", PEER, "tcp", 7001, req="hello", resp="hello"), True, "matched"),
         (T("tcp-echo-bad", PEER, "tcp", 7001, req="hello", resp="world"), False, "mismatch"),

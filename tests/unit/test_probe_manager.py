@@ -44,7 +44,7 @@ class Script:
 async def rig():
     changes: list[tuple[float, str, bool, str]] = []
     mgr = ProbeManager(on_change=lambda t, up, why: changes.append(
-        (time.monotonic(), t.key, up, why)), first_probe_spread=0.05)
+        (time.monotonic(), t.key, up, why)), first_probe_spread=0.05, fast_tcp=False)
     script = Script()
     mgr._dispatch = script.dispatch  # type: ignore[method-assign]
     await mgr.start()
@@ -156,7 +156,7 @@ async def test_async_on_change_and_engine_sink():
         sink(t, up, why)
         got.append(up)
 
-    mgr = ProbeManager(on_change=cb, first_probe_spread=0.01)
+    mgr = ProbeManager(on_change=cb, first_probe_spread=0.01, fast_tcp=False)
 
     async def dead(t):
         return ProbeResult(False, "dead")

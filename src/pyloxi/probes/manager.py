@@ -25,10 +25,14 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import inspect
 import ipaddress
 import logging
+import math
+import os
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -49,7 +53,7 @@ from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes.http import DEFAULT_CERT_DIR, HttpProber
 from pyloxi.probes.icmp import Pinger
 from pyloxi.probes.sctp import SctpProber
-from pyloxi.probes.tcp import probe_tcp
+from pyloxi.probes.tcp import LINGER0, family_of, probe_tcp
 from pyloxi.probes.types import (
     DEFAULT_PERIOD,
     DEFAULT_RETRIES,
@@ -66,6 +70,8 @@ log = logging.getLogger("pyloxi.probes")
 OnChange = Callable[[ProbeTarget, bool, str], Any]
 API_OWNER = "api"
 RTT_SAMPLES = 16
+TICK = 0.02  # timers are grouped into 20 ms slots: one loop wake-up fires many probes
+SWEEP = 0.05  # how often in-flight fast-path tcp probes are checked for their timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +95,8 @@ class ProbeStatus:
 
 class _Entry:
     __slots__ = ("key", "specs", "target", "up", "red", "reported", "fails", "first", "probes",
-                 "handle", "task", "gen", "removed", "last_time", "last_ok", "last_reason",
-                 "since", "rtts")
+                 "armed", "task", "busy", "gen", "removed", "last_time", "last_ok",
+                 "last_reason", "since", "rtts")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -102,8 +108,9 @@ class _Entry:
         self.fails = 0
         self.first = True
         self.probes = 0
-        self.handle: asyncio.TimerHandle | None = None
+        self.armed = 0  # token of the pending timer slot entry (0 = none)
         self.task: asyncio.Task[None] | None = None
+        self.busy: int | None = None  # gen of an in-flight callback-driven (tcp) probe
         self.gen = 0
         self.removed = False
         self.last_time: float | None = None
@@ -136,11 +143,13 @@ class ProbeManager:
         cert_dir: str | None = DEFAULT_CERT_DIR,
         max_inflight: int = 2048,
         first_probe_spread: float = 1.0,
+        fast_tcp: bool = True,
     ) -> None:
         self.on_change = on_change
         self.cert_dir = cert_dir
         self.max_inflight = max_inflight
         self.first_probe_spread = first_probe_spread
+        self.fast_tcp = fast_tcp  # plain tcp probes via loop callbacks (else via _dispatch)
         self._entries: dict[str, _Entry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
@@ -149,6 +158,10 @@ class ProbeManager:
         self._sctp = SctpProber()
         self._http = HttpProber(cert_dir)
         self._bg: set[asyncio.Task[Any]] = set()
+        self._inflight: dict[int, tuple[socket.socket, float, Callable[[int | None], None]]] = {}
+        self._wheel: dict[int, tuple[asyncio.TimerHandle, list[tuple[_Entry, int]]]] = {}
+        self._tokens = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -162,14 +175,23 @@ class ProbeManager:
     async def stop(self) -> None:
         loop, self._loop = self._loop, None
         tasks = []
+        for handle, _ in self._wheel.values():
+            handle.cancel()
+        self._wheel.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for e in self._entries.values():
-            if e.handle is not None:
-                e.handle.cancel()
-                e.handle = None
+            e.armed = 0
             if e.task is not None:
                 e.task.cancel()
                 tasks.append(e.task)
         tasks.extend(self._bg)
+        for fd, (sock, _, _) in list(self._inflight.items()):
+            if loop is not None:
+                loop.remove_writer(fd)
+            sock.close()
+        self._inflight.clear()
         for task in tasks:
             task.cancel()
         if tasks and loop is not None:
@@ -296,9 +318,7 @@ class ProbeManager:
             e.task.cancel()
             e.task = None
         if new.ptype == "none":
-            if e.handle is not None:
-                e.handle.cancel()
-                e.handle = None
+            e.armed = 0
             e.up, e.last_reason = True, "probe type none"
             self._notify(e, "probe type none (always up)")
             return
@@ -306,8 +326,7 @@ class ProbeManager:
 
     def _drop(self, e: _Entry) -> None:
         e.removed = True
-        if e.handle is not None:
-            e.handle.cancel()
+        e.armed = 0
         if e.task is not None:
             e.task.cancel()
         self._entries.pop(e.key, None)
@@ -323,15 +342,83 @@ class ProbeManager:
         if threading.get_ident() != self._thread:
             loop.call_soon_threadsafe(self._arm, e, delay)
             return
-        if e.handle is not None:
-            e.handle.cancel()
-        e.handle = loop.call_at(loop.time() + delay, self._fire, e)
+        slot = math.ceil((loop.time() + delay) / TICK)
+        self._tokens += 1
+        e.armed = self._tokens
+        pending = self._wheel.get(slot)
+        if pending is None:
+            pending = self._wheel[slot] = (loop.call_at(slot * TICK, self._fire_slot, slot), [])
+        pending[1].append((e, e.armed))
+
+    def _fire_slot(self, slot: int) -> None:
+        _, due = self._wheel.pop(slot, (None, []))
+        for e, token in due:
+            if e.armed == token:
+                e.armed = 0
+                self._fire(e)
 
     def _fire(self, e: _Entry) -> None:
-        e.handle = None
-        if e.removed or e.task is not None or self._loop is None:
+        if e.removed or self._loop is None:
             return
-        e.task = self._loop.create_task(self._run(e, e.gen))
+        if e.task is not None or e.busy == e.gen:
+            self._arm(e, TICK)  # still probing with these parameters: look again shortly
+            return
+        t = e.target
+        assert t is not None
+        if self.fast_tcp and t.ptype == "tcp" and not (t.req and t.resp):
+            self._tcp_fast(e, t)
+        else:
+            e.task = self._loop.create_task(self._run(e, e.gen))
+
+    def _tcp_fast(self, e: _Entry, t: ProbeTarget) -> None:
+        """A plain TCP connect probe driven by loop callbacks: no task, no coroutine, one
+        writer registration and one timer. This is what lets one loop probe 10k endpoints."""
+        loop = self._loop
+        assert loop is not None
+        gen, start, timeout = e.gen, loop.time(), t.eff_timeout
+        e.busy = gen
+        try:
+            sock = socket.socket(family_of(t.ip), socket.SOCK_STREAM)
+        except OSError as exc:
+            self._complete(e, gen, t, start, ProbeResult(False, f"tcp error: {exc.strerror}"))
+            return
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+            err = sock.connect_ex((t.ip, t.port))
+        except OSError as exc:
+            err = exc.errno or errno.EINVAL
+        if err != errno.EINPROGRESS:
+            sock.close()
+            self._complete(e, gen, t, start, _tcp_result(err, timeout))
+            return
+        fd = sock.fileno()
+
+        def finish(res_err: int | None) -> None:
+            if self._inflight.pop(fd, None) is None:
+                return
+            loop.remove_writer(fd)
+            if res_err is None:
+                res_err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            sock.close()
+            self._complete(e, gen, t, start, _tcp_result(res_err, timeout))
+
+        self._inflight[fd] = (sock, start + timeout, finish)
+        loop.add_writer(fd, finish, None)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out fast-path tcp probes (one periodic check instead of a timer per probe)."""
+        self._sweeper = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        for _sock, _deadline, finish in [v for v in self._inflight.values() if v[1] <= now]:
+            finish(errno.ETIMEDOUT)
+        if self._inflight:
+            self._sweeper = loop.call_later(SWEEP, self._sweep)
 
     async def _run(self, e: _Entry, gen: int) -> None:
         loop = asyncio.get_running_loop()
@@ -351,13 +438,21 @@ class ProbeManager:
         if e.removed or e.gen != gen:
             return
         e.task = None
+        self._complete(e, gen, t, start, res)
+
+    def _complete(self, e: _Entry, gen: int, t: ProbeTarget, start: float,
+                  res: ProbeResult) -> None:
+        if e.busy == gen:
+            e.busy = None
+        if e.removed or e.gen != gen or self._loop is None:
+            return
         first_ok = e.probes == 0 and res.ok
         self._record(e, t, res)
         if res.ok and e.up:
             interval = t.eff_period * (random.uniform(0.5, 1.0) if first_ok else 1.0)
         else:
             interval = t.fast_interval
-        self._arm(e, max(0.0, start + interval - loop.time()))
+        self._arm(e, max(0.0, start + interval - self._loop.time()))
 
     async def _dispatch(self, t: ProbeTarget) -> ProbeResult:
         timeout = t.eff_timeout
@@ -505,6 +600,16 @@ class ProbeManager:
         if not matched:
             raise NotFound(f"host-notfound error: no endpoint for {ip}")
         return matched
+
+
+def _tcp_result(err: int, timeout: float) -> ProbeResult:
+    if err == 0:
+        return ProbeResult(True, "tcp connect ok")
+    if err == errno.ETIMEDOUT:
+        return ProbeResult(False, f"tcp timeout after {timeout:g}s")
+    if err == errno.ECONNREFUSED:
+        return ProbeResult(False, "tcp connection refused")
+    return ProbeResult(False, f"tcp error: {os.strerror(err)}")
 
 
 def _parse_ip(text: str) -> str:

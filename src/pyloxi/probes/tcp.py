@@ -12,7 +12,7 @@ import struct
 
 from pyloxi.probes.types import ProbeResult
 
-_LINGER0 = struct.pack("ii", 1, 0)
+LINGER0 = struct.pack("ii", 1, 0)
 
 
 def family_of(ip: str) -> socket.AddressFamily:
@@ -26,7 +26,7 @@ async def probe_tcp(
     sock = socket.socket(family_of(ip), socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
         try:
             async with asyncio.timeout(timeout):
                 await loop.sock_connect(sock, (ip, port))
