@@ -45,7 +45,7 @@ http {{
     server {{
         listen {port} reuseport backlog=4096;
         root {dir}/www;
-        location = / {{ return 200 "{name}\\n"; }}
+        location = / {{ return 200 "{name} $remote_addr\\n"; }}
     }}
 }}
 """

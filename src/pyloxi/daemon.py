@@ -1,0 +1,145 @@
+"""`pyloxi daemon`: the composition root, the one module that wires the others together.
+
+    store (desired rules) -> engine -> eBPF datapath (pinned maps, TC on every interface)
+    REST API (uvicorn) -> engine;  aging loop -> datapath;  probes -> engine
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import uvicorn
+
+from pyloxi import __version__
+from pyloxi.api.app import create_app
+from pyloxi.datapath.ebpf.backend import DEFAULT_OBJECT, EbpfDatapath
+from pyloxi.engine import Engine
+from pyloxi.host.namespaces import enter_netns, share_host_mounts
+from pyloxi.host.netlink import VipPlumber, default_interfaces, prepare_host, source_address
+from pyloxi.model.lb import LoadBalancerEntry
+from pyloxi.store import JsonStore
+
+log = logging.getLogger("pyloxi.daemon")
+
+AGING_PERIOD_S = 2.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="pyloxi daemon", description="Run the load balancer.")
+    p.add_argument("--host", default="127.0.0.1", help="REST API address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=11111, help="REST API port (default 11111)")
+    p.add_argument("--state-dir", default="/var/lib/pyloxi",
+                   help="where desired state is persisted (default /var/lib/pyloxi)")
+    p.add_argument("--bpffs", default="/sys/fs/bpf/pyloxi",
+                   help="pin directory of the datapath maps (default /sys/fs/bpf/pyloxi)")
+    p.add_argument("--interfaces", default="",
+                   help="comma-separated interfaces to attach (default: all but lo)")
+    p.add_argument("--bpf-object", default=DEFAULT_OBJECT, help="compiled datapath object")
+    p.add_argument("--netns", default="", help="run inside this named network namespace")
+    p.add_argument("--cleanup-on-exit", action="store_true",
+                   help="detach and unpin the datapath on exit (flows stop); default keeps it")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p.parse_args(argv)
+
+
+class PersistingStore:
+    """The engine's RuleStore: saves the rules and keeps the VIP addresses in step with them."""
+
+    def __init__(self, store: JsonStore, vips: VipPlumber) -> None:
+        self.store = store
+        self.vips = vips
+
+    def save(self, rules: list[LoadBalancerEntry]) -> None:
+        self.store.save(rules)
+        self.vips.sync({r.service_arguments.external_ip for r in rules})
+
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
+        prepare_host(interfaces)
+        self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object)
+        self.datapath.attach(interfaces)
+        os.makedirs(args.state_dir, exist_ok=True)
+        self.store = JsonStore(os.path.join(args.state_dir, "lbconfig.json"))
+        self.vips = VipPlumber()
+        self.engine = Engine(self.datapath, store=PersistingStore(self.store, self.vips),
+                             snat_source=source_address)
+        self._restore()
+        self.app = create_app(self.engine, version=__version__)
+        self._stop = asyncio.Event()
+
+    def _restore(self) -> None:
+        entries = self.store.load()
+        errors = self.engine.restore(entries)
+        for err in errors:
+            log.error("persisted rule not restored: %s", err)
+        self.datapath.prune_orphans()
+        self.vips.sync({r.service_arguments.external_ip for r in self.engine.desired_rules()})
+        log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
+
+    async def _aging_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                removed = await asyncio.to_thread(self.engine.age)
+                if removed:
+                    log.debug("aged out %d flows", removed)
+            except Exception:  # keep aging alive; the next round retries
+                log.exception("conntrack aging failed")
+            try:
+                await asyncio.wait_for(self._stop.wait(), AGING_PERIOD_S)
+            except TimeoutError:
+                pass
+
+    async def run(self) -> None:
+        config = uvicorn.Config(self.app, host=self.args.host, port=self.args.port,
+                                log_level="warning", lifespan="off")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        aging = asyncio.create_task(self._aging_loop())
+        serving = asyncio.create_task(server.serve())
+        log.info("pyloxi %s serving http://%s:%d/netlox/v1", __version__, self.args.host,
+                 self.args.port)
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+        self._stop.set()
+        server.should_exit = True
+        await asyncio.gather(serving, aging, return_exceptions=True)
+
+    def shutdown(self) -> None:
+        if self.args.cleanup_on_exit:
+            self.vips.sync(set())
+            self.datapath.destroy()
+            log.info("datapath detached and unpinned")
+        else:
+            self.datapath.close()
+            log.info("stopped; the datapath keeps forwarding established flows")
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # namespaces first, while the process has a single thread (setns requires it)
+        if args.netns:
+            enter_netns(args.netns)
+        share_host_mounts()
+        daemon = Daemon(args)
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        asyncio.run(daemon.run())
+    finally:
+        daemon.shutdown()
+    return 0

@@ -1,0 +1,1 @@
+"""The LB host itself: interfaces, VIP addresses, sysctls, source-address lookups (netlink)."""

@@ -1,0 +1,110 @@
+"""Integration: the real daemon in the LB namespace of a client / LB / 3-backend lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from pyloxi.lab import LbTopology, cleanup_stale
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+API_PORT = 11111
+
+
+class DaemonHandle:
+    """Starts/stops `pyloxi daemon` in the LB namespace; talks to it like a user would."""
+
+    def __init__(self, topo: LbTopology) -> None:
+        self.topo = topo
+        self.pin = topo.lab.pin_dir("dp")
+        self.state = os.path.join(topo.tmp.name, "state")
+        self.log = os.path.join(topo.tmp.name, "daemon.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyloxi.entry", "daemon", "--netns", self.topo.lb.name,
+             "--port", str(API_PORT), "--state-dir", self.state, "--bpffs", self.pin,
+             "--log-level", "debug"],
+            stdout=log, stderr=subprocess.STDOUT)
+        self.topo.lab.processes.append(self.proc)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited: {open(self.log).read()[-2000:]}")
+            if self.cli("version", check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"daemon API not up: {open(self.log).read()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = self.topo.lb.run([sys.executable, "-m", "pyloxi.entry", *args], check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pyloxi {' '.join(args)}: {proc.stdout}{proc.stderr}")
+        return proc
+
+    def api(self, method: str, path: str, body: object = None,
+            raw: bytes | None = None) -> httpx.Response:
+        """HTTP from inside the LB namespace (the API listens on its loopback)."""
+        script = (
+            "import httpx,sys,json;"
+            "r=httpx.request(sys.argv[1],sys.argv[2],content=sys.stdin.buffer.read() or None,"
+            "headers={'content-type':'application/json'},timeout=10);"
+            "print(json.dumps({'status':r.status_code,'body':r.text}))"
+        )
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        proc = subprocess.run(
+            self.topo.lb.argv([sys.executable, "-c", script, method,
+                               f"http://127.0.0.1:{API_PORT}/netlox/v1{path}"]),
+            input=data, capture_output=True, timeout=30)
+        if proc.returncode != 0:
+            raise AssertionError(proc.stderr.decode())
+        out = json.loads(proc.stdout)
+        return httpx.Response(out["status"], text=out["body"])
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[LbTopology]:
+    cleanup_stale()
+    t = LbTopology(3)
+    try:
+        t.start_http(big_mb=64)
+        t.start_udp()
+        yield t
+    finally:
+        t.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(topo: LbTopology) -> Iterator[DaemonHandle]:
+    d = DaemonHandle(topo)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def lb(daemon: DaemonHandle) -> Iterator[DaemonHandle]:
+    """The daemon with no rules before and after the test."""
+    daemon.cli("delete", "lb", "--all", check=False)
+    yield daemon
+    daemon.cli("delete", "lb", "--all", check=False)

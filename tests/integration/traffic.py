@@ -1,0 +1,66 @@
+"""Client-side traffic helpers: who answered, from the client namespace."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+from pyloxi.lab import Netns
+
+_HTTP_LOOP = """
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lport = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+req = ("GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n" % host).encode()
+for i in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(5)
+    try:
+        if lport:
+            s.bind(("0.0.0.0", lport))
+        s.connect((host, port))
+        s.sendall(req)
+        data = b""
+        while chunk := s.recv(65536):  # read to EOF: the server closes first
+            data += chunk
+        print(data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip())
+    except Exception as e:
+        print("ERR", type(e).__name__, str(e).replace(" ", "_"))
+    finally:
+        s.close()
+"""
+
+_UDP_LOOP = """
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"hi", (host, port))
+    try:
+        print(s.recvfrom(2048)[0].decode().split()[0] + " -")
+    except OSError:
+        print("ERR timeout")
+    s.close()
+"""
+
+
+def http_answers(client: Netns, vip: str, n: int, port: int = 80,
+                 local_port: int = 0) -> list[tuple[str, str]]:
+    """n sequential requests, each on a new connection; [(backend, address it saw)]."""
+    argv = [sys.executable, "-c", _HTTP_LOOP, vip, str(port), str(n)]
+    if local_port:
+        argv.append(str(local_port))
+    out = client.run(argv, timeout=120).stdout.split("\n")
+    return [tuple(line.split()[:2]) for line in out if line]  # type: ignore[misc]
+
+
+def udp_answers(client: Netns, vip: str, n: int, port: int = 5353) -> list[str]:
+    out = client.run([sys.executable, "-c", _UDP_LOOP, vip, str(port), str(n)],
+                     timeout=120).stdout.split("\n")
+    return [line.split()[0] for line in out if line]
+
+
+def spread(answers: list[str]) -> Counter[str]:
+    return Counter(answers)
