@@ -33,6 +33,7 @@ while True:
 """
 
 _NGINX_CONF = """
+user root root;  # the lab tmp dir is private to root
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
