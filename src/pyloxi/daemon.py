@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
 
 import uvicorn
 
 from pyloxi import __version__
 from pyloxi.api.app import create_app
+from pyloxi.api.endpoint import endpoint_router
 from pyloxi.datapath.ebpf.backend import DEFAULT_OBJECT, EbpfDatapath
 from pyloxi.engine import Engine
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netlink import VipPlumber, default_interfaces, prepare_host, source_address
 from pyloxi.model.lb import LoadBalancerEntry
+from pyloxi.probes.manager import ProbeManager, targets_for_rule
+from pyloxi.probes.types import ProbeTarget
 from pyloxi.store import JsonStore
 
 log = logging.getLogger("pyloxi.daemon")
@@ -47,16 +52,70 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class PersistingStore:
-    """The engine's RuleStore: saves the rules and keeps the VIP addresses in step with them."""
+def rule_id(entry: LoadBalancerEntry) -> str:
+    sa = entry.service_arguments
+    return f"{sa.external_ip}:{sa.protocol}:{sa.port}-{sa.port_max}:{sa.block}"
+
+
+class StateSync:
+    """The engine's RuleStore. After each change: persist the rules, keep VIP addresses and
+    probe targets in step. The work runs on one background thread that always takes the latest
+    rule list (group commit), so a burst of 10,000 creates costs a few file writes, not 10,000;
+    a change is on disk within a few milliseconds of its answer, and `flush()` at shutdown."""
 
     def __init__(self, store: JsonStore, vips: VipPlumber) -> None:
         self.store = store
         self.vips = vips
+        self.probes: ProbeManager | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[LoadBalancerEntry] | None = None
+        self._probed: dict[str, LoadBalancerEntry] = {}
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="state-sync", daemon=True)
+        self._thread.start()
 
     def save(self, rules: list[LoadBalancerEntry]) -> None:
+        with self._cond:
+            self._pending = rules
+            self._cond.notify()
+
+    def flush(self) -> None:
+        with self._cond:
+            rules, self._pending = self._pending, None
+        if rules is not None:
+            self._apply(rules)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None:
+                    self._cond.wait()
+                rules, self._pending = self._pending, None
+            try:
+                self._apply(rules)
+            except Exception:
+                log.exception("applying rule changes to store/VIPs/probes failed")
+
+    def _apply(self, rules: list[LoadBalancerEntry]) -> None:
         self.store.save(rules)
         self.vips.sync({r.service_arguments.external_ip for r in rules})
+        if self.loop is not None and self.probes is not None:
+            self.loop.call_soon_threadsafe(self.sync_probes, rules)
+
+    def sync_probes(self, rules: list[LoadBalancerEntry]) -> None:
+        """In the event loop: give changed rules their probe targets (loxilb's keys)."""
+        assert self.probes is not None
+        current = {rule_id(r): r for r in rules}
+        for rid in self._probed.keys() - current.keys():
+            self.probes.drop_rule(rid)
+        for rid, entry in current.items():
+            old = self._probed.get(rid)
+            if old is not None and old == entry:
+                continue
+            targets = targets_for_rule(entry)
+            if targets or old is not None:
+                self.probes.sync_rule(rid, targets)
+        self._probed = current
 
 
 class Daemon:
@@ -69,10 +128,13 @@ class Daemon:
         os.makedirs(args.state_dir, exist_ok=True)
         self.store = JsonStore(os.path.join(args.state_dir, "lbconfig.json"))
         self.vips = VipPlumber()
-        self.engine = Engine(self.datapath, store=PersistingStore(self.store, self.vips),
-                             snat_source=source_address)
+        self.sync = StateSync(self.store, self.vips)
+        self.engine = Engine(self.datapath, store=self.sync, snat_source=source_address)
         self._restore()
-        self.app = create_app(self.engine, version=__version__)
+        self.probes = ProbeManager(on_change=self._probe_verdict)
+        self.sync.probes = self.probes
+        self.app = create_app(self.engine, version=__version__,
+                              extra_routers=[endpoint_router(self.probes)])
         self._stop = asyncio.Event()
 
     def _restore(self) -> None:
@@ -81,7 +143,7 @@ class Daemon:
         for err in errors:
             log.error("persisted rule not restored: %s", err)
         self.datapath.prune_orphans()
-        self.vips.sync({r.service_arguments.external_ip for r in self.engine.desired_rules()})
+        self.sync.save(self.engine.desired_rules())
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 
     async def _aging_loop(self) -> None:
@@ -92,10 +154,8 @@ class Daemon:
                     log.debug("aged out %d flows", removed)
             except Exception:  # keep aging alive; the next round retries
                 log.exception("conntrack aging failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), AGING_PERIOD_S)
-            except TimeoutError:
-                pass
 
     async def run(self) -> None:
         config = uvicorn.Config(self.app, host=self.args.host, port=self.args.port,
@@ -105,6 +165,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
+        self.sync.loop = loop
+        await self.probes.start()
+        self.sync.sync_probes(self.engine.desired_rules())
         aging = asyncio.create_task(self._aging_loop())
         serving = asyncio.create_task(server.serve())
         log.info("pyloxi %s serving http://%s:%d/netlox/v1", __version__, self.args.host,
@@ -114,8 +177,22 @@ class Daemon:
         self._stop.set()
         server.should_exit = True
         await asyncio.gather(serving, aging, return_exceptions=True)
+        await self.probes.stop()
+
+    def _probe_verdict(self, target: ProbeTarget, up: bool, reason: str) -> None:
+        """A probe changed its mind: the engine reprograms the services using that endpoint."""
+        log.warning("endpoint %s (%s) is %s: %s", target.ip, target.key, "UP" if up else "DOWN",
+                    reason)
+        if not target.ep_proto:
+            return  # a host monitored through the API only, serving no rule
+        try:
+            self.engine.set_endpoint_state(target.ip, port=target.ep_port,
+                                           protocol=target.ep_proto, up=up)
+        except Exception:
+            log.exception("could not apply the verdict on %s", target.key)
 
     def shutdown(self) -> None:
+        self.sync.flush()
         if self.args.cleanup_on_exit:
             self.vips.sync(set())
             self.datapath.destroy()
