@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The floor of the datapath micro-benchmark: a TC program that does nothing. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+SEC("tc")
+int empty_tc(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,314 @@
+"""Datapath micro-benchmark and conntrack sweep; run as its own process (it enters a network
+namespace of its own, like tests/datapath/conftest.py, so bpf_fib_lookup sees only our routes).
+
+    python -m bench.micro --repeats 1000000 --new-flows 1000000 --ct-entries 1000000 --json OUT
+
+Methods (see docs/benchmarks.md):
+- established: BPF_PROG_TEST_RUN with `repeat` reruns the *same* skb, and the program's rewrite
+  persists between repetitions, so an ordinary established packet turns into a non-VIP packet
+  after the first run. The bench service therefore has its endpoint equal to its VIP:port
+  (20.0.0.200:80 -> 20.0.0.200:80, routed out of dp1): the rewrite writes the same bytes back and
+  every repetition is an identical conntrack hit -> rewrite -> fib lookup -> redirect. Checked:
+  the last repetition still returns TC_ACT_REDIRECT and the datapath counted exactly one new flow.
+- new flow: N distinct SYNs (source address x source port), each run once (repeat=1), so every run
+  misses conntrack and creates a flow (2 entries). The kernel's duration for repeat=1 includes one
+  timer read; the same repeat=1 loop over the empty program is reported beside it as that floor.
+  Conntrack is emptied (untimed) every 100,000 flows, so the LRU never evicts.
+- not for a VIP: a TCP packet to a backend address; the program passes it (TC_ACT_OK).
+- floor: bench/empty.bpf.c (`return TC_ACT_OK`), same packet, same repeat count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OBJ = os.path.join(ROOT, "build", "lb.bpf.o")
+EMPTY_SRC = os.path.join(ROOT, "bench", "empty.bpf.c")
+EMPTY_OBJ = os.path.join(ROOT, "build", "bench-empty.bpf.o")
+
+CLIENT, VIP, VIP_E, EP = "10.0.1.2", "20.0.0.100", "20.0.0.200", "10.0.11.2"
+LB_MAC, CLIENT_MAC, EP_MAC = "02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:11:02"
+TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def build_empty() -> str:
+    if not os.path.exists(EMPTY_OBJ) or os.path.getmtime(EMPTY_OBJ) < os.path.getmtime(EMPTY_SRC):
+        os.makedirs(os.path.dirname(EMPTY_OBJ), exist_ok=True)
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", EMPTY_SRC, "-o", EMPTY_OBJ,
+                        "-I", f"/usr/include/{os.uname().machine}-linux-gnu"], check=True)
+    return EMPTY_OBJ
+
+
+def _setns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+    finally:
+        os.close(fd)
+
+
+def enter_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    _setns(f"/var/run/netns/{name}")
+    for cmd in (
+        f"ip link add dp0 address {LB_MAC} type veth peer name dp1",
+        "ip link set dp0 up", "ip link set dp1 up", "ip link set lo up",
+        "ip addr add 10.0.1.1/24 dev dp0", "ip addr add 10.0.11.1/24 dev dp1",
+        f"ip neigh add {CLIENT} lladdr {CLIENT_MAC} dev dp0 nud permanent",
+        f"ip neigh add {EP} lladdr {EP_MAC} dev dp1 nud permanent",
+        f"ip route add {VIP_E}/32 via {EP} dev dp1",
+        f"ip route add 20.1.0.0/16 via {EP} dev dp1",
+        f"ip addr add {VIP}/32 dev lo",
+        "sysctl -qw net.ipv4.ip_forward=1",
+    ):
+        subprocess.run(cmd.split(), check=True)
+
+
+def tcp_packet(src: str, dst: str, sport: int, dport: int, flags: str, ttl: int = 64) -> bytes:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    return bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=src, dst=dst, ttl=ttl) /
+                 TCP(sport=sport, dport=dport, flags=flags, seq=1000))
+
+
+def ctx_for(iface: str) -> bytes:
+    ifindex = socket.if_nametoindex(iface)
+    return struct.pack("<36xII", ifindex, ifindex).ljust(192, b"\0")
+
+
+def service(dp, svc_id: int, vip: str, ep: str, port: int, target: int):  # type: ignore[no-untyped-def]
+    from pyloxi.engine.program import EndpointSlot, ServiceProgram
+    from pyloxi.model.lb import NatMode, Selection
+    prog = ServiceProgram(
+        svc_id=svc_id, name=f"b{svc_id}", vip=vip, proto=6, port_min=port, port_max=port,
+        mode=NatMode.DEFAULT, sel=Selection.RR,
+        endpoints=(EndpointSlot(ep, target, 1, True, None),), slots=(0,), idle_timeout=240,
+        allowed_sources=())
+    dp.install_service(prog)
+    return prog
+
+
+def repeat_ns(fd: int, pkt: bytes, ctx: bytes, repeat: int, runs: int = 3) -> tuple[float, int]:
+    """Median of `runs` kernel-timed loops of `repeat` repetitions; ns per packet, last retval."""
+    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    vals, rv = [], -1
+    for _ in range(runs):
+        out = prog_test_run(fd, pkt, ctx=ctx, repeat=repeat, data_size_out=4096)
+        vals.append(out.duration_ns)
+        rv = out.retval
+    return float(statistics.median(vals)), rv
+
+
+def once_ns(fd: int, pkts: list[bytes], ctx: bytes) -> tuple[np.ndarray, set[int]]:
+    """Each packet run once (repeat=1): kernel durations and the set of return values."""
+    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    out = np.empty(len(pkts), dtype=np.float64)
+    rvs = set()
+    for j, p in enumerate(pkts):
+        r = prog_test_run(fd, p, ctx=ctx, repeat=1, data_size_out=256)
+        out[j] = r.duration_ns
+        rvs.add(r.retval)
+    return out, rvs
+
+
+def syn_variants(n: int) -> list[bytes]:
+    """n distinct SYNs to VIP:80: source 10.2.x.y x source port 1024..65023."""
+    base = bytearray(tcp_packet(CLIENT, VIP, 1024, 80, "S"))
+    out = []
+    for i in range(n):
+        host, port = divmod(i, 64000)
+        b = bytearray(base)
+        b[26:30] = socket.inet_aton(f"10.2.{host // 250}.{host % 250 + 2}")
+        b[34:36] = (1024 + port).to_bytes(2, "big")
+        out.append(bytes(b))
+    return out
+
+
+CHAIN = 254  # repetitions per call in the warm loops: a TTL of 255 lasts 254 forwards
+
+
+def chain_vip(k: int) -> str:
+    return f"20.1.{k // 250}.{k % 250 + 1}"
+
+
+def loop_ns(fd: int, pkt: bytes, ctx: bytes, total: int) -> tuple[float, set[int], int]:
+    """Kernel-timed loops of CHAIN repetitions, calls until `total` runs; ns per run."""
+    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    calls = max(1, total // CHAIN)
+    ns, rvs = 0, set()
+    for _ in range(calls):
+        r = prog_test_run(fd, pkt, ctx=ctx, repeat=CHAIN, data_size_out=256)
+        ns += r.duration_ns
+        rvs.add(r.retval)
+    return ns / calls, rvs, calls * CHAIN
+
+
+def bench_packets(repeats: int, new_flows: int) -> dict[str, object]:
+    from pyloxi.datapath.ebpf.backend import EbpfDatapath
+    from pyloxi.datapath.ebpf.libbpf import BpfObject
+    res: dict[str, object] = {"repeats": repeats, "new_flows": new_flows, "chain": CHAIN}
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-micro"
+    dp = EbpfDatapath(pin, obj_path=OBJ)
+    empty = BpfObject.open(build_empty())
+    try:
+        empty.load()
+        efd = empty.program_fd("empty_tc")
+        ctx0 = ctx_for("dp0")
+        service(dp, 1, VIP, EP, 80, 8080)
+        service(dp, 2, VIP_E, VIP_E, 80, 80)  # identity rewrite: repeatable established hit
+        for k in range(CHAIN):  # chain: VIP k -> endpoint VIP k+1, every repetition a new flow
+            service(dp, 10 + k, chain_vip(k), chain_vip(k + 1), 80, 80)
+        n1 = min(repeats, 100_000)
+        est = tcp_packet(CLIENT, VIP_E, 40000, 80, "A", ttl=255)
+        other = tcp_packet(CLIENT, EP, 40001, 8080, "A")
+        stat = lambda: dp.datapath_stats()["new_flow"]  # noqa: E731
+        # floor: the empty program (kernel loop); cold = one run per call, minus the timer read
+        res["empty_ns"], _ = repeat_ns(efd, other, ctx0, repeats)
+        d, _ = once_ns(efd, [other] * n1, ctx0)
+        timer = max(0.0, float(d.mean()) - float(res["empty_ns"]))  # type: ignore[arg-type]
+        res["timer_overhead_ns"] = timer
+        # not for a VIP: untouched, so the plain kernel loop is exact
+        ns, rv = repeat_ns(dp.prog_fd, other, ctx0, repeats)
+        assert rv == TC_ACT_OK
+        res["not_vip_ns"] = ns
+        d, _ = once_ns(dp.prog_fd, [other] * n1, ctx0)
+        res["not_vip_cold_ns"] = float(d.mean() - timer)
+        # established: the SYN makes the flow, then the ACK in loops of CHAIN
+        _, rvs = once_ns(dp.prog_fd, [tcp_packet(CLIENT, VIP_E, 40000, 80, "S", ttl=255)], ctx0)
+        assert rvs == {TC_ACT_REDIRECT}, rvs
+        made = stat()
+        ns, rvs, runs = loop_ns(dp.prog_fd, est, ctx0, repeats)
+        assert rvs == {TC_ACT_REDIRECT}, f"established loops returned {rvs}"
+        assert stat() == made, "established loops made flows"
+        res["established_ns"], res["established_runs"] = ns, runs
+        # established, cold: an ordinary DNAT flow (VIP -> 10.0.11.2:8080), one run per call
+        once_ns(dp.prog_fd, [tcp_packet(CLIENT, VIP, 40002, 80, "S")], ctx0)
+        d, rvs = once_ns(dp.prog_fd, [tcp_packet(CLIENT, VIP, 40002, 80, "A")] * n1, ctx0)
+        assert rvs == {TC_ACT_REDIRECT}, rvs
+        res["established_cold_ns"] = float(d.mean() - timer)
+        # new flow: the chain, a new client port per call; conntrack emptied (untimed) now and then
+        ct = dp.maps["ct_map"]
+        calls = max(1, new_flows // CHAIN)
+        total, before = 0, stat()
+        from pyloxi.datapath.ebpf.libbpf import prog_test_run
+        for c in range(calls):
+            pkt = tcp_packet(CLIENT, chain_vip(0), 1024 + c % 64000, 80, "S", ttl=255)
+            r = prog_test_run(dp.prog_fd, pkt, ctx=ctx0, repeat=CHAIN, data_size_out=256)
+            assert r.retval == TC_ACT_REDIRECT, r.retval
+            total += r.duration_ns
+            if (c + 1) % 200 == 0 or c % 64000 == 63999:
+                ct.delete_batch([k for k, _ in ct.lookup_batch(batch=65536)])
+        made = stat() - before
+        assert made == calls * CHAIN, f"{made} new flows for {calls * CHAIN} runs"
+        res["new_flow_ns"], res["new_flow_runs"] = total / calls, made
+        ct.delete_batch([k for k, _ in ct.lookup_batch(batch=65536)])
+        # new flow, cold: distinct SYNs to the DNAT service, one run per call
+        d, rvs = once_ns(dp.prog_fd, syn_variants(n1), ctx0)
+        assert rvs == {TC_ACT_REDIRECT}, rvs
+        res["new_flow_cold_ns"] = float(d.mean() - timer)
+    finally:
+        empty.close()
+        dp.destroy()
+    return res
+
+
+def bench_sweep(n_entries: int) -> dict[str, object]:
+    """Fill ct_map with n_entries synthetic entries (n/2 established TCP flows, both halves),
+    10% of the flows idle past the timeout; time one aging sweep (the daemon's code path)."""
+    from pyloxi.datapath.ebpf import layout as L
+    from pyloxi.datapath.ebpf.backend import EbpfDatapath
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-sweep"
+    size = max(L.CT_ENTRIES, int(n_entries * 1.05))
+    dp = EbpfDatapath(pin, obj_path=OBJ, ct_entries=size)
+    res: dict[str, object] = {"ct_entries_requested": n_entries, "ct_max_entries": size}
+    try:
+        service(dp, 1, VIP, EP, 80, 8080)
+        flows = n_entries // 2
+        i = np.arange(flows, dtype=np.int64)
+        csrc = (0x0A000000 + 0x10000 + (i // 60000)).astype(">u4").view("<u4")  # 10.1.x.y
+        sport = (1024 + i % 60000).astype(">u2").view("<u2")
+        vip = np.full(flows, int.from_bytes(socket.inet_aton(VIP), "little"), dtype="<u4")
+        ep = np.full(flows, int.from_bytes(socket.inet_aton(EP), "little"), dtype="<u4")
+        p80 = np.full(flows, 80, dtype=">u2").view("<u2")
+        p8080 = np.full(flows, 8080, dtype=">u2").view("<u2")
+        now = time.monotonic_ns()
+        last = np.where(i % 10 == 0, now - 300 * 10**9, now - 10**9).astype(np.uint64)
+        keys = np.zeros(2 * flows, dtype=L.CT_KEY_DTYPE)
+        vals = np.zeros(2 * flows, dtype=L.CT_VAL_DTYPE)
+        o, r = slice(0, None, 2), slice(1, None, 2)
+        keys["saddr"][o], keys["daddr"][o], keys["sport"][o], keys["dport"][o] = csrc, vip, sport, p80
+        keys["saddr"][r], keys["daddr"][r], keys["sport"][r], keys["dport"][r] = ep, csrc, p8080, sport
+        keys["proto"] = 6
+        vals["nat_saddr"][o], vals["nat_daddr"][o] = csrc, ep
+        vals["nat_sport"][o], vals["nat_dport"][o] = sport, p8080
+        vals["nat_saddr"][r], vals["nat_daddr"][r] = vip, csrc
+        vals["nat_sport"][r], vals["nat_dport"][r] = p80, sport
+        vals["svc_id"] = dp._dp_of[1]
+        vals["dir"][o], vals["dir"][r] = L.DIR_ORIG, L.DIR_REPLY
+        vals["seen"][o] = L.CT_SEEN | L.CT_SYN | L.CT_ACK
+        vals["seen"][r] = L.CT_SEEN | L.CT_SYNACK | L.CT_ACK
+        vals["created_ns"] = now - 400 * 10**9
+        vals["last_ns"][o], vals["last_ns"][r] = last, last
+        vals["packets"], vals["bytes"] = 10, 1000
+        kb, vb = keys.tobytes(), vals.tobytes()
+        ks, vs = keys.dtype.itemsize, vals.dtype.itemsize
+        t0 = time.perf_counter()
+        step = 100_000
+        ct = dp.maps["ct_map"]
+        for s in range(0, 2 * flows, step):
+            e = min(2 * flows, s + step)
+            ct.update_batch([kb[j * ks:(j + 1) * ks] for j in range(s, e)],
+                            [vb[j * vs:(j + 1) * vs] for j in range(s, e)])
+        res["fill_s"] = time.perf_counter() - t0
+        from pyloxi.datapath.ebpf.conntrack import Snapshot
+        res["ct_entries_present"] = len(Snapshot(ct))
+        t0 = time.perf_counter()
+        removed = dp.age_flows()
+        res["sweep_s"] = time.perf_counter() - t0
+        res["sweep_flows_removed"] = removed
+        t0 = time.perf_counter()
+        dp.age_flows()
+        res["scan_only_s"] = time.perf_counter() - t0  # second sweep: nothing left to expire
+        res["ct_entries_after"] = len(Snapshot(ct))
+    finally:
+        dp.destroy()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=1_000_000)
+    ap.add_argument("--new-flows", type=int, default=1_000_000)
+    ap.add_argument("--ct-entries", type=int, default=1_000_000)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    name = f"pl{os.getpid()}-micro"
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        enter_netns(name)
+        out = {"packets": bench_packets(args.repeats, args.new_flows),
+               "sweep": bench_sweep(args.ct_entries)}
+    finally:
+        if _libc.setns(home, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), "setns home")
+        os.close(home)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
