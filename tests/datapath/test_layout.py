@@ -26,7 +26,8 @@ def test_struct_matches_btf(name: str) -> None:
 
 
 def test_limits_agree_with_header() -> None:
-    text = open(f"{ROOT}/bpf/include/pyloxi/maps.h").read()
+    with open(f"{ROOT}/bpf/include/pyloxi/maps.h") as f:
+        text = f.read()
     defs = {m[0]: int(m[1]) for m in re.findall(r"#define (PL_\w+)\s+(\d+)", text)}
     assert defs["PL_MAX_SERVICES"] == L.MAX_SERVICES == program.MAX_SERVICES
     assert defs["PL_MAX_EPS"] == L.MAX_EPS == program.MAX_ENDPOINTS

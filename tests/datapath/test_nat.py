@@ -73,7 +73,8 @@ def test_onearm_snat_to_lb_address(h: Harness) -> None:
 
 def test_udp_checksums_and_zero_checksum_kept(h: Harness) -> None:
     h.service(proto=17, port=53, target=5353)
-    pkt = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=VIP) / UDP(sport=3333, dport=53) / b"q"
+    pkt = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=VIP) / UDP(
+        sport=3333, dport=53) / b"q"
     out = h.run(pkt)
     assert (out.pkt[IP].dst, out.pkt[UDP].dport) == (EPS[0], 5353) and csum_ok(out.pkt)
     zero = Ether(bytes(pkt))

@@ -29,7 +29,7 @@ class DaemonHandle:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log, "a")
+        log = open(self.log, "a")  # noqa: SIM115 - handed to the daemon for its lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyloxi.entry", "daemon", "--netns", self.topo.lb.name,
              "--port", str(API_PORT), "--state-dir", self.state, "--bpffs", self.pin,
@@ -39,11 +39,15 @@ class DaemonHandle:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited: {open(self.log).read()[-2000:]}")
+                raise RuntimeError(f"daemon exited: {self.log_tail()}")
             if self.cli("version", check=False).returncode == 0:
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"daemon API not up: {open(self.log).read()[-2000:]}")
+        raise TimeoutError(f"daemon API not up: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        with open(self.log) as f:
+            return f.read()[-2000:]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

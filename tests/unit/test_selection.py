@@ -5,9 +5,10 @@ What Maglev (M = 1021, prime) guarantees and what these tests assert:
   within [0.937, 1.063] x M/n, tighter than the 0.9..1.1 asked for.
 - disruption: removing one endpoint moves all of its slots to survivors, and the survivors'
   tables are again perfectly balanced. Slots of *other* endpoints do move a little (Maglev trades
-  that for balance): measured worst 100/1021 (9.8%) over 6000 random sets of 40..64 endpoints,
-  typically 3-4%. The test bounds it at 15% of M; "only the removed endpoint's slots change" is
-  NOT a property of Maglev and is not asserted.
+  that for balance): typically 3-4% of M, with rare tails near 19% seen by hypothesis. The test
+  bounds it at 25% of M (empirical); "only the removed endpoint's slots change" is NOT a property
+  of Maglev. It IS a property of pyloxi's liveness path: a probe-down endpoint's slots alone are
+  re-pointed (test_hash_down_endpoint_moves_only_its_own_slots).
 - determinism: the table depends on the set of identities only, not on their order or indexes.
 """
 
@@ -65,7 +66,7 @@ def test_maglev_removal_disruption(ids: list[str], data: st.DataObject):
     assert all(a in rest for b, a in zip(before, after, strict=True) if b == gone)
     # collateral movement of other endpoints' slots stays small (empirical bound, see top)
     collateral = sum(1 for b, a in zip(before, after, strict=True) if b != gone and b != a)
-    assert collateral <= 0.15 * M
+    assert collateral <= 0.25 * M
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -136,3 +137,17 @@ def test_rr_lc_hash_tables():
     assert len(h) == M and set(h) == {1, 3}
     assert build_slots(Selection.PERSIST, active) == h
     assert build_slots(Selection.HASH, []) == ()
+
+
+@given(st.integers(min_value=2, max_value=64), st.data())
+@settings(max_examples=40, deadline=None)
+def test_hash_down_endpoint_moves_only_its_own_slots(n: int, data: st.DataObject) -> None:
+    """Liveness: when one endpoint goes down, no slot of a healthy endpoint changes."""
+    eps = [(i, f"10.1.{i // 250}.{i % 250}:80", 1) for i in range(n)]
+    dead = data.draw(st.integers(min_value=0, max_value=n - 1))
+    before = build_slots(Selection.HASH, eps)
+    after = build_slots(Selection.HASH, [e for e in eps if e[0] != dead], [eps[dead]])
+    assert dead not in after
+    for b, a in zip(before, after, strict=True):
+        if b != dead:
+            assert a == b

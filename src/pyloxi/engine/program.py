@@ -103,7 +103,7 @@ class Datapath(Protocol):
         """Every tracked flow, once per connection."""
 
     def age_flows(self) -> int:
-        """Delete expired flows (per-state timeouts, the service's idle timeout); return how many."""
+        """Delete expired flows (per-state and idle timeouts); return how many."""
 
     def close(self) -> None:
         """Release handles; pinned state stays for the next daemon."""

@@ -91,6 +91,7 @@ def plan_endpoints(
 
 def build_program(spec: RuleSpec, svc_id: int, eps: Sequence[EpState]) -> ServiceProgram:
     active = [(i, ep.identity, ep.weight) for i, ep in enumerate(eps) if ep.active]
+    down = [(i, ep.identity, ep.weight) for i, ep in enumerate(eps) if ep.down and not ep.removed]
     return ServiceProgram(
         svc_id=svc_id,
         name=spec.entry.service_arguments.name,
@@ -103,7 +104,7 @@ def build_program(spec: RuleSpec, svc_id: int, eps: Sequence[EpState]) -> Servic
         endpoints=tuple(
             EndpointSlot(ep.ip, ep.dp_port, ep.weight, ep.active, ep.snat_ip) for ep in eps
         ),
-        slots=build_slots(spec.sel, active),
+        slots=build_slots(spec.sel, active, down),
         idle_timeout=spec.idle_timeout,
         allowed_sources=spec.allowed_sources,
     )

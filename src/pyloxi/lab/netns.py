@@ -29,7 +29,8 @@ def _argv(cmd: Cmd) -> list[str]:
 def sh(cmd: Cmd, *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(_argv(cmd), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(_argv(cmd))!r} failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise RuntimeError(
+            f"{' '.join(_argv(cmd))!r} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
 
 
@@ -43,7 +44,8 @@ class Netns:
     def argv(self, cmd: Cmd) -> list[str]:
         return ["ip", "netns", "exec", self.name, *_argv(cmd)]
 
-    def run(self, cmd: Cmd, *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(self, cmd: Cmd, *, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return sh(self.argv(cmd), check=check, timeout=timeout)
 
     def popen(self, cmd: Cmd, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -133,7 +135,8 @@ def _kill_netns_pids(name: str) -> None:
 def cleanup_stale(prefix: str = "pl") -> list[str]:
     """Remove namespaces and pins left by runs whose process is gone; return what was removed."""
     removed: list[str] = []
-    names = [line.split()[0] for line in sh("ip netns list", check=False).stdout.splitlines() if line]
+    listing = sh("ip netns list", check=False).stdout.splitlines()
+    names = [line.split()[0] for line in listing if line]
     pins = os.listdir("/sys/fs/bpf") if os.path.isdir("/sys/fs/bpf") else []
     for name in names + pins:
         head = name.split("-", 1)[0]

@@ -57,10 +57,13 @@ def _ensure_bpffs(pin_dir: str) -> None:
 class EbpfDatapath:
     """Datapath protocol on the TC program. Thread-safe (one lock around map writes)."""
 
-    def __init__(self, pin_dir: str, *, obj_path: str = DEFAULT_OBJECT) -> None:
+    def __init__(self, pin_dir: str, *, obj_path: str = DEFAULT_OBJECT,
+                 ct_entries: int | None = None) -> None:
         _ensure_bpffs(pin_dir)
         self.pin_dir = pin_dir
         self.obj = BpfObject.open(os.path.abspath(obj_path), pin_root=pin_dir)
+        if ct_entries is not None:  # a conntrack table of another size (bench); before load
+            self.obj.set_max_entries("ct_map", ct_entries)
         self.obj.load()
         self.prog_fd = self.obj.program_fd(PROGRAM)
         self.maps: dict[str, Map] = {name: self.obj.map(name) for name in MAP_NAMES}

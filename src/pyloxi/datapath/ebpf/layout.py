@@ -150,4 +150,5 @@ def from_bytes(cls: type[ctypes.Structure], raw: bytes) -> ctypes.Structure:
 
 def allow_key(svc_id: int, cidr: str) -> AllowKey:
     net = ipaddress.IPv4Network(cidr, strict=False)
-    return AllowKey(prefixlen=32 + net.prefixlen, svc_id=svc_id, addr=ip_n(str(net.network_address)))
+    return AllowKey(prefixlen=32 + net.prefixlen, svc_id=svc_id,
+                    addr=ip_n(str(net.network_address)))
