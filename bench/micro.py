@@ -249,8 +249,10 @@ def bench_sweep(n_entries: int) -> dict[str, object]:
         keys = np.zeros(2 * flows, dtype=L.CT_KEY_DTYPE)
         vals = np.zeros(2 * flows, dtype=L.CT_VAL_DTYPE)
         o, r = slice(0, None, 2), slice(1, None, 2)
-        keys["saddr"][o], keys["daddr"][o], keys["sport"][o], keys["dport"][o] = csrc, vip, sport, p80
-        keys["saddr"][r], keys["daddr"][r], keys["sport"][r], keys["dport"][r] = ep, csrc, p8080, sport
+        keys["saddr"][o], keys["daddr"][o] = csrc, vip
+        keys["sport"][o], keys["dport"][o] = sport, p80
+        keys["saddr"][r], keys["daddr"][r] = ep, csrc
+        keys["sport"][r], keys["dport"][r] = p8080, sport
         keys["proto"] = 6
         vals["nat_saddr"][o], vals["nat_daddr"][o] = csrc, ep
         vals["nat_sport"][o], vals["nat_dport"][o] = sport, p8080

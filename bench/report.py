@@ -1,0 +1,269 @@
+"""Tables (markdown), targets and the chart of one bench run's raw results."""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+from bench.run import CONTENDERS, METRICS
+
+START, END = "<!-- bench:start (written by `make bench`) -->", "<!-- bench:end -->"
+LBS = ["pyloxi-dnat", "pyloxi-fullnat"]
+OTHERS = ["nftables", "haproxy"]
+
+
+def med(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def fmt(v: float, unit: str) -> str:
+    if unit == "Gbit/s":
+        return f"{v:.2f}"
+    if unit == "µs":
+        return f"{v:.0f}"
+    return f"{v:,.0f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "-"
+
+
+def main_table(res: dict) -> str:
+    runs = res["runs"]
+    head = "| contender | " + " | ".join(f"{label} [{u}]" for _, label, u, _ in METRICS) + " |"
+    lines = [head, "|---" * (len(METRICS) + 1) + "|"]
+    for c in CONTENDERS:
+        if c not in runs:
+            continue
+        cells = []
+        for key, _, unit, _ in METRICS:
+            xs = runs[c].get(key, [])
+            if not xs:
+                cells.append("-")
+                continue
+            d = med(runs["direct"][key]) if "direct" in runs else 0
+            spread = f" ({fmt(min(xs), unit)}–{fmt(max(xs), unit)})" if len(xs) > 1 else ""
+            rel = "" if c == "direct" else f" **{ratio(med(xs), d)}**"
+            cells.append(f"{fmt(med(xs), unit)}{spread}{rel}")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pair_table(res: dict) -> str:
+    runs = res["runs"]
+    cols = [(a, b) for a in LBS for b in OTHERS if a in runs and b in runs]
+    cols += [("pyloxi-fullnat", "pyloxi-dnat")] if all(x in runs for x in LBS) else []
+    lines = ["| metric | " + " | ".join(f"{a} / {b}" for a, b in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for key, label, _, higher in METRICS:
+        cells = [ratio(med(runs[a][key]), med(runs[b][key])) for a, b in cols]
+        lines.append(f"| {label} ({'higher' if higher else 'lower'} is better) | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(res: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for every target of the issue."""
+    out: list[tuple[str, str, bool | None]] = []
+    runs, mi, cp = res["runs"], res.get("micro", {}), res.get("control_plane", {})
+    if "direct" in runs:
+        d = {k: med(runs["direct"][k]) for k, *_ in METRICS}
+        for lb in LBS:
+            if lb not in runs:
+                continue
+            v = {k: med(runs[lb][k]) for k, *_ in METRICS}
+            r = v["close_cps"] / d["close_cps"]
+            out.append((f"{lb}: new connections/s ≥ 0.97× direct", f"{r:.3f}×", r >= 0.97))
+            for o in OTHERS:
+                if o in runs:
+                    ov = med(runs[o]["close_cps"])
+                    out.append((f"{lb}: new connections/s ahead of {o}",
+                                f"{v['close_cps']:,.0f} vs {ov:,.0f} ({v['close_cps'] / ov:.2f}×)",
+                                v["close_cps"] > ov))
+            for k, name in (("keepalive_rps", "keep-alive req/s"), ("iperf_gbps", "iperf3")):
+                r = v[k] / d[k]
+                out.append((f"{lb}: {name} ≥ 0.95× direct", f"{r:.3f}×", r >= 0.95))
+            r = v["lat_p99_us"] / d["lat_p99_us"]
+            out.append((f"{lb}: p99 latency ≤ 1.1× direct",
+                        f"{v['lat_p99_us']:.0f} vs {d['lat_p99_us']:.0f} µs ({r:.2f}×)", r <= 1.1))
+    p = mi.get("packets", {})
+    if p:
+        out.append(("BPF_PROG_TEST_RUN established ≤ 100 ns", f"{p['established_ns']:.0f} ns",
+                    p["established_ns"] <= 100))
+        out.append(("BPF_PROG_TEST_RUN new flow ≤ 400 ns", f"{p['new_flow_ns']:.0f} ns",
+                    p["new_flow_ns"] <= 400))
+    if cp:
+        partial = f" (stopped at {cp['created']} of {cp['requested']} by the time budget)" \
+            if cp.get("budget_hit") else ""
+        out.append(("≥ 2,000 rule creates/s", f"{cp['rules_per_s']:,.0f}/s{partial}",
+                    cp["rules_per_s"] >= 2000))
+        out.append(("p99 of one rule create ≤ 10 ms", f"{cp['p99_ms']:.1f} ms", cp["p99_ms"] <= 10))
+        out.append((f"daemon RSS ≤ 250 MB at {cp['created']:,} rules", f"{cp['rss_mb']:.0f} MB",
+                    cp["rss_mb"] <= 250))
+    sw = mi.get("sweep", {})
+    if sw:
+        out.append((f"conntrack sweep of {sw['ct_entries_present']:,} entries ≤ 2 s",
+                    f"{sw['sweep_s']:.2f} s", sw["sweep_s"] <= 2))
+    return out
+
+
+def micro_table(res: dict) -> str:
+    p, sw = res["micro"]["packets"], res["micro"]["sweep"]
+    rows = [
+        ("empty TC program (`return TC_ACT_OK`, the floor)", p["empty_ns"], "-"),
+        ("not for a VIP (passed to the kernel)", p["not_vip_ns"], p["not_vip_cold_ns"]),
+        ("established flow (conntrack hit, DNAT rewrite, fib, redirect)", p["established_ns"],
+         p["established_cold_ns"]),
+        ("new flow (SYN: conntrack miss, service, select, 2 inserts, rewrite, fib, redirect)",
+         p["new_flow_ns"], p["new_flow_cold_ns"]),
+    ]
+    lines = ["| packet | ns/packet, kernel loop | ns/packet, one run per call (cold) |",
+             "|---|---|---|"]
+    for name, warm, cold in rows:
+        lines.append(f"| {name} | **{warm:.0f}** | "
+                     f"{cold if isinstance(cold, str) else f'{cold:.0f}'} |")
+    lines.append("")
+    lines.append(f"Kernel loops: {p['repeats']:,} runs each (established and new flow: "
+                 f"{p['established_runs']:,} and {p['new_flow_runs']:,} runs in loops of "
+                 f"{p['chain']}); cold: up to 100,000 calls with repeat=1, the timer read "
+                 f"({p['timer_overhead_ns']:.0f} ns, measured on the empty program) subtracted.")
+    lines.append("")
+    lines.append(f"Conntrack aging sweep (the daemon's `age_flows`: batch read of the whole "
+                 f"table, numpy pass, batch delete): **{sw['sweep_s']:.2f} s** over "
+                 f"{sw['ct_entries_present']:,} entries ({sw['ct_entries_present'] // 2:,} "
+                 f"established TCP flows, 10% of them idle past the timeout, "
+                 f"{sw['sweep_flows_removed']:,} flows removed); the next sweep with nothing to "
+                 f"remove (read + numpy only): {sw['scan_only_s']:.2f} s. Filling the map with "
+                 f"batch updates took {sw['fill_s']:.2f} s (ct_map max_entries "
+                 f"{sw['ct_max_entries']:,} on a bench-only object).")
+    return "\n".join(lines)
+
+
+def cp_text(res: dict) -> str:
+    cp = res["control_plane"]
+    tenths = ", ".join(f"{x:.1f}" for x in cp["p99_ms_by_tenth"])
+    return (f"{cp['created']:,} rules (distinct VIPs, 4 endpoints each, tcp/80) created one by one "
+            f"through `POST /netlox/v1/config/loadbalancer` by one keep-alive httpx client in the "
+            f"daemon's namespace: **{cp['rules_per_s']:,.0f} rules/s** over {cp['wall_s']:.1f} s "
+            f"(first 1,000: {cp['first_1000_per_s']:,.0f}/s, last 1,000: "
+            f"{cp['last_1000_per_s']:,.0f}/s); latency of one create p50 {cp['p50_ms']:.2f} ms, "
+            f"**p99 {cp['p99_ms']:.1f} ms**, max {cp['max_ms']:.0f} ms; p99 per tenth of the run "
+            f"(ms): {tenths}. Daemon RSS (VmRSS): {cp['rss_idle_mb']:.0f} MB idle, "
+            f"**{cp['rss_mb']:.0f} MB** with {cp['created']:,} rules.")
+
+
+def tables(res: dict) -> str:
+    parts = ["### Traffic: median (min–max) and ratio to direct routing", "", main_table(res), "",
+             "### pyloxi against the other load balancers (ratio of medians)", "", pair_table(res)]
+    if res.get("micro"):
+        parts += ["", "### Datapath under BPF_PROG_TEST_RUN", "", micro_table(res)]
+    if res.get("control_plane"):
+        parts += ["", "### Control plane", "", cp_text(res)]
+    parts += ["", "### Targets", "", "| target | measured | |", "|---|---|---|"]
+    for name, got, ok in targets(res):
+        parts.append(f"| {name} | {got} | {'met' if ok else '**missed**'} |")
+    if res.get("errors"):
+        parts += ["", "Errors reported by wrk: " + "; ".join(
+            f"{c}: {' / '.join(e)}" for c, e in res["errors"].items())]
+    return "\n".join(parts)
+
+
+def doc_section(res: dict) -> str:
+    m, c = res["machine"], res["config"]
+    checks = "; ".join(f"{k}: `{v}`" for k, v in res.get("checks", {}).items())
+    return f"""{START}
+## Side by side (`make bench`)
+
+Run {m['date']} on {m['nproc']} vCPU ({m['cpu']}), Linux {m['kernel']}, Python {m['python']};
+{c['reps']} interleaved repetitions (every contender once, then again), {c['seconds']} s per
+run; the whole `make bench` took {c.get('wall_s', 0) / 60:.1f} min. Chart: `docs/benchmarks.png`;
+raw numbers: `bench/out/results.json` (not committed).
+
+**Setup.** `pyloxi.lab.LbTopology(1)`: client (10.0.1.2) — lb — be1 (10.0.11.2), veth pairs, each
+in its own namespace, all on this VM's 2 vCPUs. Load generators (wrk, iperf3 client) run in the
+client namespace. **Every contender serves from the same single backend**: one nginx (one
+worker) in be1 listening on a port per contender (direct :8081, pyloxi-dnat :8082,
+pyloxi-fullnat :8083, nftables :8084, haproxy :8085) and an iperf3 server per contender
+(:5301–:5305), so TIME_WAIT of one never meets another's. Rules have one endpoint (be1) so no
+contender is helped or hurt by spreading. Each LB contender has its own VIP (pyloxi-dnat
+20.0.0.100, pyloxi-fullnat 20.0.0.103, nftables 20.0.0.101, haproxy 20.0.0.102, front ports 80
+and 5201) and only the contender being measured is installed in the LB namespace:
+
+- **direct**: client → 10.0.11.2 directly; the LB namespace only routes (kernel forwarding, no
+  conntrack, no TC program). The ceiling.
+- **pyloxi-dnat / pyloxi-fullnat**: a real `pyloxi daemon --cleanup-on-exit` in the LB namespace,
+  started before and stopped (TC program detached) after its runs; the rules are created with the
+  CLI (`pyloxi create lb <vip> --tcp=80:<port> --endpoints=10.0.11.2:1 --mode=default|fullnat`).
+- **nftables**: `nat prerouting` `dnat to 10.0.11.2:<port>` (what kube-proxy's nftables mode does;
+  one backend, so no `numgen`), with the kernel's conntrack; `conntrack -F` before and after, the
+  table is deleted after its runs.
+- **haproxy**: HAProxy {_haproxy_version()} `mode tcp`, default threads (one per CPU), bound to
+  its VIP on the LB's `lo`, started and stopped around its runs.
+
+Same sysctls for all: LB `ip_forward=1`, `rp_filter=0`, `ip_local_port_range=32768 49151` (what
+the daemon sets), `somaxconn=4096` everywhere, client ports 10000–60999. Each contender's block
+starts with a curl checked for "be1" and a 1 s wrk warm-up (what be1 saw as the source: {checks}).
+Workloads: `wrk -t1 -c32 -d{c['seconds']}s` (keep-alive), the same with `-H 'Connection: close'`
+(one TCP connection per request: new connections/s), `wrk -t1 -c1 --latency` (latency of one
+request at a time: p50/p99), `iperf3 -P 4 -t {c['seconds']}` (throughput, received).
+
+{tables(res)}
+{END}
+"""
+
+
+def _haproxy_version() -> str:
+    import subprocess
+    try:
+        out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
+        m = re.search(r"version (\S+)", out)
+        return m.group(1) if m else ""
+    except OSError:
+        return ""
+
+
+def write_doc(res: dict, path: str) -> None:
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    new = doc_section(res)
+    if START in old and END in old:
+        text = old[:old.index(START)] + new.rstrip("\n") + old[old.index(END) + len(END):]
+    else:
+        head = "# Benchmarks\n\n"
+        body = old[len(head):] if old.startswith(head) else old
+        text = head + new + "\n" + body
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def write_png(res: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = res["runs"]
+    names = [c for c in CONTENDERS if c in runs]
+    colors = {"direct": "#888888", "pyloxi-dnat": "#1f77b4", "pyloxi-fullnat": "#17becf",
+              "nftables": "#ff7f0e", "haproxy": "#d62728"}
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4.2))
+    for ax, (key, label, unit, higher) in zip(axes, METRICS, strict=True):
+        meds = [med(runs[c][key]) for c in names]
+        lo = [m - min(runs[c][key]) for m, c in zip(meds, names, strict=True)]
+        hi = [max(runs[c][key]) - m for m, c in zip(meds, names, strict=True)]
+        ax.bar(range(len(names)), meds, yerr=[lo, hi], capsize=3,
+               color=[colors[c] for c in names])
+        d = meds[0] if names and names[0] == "direct" else None
+        for i, m in enumerate(meds):
+            if d and i:
+                ax.text(i, m, f"{m / d:.2f}×", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{label}\n[{unit}, {'higher' if higher else 'lower'} is better]", fontsize=9)
+    m = res["machine"]
+    fig.suptitle(f"pyloxi side by side — {m['date']}, {m['nproc']} vCPU {m['cpu']}, "
+                 f"Linux {m['kernel']} (median, bars: min–max of {res['config']['reps']} runs; "
+                 f"labels: ratio to direct)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

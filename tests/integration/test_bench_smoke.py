@@ -1,0 +1,40 @@
+"""`python -m bench.run --smoke` end to end: every contender, the micro-benchmark and the control
+plane produce numbers. No timing is asserted here (performance is `make bench`'s business)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from bench.run import CONTENDERS, METRICS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_bench_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "smoke.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--no-doc",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    for c in CONTENDERS:
+        for key, *_ in METRICS:
+            values = res["runs"][c][key]
+            assert len(values) == 1 and all(math.isfinite(v) and v > 0 for v in values), (c, key)
+        assert res["checks"][c].startswith("be1 ")
+    p = res["micro"]["packets"]
+    for key in ("empty_ns", "not_vip_ns", "established_ns", "new_flow_ns"):
+        assert p[key] > 0, key
+    assert res["micro"]["sweep"]["ct_entries_present"] == 10_000
+    assert res["micro"]["sweep"]["sweep_flows_removed"] == 500
+    cp = res["control_plane"]
+    assert cp["created"] > 0 and cp["listed"] == cp["created"] and cp["rss_mb"] > 0
+    # the harness removed everything it made
+    tag = res["config"]["lab_tag"]
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{tag}-" not in leftovers
+    assert not [p for p in os.listdir("/sys/fs/bpf") if p.startswith(f"{tag}-")]
