@@ -222,7 +222,7 @@ class Engine:
             raise _datapath_error(exc) from exc
         if save and self._store is not None:
             try:
-                self._store.save(self.desired_rules())
+                self._store.save(self._entries())
             except Exception as exc:
                 self._undo(key, old, new)
                 raise PyloxiError(500, f"cannot persist rules: {exc}") from exc
@@ -298,7 +298,7 @@ class Engine:
             done += 1
         if done and self._store is not None:
             try:
-                self._store.save(self.desired_rules())
+                self._store.save(self._entries())
             except Exception as exc:
                 # Table and datapath agree; the next successful save brings the file in line.
                 raise PyloxiError(500, f"deleted {done} rules but cannot persist: {exc}") from exc
@@ -397,6 +397,12 @@ class Engine:
                 )
             out.append(rule.spec.entry.model_copy(update={"endpoints": shown}, deep=True))
         return out
+
+    def _entries(self) -> list[LoadBalancerEntry]:
+        """The stored entries themselves, for the store (which only reads them): copying 10,000
+        rules on every change would make a bulk create quadratic."""
+        with self._lock:
+            return [r.spec.entry for r in self._rules.values()]
 
     def desired_rules(self) -> list[LoadBalancerEntry]:
         """The rules as posted (canonical form, no output fields), for persistence/export."""
