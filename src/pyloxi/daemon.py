@@ -48,6 +48,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--netns", default="", help="run inside this named network namespace")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="detach and unpin the datapath on exit (flows stop); default keeps it")
+    p.add_argument("--endpoint-down", choices=["drain", "reset"], default="drain",
+                   help="flows of an endpoint whose probe fails: drain (finish, the default) "
+                        "or reset (cut at once)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -188,6 +191,9 @@ class Daemon:
         try:
             self.engine.set_endpoint_state(target.ip, port=target.ep_port,
                                            protocol=target.ep_proto, up=up)
+            if not up and self.args.endpoint_down == "reset":
+                cut = self.datapath.reset_endpoint_flows(target.ip, target.ep_port)
+                log.warning("reset %d flows of %s", cut, target.key)
         except Exception:
             log.exception("could not apply the verdict on %s", target.key)
 

@@ -27,13 +27,14 @@ class DaemonHandle:
         self.state = os.path.join(topo.tmp.name, "state")
         self.log = os.path.join(topo.tmp.name, "daemon.log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []
 
     def start(self) -> None:
         log = open(self.log, "a")  # noqa: SIM115 - handed to the daemon for its lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyloxi.entry", "daemon", "--netns", self.topo.lb.name,
              "--port", str(API_PORT), "--state-dir", self.state, "--bpffs", self.pin,
-             "--log-level", "debug"],
+             "--log-level", "debug", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         self.topo.lab.processes.append(self.proc)
         deadline = time.monotonic() + 20

@@ -133,3 +133,49 @@ def test_endpoint_api_shows_probe_state(lb: DaemonHandle) -> None:
     key = f"{backend_ip(1)}_tcp_80"
     assert mine[key]["currState"] == "ok"
     assert socket.inet_aton(mine[key]["hostName"])
+
+
+def _download(lb: DaemonHandle):  # type: ignore[no-untyped-def]
+    import subprocess
+
+    return lb.topo.client.popen(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", "--limit-rate", "8M",
+         "--max-time", "60", f"http://{ROUTED_VIP}/big.bin"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _verdict(lb: DaemonHandle, ip: str, state: str) -> None:
+    resp = lb.api("POST", "/config/endpointhoststate", {"hostName": ip, "state": state})
+    assert resp.status_code == 200, resp.text
+
+
+def test_down_endpoint_drains_by_default_and_resets_on_request(lb: DaemonHandle) -> None:
+    monitored(lb)
+    wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+    # default (drain): the transfer to be1 finishes although be1 is forced down meanwhile
+    dl = _download(lb)  # the first flow of the rule goes to be1
+    time.sleep(1)
+    _verdict(lb, backend_ip(1), "red")
+    wait_for(lambda: states(lb)[backend_ip(1)] == "inactive", 3)
+    out, _ = dl.communicate(timeout=90)
+    assert dl.returncode == 0 and int(out) == 64 << 20
+    _verdict(lb, backend_ip(1), "green")
+    wait_for(lambda: states(lb)[backend_ip(1)] == "active", PERIOD + SLACK)
+
+    # --endpoint-down=reset: the same situation cuts the transfer at once
+    lb.extra_args = ["--endpoint-down=reset"]
+    try:
+        lb.restart()
+        wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+        lb.cli("delete", "lb", "--all")
+        monitored(lb)
+        wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+        dl = _download(lb)
+        time.sleep(1)
+        started = time.monotonic()
+        _verdict(lb, backend_ip(1), "red")
+        dl.communicate(timeout=30)
+        assert dl.returncode != 0 and time.monotonic() - started < 5
+    finally:
+        lb.extra_args = []
+        lb.restart()

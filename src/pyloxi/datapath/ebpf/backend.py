@@ -264,6 +264,12 @@ class EbpfDatapath:
             idle = {dp: p.idle_timeout for dp, p in self._progs.items()}
         return self.ct.age(idle, time.monotonic_ns())
 
+    def reset_endpoint_flows(self, ip: str, port: int) -> int:
+        """Cut the flows of an endpoint (liveness `reset` policy): their next packet finds no
+        flow, is balanced to a live endpoint, which refuses the unknown TCP connection."""
+        with self._lock:
+            return self.ct.flush_endpoint(L.ip_n(ip), L.port_n(port))
+
     def _count_closed(self, gids: np.ndarray, counts: np.ndarray) -> None:
         """Add aged-out flows to conn_map.closed through the pl_conn_closed program."""
         for start in range(0, len(gids), L.CLOSE_BATCH):

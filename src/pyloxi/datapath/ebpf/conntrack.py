@@ -182,6 +182,21 @@ class ConntrackTable:
         log.debug("conntrack aging: %d of %d entries expired", len(idx), len(snap))
         return len(gone) + int(np.count_nonzero((v["dir"][idx] == L.DIR_REPLY) & ~has_partner[idx]))
 
+    def flush_endpoint(self, ip: int, port: int) -> int:
+        """Delete every flow going to endpoint ip:port (network order); returns flows removed."""
+        snap = Snapshot(self.map)
+        k, v = snap.keys, snap.vals
+        orig = (v["dir"] == L.DIR_ORIG) & (v["nat_daddr"] == ip) & (v["nat_dport"] == port)
+        reply = (v["dir"] == L.DIR_REPLY) & (k["saddr"] == ip) & (k["sport"] == port)
+        idx = np.nonzero(orig | reply)[0]
+        if len(idx):
+            self.map.delete_batch([bytes(b) for b in snap.raw_keys[idx]])
+            gone = np.nonzero(orig)[0]
+            gids = v["svc_id"][gone].astype(np.uint32) * L.MAX_EPS + v["ep_idx"][gone]
+            uniq, counts = np.unique(gids, return_counts=True)
+            self._count_closed(uniq, counts)
+        return int(np.count_nonzero(orig))
+
     def flush_service(self, dp_id: int) -> int:
         snap = Snapshot(self.map)
         idx = np.nonzero(snap.vals["svc_id"] == dp_id)[0]
