@@ -84,9 +84,8 @@ def test_all_down_gives_fast_refusal(lb: DaemonHandle) -> None:
     wait_for(lambda: set(states(lb).values()) == {"inactive"}, BOUND_DOWN + SLACK)
     script = (
         "import socket,time;s=socket.socket();s.settimeout(5);t=time.monotonic()\n"
-        "try:\n s.connect(('%s',8080));print('connected')\n"
-        "except ConnectionRefusedError:\n print('refused %%.3f' %% (time.monotonic()-t))\n"
-        % ROUTED_VIP)
+        f"try:\n s.connect(('{ROUTED_VIP}',8080));print('connected')\n"
+        "except ConnectionRefusedError:\n print('refused', time.monotonic()-t)\n")
     out = lb.topo.client.run([sys.executable, "-c", script]).stdout.split()
     assert out[0] == "refused" and float(out[1]) < 1.0
     lb.cli("delete", "lb", ROUTED_VIP, "--tcp=8080")
@@ -95,10 +94,10 @@ def test_all_down_gives_fast_refusal(lb: DaemonHandle) -> None:
     wait_for(lambda: set(states(lb).values()) == {"inactive"}, BOUND_DOWN + SLACK)
     udp = (
         "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)\n"
-        "s.connect(('%s',5400));s.send(b'x')\n"
+        f"s.connect(('{ROUTED_VIP}',5400));s.send(b'x')\n"
         "try:\n s.recv(100);print('answer')\n"
         "except ConnectionRefusedError:\n print('refused')\n"
-        "except TimeoutError:\n print('silence')\n" % ROUTED_VIP)
+        "except TimeoutError:\n print('silence')\n")
     assert lb.topo.client.run([sys.executable, "-c", udp]).stdout.strip() == "refused"
 
 
