@@ -105,16 +105,14 @@ class Lab:
 
     def close(self) -> None:
         for proc in reversed(self.processes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+            _signal(proc, signal.SIGTERM)
         deadline = time.monotonic() + 5
         for proc in self.processes:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _signal(proc, signal.SIGKILL)
+                proc.wait(timeout=5)
         self.processes.clear()
         for ns in reversed(self.namespaces):
             _kill_netns_pids(ns.name)
@@ -123,6 +121,15 @@ class Lab:
         for path in self.pin_dirs:
             shutil.rmtree(path, ignore_errors=True)
         self.pin_dirs.clear()
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal a process's group when it leads one (Netns.popen), else the process alone."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
 
 
 def _kill_netns_pids(name: str) -> None:
