@@ -295,8 +295,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1_000_000)
     ap.add_argument("--new-flows", type=int, default=1_000_000)
     ap.add_argument("--ct-entries", type=int, default=1_000_000)
+    ap.add_argument("--obj", default=None, help="datapath object (default build/lb.bpf.o)")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
+    global OBJ
+    OBJ = args.obj or OBJ
     name = f"pl{os.getpid()}-micro"
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:

@@ -176,7 +176,8 @@ def doc_section(res: dict) -> str:
 
 Run {m['date']} on {m['nproc']} vCPU ({m['cpu']}), Linux {m['kernel']}, Python {m['python']};
 {c['reps']} interleaved repetitions (every contender once, then again), {c['seconds']} s per
-run; the whole `make bench` took {c.get('wall_s', 0) / 60:.1f} min. Chart: `docs/benchmarks.png`;
+run; the whole `make bench` took {c.get('wall_s', 0) / 60:.1f} min. Datapath:
+{c.get('bpf_object', 'build/lb.bpf.o')}. Chart: `docs/benchmarks.png`;
 raw numbers: `bench/out/results.json` (not committed).
 
 **Setup.** `pyloxi.lab.LbTopology(1)`: client (10.0.1.2) — lb — be1 (10.0.11.2), veth pairs, each
@@ -207,9 +208,17 @@ Workloads: `wrk -t1 -c32 -d{c['seconds']}s` (keep-alive), the same with `-H 'Con
 (one TCP connection per request: new connections/s), `wrk -t1 -c1 --latency` (latency of one
 request at a time: p50/p99), `iperf3 -P 4 -t {c['seconds']}` (throughput, received).
 
+Other engineers share this VM; the 1-minute load average at the start of each block (median per
+contender: {_loads(res)}) shows how quiet it was.
+
 {tables(res)}
 {END}
 """
+
+
+def _loads(res: dict) -> str:
+    return ", ".join(f"{c} {med(r['loadavg_1m']):.2f}" for c, r in res["runs"].items()
+                     if r.get("loadavg_1m"))
 
 
 def _haproxy_version() -> str:

@@ -190,6 +190,7 @@ class Bench:
         self.res = Results(config=cfg.__dict__.copy(), machine=machine())
         self.topo: LbTopology | None = None
         self._n = 0
+        self.obj = os.path.join(ROOT, "build", "lb.bpf.o")
 
     # setup shared by everyone
     def build(self) -> None:
@@ -273,7 +274,7 @@ class Bench:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pyloxi.entry", "daemon", "--netns", netns,
                  "--port", str(API_PORT), "--state-dir", state, "--bpffs", pin,
-                 "--cleanup-on-exit", "--log-level", log_level],
+                 "--cleanup-on-exit", "--log-level", log_level, "--bpf-object", self.obj],
                 stdout=log, stderr=subprocess.STDOUT)
         topo.lab.processes.append(proc)
         try:
@@ -300,6 +301,25 @@ class Bench:
                     proc.wait()
             topo.lab.processes.remove(proc)
 
+    def snapshot_object(self) -> None:
+        """Compile the committed bpf/ (git HEAD) once into bench/out, so edits others make to the
+        working tree during the run cannot change (or break) the datapath under test."""
+        tmp = os.path.join(OUT_DIR, "bpf-head")
+        subprocess.run(["rm", "-rf", tmp], check=True)
+        os.makedirs(tmp)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(f"git archive HEAD bpf | tar -x -C {tmp}", shell=True, cwd=ROOT, check=True)
+        arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+        obj = os.path.join(OUT_DIR, "lb.bpf.o")
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v3",
+                        f"-D__TARGET_ARCH_{arch}", "-Wall", "-Werror",
+                        "-I", os.path.join(tmp, "bpf", "include"),
+                        "-I", f"/usr/include/{os.uname().machine}-linux-gnu",
+                        "-c", os.path.join(tmp, "bpf", "lb.bpf.c"), "-o", obj], check=True)
+        self.obj = obj
+        self.res.config["bpf_object"] = f"bpf/ at git {head}"
+
     def cli(self, *args: str) -> str:
         r = subprocess.run(["ip", "netns", "exec", self._api_ns, sys.executable, "-m",
                             "pyloxi.entry", *args], capture_output=True, text=True, timeout=60)
@@ -315,6 +335,8 @@ class Bench:
         for rep in range(self.cfg.reps):
             for name in CONTENDERS:
                 t0 = time.monotonic()
+                with open("/proc/loadavg") as f:
+                    self.res.add(name, "loadavg_1m", float(f.read().split()[0]))
                 with self.contender(name) as (host, http, iport):
                     url = f"http://{host}:{http}/"
                     # correctness first: the answer comes from be1 (and shows the source it saw)
@@ -346,7 +368,8 @@ class Bench:
         out = os.path.join(OUT_DIR, "micro.json")
         subprocess.run([sys.executable, "-m", "bench.micro", "--repeats", str(self.cfg.repeats),
                         "--new-flows", str(self.cfg.repeats), "--ct-entries",
-                        str(self.cfg.ct_entries), "--json", out], check=True, cwd=ROOT,
+                        str(self.cfg.ct_entries), "--obj", self.obj, "--json", out],
+                       check=True, cwd=ROOT,
                        timeout=900)
         with open(out) as f:
             self.res.micro = json.load(f)
@@ -405,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(cfg)
     t0 = time.monotonic()
     try:
+        bench.snapshot_object()
         bench.build()
         bench.run_traffic()
         bench.run_control_plane()
