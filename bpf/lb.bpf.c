@@ -115,19 +115,23 @@ static __always_inline void account(const struct ct_val *v, __u32 len)
 	}
 }
 
-static __always_inline int apply(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v)
+static __always_inline int apply(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v,
+				 __u64 now)
 {
-	__u32 saddr = v->nat_saddr, daddr = v->nat_daddr, reason = 0;
+	__u32 passed = 0;
 	int rc;
 
+	rc = rewrite_tuple(skb, p, v->nat_saddr, v->nat_daddr, v->nat_sport, v->nat_dport);
+	if (rc == -1)
+		return TC_ACT_OK;   /* TTL expiring: the kernel sends time-exceeded */
+	if (rc)
+		return TC_ACT_SHOT;
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->len);
 	account(v, p->len);
-	if (rewrite_tuple(skb, p, saddr, daddr, v->nat_sport, v->nat_dport))
-		return TC_ACT_SHOT;
-	rc = forward(skb, p, saddr, daddr, &reason);
-	if (reason)
-		count(reason);
+	rc = forward(skb, p, v, now, &passed);
+	if (passed)
+		count(PL_ST_FIB_PASS);
 	return rc;
 }
 
@@ -165,7 +169,7 @@ static __always_inline int ct_hit(struct __sk_buff *skb, const struct pkt *p, st
 	}
 	if (now - v->last_ns > NSEC_PER_SEC)
 		v->last_ns = now;
-	return apply(skb, p, v);
+	return apply(skb, p, v, now);
 }
 
 /* Least connections: the slot whose endpoint has the fewest active flows. A global function,
@@ -389,7 +393,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 			count(PL_ST_CT_INSERT_FAIL);
 			return TC_ACT_SHOT;
 		}
-		return apply(skb, p, v);
+		return apply(skb, p, v, now);
 	}
 
 	struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
@@ -403,7 +407,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	struct ct_val *v = bpf_map_lookup_elem(&ct_map, &p->key);
 	if (!v)
 		return TC_ACT_SHOT;
-	return apply(skb, p, v);
+	return apply(skb, p, v, now);
 }
 
 SEC("tc")

@@ -10,57 +10,60 @@
 #define AF_INET 2
 #endif
 
-static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
+static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *smac, const __u8 *dmac)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct ethhdr *eth = data;
 
-	if ((void *)(ip + 1) > data_end)
+	if ((void *)(eth + 1) > data_end)
 		return -1;
-	if (ip->ttl <= 1)
-		return -1;
-	/* TTL is the high byte of the 16-bit word it shares with the protocol */
-	__u16 old = bpf_htons((__u16)ip->ttl << 8);
-	__u16 new = bpf_htons((__u16)(ip->ttl - 1) << 8);
-	ip->ttl--;
-	return bpf_l3_csum_replace(skb, IP_CSUM_OFF(p), old, new, sizeof(__u16));
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	return 0;
 }
 
-/* Route the (already rewritten) packet and hand it to the egress device. */
-static __always_inline int forward(struct __sk_buff *skb, const struct pkt *p,
-				   __u32 saddr, __u32 daddr, __u32 *stats_reason)
+/* Route the (already rewritten) packet of flow entry `cache` and hand it to the egress
+ * device; a resolved next hop is remembered in the entry for PL_FIB_CACHE_NS.
+ * Not inlined: its bpf_fib_lookup params would otherwise sit in every caller's stack frame.
+ * Returns the TC verdict; *passed is set when the kernel has to route the packet. */
+static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, struct ct_val *cache,
+			      __u64 now, __u32 *passed)
 {
 	struct bpf_fib_lookup fib = {};
 	int rc;
 
+	if (!cache)
+		return TC_ACT_SHOT;
+	if (cache->fib_ifindex && now - cache->fib_ns < PL_FIB_CACHE_NS) {
+		if (set_macs(skb, cache->fib_smac, cache->fib_dmac))
+			return TC_ACT_SHOT;
+		return bpf_redirect(cache->fib_ifindex, 0);
+	}
 	fib.family = AF_INET;
-	fib.ipv4_src = saddr;
-	fib.ipv4_dst = daddr;
+	fib.ipv4_src = cache->nat_saddr;
+	fib.ipv4_dst = cache->nat_daddr;
 	fib.l4_protocol = p->key.proto;
 	/* tot_len stays 0: the kernel then checks the MTU against the skb itself, GSO-aware */
 	fib.ifindex = skb->ingress_ifindex;
 
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		if (dec_ttl(skb, p))
-			return TC_ACT_OK;   /* TTL expiring: let the kernel send time-exceeded */
-		if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-			struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
-			return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
-		}
-		void *data = (void *)(long)skb->data;
-		void *data_end = (void *)(long)skb->data_end;
-		struct ethhdr *eth = data;
-		if ((void *)(eth + 1) > data_end)
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (set_macs(skb, fib.smac, fib.dmac))
 			return TC_ACT_SHOT;
-		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+		__builtin_memcpy(cache->fib_smac, fib.smac, ETH_ALEN);
+		__builtin_memcpy(cache->fib_dmac, fib.dmac, ETH_ALEN);
+		cache->fib_ifindex = fib.ifindex;
+		cache->fib_ns = now;
 		return bpf_redirect(fib.ifindex, 0);
 	}
 	/* Local destination, no route, MTU exceeded...: the kernel routes the rewritten packet
 	 * itself (and sends whatever ICMP error applies). */
-	*stats_reason = PL_ST_FIB_PASS;
+	*passed = 1;
 	return TC_ACT_OK;
 }
 

@@ -25,6 +25,10 @@
 #define PL_NAT_PORT_SPAN  16384
 #define PL_NAT_TRIES      16
 
+/* How long a flow reuses its cached next hop before asking the FIB again: a route or
+ * neighbour change reaches established flows within this time. */
+#define PL_FIB_CACHE_NS   1000000000ULL
+
 enum pl_mode { PL_MODE_DEFAULT = 0, PL_MODE_ONEARM = 1, PL_MODE_FULLNAT = 2, PL_MODE_DSR = 3 };
 enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 3, PL_SEL_LC = 4 };
 
@@ -136,7 +140,11 @@ struct ct_val {
 	__u8  mode;           /* enum pl_mode the flow was created with */
 	__u8  pad;
 	__u32 seen;           /* PL_CT_* bits of this direction (atomically OR-ed) */
-	__u32 pad2;
+	/* next hop of this direction, from bpf_fib_lookup, reused for up to a second */
+	__u32 fib_ifindex;    /* 0: nothing cached */
+	__u8  fib_smac[6];
+	__u8  fib_dmac[6];
+	__u64 fib_ns;
 	__u64 created_ns;
 	__u64 last_ns;        /* refreshed at most once a second */
 	__u64 packets;

@@ -22,54 +22,80 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 	return 0;  /* SCTP: CRC32c covers neither addresses nor a pseudo-header */
 }
 
-static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct pkt *p,
-					__u32 off, __u32 from, __u32 to)
+/* One's-complement arithmetic, as the kernel's csum_add/csum_sub on __wsum. */
+static __always_inline __u32 csum_add(__u32 sum, __u32 addend)
 {
-	__u32 csum_off = l4_csum_off(p);
-
-	if (from == to)
-		return 0;
-	if (csum_off && p->key.proto != IPPROTO_ICMP) {
-		__u64 flags = BPF_F_PSEUDO_HDR | sizeof(to);
-		if (p->key.proto == IPPROTO_UDP)
-			flags |= BPF_F_MARK_MANGLED_0;  /* a zero UDP checksum stays zero */
-		if (bpf_l4_csum_replace(skb, csum_off, from, to, flags))
-			return -1;
-	}
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF(p), from, to, sizeof(to)))
-		return -1;
-	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+	sum += addend;
+	return sum + (sum < addend);
 }
 
-static __always_inline int rewrite_port(struct __sk_buff *skb, const struct pkt *p,
-					__u32 off, __u16 from, __u16 to)
+static __always_inline __u32 csum_replace(__u32 sum, __u32 from, __u32 to)
 {
-	__u32 csum_off = l4_csum_off(p);
-
-	if (from == to)
-		return 0;
-	if (csum_off) {
-		__u64 flags = sizeof(to);
-		if (p->key.proto == IPPROTO_UDP)
-			flags |= BPF_F_MARK_MANGLED_0;
-		if (bpf_l4_csum_replace(skb, csum_off, from, to, flags))
-			return -1;
-	}
-	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+	return csum_add(csum_add(sum, ~from), to);
 }
 
-/* Rewrite the packet's tuple to (saddr, daddr, sport, dport). */
+/*
+ * Rewrite the tuple to (saddr, daddr, sport, dport) and decrement the TTL, with three checksum
+ * helper calls at most: the IPv4 header by one diff, the L4 checksum by an address diff
+ * (pseudo-header: the helper also handles CHECKSUM_PARTIAL seeds) and a port diff (which the
+ * helper rightly skips for CHECKSUM_PARTIAL). Then plain stores. Returns -1 if the TTL has run
+ * out (the packet then goes to the kernel untouched, which answers time-exceeded).
+ */
 static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt *p,
 					 __u32 saddr, __u32 daddr, __u16 sport, __u16 dport)
 {
-	if (rewrite_addr(skb, p, IP_SRC_OFF(p), p->key.saddr, saddr) ||
-	    rewrite_addr(skb, p, IP_DST_OFF(p), p->key.daddr, daddr))
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	__u32 csum_off = l4_csum_off(p);
+	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u32 addr_diff = 0, port_diff = 0, ttl_word_old, ttl_word_new;
+
+	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
 		return -1;
-	if (p->key.proto == IPPROTO_ICMP)   /* echo identifier */
-		return rewrite_port(skb, p, p->l4off + 4, p->key.sport, sport);
-	if (rewrite_port(skb, p, p->l4off, p->key.sport, sport) ||
-	    rewrite_port(skb, p, p->l4off + 2, p->key.dport, dport))
-		return -1;
+	/* TTL shares a 16-bit word with the protocol */
+	ttl_word_old = bpf_htons((__u16)ip->ttl << 8);
+	ttl_word_new = bpf_htons((__u16)(ip->ttl - 1) << 8);
+
+	addr_diff = csum_replace(addr_diff, p->key.saddr, saddr);
+	addr_diff = csum_replace(addr_diff, p->key.daddr, daddr);
+	if (p->key.proto == IPPROTO_ICMP) {
+		port_diff = csum_replace(port_diff, p->key.sport, sport);   /* echo identifier */
+	} else {
+		__u32 old_ports = p->key.sport | ((__u32)p->key.dport << 16);
+		__u32 new_ports = sport | ((__u32)dport << 16);
+		port_diff = csum_replace(port_diff, old_ports, new_ports);
+	}
+
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF(p), 0,
+				csum_replace(addr_diff, ttl_word_old, ttl_word_new), 0))
+		return -2;
+	if (csum_off) {
+		if (p->key.proto != IPPROTO_ICMP && addr_diff &&
+		    bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mangled0))
+			return -2;
+		if (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, mangled0))
+			return -2;
+	}
+
+	/* the helpers invalidated packet pointers: reload, re-check, store */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end)
+		return -2;
+	ip->ttl--;
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	__u16 *l4 = data + (p->l4off & 0x7f);   /* bounded for the verifier: at most 14 + 60 */
+	if ((void *)(l4 + 4) > data_end)
+		return -2;
+	if (p->key.proto == IPPROTO_ICMP) {
+		l4[2] = sport;
+	} else {
+		l4[0] = sport;
+		l4[1] = dport;
+	}
 	return 0;
 }
 

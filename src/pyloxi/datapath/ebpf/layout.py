@@ -105,7 +105,9 @@ class CtVal(ctypes.Structure):
                 ("nat_sport", ctypes.c_uint16), ("nat_dport", ctypes.c_uint16),
                 ("svc_id", ctypes.c_uint32), ("ep_idx", ctypes.c_uint8), ("dir", ctypes.c_uint8),
                 ("mode", ctypes.c_uint8), ("pad", ctypes.c_uint8), ("seen", ctypes.c_uint32),
-                ("pad2", ctypes.c_uint32), ("created_ns", ctypes.c_uint64),
+                ("fib_ifindex", ctypes.c_uint32), ("fib_smac", ctypes.c_uint8 * 6),
+                ("fib_dmac", ctypes.c_uint8 * 6), ("fib_ns", ctypes.c_uint64),
+                ("created_ns", ctypes.c_uint64),
                 ("last_ns", ctypes.c_uint64), ("packets", ctypes.c_uint64),
                 ("bytes", ctypes.c_uint64)]
 
@@ -119,7 +121,7 @@ def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
     """A numpy dtype with the same fields and offsets as a ctypes mirror (pads left out)."""
     names, formats, offsets = [], [], []
     for name, ctype in cls._fields_:
-        if name.startswith("pad"):
+        if name.startswith(("pad", "fib_")):  # the control plane never reads these
             continue
         names.append(name)
         formats.append(np.dtype(ctype).newbyteorder("="))
