@@ -154,9 +154,10 @@ static __always_inline int ct_hit(struct __sk_buff *skb, const struct pkt *p, st
 			pv = bpf_map_lookup_elem(&ct_map, &pk);
 			if (pv)
 				other = pv->seen;
-			/* A SYN on a finished flow's tuple (clients reuse ports quickly under
-			 * Connection: close) is a new connection, not a retransmission. */
-			if (!pv || tcp_closed(v->seen, other)) {
+			/* A SYN on the tuple of a closed or closing flow (clients reuse ports
+			 * quickly under Connection: close) is a new connection, not a
+			 * retransmission: no SYN follows a FIN or RST within one connection. */
+			if (!pv || ((v->seen | other) & (PL_CT_FIN | PL_CT_RST))) {
 				ct_delete_flow(&p->key, v);
 				count(PL_ST_REUSE);
 				return CT_RESTART;

@@ -98,3 +98,14 @@ def test_remove_service_flushes_its_flows(h: Harness) -> None:
     h.dp.remove_service(prog)
     assert not list(h.dp.maps["ct_map"].keys())
     assert not list(h.dp.maps["svc_map"].keys())
+
+
+def test_syn_after_one_sided_fin_starts_new_flow(h: Harness) -> None:
+    h.service(eps=["10.0.11.2", "10.0.11.3"])
+    first = h.run(syn())
+    h.run(ep_pkt(first.pkt, "SA"))
+    h.run(syn(flags="A"))
+    h.run(ep_pkt(first.pkt, "FA"))  # the server closed; the client reuses its port at once
+    second = h.run(syn())
+    assert h.dp.datapath_stats()["syn_reuse"] == 1
+    assert second.pkt[IP].dst != first.pkt[IP].dst
