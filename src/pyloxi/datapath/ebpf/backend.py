@@ -72,6 +72,7 @@ class EbpfDatapath:
         self._dp_of: dict[int, int] = {}  # engine svc_id -> dp id
         self._progs: dict[int, ServiceProgram] = {}  # dp id -> program
         self._orphans: set[int] = self._ids_in_maps()  # installed by an earlier daemon
+        self._next_free = 1
         self.attached: list[int] = []
         self.ct = ConntrackTable(self.maps["ct_map"], self._count_closed)
 
@@ -112,9 +113,13 @@ class EbpfDatapath:
             if dp in self._orphans:  # same service, installed before a restart: adopt it
                 self._orphans.discard(dp)
                 return dp, False
-        used = set(self._progs) | self._orphans
-        for dp in range(1, L.MAX_SERVICES):
-            if dp not in used:
+        while self._next_free < L.MAX_SERVICES:
+            dp = self._next_free
+            self._next_free += 1
+            if dp not in self._progs and dp not in self._orphans:
+                return dp, True
+        for dp in range(1, L.MAX_SERVICES):  # wrapped: look for a freed id
+            if dp not in self._progs and dp not in self._orphans:
                 return dp, True
         raise RuntimeError("datapath service table full")
 
@@ -130,12 +135,13 @@ class EbpfDatapath:
             dp, fresh = self._dp_id(prog)
             old = self._progs.get(dp)
             m = self.maps
-            if fresh:
-                self._zero_counters(dp)
-            # endpoints first, then the inactive slot table, then flip the generation
+            # Counters of a fresh id are zero: ids are zeroed when their service goes.
+            # Endpoints first, then the inactive slot table, then flip the generation.
             eps = [self._ep_val(e) for e in prog.endpoints]
-            eps += [L.EpVal()] * (L.MAX_EPS - len(eps))
-            gids = [dp * L.MAX_EPS + i for i in range(L.MAX_EPS)]
+            if not fresh:  # clear what the previous version had beyond the new length
+                known = len(old.endpoints) if old is not None else L.MAX_EPS  # after a restart
+                eps += [L.EpVal()] * max(0, known - len(eps))
+            gids = [dp * L.MAX_EPS + i for i in range(len(eps))]
             m["ep_map"].update_batch([_u32(g) for g in gids], [bytes(e) for e in eps])
             cfg_raw = m["cfg_map"].lookup(_u32(dp))
             gen = 0
@@ -178,8 +184,11 @@ class EbpfDatapath:
                        flags=L.EP_F_ACTIVE if e.active else 0, weight=min(e.weight, 255))
 
     def _zero_counters(self, dp: int) -> None:
+        """Zero an id's endpoints and counters when its service goes, so a later service that
+        gets the id starts clean (install then writes only what it uses)."""
         m = self.maps
         gids = [_u32(dp * L.MAX_EPS + i) for i in range(L.MAX_EPS)]
+        m["ep_map"].update_batch(gids, [bytes(L.EpVal())] * len(gids))
         m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
         m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
         m["svc_new"].update(_u32(dp), bytes(m["svc_new"].value_blob_size))
