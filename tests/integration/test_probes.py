@@ -21,7 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyloxi.lab.netns import Lab, Netns
+from pyloxi.lab.netns import Lab
+from pyloxi.lab.topology import wait_listening
 from pyloxi.probes import ProbeManager, ProbeTarget
 
 pytestmark = [
@@ -148,17 +149,6 @@ def make_pki(d: str) -> None:
          "other.crt", "-days", "2", "-subj", "/CN=other CA")
 
 
-def wait_port(ns: Netns, proto: str, port: int, timeout: float = 5.0) -> None:
-    flag = "-ltn" if proto == "tcp" else "-lun"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = ns.run(["ss", "-H", flag, f"sport = :{port}"], check=False).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {proto}/{port}")
-
-
 class Rig:
     def __init__(self) -> None:
         self.lab = Lab(prefix="pr")
@@ -193,7 +183,7 @@ class Rig:
         self.peer.popen([sys.executable, "-c", SCTP_RESPONDER, self.sctp_log], env=env)
         for proto, port in (("tcp", 80), ("tcp", 443), ("tcp", 8443), ("tcp", 7001),
                             ("udp", 7002), ("udp", 7003)):
-            wait_port(self.peer, proto, port)
+            wait_listening(self.peer, port, proto)
         time.sleep(0.3)  # the SCTP responder's raw socket
         self.loop = NetnsLoop(self.prb.name)
 
@@ -334,7 +324,7 @@ def _timeline(rig: Rig, target: ProbeTarget, kill, revive) -> tuple[float, float
 def test_tcp_peer_dies_and_returns(rig: Rig):
     procs: list[subprocess.Popen[bytes]] = [rig.peer.popen("socat TCP4-LISTEN:7010,fork,"
                                                            "reuseaddr PIPE")]
-    wait_port(rig.peer, "tcp", 7010)
+    wait_listening(rig.peer, 7010, "tcp")
 
     def kill() -> None:
         procs[0].terminate()
@@ -342,7 +332,7 @@ def test_tcp_peer_dies_and_returns(rig: Rig):
 
     def revive() -> None:
         procs[0] = rig.peer.popen("socat TCP4-LISTEN:7010,fork,reuseaddr PIPE")
-        wait_port(rig.peer, "tcp", 7010)
+        wait_listening(rig.peer, 7010, "tcp")
 
     t = T("tcp-timing", PEER, "tcp", 7010, period=1.0, retries=2)
     down, up = _timeline(rig, t, kill, revive)
