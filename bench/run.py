@@ -309,7 +309,10 @@ class Bench:
         os.makedirs(tmp)
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run(f"git archive HEAD bpf | tar -x -C {tmp}", shell=True, cwd=ROOT, check=True)
+        subprocess.run(f"git archive HEAD bpf src | tar -x -C {tmp}", shell=True, cwd=ROOT,
+                       check=True)
+        # every child (daemon, CLI, micro-benchmark) runs HEAD's pyloxi against HEAD's object
+        os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(tmp, "src"), ROOT])
         arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
         obj = os.path.join(OUT_DIR, "lb.bpf.o")
         subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v3",
@@ -318,7 +321,7 @@ class Bench:
                         "-I", f"/usr/include/{os.uname().machine}-linux-gnu",
                         "-c", os.path.join(tmp, "bpf", "lb.bpf.c"), "-o", obj], check=True)
         self.obj = obj
-        self.res.config["bpf_object"] = f"bpf/ at git {head}"
+        self.res.config["bpf_object"] = f"bpf/ and src/ at git {head}"
 
     def cli(self, *args: str) -> str:
         r = subprocess.run(["ip", "netns", "exec", self._api_ns, sys.executable, "-m",
@@ -434,10 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         bench.run_control_plane()
     finally:
         bench.close()
+    path = args.json or os.path.join(OUT_DIR, "results-smoke.json" if cfg.smoke else "results.json")
+    with open(path, "w") as f:  # traffic numbers are kept even if what follows fails
+        json.dump(bench.res.__dict__, f, indent=2)
     bench.run_micro()
     res = bench.res
     res.config["wall_s"] = round(time.monotonic() - t0, 1)
-    path = args.json or os.path.join(OUT_DIR, "results-smoke.json" if cfg.smoke else "results.json")
     with open(path, "w") as f:
         json.dump(res.__dict__, f, indent=2)
     from bench import report
