@@ -23,6 +23,8 @@ class JsonStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        # id(entry) -> (entry, its JSON text); the entry is kept so its id cannot be reused
+        self._dumped: dict[int, tuple[LoadBalancerEntry, str]] = {}
 
     def load(self) -> list[LoadBalancerEntry]:
         """The saved rules; [] if the file does not exist. Raises StoreError if it is corrupt."""
@@ -42,10 +44,13 @@ class JsonStore:
             raise StoreError(f"corrupt rule store {self.path}: {first}") from exc
 
     def save(self, rules: list[LoadBalancerEntry]) -> None:
-        doc = {
-            "lbAttr": [r.model_dump(by_alias=True, mode="json", exclude_none=True) for r in rules]
-        }
-        payload = json.dumps(doc, indent=2) + "\n"
+        # Stored entries are never mutated (the engine replaces them), so each is dumped once.
+        cache, self._dumped = self._dumped, {}
+        for r in rules:
+            hit = cache.get(id(r))
+            self._dumped[id(r)] = hit if hit is not None and hit[0] is r else (
+                r, json.dumps(r.model_dump(by_alias=True, mode="json", exclude_none=True)))
+        payload = '{"lbAttr": [' + ", ".join(self._dumped[id(r)][1] for r in rules) + "]}\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:

@@ -81,16 +81,24 @@ def prepare_host(interfaces: list[str]) -> None:
 
 
 class VipPlumber:
-    """Keeps the VIPs of the current rules as /32 addresses on `lo`, so the kernel answers ARP
-    for on-link VIPs and refuses (RST / port unreachable) when no endpoint is up. Only the
-    difference to the last call touches netlink, so 10,000 rules cost 10,000 adds, not n²."""
+    """Makes the VIPs of the current rules local addresses of this host: /32 `local` routes on
+    `lo` in the local table (rather than addresses, whose kernel list is linear: 10,000 of them
+    cost seconds each way). The kernel then answers ARP for on-link VIPs and refuses (RST /
+    port unreachable) when a rule has no live endpoint. Routes carry protocol ROUTE_PROTO, so a
+    restarted daemon knows which are its own; only the difference to the last call is sent."""
+
+    ROUTE_PROTO = 250  # rtnetlink protocol id marking pyloxi's VIP routes
+    LOCAL_TABLE = 255
+    SCOPE_HOST = 254
+    RTN_LOCAL = 2
 
     def __init__(self) -> None:
-        self.owned: set[str] = set()
         self._lo = _NL.call(lambda ipr: ipr.link_lookup(ifname="lo")[0])
-        self._present: set[str] = set(_NL.call(
-            lambda ipr: [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=self._lo, family=2)]
-        ))
+        routes = _NL.call(lambda ipr: [
+            (r.get_attr("RTA_DST"), r["proto"]) for r in ipr.get_routes(
+                table=self.LOCAL_TABLE, family=2) if r["dst_len"] == 32 and r["type"] == 2])
+        self._present: set[str] = {dst for dst, _ in routes}
+        self.owned: set[str] = {dst for dst, proto in routes if proto == self.ROUTE_PROTO}
 
     def sync(self, vips: set[str]) -> None:
         vips = {v for v in vips if ipaddress.ip_address(v).version == 4 and v != "0.0.0.0"}
@@ -98,20 +106,24 @@ class VipPlumber:
         remove = sorted((self.owned - vips) & self._present)
         if add or remove:
             _NL.call(lambda ipr: self._apply(ipr, add, remove))
-        self.owned = vips
+        self.owned = (self.owned | set(add)) & vips
+
+    def _route(self, ipr: IPRoute, cmd: str, vip: str) -> None:
+        ipr.route(cmd, dst=f"{vip}/32", type=self.RTN_LOCAL, table=self.LOCAL_TABLE,
+                  oif=self._lo, proto=self.ROUTE_PROTO, scope=self.SCOPE_HOST)
 
     def _apply(self, ipr: IPRoute, add: list[str], remove: list[str]) -> None:
         for vip in add:
             try:
-                ipr.addr("add", index=self._lo, address=vip, prefixlen=32)
+                self._route(ipr, "add", vip)
                 self._present.add(vip)
-                log.info("VIP %s added on lo", vip)
+                log.info("VIP %s is local", vip)
             except NetlinkError as exc:
-                log.warning("VIP %s: cannot add on lo: %s", vip, exc)
+                log.warning("VIP %s: cannot make it local: %s", vip, exc)
         for vip in remove:
             try:
-                ipr.addr("del", index=self._lo, address=vip, prefixlen=32)
+                self._route(ipr, "del", vip)
                 self._present.discard(vip)
-                log.info("VIP %s removed from lo", vip)
+                log.info("VIP %s no longer local", vip)
             except NetlinkError as exc:
-                log.warning("VIP %s: cannot remove from lo: %s", vip, exc)
+                log.warning("VIP %s: cannot remove its local route: %s", vip, exc)
