@@ -294,6 +294,9 @@ __noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const
 	sport = key->sport;
 	proto = key->proto;
 	h = hash_tuple(key);
+	/* the client's own port first (it is free unless another client took it), then hashes */
+	__u32 lo = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_MIN : PL_NAT_PORT_MIN;
+	__u32 span = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_SPAN : PL_NAT_PORT_SPAN;
 	/* SCTP keeps its port: a new port would mean recomputing the CRC32c of the packet */
 	if (proto == IPPROTO_SCTP)
 		tries = 1;
@@ -301,8 +304,8 @@ __noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const
 		if (i >= tries)
 			break;
 		__u16 cand = sport;
-		if (snat && proto != IPPROTO_SCTP && (i > 0 || bpf_ntohs(sport) < PL_NAT_PORT_MIN))
-			cand = bpf_htons(PL_NAT_PORT_MIN + (h + i * 7919) % PL_NAT_PORT_SPAN);
+		if (snat && proto != IPPROTO_SCTP && (i > 0 || bpf_ntohs(sport) < lo))
+			cand = bpf_htons(lo + (h + i * 7919) % span);
 		fv->nat_sport = cand;
 		partner_key(fv, proto, &rk);
 		if (bpf_map_update_elem(&ct_map, &rk, rv, BPF_NOEXIST) == 0)

@@ -56,7 +56,8 @@ def test_fullnat_allocates_distinct_ports_for_colliding_clients(h: Harness) -> N
     # same client port, same endpoint: the second flow must get another source port
     assert a.pkt[TCP].sport != b.pkt[TCP].sport
     for out in (a, b):
-        assert out.pkt[TCP].sport >= L.NAT_PORT_MIN and csum_ok(out.pkt)
+        assert out.pkt[TCP].sport >= 1024 and csum_ok(out.pkt)
+    assert a.pkt[TCP].sport == 50000  # the client's own port is kept when free
     # replies go back to their own client
     assert h.run(reply(a.pkt)).pkt[IP].dst == CLIENT
     assert h.run(reply(b.pkt)).pkt[IP].dst == CLIENT2
@@ -67,6 +68,8 @@ def test_onearm_snat_to_lb_address(h: Harness) -> None:
     h.service(mode=NatMode.ONEARM, snat="10.0.11.1")
     out = h.run(syn())
     assert out.pkt[IP].src == "10.0.11.1" and csum_ok(out.pkt)
+    # the LB's own address: NAT ports stay above the host's ephemeral range
+    assert out.pkt[TCP].sport >= L.NAT_PORT_MIN
     back = h.run(reply(out.pkt))
     assert (back.pkt[IP].src, back.pkt[IP].dst, back.pkt[TCP].dport) == (VIP, CLIENT, 40000)
 

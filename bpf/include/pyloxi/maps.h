@@ -19,10 +19,14 @@
 #define PL_AFF_ENTRIES    131072  /* persist: client affinities */
 #define PL_ALLOW_ENTRIES  65536   /* allowed-source prefixes, all services */
 
-/* NAT source ports are taken from this range; the daemon moves the host's own ephemeral
- * range below it so translated flows never shadow the LB's own connections. */
+/* NAT source ports. onearm translates to the LB's own address, so it keeps to 49152-65535 and
+ * the daemon moves the host's ephemeral range below that: a translated flow never shadows the
+ * LB's own connections. fullnat translates to the VIP, which the host does not connect from,
+ * so it may use 1024-65535: four times the room for connections per endpoint. */
 #define PL_NAT_PORT_MIN   49152
 #define PL_NAT_PORT_SPAN  16384
+#define PL_VIP_PORT_MIN   1024
+#define PL_VIP_PORT_SPAN  64512
 #define PL_NAT_TRIES      16
 
 /* How long a flow reuses its cached next hop before asking the FIB again: a route or

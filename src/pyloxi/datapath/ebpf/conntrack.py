@@ -58,17 +58,26 @@ class Snapshot:
         return pk
 
     def _partners(self) -> np.ndarray:
+        """Index of each entry's partner, by a sort-merge join on 64-bit digests of the 16-byte
+        keys (verified on the full keys): structured-array sorts are ~20x slower."""
         n = len(self.keys)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         mine = np.frombuffer(self.keys.tobytes(), dtype=KEY128)
         theirs = np.frombuffer(self.partner_keys().tobytes(), dtype=KEY128)
-        order = np.argsort(mine, order=("hi", "lo"))
-        sorted_keys = mine[order]
-        pos = np.searchsorted(sorted_keys, theirs)
-        pos_c = np.minimum(pos, n - 1)
-        found = sorted_keys[pos_c] == theirs
-        return np.where(found, order[pos_c], -1)
+        d_mine, d_theirs = _digest(mine), _digest(theirs)
+        order = np.argsort(d_mine)
+        sorted_digests = d_mine[order]
+        pos = np.minimum(np.searchsorted(sorted_digests, d_theirs), n - 1)
+        cand = order[pos]
+        found = (sorted_digests[pos] == d_theirs) & (mine["hi"][cand] == theirs["hi"]) & \
+            (mine["lo"][cand] == theirs["lo"])
+        return np.where(found, cand, -1)
+
+
+def _digest(keys: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return (keys["hi"] * np.uint64(0x9E3779B97F4A7C15)) ^ keys["lo"]
 
 
 def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
