@@ -8,9 +8,6 @@
 #include <stddef.h>
 #include "pyloxi/parse.h"
 
-#define IP_CSUM_OFF(p)  ((p)->l3off + offsetof(struct iphdr, check))
-#define IP_SRC_OFF(p)   ((p)->l3off + offsetof(struct iphdr, saddr))
-#define IP_DST_OFF(p)   ((p)->l3off + offsetof(struct iphdr, daddr))
 
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
 {
@@ -35,11 +32,11 @@ static __always_inline __u32 csum_replace(__u32 sum, __u32 from, __u32 to)
 }
 
 /*
- * Rewrite the tuple to (saddr, daddr, sport, dport) and decrement the TTL, with three checksum
- * helper calls at most: the IPv4 header by one diff, the L4 checksum by an address diff
- * (pseudo-header: the helper also handles CHECKSUM_PARTIAL seeds) and a port diff (which the
- * helper rightly skips for CHECKSUM_PARTIAL). Then plain stores. Returns -1 if the TTL has run
- * out (the packet then goes to the kernel untouched, which answers time-exceeded).
+ * Rewrite the tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
+ * helper calls at most: the L4 checksum by an address diff (pseudo-header: the helper also
+ * handles CHECKSUM_PARTIAL seeds) and by a port diff (which the helper rightly skips for
+ * CHECKSUM_PARTIAL). The IPv4 header checksum and the fields are plain stores. Returns -1 if
+ * the TTL has run out (the packet then goes to the kernel untouched: it sends time-exceeded).
  */
 static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt *p,
 					 __u32 saddr, __u32 daddr, __u16 sport, __u16 dport)
@@ -67,9 +64,6 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 		port_diff = csum_replace(port_diff, old_ports, new_ports);
 	}
 
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF(p), 0,
-				csum_replace(addr_diff, ttl_word_old, ttl_word_new), 0))
-		return -2;
 	if (csum_off) {
 		if (p->key.proto != IPPROTO_ICMP && addr_diff &&
 		    bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mangled0))
@@ -84,6 +78,13 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
 		return -2;
+	/* The IPv4 header checksum is always complete (never offloaded): update it in place,
+	 * RFC 1624 style, instead of a helper call. */
+	__u32 sum = csum_replace(addr_diff, ttl_word_old, ttl_word_new);
+	sum = csum_add(sum, (__u16)~ip->check);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	ip->check = (__u16)~sum;
 	ip->ttl--;
 	ip->saddr = saddr;
 	ip->daddr = daddr;
