@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+_KEY_MAPS: dict[type, dict[str, str]] = {}  # model class -> {lower-case key: its spelling}
+
 
 class WireModel(BaseModel):
     """A model whose JSON keys may arrive in any letter case (Go's encoding/json does that).
@@ -21,16 +23,16 @@ class WireModel(BaseModel):
     def _fold_key_case(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        by_lower: dict[str, str] = {}
-        for name, field in cls.model_fields.items():
-            by_lower[name.lower()] = field.alias or name
-            if field.alias:
-                by_lower[field.alias.lower()] = field.alias
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            canon = by_lower.get(key.lower(), key) if isinstance(key, str) else key
-            out[canon] = value
-        return out
+        by_lower = _KEY_MAPS.get(cls)
+        if by_lower is None:
+            by_lower = {}
+            for name, field in cls.model_fields.items():
+                by_lower[name.lower()] = field.alias or name
+                if field.alias:
+                    by_lower[field.alias.lower()] = field.alias
+            _KEY_MAPS[cls] = by_lower
+        return {by_lower.get(k.lower(), k) if isinstance(k, str) else k: v
+                for k, v in data.items()}
 
     def wire(self) -> dict[str, Any]:
         """The loxilb JSON form of this object."""
