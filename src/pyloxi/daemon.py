@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 
 import uvicorn
 
@@ -62,13 +63,14 @@ def rule_id(entry: LoadBalancerEntry) -> str:
 
 
 class StateSync:
-    """The engine's RuleStore. After each change: persist the rules, keep VIP addresses and
-    probe targets in step. The work runs on one background thread that always takes the latest
-    rule list, at most every MIN_INTERVAL_S (group commit): a burst of 10,000 creates costs a
-    few file writes, not 10,000 of O(rules) each. A change reaches the disk within
-    MIN_INTERVAL_S of its answer; `flush()` at shutdown writes what is pending."""
+    """The engine's RuleStore. After each change: persist the rules, keep VIPs and probe
+    targets in step. The work runs on one background thread that takes the latest rule list at
+    most every MIN_INTERVAL_S (group commit): a burst of 10,000 creates costs a few file writes
+    rather than 10,000. VIPs and probes see only what changed: the engine replaces an entry
+    object when its rule changes, so a diff by identity is exact. A change reaches the disk
+    within MIN_INTERVAL_S of its answer; `flush()` at shutdown writes what is pending."""
 
-    MIN_INTERVAL_S = 0.2
+    MIN_INTERVAL_S = 1.0
 
     def __init__(self, store: JsonStore, vips: VipPlumber) -> None:
         self.store = store
@@ -76,7 +78,9 @@ class StateSync:
         self.probes: ProbeManager | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[LoadBalancerEntry] | None = None
-        self._probed: dict[str, LoadBalancerEntry] = {}
+        self._seen: dict[int, LoadBalancerEntry] = {}  # id(entry) -> entry, as last applied
+        self._vip_refs: Counter[str] = Counter()
+        self._probed: set[str] = set()  # rules that own probe targets
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="state-sync", daemon=True)
         self._thread.start()
@@ -106,24 +110,40 @@ class StateSync:
 
     def _apply(self, rules: list[LoadBalancerEntry]) -> None:
         self.store.save(rules)
-        self.vips.sync({r.service_arguments.external_ip for r in rules})
-        if self.loop is not None and self.probes is not None:
-            self.loop.call_soon_threadsafe(self.sync_probes, rules)
+        current = {id(r): r for r in rules}
+        added = [r for i, r in current.items() if i not in self._seen]
+        gone = [r for i, r in self._seen.items() if i not in current]
+        self._seen = current
+        appeared = {v for v in (r.service_arguments.external_ip for r in added)
+                    if not self._vip_refs[v]}
+        self._vip_refs.update(r.service_arguments.external_ip for r in added)
+        self._vip_refs.subtract(r.service_arguments.external_ip for r in gone)
+        vanished = {v for v in (r.service_arguments.external_ip for r in gone)
+                    if self._vip_refs[v] <= 0}
+        for v in vanished:
+            del self._vip_refs[v]
+        if appeared or vanished:
+            self.vips.change(appeared - vanished, vanished)
+        if self.loop is not None and self.probes is not None and (added or gone):
+            self.loop.call_soon_threadsafe(self.sync_probes, added, gone)
 
-    def sync_probes(self, rules: list[LoadBalancerEntry]) -> None:
-        """In the event loop: give changed rules their probe targets (loxilb's keys)."""
+    def sync_probes(self, added: list[LoadBalancerEntry], gone: list[LoadBalancerEntry]) -> None:
+        """In the event loop: changed rules get their probe targets (loxilb's keys)."""
         assert self.probes is not None
-        current = {rule_id(r): r for r in rules}
-        for rid in self._probed.keys() - current.keys():
-            self.probes.drop_rule(rid)
-        for rid, entry in current.items():
-            old = self._probed.get(rid)
-            if old is entry:  # the engine replaces entries on change, never mutates them
-                continue
+        kept = {rule_id(r) for r in added}
+        for rid in {rule_id(r) for r in gone} - kept:
+            if rid in self._probed:
+                self.probes.drop_rule(rid)
+                self._probed.discard(rid)
+        for entry in added:
+            rid = rule_id(entry)
             targets = targets_for_rule(entry)
-            if targets or old is not None:
+            if targets or rid in self._probed:
                 self.probes.sync_rule(rid, targets)
-        self._probed = current
+            if targets:
+                self._probed.add(rid)
+            else:
+                self._probed.discard(rid)
 
 
 class Daemon:
@@ -151,7 +171,9 @@ class Daemon:
         for err in errors:
             log.error("persisted rule not restored: %s", err)
         self.datapath.prune_orphans()
-        self.sync.save(self.engine.desired_rules())
+        rules = self.engine.desired_rules()
+        self.vips.sync({r.service_arguments.external_ip for r in rules})  # drops stale VIPs
+        self.sync.save(rules)
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 
     async def _aging_loop(self) -> None:
@@ -175,7 +197,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         self.sync.loop = loop
         await self.probes.start()
-        self.sync.sync_probes(self.engine.desired_rules())
+        self.sync.sync_probes(self.engine.desired_rules(), [])
         aging = asyncio.create_task(self._aging_loop())
         serving = asyncio.create_task(server.serve())
         log.info("pyloxi %s serving http://%s:%d/netlox/v1", __version__, self.args.host,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import subprocess
 from collections.abc import Callable
@@ -89,11 +88,8 @@ class VipPlumber:
 
     ROUTE_PROTO = 250  # rtnetlink protocol id marking pyloxi's VIP routes
     LOCAL_TABLE = 255
-    SCOPE_HOST = 254
-    RTN_LOCAL = 2
 
     def __init__(self) -> None:
-        self._lo = _NL.call(lambda ipr: ipr.link_lookup(ifname="lo")[0])
         routes = _NL.call(lambda ipr: [
             (r.get_attr("RTA_DST"), r["proto"]) for r in ipr.get_routes(
                 table=self.LOCAL_TABLE, family=2) if r["dst_len"] == 32 and r["type"] == 2])
@@ -101,29 +97,32 @@ class VipPlumber:
         self.owned: set[str] = {dst for dst, proto in routes if proto == self.ROUTE_PROTO}
 
     def sync(self, vips: set[str]) -> None:
-        vips = {v for v in vips if ipaddress.ip_address(v).version == 4 and v != "0.0.0.0"}
-        add = sorted(vips - self._present)
-        remove = sorted((self.owned - vips) & self._present)
-        if add or remove:
-            _NL.call(lambda ipr: self._apply(ipr, add, remove))
-        self.owned = (self.owned | set(add)) & vips
+        """Make exactly `vips` (and no other VIP of ours) local."""
+        vips = {v for v in vips if ":" not in v and v != "0.0.0.0"}  # IPv4 VIPs only
+        self.change(vips - self.owned, self.owned - vips)
 
-    def _route(self, ipr: IPRoute, cmd: str, vip: str) -> None:
-        ipr.route(cmd, dst=f"{vip}/32", type=self.RTN_LOCAL, table=self.LOCAL_TABLE,
-                  oif=self._lo, proto=self.ROUTE_PROTO, scope=self.SCOPE_HOST)
+    def change(self, add: set[str], remove: set[str]) -> None:
+        """Make `add` local and stop `remove` being local."""
+        add = {v for v in add if ":" not in v and v != "0.0.0.0"}
+        todo_add = sorted(add - self._present)
+        todo_remove = sorted(remove & self.owned & self._present)
+        if todo_add or todo_remove:
+            self._apply(todo_add, todo_remove)
+        self.owned = (self.owned | add) - remove
 
-    def _apply(self, ipr: IPRoute, add: list[str], remove: list[str]) -> None:
-        for vip in add:
-            try:
-                self._route(ipr, "add", vip)
-                self._present.add(vip)
-                log.info("VIP %s is local", vip)
-            except NetlinkError as exc:
-                log.warning("VIP %s: cannot make it local: %s", vip, exc)
-        for vip in remove:
-            try:
-                self._route(ipr, "del", vip)
-                self._present.discard(vip)
-                log.info("VIP %s no longer local", vip)
-            except NetlinkError as exc:
-                log.warning("VIP %s: cannot remove its local route: %s", vip, exc)
+    def _apply(self, add: list[str], remove: list[str]) -> None:
+        # One `ip -batch` for the lot: pyroute2 encodes each message in Python, and a bulk
+        # create of 10,000 rules with their own VIPs would spend most of its time there.
+        route = f"local {{}}/32 dev lo table local proto {self.ROUTE_PROTO} scope host"
+        lines = [f"route replace {route.format(v)}" for v in add]
+        lines += [f"route del {route.format(v)}" for v in remove]
+        proc = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            log.warning("VIP routes: %s", proc.stderr.strip())
+        self._present |= set(add)
+        self._present -= set(remove)
+        log.info("VIPs made local: %s%s", ", ".join(add[:5]) or "-",
+                 f" (+{len(add) - 5})" if len(add) > 5 else "")
+        if remove:
+            log.info("VIPs no longer local: %s", ", ".join(remove[:5]))
