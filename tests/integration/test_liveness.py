@@ -21,8 +21,14 @@ SLACK = 1.0  # scheduling jitter on a loaded 2-core CI machine
 
 
 def monitored(lb: DaemonHandle, *extra: str, port: str = "80:80") -> None:
+    """A monitored rule, returning once its endpoints are in the probe manager (rule changes
+    reach it through the state-sync thread, at most a second later)."""
     lb.cli("create", "lb", ROUTED_VIP, f"--tcp={port}", f"--endpoints={ALL}", "--monitor",
            f"--probetimeout={PERIOD}", f"--proberetries={RETRIES}", *extra)
+    target = port.split(":")[1]
+    keys = {f"{backend_ip(i)}_tcp_{target}" for i in (1, 2, 3)}
+    wait_for(lambda: keys <= {e["name"] for e in lb.api(
+        "GET", "/config/endpoint/all").json()["Attr"]}, 3)
 
 
 def states(lb: DaemonHandle) -> dict[str, str]:
@@ -127,11 +133,15 @@ def test_hash_flows_of_healthy_backends_stay(lb: DaemonHandle) -> None:
 def test_endpoint_api_shows_probe_state(lb: DaemonHandle) -> None:
     monitored(lb)
     wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
-    eps = lb.api("GET", "/config/endpoint/all").json()["Attr"]
-    mine = {e["name"]: e for e in eps}
     key = f"{backend_ip(1)}_tcp_80"
-    assert mine[key]["currState"] == "ok"
-    assert socket.inet_aton(mine[key]["hostName"])
+
+    def listed() -> dict[str, dict[str, str]]:
+        eps = lb.api("GET", "/config/endpoint/all").json()["Attr"]
+        return {e["name"]: e for e in eps}
+
+    # rule changes reach the probe manager through the state-sync thread (at most 1 s later)
+    wait_for(lambda: listed().get(key, {}).get("currState") == "ok", 3)
+    assert socket.inet_aton(listed()[key]["hostName"])
 
 
 def _download(lb: DaemonHandle):  # type: ignore[no-untyped-def]
