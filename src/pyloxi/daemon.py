@@ -64,14 +64,15 @@ def rule_id(entry: LoadBalancerEntry) -> str:
 
 class StateSync:
     """The engine's RuleStore. After each change: keep VIPs and probe targets in step and
-    persist the rules, on one background thread that always takes the latest rule list. VIPs
-    and probes follow at once and see only what changed (the engine replaces an entry object
-    when its rule changes, so a diff by identity is exact). The file, O(rules) to write, is
-    written at most every MIN_INTERVAL_S (group commit): a burst of 10,000 creates costs a few
-    writes, not 10,000. A crash loses at most the last MIN_INTERVAL_S of API changes;
-    `flush()` at shutdown writes what is pending."""
+    persist the rules, on one background thread that always takes the latest rule list.
+    VIPs and probes follow within FOLLOW_INTERVAL_S and see only what changed (the engine
+    replaces an entry object when its rule changes, so a diff by identity is exact). The
+    file, O(rules) to write, is written at most every MIN_INTERVAL_S (group commit): a burst
+    of 10,000 creates costs a few writes, not 10,000. A crash loses at most the last
+    MIN_INTERVAL_S of API changes; `flush()` at shutdown writes what is pending."""
 
-    MIN_INTERVAL_S = 1.0
+    MIN_INTERVAL_S = 1.0  # file writes
+    FOLLOW_INTERVAL_S = 0.1  # VIP and probe updates
 
     def __init__(self, store: JsonStore, vips: VipPlumber) -> None:
         self.store = store
@@ -125,6 +126,8 @@ class StateSync:
                     last_write = time.monotonic()
             except Exception:
                 log.exception("applying rule changes to store/VIPs/probes failed")
+            if rules is not None:
+                time.sleep(self.FOLLOW_INTERVAL_S)  # let a burst gather: diffs are O(rules)
 
     def _follow(self, rules: list[LoadBalancerEntry]) -> None:
         """VIPs and probe targets follow the rules at once; only the file write is batched."""
