@@ -17,12 +17,10 @@ MAX_SERVICES = 16384
 MAX_EPS = 64
 SLOTS = 1021
 SLOTS_ALLOC = 1024
-MAX_SVC_KEYS = 65536
 CT_ENTRIES = 524288
 CLOSE_BATCH = 256
 NAT_PORT_MIN = 49152
 
-MODE_DEFAULT, MODE_ONEARM, MODE_FULLNAT, MODE_DSR = 0, 1, 2, 3
 SVC_F_ALLOWLIST = 0x1
 EP_F_ACTIVE = 0x1
 
@@ -33,7 +31,6 @@ STAT_NAMES = (
     "new_flow", "drop_source", "no_endpoint", "nat_exhausted", "ct_insert_fail",
     "fib_pass", "syn_reuse", "fragment", "reclaim",
 )
-STAT_MAX = 16
 
 
 def ip_n(addr: str | None) -> int:
@@ -140,14 +137,6 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "ep_val": EpVal, "counters": Counters, "ep_conn": EpConn, "conn_close_req": ConnCloseReq,
     "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey,
 }
-
-
-def to_bytes(obj: ctypes.Structure) -> bytes:
-    return bytes(obj)
-
-
-def from_bytes(cls: type[ctypes.Structure], raw: bytes) -> ctypes.Structure:
-    return cls.from_buffer_copy(raw)
 
 
 def allow_key(svc_id: int, cidr: str) -> AllowKey:
