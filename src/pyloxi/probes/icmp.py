@@ -14,6 +14,7 @@ import socket
 import struct
 import time
 
+from pyloxi.probes.rawsock import RawProber
 from pyloxi.probes.types import ProbeResult
 
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
@@ -38,29 +39,16 @@ def echo_request(v6: bool, ident: int, seq: int, payload: bytes = PAYLOAD) -> by
     return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, csum, ident, seq) + payload
 
 
-class Pinger:
+class Pinger(RawProber):
     """Owns the raw ICMP sockets of one event loop."""
 
+    PROTO_V4 = socket.IPPROTO_ICMP
+    PROTO_V6 = socket.IPPROTO_ICMPV6
+
     def __init__(self) -> None:
-        self._socks: dict[bool, socket.socket] = {}
-        self._waiting: dict[tuple[str, int, int], asyncio.Future[float]] = {}
+        super().__init__()
         self._ident = (os.getpid() ^ id(self)) & 0xFFFF
         self._seq = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _sock(self, v6: bool) -> socket.socket:
-        sock = self._socks.get(v6)
-        if sock is None:
-            if v6:
-                sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            else:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(sock.fileno(), self._on_readable, sock, v6)
-            self._socks[v6] = sock
-        return sock
 
     def _on_readable(self, sock: socket.socket, v6: bool) -> None:
         now = time.monotonic()
@@ -134,13 +122,3 @@ class Pinger:
                 if fut is not None:
                     fut.cancel()
         return ProbeResult(True, "ping reply", rtts=[rtt])
-
-    def close(self) -> None:
-        for sock in self._socks.values():
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(sock.fileno())
-            sock.close()
-        self._socks.clear()
-        for fut in self._waiting.values():
-            fut.cancel()
-        self._waiting.clear()

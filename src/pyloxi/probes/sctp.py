@@ -15,6 +15,7 @@ import random
 import socket
 import struct
 
+from pyloxi.probes.rawsock import RawProber
 from pyloxi.probes.types import ProbeResult
 
 IPPROTO_SCTP = 132
@@ -88,24 +89,10 @@ def parse_sctp(data: bytes, has_ip_header: bool) -> Parsed | None:
     return sport, dport, vtag, chunks
 
 
-class SctpProber:
+class SctpProber(RawProber):
     """Owns the raw SCTP sockets of one event loop."""
 
-    def __init__(self) -> None:
-        self._socks: dict[bool, socket.socket] = {}
-        self._waiting: dict[tuple[str, int, int, int], asyncio.Future[tuple[int, bytes]]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _sock(self, v6: bool) -> socket.socket:
-        sock = self._socks.get(v6)
-        if sock is None:
-            fam = socket.AF_INET6 if v6 else socket.AF_INET
-            sock = socket.socket(fam, socket.SOCK_RAW, IPPROTO_SCTP)
-            sock.setblocking(False)
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(sock.fileno(), self._on_readable, sock, v6)
-            self._socks[v6] = sock
-        return sock
+    PROTO_V4 = PROTO_V6 = IPPROTO_SCTP
 
     def _on_readable(self, sock: socket.socket, v6: bool) -> None:
         for _ in range(64):
@@ -159,13 +146,3 @@ class SctpProber:
             with contextlib.suppress(OSError):
                 sock.sendto(sctp_packet(sport, port, peer_tag, abort_chunk()), (peer, 0))
         return ProbeResult(True, "sctp INIT-ACK")
-
-    def close(self) -> None:
-        for sock in self._socks.values():
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(sock.fileno())
-            sock.close()
-        self._socks.clear()
-        for fut in self._waiting.values():
-            fut.cancel()
-        self._waiting.clear()
