@@ -127,6 +127,7 @@ class Results:
     checks: dict[str, str] = field(default_factory=dict)
     micro: dict[str, object] = field(default_factory=dict)
     control_plane: dict[str, object] = field(default_factory=dict)
+    synflood: dict[str, object] = field(default_factory=dict)
 
     def add(self, contender: str, metric: str, value: float) -> None:
         self.runs.setdefault(contender, {}).setdefault(metric, []).append(value)
@@ -401,6 +402,20 @@ class Bench:
         print(f"control plane: {cp['created']} rules at {cp['rules_per_s']:.0f}/s, "
               f"p99 {cp['p99_ms']:.1f} ms, RSS {rss:.0f} MB", flush=True)
 
+    # --- established flows under a spoofed SYN flood ---
+
+    def run_synflood(self) -> None:
+        from bench import synflood
+
+        sf = synflood.run(self, OUT_DIR, every_s=1.0 if self.cfg.smoke else 10.0,
+                          phase_s=2.0 if self.cfg.smoke else 20.0)
+        self.res.synflood = sf
+        print(f"syn flood: {sf['flood_pps']:,.0f} SYN/s from spoofed sources for "
+              f"{sf['phase_s']:.0f} s; {sf['flows_broken']} of {sf['flows']} established flows "
+              f"({sf['bulk']} bulk, {sf['idle']} idle) broken; bulk throughput "
+              f"{sf['gbps_before']:.2f} -> {sf['gbps_during']:.2f} Gbit/s; "
+              f"a new connection after the flood: {sf['new_conn_after']}", flush=True)
+
     def close(self) -> None:
         if self.topo is not None:
             self.topo.close()
@@ -425,16 +440,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="1 rep, 1 s runs, small tables")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.*")
     ap.add_argument("--json", default=None, help="raw results (default bench/out/results*.json)")
+    ap.add_argument("--only", choices=["synflood"], help="run one stage alone (no doc)")
     args = ap.parse_args(argv)
     cfg = Config.smoke_mode() if args.smoke else Config()
     os.makedirs(OUT_DIR, exist_ok=True)
     bench = Bench(cfg)
     t0 = time.monotonic()
+    if args.only:
+        try:
+            bench.snapshot_object()
+            bench.build()
+            bench.run_synflood()
+        finally:
+            bench.close()
+        return 0
     try:
         bench.snapshot_object()
         bench.build()
         bench.run_traffic()
         bench.run_control_plane()
+        bench.run_synflood()
     finally:
         bench.close()
     path = args.json or os.path.join(OUT_DIR, "results-smoke.json" if cfg.smoke else "results.json")
