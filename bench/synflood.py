@@ -37,7 +37,8 @@ def build_flooder(out_dir: str) -> str:
 
 
 def run(bench: Bench, out_dir: str, bulk: int = 8, idle: int = 64,
-        every_s: float = 5.0, phase_s: float = 10.0) -> dict[str, Any]:
+        every_s: float = 5.0, phase_s: float = 10.0,
+        ct_entries: int | None = None) -> dict[str, Any]:
     topo = bench.topo
     assert topo is not None
     exe = build_flooder(out_dir)
@@ -55,7 +56,8 @@ def run(bench: Bench, out_dir: str, bulk: int = 8, idle: int = 64,
     try:
         wait_listening(be, PORT)
         wait_listening(be, ECHO_PORT)
-        with bench.daemon(topo.lb.name):
+        extra = ("--conntrack-entries", str(ct_entries)) if ct_entries else ()
+        with bench.daemon(topo.lb.name, extra=extra):
             for port in (PORT, ECHO_PORT):
                 bench.cli("create", "lb", VIP, f"--tcp={port}:{port}",
                           f"--endpoints={BE1}:1,{BE2}:1", f"--name=synflood{port}")
@@ -87,7 +89,7 @@ def run(bench: Bench, out_dir: str, bulk: int = 8, idle: int = 64,
     before = sum(b[0] for b in bulk_bytes)
     during = sum(b[1] for b in bulk_bytes)
     return {
-        "flows": bulk + idle, "bulk": bulk, "idle": idle, "idle_every_s": every_s,
+        "ct_entries": ct_entries or "compiled default", "flows": bulk + idle, "bulk": bulk, "idle": idle, "idle_every_s": every_s,
         "phase_s": phase_s,
         "flood_pps": fl["pps"], "flood_sent": fl["sent"],
         "flows_broken": len(res["broken"]), "broken_reasons": res["broken"],

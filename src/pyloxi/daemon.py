@@ -55,6 +55,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--endpoint-down", choices=["drain", "reset"], default="drain",
                    help="flows of an endpoint whose probe fails: drain (finish, the default) "
                         "or reset (cut at once)")
+    p.add_argument("--conntrack-entries", type=int, default=None, metavar="N",
+                   help="conntrack table size in entries, two per flow (default: the compiled "
+                        "size); fixed for as long as the pinned maps live")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -174,7 +177,8 @@ class Daemon:
         self.args = args
         interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
         prepare_host(interfaces)
-        self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object)
+        self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object,
+                                     ct_entries=args.conntrack_entries)
         self.datapath.attach(interfaces)
         os.makedirs(args.state_dir, exist_ok=True)
         self.store = JsonStore(os.path.join(args.state_dir, "lbconfig.json"))
