@@ -89,7 +89,8 @@ def run(bench: Bench, out_dir: str, bulk: int = 8, idle: int = 64,
     before = sum(b[0] for b in bulk_bytes)
     during = sum(b[1] for b in bulk_bytes)
     return {
-        "ct_entries": ct_entries or "compiled default", "flows": bulk + idle, "bulk": bulk, "idle": idle, "idle_every_s": every_s,
+        "ct_entries": ct_entries or "compiled default",
+        "flows": bulk + idle, "bulk": bulk, "idle": idle, "idle_every_s": every_s,
         "phase_s": phase_s,
         "flood_pps": fl["pps"], "flood_sent": fl["sent"],
         "flows_broken": len(res["broken"]), "broken_reasons": res["broken"],
