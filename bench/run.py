@@ -45,9 +45,9 @@ IPERF_PORT = {c: 5301 + i for i, c in enumerate(CONTENDERS)}
 VIP = {"direct": BE_IP, "pyloxi-dnat": "20.0.0.100", "pyloxi-fullnat": "20.0.0.103",
        "nftables": "20.0.0.101", "haproxy": "20.0.0.102"}
 FRONT_HTTP, FRONT_IPERF = 80, 5201
-# The SYN-flood stage's conntrack size: small enough that the flood this VM can send (40-70k
+# The SYN-flood stage's conntrack size: small enough that the flood this VM can send (20-70k
 # SYN/s) fills it many times over within its 20 s.
-FLOOD_CT_ENTRIES = 131072
+FLOOD_CT_ENTRIES = 65536
 
 METRICS = [  # key, label, unit, higher is better
     ("keepalive_rps", "keep-alive req/s (wrk -t1 -c32)", "req/s", True),

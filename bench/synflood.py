@@ -71,7 +71,7 @@ def run(bench: Bench, out_dir: str, bulk: int = 8, idle: int = 64,
                 if reader.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("flow reader ended before the flood phase")
                 time.sleep(0.05)
-            flood = topo.client.run([exe, VIP, str(PORT), SPOOF_NET, str(SPOOF_LEN),
+            flood = topo.client.run([exe, VIP, str(ECHO_PORT), SPOOF_NET, str(SPOOF_LEN),
                                      str(phase_s)], timeout=phase_s + 30).stdout
             reader.wait(timeout=phase_s + 30)
             topo.lab.processes.remove(reader)
