@@ -70,7 +70,8 @@ def content_type_problem(value: bytes | None) -> str | None:
             "utf-8",
             "utf8",
         ):
-            return f"unsupported charset {show_value(val.strip())}: JSON is UTF-8"
+            return (f"unsupported charset {show_value(val.strip())}: send application/json "
+                    "in UTF-8")
     return None
 
 

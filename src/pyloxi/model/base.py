@@ -27,7 +27,7 @@ MAX_COUNTER_LEN: Final = 64  # output-only "<packets>:<bytes>" (2 x 20 digits)
 # version can tell "a value this version refuses" (skip the rule, report it) from a file that
 # does not fit the schema at all (corrupt).
 REFUSED_VALUE_ERRORS: Final = frozenset(
-    {"string_too_long", "too_long", "unicode_surrogate", "control_character"}
+    {"string_too_long", "too_long", "string_unicode", "unicode_surrogate", "control_character"}
 )
 
 
