@@ -448,7 +448,15 @@ def test_store_that_does_not_fit_the_schema_is_still_corrupt(tmp_path: Path) -> 
 
 # Any JSON value, strings drawn from all of Unicode *including lone surrogates*, which
 # json.dumps writes as \udXXX escapes (the way a hostile client would).
-_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=20)
+_any_char = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())
+_plain = st.text(st.one_of(_any_char, st.sampled_from(["\x00", "\n", "\x7f", "é", "😀"])),
+                 max_size=20)
+_surrogate = st.integers(0xD800, 0xDFFF).map(chr)  # hypothesis' text() avoids these
+_text = st.one_of(
+    _plain,
+    st.builds(lambda a, s, b: a + s + b, _plain, _surrogate, _plain),
+    st.sampled_from(["x" * 300, "y" * 5000, "20.20.20.9", "tcp", "ping", "red"]),
+)
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
     | _text,
@@ -512,6 +520,21 @@ def test_any_value_in_any_rule_field_never_500(
     _check(shared_rig, resp, before)
 
 
+_SVC_TEXT_FIELDS = ["name", "host", "probereq", "proberesp", "probetype", "protocol",
+                    "externalIP", "privateIP"]
+
+
+@_settings
+@given(field=st.sampled_from(_SVC_TEXT_FIELDS), value=_text, port=st.integers(1, 65535))
+def test_any_string_in_any_rule_text_field_never_500(
+    shared_rig: Rig, field: str, value: str, port: int
+) -> None:
+    body = rule(port=port)
+    body["serviceArguments"][field] = value
+    before = shared_rig.snapshot()
+    _check(shared_rig, shared_rig.post_raw(json.dumps(body)), before)
+
+
 @_settings
 @given(field=st.sampled_from(_EP_FIELDS), value=_json)
 def test_any_value_in_any_endpoint_field_never_500(shared_rig: Rig, field: str,
@@ -523,7 +546,7 @@ def test_any_value_in_any_endpoint_field_never_500(shared_rig: Rig, field: str,
 
 
 @_settings
-@given(field=st.sampled_from(_EPAPI_FIELDS), value=_json)
+@given(field=st.sampled_from(_EPAPI_FIELDS), value=_json | _text)
 def test_any_value_in_endpoint_api_never_500(shared_rig: Rig, field: str, value: Any) -> None:
     body = {"hostName": "31.31.31.1", "probeType": "tcp", "probePort": 80, field: value}
     before = shared_rig.snapshot()
