@@ -615,3 +615,18 @@ def test_any_delete_path_never_500(shared_rig: Rig, name: str, ip: str, port: st
         assert resp.status_code in (200, 400, 404), (path, resp.text)
         if resp.status_code != 200:
             assert shared_rig.snapshot() == before
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "1.2.3.4\x00", "1" * 100_000])
+def test_engine_refuses_bad_address_built_in_code(bad: str) -> None:
+    """An entry built without validation (model_construct, model_copy) still gets a 400."""
+    from pyloxi.model.errors import InvalidInput
+    from pyloxi.model.lb import LoadBalancerEntry
+
+    entry = LoadBalancerEntry.model_validate(rule())
+    svc = entry.service_arguments.model_copy(update={"external_ip": bad})
+    engine = Engine(MemoryDatapath())
+    with pytest.raises(InvalidInput) as exc:
+        engine.add_rule(entry.model_copy(update={"service_arguments": svc}))
+    assert len(exc.value.message) < 200
+    assert engine.list_rules() == []
