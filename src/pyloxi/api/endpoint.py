@@ -13,6 +13,7 @@ loop that also runs the manager.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Query, Request
@@ -55,6 +56,8 @@ def _probe_port(value: str) -> int:
         number = float(value or "0")
     except ValueError:
         raise InvalidInput(f"invalid probe_port {show_value(value)}: not a number") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"invalid probe_port {show_value(value)}: not a finite number")
     if not number.is_integer():
         raise InvalidInput(f"invalid probe_port {show_value(value)}: not a whole number")
     if not 0 <= number <= 65535:

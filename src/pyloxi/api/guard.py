@@ -179,7 +179,7 @@ class RequestGuard:
 
 
 async def _answer(send: Send, code: int, message: str) -> None:
-    payload = json.dumps(error_body(code, message)).encode()
+    payload = json.dumps(error_body(code, message), separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",
