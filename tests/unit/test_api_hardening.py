@@ -630,3 +630,19 @@ def test_engine_refuses_bad_address_built_in_code(bad: str) -> None:
         engine.add_rule(entry.model_copy(update={"service_arguments": svc}))
     assert len(exc.value.message) < 200
     assert engine.list_rules() == []
+
+
+@pytest.mark.parametrize(("name", "words"), [("x" * 300, "at most 256"),
+                                             ("a\tb", "control character")])
+def test_cli_reports_a_refused_value_in_one_line(name: str, words: str) -> None:
+    """The model's limits reach the CLI before any request: one line, exit 2, no traceback."""
+    from typer.testing import CliRunner
+
+    from pyloxi.cli.main import app as cli
+
+    res = CliRunner().invoke(cli, ["create", "lb", "20.20.20.1", "--tcp=80:80",
+                                   "--endpoints=31.31.31.1:1", f"--name={name}"],
+                             env={"PYLOXI_API": "127.0.0.1:9"}, prog_name="pyloxi")
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    err = res.stderr.strip()
+    assert err.startswith("Error: invalid name") and "\n" not in err and words in err, err
