@@ -646,3 +646,14 @@ def test_cli_reports_a_refused_value_in_one_line(name: str, words: str) -> None:
     assert res.exit_code == 2, (res.stdout, res.stderr)
     err = res.stderr.strip()
     assert err.startswith("Error: invalid name") and "\n" not in err and words in err, err
+
+
+def test_wide_body_with_long_key_is_checked_without_copies(rig: Rig) -> None:
+    """A 500 KB key over a 150,000-item list: error paths are built only on error (naively
+    that is 75 GB of path strings)."""
+    body = rule() | {"k" * 500_000: [1] * 150_000}
+    raw = json.dumps(body)
+    assert len(raw) < MAX_BODY_BYTES
+    assert rig.post_raw(raw).status_code == 200
+    bad = rule(port=2021) | {"k" * 500_000: [1] * 150_000 + ["\ud800"]}
+    assert_error(rig.post_raw(json.dumps(bad)), 400, "[150000]", "surrogate")

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ValidationError
 
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
-from pyloxi.api.guard import parse_json_object, show_value
+from pyloxi.api.guard import read_json_object, show_value
 from pyloxi.model.base import MAX_NAME_LEN, MAX_WORD_LEN, text_problem
 from pyloxi.model.endpoint import EndPoint, EndPointGetEntry, EndPointHostState, EndPointList
 from pyloxi.model.errors import InvalidInput
@@ -42,7 +42,7 @@ def _body_openapi(model: type[BaseModel]) -> dict[str, Any]:
 
 async def _read(request: Request, model: type[BaseModel], what: str) -> Any:
     """The body through the case-folding model validator (any key casing, as loxilb)."""
-    data = parse_json_object(await request.body(), f"an {what}")
+    data = await read_json_object(await request.body(), f"an {what}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

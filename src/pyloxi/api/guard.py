@@ -22,6 +22,7 @@ origin therefore cannot change the rule table through a user's browser.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
@@ -35,6 +36,9 @@ from pyloxi.model.errors import InvalidInput
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_JSON_DEPTH: Final = 32  # a LoadbalanceEntry is 3 deep
+# Bodies above this are parsed in a worker thread: a 1 MiB document costs ~0.4 s of CPU, which
+# must not stall the event loop (and every other request) while it is checked.
+INLINE_PARSE_BYTES: Final = 64 * 1024
 JSON_TYPE: Final = "application/json"
 BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 
@@ -197,33 +201,48 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _where(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if len(part) <= 32 else part[:32] + "..."  # keep the tail readable
+            out += f".{name}" if out else name
+    return out or "body"
+
+
 def _check_tree(data: Any) -> None:
     """Depth and Unicode of every key and string in a parsed document; iterative, so no input
-    can exhaust the stack here."""
-    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    can exhaust the stack here. Paths are tuples of references (at most MAX_JSON_DEPTH long),
+    formatted only for the error: a long key over a wide list costs no copies."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
     while stack:
-        node, where, depth = stack.pop()
+        node, path = stack.pop()
         if isinstance(node, dict | list):
-            if depth > MAX_JSON_DEPTH:
+            if len(path) >= MAX_JSON_DEPTH:
                 raise InvalidInput(
                     f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels"
                 )
             if isinstance(node, dict):
                 for key, value in node.items():
-                    _check_string(key, f"key {show_value(key)}" + (f" in {where}" if where else ""))
-                    stack.append((value, f"{where}.{key}" if where else key, depth + 1))
+                    _check_string(key, path, is_key=True)
+                    stack.append((value, (*path, key)))
             else:
-                stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(node))
+                stack.extend((v, (*path, i)) for i, v in enumerate(node))
         elif isinstance(node, str):
-            _check_string(node, where or "body")
+            _check_string(node, path)
 
 
-def _check_string(value: str, where: str) -> None:
+def _check_string(value: str, path: tuple[str | int, ...], *, is_key: bool = False) -> None:
     if value.isascii():
         return  # control characters are the model's business (some fields allow them)
     problem = text_problem(value, single_line=False)
     if problem is not None:
-        raise InvalidInput(f"invalid {show_value(where, 128)[1:-1]}: {problem[1]}")
+        where = show_value(_where(path), 128)[1:-1]
+        if is_key:
+            where = f"key {show_value(value)}" + (f" in {where}" if path else "")
+        raise InvalidInput(f"invalid {where}: {problem[1]}")
 
 
 def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -251,3 +270,10 @@ def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
         raise InvalidInput(f"malformed request: body must be a JSON object, got {kind}")
     _check_tree(data)
     return data
+
+
+async def read_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """`parse_json_object`, off the event loop when the body is large."""
+    if len(raw) <= INLINE_PARSE_BYTES:
+        return parse_json_object(raw, what)
+    return await asyncio.to_thread(parse_json_object, raw, what)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from pyloxi.api.deps import EngineDep
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
-from pyloxi.api.guard import parse_json_object, show_value
+from pyloxi.api.guard import read_json_object, show_value
 from pyloxi.model.errors import InvalidInput
 from pyloxi.model.lb import PROTOCOLS, LoadBalancerEntry, LoadBalancerList
 
@@ -32,10 +32,10 @@ async def read_lb_entry(request: Request) -> LoadBalancerEntry:
 
     FastAPI's own body parsing matches aliases exactly; loxicmd sends "BGP" and "Monitor", and Go
     clients may send any casing, so the raw JSON goes through `model_validate` instead. The
-    RequestGuard middleware has already checked Content-Type and size; `parse_json_object`
-    checks the JSON itself (depth, Unicode).
+    RequestGuard middleware has already checked Content-Type and size; `read_json_object`
+    checks the JSON itself (depth, Unicode), in a thread when the body is large.
     """
-    data = parse_json_object(await request.body(), "a LoadbalanceEntry")
+    data = await read_json_object(await request.body(), "a LoadbalanceEntry")
     try:
         return LoadBalancerEntry.model_validate(data)
     except ValidationError as exc:
