@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -79,9 +80,10 @@ class StateSync:
 
     def __init__(self, vips: VipPlumber) -> None:
         self.vips = vips
+        self.source: Callable[[], list[LoadBalancerEntry]] | None = None  # the engine's rules
         self.probes: ProbeManager | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[LoadBalancerEntry] | None = None
+        self._pending = False
         self._seen: dict[int, LoadBalancerEntry] = {}  # id(entry) -> entry, as last applied
         self._vip_refs: Counter[str] = Counter()
         self._probed: set[str] = set()  # rules that own probe targets
@@ -89,26 +91,26 @@ class StateSync:
         self._thread = threading.Thread(target=self._run, name="state-sync", daemon=True)
         self._thread.start()
 
-    def save(self, rules: list[LoadBalancerEntry]) -> None:
-        """The engine's on_change: called under its lock, so it only hands the list over."""
+    def changed(self) -> None:
+        """The engine's on_change: called under its lock, so it only raises a flag."""
         with self._cond:
-            self._pending = rules
+            self._pending = True
             self._cond.notify()
 
     def flush(self) -> None:
         with self._cond:
-            rules, self._pending = self._pending, None
-        if rules is not None:
-            self._follow(rules)
+            pending, self._pending = self._pending, False
+        if pending and self.source is not None:
+            self._follow(self.source())
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._pending is None:
+                while not self._pending or self.source is None:
                     self._cond.wait()
-                rules, self._pending = self._pending, None
+                self._pending = False
             try:
-                self._follow(rules)
+                self._follow(self.source())
             except Exception:  # a VIP or probe hiccup must not stop the follower
                 log.exception("applying rule changes to VIPs/probes failed")
             time.sleep(self.FOLLOW_INTERVAL_S)  # let a burst gather: diffs are O(rules)
@@ -170,8 +172,9 @@ class Daemon:
         self.datapath.attach(interfaces)
         self.vips = VipPlumber()
         self.sync = StateSync(self.vips)
-        self.engine = Engine(self.datapath, store=self.store, on_change=self.sync.save,
+        self.engine = Engine(self.datapath, store=self.store, on_change=self.sync.changed,
                              snat_source=source_address)
+        self.sync.source = self.engine.entries
         self._restore(keys, entries)
         self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")
         self.probes = ProbeManager(on_change=self._probe_verdict)
@@ -187,7 +190,7 @@ class Daemon:
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
         self.vips.sync({r.service_arguments.external_ip for r in rules})  # drops stale VIPs
-        self.sync.save(rules)
+        self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 
     async def _retry_loop(self) -> None:

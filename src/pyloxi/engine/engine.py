@@ -162,7 +162,7 @@ class Engine:
         datapath: Datapath,
         *,
         store: RuleStore | None = None,
-        on_change: Callable[[list[LoadBalancerEntry]], None] | None = None,
+        on_change: Callable[[], None] | None = None,
         snat_source: Callable[[str], str | None] | None = None,
         supported_modes: frozenset[NatMode] = frozenset(
             {NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT}
@@ -337,11 +337,11 @@ class Engine:
                 self._ids.free(ch.old.svc_id)
 
     def _changed(self) -> None:
-        """Tell the follower (VIPs, probes) the table changed. Under the lock, so followers see
-        the tables in order."""
+        """Tell the follower (VIPs, probes) the table changed; it reads `entries()` when it gets
+        to it (building the O(rules) list on every change made bulk creates quadratic)."""
         if self._on_change is not None:
             try:
-                self._on_change(self._entries())
+                self._on_change()
             except Exception:  # a follower must never fail a rule change
                 log.exception("rule change listener failed")
 
@@ -634,9 +634,8 @@ class Engine:
             out.append(rule.spec.entry.model_copy(update={"endpoints": shown}, deep=True))
         return out
 
-    def _entries(self) -> list[LoadBalancerEntry]:
-        """The stored entries themselves, for the store (which only reads them): copying 10,000
-        rules on every change would make a bulk create quadratic."""
+    def entries(self) -> list[LoadBalancerEntry]:
+        """The stored entries themselves, for followers that only read them (no copies)."""
         with self._lock:
             return [r.spec.entry for r in self._rules.values()]
 
