@@ -360,7 +360,7 @@ class SqliteStore:
             self._reopen_wait = self.REOPEN_MIN_S
         try:
             self._write(batch)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # anything: the writer thread must survive to answer others
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             return self._report(self._explain(exc))
