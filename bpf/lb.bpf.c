@@ -339,11 +339,17 @@ __noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
 	__u64 best = ~0ULL;
 	int best_slot = -1;
 
-	if (!t)
+	if (!t || n == 0)
 		return -1;
-	for (__u32 i = 0; i < PL_MAX_EPS; i++) {
-		if (i >= n)
+	/* Only established flows are counted (half-open ones may vanish by LRU eviction without
+	 * a trace): start the scan at a random slot so that a burst of new flows meeting equal
+	 * counts is spread, not sent to the first endpoint. */
+	__u32 m = n < PL_MAX_EPS ? n : PL_MAX_EPS;   /* lc slots: one per active endpoint */
+	__u32 start = bpf_get_prandom_u32() % m;
+	for (__u32 j = 0; j < PL_MAX_EPS; j++) {
+		if (j >= m)
 			break;
+		__u32 i = (start + j < m ? start + j : start + j - m) & (PL_MAX_EPS - 1);
 		__u32 gid = svc_id * PL_MAX_EPS + (t->ep[i] & (PL_MAX_EPS - 1));
 		struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
 		__u64 active = c ? c->opened - c->closed : 0;
@@ -352,6 +358,9 @@ __noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
 			best_slot = i;
 		}
 	}
+	/* Hide the range from clang: knowing it, clang drops the caller's bounds check on the
+	 * slot, which the verifier (blind to a global function's result) needs. */
+	asm volatile("" : "+r"(best_slot));
 	return best_slot;
 }
 
