@@ -121,18 +121,19 @@ static __always_inline int apply(struct __sk_buff *skb, const struct pkt *p, str
 #endif
 
 /* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
- * FIN, flag bits, window tracking. Returns 0, CT_RESTART or CT_DROP; *pvp is the partner entry
- * when it had to be looked up. `half`: v lives in ct_half (else ct_map). */
+ * FIN, flag bits, window tracking. Returns 0, CT_RESTART or CT_DROP. *pvp: the partner entry
+ * if the caller has it already (else NULL), on return also if it had to be looked up here.
+ * `half`: v lives in ct_half (else ct_map). */
 static __always_inline int ct_tcp(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v,
 				  int half, struct tcp_seg *s, struct ct_val **pvp)
 {
 	__u32 bits = tcp_bits(p->tcp_flags);
-	struct ct_val *pv = NULL;
+	struct ct_val *pv = *pvp;
 	struct ct_key pk;
 
 	if (tcp_segment(skb, p, s))
 		return CT_DROP;
-	if ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN))) {
+	if (!pv && ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN)))) {
 		partner_key(v, p->key.proto, &pk);
 		pv = half ? bpf_map_lookup_elem(&ct_half, &pk) : bpf_map_lookup_elem(&ct_map, &pk);
 	}
@@ -220,8 +221,6 @@ __noinline int pl_promote(const struct ct_key *key, const struct ct_val *v)
 		ok = pk;
 		rk = *key;
 	}
-	if (key->proto == IPPROTO_TCP)
-		td_resolve_wscale(&sc->fwd, &sc->rev);
 	rc = bpf_map_update_elem(&ct_map, &ok, &sc->fwd, BPF_NOEXIST);
 	if (rc == -EEXIST)
 		return 0;   /* another CPU promoted it a moment ago */
@@ -258,21 +257,22 @@ static __always_inline int ct_half_hit(struct __sk_buff *skb, const struct pkt *
 		struct tcp_seg s;
 		struct ct_val *pv = NULL;
 		struct ct_key pk;
+		int ack = v->dir == PL_DIR_ORIG &&
+			  (p->tcp_flags & (TCPF_ACK | TCPF_SYN | TCPF_RST)) == TCPF_ACK;
+		if (ack) {
+			partner_key(v, p->key.proto, &pk);
+			pv = bpf_map_lookup_elem(&ct_half, &pk);
+			/* both SYNs seen: from this ACK on, windows are scaled */
+			if (pv && (pv->seen & PL_CT_SYNACK))
+				td_resolve_wscale(v, pv);
+		}
 		int rc = ct_tcp(skb, p, v, 1, &s, &pv);
 		if (rc == CT_DROP)
 			return TC_ACT_SHOT;
 		if (rc)
 			return rc;
-		promote = 0;
-		if (v->dir == PL_DIR_ORIG &&
-		    (p->tcp_flags & (TCPF_ACK | TCPF_SYN | TCPF_RST)) == TCPF_ACK) {
-			if (!pv) {
-				partner_key(v, p->key.proto, &pk);
-				pv = bpf_map_lookup_elem(&ct_half, &pk);
-			}
-			/* the ACK must acknowledge the SYN-ACK: a blind ACK cannot establish */
-			promote = pv && (pv->seen & PL_CT_SYNACK) && s.ack == pv->td_end;
-		}
+		/* the ACK must acknowledge the SYN-ACK: a blind ACK cannot establish */
+		promote = ack && pv && (pv->seen & PL_CT_SYNACK) && s.ack == pv->td_end;
 	} else {
 		if (!(v->seen & PL_CT_SEEN))
 			__sync_fetch_and_or(&v->seen, PL_CT_SEEN);

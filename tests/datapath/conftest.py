@@ -137,7 +137,7 @@ def csum_ok(pkt: Ether) -> bool:
 
 def ct_count(h: Harness) -> int:
     """Entries in both conntrack tables (established ct_map + half-open ct_half)."""
-    return sum(1 for _ in h.dp.maps["ct_map"].keys()) + sum(1 for _ in h.dp.maps["ct_half"].keys())
+    return sum(1 for _ in h.dp.maps["ct_map"]) + sum(1 for _ in h.dp.maps["ct_half"])
 
 
 def ep_answer(to_ep: Ether, flags: str, seq: int = 5000, ack: int | None = None) -> Ether:
