@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from pyloxi.datapath.ebpf import layout as L
@@ -287,3 +287,45 @@ def test_lc_counts_return_to_zero_after_flood_and_aging(small: Harness) -> None:
     assert [c.opened - c.closed for c in conns] == [0, 0, 0]
     assert sum(c.opened for c in conns) == 12
     assert np.all([e.active_flows == 0 for e in h.dp.service_counters(prog).endpoints])
+
+
+def test_blind_ack_does_not_establish(h: Harness) -> None:
+    """Only an ACK of the endpoint's SYN-ACK moves a flow into the established table: spoofed
+    SYN + guessed ACK pairs cannot fill it."""
+    prog = h.service(eps=EPS[:1])
+    to_ep = h.run(syn()).pkt
+    h.run(ep_answer(to_ep, "SA"))  # endpoint ISN 5000: the right ACK acknowledges 5001
+    assert h.run(client_pkt("A", ack=777)).retval == TC_ACT_REDIRECT  # forwarded; the
+    assert stats(h)["promote"] == 0  # endpoint will reset it, it establishes nothing
+    assert not list(h.dp.maps["ct_map"])
+    h.run(client_pkt("A", ack=5001))
+    assert stats(h)["promote"] == 1 and len(list(h.dp.maps["ct_map"])) == 2
+    assert h.dp.service_counters(prog).endpoints[0].active_flows == 1
+
+
+def test_udp_flood_breaks_no_answered_flow(small: Harness) -> None:
+    h = small
+    h.service(proto=17, port=53, target=5353, eps=EPS)
+    rnd = random.Random(5)
+
+    def query(src: str, sport: int) -> Ether:
+        return Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=src, dst=VIP, ttl=64) / UDP(
+            sport=sport, dport=53) / b"q"
+
+    flows = {}
+    for sport in range(5000, 5020):  # answered: established
+        out = h.run(query(CLIENT, sport))
+        back = h.run(Ether(src=EP_MAC, dst=LB_MAC) / IP(src=out.pkt[IP].dst, dst=CLIENT) / UDP(
+            sport=5353, dport=sport) / b"a")
+        assert back.retval == TC_ACT_REDIRECT and back.pkt[IP].src == VIP
+        flows[sport] = out.pkt[IP].dst
+    for _ in range(2000):  # spoofed one-way datagrams: each a new flow, never answered
+        h.run(query(f"10.{rnd.randrange(100, 250)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}",
+                    rnd.randrange(1024, 65535)))
+    for sport, ep in flows.items():
+        out = h.run(query(CLIENT, sport))
+        assert out.retval == TC_ACT_REDIRECT and out.pkt[IP].dst == ep
+        back = h.run(Ether(src=EP_MAC, dst=LB_MAC) / IP(src=ep, dst=CLIENT) / UDP(
+            sport=5353, dport=sport) / b"a")
+        assert back.retval == TC_ACT_REDIRECT and (back.pkt[IP].src, back.pkt[UDP].sport) == (
+            VIP, 53)

@@ -13,6 +13,17 @@
 #define PYLOXI_CT_H
 
 #include "pyloxi/parse.h"
+#include "pyloxi/tables.h"
+
+/* The entry of `k` in either table (established first). For code outside the conntrack path
+ * (ICMP errors, fragments) that needs a flow's rewrite whatever its state: a flow is in ct_half
+ * until its first reply, so looking in ct_map alone misses young flows. */
+static __always_inline struct ct_val *ct_lookup(const struct ct_key *k)
+{
+	struct ct_val *v = bpf_map_lookup_elem(&ct_map, k);
+
+	return v ? v : bpf_map_lookup_elem(&ct_half, k);
+}
 
 /* The key of the other direction's entry, derived from this entry's rewrite. */
 static __always_inline void partner_key(const struct ct_val *v, __u8 proto, struct ct_key *out)

@@ -35,6 +35,9 @@ TIMEOUT_RST = 5
 TIMEOUT_ONE_WAY = 5  # udp / sctp / icmp flows that never saw a reply
 TIMEOUT_ICMP = 20
 TIMEOUT_ORPHAN = 10  # an entry whose other half is gone
+# Cap for anything still in the half-open table: a flow there was never established, or was
+# refused by a full established table (its client got a RST) and lingers only until it idles.
+TIMEOUT_HALF = 10
 
 TCP, UDP, ICMP, SCTP = 6, 17, 1, 132
 EST, HALF = 0, 1  # Snapshot.table: which map an entry was read from
@@ -258,6 +261,7 @@ class ConntrackTable:
         last = np.where(has_partner, np.maximum(v["last_ns"], v["last_ns"][np.maximum(partner, 0)]),
                         v["last_ns"])
         timeout = np.where(has_partner, timeout, np.minimum(timeout, TIMEOUT_ORPHAN))
+        timeout = np.where(snap.table == HALF, np.minimum(timeout, TIMEOUT_HALF), timeout)
         expired = _ages(now_ns, last) > timeout * SEC
         if not expired.any():
             return 0
