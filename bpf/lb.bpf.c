@@ -271,8 +271,12 @@ static __always_inline int ct_half_hit(struct __sk_buff *skb, const struct pkt *
 			return TC_ACT_SHOT;
 		if (rc)
 			return rc;
-		/* the ACK must acknowledge the SYN-ACK: a blind ACK cannot establish */
-		promote = ack && pv && (pv->seen & PL_CT_SYNACK) && s.ack == pv->td_end;
+		/* the ACK must acknowledge the SYN-ACK: a blind ACK cannot establish. A flow
+		 * picked up mid-stream is established by the endpoint's first answer that is
+		 * not a reset (it knows the connection). */
+		promote = ack ? pv && (pv->seen & PL_CT_SYNACK) && s.ack == pv->td_end
+			      : v->dir == PL_DIR_REPLY && (v->td_flags & PL_TD_LIBERAL) &&
+				!(p->tcp_flags & (TCPF_RST | TCPF_SYN));
 	} else {
 		if (!(v->seen & PL_CT_SEEN))
 			__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
@@ -286,11 +290,13 @@ static __always_inline int ct_half_hit(struct __sk_buff *skb, const struct pkt *
 			struct ct_val *ev = bpf_map_lookup_elem(&ct_map, &p->key);
 			return ev ? apply(skb, p, ev, now) : TC_ACT_SHOT;
 		}
-		/* Established table full: TCP is refused, the kernel answers the client's ACK
-		 * to the (local) VIP with a RST; the half-open entries stay for the backend's
-		 * retransmitted SYN-ACK, which then meets the client's RST. Other protocols go on
-		 * from ct_half, where they are evictable. */
-		if (rc > 0 && p->key.proto == IPPROTO_TCP)
+		/* Established table full: a TCP handshake is refused, the kernel answers the
+		 * client's ACK to the (local) VIP with a RST; the half-open entries stay for the
+		 * backend's retransmitted SYN-ACK, which then meets the client's RST. A flow
+		 * promoted by a reply (other protocols, TCP picked up mid-stream) goes on from
+		 * ct_half, where it is evictable: handing an endpoint's packet to the kernel
+		 * would forward it un-NATed. */
+		if (rc > 0 && v->dir == PL_DIR_ORIG)
 			return TC_ACT_OK;
 	}
 	return apply(skb, p, v, now);
@@ -459,11 +465,11 @@ __noinline int pl_reclaim(const struct ct_key *rk, int half)
 	return 0;
 }
 
-/* Insert the reply entry (into ct_map when `est`, else ct_half), choosing a free NAT source port
- * when the source is translated. The reply tuple must be free in both tables: ct_map is looked
- * up first, so a taken tuple there would steal the new flow's replies. */
+/* Insert the reply entry into ct_half, choosing a free NAT source port when the source is
+ * translated. The reply tuple must be free in both tables: ct_map is looked up first, so a taken
+ * tuple there would steal the new flow's replies. */
 __noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const struct ct_key *key,
-			       int snat, int est)
+			       int snat)
 {
 	struct ct_key rk;
 	__u16 sport;
@@ -492,12 +498,8 @@ __noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const
 		partner_key(fv, proto, &rk);
 		if (pl_reclaim(&rk, 0) || pl_reclaim(&rk, 1))
 			continue;
-		if (est) {
-			if (bpf_map_update_elem(&ct_map, &rk, rv, BPF_NOEXIST) == 0)
-				return 0;
-		} else if (bpf_map_update_elem(&ct_half, &rk, rv, BPF_NOEXIST) == 0) {
+		if (bpf_map_update_elem(&ct_half, &rk, rv, BPF_NOEXIST) == 0)
 			return 0;
-		}
 	}
 	return -1;
 }
@@ -531,9 +533,10 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	if (p->key.proto == IPPROTO_TCP && (p->tcp_flags & TCPF_RST))
 		return TC_ACT_OK;   /* never open a flow on a reset */
 	/* Mid-stream TCP (its flow lost): hash selection finds the same endpoint again through the
-	 * Maglev table (as Katran does), so the flow is picked up as established; any other
-	 * selection would pick an endpoint that never saw the connection: the kernel refuses the
-	 * packet to the local VIP with a RST, and the client reconnects. */
+	 * Maglev table (as Katran does), so the flow is picked up; any other selection would pick
+	 * an endpoint that never saw the connection: the kernel refuses the packet to the local
+	 * VIP with a RST, and the client reconnects. A picked-up flow is half-open until the
+	 * endpoint answers (a flood of spoofed ACKs cannot fill the established table). */
 	int pickup = p->key.proto == IPPROTO_TCP &&
 		     (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN;
 	if (pickup && cfg->sel != PL_SEL_HASH) {
@@ -591,48 +594,34 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 		rv->td_wsopt = PL_TD_NO_WS;
 	}
 
-	/* New flows go to ct_half until established, picked-up ones straight to ct_map. When
-	 * there is no room (no free NAT port, established table full) the packet goes to the
-	 * kernel: the VIP is local, so the client gets a RST or port-unreachable, not silence. */
-	if (pl_insert_reply(fv, rv, &p->key, ep->snat_ip != 0, pickup)) {
+	/* New flows go to ct_half until established. When there is no room (no free NAT port)
+	 * the packet goes to the kernel: the VIP is local, so the client gets a RST or
+	 * port-unreachable, not silence. */
+	if (pl_insert_reply(fv, rv, &p->key, ep->snat_ip != 0)) {
 		count(PL_ST_NAT_EXHAUSTED);
 		return TC_ACT_OK;
 	}
-	int rc = pickup ? bpf_map_update_elem(&ct_map, &p->key, fv, BPF_NOEXIST)
-			: bpf_map_update_elem(&ct_half, &p->key, fv, BPF_NOEXIST);
-	if (rc) {
-		/* Another CPU created this flow first (or ct_map is full): undo our reply entry
-		 * and use theirs. */
+	if (bpf_map_update_elem(&ct_half, &p->key, fv, BPF_NOEXIST)) {
+		/* Another CPU created this flow first: undo our reply entry and use theirs. */
 		struct ct_key rk;
-		struct ct_val *v;
 		partner_key(fv, p->key.proto, &rk);
-		if (pickup) {
-			bpf_map_delete_elem(&ct_map, &rk);
-			v = bpf_map_lookup_elem(&ct_map, &p->key);
-		} else {
-			bpf_map_delete_elem(&ct_half, &rk);
-			v = bpf_map_lookup_elem(&ct_half, &p->key);
-		}
+		bpf_map_delete_elem(&ct_half, &rk);
+		struct ct_val *v = bpf_map_lookup_elem(&ct_half, &p->key);
 		if (!v) {
-			count(pickup && rc != -EEXIST ? PL_ST_CT_FULL : PL_ST_CT_INSERT_FAIL);
-			return pickup ? TC_ACT_OK : TC_ACT_SHOT;
+			count(PL_ST_CT_INSERT_FAIL);
+			return TC_ACT_SHOT;
 		}
 		return apply(skb, p, v, now);
 	}
 
-	if (pickup) {   /* established from the start: counted now (else at promotion) */
-		struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
-		if (c)
-			__sync_fetch_and_add(&c->opened, 1);
+	if (pickup)
 		count(PL_ST_PICKUP);
-	}
 	__u64 *nf = bpf_map_lookup_elem(&svc_new, &svc_id);
 	if (nf)
 		*nf += 1;
 	count(PL_ST_NEW_FLOW);
 
-	struct ct_val *v = pickup ? bpf_map_lookup_elem(&ct_map, &p->key)
-				  : bpf_map_lookup_elem(&ct_half, &p->key);
+	struct ct_val *v = bpf_map_lookup_elem(&ct_half, &p->key);
 	if (!v)
 		return TC_ACT_SHOT;
 	return apply(skb, p, v, now);

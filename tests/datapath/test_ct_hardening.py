@@ -329,3 +329,20 @@ def test_udp_flood_breaks_no_answered_flow(small: Harness) -> None:
             sport=5353, dport=sport) / b"a")
         assert back.retval == TC_ACT_REDIRECT and (back.pkt[IP].src, back.pkt[UDP].sport) == (
             VIP, 53)
+
+
+def test_spoofed_ack_flood_cannot_fill_established_table(small: Harness) -> None:
+    """hash picks up mid-stream packets, but only the endpoint's answer establishes them."""
+    h = small
+    slots = tuple(i % 3 for i in range(1021))
+    h.service(eps=EPS, sel=Selection.HASH, slots=slots)
+    rnd = random.Random(9)
+    for _ in range(500):
+        src = f"10.{rnd.randrange(100, 250)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
+        pkt = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=src, dst=VIP, ttl=64) / TCP(
+            sport=rnd.randrange(1024, 65535), dport=80, flags="A", seq=rnd.randrange(2**32))
+        assert h.run(pkt).retval == TC_ACT_REDIRECT
+    assert not list(h.dp.maps["ct_map"])
+    to_ep, _ = handshake(h, sport=45000)
+    assert works_both_ways(h, 45000, to_ep[IP].dst)
+    assert len(list(h.dp.maps["ct_map"])) == 2
