@@ -346,3 +346,34 @@ def test_spoofed_ack_flood_cannot_fill_established_table(small: Harness) -> None
     to_ep, _ = handshake(h, sport=45000)
     assert works_both_ways(h, 45000, to_ep[IP].dst)
     assert len(list(h.dp.maps["ct_map"])) == 2
+
+
+def _conn(h: Harness, idx: int) -> L.EpConn:
+    raw = h.dp.maps["conn_map"].lookup((1 * L.MAX_EPS + idx).to_bytes(4, "little"))
+    return L.EpConn.from_buffer_copy(raw)
+
+
+def test_aging_counts_only_the_flows_it_deleted(h: Harness) -> None:
+    """A flow whose original entry someone else deleted in the meantime (the datapath, counting
+    it itself) is not counted closed a second time by the aging."""
+    h.service(eps=EPS[:1])
+    for sport in (46000, 46001, 46002):
+        handshake(h, sport=sport)
+    assert _conn(h, 0).opened == 3
+    snap = h.dp.ct.snapshot()
+    gone = L.CtKey(saddr=L.ip_n(CLIENT), daddr=L.ip_n(VIP), sport=L.port_n(46000),
+                   dport=L.port_n(80), proto=6)
+    # the snapshot still has the entry; it vanishes before the aging deletes it
+    assert any(bytes(k) == bytes(gone) for k in snap.raw_keys)
+    h.dp.ct.snapshot = lambda: snap  # type: ignore[method-assign]
+    assert h.dp.maps["ct_map"].delete(bytes(gone))
+    h.dp.ct.age({1: 240}, time.monotonic_ns() + 10**13)
+    assert _conn(h, 0).closed == 2
+
+
+def test_aging_on_a_machine_booted_a_moment_ago(h: Harness) -> None:
+    """Monotonic time near zero: nothing underflows into 'expired long ago'."""
+    h.service(eps=EPS[:1])
+    handshake(h)
+    assert h.dp.ct.age({1: 240}, 1) == 0  # entries stamped later than `now`: fresh
+    assert ct_count(h) == 2
