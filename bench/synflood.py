@@ -56,7 +56,8 @@ def run(bench: Bench, out_dir: str, bulk: int = 8, idle: int = 64,
     try:
         wait_listening(be, PORT)
         wait_listening(be, ECHO_PORT)
-        extra = ("--conntrack-entries", str(ct_entries)) if ct_entries else ()
+        extra = ("--conntrack-entries", str(ct_entries), "--conntrack-half-open",
+                 str(ct_entries)) if ct_entries else ()
         with bench.daemon(topo.lb.name, extra=extra):
             for port in (PORT, ECHO_PORT):
                 bench.cli("create", "lb", VIP, f"--tcp={port}:{port}",

@@ -61,8 +61,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="flows of an endpoint whose probe fails: drain (finish, the default) "
                         "or reset (cut at once)")
     p.add_argument("--conntrack-entries", type=int, default=None, metavar="N",
-                   help="conntrack table size in entries, two per flow (default: the compiled "
-                        "size); fixed for as long as the pinned maps live")
+                   help="established-flow conntrack table size in entries, two per flow "
+                        "(default: the compiled size); fixed for as long as the pins live")
+    p.add_argument("--conntrack-half-open", type=int, default=None, metavar="N",
+                   help="half-open (LRU) conntrack table size in entries (default: the "
+                        "compiled size); fixed for as long as the pins live")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -172,7 +175,8 @@ class Daemon:
         interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
         prepare_host(interfaces)
         self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object,
-                                     ct_entries=args.conntrack_entries)
+                                     ct_entries=args.conntrack_entries,
+                                     ct_half_entries=args.conntrack_half_open)
         self.datapath.attach(interfaces)
         self.vips = VipPlumber()
         self.sync = StateSync(self.vips)
