@@ -30,6 +30,7 @@ DIR_ORIG, DIR_REPLY = 0, 1
 STAT_NAMES = (
     "new_flow", "drop_source", "no_endpoint", "nat_exhausted", "ct_insert_fail",
     "fib_pass", "syn_reuse", "fragment", "reclaim",
+    "icmp_xlate", "icmp_sent", "icmp_limited", "mtu_pass",
 )
 
 
@@ -106,12 +107,26 @@ class CtVal(ctypes.Structure):
                 ("fib_dmac", ctypes.c_uint8 * 6), ("fib_ns", ctypes.c_uint64),
                 ("created_ns", ctypes.c_uint64),
                 ("last_ns", ctypes.c_uint64), ("packets", ctypes.c_uint64),
-                ("bytes", ctypes.c_uint64)]
+                ("bytes", ctypes.c_uint64), ("fib_mtu", ctypes.c_uint32),
+                ("pad2", ctypes.c_uint32)]
 
 
 class AllowKey(ctypes.Structure):
     _fields_ = [("prefixlen", ctypes.c_uint32), ("svc_id", ctypes.c_uint32),
                 ("addr", ctypes.c_uint32)]
+
+
+class FragKey(ctypes.Structure):
+    _fields_ = [("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32), ("id", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class FragVal(ctypes.Structure):
+    _fields_ = [("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16), ("pad", ctypes.c_uint32)]
+
+
+class IcmpBucket(ctypes.Structure):
+    _fields_ = [("last_ns", ctypes.c_uint64), ("tokens", ctypes.c_uint64)]
 
 
 def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
@@ -136,6 +151,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "slot_table": SlotTable,
     "ep_val": EpVal, "counters": Counters, "ep_conn": EpConn, "conn_close_req": ConnCloseReq,
     "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey,
+    "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
 }
 
 
