@@ -146,12 +146,15 @@ static __noinline int route_out(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
 static __noinline __u32 local_src(struct __sk_buff *skb, __u32 daddr)
 {
 	struct bpf_fib_lookup fib = {};
+	int rc;
 
 	fib.family = AF_INET;
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ingress_ifindex;
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib),
-			   BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	/* FRAG_NEEDED: the skb (the too-big packet being answered) is measured too; the source
+	 * address was found all the same */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		return 0;
 	return fib.ipv4_src;
 }

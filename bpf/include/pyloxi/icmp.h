@@ -198,7 +198,8 @@ static __always_inline int icmp_allow(void)
 
 	if (!b)
 		return 0;
-	add = (now - b->last_ns) / PL_NS_PER_TOKEN;
+	/* a clock behind the bucket (never in the datapath; user space may set it) grants nothing */
+	add = now > b->last_ns ? (now - b->last_ns) / PL_NS_PER_TOKEN : 0;
 	if (add) {
 		if (b->tokens + add >= PL_ICMP_BURST) {
 			b->tokens = PL_ICMP_BURST;

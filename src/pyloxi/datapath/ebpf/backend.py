@@ -43,7 +43,8 @@ DEFAULT_OBJECT = os.environ.get(
 )
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "cfg_map", "slot_map", "ep_map", "ep_stats", "conn_map", "svc_new",
-             "rr_map", "ct_map", "aff_map", "allow_map", "stats_map", "close_map")
+             "rr_map", "ct_map", "aff_map", "allow_map", "stats_map", "close_map",
+             "frag_map")
 
 
 def _ensure_bpffs(pin_dir: str) -> None:
