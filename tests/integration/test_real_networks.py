@@ -132,3 +132,36 @@ def test_ttl_expiring_at_the_lb_gets_time_exceeded_from_vip(lb: DaemonHandle) ->
     assert out.stdout.split() == [ROUTED_VIP, "11", "0"]
     ct = lb.api("GET", "/config/conntrack/all").json().get("ctAttr") or []
     assert ct == []
+
+
+@pytest.fixture(params=["gso", "no-gso"])
+def lb_link_small(request: pytest.FixtureRequest, lb: DaemonHandle) -> Iterator[str]:
+    """The LB's own link toward the router has MTU 1400 (both ends), the router's link toward
+    the client 1500: the LB is the one that must say 'fragmentation needed'. Without GSO the
+    backends send plain 1500-byte frames, which the 1400-byte link would drop."""
+    topo = lb.topo
+    assert isinstance(topo, RoutedTopology)
+    gso = "on" if request.param == "gso" else "off"
+    topo.router.run("ip link set eth0 mtu 1500")
+    topo.router.run("ip link set eth1 mtu 1400")
+    topo.lb.run("ip link set eth0 mtu 1400")
+    for be in topo.backends:
+        be.run(["ethtool", "-K", "eth0", "tso", gso, "gso", gso])
+    try:
+        yield request.param
+    finally:
+        for be in topo.backends:
+            be.run("ethtool -K eth0 tso on gso on", check=False)
+        topo.lb.run("ip link set eth0 mtu 1500", check=False)
+        topo.router.run("ip link set eth1 mtu 1500", check=False)
+        topo.router.run(f"ip link set eth0 mtu {topo.client_link_mtu}", check=False)
+
+
+@pytest.mark.parametrize("mode", ["default", "fullnat"])
+def test_download_through_vip_when_lb_egress_is_smaller(lb: DaemonHandle, lb_link_small: str,
+                                                        mode: str) -> None:
+    """The cached next hop does not skip the MTU check: the backend gets 'fragmentation
+    needed' about the packet it sent (pre-NAT), from the LB, and the download completes."""
+    lb.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={eps()}", f"--mode={mode}")
+    for _ in range(3):
+        assert download(lb, ROUTED_VIP) == MIB
