@@ -19,6 +19,8 @@
 #include "pyloxi/nat.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/ct.h"
+#include "pyloxi/icmp.h"
+#include "pyloxi/frag.h"
 
 #define NSEC_PER_SEC 1000000000ULL
 /* Time stamps only need second resolution (idle aging, the next-hop cache): the coarse clock
@@ -96,21 +98,30 @@ static __always_inline void account(const struct ct_val *v, __u32 len)
 static __always_inline int apply(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v,
 				 __u64 now)
 {
-	__u32 passed = 0;
-	int rc;
+	struct hop hop = {};
+	int nh, rc;
 
+	/* What a router does with a packet it cannot forward, before touching it: the answer
+	 * quotes the header its sender sent. */
+	if (p->ttl <= 1)
+		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
+	nh = next_hop(skb, p, v, now, &hop);
+	if (nh == NH_TOO_BIG) {
+		if (ip_df(skb))
+			return icmp_answer(skb, p, v, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, hop.mtu);
+		/* may be fragmented: the kernel does that (where it forwards the rewritten packet) */
+		count(PL_ST_MTU_PASS);
+		nh = NH_PASS;
+	}
 	rc = rewrite_tuple(skb, p, v->nat_saddr, v->nat_daddr, v->nat_sport, v->nat_dport);
-	if (rc == -1)
-		return TC_ACT_OK;   /* TTL expiring: the kernel sends time-exceeded */
 	if (rc)
 		return TC_ACT_SHOT;
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->len);
 	account(v, p->len);
-	rc = forward(skb, p, v, now, &passed);
-	if (passed)
+	if (nh == NH_PASS)
 		count(PL_ST_FIB_PASS);
-	return rc;
+	return transmit(skb, v, nh, &hop);
 }
 
 #define CT_RESTART (-1000)   /* the packet starts a new flow on this tuple */
@@ -532,6 +543,10 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	}
 	if (p->key.proto == IPPROTO_TCP && (p->tcp_flags & TCPF_RST))
 		return TC_ACT_OK;   /* never open a flow on a reset */
+	/* A router between client and endpoints would not forward it: answer from the VIP
+	 * before any state exists (the kernel, for which the VIP is local, would accept it). */
+	if (p->ttl <= 1)
+		return pl_icmp_reply(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, p->key.daddr);
 	/* Mid-stream TCP (its flow lost): hash selection finds the same endpoint again through the
 	 * Maglev table (as Katran does), so the flow is picked up; any other selection would pick
 	 * an endpoint that never saw the connection: the kernel refuses the packet to the local
@@ -633,10 +648,17 @@ int pyloxi_lb(struct __sk_buff *skb)
 	struct pkt p;
 	int rc = parse_packet(skb, &p);
 
-	if (rc != PARSE_OK) {
-		if (rc == PARSE_FRAGMENT)
+	if (rc == PARSE_FRAGMENT) {
+		if (frag_follow(&p)) {
 			count(PL_ST_FRAGMENT);
+			return TC_ACT_OK;
+		}
+	} else if (rc == PARSE_ICMP_ERROR) {
+		return pl_icmp_error_in(skb);
+	} else if (rc != PARSE_OK) {
 		return TC_ACT_OK;
+	} else if (p.frag == PL_FRAG_FIRST) {
+		frag_remember(&p);
 	}
 	/* established flows: one lookup */
 	struct ct_val *v = bpf_map_lookup_elem(&ct_map, &p.key);
@@ -655,6 +677,10 @@ int pyloxi_lb(struct __sk_buff *skb)
 	}
 	if (pl_reply_miss(skb, &p.key, p.icmp_type))
 		return TC_ACT_SHOT;
+	if (p.frag == PL_FRAG_LATER) {   /* only a first fragment may open a flow */
+		count(PL_ST_FRAGMENT);
+		return TC_ACT_OK;
+	}
 	return new_flow(skb, &p);
 }
 

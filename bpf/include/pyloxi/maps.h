@@ -76,7 +76,7 @@ enum pl_stat {
 	PL_ST_CT_INSERT_FAIL,  /* conntrack insert failed: dropped */
 	PL_ST_FIB_PASS,        /* route lookup gave no next hop: the kernel forwards */
 	PL_ST_REUSE,           /* SYN on a closed flow's tuple started a new flow */
-	PL_ST_FRAGMENT,        /* IP fragment: handed to the kernel */
+	PL_ST_FRAGMENT,        /* IP fragment whose first fragment we have not seen: to the kernel */
 	PL_ST_RECLAIM,         /* a closed flow's reply tuple was taken over by a new flow */
 	PL_ST_CT_FULL,         /* established table full: the new flow was refused (to the kernel) */
 	PL_ST_REPLY_MISS,      /* packet from an endpoint ip:port without conntrack: dropped */
@@ -84,6 +84,10 @@ enum pl_stat {
 	PL_ST_PICKUP_REFUSED,  /* mid-stream TCP without conntrack, not hash: to the kernel (RST) */
 	PL_ST_OUT_OF_WINDOW,   /* RST/FIN outside the receiver's window: dropped, flow untouched */
 	PL_ST_PROMOTE,         /* flow established: moved from the half-open to the established table */
+	PL_ST_ICMP_XLATE,      /* ICMP error about a NATed flow translated back and forwarded */
+	PL_ST_ICMP_SENT,       /* ICMP error generated (time exceeded, fragmentation needed) */
+	PL_ST_ICMP_LIMITED,    /* ICMP error not generated (rate limit): the packet was dropped */
+	PL_ST_MTU_PASS,        /* too big for the egress, DF clear: rewritten, to the kernel */
 	PL_ST_MAX = 32,
 };
 
@@ -183,6 +187,8 @@ struct ct_val {
 	__u8  td_wsopt;       /* window-scale option of this direction's SYN, PL_TD_NO_WS: none */
 	__u8  td_flags;       /* PL_TD_* */
 	__u8  pad2;
+	__u32 fib_mtu;        /* MTU of fib_ifindex: bigger packets get the exact check */
+	__u32 pad3;
 };
 
 struct ep_addr_key {      /* ep_addr_map: an endpoint's ip:port/proto (icmp: port 0) */
@@ -207,6 +213,34 @@ struct allow_key {        /* LPM: prefixlen = 32 + source prefix length */
 	__u32 prefixlen;
 	__u32 svc_id;
 	__u32 addr;
+};
+
+/* IP fragments: the first fragment's ports, by what every fragment of a datagram carries, so the
+ * later fragments (no L4 header) follow it to the same flow. */
+#define PL_FRAG_ENTRIES   16384
+
+struct frag_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id;             /* IP identification */
+	__u8  proto;
+	__u8  pad;
+};
+
+struct frag_val {
+	__u16 sport;          /* icmp echo: the identifier */
+	__u16 dport;
+	__u32 pad;
+};
+
+/* Generated ICMP errors: a per-CPU token bucket (what the kernel's icmp_msgs_per_sec/burst
+ * do for its own), so a flood of TTL-1 packets cannot turn the LB into a reflector. */
+#define PL_ICMP_RATE      1000    /* per second and CPU */
+#define PL_ICMP_BURST     50
+
+struct icmp_bucket {
+	__u64 last_ns;
+	__u64 tokens;
 };
 
 #endif

@@ -153,4 +153,22 @@ struct {
 	PINNED;
 } ep_addr_map SEC(".maps");
 
+/* First-fragment ports of IP datagrams in flight (frag.h). LRU: a datagram whose last fragment
+ * never came must not hold its slot forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PL_FRAG_ENTRIES);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+	PINNED;
+} frag_map SEC(".maps");
+
+/* Token bucket of generated ICMP errors (icmp.h); per CPU, so it takes no lock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_bucket);
+} icmp_rate SEC(".maps");
+
 #endif

@@ -44,7 +44,7 @@ DEFAULT_OBJECT = os.environ.get(
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "cfg_map", "slot_map", "ep_map", "ep_stats", "conn_map", "svc_new",
              "rr_map", "ct_map", "aff_map", "allow_map", "stats_map", "close_map", "ct_half",
-             "ep_addr_map")
+             "ep_addr_map", "frag_map")
 #: the per-endpoint port count up to which a port range is protected against reply leaks
 EP_ADDR_MAX_PORTS = 1024
 
