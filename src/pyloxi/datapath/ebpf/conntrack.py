@@ -206,6 +206,17 @@ class ConntrackTable:
             self._count_closed(uniq, counts)
         return int(np.count_nonzero(orig))
 
+    def flush_slots(self, dp_id: int, ep_idx: set[int]) -> int:
+        """Delete the flows of some endpoint indexes of a service (an index about to be reused
+        by another endpoint); returns entries removed. Their counters are reset by the caller."""
+        snap = Snapshot(self.map)
+        v = snap.vals
+        idx = np.nonzero((v["svc_id"] == dp_id) &
+                         np.isin(v["ep_idx"], np.fromiter(ep_idx, dtype=np.uint8)))[0]
+        if len(idx):
+            self.map.delete_batch([bytes(b) for b in snap.raw_keys[idx]])
+        return len(idx)
+
     def flush_service(self, dp_id: int) -> int:
         snap = Snapshot(self.map)
         idx = np.nonzero(snap.vals["svc_id"] == dp_id)[0]
