@@ -369,7 +369,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 
 	__u16 dport = p->key.dport;
 	if (ep->port && p->key.proto != IPPROTO_ICMP)
-		dport = bpf_htons(bpf_ntohs(ep->port) + (bpf_ntohs(p->key.dport) - sv->port_base));
+		dport = bpf_htons(bpf_ntohs(ep->port) + (bpf_ntohs(p->key.dport) - cfg->port_base));
 
 	__u32 zero = 0;
 	struct flow_scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);

@@ -88,10 +88,9 @@ struct svc_key {          /* svc_map key: one per VIP, protocol and port */
 	__u8  pad;
 };
 
-struct svc_val {
+struct svc_val {          /* never rewritten while the service lives (see svc_ver) */
 	__u32 svc_id;
-	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
-	__u16 pad;
+	__u32 pad;
 };
 
 /* A service is programmed as whole versions: ver_map[svc_id * 2 + gen] holds one complete
@@ -108,7 +107,8 @@ struct svc_cfg {          /* the config of one version */
 	__u8  mode;           /* enum pl_mode */
 	__u8  sel;            /* enum pl_sel */
 	__u8  flags;          /* PL_SVC_F_* */
-	__u8  pad[3];
+	__u8  pad;
+	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
 };
 
 struct ep_val {           /* endpoint idx of a version; counters stay per svc_id * PL_MAX_EPS + idx */

@@ -284,7 +284,7 @@ class EbpfDatapath:
         allow = {ver_id: self._write_allow(ver_id, prog, undo)}
         # New service keys (the only writes that can fail for want of room) before the flip;
         # they point at this service, whose live version stays the old one until the flip.
-        val = bytes(L.SvcVal(svc_id=dp, port_base=prog.port_min))
+        val = bytes(L.SvcVal(svc_id=dp))
         had = set(self._keys(old)) if old is not None else self._orphans.get(dp, set())
         keys = self._keys(prog)
         for key in keys:
@@ -299,7 +299,9 @@ class EbpfDatapath:
             self._flipped[dp] = self._epoch
         stale = had - set(keys)
         for key in stale:  # ports the rule no longer has (after the flip: never half a range)
-            undo.delete(m["svc_map"], key, val)
+            prev = m["svc_map"].lookup(key)
+            if prev is not None:
+                undo.delete(m["svc_map"], key, prev)
         return allow
 
     def _insert_key(self, key: bytes, val: bytes, undo: _Undo) -> None:
@@ -317,7 +319,8 @@ class EbpfDatapath:
         v.cfg = L.SvcCfg(
             vip=L.ip_n(prog.vip), idle_timeout=prog.idle_timeout,
             persist_timeout=prog.persist_timeout, n_slots=n, mode=int(prog.mode),
-            sel=int(prog.sel), flags=L.SVC_F_ALLOWLIST if prog.allowed_sources else 0)
+            sel=int(prog.sel), flags=L.SVC_F_ALLOWLIST if prog.allowed_sources else 0,
+            port_base=prog.port_min)
         for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
             v.ep[i] = self._ep_val(e)
         ctypes.memmove(v.slot, bytes(prog.slots[:n]), n)

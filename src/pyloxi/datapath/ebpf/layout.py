@@ -58,15 +58,14 @@ class SvcKey(ctypes.Structure):
 
 
 class SvcVal(ctypes.Structure):
-    _fields_ = [("svc_id", ctypes.c_uint32), ("port_base", ctypes.c_uint16),
-                ("pad", ctypes.c_uint16)]
+    _fields_ = [("svc_id", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
 class SvcCfg(ctypes.Structure):
     _fields_ = [("vip", ctypes.c_uint32), ("idle_timeout", ctypes.c_uint32),
                 ("persist_timeout", ctypes.c_uint32), ("n_slots", ctypes.c_uint16),
                 ("mode", ctypes.c_uint8), ("sel", ctypes.c_uint8), ("flags", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8 * 3)]
+                ("pad", ctypes.c_uint8), ("port_base", ctypes.c_uint16)]
 
 
 class EpVal(ctypes.Structure):
