@@ -150,14 +150,16 @@ def _fail_at_every_write(h: Harness, change: Callable[[], None]) -> int:
         h.dp.maps.update({n: _Flaky(m, budget) for n, m in real.items()})  # type: ignore[misc]
         try:
             change()
+            failed = None
         except BpfError as exc:
-            assert "injected" in str(exc)
-            assert state(h.dp) == before, f"failure at write {k} left changes behind"
-            k += 1
-            continue
+            failed = exc
         finally:
             h.dp.maps.update(real)
-        return k - 1
+        if failed is None:
+            return k - 1
+        assert "injected" in str(failed)
+        assert state(h.dp) == before, f"failure at write {k} left changes behind"
+        k += 1
 
 
 def test_any_failed_write_rolls_back(small: Harness) -> None:

@@ -150,6 +150,7 @@ class EbpfDatapath:
         self._progs: dict[int, ServiceProgram] = {}  # dp id -> program
         # services an earlier daemon installed: dp id -> its service keys
         self._orphans: dict[int, set[bytes]] = self._keys_in_maps()
+        self._orphan_of = {k: dp for dp, keys in self._orphans.items() for k in keys}
         self._allow: dict[int, set[bytes]] = self._allow_in_maps()  # version id -> keys
         self._next_free = 1
         # Grace periods: _epoch counts them; _flipped[dp] is the epoch of dp's last flip, and
@@ -213,6 +214,7 @@ class EbpfDatapath:
         ver.update_batch([_u32(dp * 2 + g) for dp in done for g in (0, 1)],
                          [blank] * (2 * len(done)))
         gen.update_batch([_u32(dp) for dp in done], [bytes(4)] * len(done))
+        self._forget_affinity(set(done))
         for dp in done:
             self._zero_counters(dp)  # packets in flight at removal may have counted since
             del self._retired[dp]
@@ -223,9 +225,9 @@ class EbpfDatapath:
         if prog.svc_id in self._dp_of:
             return self._dp_of[prog.svc_id], False, False
         key = bytes(self._svc_key(prog, prog.port_min))
-        for dp, keys in self._orphans.items():
-            if key in keys:  # same service, installed before a restart: adopt it
-                return dp, False, True
+        dp = self._orphan_of.get(key)
+        if dp is not None and dp in self._orphans:  # installed before a restart: adopt it
+            return dp, False, True
         busy = lambda dp: dp in self._progs or dp in self._orphans or dp in self._retired  # noqa: E731
         while self._next_free < L.MAX_SERVICES:
             dp = self._next_free
@@ -280,7 +282,12 @@ class EbpfDatapath:
         if not fresh:
             self._quiesce(dp)
         ver_id = dp * 2 + nxt
-        undo.put(m["ver_map"], _u32(ver_id), bytes(self._version(prog)))
+        raw = m["ver_map"].lookup(_u32(dp * 2 + live))
+        if raw is None:  # only with a shrunken ver_map (tests)
+            raise BpfError(errno.ENOSPC, f"no room for service versions of id {dp}")
+        live_ver = L.SvcVer.from_buffer_copy(raw)
+        version = self._version(prog, None if fresh else live_ver)
+        undo.put(m["ver_map"], _u32(ver_id), bytes(version))
         allow = {ver_id: self._write_allow(ver_id, prog, undo)}
         # New service keys (the only writes that can fail for want of room) before the flip;
         # they point at this service, whose live version stays the old one until the flip.
@@ -291,7 +298,6 @@ class EbpfDatapath:
             if key not in had:
                 self._insert_key(key, val, undo)
         if not fresh:
-            live_ver = L.SvcVer.from_buffer_copy(m["ver_map"].lookup(_u32(dp * 2 + live)))
             reused = self._reused_slots(live_ver, prog)
             if reused:
                 self._reset_slots(dp, reused)
@@ -313,7 +319,7 @@ class EbpfDatapath:
                 raise
             # already ours (adopted from an earlier daemon): not written, nothing to undo
 
-    def _version(self, prog: ServiceProgram) -> L.SvcVer:
+    def _version(self, prog: ServiceProgram, live: L.SvcVer | None) -> L.SvcVer:
         v = L.SvcVer()
         n = min(len(prog.slots), L.SLOTS)
         v.cfg = L.SvcCfg(
@@ -323,6 +329,11 @@ class EbpfDatapath:
             port_base=prog.port_min)
         for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
             v.ep[i] = self._ep_val(e)
+        # Indexes past the program's endpoints stay inactive holes with their last endpoint's
+        # address, so a later endpoint taking the index is seen as a new one (_reused_slots).
+        for i in range(len(prog.endpoints), L.MAX_EPS if live is not None else 0):
+            if live is not None and live.ep[i].ip:
+                v.ep[i] = L.EpVal(ip=live.ep[i].ip, port=live.ep[i].port)
         ctypes.memmove(v.slot, bytes(prog.slots[:n]), n)
         return v
 
@@ -407,12 +418,13 @@ class EbpfDatapath:
             self.ct.flush_service(dp)
         persist = {dp for dp, prog in gone if prog is None or prog.sel == Selection.PERSIST}
         if persist:
-            self._grace()  # a packet that found a service before its keys went may add one
             self._forget_affinity(persist)
         for dp, _prog in gone:
             self._zero_counters(dp)
             self._flipped.pop(dp, None)
-            self._retired[dp] = self._epoch  # versions cleared after the next grace period
+            # Versions are cleared after the next grace period (with any affinity a packet
+            # that found the service just before its keys went may still have added).
+            self._retired[dp] = self._epoch
 
     def prune_orphans(self) -> int:
         """Remove services an earlier daemon installed that nobody re-installed."""
