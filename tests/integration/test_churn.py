@@ -4,6 +4,7 @@ rule are never rewritten, so churn elsewhere cannot recycle them under a packet.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -11,7 +12,7 @@ from pyloxi.lab.topology import ROUTED_VIP, backend_ip
 
 from .conftest import API_PORT, DaemonHandle
 
-CHURN_SECONDS = 25
+CHURN_SECONDS = int(os.environ.get("PYLOXI_CHURN_SECONDS", "25"))
 
 # Runs inside the LB namespace for the whole test: every 50 ms one other VIP is created, an
 # older one deleted, and the VIP under test flips between one and two endpoints (the first is
@@ -65,6 +66,7 @@ def test_no_connection_fails_while_services_churn(lb: DaemonHandle) -> None:
     finally:
         out, err = churn.communicate(timeout=CHURN_SECONDS + 60)
     done, failed = _wrk_failures(wrk.stdout)
+    print(wrk.stdout, out.decode())  # the numbers, for -s
     rounds, api_errors, sample = out.decode().split(" ", 2)
     assert int(api_errors) == 0, sample + err.decode()[-2000:]
     assert int(rounds) > CHURN_SECONDS  # the churn really ran (about 10 rounds a second)
