@@ -8,6 +8,8 @@ import os
 import re
 import sys
 
+from pyloxi.datapath.ebpf import layout as L
+from pyloxi.datapath.ebpf.libbpf import Map
 from pyloxi.lab.topology import ROUTED_VIP, backend_ip
 
 from .conftest import API_PORT, DaemonHandle
@@ -53,7 +55,18 @@ def _wrk_failures(out: str) -> tuple[int, int]:
     return done, failed
 
 
+def _stats(lb: DaemonHandle) -> dict[str, int]:
+    """The datapath's event counters, from the pinned map."""
+    out = {}
+    with Map.from_pin(os.path.join(lb.pin, "stats_map")) as m:
+        for i, name in enumerate(L.STAT_NAMES):
+            vals = m.lookup_percpu(i.to_bytes(4, "little")) or []
+            out[name] = sum(int.from_bytes(v[:8], "little") for v in vals)
+    return out
+
+
 def test_no_connection_fails_while_services_churn(lb: DaemonHandle) -> None:
+    before = _stats(lb)
     lb.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={backend_ip(1)}:1")
     churn = lb.topo.lb.popen(
         [sys.executable, "-c", _CHURN, f"http://127.0.0.1:{API_PORT}/netlox/v1", ROUTED_VIP,
@@ -66,9 +79,12 @@ def test_no_connection_fails_while_services_churn(lb: DaemonHandle) -> None:
     finally:
         out, err = churn.communicate(timeout=CHURN_SECONDS + 60)
     done, failed = _wrk_failures(wrk.stdout)
-    print(wrk.stdout, out.decode())  # the numbers, for -s
+    stats = {k: v - before[k] for k, v in _stats(lb).items()}
+    print(wrk.stdout, out.decode(), stats)  # the numbers, for -s
     rounds, api_errors, sample = out.decode().split(" ", 2)
     assert int(api_errors) == 0, sample + err.decode()[-2000:]
     assert int(rounds) > CHURN_SECONDS  # the churn really ran (about 10 rounds a second)
     assert done > 1000, wrk.stdout
-    assert failed == 0, wrk.stdout
+    # a new flow that found no endpoint is what a half-programmed service looks like
+    assert stats["no_endpoint"] == 0, stats
+    assert failed == 0, (wrk.stdout, stats)
