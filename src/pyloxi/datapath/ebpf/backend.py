@@ -297,17 +297,18 @@ class EbpfDatapath:
         for key in keys:
             if key not in had:
                 self._insert_key(key, val, undo)
+        for key in had - set(keys):  # ports the rule no longer has
+            prev = m["svc_map"].lookup(key)
+            if prev is not None:
+                undo.delete(m["svc_map"], key, prev)
         if not fresh:
             reused = self._reused_slots(live_ver, prog)
             if reused:
                 self._reset_slots(dp, reused)
-            undo.put(m["gen_map"], _u32(dp), _u32(nxt))  # the flip: the new version is live
+            # The flip, last: until here the new version was never live, so a rollback may
+            # rewrite it at once; after it, nothing is left to fail.
+            undo.put(m["gen_map"], _u32(dp), _u32(nxt))
             self._flipped[dp] = self._epoch
-        stale = had - set(keys)
-        for key in stale:  # ports the rule no longer has (after the flip: never half a range)
-            prev = m["svc_map"].lookup(key)
-            if prev is not None:
-                undo.delete(m["svc_map"], key, prev)
         return allow
 
     def _insert_key(self, key: bytes, val: bytes, undo: _Undo) -> None:
