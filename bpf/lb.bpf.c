@@ -470,8 +470,12 @@ __noinline int pl_reclaim(const struct ct_key *rk, int half)
 		else
 			ct_delete_flow(&ok, orig);
 	} else {
-		/* written as a sum: no unsigned underflow on a machine booted a moment ago */
-		if (old->created_ns + PL_RECLAIM_MIN_NS > bpf_ktime_get_coarse_ns())
+		/* A young orphan in ct_half may be a flow another CPU is creating (new_flow inserts
+		 * the reply entry first): leave it. ct_map never has that state (promotion inserts
+		 * the original direction first, deletes remove the reply first), so an orphan there
+		 * lost its other half for good: take it over at once, or the client reusing its
+		 * port would be refused. Written as a sum: no unsigned underflow after boot. */
+		if (half && old->created_ns + PL_RECLAIM_MIN_NS > bpf_ktime_get_coarse_ns())
 			return -1;
 		if (half)
 			bpf_map_delete_elem(&ct_half, rk);

@@ -245,17 +245,22 @@ def test_nat_port_exhaustion_is_answered_and_counted(h: Harness) -> None:
     assert ct_count(h) == 2 * 16384
 
 
-def test_reclaim_spares_a_young_orphan(h: Harness) -> None:
-    """An entry without its partner may be a flow another CPU is creating: it is taken over
-    only once it is older than the bound."""
-    h.service(eps=EPS[:1])
-    now = time.monotonic_ns()
+def _orphan_reply(now: int) -> tuple[L.CtKey, L.CtVal]:
     rk = L.CtKey(saddr=L.ip_n(EPS[0]), daddr=L.ip_n(CLIENT), sport=L.port_n(8080),
                  dport=L.port_n(40000), proto=6)
     rv = L.CtVal(nat_saddr=L.ip_n(VIP), nat_daddr=L.ip_n(CLIENT), nat_sport=L.port_n(80),
                  nat_dport=L.port_n(40000), svc_id=1, dir=L.DIR_REPLY, seen=L.CT_SYNACK,
                  created_ns=now, last_ns=now)
-    ct = h.dp.maps["ct_map"]
+    return rk, rv
+
+
+def test_reclaim_spares_a_young_half_open_orphan(h: Harness) -> None:
+    """A half-open entry without its partner may be a flow another CPU is creating (new flows
+    insert their reply entry first): it is taken over only once it is older than the bound."""
+    h.service(eps=EPS[:1])
+    now = time.monotonic_ns()
+    rk, rv = _orphan_reply(now)
+    ct = h.dp.maps["ct_half"]
     ct.update(bytes(rk), bytes(rv))
     r = h.run(syn())  # needs exactly that reply tuple (no SNAT: one candidate)
     assert r.retval == TC_ACT_OK and ct.lookup(bytes(rk)) == bytes(rv)
@@ -264,6 +269,17 @@ def test_reclaim_spares_a_young_orphan(h: Harness) -> None:
     ct.update(bytes(rk), bytes(rv))
     r = h.run(syn())
     assert r.retval == TC_ACT_REDIRECT and stats(h)["reclaim"] == 1
+
+
+def test_reclaim_takes_over_an_established_orphan_at_once(h: Harness) -> None:
+    """An established entry without its partner lost it for good (promotion writes the
+    original direction first): a client reusing its port is not refused, however young."""
+    h.service(eps=EPS[:1])
+    rk, rv = _orphan_reply(time.monotonic_ns())
+    h.dp.maps["ct_map"].update(bytes(rk), bytes(rv))
+    r = h.run(syn())
+    assert r.retval == TC_ACT_REDIRECT
+    assert stats(h)["reclaim"] == 1 and stats(h)["nat_exhausted"] == 0
 
 
 def test_lc_counts_return_to_zero_after_flood_and_aging(small: Harness) -> None:
