@@ -174,7 +174,9 @@ class Daemon:
         self.args = args
         interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
         prepare_host(interfaces)
-        self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object)
+        # the interfaces also tell where to find a live datapath to adopt if pins are gone
+        self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object,
+                                     interfaces=interfaces)
         self.datapath.attach(interfaces)
         os.makedirs(args.state_dir, exist_ok=True)
         self.store = JsonStore(os.path.join(args.state_dir, "lbconfig.json"))
@@ -263,7 +265,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        # namespaces first, while the process has a single thread (setns requires it)
+        # namespaces first: everything started afterwards (threads, sockets) inherits them
         if args.netns:
             enter_netns(args.netns)
         share_host_mounts()
