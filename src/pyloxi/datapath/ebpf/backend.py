@@ -365,10 +365,11 @@ class EbpfDatapath:
             engine_id = {dp: p.svc_id for dp, p in self._progs.items()}
         return self.ct.flows(engine_id)
 
-    def age_flows(self) -> int:
+    def age_flows(self, now_ns: int | None = None) -> int:
+        """Age conntrack at CLOCK_MONOTONIC (the datapath's clock), or at *now_ns* (bench)."""
         with self._lock:
             idle = {dp: p.idle_timeout for dp, p in self._progs.items()}
-        return self.ct.age(idle, time.monotonic_ns())
+        return self.ct.age(idle, time.monotonic_ns() if now_ns is None else now_ns)
 
     def reset_endpoint_flows(self, ip: str, port: int) -> int:
         """Cut the flows of an endpoint (liveness `reset` policy): their next packet finds no
