@@ -4,6 +4,8 @@ moment after the sweep read its clock must not look ancient."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 
 import numpy as np
@@ -12,8 +14,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from pyloxi.datapath.ebpf import layout as L
+from pyloxi.model.lb import Selection
 
-from .conftest import CLIENT, CLIENT_MAC, EP_MAC, LB_MAC, VIP, Harness, syn
+from .conftest import CLIENT, CLIENT_MAC, EP_MAC, EPS, LB_MAC, VIP, Harness, syn
 
 SEC = 10**9
 
@@ -68,3 +71,16 @@ def test_bench_sweep_on_a_machine_booted_seconds_ago(monkeypatch: pytest.MonkeyP
     assert res["ct_entries_present"] == 2000
     assert res["sweep_flows_removed"] == 100  # the 10% idle past the timeout, no more
     assert res["ct_entries_after"] == 1800
+
+
+def test_affinity_stamped_a_moment_ahead_still_holds(h: Harness) -> None:
+    """Another CPU refreshed the client's affinity with a clock read a moment after ours: the
+    unsigned `now - last_ns` wrapped to ~2^64 and the entry looked expired (client moved)."""
+    prog = h.service(eps=EPS, sel=Selection.PERSIST, slots=tuple(i % 3 for i in range(1021)))
+    first = EPS.index(h.run(syn(sport=41000)).pkt[IP].dst)
+    (key,) = list(h.dp.maps["aff_map"].keys())
+    assert key == struct.pack("<I", h.dp._dp_of[prog.svc_id]) + socket.inet_aton(CLIENT)
+    other = (first + 1) % len(EPS)
+    h.dp.maps["aff_map"].update(key, struct.pack("<QII", time.monotonic_ns() + SEC // 20,
+                                                 other, 0))
+    assert h.run(syn(sport=41001)).pkt[IP].dst == EPS[other]
