@@ -61,7 +61,7 @@ def client_flow(d: DaemonHandle, sport: int | None = None) -> dict[str, object] 
 def download(topo: LbTopology) -> subprocess.Popen[bytes]:
     return topo.client.popen(
         ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download} %{http_code}",
-         "--limit-rate", "4M", "--max-time", "90", f"http://{ROUTED_VIP}/big.bin"],
+         "--limit-rate", "3M", "--max-time", "120", f"http://{ROUTED_VIP}/big.bin"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
