@@ -42,22 +42,23 @@ def _ppid(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-def _host_mount_ns_candidates() -> list[str]:
-    """Where to go back to, best first: the mount namespace of the nearest ancestor in another
-    one (the shell that ran `ip netns exec`, or systemd), then pid 1's."""
+def _starting_mount_ns() -> str | None:
+    """The mount namespace this daemon was started from, if it runs in another one: that of
+    the nearest ancestor outside ours (the shell that ran `ip netns exec`, or systemd). Failing
+    that, pid 1's, if it differs and we may look at it."""
     mine = _mnt_ns("self")
-    out: list[str] = []
     pid = os.getppid()
     while pid > 1:
         try:
             if _mnt_ns(pid) != mine:
-                out.append(f"/proc/{pid}/ns/mnt")
-                break
+                return f"/proc/{pid}/ns/mnt"
             pid = _ppid(pid)
-        except OSError:  # ancestor gone or not ours to inspect
+        except OSError:  # ancestor gone, or not ours to inspect
             break
-    out.append("/proc/1/ns/mnt")
-    return out
+    try:
+        return "/proc/1/ns/mnt" if _mnt_ns(1) != mine else None
+    except OSError:  # a pid 1 more privileged than us (EACCES): nothing tells us we moved
+        return None
 
 
 def _threads() -> int:
@@ -75,9 +76,11 @@ def share_host_mounts() -> bool:
     restart. When that is not possible the datapath still keeps flows across restarts: it
     adopts the maps of the program left attached (EbpfDatapath)."""
     try:
-        mine = _mnt_ns("self")
+        target = _starting_mount_ns()
     except OSError:
         return False
+    if target is None:
+        return False  # the same mount namespace as whoever started us: nothing to undo
     # setns(CLONE_NEWNS) refuses (EINVAL) a thread sharing its fs_struct with other threads,
     # and importing numpy already started OpenBLAS threads: give this thread its own
     # fs_struct first. Only this thread and those it starts later then move.
@@ -85,23 +88,17 @@ def share_host_mounts() -> bool:
         err = ctypes.get_errno()
         log.warning("unshare(CLONE_FS): %s; staying in this mount namespace", os.strerror(err))
         return False
-    errors = []
     cwd = os.getcwd()
-    for path in _host_mount_ns_candidates():
-        try:
-            if os.stat(path).st_ino == mine:
-                return False  # already there: nothing private about our mounts
-            setns(path, CLONE_NEWNS)
-        except OSError as exc:  # EACCES on a more privileged pid 1, EPERM without SYS_CHROOT
-            errors.append(str(exc))
-            continue
-        try:  # setns moved us to the new root; relative paths in the arguments mean cwd
-            os.chdir(cwd)
-        except OSError:
-            log.warning("%s does not exist in the joined mount namespace", cwd)
-        log.info("joined the mount namespace of %s so pinned maps survive restarts",
-                 path.split("/")[2])
-        return True
-    log.info("staying in a private mount namespace (%s): pins vanish with this process, a "
-             "restart adopts the maps of the attached datapath instead", "; ".join(errors))
-    return False
+    try:
+        setns(target, CLONE_NEWNS)
+    except OSError as exc:  # EPERM without CAP_SYS_CHROOT, ...
+        log.info("staying in a private mount namespace (%s): pins vanish with this process, "
+                 "a restart adopts the maps of the attached datapath instead", exc)
+        return False
+    try:  # setns moved us to the new root; relative paths in the arguments mean cwd
+        os.chdir(cwd)
+    except OSError:
+        log.warning("%s does not exist in the joined mount namespace", cwd)
+    log.info("joined the mount namespace of pid %s so pinned maps survive restarts",
+             target.split("/")[2])
+    return True
