@@ -35,8 +35,7 @@ static __noinline int forward(struct __sk_buff *skb, const struct pkt *p, struct
 
 	if (!cache)
 		return TC_ACT_SHOT;
-	/* signed: fib_ns may be a moment ahead of `now` when another CPU stamped it */
-	if (cache->fib_ifindex && (__s64)(now - cache->fib_ns) < (__s64)PL_FIB_CACHE_NS) {
+	if (cache->fib_ifindex && now - cache->fib_ns < PL_FIB_CACHE_NS) {
 		if (set_macs(skb, cache->fib_smac, cache->fib_dmac))
 			return TC_ACT_SHOT;
 		return bpf_redirect(cache->fib_ifindex, 0);
