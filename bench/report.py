@@ -100,6 +100,10 @@ def targets(res: dict) -> list[tuple[str, str, bool | None]]:
         out.append(("p99 of one rule create ≤ 10 ms", f"{cp['p99_ms']:.1f} ms", cp["p99_ms"] <= 10))
         out.append((f"daemon RSS ≤ 250 MB at {cp['created']:,} rules", f"{cp['rss_mb']:.0f} MB",
                     cp["rss_mb"] <= 250))
+    sf = res.get("synflood", {})
+    if sf:
+        out.append(("established flows broken by a spoofed SYN flood: 0",
+                    f"{sf['flows_broken']} of {sf['flows']}", sf["flows_broken"] == 0))
     sw = mi.get("sweep", {})
     if sw:
         out.append((f"conntrack sweep of {sw['ct_entries_present']:,} entries ≤ 2 s",
@@ -152,6 +156,25 @@ def cp_text(res: dict) -> str:
             f"**{cp['rss_mb']:.0f} MB** with {cp['created']:,} rules.")
 
 
+def synflood_text(res: dict) -> str:
+    sf = res["synflood"]
+    reasons = "; ".join(sorted(set(sf["broken_reasons"].values()))) or "none"
+    return (f"`bench/synflood.c` sends TCP SYNs from random spoofed sources (10.128.0.0/9, "
+            f"blackholed in the LB namespace) from the client namespace as fast as it can: "
+            f"**{sf['flood_pps']:,.0f} SYN/s** for {sf['phase_s']:.0f} s "
+            f"({sf['flood_sent']:,} SYNs) at a service with two endpoints, with the daemon's "
+            f"conntrack tables (established and half-open) sized to {sf['ct_entries']:,} "
+            f"entries each so the flood fills the half-open one many times over. Meanwhile "
+            f"{sf['bulk']} bulk downloads and {sf['idle']} mostly idle "
+            f"connections (an echo every {sf['idle_every_s']:.0f} s) through the same VIP, "
+            f"opened before the flood, keep going (`bench/flows.py`). "
+            f"**Established flows broken: {sf['flows_broken']} of {sf['flows']}** "
+            f"(reasons: {reasons}). Bulk throughput {sf['gbps_before']:.2f} Gbit/s in the "
+            f"{sf['phase_s']:.0f} s before the flood, **{sf['gbps_during']:.2f} Gbit/s during "
+            f"it** ({sf['gbps_during'] / sf['gbps_before']:.2f}×; the flooder, the flows and "
+            f"the LB share 2 vCPUs). A new connection after the flood: {sf['new_conn_after']}.")
+
+
 def tables(res: dict) -> str:
     parts = ["### Traffic: median (min–max) and ratio to direct routing", "", main_table(res), "",
              "### pyloxi against the other load balancers (ratio of medians)", "", pair_table(res)]
@@ -159,6 +182,8 @@ def tables(res: dict) -> str:
         parts += ["", "### Datapath under BPF_PROG_TEST_RUN", "", micro_table(res)]
     if res.get("control_plane"):
         parts += ["", "### Control plane", "", cp_text(res)]
+    if res.get("synflood"):
+        parts += ["", "### Established flows under a SYN flood", "", synflood_text(res)]
     parts += ["", "### Targets", "", "| target | measured | |", "|---|---|---|"]
     for name, got, ok in targets(res):
         parts.append(f"| {name} | {got} | {'met' if ok else '**missed**'} |")

@@ -45,6 +45,9 @@ IPERF_PORT = {c: 5301 + i for i, c in enumerate(CONTENDERS)}
 VIP = {"direct": BE_IP, "pyloxi-dnat": "20.0.0.100", "pyloxi-fullnat": "20.0.0.103",
        "nftables": "20.0.0.101", "haproxy": "20.0.0.102"}
 FRONT_HTTP, FRONT_IPERF = 80, 5201
+# The SYN-flood stage's conntrack size: small enough that the flood this VM can send (20-70k
+# SYN/s) fills it many times over within its 20 s.
+FLOOD_CT_ENTRIES = 65536
 
 METRICS = [  # key, label, unit, higher is better
     ("keepalive_rps", "keep-alive req/s (wrk -t1 -c32)", "req/s", True),
@@ -127,6 +130,7 @@ class Results:
     checks: dict[str, str] = field(default_factory=dict)
     micro: dict[str, object] = field(default_factory=dict)
     control_plane: dict[str, object] = field(default_factory=dict)
+    synflood: dict[str, object] = field(default_factory=dict)
 
     def add(self, contender: str, metric: str, value: float) -> None:
         self.runs.setdefault(contender, {}).setdefault(metric, []).append(value)
@@ -262,7 +266,8 @@ class Bench:
             raise ValueError(name)
 
     @contextlib.contextmanager
-    def daemon(self, netns: str, log_level: str = "warning") -> Iterator[subprocess.Popen[bytes]]:
+    def daemon(self, netns: str, log_level: str = "warning",
+               extra: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
         topo = self.topo
         assert topo is not None
         self._n += 1
@@ -274,7 +279,8 @@ class Bench:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pyloxi.entry", "daemon", "--netns", netns,
                  "--port", str(API_PORT), "--state-dir", state, "--bpffs", pin,
-                 "--cleanup-on-exit", "--log-level", log_level, "--bpf-object", self.obj],
+                 "--cleanup-on-exit", "--log-level", log_level, "--bpf-object", self.obj,
+                 *extra],
                 stdout=log, stderr=subprocess.STDOUT)
         topo.lab.processes.append(proc)
         try:
@@ -401,6 +407,20 @@ class Bench:
         print(f"control plane: {cp['created']} rules at {cp['rules_per_s']:.0f}/s, "
               f"p99 {cp['p99_ms']:.1f} ms, RSS {rss:.0f} MB", flush=True)
 
+    # --- established flows under a spoofed SYN flood ---
+
+    def run_synflood(self) -> None:
+        from bench import synflood
+
+        sf = synflood.run(self, OUT_DIR, every_s=1.0 if self.cfg.smoke else 10.0,
+                          phase_s=2.0 if self.cfg.smoke else 20.0, ct_entries=FLOOD_CT_ENTRIES)
+        self.res.synflood = sf
+        print(f"syn flood: {sf['flood_pps']:,.0f} SYN/s from spoofed sources for "
+              f"{sf['phase_s']:.0f} s; {sf['flows_broken']} of {sf['flows']} established flows "
+              f"({sf['bulk']} bulk, {sf['idle']} idle) broken; bulk throughput "
+              f"{sf['gbps_before']:.2f} -> {sf['gbps_during']:.2f} Gbit/s; "
+              f"a new connection after the flood: {sf['new_conn_after']}", flush=True)
+
     def close(self) -> None:
         if self.topo is not None:
             self.topo.close()
@@ -425,16 +445,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="1 rep, 1 s runs, small tables")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.*")
     ap.add_argument("--json", default=None, help="raw results (default bench/out/results*.json)")
+    ap.add_argument("--only", choices=["synflood"], help="run one stage alone (no doc)")
     args = ap.parse_args(argv)
     cfg = Config.smoke_mode() if args.smoke else Config()
     os.makedirs(OUT_DIR, exist_ok=True)
     bench = Bench(cfg)
     t0 = time.monotonic()
+    if args.only:
+        try:
+            bench.snapshot_object()
+            bench.build()
+            bench.run_synflood()
+        finally:
+            bench.close()
+        return 0
     try:
         bench.snapshot_object()
         bench.build()
         bench.run_traffic()
         bench.run_control_plane()
+        bench.run_synflood()
     finally:
         bench.close()
     path = args.json or os.path.join(OUT_DIR, "results-smoke.json" if cfg.smoke else "results.json")

@@ -18,6 +18,9 @@
 #include "pyloxi/parse.h"
 #include "pyloxi/nat.h"
 #include "pyloxi/fwd.h"
+#include "pyloxi/ct.h"
+#include "pyloxi/icmp.h"
+#include "pyloxi/frag.h"
 
 #define NSEC_PER_SEC 1000000000ULL
 /* Time stamps only need second resolution (idle aging, the next-hop cache): the coarse clock
@@ -48,22 +51,6 @@ static __always_inline __u32 hash_tuple(const struct ct_key *k)
 	return mix32(k->saddr ^ mix32(k->daddr ^ mix32(ports ^ k->proto)));
 }
 
-/* The key of the other direction's entry, derived from this entry's rewrite. */
-static __always_inline void partner_key(const struct ct_val *v, __u8 proto, struct ct_key *out)
-{
-	out->saddr = v->nat_daddr;
-	out->daddr = v->nat_saddr;
-	if (proto == IPPROTO_ICMP) {   /* the echo identifier is the same both ways */
-		out->sport = v->nat_sport;
-		out->dport = 0;
-	} else {
-		out->sport = v->nat_dport;
-		out->dport = v->nat_sport;
-	}
-	out->proto = proto;
-	out->pad[0] = out->pad[1] = out->pad[2] = 0;
-}
-
 static __always_inline void conn_closed(__u32 svc_id, __u32 ep_idx)
 {
 	__u32 gid = svc_id * PL_MAX_EPS + (ep_idx & (PL_MAX_EPS - 1));
@@ -72,39 +59,30 @@ static __always_inline void conn_closed(__u32 svc_id, __u32 ep_idx)
 		__sync_fetch_and_add(&c->closed, 1);
 }
 
-/* A TCP flow is over once either side reset it, or both sides sent FIN. */
-static __always_inline int tcp_closed(__u32 a, __u32 b)
-{
-	return ((a | b) & PL_CT_RST) || ((a & PL_CT_FIN) && (b & PL_CT_FIN));
-}
-
-/* Delete a flow (both entries) that the datapath itself ends, keeping lc counts right. */
+/* Delete an established flow (both entries) that the datapath itself ends. The close is counted
+ * by whoever deletes the original-direction entry, so two CPUs ending the same flow (each from
+ * its own direction) count it exactly once. */
 static __always_inline void ct_delete_flow(const struct ct_key *key, const struct ct_val *v)
 {
 	struct ct_key pk;
 	__u32 svc_id = v->svc_id, ep_idx = v->ep_idx;
+	int orig = v->dir == PL_DIR_ORIG;
 
 	partner_key(v, key->proto, &pk);
-	bpf_map_delete_elem(&ct_map, &pk);
-	if (bpf_map_delete_elem(&ct_map, key) == 0)
+	bpf_map_delete_elem(&ct_map, orig ? &pk : key);
+	if (bpf_map_delete_elem(&ct_map, orig ? key : &pk) == 0)
 		conn_closed(svc_id, ep_idx);
 }
 
-static __always_inline __u32 tcp_bits(__u8 f)
+/* Half-open flows are not counted in conn_map (they may vanish by LRU eviction): deleting them
+ * needs no bookkeeping. */
+static __always_inline void ct_half_delete_flow(const struct ct_key *key, const struct ct_val *v)
 {
-	__u32 bits;
+	struct ct_key pk;
 
-	if ((f & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
-		bits = PL_CT_SYN;
-	else if (f & TCPF_SYN)
-		bits = PL_CT_SYNACK;
-	else
-		bits = (f & TCPF_ACK) ? PL_CT_ACK : 0;
-	if (f & TCPF_FIN)
-		bits |= PL_CT_FIN;
-	if (f & TCPF_RST)
-		bits |= PL_CT_RST;
-	return bits;
+	partner_key(v, key->proto, &pk);
+	bpf_map_delete_elem(&ct_half, &pk);
+	bpf_map_delete_elem(&ct_half, key);
 }
 
 static __always_inline void account(const struct ct_val *v, __u32 len)
@@ -120,24 +98,85 @@ static __always_inline void account(const struct ct_val *v, __u32 len)
 static __always_inline int apply(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v,
 				 __u64 now)
 {
-	__u32 passed = 0;
-	int rc;
+	struct hop hop = {};
+	int nh, rc;
 
+	/* What a router does with a packet it cannot forward, before touching it: the answer
+	 * quotes the header its sender sent. */
+	if (p->ttl <= 1)
+		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
+	nh = next_hop(skb, p, v, now, &hop);
+	if (nh == NH_TOO_BIG) {
+		if (ip_df(skb))
+			return icmp_answer(skb, p, v, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, hop.mtu);
+		/* may be fragmented: the kernel does that (where it forwards the rewritten packet) */
+		count(PL_ST_MTU_PASS);
+		nh = NH_PASS;
+	}
 	rc = rewrite_tuple(skb, p, v->nat_saddr, v->nat_daddr, v->nat_sport, v->nat_dport);
-	if (rc == -1)
-		return TC_ACT_OK;   /* TTL expiring: the kernel sends time-exceeded */
 	if (rc)
 		return TC_ACT_SHOT;
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->len);
 	account(v, p->len);
-	rc = forward(skb, p, v, now, &passed);
-	if (passed)
+	if (nh == NH_PASS)
 		count(PL_ST_FIB_PASS);
-	return rc;
+	return transmit(skb, v, nh, &hop);
 }
 
-#define CT_RESTART (-1000)
+#define CT_RESTART (-1000)   /* the packet starts a new flow on this tuple */
+#define CT_DROP    (-1001)   /* the packet must not act on the flow: drop it */
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+/* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
+ * FIN, flag bits, window tracking. Returns 0, CT_RESTART or CT_DROP. *pvp: the partner entry
+ * if the caller has it already (else NULL), on return also if it had to be looked up here.
+ * `half`: v lives in ct_half (else ct_map). */
+static __always_inline int ct_tcp(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v,
+				  int half, struct tcp_seg *s, struct ct_val **pvp)
+{
+	__u32 bits = tcp_bits(p->tcp_flags);
+	struct ct_val *pv = *pvp;
+	struct ct_key pk;
+
+	if (tcp_segment(skb, p, s))
+		return CT_DROP;
+	if (!pv && ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN)))) {
+		partner_key(v, p->key.proto, &pk);
+		pv = half ? bpf_map_lookup_elem(&ct_half, &pk) : bpf_map_lookup_elem(&ct_map, &pk);
+	}
+	if (bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) {
+		/* A SYN on the tuple of a closed or closing flow (clients reuse ports quickly
+		 * under Connection: close) is a new connection, not a retransmission: no SYN
+		 * follows a FIN or RST within one connection. Only in-window RSTs and FINs set
+		 * those bits, so a blind reset cannot move a flow to another endpoint this way. */
+		if (!pv || ((v->seen | pv->seen) & (PL_CT_FIN | PL_CT_RST))) {
+			if (half)
+				ct_half_delete_flow(&p->key, v);
+			else
+				ct_delete_flow(&p->key, v);
+			count(PL_ST_REUSE);
+			return CT_RESTART;
+		}
+	}
+	if ((bits & (PL_CT_RST | PL_CT_FIN)) && pv && !td_in_window(v, pv, s, p->tcp_flags)) {
+		count(PL_ST_OUT_OF_WINDOW);
+		return CT_DROP;
+	}
+	if (p->tcp_flags & TCPF_SYN) {   /* SYN or SYN-ACK: its window-scale option */
+		__u8 ws = tcp_wsopt(skb, p->l4off, s->doff);
+		if (v->td_wsopt != ws)
+			v->td_wsopt = ws;
+	}
+	td_update(v, s, p->tcp_flags);
+	if ((v->seen & bits) != bits)
+		__sync_fetch_and_or(&v->seen, bits);
+	*pvp = pv;
+	return 0;
+}
 
 /* Established path: one lookup, a few flag bits, rewrite, forward. */
 static __always_inline int ct_hit(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v)
@@ -145,28 +184,13 @@ static __always_inline int ct_hit(struct __sk_buff *skb, const struct pkt *p, st
 	__u64 now = bpf_ktime_get_coarse_ns();
 
 	if (p->key.proto == IPPROTO_TCP) {
-		__u32 bits = tcp_bits(p->tcp_flags);
-
-		if (bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) {
-			struct ct_key pk;
-			struct ct_val *pv;
-			__u32 other = 0;
-
-			partner_key(v, p->key.proto, &pk);
-			pv = bpf_map_lookup_elem(&ct_map, &pk);
-			if (pv)
-				other = pv->seen;
-			/* A SYN on the tuple of a closed or closing flow (clients reuse ports
-			 * quickly under Connection: close) is a new connection, not a
-			 * retransmission: no SYN follows a FIN or RST within one connection. */
-			if (!pv || ((v->seen | other) & (PL_CT_FIN | PL_CT_RST))) {
-				ct_delete_flow(&p->key, v);
-				count(PL_ST_REUSE);
-				return CT_RESTART;
-			}
-		}
-		if ((v->seen & bits) != bits)
-			__sync_fetch_and_or(&v->seen, bits);
+		struct tcp_seg s;
+		struct ct_val *pv = NULL;
+		int rc = ct_tcp(skb, p, v, 0, &s, &pv);
+		if (rc == CT_DROP)
+			return TC_ACT_SHOT;
+		if (rc)
+			return rc;
 	} else if (!(v->seen & PL_CT_SEEN)) {
 		__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
 	}
@@ -176,6 +200,156 @@ static __always_inline int ct_hit(struct __sk_buff *skb, const struct pkt *p, st
 	return apply(skb, p, v, now);
 }
 
+/* Move a flow from ct_half into ct_map: insert both entries there first, then delete them
+ * from ct_half, so a packet of either direction always finds one of the two. Returns 0 when
+ * the flow is in ct_map (by us or by another CPU), 1 when ct_map refused it (full), -1 when
+ * there is nothing to promote. The flow is counted in conn_map here, not at creation: an LRU
+ * eviction of a half-open flow then leaves no phantom connection behind. */
+__noinline int pl_promote(const struct ct_key *key, const struct ct_val *v)
+{
+	struct ct_key pk, ok, rk;
+	struct flow_scratch *sc;
+	struct ct_val *pv;
+	__u32 zero = 0;
+	int rc;
+
+	if (!key || !v)
+		return -1;
+	sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!sc)
+		return -1;
+	partner_key(v, key->proto, &pk);
+	pv = bpf_map_lookup_elem(&ct_half, &pk);
+	if (!pv)
+		return -1;
+	if (v->dir == PL_DIR_ORIG) {
+		sc->fwd = *v;
+		sc->rev = *pv;
+		ok = *key;
+		rk = pk;
+	} else {
+		sc->fwd = *pv;
+		sc->rev = *v;
+		ok = pk;
+		rk = *key;
+	}
+	rc = bpf_map_update_elem(&ct_map, &ok, &sc->fwd, BPF_NOEXIST);
+	if (rc == -EEXIST)
+		return 0;   /* another CPU promoted it a moment ago */
+	if (rc) {
+		count(PL_ST_CT_FULL);
+		return 1;
+	}
+	rc = bpf_map_update_elem(&ct_map, &rk, &sc->rev, BPF_NOEXIST);
+	if (rc) {
+		bpf_map_delete_elem(&ct_map, &ok);
+		count(rc == -EEXIST ? PL_ST_CT_INSERT_FAIL : PL_ST_CT_FULL);
+		return 1;
+	}
+	__u32 gid = sc->fwd.svc_id * PL_MAX_EPS + (sc->fwd.ep_idx & (PL_MAX_EPS - 1));
+	struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
+	if (c)
+		__sync_fetch_and_add(&c->opened, 1);
+	count(PL_ST_PROMOTE);
+	bpf_map_delete_elem(&ct_half, &rk);
+	bpf_map_delete_elem(&ct_half, &ok);
+	return 0;
+}
+
+/* Half-open path (second lookup): handshake progress, and promotion when the flow is
+ * established: TCP when the client acknowledges the SYN-ACK, other protocols at the first
+ * reply. */
+static __always_inline int ct_half_hit(struct __sk_buff *skb, const struct pkt *p,
+				       struct ct_val *v)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	int promote;
+
+	if (p->key.proto == IPPROTO_TCP) {
+		struct tcp_seg s;
+		struct ct_val *pv = NULL;
+		struct ct_key pk;
+		int ack = v->dir == PL_DIR_ORIG &&
+			  (p->tcp_flags & (TCPF_ACK | TCPF_SYN | TCPF_RST)) == TCPF_ACK;
+		if (ack) {
+			partner_key(v, p->key.proto, &pk);
+			pv = bpf_map_lookup_elem(&ct_half, &pk);
+			/* both SYNs seen: from this ACK on, windows are scaled */
+			if (pv && (pv->seen & PL_CT_SYNACK))
+				td_resolve_wscale(v, pv);
+		}
+		int rc = ct_tcp(skb, p, v, 1, &s, &pv);
+		if (rc == CT_DROP)
+			return TC_ACT_SHOT;
+		if (rc)
+			return rc;
+		/* the ACK must acknowledge the SYN-ACK: a blind ACK cannot establish. A flow
+		 * picked up mid-stream is established by the endpoint's first answer that is
+		 * not a reset (it knows the connection). */
+		promote = ack ? pv && (pv->seen & PL_CT_SYNACK) && s.ack == pv->td_end
+			      : v->dir == PL_DIR_REPLY && (v->td_flags & PL_TD_LIBERAL) &&
+				!(p->tcp_flags & (TCPF_RST | TCPF_SYN));
+	} else {
+		if (!(v->seen & PL_CT_SEEN))
+			__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
+		promote = v->dir == PL_DIR_REPLY;
+	}
+	if (now - v->last_ns > NSEC_PER_SEC)
+		v->last_ns = now;
+	if (promote) {
+		int rc = pl_promote(&p->key, v);
+		if (rc == 0) {
+			struct ct_val *ev = bpf_map_lookup_elem(&ct_map, &p->key);
+			return ev ? apply(skb, p, ev, now) : TC_ACT_SHOT;
+		}
+		/* Established table full: a TCP handshake is refused, the kernel answers the
+		 * client's ACK to the (local) VIP with a RST; the half-open entries stay for the
+		 * backend's retransmitted SYN-ACK, which then meets the client's RST. A flow
+		 * promoted by a reply (other protocols, TCP picked up mid-stream) goes on from
+		 * ct_half, where it is evictable: handing an endpoint's packet to the kernel
+		 * would forward it un-NATed. */
+		if (rc > 0 && v->dir == PL_DIR_ORIG)
+			return TC_ACT_OK;
+	}
+	return apply(skb, p, v, now);
+}
+
+/* A packet that missed both tables and comes from an endpoint's ip:port is the reply of a lost
+ * flow (evicted, aged, or never ours): forwarded by the kernel it would reach the client with
+ * the endpoint's own address. Dropped, unless the kernel would not forward it anyway (a health
+ * probe's answer to this host, a reply to a local SNAT address). */
+__noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u32 icmp_type)
+{
+	struct bpf_fib_lookup fib = {};
+	struct ep_addr_key ek = {};
+
+	if (!skb || !k)
+		return 0;
+	ek.ip = k->saddr;
+	ek.port = k->sport;
+	ek.proto = k->proto;
+	if (k->proto == IPPROTO_ICMP) {
+		if (icmp_type != ICMP_ECHOREPLY)
+			return 0;
+		ek.port = 0;
+	}
+	if (!bpf_map_lookup_elem(&ep_addr_map, &ek))
+		return 0;
+	fib.family = AF_INET;
+	fib.ipv4_src = k->saddr;
+	fib.ipv4_dst = k->daddr;
+	fib.l4_protocol = k->proto;
+	fib.ifindex = skb->ingress_ifindex;
+	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		count(PL_ST_REPLY_MISS);
+		return 1;
+	}
+	return 0;
+}
+
 /* Least connections: the slot whose endpoint has the fewest active flows. A global function,
  * so the verifier checks the scan once instead of in every caller's state. */
 __noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
@@ -183,11 +357,17 @@ __noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
 	__u64 best = ~0ULL;
 	int best_slot = -1;
 
-	if (!t)
+	if (!t || n == 0)
 		return -1;
-	for (__u32 i = 0; i < PL_MAX_EPS; i++) {
-		if (i >= n)
+	/* Only established flows are counted (half-open ones may vanish by LRU eviction without
+	 * a trace): start the scan at a random slot so that a burst of new flows meeting equal
+	 * counts is spread, not sent to the first endpoint. */
+	__u32 m = n < PL_MAX_EPS ? n : PL_MAX_EPS;   /* lc slots: one per active endpoint */
+	__u32 start = bpf_get_prandom_u32() % m;
+	for (__u32 j = 0; j < PL_MAX_EPS; j++) {
+		if (j >= m)
 			break;
+		__u32 i = (start + j < m ? start + j : start + j - m) & (PL_MAX_EPS - 1);
 		__u32 gid = svc_id * PL_MAX_EPS + (t->ep[i] & (PL_MAX_EPS - 1));
 		struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
 		__u64 active = c ? c->opened - c->closed : 0;
@@ -196,6 +376,9 @@ __noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
 			best_slot = i;
 		}
 	}
+	/* Hide the range from clang: knowing it, clang drops the caller's bounds check on the
+	 * slot, which the verifier (blind to a global function's result) needs. */
+	asm volatile("" : "+r"(best_slot));
 	return best_slot;
 }
 
@@ -258,47 +441,58 @@ static __always_inline int select_endpoint(const struct pkt *p, __u32 svc_id,
 	return idx;
 }
 
-/* Take over a reply tuple whose flow has finished (or lost its other half). */
-__noinline int pl_reclaim(const struct ct_key *rk)
+/* Free the tuple `rk` of table ct_half (half) or ct_map for a new flow, if its flow has finished,
+ * or if it is an orphan (its partner gone) older than PL_RECLAIM_MIN_NS: a younger orphan may be
+ * the first half of a flow another CPU is inserting right now. Returns 0 when the tuple is free. */
+__noinline int pl_reclaim(const struct ct_key *rk, int half)
 {
-	struct ct_val *old;
+	struct ct_val *old, *orig;
 	struct ct_key ok;
-	struct ct_val *orig;
 	__u8 proto;
 
 	if (!rk)
 		return -1;
 	proto = rk->proto;
-	old = bpf_map_lookup_elem(&ct_map, rk);
+	old = half ? bpf_map_lookup_elem(&ct_half, rk) : bpf_map_lookup_elem(&ct_map, rk);
 	if (!old)
 		return 0;
 	partner_key(old, proto, &ok);
-	orig = bpf_map_lookup_elem(&ct_map, &ok);
-	if (orig && !(proto == IPPROTO_TCP && tcp_closed(old->seen, orig->seen)))
-		return -1;
-	if (orig)
-		ct_delete_flow(&ok, orig);
-	else
-		bpf_map_delete_elem(&ct_map, rk);
+	orig = half ? bpf_map_lookup_elem(&ct_half, &ok) : bpf_map_lookup_elem(&ct_map, &ok);
+	if (orig) {
+		if (!(proto == IPPROTO_TCP && tcp_closed(old->seen, orig->seen)))
+			return -1;
+		if (half)
+			ct_half_delete_flow(&ok, orig);
+		else
+			ct_delete_flow(&ok, orig);
+	} else {
+		/* written as a sum: no unsigned underflow on a machine booted a moment ago */
+		if (old->created_ns + PL_RECLAIM_MIN_NS > bpf_ktime_get_coarse_ns())
+			return -1;
+		if (half)
+			bpf_map_delete_elem(&ct_half, rk);
+		else
+			ct_delete_flow(rk, old);
+	}
 	count(PL_ST_RECLAIM);
 	return 0;
 }
 
-/* Insert the reply entry, choosing a free NAT source port when the source is translated. */
+/* Insert the reply entry into ct_half, choosing a free NAT source port when the source is
+ * translated. The reply tuple must be free in both tables: ct_map is looked up first, so a taken
+ * tuple there would steal the new flow's replies. */
 __noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const struct ct_key *key,
-			    int snat)
+			       int snat)
 {
 	struct ct_key rk;
 	__u16 sport;
-	__u32 h, tries = snat ? PL_NAT_TRIES : 1;
+	__u32 tries = snat ? PL_NAT_TRIES : 1;
 	__u8 proto;
 
 	if (!fv || !rv || !key)
 		return -1;
 	sport = key->sport;
 	proto = key->proto;
-	h = hash_tuple(key);
-	/* the client's own port first (it is free unless another client took it), then hashes */
 	__u32 lo = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_MIN : PL_NAT_PORT_MIN;
 	__u32 span = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_SPAN : PL_NAT_PORT_SPAN;
 	/* SCTP keeps its port: a new port would mean recomputing the CRC32c of the packet */
@@ -307,15 +501,17 @@ __noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const
 	for (__u32 i = 0; i < PL_NAT_TRIES; i++) {
 		if (i >= tries)
 			break;
+		/* The client's own port first (free unless another client took it: a flow picked
+		 * up again by hash then gets its old tuple back), then random candidates, fresh for
+		 * every attempt, so a retransmitted SYN does not retry the same taken ports. */
 		__u16 cand = sport;
 		if (snat && proto != IPPROTO_SCTP && (i > 0 || bpf_ntohs(sport) < lo))
-			cand = bpf_htons(lo + (h + i * 7919) % span);
+			cand = bpf_htons(lo + bpf_get_prandom_u32() % span);
 		fv->nat_sport = cand;
 		partner_key(fv, proto, &rk);
-		if (bpf_map_update_elem(&ct_map, &rk, rv, BPF_NOEXIST) == 0)
-			return 0;
-		if (pl_reclaim(&rk) == 0 &&
-		    bpf_map_update_elem(&ct_map, &rk, rv, BPF_NOEXIST) == 0)
+		if (pl_reclaim(&rk, 0) || pl_reclaim(&rk, 1))
+			continue;
+		if (bpf_map_update_elem(&ct_half, &rk, rv, BPF_NOEXIST) == 0)
 			return 0;
 	}
 	return -1;
@@ -349,6 +545,21 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	}
 	if (p->key.proto == IPPROTO_TCP && (p->tcp_flags & TCPF_RST))
 		return TC_ACT_OK;   /* never open a flow on a reset */
+	/* A router between client and endpoints would not forward it: answer from the VIP
+	 * before any state exists (the kernel, for which the VIP is local, would accept it). */
+	if (p->ttl <= 1)
+		return pl_icmp_reply(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, p->key.daddr);
+	/* Mid-stream TCP (its flow lost): hash selection finds the same endpoint again through the
+	 * Maglev table (as Katran does), so the flow is picked up; any other selection would pick
+	 * an endpoint that never saw the connection: the kernel refuses the packet to the local
+	 * VIP with a RST, and the client reconnects. A picked-up flow is half-open until the
+	 * endpoint answers (a flood of spoofed ACKs cannot fill the established table). */
+	int pickup = p->key.proto == IPPROTO_TCP &&
+		     (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN;
+	if (pickup && cfg->sel != PL_SEL_HASH) {
+		count(PL_ST_PICKUP_REFUSED);
+		return TC_ACT_OK;
+	}
 
 	now = bpf_ktime_get_coarse_ns();
 	idx = select_endpoint(p, svc_id, cfg, now);
@@ -387,16 +598,32 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	rv->nat_sport = p->key.proto == IPPROTO_ICMP ? p->key.sport : p->key.dport;
 	rv->nat_dport = p->key.proto == IPPROTO_ICMP ? 0 : p->key.sport;
 
+	if (pickup) {
+		/* the window is unknown: judge no RST/FIN of this flow (as Linux's "be liberal") */
+		fv->td_flags = rv->td_flags = PL_TD_LIBERAL;
+		fv->td_wsopt = rv->td_wsopt = PL_TD_NO_WS;
+	} else if (p->key.proto == IPPROTO_TCP) {
+		struct tcp_seg s;
+		if (tcp_segment(skb, p, &s))
+			return TC_ACT_SHOT;
+		td_update(fv, &s, p->tcp_flags);
+		fv->td_wsopt = tcp_wsopt(skb, p->l4off, s.doff);
+		rv->td_wsopt = PL_TD_NO_WS;
+	}
+
+	/* New flows go to ct_half until established. When there is no room (no free NAT port)
+	 * the packet goes to the kernel: the VIP is local, so the client gets a RST or
+	 * port-unreachable, not silence. */
 	if (pl_insert_reply(fv, rv, &p->key, ep->snat_ip != 0)) {
 		count(PL_ST_NAT_EXHAUSTED);
-		return TC_ACT_SHOT;
+		return TC_ACT_OK;
 	}
-	if (bpf_map_update_elem(&ct_map, &p->key, fv, BPF_NOEXIST)) {
+	if (bpf_map_update_elem(&ct_half, &p->key, fv, BPF_NOEXIST)) {
 		/* Another CPU created this flow first: undo our reply entry and use theirs. */
 		struct ct_key rk;
 		partner_key(fv, p->key.proto, &rk);
-		bpf_map_delete_elem(&ct_map, &rk);
-		struct ct_val *v = bpf_map_lookup_elem(&ct_map, &p->key);
+		bpf_map_delete_elem(&ct_half, &rk);
+		struct ct_val *v = bpf_map_lookup_elem(&ct_half, &p->key);
 		if (!v) {
 			count(PL_ST_CT_INSERT_FAIL);
 			return TC_ACT_SHOT;
@@ -404,15 +631,14 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 		return apply(skb, p, v, now);
 	}
 
-	struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
-	if (c)
-		__sync_fetch_and_add(&c->opened, 1);
+	if (pickup)
+		count(PL_ST_PICKUP);
 	__u64 *nf = bpf_map_lookup_elem(&svc_new, &svc_id);
 	if (nf)
 		*nf += 1;
 	count(PL_ST_NEW_FLOW);
 
-	struct ct_val *v = bpf_map_lookup_elem(&ct_map, &p->key);
+	struct ct_val *v = bpf_map_lookup_elem(&ct_half, &p->key);
 	if (!v)
 		return TC_ACT_SHOT;
 	return apply(skb, p, v, now);
@@ -424,16 +650,38 @@ int pyloxi_lb(struct __sk_buff *skb)
 	struct pkt p;
 	int rc = parse_packet(skb, &p);
 
-	if (rc != PARSE_OK) {
-		if (rc == PARSE_FRAGMENT)
+	if (rc == PARSE_FRAGMENT) {
+		if (frag_follow(&p)) {
 			count(PL_ST_FRAGMENT);
+			return TC_ACT_OK;
+		}
+	} else if (rc == PARSE_ICMP_ERROR) {
+		return pl_icmp_error_in(skb);
+	} else if (rc != PARSE_OK) {
 		return TC_ACT_OK;
+	} else if (p.frag == PL_FRAG_FIRST) {
+		frag_remember(&p);
 	}
+	/* established flows: one lookup */
 	struct ct_val *v = bpf_map_lookup_elem(&ct_map, &p.key);
 	if (v) {
 		rc = ct_hit(skb, &p, v);
 		if (rc != CT_RESTART)
 			return rc;
+		return new_flow(skb, &p);
+	}
+	v = bpf_map_lookup_elem(&ct_half, &p.key);
+	if (v) {
+		rc = ct_half_hit(skb, &p, v);
+		if (rc != CT_RESTART)
+			return rc;
+		return new_flow(skb, &p);
+	}
+	if (pl_reply_miss(skb, &p.key, p.icmp_type))
+		return TC_ACT_SHOT;
+	if (p.frag == PL_FRAG_LATER) {   /* only a first fragment may open a flow */
+		count(PL_ST_FRAGMENT);
+		return TC_ACT_OK;
 	}
 	return new_flow(skb, &p);
 }

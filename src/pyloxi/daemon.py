@@ -10,32 +10,37 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
 from pyloxi import __version__
 from pyloxi.api.app import create_app
 from pyloxi.api.endpoint import endpoint_router
-from pyloxi.datapath.ebpf.backend import DEFAULT_OBJECT, EbpfDatapath
+from pyloxi.datapath.ebpf.backend import DEFAULT_OBJECT, EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
+from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netlink import VipPlumber, default_interfaces, prepare_host, source_address
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes.manager import ProbeManager, targets_for_rule
 from pyloxi.probes.types import ProbeTarget
-from pyloxi.store import JsonStore
+from pyloxi.store import SqliteStore
 
 log = logging.getLogger("pyloxi.daemon")
 
 # Each sweep reads the whole table: at 17k new connections/s (about 340k entries) one costs
 # ~0.3 s of CPU, so sweeping every 2 s took ~15% of a core from the traffic itself.
 AGING_PERIOD_S = 5.0
+# Persisted rules that failed to apply are retried after 1 s, 2 s, 4 s … at most every minute.
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 60.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -55,6 +60,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--endpoint-down", choices=["drain", "reset"], default="drain",
                    help="flows of an endpoint whose probe fails: drain (finish, the default) "
                         "or reset (cut at once)")
+    p.add_argument("--conntrack-entries", type=int, default=None, metavar="N",
+                   help="established-flow conntrack table size in entries, two per flow "
+                        "(default: the compiled size); fixed for as long as the pins live")
+    p.add_argument("--conntrack-half-open", type=int, default=None, metavar="N",
+                   help="half-open (LRU) conntrack table size in entries (default: the "
+                        "compiled size); fixed for as long as the pins live")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -65,24 +76,20 @@ def rule_id(entry: LoadBalancerEntry) -> str:
 
 
 class StateSync:
-    """The engine's RuleStore. After each change: keep VIPs and probe targets in step and
-    persist the rules, on one background thread that always takes the latest rule list.
-    VIPs and probes follow within FOLLOW_INTERVAL_S and see only what changed (the engine
-    replaces an entry object when its rule changes, so a diff by identity is exact). The
-    file, O(rules) to write, is written at most every MIN_INTERVAL_S (group commit): a burst
-    of 10,000 creates costs a few writes, not 10,000. A crash loses at most the last
-    MIN_INTERVAL_S of API changes; `flush()` at shutdown writes what is pending."""
+    """Followers of the rule table: after each change, VIPs and probe targets are brought in
+    step on one background thread that always takes the latest rule list, within
+    FOLLOW_INTERVAL_S, seeing only what changed (the engine replaces an entry object when its
+    rule changes, so a diff by identity is exact). Durability is not its business: the engine
+    waits for the store (SqliteStore) before a change is answered."""
 
-    MIN_INTERVAL_S = 1.0  # file writes
     FOLLOW_INTERVAL_S = 0.1  # VIP and probe updates
 
-    def __init__(self, store: JsonStore, vips: VipPlumber) -> None:
-        self.store = store
+    def __init__(self, vips: VipPlumber) -> None:
         self.vips = vips
+        self.source: Callable[[], list[LoadBalancerEntry]] | None = None  # the engine's rules
         self.probes: ProbeManager | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[LoadBalancerEntry] | None = None
-        self._unsaved: list[LoadBalancerEntry] | None = None  # followed, not yet written
+        self._pending = False
         self._seen: dict[int, LoadBalancerEntry] = {}  # id(entry) -> entry, as last applied
         self._vip_refs: Counter[str] = Counter()
         self._probed: set[str] = set()  # rules that own probe targets
@@ -90,49 +97,32 @@ class StateSync:
         self._thread = threading.Thread(target=self._run, name="state-sync", daemon=True)
         self._thread.start()
 
-    def save(self, rules: list[LoadBalancerEntry]) -> None:
+    def changed(self) -> None:
+        """The engine's on_change: called under its lock, so it only raises a flag."""
         with self._cond:
-            self._pending = rules
+            self._pending = True
             self._cond.notify()
 
     def flush(self) -> None:
         with self._cond:
-            rules, self._pending = self._pending, None
-        if rules is not None:
-            self._follow(rules)
-            self._unsaved = rules
-        if self._unsaved is not None:
-            self.store.save(self._unsaved)
-            self._unsaved = None
+            pending, self._pending = self._pending, False
+        if pending and self.source is not None:
+            self._follow(self.source())
 
     def _run(self) -> None:
-        last_write = 0.0
         while True:
             with self._cond:
-                while self._pending is None:
-                    wait = None
-                    if self._unsaved is not None:
-                        wait = last_write + self.MIN_INTERVAL_S - time.monotonic()
-                        if wait <= 0:
-                            break
-                    self._cond.wait(wait)
-                rules, self._pending = self._pending, None
+                while not self._pending or self.source is None:
+                    self._cond.wait()
+                self._pending = False
             try:
-                if rules is not None:
-                    self._follow(rules)
-                    self._unsaved = rules
-                if self._unsaved is not None and \
-                        time.monotonic() - last_write >= self.MIN_INTERVAL_S:
-                    self.store.save(self._unsaved)
-                    self._unsaved = None
-                    last_write = time.monotonic()
-            except Exception:
-                log.exception("applying rule changes to store/VIPs/probes failed")
-            if rules is not None:
-                time.sleep(self.FOLLOW_INTERVAL_S)  # let a burst gather: diffs are O(rules)
+                self._follow(self.source())
+            except Exception:  # a VIP or probe hiccup must not stop the follower
+                log.exception("applying rule changes to VIPs/probes failed")
+            time.sleep(self.FOLLOW_INTERVAL_S)  # let a burst gather: diffs are O(rules)
 
     def _follow(self, rules: list[LoadBalancerEntry]) -> None:
-        """VIPs and probe targets follow the rules at once; only the file write is batched."""
+        """VIPs and probe targets follow the rules."""
         current = {id(r): r for r in rules}
         added = [r for i, r in current.items() if i not in self._seen]
         gone = [r for i, r in self._seen.items() if i not in current]
@@ -172,34 +162,68 @@ class StateSync:
 class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        # One daemon per state directory and per pin directory, decided before anything is
+        # read, attached or written: a second daemon exits here without touching the first's
+        # TC programs, maps or rules.
+        self.locks = [DirLock(args.state_dir, "state directory")]
+        _ensure_bpffs(args.bpffs)
+        self.locks.append(DirLock(args.bpffs, "bpffs pin directory"))
+        # The rules are read (and checked) before the datapath is touched: a corrupt state
+        # file stops the start with the running datapath as it was.
+        self.store = SqliteStore(args.state_dir)
+        keys, entries = self.store.load()
         interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
         prepare_host(interfaces)
         # the interfaces also tell where to find a live datapath to adopt if pins are gone
         self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object,
+                                     ct_entries=args.conntrack_entries,
+                                     ct_half_entries=args.conntrack_half_open,
                                      interfaces=interfaces)
         self.datapath.attach(interfaces)
-        os.makedirs(args.state_dir, exist_ok=True)
-        self.store = JsonStore(os.path.join(args.state_dir, "lbconfig.json"))
         self.vips = VipPlumber()
-        self.sync = StateSync(self.store, self.vips)
-        self.engine = Engine(self.datapath, store=self.sync, snat_source=source_address)
-        self._restore()
+        self.sync = StateSync(self.vips)
+        self.engine = Engine(self.datapath, store=self.store, on_change=self.sync.changed,
+                             snat_source=source_address)
+        self.sync.source = self.engine.entries
+        self._restore(keys, entries)
+        self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")
         self.probes = ProbeManager(on_change=self._probe_verdict)
         self.sync.probes = self.probes
         self.app = create_app(self.engine, version=__version__,
                               extra_routers=[endpoint_router(self.probes)])
         self._stop = asyncio.Event()
 
-    def _restore(self) -> None:
-        entries = self.store.load()
-        errors = self.engine.restore(entries)
+    def _restore(self, keys: list[str], entries: list[LoadBalancerEntry]) -> None:
+        errors = self.engine.restore(entries, keys)
         for err in errors:
-            log.error("persisted rule not restored: %s", err)
+            log.error("persisted rule not applied (kept, retried later): %s", err)
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
         self.vips.sync({r.service_arguments.external_ip for r in rules})  # drops stale VIPs
-        self.sync.save(rules)
+        self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
+
+    async def _retry_loop(self) -> None:
+        """Persisted rules that did not apply at boot (e.g. onearm before its interface has an
+        address) are retried, with backoff, until they apply or are deleted."""
+        delay = RETRY_MIN_S
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                return
+            if not self.engine.parked():
+                delay = RETRY_MIN_S
+                continue
+            try:
+                errors = await asyncio.to_thread(self.engine.retry_parked)
+            except Exception:
+                log.exception("retrying persisted rules failed")
+                errors = ["?"]
+            delay = min(delay * 2, RETRY_MAX_S) if errors else RETRY_MIN_S
+            for err in errors:
+                log.warning("persisted rule still not applied (next try in %.0f s): %s",
+                            delay, err)
 
     async def _aging_loop(self) -> None:
         while not self._stop.is_set():
@@ -224,6 +248,7 @@ class Daemon:
         await self.probes.start()
         self.sync.sync_probes(self.engine.desired_rules(), [])
         aging = asyncio.create_task(self._aging_loop())
+        retry = asyncio.create_task(self._retry_loop())
         serving = asyncio.create_task(server.serve())
         log.info("pyloxi %s serving http://%s:%d/netlox/v1", __version__, self.args.host,
                  self.args.port)
@@ -231,15 +256,22 @@ class Daemon:
         await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
         self._stop.set()
         server.should_exit = True
-        await asyncio.gather(serving, aging, return_exceptions=True)
+        await asyncio.gather(serving, aging, retry, return_exceptions=True)
         await self.probes.stop()
+        self._verdicts.shutdown(wait=True)
 
-    def _probe_verdict(self, target: ProbeTarget, up: bool, reason: str) -> None:
-        """A probe changed its mind: the engine reprograms the services using that endpoint."""
+    async def _probe_verdict(self, target: ProbeTarget, up: bool, reason: str) -> None:
+        """A probe changed its mind: the engine reprograms the services using that endpoint.
+        On one worker thread, in order: the engine lock may be held by a bulk delete, and the
+        event loop must not wait for it."""
         log.warning("endpoint %s (%s) is %s: %s", target.ip, target.key, "UP" if up else "DOWN",
                     reason)
         if not target.ep_proto:
             return  # a host monitored through the API only, serving no rule
+        await asyncio.get_running_loop().run_in_executor(
+            self._verdicts, self._apply_verdict, target, up)
+
+    def _apply_verdict(self, target: ProbeTarget, up: bool) -> None:
         try:
             self.engine.set_endpoint_state(target.ip, port=target.ep_port,
                                            protocol=target.ep_proto, up=up)
@@ -251,6 +283,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.sync.flush()
+        self.store.close()
         if self.args.cleanup_on_exit:
             self.vips.sync(set())
             self.datapath.destroy()

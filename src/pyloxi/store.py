@@ -1,20 +1,47 @@
-"""Persisted desired state: the LB rules, in loxilb's lbconfig.txt shape `{"lbAttr": [...]}`."""
+"""Persisted desired state: the LB rules.
+
+`SqliteStore` is the daemon's store: one row per rule in SQLite (WAL mode, synchronous=FULL),
+written by one thread that commits everything submitted since its last commit in one
+transaction, so concurrent requests share one flush (group commit) and a change is answered
+only once it is on disk. `JsonStore` reads (and writes) loxilb's lbconfig.txt shape
+`{"lbAttr": [...]}`: the format of earlier pyloxi versions, imported once on first start.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import sqlite3
 import tempfile
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from pyloxi.engine import Put, StoreFailure, StoreOp, entry_store_key
+from pyloxi.model.base import REFUSED_VALUE_ERRORS
 from pyloxi.model.lb import LoadBalancerEntry, LoadBalancerList
+
+log = logging.getLogger("pyloxi.store")
 
 
 class StoreError(Exception):
     """The store file exists but cannot be read as rules."""
+
+
+def _describe(item: object) -> str:
+    """' (20.20.20.1:80/tcp)' from a raw stored rule, best effort, for the skip report."""
+    if not isinstance(item, dict):
+        return ""
+    svc = {str(k).lower(): v for k, v in item.items()}.get("servicearguments")
+    if not isinstance(svc, dict):
+        return ""
+    low = {str(k).lower(): v for k, v in svc.items()}
+    return ascii(f" ({low.get('externalip')}:{low.get('port')}/{low.get('protocol')})")[1:-1]
 
 
 class JsonStore:
@@ -25,9 +52,12 @@ class JsonStore:
         self.path = Path(path)
         # id(entry) -> (entry, its JSON text); the entry is kept so its id cannot be reused
         self._dumped: dict[int, tuple[LoadBalancerEntry, str]] = {}
+        self.skipped: list[str] = []  # rules the last load() left out, one reason each
 
     def load(self) -> list[LoadBalancerEntry]:
-        """The saved rules; [] if the file does not exist. Raises StoreError if it is corrupt."""
+        """The saved rules; [] if the file does not exist. Raises StoreError if it is corrupt.
+        Rules holding a value this version refuses are left out and listed in `skipped`."""
+        self.skipped = []
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -39,9 +69,30 @@ class JsonStore:
             if not isinstance(data, dict):
                 raise ValueError('top level must be an object {"lbAttr": [...]}')
             return LoadBalancerList.model_validate(data).lb_attr
-        except (ValueError, ValidationError) as exc:
+        except ValidationError as exc:
+            if not all(e["type"] in REFUSED_VALUE_ERRORS for e in exc.errors()):
+                first = str(exc).splitlines()[0]
+                raise StoreError(f"corrupt rule store {self.path}: {first}") from exc
+            # Only values an older version accepted and this one refuses (e.g. a name with a
+            # lone surrogate): report and skip those rules instead of refusing to start or
+            # serving them (they would break every GET).
+            items = next(v for k, v in data.items() if str(k).lower() == "lbattr")
+            return self._load_skipping(items)
+        except ValueError as exc:
             first = str(exc).splitlines()[0]
             raise StoreError(f"corrupt rule store {self.path}: {first}") from exc
+
+    def _load_skipping(self, items: list[object]) -> list[LoadBalancerEntry]:
+        rules: list[LoadBalancerEntry] = []
+        for i, item in enumerate(items):
+            try:
+                rules.append(LoadBalancerEntry.model_validate(item))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                self.skipped.append(f"rule #{i}{_describe(item)}: invalid {where}: {err['msg']}")
+                log.error("rule store %s: skipping %s", self.path, self.skipped[-1])
+        return rules
 
     def save(self, rules: list[LoadBalancerEntry]) -> None:
         # Stored entries are never mutated (the engine replaces them), so each is dumped once.
@@ -69,3 +120,330 @@ class JsonStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+DB_NAME = "lbconfig.db"
+LEGACY_NAME = "lbconfig.json"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rules (
+    key   TEXT PRIMARY KEY,
+    ord   INTEGER NOT NULL,   -- listing order: a new key goes last, an update keeps its place
+    entry TEXT NOT NULL       -- the rule as posted (canonical), lbconfig.txt's object shape
+);
+CREATE INDEX IF NOT EXISTS rules_ord ON rules(ord);
+"""
+
+
+def _dump(entry: LoadBalancerEntry) -> str:
+    return json.dumps(entry.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+
+class _Commit:
+    """One submission: its ops, and the event its submitter waits on."""
+
+    __slots__ = ("seq", "ops", "_done", "_error")
+
+    def __init__(self, seq: int, ops: Sequence[StoreOp]) -> None:
+        self.seq = seq
+        self.ops = ops
+        self._done = threading.Event()
+        self._error: StoreFailure | None = None
+
+    def resolve(self, error: StoreFailure | None) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self) -> None:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+
+
+class SqliteStore:
+    """The engine's RuleStore, in `<state_dir>/lbconfig.db`.
+
+    - `load()` at start reads (and checks) the rules without writing: a corrupt, truncated or
+      unreadable file is a StoreError naming the file, and stays untouched. A `lbconfig.json`
+      of an earlier pyloxi, with no database yet, is imported (and renamed `.imported`).
+    - `submit()` queues ops and returns at once; the writer thread commits all that is queued
+      in one transaction (synchronous=FULL: the WAL is fsynced before COMMIT returns) and then
+      wakes every submitter. A failed transaction is rolled back whole, and every submission
+      from it on fails with the same StoreFailure until the engine, having undone them, calls
+      `resume()`. Nothing is retried in a loop: each write is a client's request, so a full or
+      read-only disk costs one failed attempt per request, and the log says so at most every
+      LOG_EVERY_S. If the database cannot even be opened for writing (read-only directory),
+      reopening is attempted at most every REOPEN_MIN_S..REOPEN_MAX_S (doubling).
+    """
+
+    LOG_EVERY_S = 10.0
+    REOPEN_MIN_S = 1.0
+    REOPEN_MAX_S = 30.0
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / DB_NAME
+        self.legacy = self.dir / LEGACY_NAME
+        self._conn: sqlite3.Connection | None = None
+        self._down: str | None = None  # why there is no writable connection
+        self._reopen_at = 0.0
+        self._reopen_wait = self.REOPEN_MIN_S
+        self._cond = threading.Condition()
+        self._queue: list[_Commit] = []
+        self._seq = 0
+        self._halted: StoreFailure | None = None
+        self._closing = False
+        self._failures = 0  # failed writes not yet reported in the log
+        self._log_at = 0.0
+        self._thread: threading.Thread | None = None
+        self.skipped: list[str] = []  # stored rules load() left out, one reason each
+
+    # ------------------------------------------------------------------ start
+
+    def load(self) -> tuple[list[str], list[LoadBalancerEntry]]:
+        """The persisted rules (store keys, entries) in listing order, then the store opened
+        for writing (or marked read-only). Raises StoreError if the state cannot be read."""
+        if self.path.exists() or self.path.is_symlink():
+            keys, entries = self._read_db()
+            self._open_rw(migrate=None)
+        elif self.legacy.exists():
+            entries = JsonStore(self.legacy).load()
+            keys = [entry_store_key(e) or f"?{n}" for n, e in enumerate(entries)]
+            self._open_rw(migrate=(keys, entries))
+        else:
+            keys, entries = [], []
+            self._open_rw(migrate=None)
+        self._thread = threading.Thread(target=self._run, name="rule-store", daemon=True)
+        self._thread.start()
+        return keys, entries
+
+    def _read_db(self) -> tuple[list[str], list[LoadBalancerEntry]]:
+        if not self.path.is_file():
+            raise StoreError(f"cannot read rule store {self.path}: not a regular file")
+        try:
+            with open(self.path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise StoreError(f"cannot read rule store {self.path}: {exc.strerror}") from exc
+        if self.path.stat().st_size == 0:
+            raise StoreError(f"corrupt rule store {self.path}: empty file (truncated?)")
+        sides = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm")]
+        existed = [p.exists() for p in sides]
+        try:
+            return self._parse(self._read_any())
+        except StoreError:
+            # Leave the directory as we found it: drop the side files this read created.
+            for side, was in zip(sides, existed, strict=True):
+                if not was:
+                    with contextlib.suppress(OSError):
+                        side.unlink()
+            raise
+
+    def _read_any(self) -> list[tuple[str, str]]:
+        try:
+            return self._read_rows(f"file:{self.path}?mode=ro")
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc):
+                raise StoreError(f"cannot read rule store {self.path}: {exc}") from exc
+            # Read-only directory and no -shm file to share: read the file as it is.
+            try:
+                return self._read_rows(f"file:{self.path}?immutable=1")
+            except sqlite3.Error as exc2:
+                raise StoreError(f"cannot read rule store {self.path}: {exc2}") from exc2
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"corrupt rule store {self.path}: {exc}") from exc
+
+    def _parse(self, rows: list[tuple[str, str]]) -> tuple[list[str], list[LoadBalancerEntry]]:
+        keys: list[str] = []
+        entries: list[LoadBalancerEntry] = []
+        for key, text in rows:
+            try:
+                entries.append(LoadBalancerEntry.model_validate_json(text))
+            except ValidationError as exc:
+                first = str(exc).splitlines()[0]
+                if all(e["type"] in REFUSED_VALUE_ERRORS for e in exc.errors()):
+                    # a value this version refuses: report the rule and leave it out (kept
+                    # on disk) rather than serve something that breaks every listing
+                    self.skipped.append(f"rule {key!r}: {first}")
+                    log.error("stored rule %r not loaded: %s", key, first)
+                    continue
+                raise StoreError(f"corrupt rule store {self.path}: rule {key!r}: {first}") from exc
+            keys.append(key)
+        return keys, entries
+
+    def _read_rows(self, uri: str) -> list[tuple[str, str]]:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "rules" not in names:
+                raise sqlite3.DatabaseError("no rules table (not a pyloxi rule store)")
+            return [(str(k), str(e)) for k, e in
+                    conn.execute("SELECT key, entry FROM rules ORDER BY ord")]
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+            conn.execute("PRAGMA journal_size_limit=4194304")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_rw(self, migrate: tuple[list[str], list[LoadBalancerEntry]] | None) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            self._went_down(self._explain(exc))
+            log.error("%s; rule changes will be refused until it can be written", self._down)
+            return
+        self._conn = conn
+        self._down = None
+        if migrate is None:
+            return
+        keys, entries = migrate
+        try:
+            self._write([_Commit(0, [Put(k, e) for k, e in zip(keys, entries, strict=True)])])
+            os.replace(self.legacy, self.legacy.with_name(LEGACY_NAME + ".imported"))
+            _fsync_dir(self.dir)
+        except (sqlite3.Error, OSError) as exc:
+            # The old file stays the source of truth (the next start imports it again).
+            raise StoreError(f"cannot import {self.legacy} into {self.path}: {exc}") from exc
+        log.info("imported %d rules from %s into %s", len(entries), self.legacy, self.path)
+
+    def _went_down(self, why: str) -> None:
+        self._down = why
+        self._reopen_at = time.monotonic() + self._reopen_wait
+        self._reopen_wait = min(self._reopen_wait * 2, self.REOPEN_MAX_S)
+
+    def _explain(self, exc: BaseException) -> str:
+        why = str(exc)
+        with contextlib.suppress(OSError):
+            if os.statvfs(self.dir).f_flag & os.ST_RDONLY:
+                why = f"state directory {self.dir} is on a read-only filesystem ({why})"
+        return f"cannot persist rules to {self.path}: {why}"
+
+    @property
+    def writable(self) -> bool:
+        return self._conn is not None
+
+    # ------------------------------------------------------------------ RuleStore
+
+    def submit(self, ops: Sequence[StoreOp]) -> _Commit:
+        with self._cond:
+            self._seq += 1
+            commit = _Commit(self._seq, ops)
+            if self._halted is not None:
+                commit.resolve(self._halted)
+            elif self._closing:
+                commit.resolve(StoreFailure(commit.seq, f"rule store {self.path} is closed"))
+            else:
+                self._queue.append(commit)
+                self._cond.notify()
+            return commit
+
+    def resume(self, from_seq: int) -> None:
+        with self._cond:
+            if self._halted is not None and self._halted.from_seq == from_seq:
+                self._halted = None
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, close the database (checkpointed)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ writer
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            error = self._try_write(batch)
+            if error is None:
+                for c in batch:
+                    c.resolve(None)
+                continue
+            failure = StoreFailure(batch[0].seq, error)
+            with self._cond:
+                self._halted = failure
+                later, self._queue = self._queue, []
+            for c in batch + later:
+                c.resolve(failure)
+
+    def _try_write(self, batch: list[_Commit]) -> str | None:
+        if self._conn is None:
+            if time.monotonic() < self._reopen_at:
+                return self._report(self._down or "rule store not open")
+            try:
+                self._conn = self._connect()
+            except (sqlite3.Error, OSError) as exc:
+                self._went_down(self._explain(exc))
+                return self._report(self._down or "")
+            log.warning("rule store %s is writable again", self.path)
+            self._down = None
+            self._reopen_wait = self.REOPEN_MIN_S
+        try:
+            self._write(batch)
+        except Exception as exc:  # anything: the writer thread must survive to answer others
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            return self._report(self._explain(exc))
+        if self._failures:
+            log.warning("rule store %s: writes succeed again (%d failed since last report)",
+                        self.path, self._failures)
+            self._failures = 0
+        return None
+
+    def _write(self, batch: list[_Commit]) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        for commit in batch:
+            for op in commit.ops:
+                if isinstance(op, Put):
+                    conn.execute(
+                        "INSERT INTO rules(key, ord, entry) VALUES "
+                        "(?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM rules), ?) "
+                        "ON CONFLICT(key) DO UPDATE SET entry = excluded.entry",
+                        (op.key, _dump(op.entry)))
+                else:
+                    conn.execute("DELETE FROM rules WHERE key = ?", (op.key,))
+        conn.execute("COMMIT")
+
+    def _report(self, why: str) -> str:
+        """Log a failed write, at most once every LOG_EVERY_S (a client retrying in a loop
+        must not fill the disk with tracebacks)."""
+        self._failures += 1
+        now = time.monotonic()
+        if now >= self._log_at:
+            log.error("%s (%d failed writes since last report)", why, self._failures)
+            self._failures = 0
+            self._log_at = now + self.LOG_EVERY_S
+        return why
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -133,3 +133,30 @@ def csum_ok(pkt: Ether) -> bool:
     if hasattr(fresh.payload, "chksum"):
         del fresh.payload.chksum
     return bytes(fresh) == raw
+
+
+def ct_count(h: Harness) -> int:
+    """Entries in both conntrack tables (established ct_map + half-open ct_half)."""
+    return sum(1 for _ in h.dp.maps["ct_map"]) + sum(1 for _ in h.dp.maps["ct_half"])
+
+
+def ep_answer(to_ep: Ether, flags: str, seq: int = 5000, ack: int | None = None) -> Ether:
+    """The endpoint's answer to a packet the LB sent it (a SYN-ACK acknowledges the SYN)."""
+    ip, tcp = to_ep[IP], to_ep[TCP]
+    return Ether(src=EP_MAC, dst=LB_MAC) / IP(src=ip.dst, dst=ip.src, ttl=64) / TCP(
+        sport=tcp.dport, dport=tcp.sport, flags=flags, seq=seq,
+        ack=tcp.seq + 1 if ack is None else ack, window=65535)
+
+
+def handshake(h: Harness, src: str = CLIENT, sport: int = 40000, dport: int = 80,
+              dst: str = VIP) -> tuple[Ether, Ether]:
+    """A complete three-way handshake through the LB (client seq 1000, endpoint seq 5000).
+    Returns the SYN as sent to the endpoint and the SYN-ACK as sent back to the client."""
+    out = Harness.run(h, syn(src=src, sport=sport, dport=dport, dst=dst))
+    assert out.retval == TC_ACT_REDIRECT, out.retval
+    back = h.run(ep_answer(out.pkt, "SA"))
+    assert back.retval == TC_ACT_REDIRECT, back.retval
+    ack = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=src, dst=dst, ttl=64) / TCP(
+        sport=sport, dport=dport, flags="A", seq=1001, ack=5001, window=65535)
+    assert h.run(ack).retval == TC_ACT_REDIRECT
+    return out.pkt, back.pkt

@@ -13,7 +13,7 @@ import pytest
 from pyloxi.datapath.ebpf.backend import DatapathInUse, EbpfDatapath
 from pyloxi.datapath.ebpf.libbpf import prog_fd_by_id, prog_info, tc_attached_prog_id, tc_detach
 
-from .conftest import OBJ, Harness, syn
+from .conftest import OBJ, Harness, ct_count, handshake
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def attached(netns: str):  # type: ignore[no-untyped-def]
     dp = EbpfDatapath(pin, obj_path=OBJ)
     h = Harness(dp)
     prog = h.service()
-    h.run(syn())
+    handshake(h)
     dp.attach(["dp0"])
     ids = {n: m.id for n, m in dp.maps.items()}
     dp.close()
@@ -40,10 +40,10 @@ def test_missing_pins_are_adopted_from_the_attached_program(attached) -> None:  
     shutil.rmtree(pin)  # what a private mount namespace does to them
     dp = EbpfDatapath(pin, obj_path=OBJ, interfaces=["dp0"])
     try:
-        for name in ("svc_map", "cfg_map", "ep_map", "ct_map", "conn_map"):
+        for name in ("svc_map", "cfg_map", "ep_map", "ct_map", "ct_half", "conn_map"):
             assert dp.maps[name].id == ids[name], name  # the very same kernel maps
             assert os.path.exists(os.path.join(pin, name)), name  # pinned again
-        assert len(list(dp.maps["ct_map"].keys())) == 2  # the flow's two entries
+        assert ct_count(Harness(dp)) == 2  # the flow's two entries
         assert len(list(dp.maps["svc_map"].keys())) == 1
         dp.attach(["dp0"])  # the new program replaces the old one on the same maps
         fd = prog_fd_by_id(tc_attached_prog_id(socket.if_nametoindex("dp0")) or 0)
@@ -68,7 +68,7 @@ def test_no_attached_program_is_a_fresh_start(netns: str) -> None:
     pin = f"/sys/fs/bpf/pl{os.getpid()}-fresh"
     dp = EbpfDatapath(pin, obj_path=OBJ, interfaces=["dp0", "no-such-if"])
     try:
-        assert not list(dp.maps["ct_map"].keys())
+        assert ct_count(Harness(dp)) == 0
     finally:
         dp.destroy()
 

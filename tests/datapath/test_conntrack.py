@@ -9,13 +9,17 @@ from scapy.layers.l2 import Ether
 
 from pyloxi.model.lb import NatMode
 
-from .conftest import CLIENT, CLIENT_MAC, EP_MAC, LB_MAC, VIP, Harness, syn
+from .conftest import CLIENT, CLIENT_MAC, EP_MAC, LB_MAC, VIP, Harness, ct_count, syn
 
 
 def ep_pkt(to_lb: Ether, flags: str) -> Ether:
+    """The endpoint's answer; it acknowledges the client's SYN (seq 1000), as a real stack's
+    RST or SYN-ACK does (a RST acknowledging nothing is a blind reset and is dropped)."""
     ip, tcp = to_lb[IP], to_lb[TCP]
+    if "S" in flags or "R" in flags:
+        flags = flags if "A" in flags else flags + "A"
     return Ether(src=EP_MAC, dst=LB_MAC) / IP(src=ip.dst, dst=ip.src) / TCP(
-        sport=tcp.dport, dport=tcp.sport, flags=flags)
+        sport=tcp.dport, dport=tcp.sport, flags=flags, seq=5000, ack=1001)
 
 
 def state(h: Harness) -> str:
@@ -29,7 +33,7 @@ def test_tcp_state_machine_and_counters(h: Harness) -> None:
     assert state(h) == "sync-sent"
     h.run(ep_pkt(out.pkt, "SA"))
     assert state(h) == "sync-ack"
-    h.run(syn(flags="A"))
+    h.run(syn(flags="A") / b"")  # seq 1000: scapy's default ack 0, still an ACK
     assert state(h) == "est"
     h.run(syn(flags="FA"))
     assert state(h) == "fini"
@@ -94,9 +98,9 @@ def test_udp_states_and_aging(h: Harness) -> None:
 def test_remove_service_flushes_its_flows(h: Harness) -> None:
     prog = h.service()
     h.run(syn())
-    assert len(list(h.dp.maps["ct_map"].keys())) == 2
+    assert ct_count(h) == 2
     h.dp.remove_service(prog)
-    assert not list(h.dp.maps["ct_map"].keys())
+    assert ct_count(h) == 0
     assert not list(h.dp.maps["svc_map"].keys())
 
 

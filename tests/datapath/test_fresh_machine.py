@@ -10,13 +10,13 @@ import time
 
 import numpy as np
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.model.lb import Selection
 
-from .conftest import CLIENT, CLIENT_MAC, EP_MAC, EPS, LB_MAC, VIP, Harness, syn
+from .conftest import CLIENT, CLIENT_MAC, EPS, LB_MAC, VIP, Harness, handshake, syn
 
 SEC = 10**9
 
@@ -42,10 +42,7 @@ def restamp(h: Harness, stamp_ns: int) -> int:
 def test_aging_with_a_clock_near_zero(h: Harness) -> None:
     tcp = h.service()
     udp = h.service(proto=17, port=53, target=53)
-    out = h.run(syn())  # a TCP handshake in progress (10 s)
-    h.run(Ether(src=EP_MAC, dst=LB_MAC) / IP(src=out.pkt[IP].dst, dst=CLIENT) / TCP(
-        sport=8080, dport=40000, flags="SA"))
-    h.run(syn(flags="A"))  # established: the rule's idle timeout (240 s)
+    handshake(h)  # established: the rule's idle timeout (240 s)
     h.run(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=VIP) / UDP(sport=4000,
                                                                             dport=53))  # 5 s
     assert restamp(h, 2 * SEC) == 4  # two flows, two entries each, made 2 s after boot

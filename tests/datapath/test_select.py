@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP
 
 from pyloxi.model.lb import Selection
 
-from .conftest import CLIENT, CLIENT2, EPS, Harness, syn
+from .conftest import CLIENT, CLIENT2, EPS, Harness, handshake, syn
 
 
 def dests(h: Harness, n: int, src: str = CLIENT, base: int = 20000) -> list[str]:
@@ -52,7 +52,8 @@ def test_persist_keeps_client_on_its_endpoint(h: Harness) -> None:
 
 def test_lc_prefers_least_loaded(h: Harness) -> None:
     h.service(eps=EPS, sel=Selection.LC)
-    got = dests(h, 6)
+    # lc counts established flows: each connection completes its handshake
+    got = [handshake(h, sport=20000 + i)[0][IP].dst for i in range(6)]
     # every new flow stays open, so lc spreads them evenly
     assert Counter(got) == Counter({EPS[0]: 2, EPS[1]: 2, EPS[2]: 2})
     # close the flows of endpoint 0 (RST from the client): it becomes the least loaded

@@ -3,27 +3,60 @@
 from __future__ import annotations
 
 import errno
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from pyloxi.datapath.memory import MemoryDatapath
-from pyloxi.engine import Engine
+from pyloxi.engine import Engine, Put, StoreFailure, StoreOp
 from pyloxi.engine.program import MAX_ENDPOINTS, Flow
 from pyloxi.model.errors import PyloxiError
 from pyloxi.model.lb import LoadBalancerEntry, NatMode, Selection
 
 
+class Done:
+    """A store commit that is already resolved."""
+
+    def __init__(self, seq: int, error: StoreFailure | None = None) -> None:
+        self.seq = seq
+        self.error = error
+
+    def wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class ListStore:
+    """In-memory RuleStore: `rows` is what is persisted; `saved` records the rule list after
+    each submission; `fail_next` fails the next submission (and halts until resume)."""
+
     def __init__(self) -> None:
+        self.rows: dict[str, LoadBalancerEntry] = {}
         self.saved: list[list[LoadBalancerEntry]] = []
         self.fail_next: Exception | None = None
+        self.seq = 0
+        self.halted: StoreFailure | None = None
 
-    def save(self, rules: list[LoadBalancerEntry]) -> None:
-        if self.fail_next is not None:
+    def submit(self, ops: Sequence[StoreOp]) -> Done:
+        self.seq += 1
+        if self.halted is None and self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
-            raise exc
-        self.saved.append(rules)
+            self.halted = StoreFailure(self.seq, f"cannot persist: {exc}")
+        if self.halted is not None:
+            return Done(self.seq, self.halted)
+        for op in ops:
+            if isinstance(op, Put):
+                self.rows[op.key] = op.entry
+            else:
+                self.rows.pop(op.key, None)
+        self.saved.append(list(self.rows.values()))
+        return Done(self.seq)
+
+    def resume(self, from_seq: int) -> None:
+        if self.halted is not None and self.halted.from_seq == from_seq:
+            self.halted = None
 
 
 def rule(
@@ -490,3 +523,152 @@ def test_restore_collects_errors_and_does_not_save(dp: MemoryDatapath, store: Li
     assert len(errors) == 2
     assert "20.20.20.1:0/tcp" in errors[0] and "lbrule-exists" in errors[1]
     assert len(dp.services) == 2 and store.saved == []
+
+
+# ------------------------------------------------------------------ persisted rules at boot
+
+
+def test_rule_failing_at_boot_is_kept_retried_and_deletable(dp: MemoryDatapath, store: ListStore):
+    """An onearm rule whose endpoint has no local address yet fails at boot: it stays in the
+    store (no write erases it), applies on a later retry, and can be deleted while parked."""
+    have_address = False
+
+    def source(ip: str) -> str | None:
+        return "192.168.0.254" if have_address else None
+
+    onearm = rule(port=1, mode=NatMode.ONEARM.value)
+    store.rows = {"20.20.20.1|tcp|1|0|0|": onearm, "20.20.20.1|tcp|2|0|0|": rule(port=2)}
+    eng = Engine(dp, store=store, snat_source=source)
+    errors = eng.restore(list(store.rows.values()), list(store.rows))
+    assert len(errors) == 1 and "no local address" in errors[0]
+    assert eng.parked() == [onearm]
+    eng.add_rule(rule(port=3))  # other changes are written: the parked rule stays persisted
+    assert [e.service_arguments.port for e in store.rows.values()] == [1, 2, 3]
+    assert eng.retry_parked() != [] and eng.parked() == [onearm]
+    have_address = True
+    assert eng.retry_parked() == [] and eng.parked() == []
+    assert sorted(p.port_min for p in dp.services.values()) == [1, 2, 3]
+    assert [e.service_arguments.port for e in store.rows.values()] == [1, 2, 3]
+
+
+def test_parked_rule_is_deleted_by_key_and_replaced_by_post(dp: MemoryDatapath, store: ListStore):
+    store.rows = {"20.20.20.1|tcp|1|0|0|": rule(port=1, mode=NatMode.ONEARM.value),
+                  "20.20.20.1|tcp|2|0|0|": rule(port=2, mode=NatMode.ONEARM.value)}
+    eng = Engine(dp, store=store, snat_source=lambda ip: None)
+    assert len(eng.restore(list(store.rows.values()), list(store.rows))) == 2
+    eng.delete_rule("20.20.20.1", 1, "tcp")
+    assert list(store.rows) == ["20.20.20.1|tcp|2|0|0|"]
+    eng.add_rule(rule(port=2))  # a POST of the same key replaces the parked rule
+    (stored,) = store.rows.values()
+    assert eng.parked() == [] and stored.service_arguments.mode == NatMode.DEFAULT.value
+    eng.restore([rule(port=5, mode=NatMode.ONEARM.value)], ["20.20.20.1|tcp|5|0|0|"])
+    store.rows["20.20.20.1|tcp|5|0|0|"] = rule(port=5, mode=NatMode.ONEARM.value)
+    assert eng.delete_all() == 1 and eng.parked() == [] and store.rows == {}
+
+
+# ------------------------------------------------------------------ bulk delete
+
+
+class GatedStore(ListStore):
+    """The `gate_at`-th submission is durable only once `release` is set (at most 10 s)."""
+
+    def __init__(self, gate_at: int) -> None:
+        super().__init__()
+        self.gate_at = gate_at
+        self.submissions = 0
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def submit(self, ops: Sequence[StoreOp]) -> Done:
+        self.submissions += 1
+        done = super().submit(ops)
+        if self.submissions != self.gate_at:
+            return done
+        store = self
+
+        class Gated(Done):
+            def wait(self) -> None:
+                store.reached.set()
+                store.release.wait(10)
+                super().wait()
+
+        return Gated(done.seq, done.error)
+
+
+def test_bulk_delete_lets_other_requests_through():
+    """While DELETE /all waits for its first chunk to be durable, a create and a read are
+    served: the lock is released between chunks (one lock hold for the whole bulk delete, as
+    before, made them wait for all of it)."""
+    store = GatedStore(gate_at=101)  # 100 creates, then the bulk delete's first chunk
+    dp = MemoryDatapath()
+    eng = Engine(dp, store=store, delete_chunk=16)
+    for p in range(1, 101):
+        eng.add_rule(rule(port=p))
+    result: list[int] = []
+    bulk = threading.Thread(target=lambda: result.append(eng.delete_all()))
+    bulk.start()
+    assert store.reached.wait(10)
+    created = threading.Event()
+
+    def create() -> None:
+        eng.add_rule(rule(port=1000))
+        assert len(eng.list_rules()) == 100 - 16 + 1
+        created.set()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    served = created.wait(10)
+    store.release.set()
+    bulk.join(10)
+    creator.join(10)
+    assert served
+    assert result == [100] and [e.service_arguments.port for e in eng.desired_rules()] == [1000]
+    assert len(store.saved) == 100 + 1 + 100 // 16 + 1  # one store write per chunk
+
+
+def test_bulk_delete_stops_at_a_datapath_failure_keeping_what_was_done(store: ListStore):
+    dp = MemoryDatapath()
+    eng = Engine(dp, store=store, delete_chunk=4)
+    for p in range(1, 11):
+        eng.add_rule(rule(port=p))
+
+    real = dp.remove_service
+    count = 0
+
+    def remove(prog: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == 6:
+            raise RuntimeError("map delete failed")
+        real(prog)
+
+    dp.remove_service = remove  # type: ignore[method-assign]
+    with pytest.raises(PyloxiError, match="deleted 5 rules, then: .*map delete failed"):
+        eng.delete_all()
+    assert [e.service_arguments.port for e in eng.desired_rules()] == [6, 7, 8, 9, 10]
+    assert [e.service_arguments.port for e in store.rows.values()] == [6, 7, 8, 9, 10]
+    assert sorted(p.port_min for p in dp.services.values()) == [6, 7, 8, 9, 10]
+
+
+def test_bulk_delete_store_failure_undoes_the_chunk(store: ListStore):
+    dp = MemoryDatapath()
+    eng = Engine(dp, store=store, delete_chunk=4)
+    for p in range(1, 11):
+        eng.add_rule(rule(port=p))
+    real = store.submit
+    calls = 0
+
+    def submit(ops):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            store.fail_next = OSError("disk full")
+        return real(ops)
+
+    store.submit = submit  # type: ignore[method-assign]
+    with pytest.raises(PyloxiError, match="deleted 4 rules, then: .*disk full"):
+        eng.delete_all()
+    ports = [5, 6, 7, 8, 9, 10]
+    assert [e.service_arguments.port for e in eng.desired_rules()] == ports  # order kept
+    assert [e.service_arguments.port for e in store.rows.values()] == ports
+    assert sorted(p.port_min for p in dp.services.values()) == ports

@@ -65,7 +65,8 @@ def test_bad_input_is_400_and_changes_nothing(rig, body):
     assert r.status_code == 400, r.text
     assert set(r.json()) == {"code", "message", "result"} and r.json()["code"] == 400
     assert mgr.keys() == []
-    r = http.post("/netlox/v1/config/endpoint", content=b"{nope")
+    r = http.post("/netlox/v1/config/endpoint", content=b"{nope",
+                  headers={"content-type": "application/json"})
     assert r.status_code == 400
 
 

@@ -1,17 +1,23 @@
-"""JsonStore: round trip, lbconfig.txt shape, missing/corrupt files, atomic replace."""
+"""Stores: SqliteStore (durable, group commit, failures, corrupt files, migration) and
+JsonStore (lbconfig.txt shape, the format imported from earlier versions)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from pyloxi.datapath.memory import MemoryDatapath
-from pyloxi.engine import Engine
+from pyloxi.engine import Delete, Engine, Put, StoreFailure
+from pyloxi.model.errors import PyloxiError
 from pyloxi.model.lb import LoadBalancerEntry
-from pyloxi.store import JsonStore, StoreError
+from pyloxi.store import JsonStore, SqliteStore, StoreError
 
 
 def entry(port: int) -> LoadBalancerEntry:
@@ -84,14 +90,229 @@ def test_failed_save_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert [p.name for p in tmp_path.iterdir()] == ["lbconfig.txt"]
 
 
-def test_engine_persists_and_restores(tmp_path: Path):
-    store = JsonStore(tmp_path / "lbconfig.txt")
+# ---------------------------------------------------------------------- SqliteStore
+
+
+@pytest.fixture
+def sq(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = SqliteStore(tmp_path / "state")
+    assert store.load() == ([], [])
+    yield store
+    store.close()
+
+
+def reload(path: Path) -> list[int]:
+    store = SqliteStore(path)
+    try:
+        return [e.service_arguments.port for e in store.load()[1]]
+    finally:
+        store.close()
+
+
+def test_sqlite_round_trip_keeps_listing_order(sq: SqliteStore, tmp_path: Path):
+    for p in (1, 2, 3):
+        sq.submit([Put(f"k{p}", entry(p))]).wait()
+    sq.submit([Put("k1", entry(11))]).wait()  # an update keeps its place
+    sq.submit([Delete("k2"), Put("k2", entry(22))]).wait()  # delete + create goes last
+    sq.close()
+    assert reload(tmp_path / "state") == [11, 3, 22]
+    keys, _ = SqliteStore(tmp_path / "state").load()
+    assert keys == ["k1", "k3", "k2"]
+
+
+def test_sqlite_group_commit_one_transaction_for_what_queued(
+    sq: SqliteStore, monkeypatch: pytest.MonkeyPatch
+):
+    gate = threading.Event()
+    batches: list[int] = []
+    write = sq._write
+
+    def slow_write(batch):  # type: ignore[no-untyped-def]
+        batches.append(len(batch))
+        gate.wait(10)
+        write(batch)
+
+    monkeypatch.setattr(sq, "_write", slow_write)
+    commits = [sq.submit([Put(f"k{p}", entry(p))]) for p in range(1, 11)]
+    # the writer may have taken the first one or several before blocking; the rest queue up
+    gate.set()
+    for c in commits:
+        c.wait()
+    assert sum(batches) == 10 and len(batches) <= 2
+
+
+def test_sqlite_failed_batch_fails_later_submissions_until_resume(
+    sq: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    sq.submit([Put("k1", entry(1))]).wait()
+    gate = threading.Event()
+    write = sq._write
+
+    def failing_write(batch):  # type: ignore[no-untyped-def]
+        gate.wait(10)
+        if any(c.ops and c.ops[0].key == "k2" for c in batch):
+            raise OSError(28, "No space left on device")
+        write(batch)
+
+    monkeypatch.setattr(sq, "_write", failing_write)
+    c2 = sq.submit([Put("k2", entry(2))])
+    c3 = sq.submit([Put("k3", entry(3))])
+    gate.set()
+    with pytest.raises(StoreFailure, match="No space left") as err2:
+        c2.wait()
+    with pytest.raises(StoreFailure) as err3:
+        c3.wait()  # queued after (or with) the failed one: computed on top of it
+    assert err2.value.from_seq == err3.value.from_seq == c2.seq
+    c4 = sq.submit([Put("k4", entry(4))])  # halted until the engine has undone them
+    with pytest.raises(StoreFailure):
+        c4.wait()
+    sq.resume(c2.seq)
+    sq.submit([Put("k5", entry(5))]).wait()
+    sq.close()
+    assert reload(tmp_path / "state") == [1, 5]
+
+
+ACK_AND_DIE = """
+import os, signal, sys
+from pyloxi.engine import Put
+from pyloxi.model.lb import LoadBalancerEntry
+from pyloxi.store import SqliteStore
+store = SqliteStore(sys.argv[1])
+store.load()
+e = LoadBalancerEntry.model_validate({
+    "serviceArguments": {"externalIP": "20.20.20.1", "port": int(sys.argv[2]), "protocol": "tcp"},
+    "endpoints": [{"endpointIP": "31.31.31.1", "targetPort": 8080, "weight": 1}]})
+store.submit([Put(sys.argv[2], e)]).wait()
+os.kill(os.getpid(), signal.SIGKILL)  # acknowledged: die before anything else runs
+"""
+
+
+def test_sqlite_acknowledged_write_survives_sigkill(tmp_path: Path):
+    for port in (1, 2, 3):
+        proc = subprocess.run([sys.executable, "-c", ACK_AND_DIE, str(tmp_path), str(port)],
+                              capture_output=True, timeout=60)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert reload(tmp_path) == [1, 2, 3]
+
+
+def db_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half", "header", "empty"])
+def test_sqlite_corrupt_file_is_an_error_and_left_untouched(tmp_path: Path, damage: str):
+    good = tmp_path / "good"
+    store = SqliteStore(good)
+    store.load()
+    for p in range(1, 200):
+        store.submit([Put(f"k{p}", entry(p))]).wait()
+    store.close()
+    data = (good / "lbconfig.db").read_bytes()
+    bad = {"garbage": b"not a database at all" * 300, "half": data[: len(data) // 2],
+           "header": data[:50], "empty": b""}[damage]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "lbconfig.db").write_bytes(bad)
+    with pytest.raises(StoreError, match=str(state / "lbconfig.db")):
+        SqliteStore(state).load()
+    assert (state / "lbconfig.db").read_bytes() == bad
+    assert [p.name for p in state.iterdir()] == ["lbconfig.db"]
+
+
+def test_sqlite_unreadable_file_is_an_error(tmp_path: Path):
+    (tmp_path / "lbconfig.db").mkdir()  # something that cannot be read as a file
+    with pytest.raises(StoreError, match="cannot read rule store .*lbconfig.db"):
+        SqliteStore(tmp_path).load()
+
+
+def test_legacy_json_is_imported_once(tmp_path: Path):
+    JsonStore(tmp_path / "lbconfig.json").save([entry(80), entry(81)])
+    store = SqliteStore(tmp_path)
+    keys, entries = store.load()
+    assert entries == [entry(80), entry(81)] and keys[0] == "20.20.20.1|tcp|80|0|0|"
+    store.submit([Delete(keys[0])]).wait()
+    store.close()
+    assert not (tmp_path / "lbconfig.json").exists()
+    assert (tmp_path / "lbconfig.json.imported").exists()
+    assert reload(tmp_path) == [81]
+
+
+def test_corrupt_legacy_json_is_an_error_and_left_untouched(tmp_path: Path):
+    (tmp_path / "lbconfig.json").write_text("{not json")
+    with pytest.raises(StoreError, match="lbconfig.json"):
+        SqliteStore(tmp_path).load()
+    assert (tmp_path / "lbconfig.json").read_text() == "{not json"
+    assert not (tmp_path / "lbconfig.db").exists()
+
+
+def test_engine_with_sqlite_store_restores(tmp_path: Path):
+    store = SqliteStore(tmp_path)
+    store.load()
     eng = Engine(MemoryDatapath(), store=store)
     eng.add_rule(entry(80))
     eng.add_rule(entry(81))
     eng.delete_rule("20.20.20.1", 80, "tcp")
+    store.close()
+    store2 = SqliteStore(tmp_path)
+    keys, entries = store2.load()
     dp2 = MemoryDatapath()
-    eng2 = Engine(dp2, store=store)
-    assert eng2.restore(store.load()) == []
+    eng2 = Engine(dp2, store=store2)
+    assert eng2.restore(entries, keys) == []
     assert [p.port_min for p in dp2.services.values()] == [81]
     assert eng2.desired_rules() == eng.desired_rules()
+    store2.close()
+
+
+def test_engine_undoes_a_failed_group_newest_first(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    """Create X then update X, both in the failed batch: undoing oldest-first would leave X
+    behind; newest-first leaves nothing, in memory, datapath and disk."""
+    store = SqliteStore(tmp_path)
+    store.load()
+    dp = MemoryDatapath()
+    eng = Engine(dp, store=store)
+    eng.add_rule(entry(1))
+    gate = threading.Event()
+    entered = threading.Event()
+    write = store._write
+
+    def failing_write(batch):  # type: ignore[no-untyped-def]
+        entered.set()
+        gate.wait(10)
+        if any(isinstance(op, Put) and op.entry.service_arguments.port == 2
+               for c in batch for op in c.ops):
+            raise OSError(28, "No space left on device")
+        write(batch)
+
+    monkeypatch.setattr(store, "_write", failing_write)
+    errors: list[PyloxiError] = []
+
+    def post(e: LoadBalancerEntry) -> None:
+        try:
+            eng.add_rule(e)
+        except PyloxiError as exc:
+            errors.append(exc)
+
+    blocker = threading.Thread(target=post, args=(entry(3),))  # holds the writer
+    blocker.start()
+    assert entered.wait(10)
+    first = threading.Thread(target=post, args=(entry(2),))
+    first.start()
+    updated = entry(2).model_copy(update={"endpoints": [
+        entry(2).endpoints[0].model_copy(update={"endpoint_ip": "31.31.31.9"})]})
+    deadline = threading.Event()
+    while not store._queue and not deadline.wait(0.01):
+        pass
+    second = threading.Thread(target=post, args=(updated,))
+    second.start()
+    while len(store._queue) < 2 and not deadline.wait(0.01):
+        pass
+    gate.set()
+    for t in (blocker, first, second):
+        t.join(10)
+    assert len(errors) == 2 and all(e.code == 500 and "undone" in e.message for e in errors)
+    assert [r.service_arguments.port for r in eng.desired_rules()] == [1, 3]
+    assert sorted(p.port_min for p in dp.services.values()) == [1, 3]
+    eng.add_rule(entry(4))  # the store takes changes again
+    store.close()
+    assert reload(tmp_path) == [1, 3, 4]

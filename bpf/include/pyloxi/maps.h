@@ -15,7 +15,10 @@
 #define PL_SLOTS          1021    /* selection table length (prime, for Maglev) */
 #define PL_SLOTS_ALLOC    1024    /* bytes reserved per table */
 #define PL_MAX_SVC_KEYS   65536   /* service keys (one per VIP/proto/port) */
-#define PL_CT_ENTRIES     524288  /* two per flow */
+#define PL_CT_ENTRIES     524288  /* established flows, two entries per flow (never evicted) */
+#define PL_CT_HALF_ENTRIES 262144 /* half-open / one-way flows, two per flow (LRU: a flood evicts
+                                   * only these) */
+#define PL_EP_ADDR_ENTRIES 65536  /* endpoint ip:port/proto of every service */
 #define PL_AFF_ENTRIES    131072  /* persist: client affinities */
 #define PL_ALLOW_ENTRIES  65536   /* allowed-source prefixes, all services */
 
@@ -27,7 +30,11 @@
 #define PL_NAT_PORT_SPAN  16384
 #define PL_VIP_PORT_MIN   1024
 #define PL_VIP_PORT_SPAN  64512
-#define PL_NAT_TRIES      16
+#define PL_NAT_TRIES      32
+/* An entry whose partner is missing is taken over only when it is older than this: the two
+ * entries of a flow are inserted microseconds apart, so a younger orphan may be a flow another
+ * CPU is creating right now. */
+#define PL_RECLAIM_MIN_NS 2000000000ULL
 
 /* How long a flow reuses its cached next hop before asking the FIB again: a route or
  * neighbour change reaches established flows within this time. */
@@ -50,6 +57,12 @@ enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 
 #define PL_CT_RST    0x10
 #define PL_CT_SEEN   0x20   /* any packet (UDP, ICMP, SCTP) */
 
+/* ct_val.td_flags: TCP window tracking of the entry's direction */
+#define PL_TD_SENT    0x01  /* td_end / td_maxwin hold this direction's data */
+#define PL_TD_ACKED   0x02  /* td_edge holds this direction's ack + window */
+#define PL_TD_LIBERAL 0x04  /* picked up mid-stream: window unknown, RST/FIN not checked */
+#define PL_TD_NO_WS   0xff  /* td_wsopt: the SYN carried no window-scale option */
+
 /* ct_val.dir */
 #define PL_DIR_ORIG  0
 #define PL_DIR_REPLY 1
@@ -63,9 +76,19 @@ enum pl_stat {
 	PL_ST_CT_INSERT_FAIL,  /* conntrack insert failed: dropped */
 	PL_ST_FIB_PASS,        /* route lookup gave no next hop: the kernel forwards */
 	PL_ST_REUSE,           /* SYN on a closed flow's tuple started a new flow */
-	PL_ST_FRAGMENT,        /* IP fragment: handed to the kernel */
+	PL_ST_FRAGMENT,        /* IP fragment whose first fragment we have not seen: to the kernel */
 	PL_ST_RECLAIM,         /* a closed flow's reply tuple was taken over by a new flow */
-	PL_ST_MAX = 16,
+	PL_ST_CT_FULL,         /* established table full: the new flow was refused (to the kernel) */
+	PL_ST_REPLY_MISS,      /* packet from an endpoint ip:port without conntrack: dropped */
+	PL_ST_PICKUP,          /* mid-stream TCP without conntrack re-selected by hash (Maglev) */
+	PL_ST_PICKUP_REFUSED,  /* mid-stream TCP without conntrack, not hash: to the kernel (RST) */
+	PL_ST_OUT_OF_WINDOW,   /* RST/FIN outside the receiver's window: dropped, flow untouched */
+	PL_ST_PROMOTE,         /* flow established: moved from the half-open to the established table */
+	PL_ST_ICMP_XLATE,      /* ICMP error about a NATed flow translated back and forwarded */
+	PL_ST_ICMP_SENT,       /* ICMP error generated (time exceeded, fragmentation needed) */
+	PL_ST_ICMP_LIMITED,    /* ICMP error not generated (rate limit): the packet was dropped */
+	PL_ST_MTU_PASS,        /* too big for the egress, DF clear: rewritten, to the kernel */
+	PL_ST_MAX = 32,
 };
 
 struct ep_conn {          /* conn_map[svc_id * PL_MAX_EPS + idx]: active = opened - closed */
@@ -153,6 +176,26 @@ struct ct_val {
 	__u64 last_ns;        /* refreshed at most once a second */
 	__u64 packets;
 	__u64 bytes;
+	/* TCP window tracking of this direction, host order (as Linux conntrack's tcp_in_window,
+	 * reduced to what judging a RST or FIN needs). Updated without atomics: a race between
+	 * CPUs can only lose an advance of a few segments, which the window slack absorbs. */
+	__u32 td_end;         /* highest sequence number sent + 1 (SYN/FIN count one) */
+	__u32 td_edge;        /* highest ack + scaled window advertised: the right edge of what
+	                       * the other direction may send */
+	__u32 td_maxwin;      /* largest scaled window advertised */
+	__u8  td_wscale;      /* shift of this direction's window field (set when established) */
+	__u8  td_wsopt;       /* window-scale option of this direction's SYN, PL_TD_NO_WS: none */
+	__u8  td_flags;       /* PL_TD_* */
+	__u8  pad2;
+	__u32 fib_mtu;        /* MTU of fib_ifindex: bigger packets get the exact check */
+	__u32 pad3;
+};
+
+struct ep_addr_key {      /* ep_addr_map: an endpoint's ip:port/proto (icmp: port 0) */
+	__u32 ip;
+	__u16 port;
+	__u8  proto;
+	__u8  pad;
 };
 
 struct aff_key {          /* persist: client -> endpoint */
@@ -170,6 +213,34 @@ struct allow_key {        /* LPM: prefixlen = 32 + source prefix length */
 	__u32 prefixlen;
 	__u32 svc_id;
 	__u32 addr;
+};
+
+/* IP fragments: the first fragment's ports, by what every fragment of a datagram carries, so the
+ * later fragments (no L4 header) follow it to the same flow. */
+#define PL_FRAG_ENTRIES   16384
+
+struct frag_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id;             /* IP identification */
+	__u8  proto;
+	__u8  pad;
+};
+
+struct frag_val {
+	__u16 sport;          /* icmp echo: the identifier */
+	__u16 dport;
+	__u32 pad;
+};
+
+/* Generated ICMP errors: a per-CPU token bucket (what the kernel's icmp_msgs_per_sec/burst
+ * do for its own), so a flood of TTL-1 packets cannot turn the LB into a reflector. */
+#define PL_ICMP_RATE      1000    /* per second and CPU */
+#define PL_ICMP_BURST     50
+
+struct icmp_bucket {
+	__u64 last_ns;
+	__u64 tokens;
 };
 
 #endif

@@ -44,7 +44,8 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
-	__u32 csum_off = l4_csum_off(p);
+	/* a later fragment has no L4 header: addresses only */
+	__u32 csum_off = p->frag == PL_FRAG_LATER ? 0 : l4_csum_off(p);
 	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__u32 addr_diff = 0, port_diff = 0, ttl_word_old, ttl_word_new;
 
@@ -88,6 +89,8 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	ip->ttl--;
 	ip->saddr = saddr;
 	ip->daddr = daddr;
+	if (p->frag == PL_FRAG_LATER)
+		return 0;
 	__u16 *l4 = data + (p->l4off & 0x7f);   /* bounded for the verifier: at most 14 + 60 */
 	if ((void *)(l4 + 4) > data_end)
 		return -2;

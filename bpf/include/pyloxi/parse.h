@@ -25,14 +25,23 @@ struct pkt {
 	__u32 len;            /* skb->len */
 	__u8  tcp_flags;      /* raw TCP flags byte (tcp only) */
 	__u8  icmp_type;
+	__u8  ttl;
+	__u8  frag;           /* PL_FRAG_*: later fragments carry no L4 header */
+	__u16 ip_id;          /* IP identification (network order), for fragments */
 };
+
+#define PL_FRAG_NONE  0
+#define PL_FRAG_FIRST 1   /* offset 0, more fragments: has the L4 header */
+#define PL_FRAG_LATER 2   /* offset > 0: ports come from the first fragment (frag.h) */
 
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02
 #define TCPF_RST 0x04
 #define TCPF_ACK 0x10
 
-enum parse_rc { PARSE_OK = 0, PARSE_NOT_OURS, PARSE_FRAGMENT };
+/* PARSE_FRAGMENT: a later fragment, key without ports. PARSE_ICMP_ERROR: an ICMP error, which
+ * may be about one of our flows (icmp.h). */
+enum parse_rc { PARSE_OK = 0, PARSE_NOT_OURS, PARSE_FRAGMENT, PARSE_ICMP_ERROR };
 
 static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
@@ -46,8 +55,6 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
 		return PARSE_NOT_OURS;
-	if (ip->frag_off & bpf_htons(0x3fff))
-		return PARSE_FRAGMENT;
 
 	p->l3off = sizeof(*eth);
 	p->l4off = sizeof(*eth) + ip->ihl * 4;
@@ -58,6 +65,17 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	p->key.pad[0] = p->key.pad[1] = p->key.pad[2] = 0;
 	p->tcp_flags = 0;
 	p->icmp_type = 0;
+	p->ttl = ip->ttl;
+	p->ip_id = ip->id;
+	p->frag = PL_FRAG_NONE;
+	if (ip->frag_off & bpf_htons(0x3fff)) {
+		if (ip->frag_off & bpf_htons(0x1fff)) {
+			p->key.sport = p->key.dport = 0;
+			p->frag = PL_FRAG_LATER;
+			return PARSE_FRAGMENT;
+		}
+		p->frag = PL_FRAG_FIRST;
+	}
 
 	void *l4 = data + p->l4off;
 	switch (ip->protocol) {
@@ -84,6 +102,9 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 		struct icmphdr *ih = l4;
 		if ((void *)(ih + 1) > data_end)
 			return PARSE_NOT_OURS;
+		if (ih->type == ICMP_DEST_UNREACH || ih->type == ICMP_TIME_EXCEEDED ||
+		    ih->type == ICMP_PARAMETERPROB)
+			return p->frag == PL_FRAG_NONE ? PARSE_ICMP_ERROR : PARSE_NOT_OURS;
 		if (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY)
 			return PARSE_NOT_OURS;
 		p->icmp_type = ih->type;

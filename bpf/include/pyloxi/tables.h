@@ -74,8 +74,11 @@ struct {
 	PINNED;
 } rr_map SEC(".maps");    /* one shared cursor per service: strict rotation across CPUs */
 
+/* Established flows: a plain hash, so no insert can ever evict one. Only the datapath's own
+ * close/reclaim and the control plane's aging delete from it; when it is full, new flows are
+ * refused (see ct.h), never old ones dropped. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PL_CT_ENTRIES);
 	__type(key, struct ct_key);
 	__type(value, struct ct_val);
@@ -127,5 +130,45 @@ struct {
 	__type(key, __u32);
 	__type(value, struct conn_close_req);
 } close_map SEC(".maps");
+
+/* Half-open TCP flows and UDP/ICMP/SCTP flows that have not seen a reply yet: a bounded LRU,
+ * so a flood of spoofed new flows evicts only its own kind (early aging under pressure). A flow
+ * moves to ct_map when it is established. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PL_CT_HALF_ENTRIES);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	PINNED;
+} ct_half SEC(".maps");
+
+/* Endpoint addresses (ip:port/proto) of every installed service, written by the control plane:
+ * a packet from one that misses conntrack is a reply of a lost flow and must not be forwarded
+ * un-NATed. The value is unused (the control plane keeps the reference counts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_EP_ADDR_ENTRIES);
+	__type(key, struct ep_addr_key);
+	__type(value, __u32);
+	PINNED;
+} ep_addr_map SEC(".maps");
+
+/* First-fragment ports of IP datagrams in flight (frag.h). LRU: a datagram whose last fragment
+ * never came must not hold its slot forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PL_FRAG_ENTRIES);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+	PINNED;
+} frag_map SEC(".maps");
+
+/* Token bucket of generated ICMP errors (icmp.h); per CPU, so it takes no lock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_bucket);
+} icmp_rate SEC(".maps");
 
 #endif

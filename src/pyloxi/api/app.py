@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 
 from pyloxi.api import conntrack, lb
 from pyloxi.api.errors import LoxiRoute, install_handlers
+from pyloxi.api.guard import RequestGuard
 from pyloxi.model.lb import LoadBalancerEntry
 
 BASE_PATH = "/netlox/v1"
@@ -33,6 +34,8 @@ _ERROR_RESPONSES = {
     "400": "Malformed arguments for API call",
     "404": "Resource not found",
     "409": "Resource conflict",
+    "413": "Request body too large",
+    "415": "Content-Type is not application/json",
     "500": "Internal service error",
 }
 
@@ -110,6 +113,8 @@ def create_app(
     )
     app.state.engine = engine
     install_handlers(app)
+    # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
+    app.add_middleware(RequestGuard)  # type: ignore[arg-type]
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)

@@ -13,13 +13,15 @@ loop that also runs the manager.
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ValidationError
 
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
+from pyloxi.api.guard import read_json_object, show_value
+from pyloxi.model.base import MAX_NAME_LEN, MAX_WORD_LEN, text_problem
 from pyloxi.model.endpoint import EndPoint, EndPointGetEntry, EndPointHostState, EndPointList
 from pyloxi.model.errors import InvalidInput
 
@@ -40,20 +42,36 @@ def _body_openapi(model: type[BaseModel]) -> dict[str, Any]:
 
 async def _read(request: Request, model: type[BaseModel], what: str) -> Any:
     """The body through the case-folding model validator (any key casing, as loxilb)."""
-    raw = await request.body()
-    if not raw.strip():
-        raise InvalidInput(f"malformed request: empty body, expected an {what} object")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"malformed JSON body: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput(f"malformed request: body must be a JSON object, "
-                           f"got {type(data).__name__}")
+    data = await read_json_object(await request.body(), f"an {what}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(validation_reason(exc.errors())) from None
+
+
+def _probe_port(value: str) -> int:
+    """loxilb's swagger types probe_port as a *number*, so "8080.0" is accepted; it must still
+    be a finite whole number in 0-65535 (inf or 1e400 must not reach int())."""
+    try:
+        number = float(value or "0")
+    except ValueError:
+        raise InvalidInput(f"invalid probe_port {show_value(value)}: not a number") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"invalid probe_port {show_value(value)}: not a finite number")
+    if not number.is_integer():
+        raise InvalidInput(f"invalid probe_port {show_value(value)}: not a whole number")
+    if not 0 <= number <= 65535:
+        raise InvalidInput(f"invalid probe_port {show_value(value)}: must be 0-65535")
+    return int(number)
+
+
+def _query_text(what: str, value: str, limit: int) -> str:
+    if len(value) > limit:
+        raise InvalidInput(f"invalid {what}: longer than {limit} characters")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"invalid {what}: {problem[1]}")
+    return value
 
 
 def endpoint_router(manager: EndpointManager) -> APIRouter:
@@ -77,12 +95,9 @@ def endpoint_router(manager: EndpointManager) -> APIRouter:
         probe_type: str = Query(default=""),
         probe_port: str = Query(default="0"),
     ) -> dict[str, str]:
-        try:
-            port = int(float(probe_port or "0"))
-        except ValueError:
-            raise InvalidInput(f"invalid probe_port {probe_port!r}: not a number") from None
-        if not 0 <= port <= 65535:
-            raise InvalidInput(f"invalid probe_port {port}: must be 0-65535")
+        port = _probe_port(probe_port)
+        name = _query_text("name", name, MAX_NAME_LEN)
+        probe_type = _query_text("probe_type", probe_type, MAX_WORD_LEN)
         manager.api_delete(ip_address, name=name, probe_type=probe_type, probe_port=port)
         return SUCCESS
 

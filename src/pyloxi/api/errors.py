@@ -26,8 +26,20 @@ log = logging.getLogger("pyloxi.api")
 SUCCESS: dict[str, str] = {"result": "Success"}
 
 
+MAX_MESSAGE_LEN = 1024
+
+
+def _safe_message(message: str) -> str:
+    """One line of valid UTF-8, bounded: an error must always be answerable, even when it
+    quotes what a client sent (a lone surrogate would make the JSON encoder fail -> 500)."""
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+    return text if len(text) <= MAX_MESSAGE_LEN else text[: MAX_MESSAGE_LEN - 3] + "..."
+
+
 def error_body(code: int, message: str) -> dict[str, Any]:
     """The loxilb error object. `result` carries the raw error text, as loxilb's does."""
+    message = _safe_message(message)
     return {"code": code, "message": message, "result": message}
 
 
@@ -48,15 +60,29 @@ def _loc_name(loc: Sequence[int | str]) -> str:
     return out or "body"
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                       (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
 def validation_reason(errors: Sequence[Any]) -> str:
     """One line naming the first offending field: `invalid serviceArguments.port: <why>`."""
     if not errors:
         return "invalid request"
     first = errors[0]
-    name = _loc_name(first.get("loc", ()))
+    name = _loc_name(first.get("loc", ()))[:200]
     msg = str(first.get("msg", "invalid value"))
-    if first.get("type") == "missing":
+    kind = str(first.get("type", ""))
+    if kind == "missing":
         line = f"invalid {name}: field required"
+    elif kind.endswith("_type") and "input" in first:
+        # Strict types: say what was sent, e.g. "should be a valid integer, got boolean".
+        line = f"invalid {name}: {msg}, got {_json_type(first['input'])}"
     else:
         line = f"invalid {name}: {msg}"
     if len(errors) > 1:

@@ -14,6 +14,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from typer.core import TyperGroup
 
 import pyloxi
@@ -83,6 +84,11 @@ class RootGroup(TyperGroup):
         except typer.Abort:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
+        except ValidationError as exc:  # a value the wire model refuses (length, Unicode)
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "value"
+            typer.echo(f"Error: invalid {where}: {first['msg']}", err=True)
+            sys.exit(2)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -1,9 +1,12 @@
 """The engine: the rule table, and the only place that decides what the datapath holds.
 
-Every mutation follows one pattern under a lock: validate completely (400, nothing touched) →
-compute the new immutable `Rule` → swap it into the table → tell the datapath → persist. If the
-datapath or the store fails, the table and the datapath are put back as they were and the
-failure is re-raised as a PyloxiError.
+Every mutation follows one pattern: under the lock, validate completely (400, nothing touched) →
+compute the new immutable `Rule` → swap it into the table → tell the datapath → submit the change
+to the store; then, outside the lock, wait until the store says it is durable. Waiting outside the
+lock lets concurrent requests share one disk flush (group commit). If the datapath fails, that
+change is put back at once; if the store fails, every change from the failed write on (later
+ones were computed on top of it) is undone newest first, in table and datapath, and each waiting
+caller gets a PyloxiError. So memory, maps and disk agree, and an answered change is on disk.
 
 Decisions where loxilb is silent or quirky (all documented at the place they are made):
 - Rules overlap when they share VIP (or privateIP), protocol and block and their port ranges
@@ -13,8 +16,8 @@ Decisions where loxilb is silent or quirky (all documented at the place they are
 - Liveness verdicts (`set_endpoint_state`) apply to every rule holding a matching endpoint,
   whether or not it has `monitor` on: a prober only reports hosts something asked it to watch,
   and sending flows to a host known to be down helps nobody.
-- `restore` never writes the store: a rule that fails at boot (e.g. no route yet for onearm)
-  stays in the file for the next start instead of being erased.
+- `restore` never writes the store: a rule that fails at boot (e.g. no local address yet for
+  onearm) stays persisted and "parked", is retried (`retry_parked`) and can be deleted.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import ipaddress
 import itertools
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pyloxi.engine.conntrack import to_entry
@@ -34,13 +37,93 @@ from pyloxi.engine.rules import EpState, Rule, build_program, plan_endpoints, sn
 from pyloxi.engine.validate import RuleKey, RuleSpec, parse_key, validate, with_endpoints
 from pyloxi.model.conntrack import ConntrackEntry
 from pyloxi.model.errors import CapacityExceeded, Conflict, InvalidInput, NotFound, PyloxiError
-from pyloxi.model.lb import Endpoint, LoadBalancerEntry, NatMode, Oper
+from pyloxi.model.lb import PROTOCOLS, Endpoint, LoadBalancerEntry, NatMode, Oper
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Store op: the rule stored under `key` becomes `entry` (a new key goes last)."""
+
+    key: str
+    entry: LoadBalancerEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Store op: forget the rule stored under `key`."""
+
+    key: str
+
+
+StoreOp = Put | Delete
+
+
+class StoreFailure(Exception):
+    """Ops from submission `from_seq` on were not made durable (and never will be): the
+    store refuses every later submission until `resume(from_seq)`, so nothing computed on top
+    of a lost change reaches the disk before the engine has undone it."""
+
+    def __init__(self, from_seq: int, message: str) -> None:
+        super().__init__(message)
+        self.from_seq = from_seq
+        self.message = message
+
+
+class Commit(Protocol):
+    seq: int
+
+    def wait(self) -> None:
+        """Return once the ops are durable; raise StoreFailure if they never will be."""
+        ...
+
+
 class RuleStore(Protocol):
-    def save(self, rules: list[LoadBalancerEntry]) -> None: ...
+    """Where acknowledged rules live. `submit` must not block (it is called under the engine
+    lock, which orders submissions); durability is awaited outside the lock, so many requests
+    share one disk flush (group commit)."""
+
+    def submit(self, ops: Sequence[StoreOp]) -> Commit: ...
+
+    def resume(self, from_seq: int) -> None: ...
+
+
+def store_key(key: RuleKey) -> str:
+    """A rule's identity in the store (independent of how RuleKey prints itself)."""
+    return f"{key.vip}|{key.protocol}|{key.port}|{key.port_max}|{key.block}|{key.host}"
+
+
+def entry_store_key(entry: LoadBalancerEntry) -> str | None:
+    """The store key of a posted entry; None if it is not a valid rule."""
+    try:
+        spec = validate(entry, supported_modes=frozenset(NatMode),
+                        supported_protocols=frozenset(PROTOCOLS))
+    except PyloxiError:
+        return None
+    return store_key(spec.key)
+
+
+@dataclass(slots=True)
+class _Change:
+    """One applied change, enough to undo it: the table went from `old` to `new` under `key`;
+    `parked` is the not-yet-applied persisted rule this change replaced (see `restore`)."""
+
+    skey: str
+    key: RuleKey | None
+    old: Rule | None
+    new: Rule | None
+    parked: LoadBalancerEntry | None = None
+
+    def op(self) -> StoreOp:
+        return Put(self.skey, self.new.spec.entry) if self.new is not None else Delete(self.skey)
+
+
+@dataclass(slots=True)
+class _Pending:
+    seq: int
+    changes: list[_Change]
+    commit: Commit
 
 
 class _SvcIds:
@@ -79,21 +162,25 @@ class Engine:
         datapath: Datapath,
         *,
         store: RuleStore | None = None,
+        on_change: Callable[[], None] | None = None,
         snat_source: Callable[[str], str | None] | None = None,
         supported_modes: frozenset[NatMode] = frozenset(
             {NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT}
         ),
         supported_protocols: frozenset[str] = frozenset({"tcp", "udp", "icmp", "sctp"}),
         max_rules: int = MAX_SERVICES - 1,
+        delete_chunk: int = 64,
     ) -> None:
         if not 0 <= max_rules <= MAX_SERVICES - 1:
             raise ValueError(f"max_rules must be in 0..{MAX_SERVICES - 1}")
         self._dp = datapath
         self._store = store
+        self._on_change = on_change
         self._snat_source = snat_source
         self._modes = supported_modes
         self._protocols = supported_protocols
         self._max_rules = max_rules
+        self._chunk = max(1, delete_chunk)
         self._rules: dict[RuleKey, Rule] = {}
         # (protocol, block, address) -> keys of rules matching that VIP or privateIP: keeps the
         # overlap check O(rules on that address) instead of O(all rules).
@@ -101,6 +188,13 @@ class Engine:
         self._ids = _SvcIds()
         self._created = itertools.count(1)
         self._lock = threading.RLock()
+        # Changes applied to table and datapath but not yet durable, by submission seq: what
+        # a store failure undoes (newest first).
+        self._journal: dict[int, _Pending] = {}
+        self._rolled_back = 0  # highest StoreFailure.from_seq already undone
+        # Persisted rules that did not apply (at boot): kept in the store, retried, listed in
+        # no table. store key -> entry.
+        self._parked: dict[str, LoadBalancerEntry] = {}
 
     # ---------------------------------------------------------------- rule changes
 
@@ -110,10 +204,12 @@ class Engine:
         oper=0: create; on an existing key an identical body is 409 "lbrule-exists error",
         another body updates in place (kept endpoints keep their index), an empty endpoint list
         deletes the rule. oper=1 adds/reweights the listed endpoints, oper=2 removes them.
+        Returns once the change is durable in the store; if it cannot be, it is undone (table
+        and datapath) and a 500 is raised. Blocks: call it from a worker thread.
         """
-        self._add(entry, save=True)
+        self._settle(self._add(entry, persist=True))
 
-    def _add(self, entry: LoadBalancerEntry, *, save: bool) -> None:
+    def _add(self, entry: LoadBalancerEntry, *, persist: bool) -> _Pending | None:
         spec = validate(entry, supported_modes=self._modes, supported_protocols=self._protocols)
         with self._lock:
             old = self._rules.get(spec.key)
@@ -135,11 +231,18 @@ class Engine:
             if old is None:
                 if not spec.endpoints:
                     raise InvalidInput("rule needs at least one endpoint")
-                self._create(spec, save=save)
+                change = self._create(spec)
             elif not spec.endpoints:
-                self._commit(old, None, save=save)  # loxilb: empty update deletes the rule
+                change = self._commit(old, None)  # loxilb: empty update deletes the rule
             else:
-                self._update(old, spec, save=save)
+                change = self._update(old, spec)
+            if not persist:
+                self._finish([change])
+                self._changed()
+                return None
+            # A posted rule takes the place of a persisted one that never applied.
+            change.parked = self._parked.pop(change.skey, None)
+            return self._stage([change])
 
     def _snat(self, spec: RuleSpec) -> Callable[[str], str | None]:
         """SNAT address function for `spec`, checked for every endpoint (400 if onearm has
@@ -183,7 +286,7 @@ class Engine:
     def _drop(self, key: RuleKey) -> None:
         self._unindex(self._rules.pop(key))
 
-    def _create(self, spec: RuleSpec, *, save: bool) -> None:
+    def _create(self, spec: RuleSpec) -> _Change:
         if len(self._rules) >= self._max_rules:
             raise CapacityExceeded(f"lb rule limit {self._max_rules} reached")
         self._check_overlap(spec)
@@ -191,9 +294,9 @@ class Engine:
         sid = self._ids.alloc()
         eps = plan_endpoints((), spec.endpoints, snat)
         new = Rule(spec, sid, eps, build_program(spec, sid, eps), next(self._created))
-        self._commit(None, new, save=save)
+        return self._commit(None, new)
 
-    def _update(self, old: Rule, spec: RuleSpec, *, save: bool) -> None:
+    def _update(self, old: Rule, spec: RuleSpec) -> _Change:
         if spec.entry == old.spec.entry:
             raise Conflict(f"lbrule-exists error: {spec.key}")
         if spec.entry.secondary_ips != old.spec.entry.secondary_ips:
@@ -202,12 +305,14 @@ class Engine:
         snat = self._snat(spec)
         eps = plan_endpoints(old.eps, spec.endpoints, snat)
         new = replace(old, spec=spec, eps=eps, program=build_program(spec, old.svc_id, eps))
-        self._commit(old, new, save=save)
+        return self._commit(old, new)
 
-    def _commit(self, old: Rule | None, new: Rule | None, *, save: bool) -> None:
-        """Swap `old` for `new` in the table and the datapath, then persist; all or nothing."""
+    def _commit(self, old: Rule | None, new: Rule | None) -> _Change:
+        """Swap `old` for `new` in the table and the datapath, all or nothing. Persisting is
+        the caller's next step (`_stage`), so a batch of changes can share one store write."""
         assert old is not None or new is not None
         key = (new or old).spec.key  # type: ignore[union-attr]
+        change = _Change(store_key(key), key, old, new)
         if new is not None:
             self._put(new)
         else:
@@ -218,37 +323,108 @@ class Engine:
             else:
                 self._dp.remove_service(old.program)  # type: ignore[union-attr]
         except Exception as exc:
-            self._undo(key, old, new)
+            self._undo(change)
+            if old is not None and new is None:
+                self._reorder()
             raise _datapath_error(exc) from exc
-        if save and self._store is not None:
-            try:
-                self._store.save(self._entries())
-            except Exception as exc:
-                self._undo(key, old, new)
-                raise PyloxiError(500, f"cannot persist rules: {exc}") from exc
-        if new is None:
-            self._ids.free(old.svc_id)  # type: ignore[union-attr]
+        return change
 
-    def _undo(self, key: RuleKey, old: Rule | None, new: Rule | None) -> None:
-        """Put the table back as it was before `_commit`, then the datapath (best effort)."""
-        if new is None:
-            self._put(old)  # type: ignore[arg-type]
-            # a re-inserted rule lands last; restore creation order (rare path, O(n log n))
-            self._rules = dict(sorted(self._rules.items(), key=lambda kv: kv[1].created))
-        elif old is not None:
+    def _finish(self, changes: list[_Change]) -> None:
+        """The changes are final: a deleted rule's service id may now be reused. (Freed only
+        now so that undoing a delete can never collide with a rule created meanwhile.)"""
+        for ch in changes:
+            if ch.new is None and ch.old is not None:
+                self._ids.free(ch.old.svc_id)
+
+    def _changed(self) -> None:
+        """Tell the follower (VIPs, probes) the table changed; it reads `entries()` when it gets
+        to it (building the O(rules) list on every change made bulk creates quadratic)."""
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:  # a follower must never fail a rule change
+                log.exception("rule change listener failed")
+
+    def _stage(self, changes: list[_Change]) -> _Pending | None:
+        """Under the lock: hand the changes to the store (non-blocking, in lock order)."""
+        if not changes:
+            return None
+        self._changed()
+        if self._store is None:
+            self._finish(changes)
+            return None
+        try:
+            commit = self._store.submit([ch.op() for ch in changes])
+        except Exception as exc:
+            self._undo_all(changes)
+            raise PyloxiError(500, f"cannot persist rules: {exc}; the change was undone") from exc
+        pending = _Pending(commit.seq, changes, commit)
+        self._journal[commit.seq] = pending
+        return pending
+
+    def _settle(self, pending: _Pending | None) -> None:
+        """Outside the lock: wait until `pending` is durable. If the store failed, undo every
+        change from the failed batch on (they were computed on top of each other), newest
+        first, and raise a 500."""
+        if pending is None:
+            return
+        try:
+            pending.commit.wait()
+        except StoreFailure as exc:
+            with self._lock:
+                self._rollback(exc.from_seq)
+            raise PyloxiError(500, f"{exc.message}; the change was undone") from exc
+        with self._lock:
+            if self._journal.pop(pending.seq, None) is not None:
+                self._finish(pending.changes)
+
+    def _rollback(self, from_seq: int) -> None:
+        """Under the lock: undo what the store lost (once per failure, whichever waiter
+        comes first), then let the store take submissions again."""
+        if from_seq <= self._rolled_back:
+            return
+        self._rolled_back = from_seq
+        lost = [p for seq, p in self._journal.items() if seq >= from_seq]
+        for p in reversed(lost):
+            del self._journal[p.seq]
+            self._undo_all(p.changes, reorder=False)
+        self._reorder()
+        log.warning("store failed: undid %d changes (from submission %d on)",
+                    sum(len(p.changes) for p in lost), from_seq)
+        assert self._store is not None
+        self._store.resume(from_seq)
+        self._changed()
+
+    def _undo_all(self, changes: list[_Change], *, reorder: bool = True) -> None:
+        for ch in reversed(changes):
+            self._undo(ch)
+            if ch.parked is not None:
+                self._parked[ch.skey] = ch.parked
+        if reorder:
+            self._reorder()
+
+    def _reorder(self) -> None:
+        # A re-inserted (undeleted) rule lands last; restore creation order (rare path).
+        self._rules = dict(sorted(self._rules.items(), key=lambda kv: kv[1].created))
+
+    def _undo(self, ch: _Change) -> None:
+        """Put the table back as it was before `ch`, then the datapath (best effort)."""
+        old, new, key = ch.old, ch.new, ch.key
+        if key is None:
+            return  # a store-only change (a parked rule deleted)
+        current = self._rules.get(key)
+        if old is not None:
             self._put(old)
-        else:
+        elif new is not None:
             self._drop(key)
             self._ids.free(new.svc_id)
-        self._undo_datapath(old, new)
-
-    def _undo_datapath(self, old: Rule | None, new: Rule | None) -> None:
         # A failed install may have left part of `new` behind; a failed remove part of `old`.
+        # Liveness may have reprogrammed `new` since: remove what is installed now.
         try:
             if old is not None:
                 self._dp.install_service(old.program)
             elif new is not None:
-                self._dp.remove_service(new.program)
+                self._dp.remove_service((current or new).program)
         except Exception:  # best effort: the original error is what the caller needs
             log.exception("datapath rollback failed")
 
@@ -264,59 +440,119 @@ class Engine:
     ) -> None:
         """Delete one rule by its key (portMax equal to port is the same as 0). 404 if absent."""
         key = parse_key(vip, port, protocol, port_max, block, host)
+        skey = store_key(key)
         with self._lock:
             old = self._rules.get(key)
-            if old is None:
+            if old is not None:
+                pending = self._stage([self._commit(old, None)])
+            elif skey in self._parked:
+                entry = self._parked.pop(skey)
+                pending = self._stage([_Change(skey, None, None, None, parked=entry)])
+            else:
                 raise NotFound(f"no such rule {key}")
-            self._commit(old, None, save=True)
+        self._settle(pending)
 
     def delete_by_name(self, name: str) -> int:
         """Delete every rule named `name`; return how many. 404 if none."""
-        with self._lock:
-            victims = [
-                r for r in self._rules.values() if r.spec.entry.service_arguments.name == name
-            ]
-            if not victims:
-                raise NotFound(f"no rule named {name!r}")
-            return self._delete_many(victims)
+
+        def named(entry: LoadBalancerEntry) -> bool:
+            return entry.service_arguments.name == name
+
+        n = self._delete_where(named)
+        if n is None:
+            raise NotFound(f"no rule named {name!r}")
+        return n
 
     def delete_all(self) -> int:
+        return self._delete_where(lambda _entry: True) or 0
+
+    def _delete_where(self, match: Callable[[LoadBalancerEntry], bool]) -> int | None:
+        """Delete the rules (present now) that `match`, `delete_chunk` at a time: each chunk
+        under the lock and persisted as one store write, the lock released in between so
+        other requests are served during a long bulk delete. Each rule is all-or-nothing in
+        the datapath; a failure stops the bulk delete, keeping what was deleted. Returns how
+        many rules were deleted, None if none matched."""
         with self._lock:
-            return self._delete_many(list(self._rules.values()))
-
-    def _delete_many(self, victims: list[Rule]) -> int:
-        """Delete rules one by one (each all-or-nothing in the datapath), persist once.
-        Stops at the first datapath failure, keeping (and persisting) what was deleted."""
+            keys = [k for k, r in self._rules.items() if match(r.spec.entry)]
+            parked = [k for k, e in self._parked.items() if match(e)]
+        if not keys and not parked:
+            return None
         done = 0
-        failure: PyloxiError | None = None
-        for rule in victims:
+        i = 0
+        while True:
+            failure: PyloxiError | None = None
+            with self._lock:
+                changes: list[_Change] = []
+                for skey in parked:  # persisted but never applied: only the store has them
+                    entry = self._parked.pop(skey, None)
+                    if entry is not None:
+                        changes.append(_Change(skey, None, None, None, parked=entry))
+                parked = []
+                while i < len(keys) and len(changes) < self._chunk:
+                    rule = self._rules.get(keys[i])
+                    i += 1
+                    if rule is None or not match(rule.spec.entry):
+                        continue  # changed by another request meanwhile
+                    try:
+                        changes.append(self._commit(rule, None))
+                    except PyloxiError as exc:
+                        failure = exc
+                        break
+                pending = self._stage(changes)
             try:
-                self._commit(rule, None, save=False)
+                self._settle(pending)
             except PyloxiError as exc:
-                failure = exc
-                break
-            done += 1
-        if done and self._store is not None:
-            try:
-                self._store.save(self._entries())
-            except Exception as exc:
-                # Table and datapath agree; the next successful save brings the file in line.
-                raise PyloxiError(500, f"deleted {done} rules but cannot persist: {exc}") from exc
-        if failure is not None:
-            raise PyloxiError(failure.code, f"deleted {done} rules, then: {failure.message}")
-        return done
+                raise PyloxiError(exc.code, f"deleted {done} rules, then: {exc.message}") from exc
+            done += sum(1 for ch in changes if ch.old is not None)
+            if failure is not None:
+                raise PyloxiError(failure.code, f"deleted {done} rules, then: {failure.message}")
+            if i >= len(keys):
+                return done
 
-    def restore(self, entries: list[LoadBalancerEntry]) -> list[str]:
+    def restore(
+        self, entries: Sequence[LoadBalancerEntry], keys: Sequence[str] | None = None
+    ) -> list[str]:
         """Re-apply persisted rules at start. Returns one message per rule that failed; never
-        raises and never writes the store (a failed rule stays in the file)."""
+        raises and never writes the store. A rule that fails stays persisted and parked:
+        `retry_parked` tries it again, a delete (by key, name or all) removes it, a POST of
+        the same key replaces it. `keys` are the rules' store keys when the store has them."""
         errors: list[str] = []
-        for entry in entries:
+        for n, entry in enumerate(entries):
             try:
-                self._add(entry, save=False)
-            except PyloxiError as exc:
-                errors.append(f"{_describe(entry)}: {exc.message}")
+                self._add(entry, persist=False)
             except Exception as exc:  # a broken datapath must not stop the others
-                errors.append(f"{_describe(entry)}: {exc}")
+                why = exc.message if isinstance(exc, PyloxiError) else str(exc)
+                errors.append(f"{_describe(entry)}: {why}")
+                skey = keys[n] if keys is not None else self._store_key_of(entry, n)
+                with self._lock:
+                    self._parked[skey] = entry
+        return errors
+
+    def _store_key_of(self, entry: LoadBalancerEntry, n: int) -> str:
+        return entry_store_key(entry) or f"?{n}"  # unparseable: only a delete-all names it
+
+    def parked(self) -> list[LoadBalancerEntry]:
+        """Persisted rules not applied yet (see `restore`)."""
+        with self._lock:
+            return list(self._parked.values())
+
+    def retry_parked(self) -> list[str]:
+        """Try the parked rules again; return one message per rule still failing."""
+        errors: list[str] = []
+        with self._lock:
+            todo = list(self._parked.items())
+        for skey, entry in todo:
+            with self._lock:  # RLock: _add re-enters; holding it keeps the pop exact
+                if self._parked.get(skey) is not entry:
+                    continue  # replaced or deleted meanwhile
+                try:
+                    self._add(entry, persist=False)
+                except Exception as exc:
+                    why = exc.message if isinstance(exc, PyloxiError) else str(exc)
+                    errors.append(f"{_describe(entry)}: {why}")
+                    continue
+                del self._parked[skey]
+                log.info("persisted rule %s applied on retry", _describe(entry))
         return errors
 
     # ---------------------------------------------------------------- liveness
@@ -359,7 +595,7 @@ class Engine:
                     self._put(new)
                     continue
                 try:
-                    self._commit(rule, new, save=False)
+                    self._commit(rule, new)  # liveness is not persisted
                 except PyloxiError as exc:
                     failures.append(f"{key}: {exc.message}")
                     continue
@@ -398,9 +634,8 @@ class Engine:
             out.append(rule.spec.entry.model_copy(update={"endpoints": shown}, deep=True))
         return out
 
-    def _entries(self) -> list[LoadBalancerEntry]:
-        """The stored entries themselves, for the store (which only reads them): copying 10,000
-        rules on every change would make a bulk create quadratic."""
+    def entries(self) -> list[LoadBalancerEntry]:
+        """The stored entries themselves, for followers that only read them (no copies)."""
         with self._lock:
             return [r.spec.entry for r in self._rules.values()]
 
@@ -432,4 +667,5 @@ def _describe(entry: LoadBalancerEntry) -> str:
     return f"{a.external_ip}:{ports}/{a.protocol}" + (f" ({a.name})" if a.name else "")
 
 
-__all__ = ["Engine", "EpState", "RuleStore"]
+__all__ = ["Commit", "Delete", "Engine", "EpState", "Put", "RuleStore", "StoreFailure", "StoreOp",
+           "entry_store_key", "store_key"]

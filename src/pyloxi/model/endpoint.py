@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pyloxi.model.base import WireModel
+from pyloxi.model.base import Address, Name, ProbeText, WireModel, Word
 
 PROBE_TYPES = ("tcp", "udp", "sctp", "ping", "http", "https", "none")
 HOST_STATES = ("green", "yellow", "red")
@@ -20,12 +20,12 @@ MAX_PERIOD = 86400  # loxilb MaxHostProbeTime
 class EndPoint(WireModel):
     """POST /config/endpoint: a host to monitor (or an override of a rule-made probe)."""
 
-    host_name: str = Field(alias="hostName")
-    name: str = Field(default="", alias="name")
+    host_name: Address = Field(alias="hostName")
+    name: Name = Field(default="", alias="name")
     inactive_retries: int = Field(default=0, alias="inactiveReTries")
-    probe_type: str = Field(default="", alias="probeType")
-    probe_req: str = Field(default="", alias="probeReq")
-    probe_resp: str = Field(default="", alias="probeResp")
+    probe_type: Word = Field(default="", alias="probeType")
+    probe_req: ProbeText = Field(default="", alias="probeReq")
+    probe_resp: ProbeText = Field(default="", alias="probeResp")
     probe_duration: int = Field(default=0, alias="probeDuration")
     probe_port: int = Field(default=0, alias="probePort")
 
@@ -56,7 +56,7 @@ class EndPointList(WireModel):
 class EndPointHostState(WireModel):
     """POST /config/endpointhoststate: an external verdict. Only "red" forces a host down."""
 
-    host_name: str = Field(default="", alias="hostName")
+    host_name: Address = Field(default="", alias="hostName")
     ep_port: int = Field(default=0, alias="epPort")
-    ep_proto: str = Field(default="", alias="epProto")
-    state: str = Field(default="", alias="state")
+    ep_proto: Word = Field(default="", alias="epProto")
+    state: Word = Field(default="", alias="state")

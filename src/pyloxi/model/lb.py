@@ -6,7 +6,7 @@ from enum import IntEnum
 
 from pydantic import Field
 
-from pyloxi.model.base import WireModel
+from pyloxi.model.base import Address, CounterText, HostText, Name, ProbeText, WireModel, Word
 
 
 class Selection(IntEnum):
@@ -38,59 +38,71 @@ class Oper(IntEnum):
     DETACH = 2
 
 
+MAX_ENDPOINTS_WIRE = 1024
+MAX_SECONDARY_IPS_WIRE = 16
+MAX_ALLOWED_SOURCES_WIRE = 256
+
 PROTOCOLS = ("tcp", "udp", "sctp", "icmp")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
 
 
 class ServiceArguments(WireModel):
-    external_ip: str = Field(alias="externalIP")
-    private_ip: str = Field(default="", alias="privateIP")
+    external_ip: Address = Field(alias="externalIP")
+    private_ip: Address = Field(default="", alias="privateIP")
     port: int = Field(alias="port")
     port_max: int = Field(default=0, alias="portMax")
-    protocol: str = Field(default="tcp", alias="protocol")
+    protocol: Word = Field(default="tcp", alias="protocol")
     sel: int = Field(default=0, alias="sel")
     mode: int = Field(default=0, alias="mode")
     bgp: bool = Field(default=False, alias="bgp")
     monitor: bool = Field(default=False, alias="monitor")
-    probe_type: str = Field(default="", alias="probetype")
+    probe_type: Word = Field(default="", alias="probetype")
     probe_port: int = Field(default=0, alias="probeport")
-    probe_req: str = Field(default="", alias="probereq")
-    probe_resp: str = Field(default="", alias="proberesp")
+    probe_req: ProbeText = Field(default="", alias="probereq")
+    probe_resp: ProbeText = Field(default="", alias="proberesp")
     probe_timeout: int = Field(default=0, alias="probeTimeout")
     probe_retries: int = Field(default=0, alias="probeRetries")
     managed: bool = Field(default=False, alias="managed")
     security: int = Field(default=0, alias="security")
     block: int = Field(default=0, alias="block")
     inactive_timeout: int = Field(default=0, alias="inactiveTimeOut")
-    name: str = Field(default="", alias="name")
+    name: Name = Field(default="", alias="name")
     snat: bool = Field(default=False, alias="snat")
     oper: int = Field(default=0, alias="oper")
-    host: str = Field(default="", alias="host")
+    host: HostText = Field(default="", alias="host")
     proxy_protocol_v2: bool = Field(default=False, alias="proxyprotocolv2")
     egress: bool = Field(default=False, alias="egress")
 
 
 class Endpoint(WireModel):
-    endpoint_ip: str = Field(alias="endpointIP")
+    endpoint_ip: Address = Field(alias="endpointIP")
     target_port: int = Field(default=0, alias="targetPort")
     weight: int = Field(default=1, alias="weight")
-    state: str = Field(default="", alias="state")  # output only: active | inactive
-    counter: str = Field(default="", alias="counter")  # output only: "<packets>:<bytes>"
+    state: Word = Field(default="", alias="state")  # output only: active | inactive
+    counter: CounterText = Field(default="", alias="counter")  # output only: "<packets>:<bytes>"
 
 
 class SecondaryIP(WireModel):
-    secondary_ip: str = Field(alias="secondaryIP")
+    secondary_ip: Address = Field(alias="secondaryIP")
 
 
 class AllowedSource(WireModel):
-    prefix: str = Field(alias="prefix")
+    prefix: Address = Field(alias="prefix")
 
 
 class LoadBalancerEntry(WireModel):
     service_arguments: ServiceArguments = Field(alias="serviceArguments")
-    endpoints: list[Endpoint] = Field(default_factory=list, alias="endpoints")
-    secondary_ips: list[SecondaryIP] | None = Field(default=None, alias="secondaryIPs")
-    allowed_sources: list[AllowedSource] | None = Field(default=None, alias="allowedSources")
+    # Bounds on the work one request can ask for; the engine's own limits (endpoints per
+    # service, 3 secondary IPs) are tighter and say so in their messages.
+    endpoints: list[Endpoint] = Field(
+        default_factory=list, alias="endpoints", max_length=MAX_ENDPOINTS_WIRE
+    )
+    secondary_ips: list[SecondaryIP] | None = Field(
+        default=None, alias="secondaryIPs", max_length=MAX_SECONDARY_IPS_WIRE
+    )
+    allowed_sources: list[AllowedSource] | None = Field(
+        default=None, alias="allowedSources", max_length=MAX_ALLOWED_SOURCES_WIRE
+    )
 
 
 class LoadBalancerList(WireModel):

@@ -47,7 +47,10 @@ DEFAULT_OBJECT = os.environ.get(
 )
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "cfg_map", "slot_map", "ep_map", "ep_stats", "conn_map", "svc_new",
-             "rr_map", "ct_map", "aff_map", "allow_map", "stats_map", "close_map")
+             "rr_map", "ct_map", "aff_map", "allow_map", "stats_map", "close_map", "ct_half",
+             "ep_addr_map", "frag_map")
+#: the per-endpoint port count up to which a port range is protected against reply leaks
+EP_ADDR_MAX_PORTS = 1024
 
 
 def _ensure_bpffs(pin_dir: str) -> None:
@@ -98,7 +101,8 @@ class EbpfDatapath:
     """Datapath protocol on the TC program. Thread-safe (one lock around map writes)."""
 
     def __init__(self, pin_dir: str, *, obj_path: str = DEFAULT_OBJECT,
-                 ct_entries: int | None = None, interfaces: Sequence[str] = ()) -> None:
+                 ct_entries: int | None = None, ct_half_entries: int | None = None,
+                 interfaces: Sequence[str] = ()) -> None:
         """Open the object and load it against the maps pinned under *pin_dir*. Maps whose
         pin is missing are taken over from the pyloxi program attached to one of
         *interfaces*, if there is one: the pins of a daemon run under `ip netns exec` live in
@@ -109,6 +113,8 @@ class EbpfDatapath:
         self.obj = BpfObject.open(os.path.abspath(obj_path), pin_root=pin_dir)
         if ct_entries is not None:  # a conntrack table of another size (bench); before load
             self.obj.set_max_entries("ct_map", ct_entries)
+        if ct_half_entries is not None:  # the half-open table (tests: a small one to flood)
+            self.obj.set_max_entries("ct_half", ct_half_entries)
         adopted = self._adopt_live_maps(interfaces)
         try:
             self.obj.load()  # creates the rest and pins every map, adopted ones included
@@ -124,7 +130,9 @@ class EbpfDatapath:
         self._orphans: set[int] = self._ids_in_maps()  # installed by an earlier daemon
         self._next_free = 1
         self.attached: list[int] = []
-        self.ct = ConntrackTable(self.maps["ct_map"], self._count_closed)
+        self.ct = ConntrackTable(self.maps["ct_map"], self._count_closed, self.maps["ct_half"])
+        self._ep_addr_refs: dict[bytes, int] = {}  # ep_addr_map key -> services using it
+        self._ep_addrs: dict[int, set[bytes]] = {}  # dp id -> its ep_addr_map keys
 
     def _adopt_live_maps(self, interfaces: Sequence[str]) -> list[Map]:
         """Before load: point each map whose pin is missing at the live map of the same name
@@ -255,6 +263,7 @@ class EbpfDatapath:
                 flags=L.SVC_F_ALLOWLIST if prog.allowed_sources else 0,
             )
             self._sync_allow(dp, old, prog)
+            self._sync_endpoint_addrs(dp, prog)
             m["cfg_map"].update(_u32(dp), bytes(cfg))
             # publish the service keys last: a packet never finds a half-written service
             val = bytes(L.SvcVal(svc_id=dp, port_base=prog.port_min))
@@ -274,6 +283,61 @@ class EbpfDatapath:
             m.update(bytes(L.allow_key(dp, cidr)), _u32(1))
         for cidr in before - after:
             m.delete(bytes(L.allow_key(dp, cidr)))
+
+    @staticmethod
+    def _endpoint_addrs(prog: ServiceProgram) -> set[bytes]:
+        """ep_addr_map keys of a service: every endpoint ip:port/proto its flows are sent to
+        (icmp: port 0). DSR replies come from the VIP, not the endpoint: none."""
+        if int(prog.mode) == 3:  # NatMode.DSR
+            return set()
+        span = max(0, prog.port_max - prog.port_min)
+        out = set()
+        for e in prog.endpoints:
+            if prog.proto == 1:
+                ports: range = range(1)
+            elif e.port:
+                ports = range(e.port, min(e.port + span, 65535) + 1)
+            else:
+                ports = range(prog.port_min, max(prog.port_min, prog.port_max) + 1)
+            if len(ports) > EP_ADDR_MAX_PORTS:  # a huge range: not protected (documented)
+                continue
+            for port in ports:
+                out.add(bytes(L.EpAddrKey(ip=L.ip_n(e.ip), port=L.port_n(port),
+                                          proto=prog.proto)))
+        return out
+
+    def _sync_endpoint_addrs(self, dp: int, prog: ServiceProgram | None) -> None:
+        """Keep ep_addr_map equal to the endpoint addresses of the installed services
+        (reference-counted: services may share an endpoint), so the datapath can drop a
+        conntrack-less reply from an endpoint instead of letting the kernel forward it un-NATed.
+        Written before the service keys are published: a new flow's replies are covered."""
+        new = self._endpoint_addrs(prog) if prog is not None else set()
+        old = self._ep_addrs.pop(dp, set())
+        if new:
+            self._ep_addrs[dp] = new
+        m = self.maps["ep_addr_map"]
+        added = [k for k in new - old if self._ep_addr_refs.get(k, 0) == 0]
+        for k in new - old:
+            self._ep_addr_refs[k] = self._ep_addr_refs.get(k, 0) + 1
+        if added:
+            m.update_batch(added, [_u32(1)] * len(added))
+        gone = []
+        for k in old - new:
+            left = self._ep_addr_refs.get(k, 1) - 1
+            if left <= 0:
+                self._ep_addr_refs.pop(k, None)
+                gone.append(k)
+            else:
+                self._ep_addr_refs[k] = left
+        if gone:
+            m.delete_batch(gone)
+
+    def _prune_endpoint_addrs(self) -> None:
+        """Drop endpoint addresses an earlier daemon wrote for services nobody re-installed."""
+        m = self.maps["ep_addr_map"]
+        stale = [k for k in m if k not in self._ep_addr_refs]
+        if stale:
+            m.delete_batch(stale)
 
     @staticmethod
     def _ep_val(e) -> L.EpVal:  # type: ignore[no-untyped-def]
@@ -312,6 +376,7 @@ class EbpfDatapath:
             for k in stale:
                 m["allow_map"].delete(k)
         m["cfg_map"].update(_u32(dp), bytes(L.SvcCfg()))
+        self._sync_endpoint_addrs(dp, None)
         self.ct.flush_service(dp)
         self._zero_counters(dp)
 
@@ -321,6 +386,7 @@ class EbpfDatapath:
             orphans, self._orphans = self._orphans, set()
             for dp in orphans:
                 self._remove_dp(dp, None)
+            self._prune_endpoint_addrs()
             if orphans:
                 log.info("removed %d services left by an earlier daemon", len(orphans))
             return len(orphans)

@@ -18,6 +18,7 @@ MAX_EPS = 64
 SLOTS = 1021
 SLOTS_ALLOC = 1024
 CT_ENTRIES = 524288
+CT_HALF_ENTRIES = 262144
 CLOSE_BATCH = 256
 NAT_PORT_MIN = 49152
 
@@ -26,10 +27,13 @@ EP_F_ACTIVE = 0x1
 
 CT_SYN, CT_SYNACK, CT_ACK, CT_FIN, CT_RST, CT_SEEN = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 DIR_ORIG, DIR_REPLY = 0, 1
+TD_SENT, TD_ACKED, TD_LIBERAL, TD_NO_WS = 0x01, 0x02, 0x04, 0xFF
 
 STAT_NAMES = (
     "new_flow", "drop_source", "no_endpoint", "nat_exhausted", "ct_insert_fail",
-    "fib_pass", "syn_reuse", "fragment", "reclaim",
+    "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
+    "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
+    "mtu_pass",
 )
 
 
@@ -106,12 +110,34 @@ class CtVal(ctypes.Structure):
                 ("fib_dmac", ctypes.c_uint8 * 6), ("fib_ns", ctypes.c_uint64),
                 ("created_ns", ctypes.c_uint64),
                 ("last_ns", ctypes.c_uint64), ("packets", ctypes.c_uint64),
-                ("bytes", ctypes.c_uint64)]
+                ("bytes", ctypes.c_uint64), ("td_end", ctypes.c_uint32),
+                ("td_edge", ctypes.c_uint32), ("td_maxwin", ctypes.c_uint32),
+                ("td_wscale", ctypes.c_uint8), ("td_wsopt", ctypes.c_uint8),
+                ("td_flags", ctypes.c_uint8), ("pad2", ctypes.c_uint8),
+                ("fib_mtu", ctypes.c_uint32), ("pad3", ctypes.c_uint32)]
+
+
+class EpAddrKey(ctypes.Structure):
+    _fields_ = [("ip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8)]
 
 
 class AllowKey(ctypes.Structure):
     _fields_ = [("prefixlen", ctypes.c_uint32), ("svc_id", ctypes.c_uint32),
                 ("addr", ctypes.c_uint32)]
+
+
+class FragKey(ctypes.Structure):
+    _fields_ = [("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32), ("id", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class FragVal(ctypes.Structure):
+    _fields_ = [("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16), ("pad", ctypes.c_uint32)]
+
+
+class IcmpBucket(ctypes.Structure):
+    _fields_ = [("last_ns", ctypes.c_uint64), ("tokens", ctypes.c_uint64)]
 
 
 def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
@@ -135,7 +161,8 @@ CT_VAL_DTYPE = _dtype(CtVal)
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "slot_table": SlotTable,
     "ep_val": EpVal, "counters": Counters, "ep_conn": EpConn, "conn_close_req": ConnCloseReq,
-    "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey,
+    "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey, "ep_addr_key": EpAddrKey,
+    "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
 }
 
 

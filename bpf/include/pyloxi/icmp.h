@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * ICMP errors, both ways, off the established fast path.
+ *
+ * In: an ICMP error (destination unreachable incl. fragmentation needed, time exceeded,
+ * parameter problem) about a packet P' we emitted after a rewrite is translated back for the
+ * sender of the packet before the rewrite (icmp_error_in), as Linux conntrack NAT does.
+ *
+ * Out: what a router would answer, we answer (icmp_reply): 'time exceeded' for TTL <= 1 and
+ * 'fragmentation needed' for a DF packet longer than the egress MTU. Both quote the packet
+ * as it came in, before any rewrite, so its sender recognises its own packet.
+ */
+#ifndef PYLOXI_ICMP_H
+#define PYLOXI_ICMP_H
+
+#include <linux/pkt_cls.h>
+#include "pyloxi/parse.h"
+#include "pyloxi/tables.h"
+#include "pyloxi/nat.h"
+#include "pyloxi/fwd.h"
+#include "pyloxi/ct.h"
+
+#define PL_ICMP_QUOTE_MAX 548     /* 576 - 20 - 8: a router quotes at most 576 bytes (RFC 1812) */
+#define PL_ICMP_PULL      170     /* eth + outer IP (60) + ICMP + inner IP (60) + 20 of L4 */
+#define PL_NS_PER_TOKEN   (1000000000ULL / PL_ICMP_RATE)
+#define PL_IP_DF          0x4000
+
+static __always_inline void icmp_stat(__u32 reason)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats_map, &reason);
+	if (v)
+		*v += 1;
+}
+
+/* The flow an ICMP error is about, established or not yet (ct.h looks in both tables). */
+static __always_inline struct ct_val *icmp_flow_lookup(const struct ct_key *k)
+{
+	return ct_lookup(k);
+}
+
+static __always_inline __u16 csum_fold_diff(__u16 check, __u32 diff)
+{
+	__u32 sum = csum_add(diff, (__u16)~check);
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline __u16 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+/*
+ * Translate an ICMP error about one of our flows. The quoted packet P' is what we sent after a
+ * rewrite, so the reverse of its tuple is the key of the flow's OTHER entry E2, and the tuple P'
+ * had before our rewrite is the reverse of E2's rewrite:
+ *     K = (E2.nat_daddr -> E2.nat_saddr, ports E2.nat_dport -> E2.nat_sport; echo id E2.nat_sport)
+ * New inner header = K (addresses, ports or echo id, inner IP checksum, the inner L4 checksum
+ * when the quote holds it); new outer destination = K's source; new outer source = K's
+ * destination when the error came from P''s own destination, else unchanged (a router on the
+ * way). All checksums are updated by difference, so every covered sum stays what it was and a
+ * CHECKSUM_COMPLETE skb->csum stays valid. Not ours (no such flow): the kernel's.
+ * A global function: the verifier checks it once, not in the state of its caller.
+ */
+__noinline int pl_icmp_error_in(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+	struct iphdr *ip, *in;
+	struct icmphdr *ic;
+	__u32 ohl, ihl, len = skb->len;
+
+	if (bpf_skb_pull_data(skb, len < PL_ICMP_PULL ? len : PL_ICMP_PULL))
+		return TC_ACT_OK;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return TC_ACT_OK;
+	ohl = (ip->ihl & 0xf) << 2;
+	if (ohl < sizeof(*ip))
+		return TC_ACT_OK;
+	ic = data + ETH_HLEN + ohl;
+	in = (void *)(ic + 1);
+	if ((void *)(in + 1) > data_end)
+		return TC_ACT_OK;
+	ihl = (in->ihl & 0xf) << 2;
+	if (ihl < sizeof(*in) || (in->frag_off & bpf_htons(0x1fff)))
+		return TC_ACT_OK;   /* a later fragment quotes no ports: we cannot tell the flow */
+	__u16 *l4 = (void *)in + ihl;
+	if ((void *)(l4 + 4) > data_end)
+		return TC_ACT_OK;
+
+	struct ct_key rk = { .saddr = in->daddr, .daddr = in->saddr, .proto = in->protocol };
+	__u32 l4c_off;   /* offset of the inner L4 checksum in l4, 0: none we update */
+	switch (in->protocol) {
+	case IPPROTO_TCP:
+		l4c_off = 16;
+		break;
+	case IPPROTO_UDP:
+		l4c_off = 6;
+		break;
+	case IPPROTO_SCTP:
+		l4c_off = 0;   /* CRC32c: not covered by addresses; not in the 8 quoted bytes */
+		break;
+	case IPPROTO_ICMP: {
+		__u8 t = *(__u8 *)l4;
+		if (t != ICMP_ECHO && t != ICMP_ECHOREPLY)
+			return TC_ACT_OK;
+		l4c_off = 2;
+		break;
+	}
+	default:
+		return TC_ACT_OK;
+	}
+	if (in->protocol == IPPROTO_ICMP) {
+		rk.sport = l4[2];
+		rk.dport = 0;
+	} else {
+		rk.sport = l4[1];
+		rk.dport = l4[0];
+	}
+
+	struct ct_val *e2 = icmp_flow_lookup(&rk);
+	if (!e2)
+		return TC_ACT_OK;
+	if (ip->ttl <= 1)
+		return TC_ACT_SHOT;   /* never an ICMP error about an ICMP error */
+
+	__u32 ks = e2->nat_daddr, kd = e2->nat_saddr;
+	__u32 old_ports, new_ports;
+	if (in->protocol == IPPROTO_ICMP) {
+		old_ports = l4[2];
+		new_ports = e2->nat_sport;
+	} else {
+		old_ports = l4[0] | ((__u32)l4[1] << 16);
+		new_ports = e2->nat_dport | ((__u32)e2->nat_sport << 16);
+	}
+	__u32 osrc = ip->saddr == in->daddr ? kd : ip->saddr;
+	__u32 odst = ks;
+
+	/* inner: addresses (and the inner IP checksum), ports or echo id, L4 checksum */
+	__u32 addr_diff = csum_replace(csum_replace(0, in->saddr, ks), in->daddr, kd);
+	__u32 port_diff = csum_replace(0, old_ports, new_ports);
+	__u16 old_icheck = in->check;
+	__u16 new_icheck = csum_fold_diff(old_icheck, addr_diff);
+	__u32 msg_diff = csum_add(csum_add(addr_diff, port_diff),
+				  csum_replace(0, old_icheck, new_icheck));
+	if (l4c_off && (void *)l4 + l4c_off + 2 <= data_end) {
+		__u16 *l4c = (void *)l4 + (l4c_off & 0x1f);
+		if ((void *)(l4c + 1) > data_end)
+			return TC_ACT_OK;
+		__u16 oc = *l4c, nc;
+		if (in->protocol == IPPROTO_ICMP)
+			nc = csum_fold_diff(oc, port_diff);               /* no pseudo-header */
+		else if (in->protocol == IPPROTO_UDP && oc == 0)
+			nc = 0;                                           /* no checksum: keep it so */
+		else
+			nc = csum_fold_diff(oc, csum_add(addr_diff, port_diff));
+		if (in->protocol == IPPROTO_UDP && oc && nc == 0)
+			nc = 0xffff;
+		msg_diff = csum_add(msg_diff, csum_replace(0, oc, nc));
+		*l4c = nc;
+	}
+	in->saddr = ks;
+	in->daddr = kd;
+	in->check = new_icheck;
+	if (in->protocol == IPPROTO_ICMP) {
+		l4[2] = (__u16)new_ports;
+	} else {
+		l4[0] = (__u16)new_ports;
+		l4[1] = (__u16)(new_ports >> 16);
+	}
+	ic->checksum = csum_fold_diff(ic->checksum, msg_diff);
+
+	/* outer: addresses, and the TTL of a packet we route */
+	__u32 ttl_old = bpf_htons((__u16)ip->ttl << 8), ttl_new = bpf_htons((__u16)(ip->ttl - 1) << 8);
+	__u32 o_diff = csum_replace(csum_replace(0, ip->saddr, osrc), ip->daddr, odst);
+	ip->check = csum_fold_diff(ip->check, csum_replace(o_diff, ttl_old, ttl_new));
+	ip->ttl--;
+	ip->saddr = osrc;
+	ip->daddr = odst;
+	icmp_stat(PL_ST_ICMP_XLATE);
+	return route_out(skb, osrc, odst);
+}
+
+/* Per-CPU token bucket for generated errors. */
+static __always_inline int icmp_allow(void)
+{
+	__u32 zero = 0;
+	struct icmp_bucket *b = bpf_map_lookup_elem(&icmp_rate, &zero);
+	__u64 now = bpf_ktime_get_ns(), add;
+
+	if (!b)
+		return 0;
+	/* a clock behind the bucket (never in the datapath; user space may set it) grants nothing */
+	add = now > b->last_ns ? (now - b->last_ns) / PL_NS_PER_TOKEN : 0;
+	if (add) {
+		if (b->tokens + add >= PL_ICMP_BURST) {
+			b->tokens = PL_ICMP_BURST;
+			b->last_ns = now;
+		} else {
+			b->tokens += add;
+			b->last_ns += add * PL_NS_PER_TOKEN;
+		}
+	}
+	if (!b->tokens)
+		return 0;
+	b->tokens--;
+	return 1;
+}
+
+/*
+ * Turn the received packet (not yet rewritten) into the ICMP error `type`/`code` from `src` to
+ * its sender, and send it back out of the interface it came in on, to the hop it came from
+ * (MACs swapped), as Katran does. The quote is the packet's first bytes, at most 548 and a
+ * multiple of 4 (always the IP header and 8 more bytes). Never about a later fragment.
+ * Global, so verified once however many callers it has.
+ */
+__noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u32 mtu,
+			     __u32 src)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_HLEN;
+	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
+	__u32 dst, l3len, q, ihl, l4c = 0;
+
+	if ((void *)(ip + 1) > data_end || (ip->frag_off & bpf_htons(0x1fff)))
+		return TC_ACT_SHOT;
+	if (!icmp_allow()) {
+		icmp_stat(PL_ST_ICMP_LIMITED);
+		return TC_ACT_SHOT;
+	}
+	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
+	dst = ip->saddr;
+	ihl = (ip->ihl & 0xf) << 2;
+	l3len = bpf_ntohs(ip->tot_len);
+	if (l3len > skb->len - ETH_HLEN)
+		l3len = skb->len - ETH_HLEN;
+	q = (l3len < PL_ICMP_QUOTE_MAX ? l3len : PL_ICMP_QUOTE_MAX) & ~3U;
+	if (ihl < sizeof(*ip) || q < ihl + 8)
+		return TC_ACT_SHOT;
+	/*
+	 * The quoted L4 checksum, preset below. A packet from a local stack (veth) or from GRO is
+	 * CHECKSUM_PARTIAL: the device, or the kernel before it, will write a checksum over
+	 * [its L4 header, end) into that field, and those bytes are now inside our ICMP message.
+	 * No helper clears CHECKSUM_PARTIAL, so the field is given the value that this fill-in
+	 * writes back unchanged (on other skbs the fill-in never happens and the value is harmless).
+	 */
+	if (ip->frag_off & bpf_htons(0x1fff)) {
+		l4c = 0;
+	} else if (ip->protocol == IPPROTO_TCP && ihl + 18 <= q) {
+		l4c = ihl + 16;
+	} else if (ip->protocol == IPPROTO_UDP && ihl + 8 <= q) {
+		l4c = ihl + 6;
+	}
+
+	/* Trim to the quote (this also ends GSO; a trim or a grow turns CHECKSUM_COMPLETE into
+	 * NONE, whose skb->csum our stores would make stale, hence the grow when nothing is
+	 * trimmed), then make room for the IP and ICMP headers in front of the quote. */
+	if (skb->len == ETH_HLEN + q && bpf_skb_change_tail(skb, ETH_HLEN + q + 4, 0))
+		return TC_ACT_SHOT;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + q, 0))
+		return TC_ACT_SHOT;
+	if (bpf_skb_adjust_room(skb, sizeof(struct iphdr) + sizeof(struct icmphdr),
+				BPF_ADJ_ROOM_MAC, 0))
+		return TC_ACT_SHOT;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	struct iphdr *nip = data + ETH_HLEN;
+	struct icmphdr *ic = (void *)(nip + 1);
+	void *quote = (void *)(ic + 1);
+	if (quote + sizeof(struct iphdr) + 8 > data_end)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(eth->h_dest, smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, dmac, ETH_ALEN);
+
+	nip->version = 4;
+	nip->ihl = 5;
+	nip->tos = 0xc0;          /* internetwork control, as the kernel's ICMP errors */
+	nip->tot_len = bpf_htons(sizeof(*nip) + sizeof(*ic) + q);
+	nip->id = 0;
+	nip->frag_off = 0;
+	nip->ttl = 64;
+	nip->protocol = IPPROTO_ICMP;
+	nip->check = 0;
+	nip->saddr = src;
+	nip->daddr = dst;
+	ic->type = type;
+	ic->code = code;
+	ic->checksum = 0;
+	ic->un.gateway = 0;
+	if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED)
+		ic->un.frag.mtu = bpf_htons(mtu);
+
+	__u16 *f = quote + (l4c & 0x7f);
+	if (l4c) {
+		if ((void *)(f + 1) > data_end)
+			return TC_ACT_SHOT;
+		*f = 0;
+	}
+	/* one's complement sums of the quoted IP header and of the rest (its L4 bytes) */
+	__u64 sum_ip = 0, sum_all = 0, sum_l4;
+	for (__u32 i = 0; i < 60 / 4; i++) {
+		if (i >= ihl / 4)
+			break;
+		__u32 *w = quote + i * 4;
+		if ((void *)(w + 1) > data_end)
+			return TC_ACT_SHOT;
+		sum_ip += *w;
+	}
+	for (__u32 i = 0; i < PL_ICMP_QUOTE_MAX / 4; i++) {
+		if (i >= q / 4)
+			break;
+		__u32 *w = quote + i * 4;
+		if ((void *)(w + 1) > data_end)
+			return TC_ACT_SHOT;
+		sum_all += *w;
+	}
+	sum_l4 = csum_add(csum_fold64(sum_all), (__u16)~csum_fold64(sum_ip));
+	if (l4c) {
+		/* the fill-in stores ~(R + F) over the L4 bytes R and the field F: F is a fixed
+		 * point when 2F = ~R, i.e. F = ~R rotated right by one (one's complement doubling
+		 * is a rotation) */
+		__u16 t = ~csum_fold64(sum_l4);
+		__u16 f0 = (t >> 1) | ((t & 1) << 15);
+		if ((void *)(f + 1) > data_end)
+			return TC_ACT_SHOT;
+		*f = f0;
+		sum_l4 += f0;
+	}
+	__u32 *hw = (void *)ic;
+	ic->checksum = ~csum_fold64((__u64)hw[0] + hw[1] + sum_ip + sum_l4);
+	__u32 *iw = (void *)nip;
+	nip->check = ~csum_fold64((__u64)iw[0] + iw[1] + iw[2] + iw[3] + iw[4]);
+	icmp_stat(PL_ST_ICMP_SENT);
+	return bpf_redirect(skb->ingress_ifindex, 0);
+}
+
+static __always_inline int ip_df(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	return !!(ip->frag_off & bpf_htons(PL_IP_DF));
+}
+
+/*
+ * An ICMP error about a packet of flow entry v, from the address its sender knows: the
+ * packet's destination when our rewrite changes it (a VIP, or the SNAT address of a fullnat or
+ * onearm flow's reply), else (a default-mode reply, addressed to the client) the address the
+ * kernel would answer from, i.e. its route back to the sender; the VIP if there is none.
+ */
+static __always_inline int icmp_answer(struct __sk_buff *skb, const struct pkt *p,
+				       const struct ct_val *v, __u8 type, __u8 code, __u16 mtu)
+{
+	__u32 src = p->key.daddr;
+
+	if (v->nat_daddr == p->key.daddr) {
+		src = local_src(skb, p->key.saddr);
+		if (!src)
+			src = v->nat_saddr;
+	}
+	return pl_icmp_reply(skb, type, code, mtu, src);
+}
+
+#endif
