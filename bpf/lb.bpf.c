@@ -350,14 +350,27 @@ __noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u3
 	return 0;
 }
 
+/* The live version of a service (see struct svc_ver in maps.h). The generation word is read
+ * once: everything this packet then reads comes from that one version, which the control
+ * plane leaves untouched until a grace period after it stops being live. */
+static __always_inline struct svc_ver *svc_version(__u32 svc_id, __u32 *ver_id)
+{
+	__u32 *g = bpf_map_lookup_elem(&gen_map, &svc_id);
+
+	if (!g)
+		return NULL;
+	*ver_id = svc_id * 2 + (*(volatile __u32 *)g & 1);
+	return bpf_map_lookup_elem(&ver_map, ver_id);
+}
+
 /* Least connections: the slot whose endpoint has the fewest active flows. A global function,
  * so the verifier checks the scan once instead of in every caller's state. */
-__noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
+__noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct svc_ver *v)
 {
 	__u64 best = ~0ULL;
 	int best_slot = -1;
 
-	if (!t || n == 0)
+	if (!v || n == 0)
 		return -1;
 	/* Only established flows are counted (half-open ones may vanish by LRU eviction without
 	 * a trace): start the scan at a random slot so that a burst of new flows meeting equal
@@ -368,7 +381,7 @@ __noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
 		if (j >= m)
 			break;
 		__u32 i = (start + j < m ? start + j : start + j - m) & (PL_MAX_EPS - 1);
-		__u32 gid = svc_id * PL_MAX_EPS + (t->ep[i] & (PL_MAX_EPS - 1));
+		__u32 gid = svc_id * PL_MAX_EPS + (v->slot[i] & (PL_MAX_EPS - 1));
 		struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
 		__u64 active = c ? c->opened - c->closed : 0;
 		if (active < best) {
@@ -383,13 +396,13 @@ __noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct slot_table *t)
 }
 
 static __always_inline int select_slot(const struct pkt *p, __u32 svc_id,
-				       const struct svc_cfg *cfg, const struct slot_table *t)
+				       const struct svc_ver *v)
 {
-	__u32 n = cfg->n_slots;
+	__u32 n = v->cfg.n_slots;
 
 	if (n == 0 || n > PL_SLOTS)
 		return -1;
-	switch (cfg->sel) {
+	switch (v->cfg.sel) {
 	case PL_SEL_RR:
 	case PL_SEL_PRIO: {
 		__u64 *cursor = bpf_map_lookup_elem(&rr_map, &svc_id);
@@ -402,39 +415,32 @@ static __always_inline int select_slot(const struct pkt *p, __u32 svc_id,
 	case PL_SEL_PERSIST:
 		return mix32(p->key.saddr ^ 0x9e3779b9) % n;
 	case PL_SEL_LC:
-		return pl_select_lc(svc_id, n, t);
+		return pl_select_lc(svc_id, n, v);
 	}
 	return -1;
 }
 
-/* The endpoint index for a new flow, or -1. */
+/* The endpoint index for a new flow, or -1; all from version `v` of the service. */
 static __always_inline int select_endpoint(const struct pkt *p, __u32 svc_id,
-					   const struct svc_cfg *cfg, __u64 now)
+					   const struct svc_ver *v, __u64 now)
 {
-	__u32 tk = svc_id * 2 + (cfg->gen & 1);
-	struct slot_table *t = bpf_map_lookup_elem(&slot_map, &tk);
 	struct aff_key ak = { .svc_id = svc_id, .saddr = p->key.saddr };
 	int slot;
 
-	if (!t)
-		return -1;
-	if (cfg->sel == PL_SEL_PERSIST) {
+	if (v->cfg.sel == PL_SEL_PERSIST) {
 		struct aff_val *av = bpf_map_lookup_elem(&aff_map, &ak);
 		/* Signed: a stamp a moment ahead of `now` (another CPU) is fresh, not 2^64 old. */
-		if (av && (__s64)(now - av->last_ns) < (__s64)(cfg->persist_timeout * NSEC_PER_SEC)) {
-			__u32 gid = svc_id * PL_MAX_EPS + (av->ep_idx & (PL_MAX_EPS - 1));
-			struct ep_val *ep = bpf_map_lookup_elem(&ep_map, &gid);
-			if (ep && (ep->flags & PL_EP_F_ACTIVE)) {
-				av->last_ns = now;
-				return av->ep_idx & (PL_MAX_EPS - 1);
-			}
+		if (av && (__s64)(now - av->last_ns) < (__s64)(v->cfg.persist_timeout * NSEC_PER_SEC) &&
+		    (v->ep[av->ep_idx & (PL_MAX_EPS - 1)].flags & PL_EP_F_ACTIVE)) {
+			av->last_ns = now;
+			return av->ep_idx & (PL_MAX_EPS - 1);
 		}
 	}
-	slot = select_slot(p, svc_id, cfg, t);
+	slot = select_slot(p, svc_id, v);
 	if (slot < 0 || slot >= PL_SLOTS_ALLOC)
 		return -1;
-	int idx = t->ep[slot];
-	if (cfg->sel == PL_SEL_PERSIST) {
+	int idx = v->slot[slot];
+	if (v->cfg.sel == PL_SEL_PERSIST) {
 		struct aff_val nv = { .last_ns = now, .ep_idx = idx };
 		bpf_map_update_elem(&aff_map, &ak, &nv, BPF_ANY);
 	}
@@ -521,9 +527,10 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct svc_key sk = { .vip = p->key.daddr, .port = p->key.dport, .proto = p->key.proto };
 	struct svc_val *sv;
+	struct svc_ver *ver;
 	struct svc_cfg *cfg;
 	struct ep_val *ep;
-	__u32 svc_id, gid;
+	__u32 svc_id, ver_id;
 	__u64 now;
 	int idx;
 
@@ -533,11 +540,12 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	if (!sv)
 		return TC_ACT_OK;
 	svc_id = sv->svc_id;
-	cfg = bpf_map_lookup_elem(&cfg_map, &svc_id);
-	if (!cfg)
+	ver = svc_version(svc_id, &ver_id);
+	if (!ver)
 		return TC_ACT_OK;
+	cfg = &ver->cfg;
 	if (cfg->flags & PL_SVC_F_ALLOWLIST) {
-		struct allow_key ak = { .prefixlen = 64, .svc_id = svc_id, .addr = p->key.saddr };
+		struct allow_key ak = { .prefixlen = 64, .ver_id = ver_id, .addr = p->key.saddr };
 		if (!bpf_map_lookup_elem(&allow_map, &ak)) {
 			count(PL_ST_DROP_SOURCE);
 			return TC_ACT_SHOT;
@@ -562,9 +570,8 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	}
 
 	now = bpf_ktime_get_coarse_ns();
-	idx = select_endpoint(p, svc_id, cfg, now);
-	gid = svc_id * PL_MAX_EPS + (idx & (PL_MAX_EPS - 1));
-	ep = idx < 0 ? NULL : bpf_map_lookup_elem(&ep_map, &gid);
+	idx = select_endpoint(p, svc_id, ver, now);
+	ep = idx < 0 ? NULL : &ver->ep[idx & (PL_MAX_EPS - 1)];
 	if (!ep || !(ep->flags & PL_EP_F_ACTIVE)) {
 		/* The VIP is a local address: the kernel answers with a RST or port-unreachable,
 		 * a fast refusal instead of a black hole. */
@@ -574,7 +581,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 
 	__u16 dport = p->key.dport;
 	if (ep->port && p->key.proto != IPPROTO_ICMP)
-		dport = bpf_htons(bpf_ntohs(ep->port) + (bpf_ntohs(p->key.dport) - sv->port_base));
+		dport = bpf_htons(bpf_ntohs(ep->port) + (bpf_ntohs(p->key.dport) - cfg->port_base));
 
 	__u32 zero = 0;
 	struct flow_scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);

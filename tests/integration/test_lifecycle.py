@@ -69,7 +69,7 @@ def test_endpoint_removed_and_added_while_traffic_flows(lb: DaemonHandle) -> Non
 
 def snapshot(lb: DaemonHandle) -> tuple[object, ...]:
     maps = {}
-    for name in ("svc_map", "cfg_map", "allow_map", "ep_map"):
+    for name in ("svc_map", "gen_map", "ver_map", "allow_map"):
         with Map.from_pin(os.path.join(lb.pin, name)) as m:
             maps[name] = sorted(m.lookup_batch(65536))
     return lb.api("GET", "/config/loadbalancer/all").text, maps

@@ -151,3 +151,70 @@ def test_hash_down_endpoint_moves_only_its_own_slots(n: int, data: st.DataObject
     for b, a in zip(before, after, strict=True):
         if b != dead:
             assert a == b
+
+
+# --- weighted Maglev (as Katran's MaglevHashV2 and Cilium weight their tables) ---
+
+weighted_sets = st.lists(st.tuples(identity, st.integers(1, 100)), min_size=1, max_size=64,
+                         unique_by=lambda t: t[0])
+
+
+def test_maglev_weights_one_to_nine() -> None:
+    ids = ["10.0.11.2:80", "10.0.12.2:80"]
+    counts = Counter(maglev_table(ids, weights=[1, 9]))
+    assert abs(counts[0] - M / 10) <= 2 and abs(counts[1] - 9 * M / 10) <= 2
+    # and through the selection table the daemon installs (hash and persist alike)
+    table = build_slots(Selection.HASH, [(0, ids[0], 1), (1, ids[1], 9)])
+    assert abs(Counter(table)[1] / M - 0.9) < 0.005
+
+
+def test_maglev_equal_weights_are_the_unweighted_table() -> None:
+    ids = ["31.31.31.1:8080", "31.31.31.2:8080", "31.31.31.3:8080"]
+    assert maglev_table(ids, weights=[7, 7, 7]) == maglev_table(ids)
+    assert maglev_table(ids, weights=[0, 0, 0]) == maglev_table(ids)  # all 0: all equal
+
+
+def test_maglev_weight_zero_gets_nothing() -> None:
+    ids = ["a:1", "b:1", "c:1"]
+    assert set(maglev_table(ids, weights=[3, 0, 1])) == {0, 2}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(weighted_sets)
+def test_maglev_shares_follow_weights(pairs: list[tuple[str, int]]) -> None:
+    ids, weights = [p[0] for p in pairs], [p[1] for p in pairs]
+    counts = Counter(maglev_table(ids, weights=weights))
+    total = sum(weights)
+    for i, w in enumerate(weights):
+        # each endpoint places one entry per max/w rounds: its share is off by at most the
+        # entries of one round (n), whatever the weights
+        assert abs(counts[i] - M * w / total) <= len(ids) + 1
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(weighted_sets.filter(lambda p: len(p) >= 2), st.data())
+def test_maglev_weighted_removal_disruption(pairs: list[tuple[str, int]],
+                                            data: st.DataObject) -> None:
+    ids, weights = [p[0] for p in pairs], [p[1] for p in pairs]
+    gone = data.draw(st.sampled_from(ids))
+    keep = [i for i, x in enumerate(ids) if x != gone]
+    before = [ids[i] for i in maglev_table(ids, weights=weights)]
+    after = [ids[keep[i]] for i in maglev_table([ids[i] for i in keep],
+                                                weights=[weights[i] for i in keep])]
+    assert all(a != gone for a in after)
+    collateral = sum(1 for b, a in zip(before, after, strict=True) if b != gone and b != a)
+    assert collateral <= 0.25 * M
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(weighted_sets.filter(lambda p: len(p) >= 2), st.data())
+def test_maglev_reweight_moves_little(pairs: list[tuple[str, int]], data: st.DataObject) -> None:
+    """Changing one endpoint's weight moves about the slots its share changes by."""
+    ids, weights = [p[0] for p in pairs], [p[1] for p in pairs]
+    i = data.draw(st.integers(0, len(ids) - 1))
+    new = list(weights)
+    new[i] = data.draw(st.integers(1, 100))
+    before, after = maglev_table(ids, weights=weights), maglev_table(ids, weights=new)
+    moved = sum(1 for b, a in zip(before, after, strict=True) if b != a)
+    ideal = abs(M * weights[i] / sum(weights) - M * new[i] / sum(new))
+    assert moved <= 2 * ideal + 0.3 * M

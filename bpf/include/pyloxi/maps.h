@@ -111,34 +111,41 @@ struct svc_key {          /* svc_map key: one per VIP, protocol and port */
 	__u8  pad;
 };
 
-struct svc_val {
+struct svc_val {          /* never rewritten while the service lives (see svc_ver) */
 	__u32 svc_id;
-	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
-	__u16 pad;
+	__u32 pad;
 };
 
-struct svc_cfg {          /* cfg_map[svc_id] */
+/* A service is programmed as whole versions: ver_map[svc_id * 2 + gen] holds one complete
+ * version (config, endpoints, slot table) and gen_map[svc_id] says which of the two is live.
+ * The control plane writes the other version, then flips the generation word (one aligned
+ * 32-bit store, only its low byte ever changes), so a packet sees either the old or the new
+ * service, never a mix. It rewrites a version only after an RCU grace period has passed since
+ * that version was last live, so no packet still reads it. */
+struct svc_cfg {          /* the config of one version */
 	__u32 vip;
 	__u32 idle_timeout;   /* seconds, host order (read by the control plane's aging) */
 	__u32 persist_timeout;/* seconds, host order */
 	__u16 n_slots;        /* 0: no active endpoint */
 	__u8  mode;           /* enum pl_mode */
 	__u8  sel;            /* enum pl_sel */
-	__u8  gen;            /* which slot table (0/1) is live */
 	__u8  flags;          /* PL_SVC_F_* */
-	__u16 pad;
+	__u8  pad;
+	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
 };
 
-struct slot_table {       /* slot_map[svc_id * 2 + gen] */
-	__u8 ep[PL_SLOTS_ALLOC];
-};
-
-struct ep_val {           /* ep_map[svc_id * PL_MAX_EPS + idx] */
+struct ep_val {           /* endpoint idx of a version; counters stay per svc_id * PL_MAX_EPS + idx */
 	__u32 ip;
 	__u32 snat_ip;        /* 0: keep the client's source address */
 	__u16 port;           /* 0: keep the destination port */
 	__u8  flags;          /* PL_EP_F_* */
 	__u8  weight;
+};
+
+struct svc_ver {          /* ver_map[svc_id * 2 + gen] */
+	struct svc_cfg cfg;
+	struct ep_val ep[PL_MAX_EPS];
+	__u8 slot[PL_SLOTS_ALLOC];   /* endpoint index per slot, cfg.n_slots used */
 };
 
 struct counters {         /* ep_stats (per CPU) */
@@ -211,7 +218,7 @@ struct aff_val {
 
 struct allow_key {        /* LPM: prefixlen = 32 + source prefix length */
 	__u32 prefixlen;
-	__u32 svc_id;
+	__u32 ver_id;         /* svc_id * 2 + gen: the allowed sources belong to a version */
 	__u32 addr;
 };
 

@@ -19,30 +19,6 @@ struct {
 } svc_map SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PL_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct svc_cfg);
-	PINNED;
-} cfg_map SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PL_MAX_SERVICES * 2);
-	__type(key, __u32);
-	__type(value, struct slot_table);
-	PINNED;
-} slot_map SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PL_MAX_SERVICES * PL_MAX_EPS);
-	__type(key, __u32);
-	__type(value, struct ep_val);
-	PINNED;
-} ep_map SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, PL_MAX_SERVICES * PL_MAX_EPS);
 	__type(key, __u32);
@@ -170,5 +146,22 @@ struct {
 	__type(key, __u32);
 	__type(value, struct icmp_bucket);
 } icmp_rate SEC(".maps");
+
+/* Service versions (see struct svc_ver): the live generation of each service, flipped last. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+	PINNED;
+} gen_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES * 2);
+	__type(key, __u32);
+	__type(value, struct svc_ver);
+	PINNED;
+} ver_map SEC(".maps");
 
 #endif

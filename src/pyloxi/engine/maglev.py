@@ -6,8 +6,13 @@ of identities, so two load balancers (or one after a restart) with the same endp
 same table, and removing one endpoint leaves the others' preferences untouched.
 
 Guarantees (table size M prime, n endpoints):
-- balance: the population loop hands out one slot per endpoint per round, so every endpoint
-  owns floor(M/n) or ceil(M/n) slots (|owned - M/n| < 1).
+- balance: with equal weights the population loop hands out one slot per endpoint per round,
+  so every endpoint owns floor(M/n) or ceil(M/n) slots (|owned - M/n| < 1).
+- weights (as Katran's MaglevHashV2): in each round an endpoint earns weight/max_weight of a
+  turn and places an entry whenever it has a whole turn saved up, so it owns about
+  M * weight / sum(weights) slots (1:9 gives ~10%/90%). Equal weights give exactly the
+  unweighted table (every endpoint earns a whole turn every round), so tables built before
+  weights counted do not move.
 - disruption: every slot of a removed endpoint moves; other slots *mostly* stay. Maglev does not
   promise zero collateral movement (the paper trades it for balance); tests measure the bound.
 """
@@ -33,24 +38,39 @@ def preferences(identity: str, size: int = SLOT_TABLE_SIZE) -> tuple[int, int]:
     return offset, skip
 
 
-def maglev_table(identities: Sequence[str], size: int = SLOT_TABLE_SIZE) -> list[int]:
+def maglev_table(identities: Sequence[str], size: int = SLOT_TABLE_SIZE,
+                weights: Sequence[int] | None = None) -> list[int]:
     """Lookup table of `size` entries, each an index into `identities`.
 
     `size` must be prime (then every skip in 1..size-1 yields a full permutation). Identities
     must be distinct. Population order is by identity, not by position in `identities`, so the
-    table content (as identities) does not depend on how the caller ordered them.
+    table content (as identities) does not depend on how the caller ordered them. `weights`
+    (same order as `identities`, >= 0) share the table out in proportion; weight 0 gets no slot
+    unless every weight is 0, which counts as all equal.
     """
     if not identities:
         return []
     if len(set(identities)) != len(identities):
         raise ValueError("maglev identities must be distinct")
-    order = sorted(range(len(identities)), key=lambda i: identities[i])
+    if weights is None or not any(weights):
+        weights = [1] * len(identities)
+    if len(weights) != len(identities) or min(weights) < 0:
+        raise ValueError("maglev weights must be one non-negative number per identity")
+    order = [i for i in sorted(range(len(identities)), key=lambda i: identities[i]) if weights[i]]
     prefs = [preferences(identities[i], size) for i in order]
+    w = [weights[i] for i in order]
+    top = max(w)
+    # Credit in units of 1/top turn, kept in integers so the table is exact and reproducible.
+    credit = [0] * len(order)
     nxt = [0] * len(order)
     table = [-1] * size
     filled = 0
     while True:
         for k, who in enumerate(order):
+            credit[k] += w[k]
+            if credit[k] < top:
+                continue
+            credit[k] -= top
             offset, skip = prefs[k]
             j = nxt[k]
             pos = (offset + j * skip) % size

@@ -80,8 +80,9 @@ def build_slots(sel: Selection, active: Sequence[tuple[int, str, int]],
     - rr, lc: the active indexes in index order (weights play no part, as in loxilb's rr).
     - priority: smooth WRR over the apportioned weights. Weight 0 means "never chosen" unless
       every active endpoint has weight 0, in which case they share equally.
-    - hash, persist: a Maglev table of exactly SLOT_TABLE_SIZE entries keyed by identity;
-      `down` endpoints (liveness) keep their share of the full table, re-pointed at survivors.
+    - hash, persist: a Maglev table of exactly SLOT_TABLE_SIZE entries keyed by identity, each
+      endpoint's share in proportion to its weight (0: none, unless all are 0); `down`
+      endpoints (liveness) keep their share of the full table, re-pointed at survivors.
     """
     if not active:
         return ()
@@ -95,14 +96,15 @@ def build_slots(sel: Selection, active: Sequence[tuple[int, str, int]],
         counts = apportion(weights)
         return tuple(indexes[i] for i in smooth_wrr(counts))
     if sel in (Selection.HASH, Selection.PERSIST):
-        table = maglev_table([ident for _, ident, _ in active])
+        table = maglev_table([ident for _, ident, _ in active], weights=[w for _, _, w in active])
         if not down:
             return tuple(indexes[i] for i in table)
         # A probe-down endpoint keeps its place in the full table and only its own slots are
         # handed to survivors, so no flow of a healthy endpoint moves (Maglev alone moves a
         # few percent of the others too); when it recovers, the full table comes back.
         members = [*active, *down]
-        full = maglev_table([ident for _, ident, _ in members])
+        full = maglev_table([ident for _, ident, _ in members],
+                            weights=[w for _, _, w in members])
         n_active = len(active)
         return tuple(indexes[table[slot]] if owner >= n_active else members[owner][0]
                      for slot, owner in enumerate(full))

@@ -3,13 +3,36 @@
 Service ids inside the maps ("dp ids") are the backend's own: on a restart the new daemon finds
 each service's dp id again in the pinned `svc_map`, so established flows (whose conntrack
 entries carry it) keep their counters and least-connection accounting.
+
+Programming a service is a transaction, as the packet sees it and as the caller sees it:
+- Versions. A service lives in two versions, `ver_map[dp * 2 + gen]` (config, endpoints, slot
+  table and, keyed by the same version id, its allowed sources); `gen_map[dp]` names the live
+  one. An update writes the other version whole and then flips the generation word, so a packet
+  reads one complete version, old or new. A version is rewritten only after an RCU grace period
+  (membarrier(MEMBARRIER_CMD_GLOBAL) = synchronize_rcu) has passed since it was last live, so
+  no packet still in the program reads it while it changes. Grace periods are counted in
+  epochs: one is waited for only when the same service flipped since the last one.
+- Keys. A live service key is never rewritten (a hash map update recycles the element, and a
+  packet that looked it up could read another service's value): an update inserts only its new
+  ports and deletes only the ports it lost.
+- Rollback. Every write records what it replaced before it is made (an insert: that the key
+  was absent); on any error the log is replayed backwards, so a failed install leaves the maps
+  as they were, byte for byte. Writes that cannot fail for lack of room come after the one that
+  can (inserting service keys into a full table), and the flip comes last.
+- Reuse. An endpoint index taken over by a different endpoint starts clean: that index's flows
+  (of the endpoint the rule removed), affinities and counters are cleared before the version
+  that makes it selectable goes live. A removed service leaves no keys, flows, affinities or
+  allowed sources; its versions are cleared once a grace period has passed (its id is not
+  handed out before that).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
+import platform
 import socket
 import threading
 import time
@@ -20,6 +43,7 @@ import numpy as np
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
 from pyloxi.datapath.ebpf.libbpf import (
+    BPF_NOEXIST,
     BpfError,
     BpfObject,
     Map,
@@ -38,6 +62,7 @@ from pyloxi.engine.program import (
     ServiceCounters,
     ServiceProgram,
 )
+from pyloxi.model.lb import Selection
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +71,27 @@ DEFAULT_OBJECT = os.environ.get(
     os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "build", "lb.bpf.o"),
 )
 PROGRAM = "pyloxi_lb"
-MAP_NAMES = ("svc_map", "cfg_map", "slot_map", "ep_map", "ep_stats", "conn_map", "svc_new",
-             "rr_map", "ct_map", "aff_map", "allow_map", "stats_map", "close_map", "ct_half",
+MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
+             "ct_map", "aff_map", "allow_map", "stats_map", "close_map", "ct_half",
              "ep_addr_map", "frag_map")
 #: the per-endpoint port count up to which a port range is protected against reply leaks
 EP_ADDR_MAX_PORTS = 1024
+
+_SYS_MEMBARRIER = {"x86_64": 324, "aarch64": 283, "riscv64": 283}.get(platform.machine())
+_MEMBARRIER_CMD_GLOBAL = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "<u4")])
+_AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
+_ONE = (1).to_bytes(4, "little")
+
+
+def synchronize_rcu() -> None:
+    """Return once every BPF program run that had started has finished (a grace period)."""
+    if _SYS_MEMBARRIER is not None and _libc.syscall(
+            _SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL, 0, 0) == 0:
+        return
+    # No membarrier (nohz_full, another arch): a program run lasts microseconds; wait far longer.
+    time.sleep(0.05)
 
 
 def _ensure_bpffs(pin_dir: str) -> None:
@@ -97,11 +138,44 @@ def _live_program(interfaces: Sequence[str]) -> tuple[str, int] | None:
     return found
 
 
+class _Undo:
+    """The writes of one install, each with what it replaced, to replay backwards on failure."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Map, bytes, bytes | None]] = []
+
+    def put(self, m: Map, key: bytes, value: bytes) -> None:
+        """Overwrite an array element (its old bytes are recorded first)."""
+        self.steps.append((m, key, m.lookup(key)))
+        m.update(key, value)
+
+    def insert(self, m: Map, key: bytes, value: bytes) -> None:
+        """Add a key that must be absent (a failed insert wrote nothing)."""
+        m.update(key, value, BPF_NOEXIST)
+        self.steps.append((m, key, None))
+
+    def delete(self, m: Map, key: bytes, prev: bytes) -> None:
+        self.steps.append((m, key, prev))
+        m.delete(key)
+
+    def rollback(self) -> None:
+        for m, key, prev in reversed(self.steps):
+            try:
+                if prev is None:
+                    m.delete(key)
+                else:
+                    m.update(key, prev)
+            except OSError:  # keep undoing the rest; the caller reports the original error
+                log.exception("rollback of map %s failed", m.name)
+        self.steps.clear()
+
+
 class EbpfDatapath:
     """Datapath protocol on the TC program. Thread-safe (one lock around map writes)."""
 
     def __init__(self, pin_dir: str, *, obj_path: str = DEFAULT_OBJECT,
                  ct_entries: int | None = None, ct_half_entries: int | None = None,
+                 map_sizes: dict[str, int] | None = None,
                  interfaces: Sequence[str] = ()) -> None:
         """Open the object and load it against the maps pinned under *pin_dir*. Maps whose
         pin is missing are taken over from the pyloxi program attached to one of
@@ -111,10 +185,13 @@ class EbpfDatapath:
         _ensure_bpffs(pin_dir)
         self.pin_dir = pin_dir
         self.obj = BpfObject.open(os.path.abspath(obj_path), pin_root=pin_dir)
-        if ct_entries is not None:  # a conntrack table of another size (bench); before load
-            self.obj.set_max_entries("ct_map", ct_entries)
+        sizes = dict(map_sizes or {})
+        if ct_entries is not None:  # the established table (bench, daemon flag)
+            sizes["ct_map"] = ct_entries
         if ct_half_entries is not None:  # the half-open table (tests: a small one to flood)
-            self.obj.set_max_entries("ct_half", ct_half_entries)
+            sizes["ct_half"] = ct_half_entries
+        for name, n in sizes.items():  # before load (tests: small tables that fill up)
+            self.obj.set_max_entries(name, n)
         adopted = self._adopt_live_maps(interfaces)
         try:
             self.obj.load()  # creates the rest and pins every map, adopted ones included
@@ -127,8 +204,17 @@ class EbpfDatapath:
         self._lock = threading.RLock()
         self._dp_of: dict[int, int] = {}  # engine svc_id -> dp id
         self._progs: dict[int, ServiceProgram] = {}  # dp id -> program
-        self._orphans: set[int] = self._ids_in_maps()  # installed by an earlier daemon
+        # services an earlier daemon installed: dp id -> its service keys
+        self._orphans: dict[int, set[bytes]] = self._keys_in_maps()
+        self._orphan_of = {k: dp for dp, keys in self._orphans.items() for k in keys}
+        self._allow: dict[int, set[bytes]] = self._allow_in_maps()  # version id -> keys
         self._next_free = 1
+        # Grace periods: _epoch counts them; _flipped[dp] is the epoch of dp's last flip, and
+        # _retired[dp] the epoch a removed dp went in (its id waits for the next grace period).
+        # An earlier daemon may have flipped anything just now: its services count as flipped.
+        self._epoch = 0
+        self._flipped: dict[int, int] = {dp: 0 for dp in self._orphans}
+        self._retired: dict[int, int] = {}
         self.attached: list[int] = []
         self.ct = ConntrackTable(self.maps["ct_map"], self._count_closed, self.maps["ct_half"])
         self._ep_addr_refs: dict[bytes, int] = {}  # ep_addr_map key -> services using it
@@ -201,32 +287,66 @@ class EbpfDatapath:
 
     # --- services ---
 
-    def _ids_in_maps(self) -> set[int]:
-        ids = set()
-        for _k, v in self.maps["svc_map"].lookup_batch():
-            ids.add(L.SvcVal.from_buffer_copy(v).svc_id)
-        return ids
+    def _keys_in_maps(self) -> dict[int, set[bytes]]:
+        keys: dict[int, set[bytes]] = {}
+        for k, v in self.maps["svc_map"].lookup_batch():
+            keys.setdefault(L.SvcVal.from_buffer_copy(v).svc_id, set()).add(k)
+        return keys
 
-    def _dp_id(self, prog: ServiceProgram) -> tuple[int, bool]:
-        """The dp id for a service, and whether it is new to the maps."""
+    def _allow_in_maps(self) -> dict[int, set[bytes]]:
+        out: dict[int, set[bytes]] = {}
+        for k in self.maps["allow_map"]:
+            out.setdefault(L.AllowKey.from_buffer_copy(k).ver_id, set()).add(k)
+        return out
+
+    def _grace(self) -> None:
+        synchronize_rcu()
+        self._epoch += 1
+
+    def _quiesce(self, dp: int) -> None:
+        """Make sure no packet still reads dp's inactive version (it was live before dp's last
+        flip): wait for a grace period unless one has passed since that flip."""
+        if self._flipped.get(dp, -1) >= self._epoch:
+            self._grace()
+
+    def _reap(self) -> None:
+        """Clear the versions of removed services once a grace period has passed."""
+        done = [dp for dp, ep in self._retired.items() if ep < self._epoch]
+        if not done:
+            return
+        blank = bytes(ctypes.sizeof(L.SvcVer))
+        ver, gen = self.maps["ver_map"], self.maps["gen_map"]
+        ver.update_batch([_u32(dp * 2 + g) for dp in done for g in (0, 1)],
+                         [blank] * (2 * len(done)))
+        gen.update_batch([_u32(dp) for dp in done], [bytes(4)] * len(done))
+        self._forget_affinity(set(done))
+        for dp in done:
+            self._zero_counters(dp)  # packets in flight at removal may have counted since
+            del self._retired[dp]
+            self._flipped.pop(dp, None)
+
+    def _dp_id(self, prog: ServiceProgram) -> tuple[int, bool, bool]:
+        """(dp id, new to the maps, adopted from an earlier daemon). Changes no state."""
         if prog.svc_id in self._dp_of:
-            return self._dp_of[prog.svc_id], False
-        key = self._svc_key(prog, prog.port_min)
-        raw = self.maps["svc_map"].lookup(bytes(key))
-        if raw is not None:
-            dp = L.SvcVal.from_buffer_copy(raw).svc_id
-            if dp in self._orphans:  # same service, installed before a restart: adopt it
-                self._orphans.discard(dp)
-                return dp, False
+            return self._dp_of[prog.svc_id], False, False
+        key = bytes(self._svc_key(prog, prog.port_min))
+        dp = self._orphan_of.get(key)
+        if dp is not None and dp in self._orphans:  # installed before a restart: adopt it
+            return dp, False, True
+        busy = lambda dp: dp in self._progs or dp in self._orphans or dp in self._retired  # noqa: E731
         while self._next_free < L.MAX_SERVICES:
             dp = self._next_free
             self._next_free += 1
-            if dp not in self._progs and dp not in self._orphans:
-                return dp, True
-        for dp in range(1, L.MAX_SERVICES):  # wrapped: look for a freed id
-            if dp not in self._progs and dp not in self._orphans:
-                return dp, True
-        raise RuntimeError("datapath service table full")
+            if not busy(dp):
+                return dp, True, False
+        for attempt in range(2):  # wrapped: look for a freed id
+            for dp in range(1, L.MAX_SERVICES):
+                if not busy(dp):
+                    return dp, True, False
+            if attempt == 0 and self._retired:  # ids free once a grace period has passed
+                self._grace()
+                self._reap()
+        raise BpfError(errno.ENOSPC, "datapath service table full")
 
     @staticmethod
     def _svc_key(prog: ServiceProgram, port: int) -> L.SvcKey:
@@ -235,54 +355,144 @@ class EbpfDatapath:
     def _ports(self, prog: ServiceProgram) -> range:
         return range(prog.port_min, max(prog.port_min, prog.port_max) + 1)
 
+    def _keys(self, prog: ServiceProgram) -> list[bytes]:
+        return [bytes(self._svc_key(prog, p)) for p in self._ports(prog)]
+
     def install_service(self, prog: ServiceProgram) -> None:
+        """Create or update a service: all of it, or (on any error) none of it."""
         with self._lock:
-            dp, fresh = self._dp_id(prog)
+            self._reap()
+            dp, fresh, adopted = self._dp_id(prog)
             old = self._progs.get(dp)
-            m = self.maps
-            # Counters of a fresh id are zero: ids are zeroed when their service goes.
-            # Endpoints first, then the inactive slot table, then flip the generation.
-            eps = [self._ep_val(e) for e in prog.endpoints]
-            if not fresh:  # clear what the previous version had beyond the new length
-                known = len(old.endpoints) if old is not None else L.MAX_EPS  # after a restart
-                eps += [L.EpVal()] * max(0, known - len(eps))
-            gids = [dp * L.MAX_EPS + i for i in range(len(eps))]
-            m["ep_map"].update_batch([_u32(g) for g in gids], [bytes(e) for e in eps])
-            cfg_raw = m["cfg_map"].lookup(_u32(dp))
-            gen = 0
-            if cfg_raw is not None and not fresh:
-                gen = 1 - L.SvcCfg.from_buffer_copy(cfg_raw).gen
-            table = L.SlotTable()
-            for i, idx in enumerate(prog.slots[: L.SLOTS]):
-                table.ep[i] = idx
-            m["slot_map"].update(_u32(dp * 2 + gen), bytes(table))
-            cfg = L.SvcCfg(
-                vip=L.ip_n(prog.vip), idle_timeout=prog.idle_timeout,
-                persist_timeout=prog.persist_timeout, n_slots=min(len(prog.slots), L.SLOTS),
-                mode=int(prog.mode), sel=int(prog.sel), gen=gen,
-                flags=L.SVC_F_ALLOWLIST if prog.allowed_sources else 0,
-            )
-            self._sync_allow(dp, old, prog)
-            self._sync_endpoint_addrs(dp, prog)
-            m["cfg_map"].update(_u32(dp), bytes(cfg))
-            # publish the service keys last: a packet never finds a half-written service
-            val = bytes(L.SvcVal(svc_id=dp, port_base=prog.port_min))
-            keys = [bytes(self._svc_key(prog, p)) for p in self._ports(prog)]
-            if old is not None:
-                stale = set(bytes(self._svc_key(old, p)) for p in self._ports(old)) - set(keys)
-                m["svc_map"].delete_batch(list(stale))
-            m["svc_map"].update_batch(keys, [val] * len(keys))
+            if old == prog:
+                return  # already live (e.g. the engine's undo after a clean rollback)
+            undo = _Undo()
+            try:
+                allow = self._install(dp, fresh, adopted, old, prog, undo)
+            except BaseException:
+                undo.rollback()
+                raise
+            if adopted:
+                del self._orphans[dp]
+            self._allow.update(allow)
+            try:
+                self._sync_endpoint_addrs(dp, prog)
+            except OSError as exc:  # the service works; only the reply-leak guard is partial
+                log.warning("endpoint addresses of service %d not recorded: %s", dp, exc)
             self._dp_of[prog.svc_id] = dp
             self._progs[dp] = prog
 
-    def _sync_allow(self, dp: int, old: ServiceProgram | None, new: ServiceProgram | None) -> None:
-        before = set(old.allowed_sources) if old else set()
-        after = set(new.allowed_sources) if new else set()
+    def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
+                 prog: ServiceProgram, undo: _Undo) -> dict[int, set[bytes]]:
+        m = self.maps
+        live = int.from_bytes(m["gen_map"].lookup(_u32(dp)) or bytes(4), "little") & 1
+        # A fresh id has no key pointing at it: its current version is not live, write that.
+        nxt = live if fresh else 1 - live
+        if not fresh:
+            self._quiesce(dp)
+        ver_id = dp * 2 + nxt
+        raw = m["ver_map"].lookup(_u32(dp * 2 + live))
+        if raw is None:  # only with a shrunken ver_map (tests)
+            raise BpfError(errno.ENOSPC, f"no room for service versions of id {dp}")
+        live_ver = L.SvcVer.from_buffer_copy(raw)
+        version = self._version(prog, None if fresh else live_ver)
+        undo.put(m["ver_map"], _u32(ver_id), bytes(version))
+        allow = {ver_id: self._write_allow(ver_id, prog, undo)}
+        # New service keys (the only writes that can fail for want of room) before the flip;
+        # they point at this service, whose live version stays the old one until the flip.
+        val = bytes(L.SvcVal(svc_id=dp))
+        had = set(self._keys(old)) if old is not None else self._orphans.get(dp, set())
+        keys = self._keys(prog)
+        for key in keys:
+            if key not in had:
+                self._insert_key(key, val, undo)
+        for key in had - set(keys):  # ports the rule no longer has
+            prev = m["svc_map"].lookup(key)
+            if prev is not None:
+                undo.delete(m["svc_map"], key, prev)
+        if not fresh:
+            reused = self._reused_slots(live_ver, prog)
+            if reused:
+                self._reset_slots(dp, reused)
+            # The flip, last: until here the new version was never live, so a rollback may
+            # rewrite it at once; after it, nothing is left to fail.
+            undo.put(m["gen_map"], _u32(dp), _u32(nxt))
+            self._flipped[dp] = self._epoch
+        return allow
+
+    def _insert_key(self, key: bytes, val: bytes, undo: _Undo) -> None:
+        m = self.maps["svc_map"]
+        try:
+            undo.insert(m, key, val)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST or m.lookup(key) != val:
+                raise
+            # already ours (adopted from an earlier daemon): not written, nothing to undo
+
+    def _version(self, prog: ServiceProgram, live: L.SvcVer | None) -> L.SvcVer:
+        v = L.SvcVer()
+        n = min(len(prog.slots), L.SLOTS)
+        v.cfg = L.SvcCfg(
+            vip=L.ip_n(prog.vip), idle_timeout=prog.idle_timeout,
+            persist_timeout=prog.persist_timeout, n_slots=n, mode=int(prog.mode),
+            sel=int(prog.sel), flags=L.SVC_F_ALLOWLIST if prog.allowed_sources else 0,
+            port_base=prog.port_min)
+        for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
+            v.ep[i] = self._ep_val(e)
+        # Indexes past the program's endpoints stay inactive holes with their last endpoint's
+        # address, so a later endpoint taking the index is seen as a new one (_reused_slots).
+        for i in range(len(prog.endpoints), L.MAX_EPS if live is not None else 0):
+            if live is not None and live.ep[i].ip:
+                v.ep[i] = L.EpVal(ip=live.ep[i].ip, port=live.ep[i].port)
+        ctypes.memmove(v.slot, bytes(prog.slots[:n]), n)
+        return v
+
+    def _write_allow(self, ver_id: int, prog: ServiceProgram, undo: _Undo) -> set[bytes]:
+        """The allowed sources of version `ver_id` become `prog`'s; returns its new key set."""
         m = self.maps["allow_map"]
-        for cidr in after - before:
-            m.update(bytes(L.allow_key(dp, cidr)), _u32(1))
-        for cidr in before - after:
-            m.delete(bytes(L.allow_key(dp, cidr)))
+        have = self._allow.get(ver_id, set())
+        want = {bytes(L.allow_key(ver_id, cidr)) for cidr in prog.allowed_sources}
+        for key in have - want:
+            undo.delete(m, key, _ONE)
+        for key in want - have:
+            undo.insert(m, key, _ONE)
+        return want
+
+    @staticmethod
+    def _reused_slots(live: L.SvcVer, prog: ServiceProgram) -> set[int]:
+        """Indexes whose endpoint in `prog` is another than the one the live version has."""
+        out = set()
+        for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
+            was = live.ep[i]
+            if was.ip and (was.ip, was.port) != (L.ip_n(e.ip), L.port_n(e.port)):
+                out.add(i)
+        return out
+
+    def _reset_slots(self, dp: int, idxs: set[int]) -> None:
+        """Clear what endpoint indexes of dp carry from their previous endpoint. The live version
+        does not select them (a reused index is a hole there, and a grace period has passed
+        since an older version was live), so nothing new lands on them meanwhile."""
+        self.ct.flush_slots(dp, idxs)
+        self._forget_affinity({dp}, idxs)
+        self._grace()  # packets of the flushed flows still in flight finish their accounting
+        m = self.maps
+        gids = [_u32(dp * L.MAX_EPS + i) for i in sorted(idxs)]
+        m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
+        m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
+
+    def _forget_affinity(self, dps: set[int], idxs: set[int] | None = None) -> int:
+        """Delete persist affinities of services `dps` (of the given endpoint indexes, or all)."""
+        m = self.maps["aff_map"]
+        gone: list[bytes] = []
+        for kraw, vraw, _n in m.lookup_batch_raw(batch=65536):
+            k = np.frombuffer(kraw, dtype=_AFF_KEY)
+            sel = np.isin(k["svc_id"], np.fromiter(dps, dtype=np.uint32))
+            if idxs is not None:
+                v = np.frombuffer(vraw, dtype=_AFF_VAL)
+                sel &= np.isin(v["ep_idx"], np.fromiter(idxs, dtype=np.uint32))
+            raw = np.frombuffer(kraw, dtype=np.dtype("V8"))
+            gone += [bytes(b) for b in raw[np.nonzero(sel)[0]]]
+        return m.delete_batch(gone)
 
     @staticmethod
     def _endpoint_addrs(prog: ServiceProgram) -> set[bytes]:
@@ -345,11 +555,10 @@ class EbpfDatapath:
                        flags=L.EP_F_ACTIVE if e.active else 0, weight=min(e.weight, 255))
 
     def _zero_counters(self, dp: int) -> None:
-        """Zero an id's endpoints and counters when its service goes, so a later service that
-        gets the id starts clean (install then writes only what it uses)."""
+        """Zero an id's counters when its service goes (and again when its versions are
+        cleared), so a later service that gets the id starts clean."""
         m = self.maps
         gids = [_u32(dp * L.MAX_EPS + i) for i in range(L.MAX_EPS)]
-        m["ep_map"].update_batch(gids, [bytes(L.EpVal())] * len(gids))
         m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
         m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
         m["svc_new"].update(_u32(dp), bytes(m["svc_new"].value_blob_size))
@@ -357,35 +566,37 @@ class EbpfDatapath:
 
     def remove_service(self, prog: ServiceProgram) -> None:
         with self._lock:
+            self._reap()
             dp = self._dp_of.pop(prog.svc_id, None)
             if dp is None:
                 return
-            self._remove_dp(dp, self._progs.pop(dp))
+            self._remove_dps([(dp, self._progs.pop(dp))])
 
-    def _remove_dp(self, dp: int, prog: ServiceProgram | None) -> None:
+    def _remove_dps(self, gone: list[tuple[int, ServiceProgram | None]]) -> None:
+        """Remove services (None: left by an earlier daemon, keys known from the maps)."""
         m = self.maps
-        if prog is not None:
-            m["svc_map"].delete_batch([bytes(self._svc_key(prog, p)) for p in self._ports(prog)])
-            self._sync_allow(dp, prog, None)
-        else:  # left by an earlier daemon: find its keys
-            keys = [k for k, v in m["svc_map"].lookup_batch()
-                    if L.SvcVal.from_buffer_copy(v).svc_id == dp]
-            m["svc_map"].delete_batch(keys)
-            stale = [k for k, _ in m["allow_map"].lookup_batch()
-                     if L.AllowKey.from_buffer_copy(k).svc_id == dp]
-            for k in stale:
-                m["allow_map"].delete(k)
-        m["cfg_map"].update(_u32(dp), bytes(L.SvcCfg()))
-        self._sync_endpoint_addrs(dp, None)
-        self.ct.flush_service(dp)
-        self._zero_counters(dp)
+        for dp, prog in gone:  # keys first: from here on no new packet finds the service
+            keys = self._keys(prog) if prog is not None else self._orphans.pop(dp, set())
+            m["svc_map"].delete_batch(list(keys))
+            for ver_id in (dp * 2, dp * 2 + 1):
+                m["allow_map"].delete_batch(sorted(self._allow.pop(ver_id, set())))
+            self.ct.flush_service(dp)
+            self._sync_endpoint_addrs(dp, None)
+        persist = {dp for dp, prog in gone if prog is None or prog.sel == Selection.PERSIST}
+        if persist:
+            self._forget_affinity(persist)
+        for dp, _prog in gone:
+            self._zero_counters(dp)
+            self._flipped.pop(dp, None)
+            # Versions are cleared after the next grace period (with any affinity a packet
+            # that found the service just before its keys went may still have added).
+            self._retired[dp] = self._epoch
 
     def prune_orphans(self) -> int:
         """Remove services an earlier daemon installed that nobody re-installed."""
         with self._lock:
-            orphans, self._orphans = self._orphans, set()
-            for dp in orphans:
-                self._remove_dp(dp, None)
+            orphans = list(self._orphans)
+            self._remove_dps([(dp, None) for dp in orphans])
             self._prune_endpoint_addrs()
             if orphans:
                 log.info("removed %d services left by an earlier daemon", len(orphans))

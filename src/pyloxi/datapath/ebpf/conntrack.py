@@ -283,6 +283,17 @@ class ConntrackTable:
             self._closed(snap, self._delete(snap, idx))
         return int(np.count_nonzero(orig))
 
+    def flush_slots(self, dp_id: int, ep_idx: set[int]) -> int:
+        """Delete the flows of some endpoint indexes of a service (an index about to be reused
+        by another endpoint); returns entries removed. Their counters are reset by the caller."""
+        snap = self.snapshot()
+        v = snap.vals
+        idx = np.nonzero((v["svc_id"] == dp_id) &
+                         np.isin(v["ep_idx"], np.fromiter(ep_idx, dtype=np.uint8)))[0]
+        if len(idx):
+            self._delete(snap, idx)
+        return len(idx)
+
     def flush_service(self, dp_id: int) -> int:
         """Delete every entry of a service (its counters are zeroed by the caller)."""
         snap = self.snapshot()

@@ -62,24 +62,25 @@ class SvcKey(ctypes.Structure):
 
 
 class SvcVal(ctypes.Structure):
-    _fields_ = [("svc_id", ctypes.c_uint32), ("port_base", ctypes.c_uint16),
-                ("pad", ctypes.c_uint16)]
+    _fields_ = [("svc_id", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
 class SvcCfg(ctypes.Structure):
     _fields_ = [("vip", ctypes.c_uint32), ("idle_timeout", ctypes.c_uint32),
                 ("persist_timeout", ctypes.c_uint32), ("n_slots", ctypes.c_uint16),
-                ("mode", ctypes.c_uint8), ("sel", ctypes.c_uint8), ("gen", ctypes.c_uint8),
-                ("flags", ctypes.c_uint8), ("pad", ctypes.c_uint16)]
-
-
-class SlotTable(ctypes.Structure):
-    _fields_ = [("ep", ctypes.c_uint8 * SLOTS_ALLOC)]
+                ("mode", ctypes.c_uint8), ("sel", ctypes.c_uint8), ("flags", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8), ("port_base", ctypes.c_uint16)]
 
 
 class EpVal(ctypes.Structure):
     _fields_ = [("ip", ctypes.c_uint32), ("snat_ip", ctypes.c_uint32), ("port", ctypes.c_uint16),
                 ("flags", ctypes.c_uint8), ("weight", ctypes.c_uint8)]
+
+
+class SvcVer(ctypes.Structure):
+    """One complete version of a service: ver_map[svc_id * 2 + gen]."""
+
+    _fields_ = [("cfg", SvcCfg), ("ep", EpVal * MAX_EPS), ("slot", ctypes.c_uint8 * SLOTS_ALLOC)]
 
 
 class Counters(ctypes.Structure):
@@ -123,7 +124,7 @@ class EpAddrKey(ctypes.Structure):
 
 
 class AllowKey(ctypes.Structure):
-    _fields_ = [("prefixlen", ctypes.c_uint32), ("svc_id", ctypes.c_uint32),
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("ver_id", ctypes.c_uint32),
                 ("addr", ctypes.c_uint32)]
 
 
@@ -138,6 +139,15 @@ class FragVal(ctypes.Structure):
 
 class IcmpBucket(ctypes.Structure):
     _fields_ = [("last_ns", ctypes.c_uint64), ("tokens", ctypes.c_uint64)]
+
+
+class AffKey(ctypes.Structure):
+    _fields_ = [("svc_id", ctypes.c_uint32), ("saddr", ctypes.c_uint32)]
+
+
+class AffVal(ctypes.Structure):
+    _fields_ = [("last_ns", ctypes.c_uint64), ("ep_idx", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
 
 
 def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
@@ -159,14 +169,15 @@ CT_VAL_DTYPE = _dtype(CtVal)
 
 #: struct name in maps.h -> its mirror, for the BTF layout test
 MIRRORS: dict[str, type[ctypes.Structure]] = {
-    "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "slot_table": SlotTable,
-    "ep_val": EpVal, "counters": Counters, "ep_conn": EpConn, "conn_close_req": ConnCloseReq,
+    "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
+    "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
+    "ep_conn": EpConn, "conn_close_req": ConnCloseReq,
     "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey, "ep_addr_key": EpAddrKey,
     "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
 }
 
 
-def allow_key(svc_id: int, cidr: str) -> AllowKey:
+def allow_key(ver_id: int, cidr: str) -> AllowKey:
     net = ipaddress.IPv4Network(cidr, strict=False)
-    return AllowKey(prefixlen=32 + net.prefixlen, svc_id=svc_id,
+    return AllowKey(prefixlen=32 + net.prefixlen, ver_id=ver_id,
                     addr=ip_n(str(net.network_address)))
