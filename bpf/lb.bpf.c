@@ -194,7 +194,8 @@ static __always_inline int ct_hit(struct __sk_buff *skb, const struct pkt *p, st
 	} else if (!(v->seen & PL_CT_SEEN)) {
 		__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
 	}
-	if (now - v->last_ns > NSEC_PER_SEC)
+	/* Signed: another CPU may have stamped it with a clock read just after ours. */
+	if ((__s64)(now - v->last_ns) > (__s64)NSEC_PER_SEC)
 		v->last_ns = now;
 	return apply(skb, p, v, now);
 }
@@ -428,7 +429,8 @@ static __always_inline int select_endpoint(const struct pkt *p, __u32 svc_id,
 
 	if (v->cfg.sel == PL_SEL_PERSIST) {
 		struct aff_val *av = bpf_map_lookup_elem(&aff_map, &ak);
-		if (av && now - av->last_ns < (__u64)v->cfg.persist_timeout * NSEC_PER_SEC &&
+		/* Signed: a stamp a moment ahead of `now` (another CPU) is fresh, not 2^64 old. */
+		if (av && (__s64)(now - av->last_ns) < (__s64)(v->cfg.persist_timeout * NSEC_PER_SEC) &&
 		    (v->ep[av->ep_idx & (PL_MAX_EPS - 1)].flags & PL_EP_F_ACTIVE)) {
 			av->last_ns = now;
 			return av->ep_idx & (PL_MAX_EPS - 1);

@@ -174,9 +174,11 @@ class Daemon:
         keys, entries = self.store.load()
         interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
         prepare_host(interfaces)
+        # the interfaces also tell where to find a live datapath to adopt if pins are gone
         self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object,
                                      ct_entries=args.conntrack_entries,
-                                     ct_half_entries=args.conntrack_half_open)
+                                     ct_half_entries=args.conntrack_half_open,
+                                     interfaces=interfaces)
         self.datapath.attach(interfaces)
         self.vips = VipPlumber()
         self.sync = StateSync(self.vips)
@@ -296,7 +298,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        # namespaces first, while the process has a single thread (setns requires it)
+        # namespaces first: everything started afterwards (threads, sockets) inherits them
         if args.netns:
             enter_netns(args.netns)
         share_host_mounts()

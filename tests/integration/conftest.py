@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,20 +20,25 @@ API_PORT = 11111
 
 
 class DaemonHandle:
-    """Starts/stops `pyloxi daemon` in the LB namespace; talks to it like a user would."""
+    """Starts/stops `pyloxi daemon` in the LB namespace; talks to it like a user would.
 
-    def __init__(self, topo: LbTopology) -> None:
+    `launcher` is how it is started: [] for `pyloxi daemon --netns NS`, or a prefix such as
+    `ip netns exec NS` (the daemon then runs in a private mount namespace)."""
+
+    def __init__(self, topo: LbTopology, name: str = "dp") -> None:
         self.topo = topo
-        self.pin = topo.lab.pin_dir("dp")
-        self.state = os.path.join(topo.tmp.name, "state")
-        self.log = os.path.join(topo.tmp.name, "daemon.log")
+        self.pin = topo.lab.pin_dir(name)
+        self.state = os.path.join(topo.tmp.name, f"state-{name}")
+        self.log = os.path.join(topo.tmp.name, f"daemon-{name}.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args: list[str] = []
+        self.launcher: list[str] = []
 
     def start(self) -> None:
         log = open(self.log, "a")  # noqa: SIM115 - handed to the daemon for its lifetime
+        netns = [] if self.launcher else ["--netns", self.topo.lb.name]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyloxi.entry", "daemon", "--netns", self.topo.lb.name,
+            [*self.launcher, sys.executable, "-m", "pyloxi.entry", "daemon", *netns,
              "--port", str(API_PORT), "--state-dir", self.state, "--bpffs", self.pin,
              "--log-level", "debug", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
@@ -50,9 +56,9 @@ class DaemonHandle:
         with open(self.log) as f:
             return f.read()[-2000:]
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(sig)
             self.proc.wait(timeout=15)
 
     def restart(self) -> None:

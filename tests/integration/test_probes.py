@@ -166,6 +166,7 @@ class Rig:
         for ns in (self.prb, self.peer):
             ns.sysctl("net.ipv6.conf.all.accept_dad", 0)
             ns.sysctl("net.ipv6.conf.default.accept_dad", 0)
+            ns.unlimit_icmp()  # every udp probe of a closed port gets its port-unreachable
         lab.link(self.prb, "eth0", "10.77.0.1/24", self.peer, "eth0", f"{PEER}/24")
         self.prb.run("ip -6 addr add fd77::1/64 dev eth0 nodad")
         self.peer.run(f"ip -6 addr add {PEER6}/64 dev eth0 nodad")
@@ -360,3 +361,55 @@ def test_silent_death_ping(rig: Rig):
     print(f"ping: down after {down:.3f}s (bound 3s), up after {up:.3f}s (bound 1s)")
     assert down <= t.eff_period * t.eff_retries + 1
     assert up <= t.eff_period
+
+
+def _udp_closed_rate_limited(rig: Rig, hold: float | None) -> object:
+    """Probe a closed UDP port while the peer may send one port-unreachable a minute (what the
+    kernel's ICMP rate limit does to a busy prober); the status after a dozen probes."""
+    from pyloxi.probes import udp
+
+    table = f"pl{os.getpid()}rl"
+    rig.peer.run(["nft", "add", "table", "inet", table])
+    hook = "{ type filter hook output priority 0; }"
+    rig.peer.run(["nft", f"add chain inet {table} out {hook}"])
+    rig.peer.run(["nft", "add", "rule", "inet", table, "out", "icmp", "type",
+                  "destination-unreachable", "limit", "rate", "over", "1/minute", "burst", "1",
+                  "packets", "drop"])
+    saved = getattr(udp, "UNREACH_HOLD_S", None)
+    if hold is not None:
+        udp.UNREACH_HOLD_S = hold
+    target = T("udp-ratelimited", PEER, "udp", 7998, period=0.2, retries=2, timeout=0.15)
+
+    async def go():
+        mgr = ProbeManager(cert_dir=None, first_probe_spread=0.01)
+        await mgr.start()
+        try:
+            mgr.upsert(target)
+            await asyncio.sleep(2.5)
+            return mgr.status(target.key)
+        finally:
+            await mgr.stop()
+
+    try:
+        return rig.loop.run(go())
+    finally:
+        if saved is not None:
+            udp.UNREACH_HOLD_S = saved
+        rig.peer.run(["nft", "delete", "table", "inet", table], check=False)
+
+
+def test_udp_closed_port_stays_down_when_icmp_is_rate_limited(rig: Rig):
+    """Silence right after a port-unreachable is a rate-limited ICMP, not an open port: the
+    closed port must not flap back up (before: every silent probe counted as a success)."""
+    st = _udp_closed_rate_limited(rig, hold=None)
+    assert st.probes >= 5
+    assert st.up is False, st.last_reason
+    assert "rate-limited" in st.last_reason, st.last_reason
+
+
+def test_udp_silent_port_comes_back_after_the_hold(rig: Rig):
+    """A port that stopped sending port-unreachables (a silent service started there) is up
+    again once the hold has passed."""
+    st = _udp_closed_rate_limited(rig, hold=0.6)
+    assert st.up is True, st.last_reason
+    assert "no reply and no port-unreachable" in st.last_reason

@@ -58,6 +58,15 @@ class Netns:
     def sysctl(self, key: str, value: str | int) -> None:
         self.run(["sysctl", "-qw", f"{key}={value}"])
 
+    def unlimit_icmp(self) -> None:
+        """No rate limit on the ICMP errors this namespace sends (port unreachable,
+        fragmentation needed...): by default the kernel sends one per second per destination
+        after a burst of 6, and icmp_msgs_per_sec overall, so a test that counts on an ICMP
+        error would pass or fail with the load of the machine."""
+        for key, value in (("net.ipv4.icmp_ratelimit", 0), ("net.ipv4.icmp_msgs_per_sec", 100000),
+                           ("net.ipv4.icmp_msgs_burst", 100000), ("net.ipv6.icmp.ratelimit", 0)):
+            self.sysctl(key, value)
+
     def __repr__(self) -> str:
         return f"Netns({self.name})"
 

@@ -85,6 +85,7 @@ class LbTopology:
             self.lb.sysctl(key, value)
         for ns in (self.client, self.lb, *self.backends):
             ns.sysctl("net.ipv4.ip_local_port_range", "10000 60999")
+            ns.unlimit_icmp()  # ICMP errors every test can count on, however busy the machine
 
     @property
     def backend_ips(self) -> list[str]:

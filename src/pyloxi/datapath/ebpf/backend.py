@@ -36,7 +36,7 @@ import platform
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -49,8 +49,11 @@ from pyloxi.datapath.ebpf.libbpf import (
     Map,
     is_bpffs,
     mount_bpffs,
+    prog_fd_by_id,
+    prog_info,
     run_syscall_prog,
     tc_attach,
+    tc_attached_prog_id,
     tc_detach,
 )
 from pyloxi.engine.program import (
@@ -99,6 +102,42 @@ def _ensure_bpffs(pin_dir: str) -> None:
         mount_bpffs(root)
 
 
+class DatapathInUse(RuntimeError):
+    """A pyloxi datapath is attached and carries flows, but its maps can be neither found
+    pinned nor adopted: starting would swap in empty tables and drop every flow."""
+
+
+def _live_program(interfaces: Sequence[str]) -> tuple[str, int] | None:
+    """(interface, program id) of the first pyloxi program attached where we will attach."""
+    found: tuple[str, int] | None = None
+    for name in interfaces:
+        try:
+            pid = tc_attached_prog_id(socket.if_nametoindex(name), ingress=True)
+        except OSError:  # no such interface (yet): nothing attached there
+            continue
+        if pid is None:
+            continue
+        try:
+            fd = prog_fd_by_id(pid)
+        except BpfError as exc:
+            raise DatapathInUse(f"a program (id {pid}) is attached to {name} but cannot be "
+                                f"inspected ({exc})") from exc
+        try:
+            info = prog_info(fd)
+        finally:
+            os.close(fd)
+        if info.name != PROGRAM[:15]:  # kernel names stop at 15 characters
+            log.warning("%s carries a foreign tc program %r (id %d); it will be replaced",
+                        name, info.name, pid)
+            continue
+        if found is None:
+            found = (name, pid)
+        elif found[1] != pid:
+            log.warning("%s and %s carry different pyloxi programs (ids %d, %d); adopting "
+                        "the maps of the first", found[0], name, found[1], pid)
+    return found
+
+
 class _Undo:
     """The writes of one install, each with what it replaced, to replay backwards on failure."""
 
@@ -136,7 +175,13 @@ class EbpfDatapath:
 
     def __init__(self, pin_dir: str, *, obj_path: str = DEFAULT_OBJECT,
                  ct_entries: int | None = None, ct_half_entries: int | None = None,
-                 map_sizes: dict[str, int] | None = None) -> None:
+                 map_sizes: dict[str, int] | None = None,
+                 interfaces: Sequence[str] = ()) -> None:
+        """Open the object and load it against the maps pinned under *pin_dir*. Maps whose
+        pin is missing are taken over from the pyloxi program attached to one of
+        *interfaces*, if there is one: the pins of a daemon run under `ip netns exec` live in
+        its private mount namespace and vanish with it, while the attached program keeps the
+        maps (and the flows) alive."""
         _ensure_bpffs(pin_dir)
         self.pin_dir = pin_dir
         self.obj = BpfObject.open(os.path.abspath(obj_path), pin_root=pin_dir)
@@ -147,7 +192,12 @@ class EbpfDatapath:
             sizes["ct_half"] = ct_half_entries
         for name, n in sizes.items():  # before load (tests: small tables that fill up)
             self.obj.set_max_entries(name, n)
-        self.obj.load()
+        adopted = self._adopt_live_maps(interfaces)
+        try:
+            self.obj.load()  # creates the rest and pins every map, adopted ones included
+        finally:
+            for m in adopted:
+                m.close()  # the object holds its own dups
         self.prog_fd = self.obj.program_fd(PROGRAM)
         self.maps: dict[str, Map] = {name: self.obj.map(name) for name in MAP_NAMES}
         self._closed_prog = self.obj.program_fd("pl_conn_closed")
@@ -169,6 +219,53 @@ class EbpfDatapath:
         self.ct = ConntrackTable(self.maps["ct_map"], self._count_closed, self.maps["ct_half"])
         self._ep_addr_refs: dict[bytes, int] = {}  # ep_addr_map key -> services using it
         self._ep_addrs: dict[int, set[bytes]] = {}  # dp id -> its ep_addr_map keys
+
+    def _adopt_live_maps(self, interfaces: Sequence[str]) -> list[Map]:
+        """Before load: point each map whose pin is missing at the live map of the same name
+        used by the attached pyloxi program. Returns the adopted maps (the caller closes)."""
+        missing = [n for n in self.obj.pinned_map_names()
+                   if not os.path.exists(self.obj.pin_path(n) or "")]
+        if not missing or not interfaces:
+            return []
+        live = _live_program(interfaces)
+        if live is None:
+            return []  # nothing attached: a fresh start
+        ifname, pid = live
+        how = (f"Start it with `pyloxi daemon --netns NS` rather than under `ip netns exec`, "
+               f"so the pins under {self.pin_dir} outlive the daemon; or, to start with empty "
+               f"tables and drop the flows, remove the old datapath first "
+               f"(`tc filter del dev {ifname} ingress`).")
+        adopted: list[Map] = []
+        try:
+            fd = prog_fd_by_id(pid)
+            try:
+                ids = prog_info(fd).map_ids
+            finally:
+                os.close(fd)
+            live_maps = {}
+            for map_id in ids:
+                m = Map.from_id(map_id)
+                live_maps[m.name] = m
+            for name in missing:
+                m = live_maps.pop(name[:15], None)
+                if m is None:  # not used by the packet path: holds no flow state
+                    log.info("map %s: not pinned, not used by the attached program; new", name)
+                    continue
+                self.obj.reuse_map(name, m)
+                adopted.append(m)
+            for m in live_maps.values():
+                m.close()
+        except BpfError as exc:
+            for m in adopted:
+                m.close()
+            raise DatapathInUse(
+                f"the pyloxi datapath attached to {ifname} (program id {pid}) carries live "
+                f"flows, its maps are not pinned under {self.pin_dir} and cannot be adopted "
+                f"({exc}). {how}") from exc
+        log.warning("pins were missing under %s: adopted %d maps (%s) of the datapath attached "
+                    "to %s (program id %d), flows kept; pinning them again", self.pin_dir,
+                    len(adopted), ", ".join(m.name for m in adopted), ifname, pid)
+        return adopted
 
     # --- attach ---
 
@@ -545,10 +642,11 @@ class EbpfDatapath:
             engine_id = {dp: p.svc_id for dp, p in self._progs.items()}
         return self.ct.flows(engine_id)
 
-    def age_flows(self) -> int:
+    def age_flows(self, now_ns: int | None = None) -> int:
+        """Age conntrack at CLOCK_MONOTONIC (the datapath's clock), or at *now_ns* (bench)."""
         with self._lock:
             idle = {dp: p.idle_timeout for dp, p in self._progs.items()}
-        return self.ct.age(idle, time.monotonic_ns())
+        return self.ct.age(idle, time.monotonic_ns() if now_ns is None else now_ns)
 
     def reset_endpoint_flows(self, ip: str, port: int) -> int:
         """Cut the flows of an endpoint (liveness `reset` policy): their next packet finds no

@@ -48,8 +48,11 @@ __all__ = [
     "TestRunResult",
     "is_bpffs",
     "mount_bpffs",
+    "ProgInfo",
     "possible_cpus",
+    "prog_fd_by_id",
     "prog_id",
+    "prog_info",
     "prog_test_run",
     "tc_attach",
     "tc_attached_prog_id",
@@ -284,6 +287,12 @@ _bpf_map__fd = _proto("bpf_map__fd", c_int, c_void_p)
 _bpf_map__set_max_entries = _proto("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
 _bpf_map__pin_path = _proto("bpf_map__pin_path", c_char_p, c_void_p)
 _bpf_map__is_pinned = _proto("bpf_map__is_pinned", ctypes.c_bool, c_void_p)
+_bpf_map__reuse_fd = _proto("bpf_map__reuse_fd", c_int, c_void_p, c_int)
+_bpf_map__type = _proto("bpf_map__type", c_int, c_void_p)
+_bpf_map__key_size = _proto("bpf_map__key_size", c_uint32, c_void_p)
+_bpf_map__value_size = _proto("bpf_map__value_size", c_uint32, c_void_p)
+_bpf_map__max_entries = _proto("bpf_map__max_entries", c_uint32, c_void_p)
+_bpf_map__map_flags = _proto("bpf_map__map_flags", c_uint32, c_void_p)
 _libbpf_strerror = _proto("libbpf_strerror", c_int, c_int, c_char_p, c_size_t)
 _libbpf_num_possible_cpus = _proto("libbpf_num_possible_cpus", c_int)
 # low-level syscall wrappers (bpf.h)
@@ -320,6 +329,8 @@ _bpf_map_update_batch = _proto(
     ctypes.POINTER(_MapBatchOpts),
 )
 _bpf_obj_get = _proto("bpf_obj_get", c_int, c_char_p)
+_bpf_prog_get_fd_by_id = _proto("bpf_prog_get_fd_by_id", c_int, c_uint32)
+_bpf_map_get_fd_by_id = _proto("bpf_map_get_fd_by_id", c_int, c_uint32)
 _bpf_obj_get_info_by_fd = _proto(
     "bpf_obj_get_info_by_fd", c_int, c_int, c_void_p, ctypes.POINTER(c_uint32)
 )
@@ -497,6 +508,39 @@ def prog_id(prog_fd: int) -> int:
     return int(info.id)
 
 
+@dataclass(frozen=True)
+class ProgInfo:
+    """What the kernel says about a loaded program (``bpf_prog_info``)."""
+
+    id: int
+    name: str  # truncated by the kernel to 15 characters
+    map_ids: tuple[int, ...]
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """A new fd for the loaded program *prog_id* (``bpf_prog_get_fd_by_id``); the caller
+    closes it. This is how a program attached by a process that is gone is reached again."""
+    fd = _bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        raise _error(-fd, f"bpf_prog_get_fd_by_id({prog_id})")
+    return fd
+
+
+def prog_info(prog_fd: int) -> ProgInfo:
+    """Id, name and the ids of the maps the program uses (two calls: count, then the ids)."""
+    what = f"bpf_obj_get_info_by_fd(prog fd {prog_fd})"
+    info = _ProgInfoHead()
+    _obj_info(prog_fd, info, what)
+    n = int(info.nr_map_ids)
+    ids = (c_uint32 * max(n, 1))()
+    if n:
+        info = _ProgInfoHead(nr_map_ids=n, map_ids=ctypes.addressof(ids))
+        _obj_info(prog_fd, info, what)
+        n = min(n, int(info.nr_map_ids))  # the kernel reports how many it filled in
+    return ProgInfo(id=int(info.id), name=info.name.decode(errors="replace"),
+                    map_ids=tuple(int(i) for i in ids[:n]))
+
+
 def _round8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -548,6 +592,18 @@ class Map:
         fd = _bpf_obj_get(os.fsencode(path))
         if fd < 0:
             raise _error(-fd, f"bpf_obj_get({path})")
+        try:
+            return cls(fd, owns_fd=True)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def from_id(cls, map_id: int) -> Map:
+        """Open a map by kernel id (``bpf_map_get_fd_by_id``); the Map owns its fd."""
+        fd = _bpf_map_get_fd_by_id(map_id)
+        if fd < 0:
+            raise _error(-fd, f"bpf_map_get_fd_by_id({map_id})")
         try:
             return cls(fd, owns_fd=True)
         except BaseException:
@@ -878,6 +934,29 @@ class BpfObject:
         """Where libbpf pins *map_name* (None if the map is not pinned by name)."""
         p = _bpf_map__pin_path(self._find_map(map_name))
         return p.decode() if p else None
+
+    def pinned_map_names(self) -> list[str]:
+        """Maps the object pins by name (``LIBBPF_PIN_BY_NAME``): its persistent state."""
+        return [n for n in self.map_names() if self.pin_path(n)]
+
+    def reuse_map(self, map_name: str, existing: Map) -> None:
+        """Before :meth:`load`: make *map_name* use the live map *existing* instead of creating
+        one (``bpf_map__reuse_fd``, which dups the fd; *existing* may be closed afterwards).
+        Refused unless type, key/value sizes, flags and size match: a program loaded against a
+        map of another layout would misread every entry."""
+        m = self._find_map(map_name)
+        want = (_bpf_map__type(m), _bpf_map__key_size(m), _bpf_map__value_size(m),
+                _bpf_map__map_flags(m), _bpf_map__max_entries(m))
+        have = (existing.map_type, existing.key_size, existing.value_size, existing.map_flags,
+                existing.max_entries)
+        if want != have:
+            raise BpfError(
+                _errno.EINVAL,
+                f"map {map_name!r}: the live map (id {existing.id}) has type/key/value/flags/"
+                f"entries {have}, this object wants {want}",
+            )
+        with _capturing() as lines:
+            _check(_bpf_map__reuse_fd(m, existing.fd), f"bpf_map__reuse_fd({map_name})", lines)
 
     def load(self) -> None:
         """``bpf_object__load``: create/reuse maps, verify and load programs, pin maps."""

@@ -1,0 +1,84 @@
+"""Pins gone, program still attached: a new datapath adopts the live maps (and pins them
+again), or refuses when they do not fit. The daemon-level version is
+tests/integration/test_restart.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+from pyloxi.datapath.ebpf.backend import DatapathInUse, EbpfDatapath
+from pyloxi.datapath.ebpf.libbpf import prog_fd_by_id, prog_info, tc_attached_prog_id, tc_detach
+
+from .conftest import OBJ, Harness, ct_count, handshake
+
+
+@pytest.fixture
+def attached(netns: str):  # type: ignore[no-untyped-def]
+    """A datapath attached to dp0 with one flow, then closed: only the program keeps it."""
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-adopt"
+    dp = EbpfDatapath(pin, obj_path=OBJ)
+    h = Harness(dp)
+    prog = h.service()
+    handshake(h)
+    dp.attach(["dp0"])
+    ids = {n: m.id for n, m in dp.maps.items()}
+    dp.close()
+    try:
+        yield pin, prog, ids
+    finally:
+        if tc_attached_prog_id(socket.if_nametoindex("dp0")) is not None:
+            tc_detach(socket.if_nametoindex("dp0"))
+        shutil.rmtree(pin, ignore_errors=True)
+
+
+def test_missing_pins_are_adopted_from_the_attached_program(attached) -> None:  # type: ignore[no-untyped-def]
+    pin, prog, ids = attached
+    shutil.rmtree(pin)  # what a private mount namespace does to them
+    dp = EbpfDatapath(pin, obj_path=OBJ, interfaces=["dp0"])
+    try:
+        kept = [n for n in ("svc_map", "cfg_map", "ep_map", "ct_map", "ct_half", "conn_map")
+                if n in ids]  # the state maps of this object's layout
+        assert {"svc_map", "ct_map"} <= set(kept)
+        for name in kept:
+            assert dp.maps[name].id == ids[name], name  # the very same kernel maps
+            assert os.path.exists(os.path.join(pin, name)), name  # pinned again
+        assert ct_count(Harness(dp)) == 2  # the flow's two entries
+        assert len(list(dp.maps["svc_map"].keys())) == 1
+        dp.attach(["dp0"])  # the new program replaces the old one on the same maps
+        fd = prog_fd_by_id(tc_attached_prog_id(socket.if_nametoindex("dp0")) or 0)
+        try:
+            assert ids["ct_map"] in prog_info(fd).map_ids
+        finally:
+            os.close(fd)
+    finally:
+        dp.close()
+
+
+def test_pins_win_over_adoption(attached) -> None:  # type: ignore[no-untyped-def]
+    pin, _prog, ids = attached
+    dp = EbpfDatapath(pin, obj_path=OBJ, interfaces=["dp0"])
+    try:
+        assert dp.maps["ct_map"].id == ids["ct_map"]
+    finally:
+        dp.close()
+
+
+def test_no_attached_program_is_a_fresh_start(netns: str) -> None:
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-fresh"
+    dp = EbpfDatapath(pin, obj_path=OBJ, interfaces=["dp0", "no-such-if"])
+    try:
+        assert ct_count(Harness(dp)) == 0
+    finally:
+        dp.destroy()
+
+
+def test_refuses_maps_that_do_not_fit(attached) -> None:  # type: ignore[no-untyped-def]
+    pin, _prog, _ids = attached
+    shutil.rmtree(pin)
+    with pytest.raises(DatapathInUse, match="cannot be adopted.*ct_map.*--netns"):
+        EbpfDatapath(pin, obj_path=OBJ, interfaces=["dp0"], ct_entries=4096)
+    assert tc_attached_prog_id(socket.if_nametoindex("dp0")) is not None  # left alone
