@@ -18,6 +18,7 @@ counts the close of what it deleted, in the kernel, next to the lookup.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -161,6 +162,9 @@ class ConntrackTable:
         self.half = ct_half
         self._del_map = del_map
         self._del_prog = del_prog
+        # ct_del_map has one slot: the aging loop and a flush (API thread) must not interleave
+        # their write / run / read-back
+        self._del_lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.map, self.half)
@@ -212,9 +216,13 @@ class ConntrackTable:
             chunk = items[start:start + L.CT_DEL_BATCH]
             req["n"] = len(chunk)
             req["item"][0, :len(chunk)] = chunk  # beyond n: stale items the program ignores
-            self._del_map.update(_ZERO, req.tobytes())
-            run_syscall_prog(self._del_prog)
-            out = np.frombuffer(self._del_map.lookup(_ZERO) or b"", dtype=L.CT_DEL_REQ_DTYPE)
+            with self._del_lock:
+                self._del_map.update(_ZERO, req.tobytes())
+                ret = run_syscall_prog(self._del_prog)
+                raw = self._del_map.lookup(_ZERO)
+            if ret != 0 or raw is None:
+                raise RuntimeError(f"pl_ct_delete failed ({ret})")
+            out = np.frombuffer(raw, dtype=L.CT_DEL_REQ_DTYPE)
             done[start:start + len(chunk)] = out["item"][0, :len(chunk)]["deleted"] != 0
         deleted = np.zeros(len(idx), dtype=bool)
         deleted[order] = done
