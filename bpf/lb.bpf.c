@@ -697,24 +697,54 @@ int pyloxi_lb(struct __sk_buff *skb)
 	return new_flow(skb, &p);
 }
 
-/* Run by the control plane (BPF_PROG_TEST_RUN) to count flows it aged out, read from
- * close_map: the datapath adds to the same counters atomically, so user space may not simply
- * overwrite them. */
-SEC("syscall")
-int pl_conn_closed(void *ctx)
+/* One item of pl_ct_delete (a bpf_loop callback: verified once, not once per item). */
+static long ct_del_step(__u32 i, void *data)
 {
 	__u32 zero = 0;
-	struct conn_close_req *req = bpf_map_lookup_elem(&close_map, &zero);
+	struct ct_del_req *req = bpf_map_lookup_elem(&ct_del_map, &zero);
+
+	if (!req || i >= PL_CT_DEL_BATCH)
+		return 1;
+	struct ct_del_item *it = &req->item[i];
+	struct ct_key k = it->key;
+	int half = it->table == PL_CT_DEL_HALF;
+	struct ct_val *v = half ? bpf_map_lookup_elem(&ct_half, &k)
+				: bpf_map_lookup_elem(&ct_map, &k);
+
+	it->deleted = 0;
+	if (!v || v->created_ns != it->created_ns || v->svc_id != it->svc_id ||
+	    v->ep_idx != it->ep_idx || v->dir != it->dir)
+		return 0;   /* gone, or another flow owns the key now: not ours to delete */
+	/* Between this lookup and the delete another CPU could still end the flow and start a
+	 * new one on the key, but that window is a few instructions, not a whole sweep. */
+	if (half ? bpf_map_delete_elem(&ct_half, &k) : bpf_map_delete_elem(&ct_map, &k))
+		return 0;   /* the datapath deleted it first (and counted it, if it had to) */
+	it->deleted = 1;
+	/* As the datapath does: whoever deletes the original-direction entry of an established
+	 * flow counts its close, so a flow ended by two parties at once is counted once. Half-open
+	 * flows were never counted opened. */
+	if (!half && it->dir == PL_DIR_ORIG) {
+		conn_closed(it->svc_id, it->ep_idx);
+		req->closed++;
+	}
+	return 0;
+}
+
+/* Run by the control plane (BPF_PROG_TEST_RUN) to delete conntrack entries a snapshot saw,
+ * only where the key still holds that entry (see struct ct_del_item), items read from
+ * ct_del_map, results written back to it. */
+SEC("syscall")
+int pl_ct_delete(void *ctx)
+{
+	__u32 zero = 0;
+	struct ct_del_req *req = bpf_map_lookup_elem(&ct_del_map, &zero);
 
 	if (!req)
 		return -1;
-	for (__u32 i = 0; i < PL_CLOSE_BATCH; i++) {
-		if (i >= req->n)
-			break;
-		__u32 gid = req->gid[i];
-		struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
-		if (c)
-			__sync_fetch_and_add(&c->closed, req->count[i]);
-	}
+	__u32 n = req->n;
+	if (n > PL_CT_DEL_BATCH)
+		n = PL_CT_DEL_BATCH;
+	req->closed = 0;
+	bpf_loop(n, ct_del_step, NULL, 0);
 	return 0;
 }

@@ -34,7 +34,8 @@ def test_limits_agree_with_header() -> None:
     assert defs["PL_SLOTS"] == L.SLOTS == program.SLOT_TABLE_SIZE
     assert defs["PL_SLOTS_ALLOC"] == L.SLOTS_ALLOC
     assert defs["PL_NAT_PORT_MIN"] == L.NAT_PORT_MIN
-    assert defs["PL_CLOSE_BATCH"] == L.CLOSE_BATCH
+    assert defs["PL_CT_DEL_BATCH"] == L.CT_DEL_BATCH
+    assert (defs["PL_CT_DEL_EST"], defs["PL_CT_DEL_HALF"]) == (L.CT_DEL_EST, L.CT_DEL_HALF)
     stats = re.search(r"enum pl_stat \{(.*?)\};", text, re.S).group(1)
     names = re.findall(r"PL_ST_(\w+)", stats)
     assert len(names) - 1 == len(L.STAT_NAMES)  # PL_ST_MAX is last

@@ -93,15 +93,7 @@ enum pl_stat {
 
 struct ep_conn {          /* conn_map[svc_id * PL_MAX_EPS + idx]: active = opened - closed */
 	__u64 opened;         /* atomically added by the datapath */
-	__u64 closed;         /* atomically added by the datapath and by pl_conn_closed */
-};
-
-#define PL_CLOSE_BATCH 256
-struct conn_close_req {   /* ctx of the pl_conn_closed syscall program */
-	__u32 n;
-	__u32 pad;
-	__u32 gid[PL_CLOSE_BATCH];
-	__u32 count[PL_CLOSE_BATCH];
+	__u64 closed;         /* atomically added by the datapath and by pl_ct_delete */
 };
 
 struct svc_key {          /* svc_map key: one per VIP, protocol and port */
@@ -248,6 +240,35 @@ struct frag_val {
 struct icmp_bucket {
 	__u64 last_ns;
 	__u64 tokens;
+};
+
+/* Conditional deletes of the control plane (aging, flushes), run by pl_ct_delete: each item
+ * names an entry as a snapshot of the tables saw it. The entry is deleted only if the key still
+ * holds that same entry: by the time the control plane acts (up to a second later on a big
+ * table) the client may have reused the port, and a new flow may own the key. Flows are
+ * inserted with BPF_NOEXIST, never replaced in place, so a new flow on the key is a new entry
+ * with its own created_ns. The clock is coarse (one tick), so svc_id, ep_idx and dir are
+ * compared as well: a flow reusing the key within the same tick still differs in one of them,
+ * unless it is the same service, endpoint and direction (a flush of that endpoint wants it
+ * gone anyway; an expired flow is older than any flow created after the snapshot). */
+#define PL_CT_DEL_BATCH   256
+#define PL_CT_DEL_EST     0       /* ct_del_item.table: ct_map */
+#define PL_CT_DEL_HALF    1       /* ct_half */
+
+struct ct_del_item {
+	struct ct_key key;
+	__u64 created_ns;     /* of the entry the snapshot saw */
+	__u32 svc_id;
+	__u8  ep_idx;
+	__u8  dir;            /* PL_DIR_* */
+	__u8  table;          /* PL_CT_DEL_* */
+	__u8  deleted;        /* out: 1 if this run deleted the entry */
+};
+
+struct ct_del_req {       /* ct_del_map[0]: input and output of pl_ct_delete */
+	__u32 n;              /* items used, at most PL_CT_DEL_BATCH */
+	__u32 closed;         /* out: established flows this run counted closed in conn_map */
+	struct ct_del_item item[PL_CT_DEL_BATCH];
 };
 
 #endif

@@ -99,14 +99,6 @@ struct {
 	__type(value, struct flow_scratch);
 } scratch_map SEC(".maps");
 
-/* Input of pl_conn_closed, written by the control plane just before it runs the program. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct conn_close_req);
-} close_map SEC(".maps");
-
 /* Half-open TCP flows and UDP/ICMP/SCTP flows that have not seen a reply yet: a bounded LRU,
  * so a flood of spoofed new flows evicts only its own kind (early aging under pressure). A flow
  * moves to ct_map when it is established. */
@@ -163,5 +155,14 @@ struct {
 	__type(value, struct svc_ver);
 	PINNED;
 } ver_map SEC(".maps");
+
+/* Input and output of pl_ct_delete, written and read back by the control plane around each
+ * run. Not pinned: it holds nothing between runs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_del_req);
+} ct_del_map SEC(".maps");
 
 #endif

@@ -51,7 +51,6 @@ from pyloxi.datapath.ebpf.libbpf import (
     mount_bpffs,
     prog_fd_by_id,
     prog_info,
-    run_syscall_prog,
     tc_attach,
     tc_attached_prog_id,
     tc_detach,
@@ -72,7 +71,7 @@ DEFAULT_OBJECT = os.environ.get(
 )
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
-             "ct_map", "aff_map", "allow_map", "stats_map", "close_map", "ct_half",
+             "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map")
 #: the per-endpoint port count up to which a port range is protected against reply leaks
 EP_ADDR_MAX_PORTS = 1024
@@ -200,7 +199,6 @@ class EbpfDatapath:
                 m.close()  # the object holds its own dups
         self.prog_fd = self.obj.program_fd(PROGRAM)
         self.maps: dict[str, Map] = {name: self.obj.map(name) for name in MAP_NAMES}
-        self._closed_prog = self.obj.program_fd("pl_conn_closed")
         self._lock = threading.RLock()
         self._dp_of: dict[int, int] = {}  # engine svc_id -> dp id
         self._progs: dict[int, ServiceProgram] = {}  # dp id -> program
@@ -216,7 +214,9 @@ class EbpfDatapath:
         self._flipped: dict[int, int] = {dp: 0 for dp in self._orphans}
         self._retired: dict[int, int] = {}
         self.attached: list[int] = []
-        self.ct = ConntrackTable(self.maps["ct_map"], self._count_closed, self.maps["ct_half"])
+        # ct_del_map is not pinned (it holds nothing between runs), so not in MAP_NAMES
+        self.ct = ConntrackTable(self.maps["ct_map"], self.maps["ct_half"],
+                                 self.obj.map("ct_del_map"), self.obj.program_fd("pl_ct_delete"))
         self._ep_addr_refs: dict[bytes, int] = {}  # ep_addr_map key -> services using it
         self._ep_addrs: dict[int, set[bytes]] = {}  # dp id -> its ep_addr_map keys
 
@@ -653,19 +653,6 @@ class EbpfDatapath:
         flow, is balanced to a live endpoint, which refuses the unknown TCP connection."""
         with self._lock:
             return self.ct.flush_endpoint(L.ip_n(ip), L.port_n(port))
-
-    def _count_closed(self, gids: np.ndarray, counts: np.ndarray) -> None:
-        """Add aged-out flows to conn_map.closed through the pl_conn_closed program."""
-        for start in range(0, len(gids), L.CLOSE_BATCH):
-            req = L.ConnCloseReq()
-            chunk = gids[start:start + L.CLOSE_BATCH]
-            req.n = len(chunk)
-            ctypes.memmove(req.gid, np.ascontiguousarray(chunk, dtype=np.uint32).ctypes.data,
-                           4 * len(chunk))
-            ctypes.memmove(req.count, np.ascontiguousarray(
-                counts[start:start + L.CLOSE_BATCH], dtype=np.uint32).ctypes.data, 4 * len(chunk))
-            self.maps["close_map"].update(_u32(0), bytes(req))
-            run_syscall_prog(self._closed_prog)
 
     def close(self) -> None:
         """Release handles. Pinned maps and the attached program stay: flows keep going."""

@@ -7,20 +7,23 @@ Two tables (see bpf/include/pyloxi/ct.h): `ct_map` holds established flows and i
 Least-connection counts (conn_map) cover only ct_map: a flow is counted open when the datapath
 promotes it there and closed by whoever actually deletes its original-direction entry, so a
 flow that two parties delete at once (aging here, a SYN reuse in the datapath) is counted once.
+
+Every delete here is decided on a snapshot and carried out later (up to a second on a big
+table), by which time a client reusing its port may have started a new flow on the same key.
+So nothing is deleted by key alone: the pl_ct_delete program deletes an entry only if the key
+still holds the entry the snapshot saw (same created_ns, service, endpoint and direction), and
+counts the close of what it deleted, in the kernel, next to the lookup.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
-from collections.abc import Callable
+import threading
 
 import numpy as np
 
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf import libbpf as _lb
-from pyloxi.datapath.ebpf.libbpf import Map
+from pyloxi.datapath.ebpf.libbpf import Map, run_syscall_prog
 from pyloxi.engine.program import Flow
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,8 @@ TIMEOUT_ORPHAN = 10  # an entry whose other half is gone
 TIMEOUT_HALF = 10
 
 TCP, UDP, ICMP, SCTP = 6, 17, 1, 132
-EST, HALF = 0, 1  # Snapshot.table: which map an entry was read from
+EST, HALF = L.CT_DEL_EST, L.CT_DEL_HALF  # Snapshot.table: which map an entry was read from
+_ZERO = bytes(4)
 
 
 class Snapshot:
@@ -145,35 +149,6 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
     return names, timeout
 
 
-def _delete_each(m: Map, keys: list[bytes]) -> np.ndarray:
-    """Delete `keys` in batches; returns, per key, whether this call deleted it (False: it was
-    already gone, e.g. the datapath deleted it concurrently). Map.delete_batch only counts."""
-    done = np.zeros(len(keys), dtype=bool)
-    if not keys:
-        return done
-    ks = m.key_size
-    buf = ctypes.create_string_buffer(b"".join(keys), ks * len(keys))
-    opts = _lb._MapBatchOpts(sz=ctypes.sizeof(_lb._MapBatchOpts))
-    fd, start, n = m._fd(), 0, len(keys)
-    while start < n:
-        count = ctypes.c_uint32(n - start)
-        ret = _lb._bpf_map_delete_batch(fd, ctypes.byref(buf, start * ks), ctypes.byref(count),
-                                        opts)
-        got = min(count.value, n - start)
-        if ret in (-errno.EINVAL, -_lb.ENOTSUPP, -errno.EOPNOTSUPP) and got == 0:
-            for i in range(start, n):  # no batch delete for this map type: one by one
-                done[i] = m.delete(keys[i])
-            return done
-        done[start:start + got] = True
-        if ret == 0:
-            break
-        if ret == -errno.ENOENT:  # the kernel stops at the first absent key: skip it
-            start += got + 1
-            continue
-        raise _lb.BpfError(-ret, f"bpf_map_delete_batch({m.name}) after {start + got} keys")
-    return done
-
-
 def _ages(now_ns: int, last: np.ndarray) -> np.ndarray:
     """now - last in signed 64 bits, never below 0: an entry stamped after `now` (clocks read on
     other CPUs) is simply fresh, and nothing wraps around on a machine booted a moment ago."""
@@ -181,11 +156,15 @@ def _ages(now_ns: int, last: np.ndarray) -> np.ndarray:
 
 
 class ConntrackTable:
-    def __init__(self, ct_map: Map, count_closed: Callable[[np.ndarray, np.ndarray], None],
-                 ct_half: Map | None = None) -> None:
+    def __init__(self, ct_map: Map, ct_half: Map | None, del_map: Map, del_prog: int) -> None:
+        """`del_map`/`del_prog`: ct_del_map and the pl_ct_delete program's fd."""
         self.map = ct_map
         self.half = ct_half
-        self._count_closed = count_closed
+        self._del_map = del_map
+        self._del_prog = del_prog
+        # ct_del_map has one slot: the aging loop and a flush (API thread) must not interleave
+        # their write / run / read-back
+        self._del_lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.map, self.half)
@@ -217,34 +196,43 @@ class ConntrackTable:
         return out
 
     def _delete(self, snap: Snapshot, idx: np.ndarray) -> np.ndarray:
-        """Delete entries `idx` of a snapshot from their tables; returns the indexes of the
-        established original-direction entries this call deleted (the flows to count closed)."""
+        """Delete entries `idx` of a snapshot from their tables, each only if its key still holds
+        that entry (pl_ct_delete); returns, per entry of `idx`, whether this call deleted it.
+        The kernel counts the established flows whose original entry it deleted as closed."""
         v, table = snap.vals, snap.table
-        half = idx[table[idx] == HALF]
-        if len(half) and self.half is not None:
-            self.half.delete_batch([bytes(b) for b in snap.raw_keys[half]])
-        est = idx[table[idx] == EST]
-        orig = est[v["dir"][est] == L.DIR_ORIG]
-        rest = est[v["dir"][est] != L.DIR_ORIG]
-        if len(rest):
-            self.map.delete_batch([bytes(b) for b in snap.raw_keys[rest]])
-        if not len(orig):
-            return orig
-        deleted = _delete_each(self.map, [bytes(b) for b in snap.raw_keys[orig]])
-        return orig[deleted]
+        # half-open entries, then established reply entries, then the original ones (which
+        # count the close): the order the datapath itself deletes a flow in
+        rank = np.where(table[idx] == HALF, 0, np.where(v["dir"][idx] == L.DIR_ORIG, 2, 1))
+        order = np.argsort(rank, kind="stable")
+        sel = idx[order]
+        items = np.zeros(len(sel), dtype=L.CT_DEL_ITEM_DTYPE)
+        items["key"] = snap.raw_keys[sel]
+        for f in ("created_ns", "svc_id", "ep_idx", "dir"):
+            items[f] = v[f][sel]
+        items["table"] = table[sel]
+        done = np.zeros(len(sel), dtype=bool)
+        req = np.zeros(1, dtype=L.CT_DEL_REQ_DTYPE)
+        for start in range(0, len(sel), L.CT_DEL_BATCH):
+            chunk = items[start:start + L.CT_DEL_BATCH]
+            req["n"] = len(chunk)
+            req["item"][0, :len(chunk)] = chunk  # beyond n: stale items the program ignores
+            with self._del_lock:
+                self._del_map.update(_ZERO, req.tobytes())
+                ret = run_syscall_prog(self._del_prog)
+                raw = self._del_map.lookup(_ZERO)
+            if ret != 0 or raw is None:
+                raise RuntimeError(f"pl_ct_delete failed ({ret})")
+            out = np.frombuffer(raw, dtype=L.CT_DEL_REQ_DTYPE)
+            done[start:start + len(chunk)] = out["item"][0, :len(chunk)]["deleted"] != 0
+        deleted = np.zeros(len(idx), dtype=bool)
+        deleted[order] = done
+        return deleted
 
-    def _closed(self, snap: Snapshot, gone: np.ndarray) -> None:
-        if len(gone):
-            v = snap.vals
-            gids = v["svc_id"][gone].astype(np.uint32) * L.MAX_EPS + v["ep_idx"][gone]
-            uniq, counts = np.unique(gids, return_counts=True)
-            self._count_closed(uniq, counts)
-
-    def age(self, idle_timeout: dict[int, int], now_ns: int) -> int:
-        """Delete expired flows (both entries); returns the number of flows removed."""
-        snap = self.snapshot()
+    def expired(self, snap: Snapshot, idle_timeout: dict[int, int], now_ns: int) -> np.ndarray:
+        """Indexes of the snapshot's entries that are expired at `now_ns` (a flow's two entries
+        share `last` and state, so both are in or both are out)."""
         if not len(snap):
-            return 0
+            return np.zeros(0, dtype=np.int64)
         v, partner = snap.vals, snap.partner
         _, timeout = flow_states(snap)
         svc = v["svc_id"].astype(np.int64)
@@ -262,15 +250,27 @@ class ConntrackTable:
                         v["last_ns"])
         timeout = np.where(has_partner, timeout, np.minimum(timeout, TIMEOUT_ORPHAN))
         timeout = np.where(snap.table == HALF, np.minimum(timeout, TIMEOUT_HALF), timeout)
-        expired = _ages(now_ns, last) > timeout * SEC
-        if not expired.any():
+        return np.nonzero(_ages(now_ns, last) > timeout * SEC)[0]
+
+    @staticmethod
+    def _flows_removed(snap: Snapshot, idx: np.ndarray, deleted: np.ndarray) -> int:
+        """Flows removed, by what was actually deleted: original entries, and reply entries
+        whose original was not in the snapshot (orphans)."""
+        gone = idx[deleted]
+        d = snap.vals["dir"][gone]
+        return int(np.count_nonzero(d == L.DIR_ORIG)) + \
+            int(np.count_nonzero((d == L.DIR_REPLY) & (snap.partner[gone] < 0)))
+
+    def age(self, idle_timeout: dict[int, int], now_ns: int) -> int:
+        """Delete expired flows (both entries); returns the number of flows removed."""
+        snap = self.snapshot()
+        idx = self.expired(snap, idle_timeout, now_ns)
+        if not len(idx):
             return 0
-        # a flow goes as a whole: its partner entry is expired too (same `last`, same state)
-        idx = np.nonzero(expired)[0]
-        self._closed(snap, self._delete(snap, idx))
-        log.debug("conntrack aging: %d of %d entries expired", len(idx), len(snap))
-        return int(np.count_nonzero(v["dir"][idx] == L.DIR_ORIG)) + \
-            int(np.count_nonzero((v["dir"][idx] == L.DIR_REPLY) & ~has_partner[idx]))
+        deleted = self._delete(snap, idx)
+        log.debug("conntrack aging: %d of %d entries expired, %d deleted", len(idx), len(snap),
+                  int(np.count_nonzero(deleted)))
+        return self._flows_removed(snap, idx, deleted)
 
     def flush_endpoint(self, ip: int, port: int) -> int:
         """Delete every flow going to endpoint ip:port (network order); returns flows removed."""
@@ -279,9 +279,9 @@ class ConntrackTable:
         orig = (v["dir"] == L.DIR_ORIG) & (v["nat_daddr"] == ip) & (v["nat_dport"] == port)
         reply = (v["dir"] == L.DIR_REPLY) & (k["saddr"] == ip) & (k["sport"] == port)
         idx = np.nonzero(orig | reply)[0]
-        if len(idx):
-            self._closed(snap, self._delete(snap, idx))
-        return int(np.count_nonzero(orig))
+        if not len(idx):
+            return 0
+        return self._flows_removed(snap, idx, self._delete(snap, idx))
 
     def flush_slots(self, dp_id: int, ep_idx: set[int]) -> int:
         """Delete the flows of some endpoint indexes of a service (an index about to be reused
@@ -290,14 +290,14 @@ class ConntrackTable:
         v = snap.vals
         idx = np.nonzero((v["svc_id"] == dp_id) &
                          np.isin(v["ep_idx"], np.fromiter(ep_idx, dtype=np.uint8)))[0]
-        if len(idx):
-            self._delete(snap, idx)
-        return len(idx)
+        if not len(idx):
+            return 0
+        return int(np.count_nonzero(self._delete(snap, idx)))
 
     def flush_service(self, dp_id: int) -> int:
         """Delete every entry of a service (its counters are zeroed by the caller)."""
         snap = self.snapshot()
         idx = np.nonzero(snap.vals["svc_id"] == dp_id)[0]
-        if len(idx):
-            self._delete(snap, idx)
-        return len(idx)
+        if not len(idx):
+            return 0
+        return int(np.count_nonzero(self._delete(snap, idx)))

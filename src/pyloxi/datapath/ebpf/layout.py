@@ -19,7 +19,8 @@ SLOTS = 1021
 SLOTS_ALLOC = 1024
 CT_ENTRIES = 524288
 CT_HALF_ENTRIES = 262144
-CLOSE_BATCH = 256
+CT_DEL_BATCH = 256
+CT_DEL_EST, CT_DEL_HALF = 0, 1
 NAT_PORT_MIN = 49152
 
 SVC_F_ALLOWLIST = 0x1
@@ -91,11 +92,6 @@ class EpConn(ctypes.Structure):
     _fields_ = [("opened", ctypes.c_uint64), ("closed", ctypes.c_uint64)]
 
 
-class ConnCloseReq(ctypes.Structure):
-    _fields_ = [("n", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                ("gid", ctypes.c_uint32 * CLOSE_BATCH), ("count", ctypes.c_uint32 * CLOSE_BATCH)]
-
-
 class CtKey(ctypes.Structure):
     _fields_ = [("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32),
                 ("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16),
@@ -116,6 +112,17 @@ class CtVal(ctypes.Structure):
                 ("td_wscale", ctypes.c_uint8), ("td_wsopt", ctypes.c_uint8),
                 ("td_flags", ctypes.c_uint8), ("pad2", ctypes.c_uint8),
                 ("fib_mtu", ctypes.c_uint32), ("pad3", ctypes.c_uint32)]
+
+
+class CtDelItem(ctypes.Structure):
+    _fields_ = [("key", CtKey), ("created_ns", ctypes.c_uint64), ("svc_id", ctypes.c_uint32),
+                ("ep_idx", ctypes.c_uint8), ("dir", ctypes.c_uint8), ("table", ctypes.c_uint8),
+                ("deleted", ctypes.c_uint8)]
+
+
+class CtDelReq(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_uint32), ("closed", ctypes.c_uint32),
+                ("item", CtDelItem * CT_DEL_BATCH)]
 
 
 class EpAddrKey(ctypes.Structure):
@@ -166,12 +173,25 @@ def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
 # Conntrack layouts as numpy dtypes, for vectorised aging of a million entries.
 CT_KEY_DTYPE = _dtype(CtKey)
 CT_VAL_DTYPE = _dtype(CtVal)
+# A pl_ct_delete batch as numpy, so a sweep fills 256 items per run without Python loops.
+CT_DEL_ITEM_DTYPE = np.dtype({
+    "names": [name for name, _ in CtDelItem._fields_],
+    "formats": ["V16" if name == "key" else np.dtype(ctype).newbyteorder("=")
+                for name, ctype in CtDelItem._fields_],
+    "offsets": [getattr(CtDelItem, name).offset for name, _ in CtDelItem._fields_],
+    "itemsize": ctypes.sizeof(CtDelItem)})
+CT_DEL_REQ_DTYPE = np.dtype({
+    "names": ["n", "closed", "item"],
+    "formats": ["<u4", "<u4", (CT_DEL_ITEM_DTYPE, CT_DEL_BATCH)],
+    "offsets": [CtDelReq.n.offset, CtDelReq.closed.offset, CtDelReq.item.offset],
+    "itemsize": ctypes.sizeof(CtDelReq)})
 
 #: struct name in maps.h -> its mirror, for the BTF layout test
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
     "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
-    "ep_conn": EpConn, "conn_close_req": ConnCloseReq,
+    "ep_conn": EpConn,
+    "ct_del_item": CtDelItem, "ct_del_req": CtDelReq,
     "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey, "ep_addr_key": EpAddrKey,
     "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
 }
