@@ -393,3 +393,28 @@ def test_aging_on_a_machine_booted_a_moment_ago(h: Harness) -> None:
     handshake(h)
     assert h.dp.ct.age({1: 240}, 1) == 0  # entries stamped later than `now`: fresh
     assert ct_count(h) == 2
+
+
+def test_rst_answering_a_challenge_ack_passes(h: Harness) -> None:
+    """A client reusing its port while the server still holds the old connection in TIME_WAIT:
+    the server answers the new SYN with an ACK of the old connection, the client answers that
+    with a RST whose seq is the ACK's ack number (RFC 793), which frees the server for the
+    retransmitted SYN. That RST lies outside any window of the new flow, yet it must pass."""
+    h.service(eps=EPS[:1])
+    out, _ = handshake(h)
+    # the server closes first (Connection: close), the client follows: the flow is finished
+    assert h.run(ep_answer(out, "FA", seq=5001, ack=1001)).retval == TC_ACT_REDIRECT
+    assert h.run(client_pkt("FA", seq=1001, ack=5002)).retval == TC_ACT_REDIRECT
+    assert h.run(ep_answer(out, "A", seq=5002, ack=1002)).retval == TC_ACT_REDIRECT
+    # the same port again, a new ISN far from the old one
+    new_syn = client_pkt("S", seq=2_000_000, ack=0)
+    fwd = h.run(new_syn)
+    assert fwd.retval == TC_ACT_REDIRECT and fwd.pkt[IP].dst == EPS[0]
+    # TIME_WAIT's challenge ACK: the old connection's numbers
+    assert h.run(ep_answer(fwd.pkt, "A", seq=5002, ack=1002)).retval == TC_ACT_REDIRECT
+    rst = h.run(client_pkt("R", seq=1002, ack=0))
+    assert rst.retval == TC_ACT_REDIRECT and rst.pkt[IP].dst == EPS[0]
+    assert stats(h)["out_of_window"] == 0
+    # a blind RST with any other sequence number is still refused
+    blind = h.run(client_pkt("R", seq=1002 + 70_000, ack=0))
+    assert blind.retval == TC_ACT_SHOT and stats(h)["out_of_window"] == 1

@@ -169,6 +169,8 @@ static __always_inline void td_update(struct ct_val *v, const struct tcp_seg *s,
 		v->td_maxwin = win;
 	if (flags & TCPF_ACK) {
 		__u32 edge = s->ack + win;
+		if (v->td_lastack != s->ack)
+			v->td_lastack = s->ack;
 		if (!(tf & PL_TD_ACKED) || seq_before(v->td_edge, edge))
 			v->td_edge = edge;
 		tf |= PL_TD_ACKED;
@@ -185,6 +187,12 @@ static __always_inline int td_in_window(const struct ct_val *snd, const struct c
 					const struct tcp_seg *s, __u8 flags)
 {
 	if ((snd->td_flags | rcv->td_flags) & PL_TD_LIBERAL)
+		return 1;
+	/* The answer to an unexpected ACK (RFC 793: a RST whose seq is that ACK's ack number),
+	 * e.g. a client reusing a port the server still holds in TIME_WAIT answers the server's
+	 * challenge ACK so; Linux conntrack lets it through as well. Exact, so no easier to
+	 * guess blind than the window. */
+	if ((flags & TCPF_RST) && (rcv->td_flags & PL_TD_ACKED) && s->seq == rcv->td_lastack)
 		return 1;
 	if (!(snd->td_flags & PL_TD_SENT)) {
 		/* the first packet from this side (e.g. the server refuses the SYN): it must

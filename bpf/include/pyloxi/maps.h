@@ -187,7 +187,7 @@ struct ct_val {
 	__u8  td_flags;       /* PL_TD_* */
 	__u8  pad2;
 	__u32 fib_mtu;        /* MTU of fib_ifindex: bigger packets get the exact check */
-	__u32 pad3;
+	__u32 td_lastack;     /* ack number of this direction's latest ACK, host order */
 };
 
 struct ep_addr_key {      /* ep_addr_map: an endpoint's ip:port/proto (icmp: port 0) */

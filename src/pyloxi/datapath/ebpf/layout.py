@@ -111,7 +111,7 @@ class CtVal(ctypes.Structure):
                 ("td_edge", ctypes.c_uint32), ("td_maxwin", ctypes.c_uint32),
                 ("td_wscale", ctypes.c_uint8), ("td_wsopt", ctypes.c_uint8),
                 ("td_flags", ctypes.c_uint8), ("pad2", ctypes.c_uint8),
-                ("fib_mtu", ctypes.c_uint32), ("pad3", ctypes.c_uint32)]
+                ("fib_mtu", ctypes.c_uint32), ("td_lastack", ctypes.c_uint32)]
 
 
 class CtDelItem(ctypes.Structure):
