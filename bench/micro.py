@@ -21,7 +21,6 @@ Methods (see docs/benchmarks.md):
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import socket
@@ -32,15 +31,16 @@ import time
 
 import numpy as np
 
+from pyloxi.lab.dpns import LB_MAC, datapath_netns
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJ = os.path.join(ROOT, "build", "lb.bpf.o")
 EMPTY_SRC = os.path.join(ROOT, "bench", "empty.bpf.c")
 EMPTY_OBJ = os.path.join(ROOT, "build", "bench-empty.bpf.o")
 
 CLIENT, VIP, VIP_E, EP = "10.0.1.2", "20.0.0.100", "20.0.0.200", "10.0.11.2"
-LB_MAC, CLIENT_MAC, EP_MAC = "02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:11:02"
+CLIENT_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:11:02"
 TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def build_empty() -> str:
@@ -51,30 +51,13 @@ def build_empty() -> str:
     return EMPTY_OBJ
 
 
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-    finally:
-        os.close(fd)
-
-
-def enter_netns(name: str) -> None:
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    _setns(f"/var/run/netns/{name}")
-    for cmd in (
-        f"ip link add dp0 address {LB_MAC} type veth peer name dp1",
-        "ip link set dp0 up", "ip link set dp1 up", "ip link set lo up",
-        "ip addr add 10.0.1.1/24 dev dp0", "ip addr add 10.0.11.1/24 dev dp1",
-        f"ip neigh add {CLIENT} lladdr {CLIENT_MAC} dev dp0 nud permanent",
-        f"ip neigh add {EP} lladdr {EP_MAC} dev dp1 nud permanent",
-        f"ip route add {VIP_E}/32 via {EP} dev dp1",
-        f"ip route add 20.1.0.0/16 via {EP} dev dp1",
-        f"ip addr add {VIP}/32 dev lo",
-        "sysctl -qw net.ipv4.ip_forward=1",
-    ):
-        subprocess.run(cmd.split(), check=True)
+NETNS_SETUP = (
+    f"ip neigh add {CLIENT} lladdr {CLIENT_MAC} dev dp0 nud permanent",
+    f"ip neigh add {EP} lladdr {EP_MAC} dev dp1 nud permanent",
+    f"ip route add {VIP_E}/32 via {EP} dev dp1",
+    f"ip route add 20.1.0.0/16 via {EP} dev dp1",
+    f"ip addr add {VIP}/32 dev lo",
+)
 
 
 def tcp_packet(src: str, dst: str, sport: int, dport: int, flags: str, ttl: int = 64) -> bytes:
@@ -320,17 +303,9 @@ def main() -> None:
     args = ap.parse_args()
     global OBJ
     OBJ = args.obj or OBJ
-    name = f"pl{os.getpid()}-micro"
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    try:
-        enter_netns(name)
+    with datapath_netns(f"pl{os.getpid()}-micro", NETNS_SETUP):
         out = {"packets": bench_packets(args.repeats, args.new_flows),
                "sweep": bench_sweep(args.ct_entries)}
-    finally:
-        if _libc.setns(home, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns home")
-        os.close(home)
-        subprocess.run(["ip", "netns", "del", name], check=False)
     with open(args.json, "w") as f:
         json.dump(out, f, indent=2)
 

@@ -13,29 +13,23 @@ to 3 times) still gets through. Runs in a network namespace of its own and remov
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import random
 import socket
 import struct
-import subprocess
 import time
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from pyloxi.lab.dpns import LB_MAC, datapath_netns
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLIENT_MAC, LB_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:01:01", "02:00:00:00:11:02"
+CLIENT_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:11:02"
 VIP, EP, SNAT = "20.0.0.100", "10.0.11.2", "10.0.11.1"
 PORT_MIN, SPAN = 49152, 16384
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns")
 
 
 def run(obj: str, syns: int, occupancies: list[float]) -> dict[str, object]:
@@ -120,28 +114,13 @@ def main() -> None:
     ap.add_argument("--syns", type=int, default=2000)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    name = f"pl{os.getpid()}-snat"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        _setns(target)
-        for cmd in (
-            "ip link add dp0 address 02:00:00:00:01:01 type veth peer name dp1",
-            "ip link set dp0 up", "ip link set dp1 up", "ip link set lo up",
-            "ip addr add 10.0.1.1/24 dev dp0", "ip addr add 10.0.11.1/24 dev dp1",
-            "ip route add 10.0.0.0/8 via 10.0.1.2 dev dp0 onlink",
-            f"ip neigh add 10.0.1.2 lladdr {CLIENT_MAC} dev dp0 nud permanent",
-            f"ip neigh add {EP} lladdr {EP_MAC} dev dp1 nud permanent",
-            f"ip addr add {VIP}/32 dev lo", "sysctl -qw net.ipv4.ip_forward=1",
-        ):
-            subprocess.run(cmd.split(), check=True)
+    with datapath_netns(f"pl{os.getpid()}-snat", (
+        "ip route add 10.0.0.0/8 via 10.0.1.2 dev dp0 onlink",
+        f"ip neigh add 10.0.1.2 lladdr {CLIENT_MAC} dev dp0 nud permanent",
+        f"ip neigh add {EP} lladdr {EP_MAC} dev dp1 nud permanent",
+        f"ip addr add {VIP}/32 dev lo",
+    )):
         res = run(os.path.abspath(args.obj), args.syns, [0.75, 1.0])
-    finally:
-        _setns(home)
-        os.close(home)
-        os.close(target)
-        subprocess.run(["ip", "netns", "del", name], check=False)
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:

@@ -3,11 +3,9 @@ test's own (so bpf_fib_lookup sees only routes and neighbours the test made)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import struct
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +16,7 @@ from scapy.layers.l2 import Ether
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.datapath.ebpf.libbpf import prog_test_run
 from pyloxi.engine.program import EndpointSlot, ServiceProgram
+from pyloxi.lab.dpns import LB_MAC, datapath_netns
 from pyloxi.model.lb import NatMode, Selection
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,43 +25,19 @@ OBJ = os.path.join(ROOT, "build", "lb.bpf.o")
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 CLIENT, CLIENT2, VIP = "10.0.1.2", "10.0.1.3", "20.0.0.100"
 EPS = ["10.0.11.2", "10.0.11.3", "10.0.11.4"]
-LB_MAC, CLIENT_MAC, EP_MAC = "02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:11:02"
-CLONE_NEWNET = 0x40000000
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns")
+CLIENT_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:11:02"
 
 
 @pytest.fixture(scope="session")
 def netns() -> Iterator[str]:
     """Enter a fresh namespace with a client subnet and an endpoint subnet (static neighbours)."""
-    name = f"pl{os.getpid()}-dptest"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        _setns(target)
-        for cmd in (
-            "ip link add dp0 address 02:00:00:00:01:01 type veth peer name dp1",
-            "ip link set dp0 up", "ip link set dp1 up", "ip link set lo up",
-            "ip addr add 10.0.1.1/24 dev dp0", "ip addr add 10.0.11.1/24 dev dp1",
-            f"ip neigh add {CLIENT} lladdr {CLIENT_MAC} dev dp0 nud permanent",
-            f"ip neigh add {CLIENT2} lladdr 02:00:00:00:01:03 dev dp0 nud permanent",
-            *(f"ip neigh add {ep} lladdr {EP_MAC} dev dp1 nud permanent" for ep in EPS),
-            f"ip addr add {VIP}/32 dev lo",
-            "sysctl -qw net.ipv4.ip_forward=1",
-        ):
-            subprocess.run(cmd.split(), check=True)
+    with datapath_netns(f"pl{os.getpid()}-dptest", (
+        f"ip neigh add {CLIENT} lladdr {CLIENT_MAC} dev dp0 nud permanent",
+        f"ip neigh add {CLIENT2} lladdr 02:00:00:00:01:03 dev dp0 nud permanent",
+        *(f"ip neigh add {ep} lladdr {EP_MAC} dev dp1 nud permanent" for ep in EPS),
+        f"ip addr add {VIP}/32 dev lo",
+    )) as name:
         yield name
-    finally:
-        _setns(home)
-        os.close(home)
-        os.close(target)
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @dataclass

@@ -14,12 +14,17 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def setns_fd(fd: int, nstype: int, what: str = "") -> None:
+    """Move this thread into the namespace open at `fd`."""
+    if _libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({what or fd}): {os.strerror(err)}")
+
+
 def setns(path: str, nstype: int) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        if _libc.setns(fd, nstype) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+        setns_fd(fd, nstype, path)
     finally:
         os.close(fd)
 
