@@ -589,21 +589,17 @@ class Map:
     @classmethod
     def from_pin(cls, path: str) -> Map:
         """Open a pinned map (``bpf_obj_get``); the returned Map owns its fd (see :meth:`close`)."""
-        fd = _bpf_obj_get(os.fsencode(path))
-        if fd < 0:
-            raise _error(-fd, f"bpf_obj_get({path})")
-        try:
-            return cls(fd, owns_fd=True)
-        except BaseException:
-            os.close(fd)
-            raise
+        return cls._owning(_bpf_obj_get(os.fsencode(path)), f"bpf_obj_get({path})")
 
     @classmethod
     def from_id(cls, map_id: int) -> Map:
         """Open a map by kernel id (``bpf_map_get_fd_by_id``); the Map owns its fd."""
-        fd = _bpf_map_get_fd_by_id(map_id)
+        return cls._owning(_bpf_map_get_fd_by_id(map_id), f"bpf_map_get_fd_by_id({map_id})")
+
+    @classmethod
+    def _owning(cls, fd: int, call: str) -> Map:
         if fd < 0:
-            raise _error(-fd, f"bpf_map_get_fd_by_id({map_id})")
+            raise _error(-fd, call)
         try:
             return cls(fd, owns_fd=True)
         except BaseException:
