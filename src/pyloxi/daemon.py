@@ -29,8 +29,7 @@ from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netlink import VipPlumber, default_interfaces, prepare_host, source_address
 from pyloxi.model.lb import LoadBalancerEntry
-from pyloxi.probes.manager import ProbeManager, targets_for_rule
-from pyloxi.probes.types import ProbeTarget
+from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink, targets_for_rule
 from pyloxi.store import SqliteStore
 
 log = logging.getLogger("pyloxi.daemon")
@@ -187,7 +186,9 @@ class Daemon:
         self.sync.source = self.engine.entries
         self._restore(keys, entries)
         self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")
-        self.probes = ProbeManager(on_change=self._probe_verdict)
+        self.probes = ProbeManager(on_change=engine_sink(
+            self.engine, executor=self._verdicts,
+            on_down=self._reset_flows if args.endpoint_down == "reset" else None))
         self.sync.probes = self.probes
         self.app = create_app(self.engine, version=__version__,
                               extra_routers=[endpoint_router(self.probes)])
@@ -260,26 +261,10 @@ class Daemon:
         await self.probes.stop()
         self._verdicts.shutdown(wait=True)
 
-    async def _probe_verdict(self, target: ProbeTarget, up: bool, reason: str) -> None:
-        """A probe changed its mind: the engine reprograms the services using that endpoint.
-        On one worker thread, in order: the engine lock may be held by a bulk delete, and the
-        event loop must not wait for it."""
-        log.warning("endpoint %s (%s) is %s: %s", target.ip, target.key, "UP" if up else "DOWN",
-                    reason)
-        if not target.ep_proto:
-            return  # a host monitored through the API only, serving no rule
-        await asyncio.get_running_loop().run_in_executor(
-            self._verdicts, self._apply_verdict, target, up)
-
-    def _apply_verdict(self, target: ProbeTarget, up: bool) -> None:
-        try:
-            self.engine.set_endpoint_state(target.ip, port=target.ep_port,
-                                           protocol=target.ep_proto, up=up)
-            if not up and self.args.endpoint_down == "reset":
-                cut = self.datapath.reset_endpoint_flows(target.ip, target.ep_port)
-                log.warning("reset %d flows of %s", cut, target.key)
-        except Exception:
-            log.exception("could not apply the verdict on %s", target.key)
+    def _reset_flows(self, target: ProbeTarget) -> None:
+        """--endpoint-down=reset: an endpoint's flows are cut as soon as it is marked down."""
+        cut = self.datapath.reset_endpoint_flows(target.ip, target.ep_port)
+        log.warning("reset %d flows of %s", cut, target.key)
 
     def shutdown(self) -> None:
         self.sync.flush()

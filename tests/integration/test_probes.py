@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pyloxi.api.probe_adapter import EndpointAdapter
 from pyloxi.lab.netns import Lab
 from pyloxi.lab.topology import wait_listening
 from pyloxi.probes import ProbeManager, ProbeTarget
@@ -258,7 +259,7 @@ def all_types(rig: Rig):
             mgr.upsert(t)
         await asyncio.sleep(2.6)
         out = {t.key: mgr.status(t.key) for t, _, _ in targets}
-        listing = mgr.api_list()
+        listing = EndpointAdapter(mgr).api_list()
         await mgr.stop()
         return out, listing
 

@@ -6,32 +6,25 @@
 - DELETE /config/endpoint/epipaddress/{ip}     query name, probe_type, probe_port
 - POST   /config/endpointhoststate             body EndPointHostState: external verdict
 
-The routes are built around a probe manager passed in (pyloxi.probes.ProbeManager, duck-typed so
-the API layer does not import the probes layer). Handlers are `async def`: they run in the event
-loop that also runs the manager.
+The routes are built around a probe manager passed in (pyloxi.probes.ProbeManager, reached
+through pyloxi.api.probe_adapter so the API layer does not import the probes layer). Handlers are
+`async def`: they run in the event loop that also runs the manager.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ValidationError
 
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
 from pyloxi.api.guard import read_json_object, show_value
+from pyloxi.api.probe_adapter import EndpointAdapter, ProbeBook
 from pyloxi.model.base import MAX_NAME_LEN, MAX_WORD_LEN, text_problem
-from pyloxi.model.endpoint import EndPoint, EndPointGetEntry, EndPointHostState, EndPointList
+from pyloxi.model.endpoint import EndPoint, EndPointHostState, EndPointList
 from pyloxi.model.errors import InvalidInput
-
-
-class EndpointManager(Protocol):
-    def api_add(self, ep: EndPoint) -> Any: ...
-    def api_delete(self, ip: str, name: str = "", probe_type: str = "",
-                   probe_port: int = 0) -> None: ...
-    def api_list(self) -> list[EndPointGetEntry]: ...
-    def api_host_state(self, hs: EndPointHostState) -> int: ...
 
 
 def _body_openapi(model: type[BaseModel]) -> dict[str, Any]:
@@ -74,7 +67,8 @@ def _query_text(what: str, value: str, limit: int) -> str:
     return value
 
 
-def endpoint_router(manager: EndpointManager) -> APIRouter:
+def endpoint_router(probes: ProbeBook[Any]) -> APIRouter:
+    manager = EndpointAdapter(probes)
     router = APIRouter(prefix="/config", tags=["endpoint"], route_class=LoxiRoute)
 
     @router.post("/endpoint", summary="Add (or update) an endpoint to monitor",

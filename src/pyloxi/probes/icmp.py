@@ -25,7 +25,7 @@ PAYLOAD = b"pyloxi-probe".ljust(56, b".")
 def inet_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -42,6 +42,7 @@ def echo_request(v6: bool, ident: int, seq: int, payload: bytes = PAYLOAD) -> by
 class Pinger(RawProber):
     """Owns the raw ICMP sockets of one event loop."""
 
+    NAME = "ping"
     PROTO_V4 = socket.IPPROTO_ICMP
     PROTO_V6 = socket.IPPROTO_ICMPV6
 
@@ -77,13 +78,10 @@ class Pinger(RawProber):
 
     async def ping(self, ip: str, timeout: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
-        addr = ipaddress.ip_address(ip)
-        v6 = addr.version == 6
-        peer = addr.compressed
-        try:
-            sock = self._sock(v6)
-        except OSError as exc:
-            return ProbeResult(False, f"ping: cannot open raw socket: {exc.strerror or exc}")
+        opened = self._open(ip)
+        if isinstance(opened, ProbeResult):
+            return opened
+        peer, v6, sock = opened
         keys: list[tuple[str, int, int]] = []
         sent: dict[asyncio.Future[float], float] = {}
         first_reply: asyncio.Future[float] = loop.create_future()

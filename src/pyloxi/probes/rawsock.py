@@ -4,13 +4,17 @@ read by a loop reader that resolves the futures of the probes waiting for an ans
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from typing import Any
+
+from pyloxi.probes.types import ProbeResult
 
 
 class RawProber:
     """Base of a prober owning raw sockets of protocol PROTO_V4 / PROTO_V6."""
 
+    NAME = ""  # the probe type, in failure reasons
     PROTO_V4 = 0
     PROTO_V6 = 0
 
@@ -30,6 +34,15 @@ class RawProber:
             self._loop.add_reader(sock.fileno(), self._on_readable, sock, v6)
             self._socks[v6] = sock
         return sock
+
+    def _open(self, ip: str) -> tuple[str, bool, socket.socket] | ProbeResult:
+        """(peer address, whether IPv6, the raw socket of its family), or the failed probe."""
+        addr = ipaddress.ip_address(ip)
+        v6 = addr.version == 6
+        try:
+            return addr.compressed, v6, self._sock(v6)
+        except OSError as exc:
+            return ProbeResult(False, f"{self.NAME}: cannot open raw socket: {exc.strerror or exc}")
 
     def _on_readable(self, sock: socket.socket, v6: bool) -> None:
         raise NotImplementedError

@@ -92,6 +92,7 @@ def parse_sctp(data: bytes, has_ip_header: bool) -> Parsed | None:
 class SctpProber(RawProber):
     """Owns the raw SCTP sockets of one event loop."""
 
+    NAME = "sctp"
     PROTO_V4 = PROTO_V6 = IPPROTO_SCTP
 
     def _on_readable(self, sock: socket.socket, v6: bool) -> None:
@@ -115,13 +116,10 @@ class SctpProber(RawProber):
 
     async def probe(self, ip: str, port: int, timeout: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
-        addr = ipaddress.ip_address(ip)
-        v6 = addr.version == 6
-        peer = addr.compressed
-        try:
-            sock = self._sock(v6)
-        except OSError as exc:
-            return ProbeResult(False, f"sctp: cannot open raw socket: {exc.strerror or exc}")
+        opened = self._open(ip)
+        if isinstance(opened, ProbeResult):
+            return opened
+        peer, v6, sock = opened
         sport = random.randint(1024, 65535)
         tag = random.randint(1, 0xFFFFFFFF)
         key = (peer, port, sport, tag)

@@ -83,20 +83,3 @@ class ProbeResult:
     reason: str
     rtts: list[float] = field(default_factory=list)  # seconds; ping only
 
-
-def go_duration(seconds: float) -> str:
-    """Format like Go's time.Duration.String(): "0s", "850ns", "12.5µs", "1.234ms", "2.5s"."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    if ns < 1_000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return _trim(f"{ns / 1e3:.3f}") + "µs"
-    if ns < 1_000_000_000:
-        return _trim(f"{ns / 1e6:.6f}") + "ms"
-    return _trim(f"{ns / 1e9:.9f}") + "s"
-
-
-def _trim(text: str) -> str:
-    return text.rstrip("0").rstrip(".") if "." in text else text
