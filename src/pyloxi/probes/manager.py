@@ -9,10 +9,13 @@ Usage (in the daemon's event loop):
     mgr.status(key); mgr.targets(); mgr.remove(key)
     await mgr.stop()
 
-Methods are meant to be called from the loop's thread. When probes run is the Scheduler's
-business (pyloxi.probes.scheduler), the up/down rules the Verdict's (pyloxi.probes.verdict), and
-whose spec wins pyloxi.probes.owners'. The target lives while it has an owner; removing only the
-API owner of a rule-referred target reverts it to the rule's probe.
+Methods are meant to be called from the loop's thread. pyloxi.probes.scheduler decides when each
+target is probed, pyloxi.probes.verdict what its probes make of it, pyloxi.probes.owners whose spec
+is in force. A target lives while it has an owner; removing only the API owner of a rule-referred
+target reverts it to the rule's probe.
+
+`clock` and `probers` stand in for the event loop's clock and the real probers: tests drive time
+and probe outcomes through them.
 """
 
 from __future__ import annotations
