@@ -187,8 +187,7 @@ class FakeKube(Served):
                 p.setdefault("protocol", "TCP")
                 p.setdefault("targetPort", p.get("port"))
                 if spec["type"] in ("NodePort", "LoadBalancer"):
-                    if not p.get("nodePort") and spec.get(
-                            "allocateLoadBalancerNodePorts", True):
+                    if not p.get("nodePort"):
                         self._node_port += 1
                         p["nodePort"] = self._node_port
                 else:
@@ -220,8 +219,7 @@ class FakeKube(Served):
         obj = self.objects[plural].get((ns, name))
         return copy.deepcopy(obj) if obj else None
 
-    def update(self, obj: dict[str, Any], *, subresource: str = "",
-               check_rv: bool = True) -> dict[str, Any]:
+    def update(self, obj: dict[str, Any], *, subresource: str = "") -> dict[str, Any]:
         """PUT semantics; raises ValueError('conflict') on a stale resourceVersion."""
         plural = KIND_TO_PLURAL[obj["kind"]]
         meta = obj["metadata"]
@@ -231,7 +229,7 @@ class FakeKube(Served):
         if old is None:
             raise LookupError("not found")
         rv = meta.get("resourceVersion")
-        if check_rv and rv and rv != old["metadata"]["resourceVersion"]:
+        if rv and rv != old["metadata"]["resourceVersion"]:
             raise ValueError("conflict")
         new = copy.deepcopy(old if subresource == "status" else obj)
         if subresource == "status":
@@ -399,11 +397,11 @@ class FakeKube(Served):
 
 
 # ---- object builders -------------------------------------------------------------------------
-def service(name: str, ports: list[tuple[int, str]] | None = None, *, namespace: str = "default",
+def service(name: str, ports: list[tuple[int, str]] | None = None, *,
             annotations: dict[str, str] | None = None, lb_class: str | None = "loxilb.io/loxilb",
-            type_: str = "LoadBalancer", **spec: Any) -> dict[str, Any]:
+            **spec: Any) -> dict[str, Any]:
     body_spec: dict[str, Any] = {
-        "type": type_, "selector": {"app": name},
+        "type": "LoadBalancer", "selector": {"app": name},
         "ports": [{"name": f"p{port}", "port": port, "protocol": proto, "targetPort": port}
                   for port, proto in (ports or [(80, "TCP")])],
     }
@@ -411,14 +409,14 @@ def service(name: str, ports: list[tuple[int, str]] | None = None, *, namespace:
         body_spec["loadBalancerClass"] = lb_class
     body_spec.update(spec)
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace,
+            "metadata": {"name": name, "namespace": "default",
                          "annotations": dict(annotations or {})},
             "spec": body_spec}
 
 
 def endpoint_slice(svc: str, addresses: list[str | tuple[str, bool, str]], *,
-                   namespace: str = "default", ports: list[tuple[str, int, str]] | None = None,
-                   name: str | None = None, address_type: str = "IPv4") -> dict[str, Any]:
+                   ports: list[tuple[str, int, str]] | None = None,
+                   name: str | None = None) -> dict[str, Any]:
     """addresses: "ip" (ready, no node) or (ip, ready, nodeName)."""
     eps = []
     for a in addresses:
@@ -428,9 +426,9 @@ def endpoint_slice(svc: str, addresses: list[str | tuple[str, bool, str]], *,
             ep["nodeName"] = node
         eps.append(ep)
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": name or f"{svc}-abc", "namespace": namespace,
+            "metadata": {"name": name or f"{svc}-abc", "namespace": "default",
                          "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": address_type, "endpoints": eps,
+            "addressType": "IPv4", "endpoints": eps,
             "ports": [{"name": n, "port": p, "protocol": pr}
                       for n, p, pr in (ports or [("p80", 8080, "TCP")])]}
 
