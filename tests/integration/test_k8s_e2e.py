@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from k8sfake import FakeKube, endpoint_slice, free_port, node, service  # noqa: E402
+
+from pyloxi.client import ApiError, AsyncClient  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = ROOT / "src" / "pyloxi" / "daemon.py"
@@ -60,11 +61,9 @@ async def _until(cond, timeout: float, what: str):
 
 async def _rules(url: str) -> list[dict] | None:
     try:
-        async with aiohttp.ClientSession() as s, s.get(
-                url + "/netlox/v1/config/loadbalancer/all",
-                timeout=aiohttp.ClientTimeout(total=3)) as r:
-            return (await r.json()).get("lbAttr") or [] if r.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError, OSError):
+        async with AsyncClient(url, timeout=3) as api:
+            return await api.list_loadbalancers()
+    except ApiError:
         return None
 
 

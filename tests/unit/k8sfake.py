@@ -1,112 +1,131 @@
-"""A fake Kubernetes API server (aiohttp, real HTTP) and a fake pyloxi REST API, for tests.
+"""A fake Kubernetes API server and a fake pyloxi API (real HTTP, Starlette under uvicorn).
 
-The Kubernetes fake behaves like kube-apiserver where the agent depends on it:
+kmock (the maintained fake, by kopf's author) was checked first: its list answers a literal
+`resourceVersion: "..."` and its watch ignores `resourceVersion` (replays every object as
+ADDED), so it cannot answer "events since N" or 410 Gone, which are what the agent's informer is
+tested on (docs/k8s-agent-design.md). This fake keeps only what the agent relies on:
 * one global resourceVersion; every write bumps it; PUT with a stale metadata.resourceVersion
-  answers 409 Conflict; POST of an existing name answers 409 AlreadyExists;
-* list answers `metadata.resourceVersion`; label selectors (`k`, `!k`, `k=v`, `k!=v`,
-  `k in (a,b)`, `k notin (a,b)`) on list and watch;
-* watch (`?watch=1&resourceVersion=N`) streams chunked JSON lines from the event history after
-  N; a resourceVersion older than the compacted history gets an ERROR event with code 410
-  (what the apiserver sends); `timeoutSeconds` ends the stream;
-* `/status` subresource: PUT there changes only `status`; PUT on the object keeps `status`;
-* Services get uid, creationTimestamp and NodePorts (for NodePort/LoadBalancer) on write;
-* Events are stored like any namespaced object.
+  answers 409 Conflict;
+* list answers `metadata.resourceVersion`; label selectors `k`, `!k`, `k=v`, `k!=v`;
+* watch (`?watch=1&resourceVersion=N`) streams JSON lines from the event history after N; a
+  resourceVersion older than the compacted history gets an ERROR event with code 410 (what the
+  apiserver sends); `timeoutSeconds` ends the stream;
+* the `/status` subresource: PUT there changes only `status`; PUT on the object keeps `status`;
+* Services get uid, creationTimestamp and NodePorts on write; Events are stored like any object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import json
 import re
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 # plural → (group/version prefix, kind, namespaced)
 RESOURCES: dict[str, tuple[str, str, bool]] = {
     "services": ("/api/v1", "Service", True),
     "nodes": ("/api/v1", "Node", False),
     "events": ("/api/v1", "Event", True),
-    "pods": ("/api/v1", "Pod", True),
     "endpointslices": ("/apis/discovery.k8s.io/v1", "EndpointSlice", True),
 }
 KIND_TO_PLURAL = {v[1]: k for k, v in RESOURCES.items()}
-API_VERSION = {"services": "v1", "nodes": "v1", "events": "v1", "pods": "v1",
+API_VERSION = {"services": "v1", "nodes": "v1", "events": "v1",
                "endpointslices": "discovery.k8s.io/v1"}
+METHODS = ["GET", "POST", "PUT", "DELETE"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def _status(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                              "message": message, "reason": reason, "code": code}, status=code)
+class Served:
+    """An ASGI app under uvicorn on 127.0.0.1 (a free port), in the running event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> str:
+        sock = socket.socket()
+        # accepted sockets inherit it; without it every answer waits ~40 ms for a delayed ACK
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
 
 
-def _gone(since: int, oldest: int) -> dict:
+def _status(code: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                         "message": message, "reason": reason, "code": code}, status_code=code)
+
+
+def _gone(since: int, oldest: int) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired",
             "message": f"too old resource version: {since} ({oldest})", "code": 410}
 
 
-_SEL = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
-
-
-def parse_selector(sel: str) -> list[tuple[str, str, Any]]:
-    reqs: list[tuple[str, str, Any]] = []
-    if not sel:
-        return reqs
-    parts, depth, cur = [], 0, ""
-    for ch in sel:
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        cur += ch
-    parts.append(cur)
-    for p in (x.strip() for x in parts if x.strip()):
-        m = _SEL.match(p)
-        if m:
-            reqs.append((m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}))
-        elif "!=" in p:
+def parse_selector(sel: str) -> list[tuple[str, str, str]]:
+    """`k`, `!k`, `k=v`, `k==v`, `k!=v`, comma-separated (set-based ones are not used)."""
+    reqs = []
+    for p in (x.strip() for x in sel.split(",") if x.strip()):
+        if "!=" in p:
             k, v = p.split("!=", 1)
             reqs.append((k.strip(), "!=", v.strip()))
-        elif "==" in p or "=" in p:
-            k, v = p.split("==", 1) if "==" in p else p.split("=", 1)
+        elif "=" in p:
+            k, v = p.replace("==", "=").split("=", 1)
             reqs.append((k.strip(), "=", v.strip()))
         elif p.startswith("!"):
-            reqs.append((p[1:].strip(), "!", None))
+            reqs.append((p[1:].strip(), "!", ""))
         else:
-            reqs.append((p, "exists", None))
+            reqs.append((p, "exists", ""))
     return reqs
 
 
-def matches(obj: dict[str, Any], reqs: list[tuple[str, str, Any]]) -> bool:
+def matches(obj: dict[str, Any], reqs: list[tuple[str, str, str]]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     for key, op, val in reqs:
-        have = labels.get(key)
-        ok = {"exists": key in labels, "!": key not in labels, "=": have == val,
-              "!=": have != val, "in": have in (val or set()),
-              "notin": have not in (val or set())}[op]
+        ok = {"exists": key in labels, "!": key not in labels, "=": labels.get(key) == val,
+              "!=": labels.get(key) != val}[op]
         if not ok:
             return False
     return True
 
 
 class _Watch:
-    def __init__(self, plural: str, ns: str | None, reqs: list) -> None:
+    def __init__(self, plural: str, ns: str | None, reqs: list[tuple[str, str, str]]) -> None:
         self.plural, self.ns, self.reqs = plural, ns, reqs
-        self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
-    def wants(self, plural: str, obj: dict) -> bool:
+    def wants(self, plural: str, obj: dict[str, Any]) -> bool:
         if plural != self.plural:
             return False
         if self.ns and obj["metadata"].get("namespace") != self.ns:
@@ -114,28 +133,28 @@ class _Watch:
         return matches(obj, self.reqs)
 
 
-class FakeKube:
+class FakeKube(Served):
     """In-memory apiserver. Test code may use the python methods (create/update/...) directly;
     they notify watches exactly like HTTP writes do."""
 
     def __init__(self) -> None:
+        super().__init__(Starlette(routes=[Route("/{path:path}", self.handle, methods=METHODS)]))
         self.rv = 100
-        self.objects: dict[str, dict[tuple[str, str], dict]] = {p: {} for p in RESOURCES}
-        self.history: list[tuple[int, str, str, dict]] = []  # (rv, plural, type, obj)
+        self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
+            p: {} for p in RESOURCES}
+        self.history: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, plural, type, obj)
         self.compacted_rv = 0  # watches from below this get 410
         self.watches: list[_Watch] = []
         self.requests: list[tuple[str, str]] = []
         self.fail_status_puts = 0  # answer this many /status PUTs with 409 (tests)
         self._node_port = 30000
-        self.runner: web.AppRunner | None = None
-        self.url = ""
 
     # ---- store -------------------------------------------------------------------------
     def _bump(self) -> str:
         self.rv += 1
         return str(self.rv)
 
-    def _record(self, plural: str, typ: str, obj: dict) -> None:
+    def _record(self, plural: str, typ: str, obj: dict[str, Any]) -> None:
         self.history.append((self.rv, plural, typ, copy.deepcopy(obj)))
         for w in self.watches:
             if w.wants(plural, obj):
@@ -150,7 +169,7 @@ class FakeKube:
             w.queue.put_nowait(("ERROR", _gone(self.rv, self.compacted_rv)))
             w.queue.put_nowait(("__CLOSE__", {}))
 
-    def _defaults(self, plural: str, obj: dict, old: dict | None) -> None:
+    def _defaults(self, plural: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         meta = obj.setdefault("metadata", {})
         obj.setdefault("apiVersion", API_VERSION[plural])
         obj.setdefault("kind", RESOURCES[plural][1])
@@ -168,8 +187,7 @@ class FakeKube:
                 p.setdefault("protocol", "TCP")
                 p.setdefault("targetPort", p.get("port"))
                 if spec["type"] in ("NodePort", "LoadBalancer"):
-                    if not p.get("nodePort") and spec.get(
-                            "allocateLoadBalancerNodePorts", True):
+                    if not p.get("nodePort"):
                         self._node_port += 1
                         p["nodePort"] = self._node_port
                 else:
@@ -178,7 +196,7 @@ class FakeKube:
                 obj.setdefault("status", {})["loadBalancer"] = {}
             obj.setdefault("status", {}).setdefault("loadBalancer", {})
 
-    def create(self, obj: dict) -> dict:
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         plural = KIND_TO_PLURAL[obj["kind"]]
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
@@ -186,8 +204,6 @@ class FakeKube:
             meta.setdefault("namespace", "default")
         else:
             meta.pop("namespace", None)
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         key = (meta.get("namespace", ""), meta["name"])
         if key in self.objects[plural]:
             raise KeyError("exists")
@@ -197,13 +213,13 @@ class FakeKube:
         self._record(plural, "ADDED", obj)
         return copy.deepcopy(obj)
 
-    def get(self, kind: str, name: str, namespace: str = "default") -> dict | None:
+    def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any] | None:
         plural = KIND_TO_PLURAL[kind]
         ns = namespace if RESOURCES[plural][2] else ""
         obj = self.objects[plural].get((ns, name))
         return copy.deepcopy(obj) if obj else None
 
-    def update(self, obj: dict, *, subresource: str = "", check_rv: bool = True) -> dict:
+    def update(self, obj: dict[str, Any], *, subresource: str = "") -> dict[str, Any]:
         """PUT semantics; raises ValueError('conflict') on a stale resourceVersion."""
         plural = KIND_TO_PLURAL[obj["kind"]]
         meta = obj["metadata"]
@@ -213,7 +229,7 @@ class FakeKube:
         if old is None:
             raise LookupError("not found")
         rv = meta.get("resourceVersion")
-        if check_rv and rv and rv != old["metadata"]["resourceVersion"]:
+        if rv and rv != old["metadata"]["resourceVersion"]:
             raise ValueError("conflict")
         new = copy.deepcopy(old if subresource == "status" else obj)
         if subresource == "status":
@@ -228,12 +244,13 @@ class FakeKube:
         self._record(plural, "MODIFIED", new)
         return copy.deepcopy(new)
 
-    def patch(self, kind: str, name: str, namespace: str = "default", **changes: Any) -> dict:
-        """Read-modify-write helper for tests: changes are deep-merged dicts."""
+    def patch(self, kind: str, name: str, namespace: str = "default",
+              **changes: Any) -> dict[str, Any]:
+        """Read-modify-write helper for tests: changes are deep-merged dicts (None removes)."""
         obj = self.get(kind, name, namespace)
         assert obj is not None, f"{kind} {namespace}/{name} missing"
 
-        def merge(dst: dict, src: dict) -> None:
+        def merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
             for k, v in src.items():
                 if isinstance(v, dict) and isinstance(dst.get(k), dict):
                     merge(dst[k], v)
@@ -252,14 +269,9 @@ class FakeKube:
         obj["metadata"]["resourceVersion"] = self._bump()
         self._record(plural, "DELETED", obj)
 
-    def list(self, kind: str, namespace: str | None = None) -> list[dict]:
-        plural = KIND_TO_PLURAL[kind]
-        return [copy.deepcopy(o) for (ns, _), o in sorted(self.objects[plural].items())
-                if namespace is None or ns == namespace]
-
-    def events_for(self, name: str, namespace: str = "default") -> list[dict]:
-        return [e for e in self.list("Event", namespace)
-                if e.get("involvedObject", {}).get("name") == name]
+    def events_for(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        return [copy.deepcopy(e) for (ns, _), e in sorted(self.objects["events"].items())
+                if ns == namespace and e.get("involvedObject", {}).get("name") == name]
 
     # ---- HTTP --------------------------------------------------------------------------
     def _route(self, path: str) -> tuple[str, str | None, str | None, str] | None:
@@ -274,37 +286,39 @@ class FakeKube:
             return None
         return plural, ns, name, sub or ""
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path_qs))
-        route = self._route(request.path)
+    async def handle(self, request: Request) -> Response:
+        path = request.url.path
+        query = request.url.query
+        self.requests.append((request.method, path + (f"?{query}" if query else "")))
+        route = self._route(path)
         if route is None:
-            return _status(404, "NotFound", f"the server could not find {request.path}")
+            return _status(404, "NotFound", f"the server could not find {path}")
         plural, ns, name, sub = route
         kind = RESOURCES[plural][1]
         namespaced = RESOURCES[plural][2]
-        q = request.query
+        q = request.query_params
         if request.method == "GET" and name is None:
             reqs = parse_selector(q.get("labelSelector", ""))
             if q.get("watch") in ("1", "true"):
-                return await self._watch(request, plural, ns, reqs)
+                return self._watch(request, plural, ns, reqs)
             items = [copy.deepcopy(o) for (ons, _), o in sorted(self.objects[plural].items())
                      if (ns is None or ons == ns) and matches(o, reqs)]
-            return web.json_response({"kind": f"{kind}List", "apiVersion": API_VERSION[plural],
-                                      "metadata": {"resourceVersion": str(self.rv)},
-                                      "items": items})
+            return JSONResponse({"kind": f"{kind}List", "apiVersion": API_VERSION[plural],
+                                 "metadata": {"resourceVersion": str(self.rv)},
+                                 "items": items})
         key = (ns or "", name or "") if namespaced else ("", name or "")
         if request.method == "GET":
             obj = self.objects[plural].get(key)
             if obj is None:
                 return _status(404, "NotFound", f'{plural} "{name}" not found')
-            return web.json_response(obj)
+            return JSONResponse(obj)
         if request.method == "POST" and name is None:
             body = await request.json()
             body.setdefault("kind", kind)
             if namespaced:
                 body.setdefault("metadata", {})["namespace"] = ns or "default"
             try:
-                return web.json_response(self.create(body), status=201)
+                return JSONResponse(self.create(body), status_code=201)
             except KeyError:
                 return _status(409, "AlreadyExists",
                                f'{plural} "{body["metadata"].get("name")}" already exists')
@@ -319,7 +333,7 @@ class FakeKube:
                 self.fail_status_puts -= 1
                 return _status(409, "Conflict", "injected conflict")
             try:
-                return web.json_response(self.update(body, subresource=sub))
+                return JSONResponse(self.update(body, subresource=sub))
             except LookupError:
                 return _status(404, "NotFound", f'{plural} "{name}" not found')
             except ValueError:
@@ -327,79 +341,47 @@ class FakeKube:
                                f'Operation cannot be fulfilled on {plural} "{name}": the object '
                                "has been modified; please apply your changes to the latest "
                                "version and try again")
-        if request.method == "DELETE" and name:
-            if key not in self.objects[plural]:
-                return _status(404, "NotFound", f'{plural} "{name}" not found')
-            self.delete(kind, name, ns or "default")
-            return web.json_response({"kind": "Status", "status": "Success"})
         return _status(405, "MethodNotAllowed", f"{request.method} not allowed")
 
-    async def _watch(self, request: web.Request, plural: str, ns: str | None,
-                     reqs: list) -> web.StreamResponse:
-        rv_s = request.query.get("resourceVersion", "")
-        timeout = float(request.query.get("timeoutSeconds", "1800"))
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-
-        async def send(typ: str, obj: dict) -> None:
-            await resp.write(json.dumps({"type": typ, "object": obj}).encode() + b"\n")
-
+    def _watch(self, request: Request, plural: str, ns: str | None,
+               reqs: list[tuple[str, str, str]]) -> Response:
+        rv_s = request.query_params.get("resourceVersion", "")
+        timeout = float(request.query_params.get("timeoutSeconds", "1800"))
         w = _Watch(plural, ns, reqs)
         if rv_s in ("", "0"):
             for (ons, _), o in sorted(self.objects[plural].items()):
                 if (ns is None or ons == ns) and matches(o, reqs):
                     w.queue.put_nowait(("ADDED", copy.deepcopy(o)))
+        elif int(rv_s) < self.compacted_rv:
+            w.queue.put_nowait(("ERROR", _gone(int(rv_s), self.compacted_rv)))
+            w.queue.put_nowait(("__CLOSE__", {}))
         else:
-            since = int(rv_s)
-            if since < self.compacted_rv:
-                await send("ERROR", _gone(since, self.compacted_rv))
-                return resp
             for rv, p, typ, o in self.history:
-                if rv > since and w.wants(p, o):
+                if rv > int(rv_s) and w.wants(p, o):
                     w.queue.put_nowait((typ, copy.deepcopy(o)))
         self.watches.append(w)
+        return StreamingResponse(self._stream(w, timeout), media_type="application/json")
+
+    async def _stream(self, w: _Watch, timeout: float) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         try:
-            while True:
-                left = end - loop.time()
-                if left <= 0:
-                    break
+            while (left := end - loop.time()) > 0:
                 try:
                     typ, obj = await asyncio.wait_for(w.queue.get(), timeout=min(left, 1.0))
                 except TimeoutError:
                     continue
                 if typ == "__CLOSE__":
                     break
-                await send(typ, obj)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+                yield json.dumps({"type": typ, "object": obj}).encode() + b"\n"
         finally:
-            self.watches.remove(w)
-        return resp
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self.runner.setup()
-        port = free_port()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
-        await site.start()
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def close_watches(self) -> None:
-        """Drop every open watch stream (as an apiserver restart would)."""
-        for w in list(self.watches):
-            w.queue.put_nowait(("__CLOSE__", {}))
+            with contextlib.suppress(ValueError):
+                self.watches.remove(w)
 
     async def stop(self) -> None:
-        await self.close_watches()
-        await asyncio.sleep(0.05)
-        if self.runner is not None:
-            await self.runner.cleanup()
+        for w in list(self.watches):  # end the streams, as an apiserver restart would
+            w.queue.put_nowait(("__CLOSE__", {}))
+        await super().stop()
 
     def kubeconfig(self, path: str) -> str:
         import yaml
@@ -415,11 +397,11 @@ class FakeKube:
 
 
 # ---- object builders -------------------------------------------------------------------------
-def service(name: str, ports: list[tuple[int, str]] | None = None, *, namespace: str = "default",
+def service(name: str, ports: list[tuple[int, str]] | None = None, *,
             annotations: dict[str, str] | None = None, lb_class: str | None = "loxilb.io/loxilb",
-            type_: str = "LoadBalancer", **spec: Any) -> dict:
+            **spec: Any) -> dict[str, Any]:
     body_spec: dict[str, Any] = {
-        "type": type_, "selector": {"app": name},
+        "type": "LoadBalancer", "selector": {"app": name},
         "ports": [{"name": f"p{port}", "port": port, "protocol": proto, "targetPort": port}
                   for port, proto in (ports or [(80, "TCP")])],
     }
@@ -427,14 +409,14 @@ def service(name: str, ports: list[tuple[int, str]] | None = None, *, namespace:
         body_spec["loadBalancerClass"] = lb_class
     body_spec.update(spec)
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace,
+            "metadata": {"name": name, "namespace": "default",
                          "annotations": dict(annotations or {})},
             "spec": body_spec}
 
 
 def endpoint_slice(svc: str, addresses: list[str | tuple[str, bool, str]], *,
-                   namespace: str = "default", ports: list[tuple[str, int, str]] | None = None,
-                   name: str | None = None, address_type: str = "IPv4") -> dict:
+                   ports: list[tuple[str, int, str]] | None = None,
+                   name: str | None = None) -> dict[str, Any]:
     """addresses: "ip" (ready, no node) or (ip, ready, nodeName)."""
     eps = []
     for a in addresses:
@@ -444,14 +426,15 @@ def endpoint_slice(svc: str, addresses: list[str | tuple[str, bool, str]], *,
             ep["nodeName"] = node
         eps.append(ep)
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": name or f"{svc}-abc", "namespace": namespace,
+            "metadata": {"name": name or f"{svc}-abc", "namespace": "default",
                          "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": address_type, "endpoints": eps,
+            "addressType": "IPv4", "endpoints": eps,
             "ports": [{"name": n, "port": p, "protocol": pr}
                       for n, p, pr in (ports or [("p80", 8080, "TCP")])]}
 
 
-def node(name: str, ip: str, *, ready: bool = True, labels: dict[str, str] | None = None) -> dict:
+def node(name: str, ip: str, *, ready: bool = True,
+         labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": dict(labels or {})},
             "status": {"addresses": [{"type": "InternalIP", "address": ip},
@@ -460,127 +443,57 @@ def node(name: str, ip: str, *, ready: bool = True, labels: dict[str, str] | Non
 
 
 # ---- pyloxi side -----------------------------------------------------------------------------
-class FakeLoxi:
-    """Minimal /netlox/v1 LB-rule API with loxilb's answers (used until the real app exists)."""
+class FakeLoxi(Served):
+    """The LB-rule calls the agent makes, answered as loxilb does; it takes what pyloxi's engine
+    does not yet (IPv6 VIPs)."""
 
     def __init__(self) -> None:
-        self.rules: dict[tuple, dict] = {}
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-        self.posts = 0
+        b = "/netlox/v1/config/loadbalancer"
+        super().__init__(Starlette(routes=[
+            Route("/netlox/v1/version", self.version),
+            Route(f"{b}/all", self.list_all),
+            Route(b, self.post, methods=["POST"]),
+            Route(f"{b}/externalipaddress/{{ip}}/port/{{port}}/protocol/{{proto}}",
+                  self.delete_key, methods=["DELETE"]),
+        ]))
+        self.rules: dict[tuple[str, int, str, int], dict[str, Any]] = {}
 
     @staticmethod
-    def _key(sa: dict) -> tuple:
-        return (str(sa.get("externalIP")), int(sa.get("port") or 0),
-                str(sa.get("protocol", "tcp")).lower(), int(sa.get("block") or 0))
+    def _err(code: int, msg: str) -> JSONResponse:
+        return JSONResponse({"code": code, "message": msg, "result": msg}, status_code=code)
 
-    @staticmethod
-    def _ok() -> web.Response:
-        return web.json_response({"result": "Success"})
-
-    @staticmethod
-    def _err(code: int, msg: str) -> web.Response:
-        return web.json_response({"code": code, "message": msg, "result": msg}, status=code)
-
-    async def post(self, request: web.Request) -> web.Response:
+    async def post(self, request: Request) -> Response:
         body = await request.json()
         sa = body.get("serviceArguments") or {}
-        eps = body.get("endpoints") or []
-        if not sa.get("externalIP") or not 1 <= len(eps) <= 32:
+        if not sa.get("externalIP") or not 1 <= len(body.get("endpoints") or []) <= 32:
             return self._err(400, "malformed service-args error")
-        key = self._key(sa)
-        self.posts += 1
+        key = (str(sa["externalIP"]), int(sa.get("port") or 0),
+               str(sa.get("protocol", "tcp")).lower(), int(sa.get("block") or 0))
         if self.rules.get(key) == body:
             return self._err(409, "lbrule-exists error")
         self.rules[key] = body
-        return self._ok()
+        return JSONResponse({"result": "Success"})
 
-    async def list_all(self, request: web.Request) -> web.Response:
-        return web.json_response({"lbAttr": list(self.rules.values())})
+    async def list_all(self, request: Request) -> Response:
+        return JSONResponse({"lbAttr": list(self.rules.values())})
 
-    async def delete_key(self, request: web.Request) -> web.Response:
-        m = request.match_info
-        key = (m["ip"], int(m["port"]), m["proto"], int(request.query.get("block", "0")))
+    async def delete_key(self, request: Request) -> Response:
+        m = request.path_params
+        key = (m["ip"], int(m["port"]), m["proto"], int(request.query_params.get("block", "0")))
         if self.rules.pop(key, None) is None:
             return self._err(404, "no-rule error")
-        return self._ok()
+        return JSONResponse({"result": "Success"})
 
-    async def delete_name(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        for k in [k for k, r in self.rules.items()
-                  if r["serviceArguments"].get("name") == name]:
-            del self.rules[k]
-        return self._ok()
-
-    async def delete_all(self, request: web.Request) -> web.Response:
-        self.rules.clear()
-        return self._ok()
-
-    async def version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": "fake", "buildInfo": ""})
-
-    async def start(self) -> str:
-        app = web.Application()
-        b = "/netlox/v1"
-        app.router.add_get(b + "/version", self.version)
-        app.router.add_get(b + "/config/loadbalancer/all", self.list_all)
-        app.router.add_delete(b + "/config/loadbalancer/all", self.delete_all)
-        app.router.add_post(b + "/config/loadbalancer", self.post)
-        app.router.add_delete(b + "/config/loadbalancer/name/{name}", self.delete_name)
-        app.router.add_delete(
-            b + "/config/loadbalancer/externalipaddress/{ip}/port/{port}/protocol/{proto}",
-            self.delete_key)
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self.runner.setup()
-        port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": "fake", "buildInfo": ""})
 
 
-def real_app_available() -> bool:
-    try:
-        from pyloxi.api.app import create_app  # noqa: F401
-        from pyloxi.datapath.memory import MemoryDatapath  # noqa: F401
-        from pyloxi.engine import Engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class RealLoxi:
-    """The real pyloxi REST app (Engine + MemoryDatapath) under uvicorn on 127.0.0.1."""
+class RealLoxi(Served):
+    """The real pyloxi REST app (Engine + MemoryDatapath)."""
 
     def __init__(self) -> None:
-        self.url = ""
-        self._server: Any = None
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> str:
-        import uvicorn
-
         from pyloxi.api.app import create_app
         from pyloxi.datapath.memory import MemoryDatapath
         from pyloxi.engine import Engine
 
-        app = create_app(Engine(MemoryDatapath()), version="test")
-        port = free_port()
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                     log_level="warning", lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(200):
-            if self._server.started:
-                break
-            await asyncio.sleep(0.02)
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            if self._task is not None:
-                await self._task
+        super().__init__(create_app(Engine(MemoryDatapath()), version="test"))

@@ -408,30 +408,19 @@ def test_pyloxi_clients_send_json_content_type() -> None:
 
 
 async def test_k8s_agent_client_sends_json_content_type() -> None:
-    import aiohttp
-    from aiohttp import web
+    import httpx
 
-    from pyloxi.k8s.client import LoxiClient
+    from pyloxi.client import AsyncClient
 
     seen: list[str] = []
 
-    async def post(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Content-Type", ""))
-        return web.json_response({"result": "Success"})
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("content-type", ""))
+        return httpx.Response(200, json={"result": "Success"})
 
-    app = web.Application()
-    app.router.add_post(f"{LB}", post)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as session:
-            await LoxiClient(f"http://127.0.0.1:{port}", session).create_rule(rule())
-    finally:
-        await runner.cleanup()
-    assert [ct.split(";")[0] for ct in seen] == ["application/json"]
+    async with AsyncClient("http://127.0.0.1:1", transport=httpx.MockTransport(handler)) as c:
+        await c.create_loadbalancer(rule())
+    assert seen == ["application/json"]
 
 
 # ------------------------------------------------------------------- state written before

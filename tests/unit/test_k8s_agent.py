@@ -1,7 +1,7 @@
 """The kube agent's real code over real HTTP: fake apiserver (k8sfake) ↔ agent ↔ pyloxi API.
 
-The pyloxi side is the real REST app (Engine + MemoryDatapath under uvicorn) when it is
-importable, else k8sfake.FakeLoxi.
+The pyloxi side is the real REST app (Engine + MemoryDatapath under uvicorn); k8sfake.FakeLoxi
+stands in where the engine does not go yet (IPv6 VIPs).
 """
 
 from __future__ import annotations
@@ -11,21 +11,21 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from k8sfake import (
     FakeKube,
     FakeLoxi,
     RealLoxi,
     endpoint_slice,
+    free_port,
     node,
-    real_app_available,
     service,
 )
 
+from pyloxi.client import AsyncClient
 from pyloxi.k8s.agent import Agent
 from pyloxi.k8s.config import AgentConfig
-from pyloxi.k8s.watch import KubeClient
+from pyloxi.k8s.kube import KubeClient
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,41 +52,39 @@ class Loxi:
     def __init__(self, server: Any) -> None:
         self.server = server
         self.url = server.url
+        self.api = AsyncClient(self.url)
 
     async def rules(self) -> list[dict]:
-        async with aiohttp.ClientSession() as s, \
-                s.get(self.url + "/netlox/v1/config/loadbalancer/all") as r:
-            assert r.status == 200
-            return (await r.json()).get("lbAttr") or []
+        return await self.api.list_loadbalancers()
 
     async def by_name(self, name: str) -> list[dict]:
         return [r for r in await self.rules() if r["serviceArguments"].get("name") == name]
 
     async def post(self, body: dict) -> None:
-        async with aiohttp.ClientSession() as s, \
-                s.post(self.url + "/netlox/v1/config/loadbalancer", json=body) as r:
-            assert r.status == 200, await r.text()
+        await self.api.create_loadbalancer(body)
 
     async def wipe(self) -> None:
-        async with aiohttp.ClientSession() as s, \
-                s.delete(self.url + "/netlox/v1/config/loadbalancer/all") as r:
-            assert r.status == 200
+        await self.api.delete_all_loadbalancers()
 
 
 @pytest.fixture
-async def kube() -> AsyncIterator[FakeKube]:
-    k = FakeKube()
-    await k.start()
-    yield k
-    await k.stop()
+async def servers() -> AsyncIterator[tuple[FakeKube, RealLoxi]]:
+    k, r = FakeKube(), RealLoxi()
+    await asyncio.gather(k.start(), r.start())
+    yield k, r
+    await asyncio.gather(k.stop(), r.stop())  # each stop waits out uvicorn's shutdown ticks
 
 
 @pytest.fixture
-async def loxi() -> AsyncIterator[Loxi]:
-    server: Any = RealLoxi() if real_app_available() else FakeLoxi()
-    await server.start()
-    yield Loxi(server)
-    await server.stop()
+def kube(servers: tuple[FakeKube, RealLoxi]) -> FakeKube:
+    return servers[0]
+
+
+@pytest.fixture
+async def loxi(servers: tuple[FakeKube, RealLoxi]) -> AsyncIterator[Loxi]:
+    loxi = Loxi(servers[1])
+    yield loxi
+    await loxi.api.aclose()
 
 
 AgentFactory = Callable[..., Awaitable[Agent]]
@@ -453,8 +451,10 @@ async def test_ipv6_service(kube, loxi, make_agent):
         await make_agent(cidr6_pools="defaultPool=3ffe:cafe::/120", loxi_urls=[fake.url])
         await until(lambda: ingress(kube, "v6"))
         assert ingress(kube, "v6") == [{"ip": "3ffe:cafe::1"}]
-        rule = (await until(lambda: Loxi(fake).by_name("default_v6")))[0]
+        fake_loxi = Loxi(fake)
+        rule = (await until(lambda: fake_loxi.by_name("default_v6")))[0]
         assert [ip for ip, _ in eps(rule)] == ["fd00::1"]
+        await fake_loxi.api.aclose()
     finally:
         await fake.stop()
 
@@ -466,13 +466,7 @@ async def test_pyloxi_down_then_back(kube, make_agent, loxi):
     await until(lambda: loxi.by_name("default_d1"))
     await agent.idle()
     # a second, unreachable instance makes syncs report failure but never crash
-    bad = FakeLoxi()
-    await bad.start()
-    url = bad.url
-    await bad.stop()
-    from pyloxi.k8s.client import LoxiClient
-
-    agent.loxi.append(LoxiClient(url, agent._http, 1.0))
+    agent.loxi.append(AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=1.0))
     kube.create(service("d2", [(81, "TCP")]))
     await until(lambda: [e for e in kube.events_for("d2") if e["reason"] == "SyncFailed"],
                 what="SyncFailed event")

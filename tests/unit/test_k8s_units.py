@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from pyloxi.client import rule_body
 from pyloxi.k8s import agent as agent_mod
 from pyloxi.k8s import annotations as ann
-from pyloxi.k8s import backends, reconcile
+from pyloxi.k8s import backends, reconcile, status
 from pyloxi.k8s.config import AgentConfig, ConfigError, parse_args, parse_pools
 from pyloxi.k8s.ipam import AddressInUse, Ipam, PoolExhausted
 
@@ -232,8 +233,9 @@ def test_rule_bodies_and_diff():
                               probe_type="tcp", probe_port=80, monitor=True)
     eps = {(80, "tcp"): [("10.0.0.1", 30080), ("10.0.0.2", 30080)],
            (38412, "sctp"): [("10.0.0.1", 30412)], (81, "tcp"): []}
-    rules = reconcile.build_rules("ns", "s", opts, ["1.1.1.1"], eps, ["10.0.0.0/8"],
-                                  instance_host="10.0.0.2")
+    entries = reconcile.build_rules("ns", "s", opts, ["1.1.1.1"], eps, ["10.0.0.0/8"],
+                                    instance_host="10.0.0.2")
+    rules = {k: rule_body(e) for k, e in entries.items()}
     assert set(rules) == {("1.1.1.1", 80, "tcp", 0), ("1.1.1.1", 38412, "sctp", 0)}
     tcp = rules[("1.1.1.1", 80, "tcp", 0)]
     assert tcp["serviceArguments"]["name"] == "ns_s"
@@ -252,6 +254,6 @@ def test_rule_bodies_and_diff():
 
 
 def test_hostname_status_parsing():
-    assert agent_mod._ip_from_hostname("llb-20.0.0.1") == "20.0.0.1"
-    assert agent_mod._ip_from_hostname("llb-3ffe-cafe--1") == "3ffe:cafe::1"
-    assert agent_mod._ip_from_hostname("example.com") is None
+    assert status.ip_from_hostname("llb-20.0.0.1") == "20.0.0.1"
+    assert status.ip_from_hostname("llb-3ffe-cafe--1") == "3ffe:cafe::1"
+    assert status.ip_from_hostname("example.com") is None

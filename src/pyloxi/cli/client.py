@@ -1,4 +1,6 @@
-"""Talking to the pyloxi (or loxilb) REST API: settings, one httpx client, one-line errors.
+"""The CLI's side of talking to the REST API: settings from flags and env, one-line errors.
+
+The requests themselves are pyloxi.client's (shared with the Kubernetes agent).
 
 Every failure the user can cause or meet ends the same way: one line on stderr, starting with
 "Error: ", and an exit code — 2 for bad input (nothing was sent), 1 for API or connection errors.
@@ -7,18 +9,32 @@ Every failure the user can cause or meet ends the same way: one line on stderr, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
-from urllib.parse import quote, urlsplit
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 import httpx
 import typer
 
+from pyloxi import client
 from pyloxi.cli.parse import InputError
+from pyloxi.client import API_PREFIX, ApiError, path_segment
 
-API_PREFIX = "/netlox/v1"
+__all__ = [
+    "API_PREFIX",
+    "ApiError",
+    "Client",
+    "Settings",
+    "client_for",
+    "fail",
+    "make_settings",
+    "path_segment",
+    "reporting",
+    "settings_of",
+]
+
 DEFAULT_SERVER = "127.0.0.1"
 DEFAULT_PORT = 11111
 DEFAULT_TIMEOUT = 10.0
@@ -73,11 +89,11 @@ def make_settings(
     output: str | None,
     timeout: float | None,
     scheme: str | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Flags win over PYLOXI_API, which wins over the defaults."""
-    env = os.environ if env is None else env
-    env_server, env_port, env_scheme = _from_env(env.get(ENV_API, ""))
+    environ: Mapping[str, str] = os.environ if env is None else env
+    env_server, env_port, env_scheme = _from_env(environ.get(ENV_API, ""))
     out = (output or "").lower()
     if out not in ("", *OUTPUTS):
         raise InputError(f"invalid --output {output!r}: expected wide or json")
@@ -97,91 +113,12 @@ def make_settings(
     )
 
 
-class ApiError(Exception):
-    """The API answered with an error, or could not be reached. str() is the one-line message."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-def _error_message(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        for key in ("message", "result", "detail"):
-            if isinstance(body.get(key), str) and body[key]:
-                return body[key]
-    text = resp.text.strip().splitlines()
-    return text[0] if text else f"HTTP {resp.status_code} {resp.reason_phrase}"
-
-
-def path_segment(value: str) -> str:
-    """One URL path segment (IPv6 colons stay; '/' and the like are escaped)."""
-    return quote(value, safe=":")
-
-
-class Client:
-    """A thin client of /netlox/v1; methods return the decoded JSON body."""
+class Client(client.Client):
+    """The /netlox/v1 client the CLI's settings describe."""
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(settings.base_url, timeout=settings.timeout, transport=transport)
         self.settings = settings
-        self._http = httpx.Client(
-            base_url=settings.base_url + API_PREFIX,
-            timeout=settings.timeout,
-            transport=transport,
-            headers={"Accept": "application/json"},
-        )
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-    ) -> Any:
-        url = self.settings.base_url
-        try:
-            resp = self._http.request(method, path, json=body, params=params)
-        except httpx.ConnectError as exc:
-            reason = str(exc) or "connection failed"
-            raise ApiError(f"cannot connect to the pyloxi API at {url}: {reason}") from None
-        except httpx.TimeoutException:
-            raise ApiError(
-                f"no answer from the pyloxi API at {url} within {self.settings.timeout:g}s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(f"request to {url} failed: {exc}") from None
-        if resp.status_code >= 400:
-            raise ApiError(_error_message(resp), resp.status_code)
-        if not resp.content:
-            return {}
-        try:
-            return resp.json()
-        except ValueError:
-            raise ApiError(f"the API at {url} answered with non-JSON data") from None
-
-    def get(self, path: str, **kw: Any) -> Any:
-        return self.request("GET", path, **kw)
-
-    def post(self, path: str, body: Any, **kw: Any) -> Any:
-        return self.request("POST", path, body=body, **kw)
-
-    def delete(self, path: str, **kw: Any) -> Any:
-        return self.request("DELETE", path, **kw)
 
 
 def settings_of(ctx: typer.Context) -> Settings:

@@ -31,7 +31,7 @@ def _family(ip: str) -> int:
 def node_ready(node: dict[str, Any]) -> bool:
     for cond in (node.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
+            return bool(cond.get("status") == "True")
     return False
 
 
@@ -40,7 +40,7 @@ def node_address(node: dict[str, Any], family: int) -> str | None:
     for kind in ("InternalIP", "ExternalIP"):
         for a in addrs:
             if a.get("type") == kind and _family(a.get("address", "")) == family:
-                return a["address"]
+                return str(a["address"])
     return None
 
 

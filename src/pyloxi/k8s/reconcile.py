@@ -2,18 +2,27 @@
 
 A rule is identified by its key (VIP, port, protocol, block); the `name` "<namespace>_<name>"
 ties it to its Service, and `managed: true` marks it as the agent's (only those are ever
-removed as orphans).
+removed as orphans). Desired rules are LoadBalancerEntry models; what an instance holds is its
+JSON as listed (any key case, output-only fields), so the two are compared through `_view`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyloxi.client import ApiError, AsyncClient, rule_body
 from pyloxi.k8s.annotations import ServiceOptions
-from pyloxi.k8s.client import LoxiClient, LoxiError
+from pyloxi.model.lb import (
+    AllowedSource,
+    Endpoint,
+    LoadBalancerEntry,
+    SecondaryIP,
+    ServiceArguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +33,7 @@ def rule_name(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
 
-def _fold(d: dict[str, Any] | None) -> dict[str, Any]:
+def _fold(d: Mapping[str, Any] | None) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in (d or {}).items()}
 
 
@@ -35,25 +44,29 @@ def _norm_ip(ip: str) -> str:
         return ip
 
 
-def key_of(body: dict[str, Any]) -> RuleKey:
+def key_of(body: Mapping[str, Any]) -> RuleKey:
     sa = _fold(_fold(body).get("servicearguments"))
     return (_norm_ip(str(sa.get("externalip", ""))), int(sa.get("port") or 0),
             str(sa.get("protocol") or "tcp").lower(), int(sa.get("block") or 0))
 
 
-def name_of(body: dict[str, Any]) -> str:
+def name_of(body: Mapping[str, Any]) -> str:
     return str(_fold(_fold(body).get("servicearguments")).get("name") or "")
 
 
-def managed(body: dict[str, Any]) -> bool:
+def managed(body: Mapping[str, Any]) -> bool:
     return bool(_fold(_fold(body).get("servicearguments")).get("managed"))
 
 
 def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str],
                 endpoints: dict[tuple[int, str], list[tuple[str, int]]],
-                source_ranges: list[str], instance_host: str = "") -> dict[RuleKey, dict]:
-    """Rule bodies for one instance (prefLocalPod depends on the instance's address)."""
-    rules: dict[RuleKey, dict] = {}
+                source_ranges: list[str],
+                instance_host: str = "") -> dict[RuleKey, LoadBalancerEntry]:
+    """Rules for one instance (prefLocalPod depends on the instance's address).
+
+    Raises pydantic.ValidationError when a value from the Service is one no rule can carry.
+    """
+    rules: dict[RuleKey, LoadBalancerEntry] = {}
     rname = rule_name(namespace, name)
     for vip in vips:
         for (port, proto), targets in sorted(endpoints.items()):
@@ -62,33 +75,30 @@ def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str]
                 targets = local or targets
             if not targets:
                 continue  # loxilb needs 1..32 endpoints; no endpoints means no rule
-            sa: dict[str, Any] = {
-                "externalIP": vip, "port": port, "protocol": proto, "sel": opts.sel,
-                "mode": opts.mode, "bgp": False, "monitor": opts.monitor,
-                "inactiveTimeOut": opts.timeout, "block": 0, "managed": True, "name": rname,
-                "oper": 0,
-            }
-            if opts.probe_type:
-                sa.update({"probetype": opts.probe_type, "probeport": opts.probe_port,
-                           "probereq": opts.probe_req, "proberesp": opts.probe_resp})
-            if opts.probe_timeout:
-                sa["probeTimeout"] = opts.probe_timeout
-            if opts.probe_retries:
-                sa["probeRetries"] = opts.probe_retries
-            body: dict[str, Any] = {
-                "serviceArguments": sa,
-                "endpoints": [{"endpointIP": ip, "targetPort": tp, "weight": 1}
-                              for ip, tp in targets[:32]],
-            }
-            if proto == "sctp" and opts.secondary_ips:
-                body["secondaryIPs"] = [{"secondaryIP": s} for s in opts.secondary_ips]
-            if source_ranges:
-                body["allowedSources"] = [{"prefix": p} for p in source_ranges]
-            rules[key_of(body)] = body
+            # without a probe type loxilb ignores the other probe fields: they are not sent
+            probe = opts if opts.probe_type else ServiceOptions()
+            sa = ServiceArguments(
+                externalIP=vip, port=port, protocol=proto, sel=opts.sel, mode=opts.mode,
+                bgp=False, monitor=opts.monitor, inactiveTimeOut=opts.timeout, block=0,
+                managed=True, name=rname, oper=0, probetype=probe.probe_type,
+                probeport=probe.probe_port, probereq=probe.probe_req,
+                proberesp=probe.probe_resp, probeTimeout=opts.probe_timeout,
+                probeRetries=opts.probe_retries,
+            )
+            entry = LoadBalancerEntry(
+                serviceArguments=sa,
+                endpoints=[Endpoint(endpointIP=ip, targetPort=tp, weight=1)
+                           for ip, tp in targets[:32]],
+                secondaryIPs=[SecondaryIP(secondaryIP=s) for s in opts.secondary_ips]
+                if proto == "sctp" and opts.secondary_ips else None,
+                allowedSources=[AllowedSource(prefix=p) for p in source_ranges]
+                if source_ranges else None,
+            )
+            rules[key_of(entry.wire())] = entry
     return rules
 
 
-def _view(body: dict[str, Any], with_probe: bool) -> dict[str, Any]:
+def _view(body: Mapping[str, Any], with_probe: bool) -> dict[str, Any]:
     b = _fold(body)
     sa = _fold(b.get("servicearguments"))
     v: dict[str, Any] = {k: sa.get(k) for k in ("sel", "mode", "name")}
@@ -106,15 +116,15 @@ def _view(body: dict[str, Any], with_probe: bool) -> dict[str, Any]:
     return v
 
 
-def differs(desired: dict[str, Any], actual: dict[str, Any]) -> bool:
+def differs(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
     probe = bool(_fold(desired["serviceArguments"]).get("probetype"))
     return _view(desired, probe) != _view(actual, probe)
 
 
-def immutable_differs(desired: dict[str, Any], actual: dict[str, Any]) -> bool:
+def immutable_differs(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
     """Fields loxilb will not change on an existing rule: re-create instead."""
     d, a = _view(desired, False), _view(actual, False)
-    return d["mode"] != a["mode"] or d["sec"] != a["sec"]
+    return bool(d["mode"] != a["mode"] or d["sec"] != a["sec"])
 
 
 @dataclass
@@ -124,7 +134,12 @@ class ApplyResult:
     errors: list[str] = field(default_factory=list)
 
 
-async def apply_service(client: LoxiClient, rname: str, desired: dict[RuleKey, dict],
+async def _delete(api: AsyncClient, key: RuleKey) -> None:
+    """Delete one rule by key; one that is gone already counts as deleted."""
+    await api.delete_loadbalancer(key[0], key[1], key[2], block=key[3], missing_ok=True)
+
+
+async def apply_service(api: AsyncClient, rname: str, desired: Mapping[RuleKey, LoadBalancerEntry],
                         current: list[dict[str, Any]]) -> ApplyResult:
     """Make `current` (the instance's rule list, updated in place) hold exactly `desired`
     for the rules named `rname`."""
@@ -134,36 +149,38 @@ async def apply_service(client: LoxiClient, rname: str, desired: dict[RuleKey, d
     for key, rule in mine.items():
         if key not in desired:
             try:
-                await client.delete_rule(key[0], key[1], key[2], key[3])
+                await _delete(api, key)
                 current.remove(rule)
                 res.deleted += 1
-            except LoxiError as exc:
+            except ApiError as exc:
                 res.errors.append(str(exc))
-    for key, body in desired.items():
+    for key, entry in desired.items():
+        body = rule_body(entry)
         have = by_key.get(key)
         if have is not None and name_of(have) != rname:
             res.errors.append(f"{key[0]}:{key[1]}/{key[2]} is held by rule "
-                              f"{name_of(have) or '(unnamed)'} on {client.url}")
+                              f"{name_of(have) or '(unnamed)'} on {api.base_url}")
             continue
         if have is not None and not differs(body, have):
             continue
         try:
             if have is not None and immutable_differs(body, have):
-                await client.delete_rule(key[0], key[1], key[2], key[3])
+                await _delete(api, key)
                 current.remove(have)
                 res.deleted += 1
                 have = None
-            await client.create_rule(body)
+            # an identical rule already there (a write whose answer was lost) is done too
+            await api.create_loadbalancer(entry, exist_ok=True)
             if have is not None:
                 current.remove(have)
             current.append(body)
             res.created += 1
-        except LoxiError as exc:
+        except ApiError as exc:
             res.errors.append(str(exc))
     return res
 
 
-async def remove_orphans(client: LoxiClient, owned_names: set[str],
+async def remove_orphans(api: AsyncClient, owned_names: set[str],
                          current: list[dict[str, Any]]) -> int:
     """Delete managed rules whose name belongs to no Service the agent serves."""
     n = 0
@@ -171,10 +188,10 @@ async def remove_orphans(client: LoxiClient, owned_names: set[str],
         if managed(rule) and name_of(rule) not in owned_names:
             key = key_of(rule)
             try:
-                await client.delete_rule(key[0], key[1], key[2], key[3])
+                await _delete(api, key)
                 current.remove(rule)
                 n += 1
-                log.info("removed orphan rule %s (%s) from %s", key, name_of(rule), client.url)
-            except LoxiError as exc:
-                log.warning("orphan %s on %s: %s", key, client.url, exc)
+                log.info("removed orphan rule %s (%s) from %s", key, name_of(rule), api.base_url)
+            except ApiError as exc:
+                log.warning("orphan %s on %s: %s", key, api.base_url, exc)
     return n

@@ -1,0 +1,180 @@
+"""`Client` (blocking) and `AsyncClient` (asyncio) for one /netlox/v1 server, on httpx.
+
+Both only send: what a call puts on the wire and what its answer means live in `calls`, so the
+two classes are the same list of one-line operations. Tests pass an httpx (Async)MockTransport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from pyloxi.client import calls
+from pyloxi.client.calls import Call
+from pyloxi.model.lb import LoadBalancerEntry
+
+T = TypeVar("T")
+Rule = LoadBalancerEntry | Mapping[str, Any]
+
+
+class _Base:
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url})"
+
+
+class Client(_Base):
+    """Blocking client of one pyloxi (or loxilb) API."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(base_url, timeout)
+        self._http = httpx.Client(transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, call: Call[T]) -> T:
+        request = calls.build_request(call, self.base_url, self.timeout)
+        try:
+            resp = self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise calls.transport_error(call, exc, self.base_url, self.timeout) from None
+        return calls.decode(call, resp, self.base_url)
+
+    # generic requests: the decoded JSON body
+    def request(self, method: str, path: str, *, body: Any = None,
+                params: Mapping[str, Any] | None = None) -> Any:
+        return self.send(Call(method, path, body, params))
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any, *, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request("POST", path, body=body, params=params)
+
+    def delete(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request("DELETE", path, params=params)
+
+    # operations
+    def version(self) -> Any:
+        return self.send(calls.version())
+
+    def list_loadbalancers(self) -> list[dict[str, Any]]:
+        return self.send(calls.list_loadbalancers())
+
+    def create_loadbalancer(self, entry: Rule, *, exist_ok: bool = False) -> None:
+        self.send(calls.create_loadbalancer(entry, exist_ok=exist_ok))
+
+    def delete_loadbalancer(self, vip: str, port: int, protocol: str, *, block: int = 0,
+                            port_max: int = 0, bgp: bool = False, host: str = "",
+                            missing_ok: bool = False) -> None:
+        self.send(calls.delete_loadbalancer(vip, port, protocol, block=block, port_max=port_max,
+                                            bgp=bgp, host=host, missing_ok=missing_ok))
+
+    def delete_loadbalancer_by_name(self, name: str, *, missing_ok: bool = False) -> None:
+        self.send(calls.delete_loadbalancer_by_name(name, missing_ok=missing_ok))
+
+    def delete_all_loadbalancers(self) -> None:
+        self.send(calls.delete_all_loadbalancers())
+
+    def list_conntrack(self) -> list[dict[str, Any]]:
+        return self.send(calls.list_conntrack())
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return self.send(calls.list_endpoints())
+
+    def create_endpoint(self, body: Mapping[str, Any]) -> None:
+        self.send(calls.create_endpoint(body))
+
+    def delete_endpoint(self, host: str, *, probe_type: str = "ping", probe_port: int = 0,
+                        name: str = "") -> None:
+        self.send(calls.delete_endpoint(host, probe_type=probe_type, probe_port=probe_port,
+                                        name=name))
+
+
+class AsyncClient(_Base):
+    """asyncio client of one pyloxi (or loxilb) API."""
+
+    def __init__(self, base_url: str, *, timeout: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, timeout)
+        self._http = httpx.AsyncClient(transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        request = calls.build_request(call, self.base_url, self.timeout)
+        try:
+            resp = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise calls.transport_error(call, exc, self.base_url, self.timeout) from None
+        return calls.decode(call, resp, self.base_url)
+
+    async def request(self, method: str, path: str, *, body: Any = None,
+                      params: Mapping[str, Any] | None = None) -> Any:
+        return await self.send(Call(method, path, body, params))
+
+    async def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def post(self, path: str, body: Any, *,
+                   params: Mapping[str, Any] | None = None) -> Any:
+        return await self.request("POST", path, body=body, params=params)
+
+    async def delete(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        return await self.request("DELETE", path, params=params)
+
+    async def version(self) -> Any:
+        return await self.send(calls.version())
+
+    async def list_loadbalancers(self) -> list[dict[str, Any]]:
+        return await self.send(calls.list_loadbalancers())
+
+    async def create_loadbalancer(self, entry: Rule, *, exist_ok: bool = False) -> None:
+        await self.send(calls.create_loadbalancer(entry, exist_ok=exist_ok))
+
+    async def delete_loadbalancer(self, vip: str, port: int, protocol: str, *, block: int = 0,
+                                  port_max: int = 0, bgp: bool = False, host: str = "",
+                                  missing_ok: bool = False) -> None:
+        await self.send(calls.delete_loadbalancer(vip, port, protocol, block=block,
+                                                  port_max=port_max, bgp=bgp, host=host,
+                                                  missing_ok=missing_ok))
+
+    async def delete_loadbalancer_by_name(self, name: str, *, missing_ok: bool = False) -> None:
+        await self.send(calls.delete_loadbalancer_by_name(name, missing_ok=missing_ok))
+
+    async def delete_all_loadbalancers(self) -> None:
+        await self.send(calls.delete_all_loadbalancers())
+
+    async def list_conntrack(self) -> list[dict[str, Any]]:
+        return await self.send(calls.list_conntrack())
+
+    async def list_endpoints(self) -> list[dict[str, Any]]:
+        return await self.send(calls.list_endpoints())
+
+    async def create_endpoint(self, body: Mapping[str, Any]) -> None:
+        await self.send(calls.create_endpoint(body))
+
+    async def delete_endpoint(self, host: str, *, probe_type: str = "ping", probe_port: int = 0,
+                              name: str = "") -> None:
+        await self.send(calls.delete_endpoint(host, probe_type=probe_type,
+                                              probe_port=probe_port, name=name))

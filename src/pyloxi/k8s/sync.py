@@ -1,0 +1,256 @@
+"""One Service at a time: annotations → address → endpoints → rules on every instance → status.
+
+`ServiceSync.sync(key)` brings one Service in line and says whether to retry; `recover()`
+re-reserves after a restart the addresses Service status already holds; `sweep()` removes
+managed rules that belong to no served Service. Inputs are the informers' caches; outputs are
+REST calls to the pyloxi instances and status/Event writes to Kubernetes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from pyloxi.client import ApiError, AsyncClient
+from pyloxi.k8s import annotations as ann
+from pyloxi.k8s import backends, reconcile, status
+from pyloxi.k8s.config import AgentConfig, parse_pools
+from pyloxi.k8s.informer import Informer, Obj, obj_key
+from pyloxi.k8s.ipam import AddressInUse, Allocation, Ipam, PoolExhausted
+from pyloxi.k8s.kube import KubeClient
+
+log = logging.getLogger("pyloxi.k8s")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+# Rules listed per instance during one drain of the queue (None: the instance is unreachable).
+RuleCache = dict[str, list[dict[str, Any]] | None]
+
+
+@dataclass
+class SvcState:
+    alloc: Allocation | None = None
+    pending: bool = False  # waiting for an address
+    last_warning: str = ""
+    programmed: bool = False
+
+
+def instance_host(api: AsyncClient) -> str:
+    return urlsplit(api.base_url).hostname or ""
+
+
+class ServiceSync:
+    def __init__(self, cfg: AgentConfig, kube: KubeClient, services: Informer,
+                 slices: Informer, nodes: Informer, loxi: list[AsyncClient],
+                 enqueue: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.kube = kube
+        self.services, self.slices, self.nodes = services, slices, nodes
+        self.loxi = loxi
+        self.enqueue = enqueue
+        self.ipam = Ipam(parse_pools(cfg.cidr_pools, 4), parse_pools(cfg.cidr6_pools, 6),
+                         shared=not cfg.unique_ip)
+        self.state: dict[str, SvcState] = {}
+
+    def is_ours(self, svc: Obj) -> bool:
+        spec = svc.get("spec") or {}
+        if spec.get("type") != "LoadBalancer":
+            return False
+        cls = spec.get("loadBalancerClass")
+        if cls is None:
+            if not self.cfg.accept_no_class:
+                return False
+        elif cls != self.cfg.lb_class:
+            return False
+        zone = ((svc.get("metadata") or {}).get("annotations") or {}).get(ann.ZONESELECT)
+        return not (zone and zone.strip() != self.cfg.zone)
+
+    def _parse(self, svc: Obj) -> ann.ServiceOptions:
+        return ann.parse(svc, self.cfg, self.ipam.pool_names(4), self.ipam.pool_names(6))
+
+    # ---- recovery --------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Re-reserve the addresses our Services already hold (status is the durable store)."""
+        n = 0
+        for key, svc in sorted(self.services.store.items(),
+                               key=lambda kv: kv[1]["metadata"].get("creationTimestamp", "")):
+            if not self.is_ours(svc):
+                continue
+            try:
+                opts: ann.ServiceOptions | None = self._parse(svc)
+            except ann.AnnotationError:
+                opts = None
+            ports = backends.port_set(svc)
+            for ip in status.status_ips(svc):
+                if opts is not None and ipaddress.ip_address(ip).version != opts.vip_family:
+                    continue
+                static = opts is not None and opts.static_ip == ip
+                if not static and self.ipam.pool_of(ip) is None:
+                    continue
+                try:
+                    alloc = self.ipam.reserve(key, ip, ports)
+                except AddressInUse as exc:
+                    log.warning("%s: cannot recover %s: %s", key, ip, exc)
+                    continue
+                self.state.setdefault(key, SvcState()).alloc = alloc
+                n += 1
+                break
+        log.info("recovered %d address(es) from Service status", n)
+
+    # ---- one Service -------------------------------------------------------------------------
+    async def _rules(self, api: AsyncClient, cache: RuleCache) -> list[dict[str, Any]] | None:
+        if api.base_url not in cache:
+            try:
+                cache[api.base_url] = await api.list_loadbalancers()
+            except ApiError as exc:
+                log.warning("pyloxi %s unreachable: %s", api.base_url, exc)
+                cache[api.base_url] = None
+        return cache[api.base_url]
+
+    async def sync(self, key: str, cache: RuleCache) -> bool:
+        """Bring one Service's rules, address and status in line. False: retry later."""
+        svc = self.services.store.get(key)
+        if svc is None or not self.is_ours(svc):
+            return await self._relinquish(key, svc, cache)
+        st = self.state.setdefault(key, SvcState())
+        try:
+            opts = self._parse(svc)
+        except ann.AnnotationError as exc:
+            await self._warn(svc, st, "InvalidAnnotation", f"not applied: {exc}")
+            return True  # nothing changes until the Service is fixed
+        ports = backends.port_set(svc)
+        try:
+            alloc = self._allocate(key, opts, ports)
+        except (PoolExhausted, AddressInUse) as exc:
+            had = st.alloc is not None
+            st.alloc, st.pending = None, True
+            self.ipam.release(key)
+            await self._warn(svc, st, "AllocationFailed", f"no load-balancer address: {exc}")
+            if had:
+                await self._delete_rules(key, cache)
+            await self._write_status(svc, [])
+            return True  # retried when an address is freed, and at every resync
+        st.alloc, st.pending = alloc, False
+        spec = svc.get("spec") or {}
+        vips = [alloc.ip]
+        for ext in spec.get("externalIPs") or []:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(ext).version == opts.vip_family and ext not in vips:
+                    vips.append(str(ipaddress.ip_address(ext)))
+        eps = backends.endpoints(svc, opts, list(self.nodes.store.values()),
+                                 self._slices_of(key))
+        sources = [str(s) for s in spec.get("loadBalancerSourceRanges") or []]
+        ns, name = key.split("/", 1)
+        rname = reconcile.rule_name(ns, name)
+        errors: list[str] = []
+        reached = 0
+        for api in self.loxi:
+            current = await self._rules(api, cache)
+            if current is None:
+                errors.append(f"{api.base_url} unreachable")
+                continue
+            reached += 1
+            try:
+                desired = reconcile.build_rules(ns, name, opts, vips, eps, sources,
+                                                instance_host(api))
+            except ValidationError as exc:  # e.g. a source range no rule can carry
+                errors.append(f"rules not built: {exc.errors()[0]['msg']}")
+                continue
+            res = await reconcile.apply_service(api, rname, desired, current)
+            errors.extend(res.errors)
+            if res.created or res.deleted:
+                log.info("%s: %d rule(s) written, %d removed on %s", key, res.created,
+                         res.deleted, api.base_url)
+        if errors:
+            await self._warn(svc, st, "SyncFailed", "; ".join(errors))
+        else:
+            st.last_warning = ""
+        st.programmed = reached > 0
+        await self._write_status(svc, [alloc.ip])
+        return reached > 0 and not errors
+
+    def _allocate(self, key: str, opts: ann.ServiceOptions,
+                  ports: frozenset[tuple[int, str]]) -> Allocation:
+        cur = self.ipam.get(key)
+        if opts.static_ip:
+            if cur and cur.ip == opts.static_ip and cur.ports == ports:
+                return cur
+            return self.ipam.reserve(key, opts.static_ip, ports)
+        if cur and cur.pool is None:
+            self.ipam.release(key)  # staticIP was removed: back to the pool
+        return self.ipam.allocate(key, opts.vip_family, opts.pool, ports)
+
+    def _slices_of(self, key: str) -> list[Obj]:
+        ns, name = key.split("/", 1)
+        return [s for s in self.slices.store.values()
+                if s["metadata"].get("namespace") == ns
+                and (s["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) == name]
+
+    async def _delete_rules(self, key: str, cache: RuleCache) -> bool:
+        ns, name = key.split("/", 1)
+        ok = True
+        for api in self.loxi:
+            current = await self._rules(api, cache)
+            if current is None:
+                ok = False
+                continue
+            res = await reconcile.apply_service(api, reconcile.rule_name(ns, name), {},
+                                                current)
+            ok = ok and not res.errors
+        return ok
+
+    async def _relinquish(self, key: str, svc: Obj | None, cache: RuleCache) -> bool:
+        st = self.state.pop(key, None)
+        freed = self.ipam.release(key)
+        ok = True
+        if st is not None or freed is not None:
+            ok = await self._delete_rules(key, cache)
+            log.info("%s: no longer served; address %s freed", key,
+                     freed.ip if freed else "-")
+            if svc is not None and status.status_ips(svc):
+                await self._write_status(svc, [])
+        if freed is not None:
+            for k, s in self.state.items():  # an address came free: retry the waiting ones
+                if s.pending:
+                    self.enqueue(k)
+        if not ok:
+            # rules of a gone Service: the orphan sweep of the resync removes them later
+            log.warning("%s: could not remove every rule yet", key)
+        return True
+
+    # ---- Kubernetes writes -----------------------------------------------------------------
+    async def _write_status(self, svc: Obj, ips: list[str]) -> None:
+        want = status.ingress(ips, self.cfg.zone, self.cfg.zone_name_status)
+        updated = await status.write_status(self.kube, svc, want)
+        if updated is not None:
+            # keep the cache current so the next sync does not write again
+            self.services.store[obj_key(updated)] = updated
+
+    async def _warn(self, svc: Obj, st: SvcState, reason: str, message: str) -> None:
+        if st.last_warning == f"{reason}:{message}":
+            return  # already said; kube-loxilb-style event storms help nobody
+        st.last_warning = f"{reason}:{message}"
+        log.warning("%s: %s: %s", obj_key(svc), reason, message)
+        await status.record_event(self.kube, svc, reason, message)
+
+    # ---- every Service -----------------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Remove managed rules that belong to no Service this agent serves."""
+        owned = set()
+        for key, svc in self.services.store.items():
+            if self.is_ours(svc):
+                ns, name = key.split("/", 1)
+                owned.add(reconcile.rule_name(ns, name))
+        for api in self.loxi:
+            try:
+                current = await api.list_loadbalancers()
+            except ApiError as exc:
+                log.warning("resync: %s unreachable: %s", api.base_url, exc)
+                continue
+            await reconcile.remove_orphans(api, owned, current)
