@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from pyloxi.lab.dpns import LB_MAC, datapath_netns
+from pyloxi.testing.lab.dpns import LB_MAC, datapath_netns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJ = os.path.join(ROOT, "build", "lb.bpf.o")

@@ -22,8 +22,8 @@ import resource
 import sys
 import time
 
-from pyloxi.lab.netns import Lab
 from pyloxi.probes import ProbeManager, ProbeTarget
+from pyloxi.testing.lab.netns import Lab
 
 ACCEPTOR = r"""
 import socket

@@ -206,15 +206,15 @@ run; the whole `make bench` took {c.get('wall_s', 0) / 60:.1f} min. Datapath:
 {c.get('bpf_object', 'build/lb.bpf.o')}. Chart: `docs/benchmarks.png`;
 raw numbers: `bench/out/results.json` (not committed).
 
-**Setup.** `pyloxi.lab.LbTopology(1)`: client (10.0.1.2) — lb — be1 (10.0.11.2), veth pairs, each
-in its own namespace, all on this VM's 2 vCPUs. Load generators (wrk, iperf3 client) run in the
-client namespace. **Every contender serves from the same single backend**: one nginx (one
-worker) in be1 listening on a port per contender (direct :8081, pyloxi-dnat :8082,
-pyloxi-fullnat :8083, nftables :8084, haproxy :8085) and an iperf3 server per contender
-(:5301–:5305), so TIME_WAIT of one never meets another's. Rules have one endpoint (be1) so no
-contender is helped or hurt by spreading. Each LB contender has its own VIP (pyloxi-dnat
-20.0.0.100, pyloxi-fullnat 20.0.0.103, nftables 20.0.0.101, haproxy 20.0.0.102, front ports 80
-and 5201) and only the contender being measured is installed in the LB namespace:
+**Setup.** `pyloxi.testing.lab.LbTopology(1)`: client (10.0.1.2) — lb — be1 (10.0.11.2), veth pairs,
+each in its own namespace, all on this VM's 2 vCPUs. Load generators (wrk, iperf3 client) run in the
+client namespace. **Every contender serves from the same single backend**: one nginx (one worker) in
+be1 listening on a port per contender (direct :8081, pyloxi-dnat :8082, pyloxi-fullnat :8083,
+nftables :8084, haproxy :8085) and an iperf3 server per contender (:5301–:5305), so TIME_WAIT of one
+never meets another's. Rules have one endpoint (be1) so no contender is helped or hurt by spreading.
+Each LB contender has its own VIP (pyloxi-dnat 20.0.0.100, pyloxi-fullnat 20.0.0.103, nftables
+20.0.0.101, haproxy 20.0.0.102, front ports 80 and 5201) and only the contender being measured is
+installed in the LB namespace:
 
 - **direct**: client → 10.0.11.2 directly; the LB namespace only routes (kernel forwarding, no
   conntrack, no TC program). The ceiling.

@@ -3,9 +3,9 @@
     python -m bench.run            # full: 3 interleaved repetitions, 5 s runs, 10,000 rules, 1M ct
     python -m bench.run --smoke    # 1 repetition, 1 s runs, 1,000 rules, 10,000 ct entries
 
-Topology: pyloxi.lab.LbTopology(1): client -- lb -- be1. Every contender serves from the same
-single nginx (one worker) in be1, each on a port of its own, and the same iperf3 binary on a port
-of its own, so TIME_WAIT of one never meets another's. Only the contender being measured is
+Topology: pyloxi.testing.lab.LbTopology(1): client -- lb -- be1. Every contender serves from the
+same single nginx (one worker) in be1, each on a port of its own, and the same iperf3 binary on a
+port of its own, so TIME_WAIT of one never meets another's. Only the contender being measured is
 installed in the LB namespace (pyloxi's daemon is started and stopped around its runs and detaches
 on exit; the nftables table exists only during nftables' runs, with conntrack flushed before and
 after; HAProxy runs only during its own). Each LB contender has its own VIP. Load comes from the

@@ -23,7 +23,7 @@ import time
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from pyloxi.lab.dpns import LB_MAC, datapath_netns
+from pyloxi.testing.lab.dpns import LB_MAC, datapath_netns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:11:02"

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyloxi.lab.topology import wait_listening
+from pyloxi.testing.lab.topology import wait_listening
 
 if TYPE_CHECKING:
     from bench.run import Bench

@@ -12,10 +12,6 @@ import contextlib
 import logging
 import signal
 import sys
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -23,13 +19,15 @@ import uvicorn
 from pyloxi import __version__
 from pyloxi.api.app import create_app
 from pyloxi.api.endpoint import endpoint_router
-from pyloxi.datapath.ebpf.backend import DEFAULT_OBJECT, EbpfDatapath, _ensure_bpffs
+from pyloxi.bpf import locate_object
+from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netlink import VipPlumber, default_interfaces, prepare_host, source_address
 from pyloxi.model.lb import LoadBalancerEntry
-from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink, targets_for_rule
+from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
+from pyloxi.statesync import StateSync
 from pyloxi.store import SqliteStore
 
 log = logging.getLogger("pyloxi.daemon")
@@ -52,7 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="pin directory of the datapath maps (default /sys/fs/bpf/pyloxi)")
     p.add_argument("--interfaces", default="",
                    help="comma-separated interfaces to attach (default: all but lo)")
-    p.add_argument("--bpf-object", default=DEFAULT_OBJECT, help="compiled datapath object")
+    p.add_argument("--bpf-object", default=None,
+                   help="compiled datapath object (default: $PYLOXI_BPF_OBJECT, else the one "
+                        "installed with pyloxi)")
     p.add_argument("--netns", default="", help="run inside this named network namespace")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="detach and unpin the datapath on exit (flows stop); default keeps it")
@@ -69,98 +69,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def rule_id(entry: LoadBalancerEntry) -> str:
-    sa = entry.service_arguments
-    return f"{sa.external_ip}:{sa.protocol}:{sa.port}-{sa.port_max}:{sa.block}"
-
-
-class StateSync:
-    """Followers of the rule table: after each change, VIPs and probe targets are brought in
-    step on one background thread that always takes the latest rule list, within
-    FOLLOW_INTERVAL_S, seeing only what changed (the engine replaces an entry object when its
-    rule changes, so a diff by identity is exact). Durability is not its business: the engine
-    waits for the store (SqliteStore) before a change is answered."""
-
-    FOLLOW_INTERVAL_S = 0.1  # VIP and probe updates
-
-    def __init__(self, vips: VipPlumber) -> None:
-        self.vips = vips
-        self.source: Callable[[], list[LoadBalancerEntry]] | None = None  # the engine's rules
-        self.probes: ProbeManager | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._pending = False
-        self._seen: dict[int, LoadBalancerEntry] = {}  # id(entry) -> entry, as last applied
-        self._vip_refs: Counter[str] = Counter()
-        self._probed: set[str] = set()  # rules that own probe targets
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="state-sync", daemon=True)
-        self._thread.start()
-
-    def changed(self) -> None:
-        """The engine's on_change: called under its lock, so it only raises a flag."""
-        with self._cond:
-            self._pending = True
-            self._cond.notify()
-
-    def flush(self) -> None:
-        with self._cond:
-            pending, self._pending = self._pending, False
-        if pending and self.source is not None:
-            self._follow(self.source())
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending or self.source is None:
-                    self._cond.wait()
-                self._pending = False
-            try:
-                self._follow(self.source())
-            except Exception:  # a VIP or probe hiccup must not stop the follower
-                log.exception("applying rule changes to VIPs/probes failed")
-            time.sleep(self.FOLLOW_INTERVAL_S)  # let a burst gather: diffs are O(rules)
-
-    def _follow(self, rules: list[LoadBalancerEntry]) -> None:
-        """VIPs and probe targets follow the rules."""
-        current = {id(r): r for r in rules}
-        added = [r for i, r in current.items() if i not in self._seen]
-        gone = [r for i, r in self._seen.items() if i not in current]
-        self._seen = current
-        appeared = {v for v in (r.service_arguments.external_ip for r in added)
-                    if not self._vip_refs[v]}
-        self._vip_refs.update(r.service_arguments.external_ip for r in added)
-        self._vip_refs.subtract(r.service_arguments.external_ip for r in gone)
-        vanished = {v for v in (r.service_arguments.external_ip for r in gone)
-                    if self._vip_refs[v] <= 0}
-        for v in vanished:
-            del self._vip_refs[v]
-        if appeared or vanished:
-            self.vips.change(appeared - vanished, vanished)
-        if self.loop is not None and self.probes is not None and (added or gone):
-            self.loop.call_soon_threadsafe(self.sync_probes, added, gone)
-
-    def sync_probes(self, added: list[LoadBalancerEntry], gone: list[LoadBalancerEntry]) -> None:
-        """In the event loop: changed rules get their probe targets (loxilb's keys)."""
-        assert self.probes is not None
-        kept = {rule_id(r) for r in added}
-        for rid in {rule_id(r) for r in gone} - kept:
-            if rid in self._probed:
-                self.probes.drop_rule(rid)
-                self._probed.discard(rid)
-        for entry in added:
-            rid = rule_id(entry)
-            targets = targets_for_rule(entry)
-            if targets or rid in self._probed:
-                self.probes.sync_rule(rid, targets)
-            if targets:
-                self._probed.add(rid)
-            else:
-                self._probed.discard(rid)
-
-
 class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        bpf_object = locate_object(args.bpf_object)  # missing: stop before touching anything
         # One daemon per state directory and per pin directory, decided before anything is
         # read, attached or written: a second daemon exits here without touching the first's
         # TC programs, maps or rules.
@@ -174,25 +86,27 @@ class Daemon:
         interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
         prepare_host(interfaces)
         # the interfaces also tell where to find a live datapath to adopt if pins are gone
-        self.datapath = EbpfDatapath(args.bpffs, obj_path=args.bpf_object,
+        self.datapath = EbpfDatapath(args.bpffs, obj_path=bpf_object,
                                      ct_entries=args.conntrack_entries,
                                      ct_half_entries=args.conntrack_half_open,
                                      interfaces=interfaces)
         self.datapath.attach(interfaces)
         self.vips = VipPlumber()
-        self.sync = StateSync(self.vips)
-        self.engine = Engine(self.datapath, store=self.store, on_change=self.sync.changed,
+        self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,
                              snat_source=source_address)
-        self.sync.source = self.engine.entries
-        self._restore(keys, entries)
         self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")
         self.probes = ProbeManager(on_change=engine_sink(
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
-        self.sync.probes = self.probes
+        self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes)
+        self._restore(keys, entries)
         self.app = create_app(self.engine, version=__version__,
                               extra_routers=[endpoint_router(self.probes)])
         self._stop = asyncio.Event()
+
+    def _rules_changed(self) -> None:
+        # the engine and its follower need each other: the engine is built first
+        self.sync.changed()
 
     def _restore(self, keys: list[str], entries: list[LoadBalancerEntry]) -> None:
         errors = self.engine.restore(entries, keys)
@@ -241,13 +155,13 @@ class Daemon:
         config = uvicorn.Config(self.app, host=self.args.host, port=self.args.port,
                                 log_level="warning", lifespan="off")
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         loop = asyncio.get_running_loop()
+        # While serving, uvicorn holds SIGINT/SIGTERM and raises them again once it has shut
+        # down: they reach these handlers then, and the rest stops.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
-        self.sync.loop = loop
         await self.probes.start()
-        self.sync.sync_probes(self.engine.desired_rules(), [])
+        self.sync.start(loop)  # its first round hands the restored rules' targets to the probes
         aging = asyncio.create_task(self._aging_loop())
         retry = asyncio.create_task(self._retry_loop())
         serving = asyncio.create_task(server.serve())
@@ -258,6 +172,7 @@ class Daemon:
         self._stop.set()
         server.should_exit = True
         await asyncio.gather(serving, aging, retry, return_exceptions=True)
+        self.sync.stop()
         await self.probes.stop()
         self._verdicts.shutdown(wait=True)
 

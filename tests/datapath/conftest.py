@@ -16,8 +16,8 @@ from scapy.layers.l2 import Ether
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.datapath.ebpf.libbpf import prog_test_run
 from pyloxi.engine.program import EndpointSlot, ServiceProgram
-from pyloxi.lab.dpns import LB_MAC, datapath_netns
 from pyloxi.model.lb import NatMode, Selection
+from pyloxi.testing.lab.dpns import LB_MAC, datapath_netns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OBJ = os.path.join(ROOT, "build", "lb.bpf.o")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pyloxi.lab import LbTopology, cleanup_stale
+from pyloxi.testing.lab import LbTopology, cleanup_stale
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 API_PORT = 11111

@@ -10,7 +10,7 @@ import sys
 
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.libbpf import Map
-from pyloxi.lab.topology import ROUTED_VIP, backend_ip
+from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
 from .conftest import API_PORT, DaemonHandle
 

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 from pyloxi.datapath.ebpf.libbpf import Map
-from pyloxi.lab import LbTopology
-from pyloxi.lab.netns import sh
-from pyloxi.lab.topology import ROUTED_VIP, backend_ip
 from pyloxi.model.lb import NatMode
+from pyloxi.testing.lab import LbTopology
+from pyloxi.testing.lab.netns import sh
+from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
 from .conftest import API_PORT, DaemonHandle
 from .traffic import http_answers

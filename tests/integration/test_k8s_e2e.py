@@ -68,7 +68,7 @@ async def _rules(url: str) -> list[dict] | None:
 
 
 def _who(topo, vip: str, tries: int) -> list[str]:
-    from pyloxi.lab.topology import curl
+    from pyloxi.testing.lab.topology import curl
 
     out = []
     for _ in range(tries):
@@ -84,7 +84,7 @@ async def test_service_served_through_pyloxi_daemon(tmp_path):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from pyloxi.lab.topology import ROUTED_VIP, LbTopology
+    from pyloxi.testing.lab.topology import ROUTED_VIP, LbTopology
 
     procs: list[subprocess.Popen] = []
     daemon = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyloxi.lab.topology import CLIENT_IP, ONLINK_VIP, ROUTED_VIP, backend_ip
+from pyloxi.testing.lab.topology import CLIENT_IP, ONLINK_VIP, ROUTED_VIP, backend_ip
 
 from .conftest import DaemonHandle
 from .traffic import http_answers, spread, udp_answers

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pyloxi.datapath.ebpf.libbpf import Map
-from pyloxi.lab.topology import ROUTED_VIP, backend_ip
+from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
 from .conftest import DaemonHandle
 from .traffic import http_answers, spread

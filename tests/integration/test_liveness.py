@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from pyloxi.lab.topology import ROUTED_VIP, backend_ip
+from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
 from .conftest import DaemonHandle
 from .traffic import http_answers

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 import pytest
 
 from pyloxi.api.probe_adapter import EndpointAdapter
-from pyloxi.lab.netns import Lab
-from pyloxi.lab.topology import wait_listening
 from pyloxi.probes import ProbeManager, ProbeTarget
+from pyloxi.testing.lab.netns import Lab
+from pyloxi.testing.lab.topology import wait_listening
 
 pytestmark = [
     pytest.mark.root,

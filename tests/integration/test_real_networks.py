@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyloxi.lab import cleanup_stale
-from pyloxi.lab.routed import RoutedTopology
-from pyloxi.lab.topology import ROUTED_VIP, backend_ip
+from pyloxi.testing.lab import cleanup_stale
+from pyloxi.testing.lab.routed import RoutedTopology
+from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
 from .conftest import DaemonHandle
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyloxi.lab import LbTopology
-from pyloxi.lab.topology import CLIENT_IP, ROUTED_VIP, backend_ip
+from pyloxi.testing.lab import LbTopology
+from pyloxi.testing.lab.topology import CLIENT_IP, ROUTED_VIP, backend_ip
 
 from .conftest import DaemonHandle
 from .traffic import http_answers

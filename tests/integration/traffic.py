@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
-from pyloxi.lab import Netns
+from pyloxi.testing.lab import Netns
 
 _HTTP_LOOP = """
 import socket, sys

@@ -8,10 +8,9 @@ object (`pyloxi get lb -o wide`); RootGroup moves them to the front before click
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
@@ -19,13 +18,11 @@ from typer.core import TyperGroup
 
 import pyloxi
 from pyloxi.cli import conntrack as _conntrack  # noqa: F401  (registers get ct)
+from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/get/delete ep)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
 from pyloxi.cli import render
 from pyloxi.cli.client import client_for, make_settings, reporting
 from pyloxi.cli.groups import create_app, delete_app, get_app
-
-# Modules other verbs live in, loaded when present (they register on the groups).
-OPTIONAL_COMMAND_MODULES = ("pyloxi.cli.endpoint",)
 
 # Global options taking a value, and their spellings.
 _GLOBAL_SHORT = ("-s", "-p", "-o", "-t")
@@ -56,21 +53,54 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + rest
 
 
-# typer vendors click; reach its exception classes through a public one.
-_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+# typer vendors click; reach its exception classes through a public one. Typed as that one,
+# their subclass, for what they share with it: exit_code, format_message() and (UsageError) ctx.
+_UsageError = cast(
+    "type[typer.BadParameter]",
+    next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"))
+_ClickException = cast(
+    "type[typer.BadParameter]",
+    next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
+
+
+def _command_name(args: list[str]) -> str | None:
+    """The first argument that is neither a global option nor its value."""
+    i = 0
+    while i < len(args):
+        if args[i] in _GLOBAL_SHORT or args[i] in _GLOBAL_LONG:
+            i += 2
+        elif args[i].startswith("-"):
+            i += 1
+        else:
+            return args[i]
+    return None
 
 
 class RootGroup(TyperGroup):
+    def parses_own_args(self, name: str | None) -> bool:
+        """Modes (`pyloxi daemon`) take every argument after their name as their own:
+        `pyloxi daemon --port 11112` is the daemon's API port, not the CLI's."""
+        command = self.commands.get(name or "")
+        return bool(command is not None and command.context_settings.get("allow_extra_args"))
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if self.parses_own_args(_command_name(list(args))):
+            return super().parse_args(ctx, list(args))
         return super().parse_args(ctx, hoist_global_options(list(args)))
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
         """Usage errors as one line on stderr (exit 2), like every other input error."""
+        def run() -> Any:
+            return super(RootGroup, self).main(
+                args, prog_name, complete_var, standalone_mode=False,
+                windows_expand_args=windows_expand_args, **extra)
+
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run()
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = run()
         except _UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # help was printed already
                 sys.exit(exc.exit_code)
@@ -95,7 +125,8 @@ class RootGroup(TyperGroup):
 app = typer.Typer(
     cls=RootGroup,
     name="pyloxi",
-    help="pyloxi: loxilb-compatible L4 load balancer (CLI for its REST API).",
+    help="pyloxi: loxilb-compatible L4 load balancer: the daemon, its Kubernetes agent, and the "
+    "CLI for its REST API.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -124,6 +155,8 @@ def main(
     ] = None,
 ) -> None:
     """Global options may also be given after the command. Env PYLOXI_API=host[:port] or URL."""
+    if isinstance(ctx.command, RootGroup) and ctx.command.parses_own_args(ctx.invoked_subcommand):
+        return  # a mode, not a client of the API
     with reporting():
         ctx.obj = make_settings(apiserver, port, output, timeout, protocol)
 
@@ -150,13 +183,6 @@ def version(
         typer.echo(f"API server: {server.get('version', '?')}{info}")
 
 
-def _load_optional_commands() -> None:
-    for name in OPTIONAL_COMMAND_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
-
-
-_load_optional_commands()
 app.add_typer(create_app, name="create")
 app.add_typer(get_app, name="get")
 app.add_typer(delete_app, name="delete")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,22 @@ def enter_netns(name: str) -> None:
     never open a socket."""
     setns(f"/var/run/netns/{name}", CLONE_NEWNET)
     log.info("entered network namespace %s", name)
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the body with this thread in the named network namespace, then move it back (also
+    when the body raises). Only the calling thread moves; threads it starts inside inherit the
+    namespace and stay there."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        setns(f"/var/run/netns/{name}", CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            setns_fd(home, CLONE_NEWNET, "home network namespace")
+    finally:
+        os.close(home)
 
 
 def _mnt_ns(pid: int | str) -> int:

@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 DEFAULT_CLASS = "loxilb.io/loxilb"
 DEFAULT_POOL = "defaultPool"

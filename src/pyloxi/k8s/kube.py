@@ -32,8 +32,8 @@ class Gone(KubeError):
 
 async def load_config(path: str = "") -> tuple[str, ssl.SSLContext | bool, TokenSource]:
     """(server URL, TLS verification, token source) from a kubeconfig, or in-cluster if ''."""
-    from kubernetes_asyncio import config as kconfig  # type: ignore[import-untyped]
-    from kubernetes_asyncio.client import Configuration  # type: ignore[import-untyped]
+    from kubernetes_asyncio import config as kconfig
+    from kubernetes_asyncio.client import Configuration
 
     conf = Configuration()
     if path:

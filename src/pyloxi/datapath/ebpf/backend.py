@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from pyloxi.bpf import locate_object
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
 from pyloxi.datapath.ebpf.libbpf import (
@@ -65,10 +66,6 @@ from pyloxi.model.lb import Selection
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OBJECT = os.environ.get(
-    "PYLOXI_BPF_OBJECT",
-    os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "build", "lb.bpf.o"),
-)
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
@@ -172,7 +169,7 @@ class _Undo:
 class EbpfDatapath:
     """Datapath protocol on the TC program. Thread-safe (one lock around map writes)."""
 
-    def __init__(self, pin_dir: str, *, obj_path: str = DEFAULT_OBJECT,
+    def __init__(self, pin_dir: str, *, obj_path: str | None = None,
                  ct_entries: int | None = None, ct_half_entries: int | None = None,
                  map_sizes: dict[str, int] | None = None,
                  interfaces: Sequence[str] = ()) -> None:
@@ -183,7 +180,7 @@ class EbpfDatapath:
         maps (and the flows) alive."""
         _ensure_bpffs(pin_dir)
         self.pin_dir = pin_dir
-        self.obj = BpfObject.open(os.path.abspath(obj_path), pin_root=pin_dir)
+        self.obj = BpfObject.open(locate_object(obj_path), pin_root=pin_dir)
         sizes = dict(map_sizes or {})
         if ct_entries is not None:  # the established table (bench, daemon flag)
             sizes["ct_map"] = ct_entries

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from pyloxi.lab.netns import Lab, Netns
+from pyloxi.testing.lab.netns import Lab, Netns
 
 CLIENT_IP = "10.0.1.2"
 LB_CLIENT_IP = "10.0.1.1"

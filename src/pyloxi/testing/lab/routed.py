@@ -13,8 +13,8 @@ whoever sent the packet: the VIP for traffic through the LB) keeps big downloads
 
 from __future__ import annotations
 
-from pyloxi.lab.netns import Netns
-from pyloxi.lab.topology import CLIENT_IP, LbTopology, backend_ip
+from pyloxi.testing.lab.netns import Netns
+from pyloxi.testing.lab.topology import CLIENT_IP, LbTopology, backend_ip
 
 ROUTER_CLIENT_IP = "10.0.1.1"
 ROUTER_LB_IP = "10.0.2.1"

@@ -1,4 +1,4 @@
-"""`make demo`: the main job on a built-in topology.
+"""`make demo` (demo support, not the product): the main job on a built-in topology.
 
 Builds client / LB / three nginx backends in network namespaces, starts `pyloxi daemon` in
 the LB namespace, creates a VIP with the CLI, sends traffic from the client, shows who
@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from pyloxi.lab import LbTopology, cleanup_stale
-from pyloxi.lab.topology import ROUTED_VIP, curl
+from pyloxi.testing.lab import LbTopology, cleanup_stale
+from pyloxi.testing.lab.topology import ROUTED_VIP, curl
 
 REQUESTS = 9
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,11 @@ class Netns:
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return sh(self.argv(cmd), check=check, timeout=timeout)
 
-    def popen(self, cmd: Cmd, **kwargs: object) -> subprocess.Popen[bytes]:
+    def popen(self, cmd: Cmd, **kwargs: Any) -> subprocess.Popen[bytes]:
         kwargs.setdefault("stdout", subprocess.DEVNULL)
         kwargs.setdefault("stderr", subprocess.DEVNULL)
-        proc = subprocess.Popen(self.argv(cmd), start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        proc: subprocess.Popen[bytes] = subprocess.Popen(
+            self.argv(cmd), start_new_session=True, **kwargs)
         self.lab.processes.append(proc)
         return proc
 

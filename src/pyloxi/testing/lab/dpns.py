@@ -10,11 +10,10 @@ namespace is deleted on exit, pass or fail.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Iterator, Sequence
 
-from pyloxi.host.namespaces import CLONE_NEWNET, setns_fd
+from pyloxi.host.namespaces import in_netns
 
 LB_MAC = "02:00:00:00:01:01"
 BASE = (
@@ -29,19 +28,10 @@ BASE = (
 def datapath_netns(name: str, commands: Sequence[str]) -> Iterator[str]:
     """Create namespace `name`, move this thread into it, run BASE then `commands` there."""
     subprocess.run(["ip", "netns", "add", name], check=True)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-        try:
-            setns_fd(target, CLONE_NEWNET)
-        finally:
-            os.close(target)
-        try:
+        with in_netns(name):
             for cmd in (*BASE, *commands):
                 subprocess.run(cmd.split(), check=True)
             yield name
-        finally:
-            setns_fd(home, CLONE_NEWNET)
     finally:
-        os.close(home)
         subprocess.run(["ip", "netns", "del", name], check=False)
