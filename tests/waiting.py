@@ -13,13 +13,11 @@ from collections.abc import Callable
 
 def wait_until(cond: Callable[[], object], timeout: float, interval: float = 0.05,
                what: str = "condition") -> float:
-    """Poll `cond` until it is truthy; return the seconds it took. TimeoutError after
-    `timeout` seconds (the condition is checked one last time at the deadline)."""
+    """Poll `cond` until it is truthy; return the seconds it took. TimeoutError when no check
+    begun within `timeout` seconds succeeded."""
     start = time.monotonic()
-    while True:
+    while time.monotonic() - start < timeout:
         if cond():
             return time.monotonic() - start
-        elapsed = time.monotonic() - start
-        if elapsed >= timeout:
-            raise TimeoutError(f"{what} not met in {timeout:.1f} s")
-        time.sleep(min(interval, timeout - elapsed))
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met in {timeout:.1f} s")
