@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import ipaddress
 import json
 import os
@@ -22,6 +21,7 @@ import resource
 import sys
 import time
 
+from pyloxi.host.namespaces import CLONE_NEWNET, enter_netns, setns_fd
 from pyloxi.probes import ProbeManager, ProbeTarget
 from pyloxi.testing.lab.netns import Lab
 
@@ -34,17 +34,6 @@ while True:
 """
 
 
-def setns(path: str) -> None:
-    """Move this thread to the network namespace at `path` (a /run/netns/* or /proc/*/ns/net)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-    finally:
-        os.close(fd)
-
-
 def cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -55,7 +44,7 @@ def cpu_split() -> tuple[float, float]:
     return ru.ru_utime, ru.ru_stime
 
 
-async def run(n: int, period: float, warmup: float, seconds: float) -> dict[str, float]:
+async def run(n: int, period: float, warmup: float, seconds: float) -> dict[str, object]:
     changes = [0]
     mgr = ProbeManager(on_change=lambda t, up, why: changes.__setitem__(0, changes[0] + 1),
                        cert_dir=None, first_probe_spread=period)
@@ -105,7 +94,7 @@ def main() -> int:
         ns.popen([sys.executable, "-c", ACCEPTOR])
         time.sleep(0.5)
         home = os.open("/proc/self/ns/net", os.O_RDONLY)
-        setns(f"/run/netns/{ns.name}")
+        enter_netns(ns.name)
         try:
             if args.loop == "uvloop":
                 import uvloop
@@ -114,7 +103,7 @@ def main() -> int:
             res = asyncio.run(run(args.n, args.period, args.warmup, args.seconds))
         finally:
             # Back home before the lab is closed: it kills every process left in the namespace.
-            setns(f"/proc/self/fd/{home}")
+            setns_fd(home, CLONE_NEWNET, "the bench's own network namespace")
             os.close(home)
         res["loop"] = args.loop
         res["python"] = sys.version.split()[0]

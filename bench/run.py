@@ -28,8 +28,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pyloxi.lab import LbTopology, cleanup_stale
-from pyloxi.lab.topology import wait_listening
+from pyloxi.testing.lab import LbTopology, cleanup_stale
+from pyloxi.testing.lab.topology import wait_listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "bench", "out")

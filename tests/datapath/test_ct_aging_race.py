@@ -14,6 +14,7 @@ from scapy.layers.inet import IP
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.model.lb import Selection
 
+from ..waiting import wait_until
 from .conftest import EPS, TC_ACT_REDIRECT, Harness, ct_count, ep_answer, handshake, syn
 from .test_ct_hardening import client_pkt, stats, works_both_ways
 
@@ -30,7 +31,9 @@ def _conn(h: Harness, idx: int) -> tuple[int, int]:
 def _next_tick() -> None:
     """Let the datapath's coarse clock move on, so the new flow's created_ns differs from the
     old one's (as it must in real life: an expired flow is seconds older than any new one)."""
-    time.sleep(0.05)
+    # bpf_ktime_get_coarse_ns reads CLOCK_MONOTONIC_COARSE (6: Python's time does not name it)
+    then = time.clock_gettime_ns(6)
+    wait_until(lambda: time.clock_gettime_ns(6) > then, 5, interval=0.001, what="a clock tick")
 
 
 def _old_flow_then_snapshot(h: Harness) -> str:

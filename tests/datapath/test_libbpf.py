@@ -38,11 +38,6 @@ from pyloxi.datapath.ebpf.libbpf import (
     tc_hook_destroy,
 )
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF"),
-]
-
 SRC = Path(__file__).parent / "bpf" / "mini.bpf.c"
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 MARK = 0xAA

@@ -7,13 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from pyloxi.testing.lab import LbTopology, cleanup_stale
+
+from ..waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 API_PORT = 11111
@@ -43,14 +45,21 @@ class DaemonHandle:
              "--log-level", "debug", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         self.topo.lab.processes.append(self.proc)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"daemon exited: {self.log_tail()}")
-            if self.cli("version", check=False).returncode == 0:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"daemon API not up: {self.log_tail()}")
+            # `ss` first: each `pyloxi version` is a Python start-up (about a second on a busy
+            # machine) competing with the daemon's own for the CPU
+            listening = self.topo.lb.run(["ss", "-H", "-lnt", f"sport = :{API_PORT}"],
+                                         check=False).stdout.strip()
+            return bool(listening) and self.cli("version", check=False).returncode == 0
+
+        try:
+            wait_until(answers, 20)
+        except TimeoutError:
+            raise TimeoutError(f"daemon API not up: {self.log_tail()}") from None
 
     def log_tail(self) -> str:
         with open(self.log) as f:
@@ -64,6 +73,18 @@ class DaemonHandle:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def wait_established(self, timeout: float = 15) -> list[dict[str, Any]]:
+        """The datapath's established flows, once there is one (a transfer just started)."""
+        flows: list[dict[str, Any]] = []
+
+        def some() -> bool:
+            flows[:] = [c for c in self.api("GET", "/config/conntrack/all").json()["ctAttr"]
+                        if c["conntrackState"] == "est"]
+            return bool(flows)
+
+        wait_until(some, timeout, what="an established flow in conntrack")
+        return flows
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = self.topo.lb.run([sys.executable, "-m", "pyloxi.entry", *args], check=False)

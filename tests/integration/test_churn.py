@@ -37,14 +37,16 @@ while time.monotonic() < end:
                            % other(n - 4)))
     bad += [r.text for r in rs if r.status_code != 200]
     n += 1
-    time.sleep(0.05)
+    time.sleep(0.05)  # the scenario's pace, not a wait: a change every 50 ms
 print(n, len(bad), bad[:3])
 """
 
 
 def _wrk_failures(out: str) -> tuple[int, int]:
     """(requests completed, failed: socket errors of any kind plus non-2xx answers)."""
-    done = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"(\d+) requests in", out)
+    assert m is not None, out
+    done = int(m.group(1))
     failed = 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:

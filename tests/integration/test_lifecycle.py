@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -38,14 +39,17 @@ def test_daemon_restart_keeps_long_transfer_and_rules(lb: DaemonHandle) -> None:
     lb.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={ALL}", "--name=web")
     before = lb.api("GET", "/config/loadbalancer/all").json()["lbAttr"]
     dl = start_download(lb)
-    time.sleep(2)
+    lb.wait_established()  # the restart comes mid-transfer
     lb.stop()  # the datapath keeps forwarding while no daemon runs
-    time.sleep(1)
+    time.sleep(1)  # the scenario, not a wait: a while with no daemon at all
     lb.start()
     assert finish(dl) == (BIG, "200")
     after = lb.api("GET", "/config/loadbalancer/all").json()["lbAttr"]
-    strip = lambda rules: [{**r, "endpoints": [  # noqa: E731
-        {k: v for k, v in e.items() if k != "counter"} for e in r["endpoints"]]} for r in rules]
+
+    def strip(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**r, "endpoints": [{k: v for k, v in e.items() if k != "counter"}
+                                    for e in r["endpoints"]]} for r in rules]
+
     assert strip(after) == strip(before)
     # and the restarted daemon balances new connections as before
     assert set(spread([b for b, _ in http_answers(lb.topo.client, ROUTED_VIP, 6)])) == {
@@ -55,8 +59,7 @@ def test_daemon_restart_keeps_long_transfer_and_rules(lb: DaemonHandle) -> None:
 def test_endpoint_removed_and_added_while_traffic_flows(lb: DaemonHandle) -> None:
     lb.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={ALL}")
     dl = start_download(lb)  # first flow of a fresh rule: rr gives it be1
-    time.sleep(1)
-    ct = lb.api("GET", "/config/conntrack/all").json()["ctAttr"]
+    ct = lb.wait_established()
     assert any(backend_ip(1) in c["conntrackAct"] for c in ct)
     # re-POST without be1: updated in place, be1's flow is left to finish
     lb.cli("create", "lb", ROUTED_VIP, "--tcp=80:80",

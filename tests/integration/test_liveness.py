@@ -7,10 +7,10 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
 
 from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
+from ..waiting import wait_until
 from .conftest import DaemonHandle
 from .traffic import http_answers
 
@@ -18,6 +18,7 @@ ALL = ",".join(f"{backend_ip(i)}:1" for i in (1, 2, 3))
 PERIOD, RETRIES = 1, 2
 BOUND_DOWN = PERIOD * RETRIES + 1  # seconds, the promise in the issue
 SLACK = 1.0  # scheduling jitter on a loaded 2-core CI machine
+SETTLE = 15  # seconds: a deadline for what the test waits for, not a bound it checks
 
 
 def monitored(lb: DaemonHandle, *extra: str, port: str = "80:80") -> None:
@@ -27,22 +28,13 @@ def monitored(lb: DaemonHandle, *extra: str, port: str = "80:80") -> None:
            f"--probetimeout={PERIOD}", f"--proberetries={RETRIES}", *extra)
     target = port.split(":")[1]
     keys = {f"{backend_ip(i)}_tcp_{target}" for i in (1, 2, 3)}
-    wait_for(lambda: keys <= {e["name"] for e in lb.api(
-        "GET", "/config/endpoint/all").json()["Attr"]}, 3)
+    wait_until(lambda: keys <= {e["name"] for e in lb.api(
+        "GET", "/config/endpoint/all").json()["Attr"]}, SETTLE)
 
 
 def states(lb: DaemonHandle) -> dict[str, str]:
     (rule,) = lb.api("GET", "/config/loadbalancer/all").json()["lbAttr"]
     return {e["endpointIP"]: e["state"] for e in rule["endpoints"]}
-
-
-def wait_for(cond: Callable[[], bool], limit: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise TimeoutError(f"condition not met in {limit:.1f} s")
 
 
 def blackhole(lb: DaemonHandle, i: int, on: bool) -> None:
@@ -56,38 +48,38 @@ def blackhole(lb: DaemonHandle, i: int, on: bool) -> None:
 
 def test_blackholed_backend_leaves_and_returns(lb: DaemonHandle) -> None:
     monitored(lb)
-    wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+    wait_until(lambda: set(states(lb).values()) == {"active"}, SETTLE)
     blackhole(lb, 2, True)
     try:
-        took = wait_for(lambda: states(lb)[backend_ip(2)] == "inactive", BOUND_DOWN + SLACK)
+        took = wait_until(lambda: states(lb)[backend_ip(2)] == "inactive", BOUND_DOWN + SLACK)
         print(f"blackholed backend marked down after {took:.2f} s")
         answers = http_answers(lb.topo.client, ROUTED_VIP, 20)
         assert {b for b, _ in answers} == {"be1", "be3"}  # no request lost to the dead one
     finally:
         blackhole(lb, 2, False)
-    took = wait_for(lambda: states(lb)[backend_ip(2)] == "active", PERIOD + SLACK)
+    took = wait_until(lambda: states(lb)[backend_ip(2)] == "active", PERIOD + SLACK)
     print(f"restored backend back after {took:.2f} s")
     assert "be2" in {b for b, _ in http_answers(lb.topo.client, ROUTED_VIP, 6)}
 
 
 def test_stopped_backend_leaves_and_returns(lb: DaemonHandle) -> None:
     monitored(lb)
-    wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+    wait_until(lambda: set(states(lb).values()) == {"active"}, SETTLE)
     conf_dir = os.path.join(lb.topo.tmp.name, "nginx-be3-80")
     be3 = lb.topo.backends[2]
     be3.run(["pkill", "-f", f"{conf_dir}/nginx.conf"])
-    took = wait_for(lambda: states(lb)[backend_ip(3)] == "inactive", BOUND_DOWN + SLACK)
+    took = wait_until(lambda: states(lb)[backend_ip(3)] == "inactive", BOUND_DOWN + SLACK)
     print(f"stopped backend marked down after {took:.2f} s")
     assert {b for b, _ in http_answers(lb.topo.client, ROUTED_VIP, 12)} == {"be1", "be2"}
     be3.popen(["nginx", "-c", f"{conf_dir}/nginx.conf", "-p", conf_dir])
-    wait_for(lambda: states(lb)[backend_ip(3)] == "active", PERIOD + 1 + SLACK)
+    wait_until(lambda: states(lb)[backend_ip(3)] == "active", PERIOD + 1 + SLACK)
     assert "be3" in {b for b, _ in http_answers(lb.topo.client, ROUTED_VIP, 6)}
 
 
 def test_all_down_gives_fast_refusal(lb: DaemonHandle) -> None:
     # nothing listens on 8080 in the backends: every tcp probe is refused
     monitored(lb, port="8080:8080")
-    wait_for(lambda: set(states(lb).values()) == {"inactive"}, BOUND_DOWN + SLACK)
+    wait_until(lambda: set(states(lb).values()) == {"inactive"}, BOUND_DOWN + SLACK)
     script = (
         "import socket,time;s=socket.socket();s.settimeout(5);t=time.monotonic()\n"
         f"try:\n s.connect(('{ROUTED_VIP}',8080));print('connected')\n"
@@ -97,7 +89,7 @@ def test_all_down_gives_fast_refusal(lb: DaemonHandle) -> None:
     lb.cli("delete", "lb", ROUTED_VIP, "--tcp=8080")
     lb.cli("create", "lb", ROUTED_VIP, "--udp=5400:5400", f"--endpoints={ALL}", "--monitor",
            f"--probetimeout={PERIOD}", f"--proberetries={RETRIES}")
-    wait_for(lambda: set(states(lb).values()) == {"inactive"}, BOUND_DOWN + SLACK)
+    wait_until(lambda: set(states(lb).values()) == {"inactive"}, BOUND_DOWN + SLACK)
     udp = (
         "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)\n"
         f"s.connect(('{ROUTED_VIP}',5400));s.send(b'x')\n"
@@ -109,7 +101,7 @@ def test_all_down_gives_fast_refusal(lb: DaemonHandle) -> None:
 
 def test_hash_flows_of_healthy_backends_stay(lb: DaemonHandle) -> None:
     monitored(lb, "--select=hash")
-    wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+    wait_until(lambda: set(states(lb).values()) == {"active"}, SETTLE)
     ports = range(46000, 46030)
 
     def mapping() -> dict[int, str]:
@@ -119,7 +111,7 @@ def test_hash_flows_of_healthy_backends_stay(lb: DaemonHandle) -> None:
     assert set(before.values()) == {"be1", "be2", "be3"}
     blackhole(lb, 2, True)
     try:
-        wait_for(lambda: states(lb)[backend_ip(2)] == "inactive", BOUND_DOWN + SLACK)
+        wait_until(lambda: states(lb)[backend_ip(2)] == "inactive", BOUND_DOWN + SLACK)
         after = mapping()
     finally:
         blackhole(lb, 2, False)
@@ -132,7 +124,7 @@ def test_hash_flows_of_healthy_backends_stay(lb: DaemonHandle) -> None:
 
 def test_endpoint_api_shows_probe_state(lb: DaemonHandle) -> None:
     monitored(lb)
-    wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+    wait_until(lambda: set(states(lb).values()) == {"active"}, SETTLE)
     key = f"{backend_ip(1)}_tcp_80"
 
     def listed() -> dict[str, dict[str, str]]:
@@ -140,7 +132,7 @@ def test_endpoint_api_shows_probe_state(lb: DaemonHandle) -> None:
         return {e["name"]: e for e in eps}
 
     # rule changes reach the probe manager through the state-sync thread (at most 1 s later)
-    wait_for(lambda: listed().get(key, {}).get("currState") == "ok", 3)
+    wait_until(lambda: listed().get(key, {}).get("currState") == "ok", SETTLE)
     assert socket.inet_aton(listed()[key]["hostName"])
 
 
@@ -160,27 +152,27 @@ def _verdict(lb: DaemonHandle, ip: str, state: str) -> None:
 
 def test_down_endpoint_drains_by_default_and_resets_on_request(lb: DaemonHandle) -> None:
     monitored(lb)
-    wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+    wait_until(lambda: set(states(lb).values()) == {"active"}, SETTLE)
     # default (drain): the transfer to be1 finishes although be1 is forced down meanwhile
     dl = _download(lb)  # the first flow of the rule goes to be1
-    time.sleep(1)
+    lb.wait_established()
     _verdict(lb, backend_ip(1), "red")
-    wait_for(lambda: states(lb)[backend_ip(1)] == "inactive", 3)
+    wait_until(lambda: states(lb)[backend_ip(1)] == "inactive", SETTLE)
     out, _ = dl.communicate(timeout=90)
     assert dl.returncode == 0 and int(out) == 64 << 20
     _verdict(lb, backend_ip(1), "green")
-    wait_for(lambda: states(lb)[backend_ip(1)] == "active", PERIOD + SLACK)
+    wait_until(lambda: states(lb)[backend_ip(1)] == "active", PERIOD + SLACK)
 
     # --endpoint-down=reset: the same situation cuts the transfer at once
     lb.extra_args = ["--endpoint-down=reset"]
     try:
         lb.restart()
-        wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+        wait_until(lambda: set(states(lb).values()) == {"active"}, SETTLE)
         lb.cli("delete", "lb", "--all")
         monitored(lb)
-        wait_for(lambda: set(states(lb).values()) == {"active"}, 5)
+        wait_until(lambda: set(states(lb).values()) == {"active"}, SETTLE)
         dl = _download(lb)
-        time.sleep(1)
+        lb.wait_established()
         started = time.monotonic()
         _verdict(lb, backend_ip(1), "red")
         dl.communicate(timeout=30)

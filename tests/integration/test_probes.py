@@ -10,29 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from pyloxi.api.probe_adapter import EndpointAdapter
-from pyloxi.probes import ProbeManager, ProbeTarget
+from pyloxi.host.namespaces import enter_netns
+from pyloxi.model.endpoint import EndPointGetEntry
+from pyloxi.probes import ProbeManager, ProbeStatus, ProbeTarget
 from pyloxi.testing.lab.netns import Lab
 from pyloxi.testing.lab.topology import wait_listening
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-]
+from ..waiting import wait_until
 
 PEER, PEER6, GONE = "10.77.0.2", "fd77::2", "10.77.0.3"
-CLONE_NEWNET = 0x40000000
+R = TypeVar("R")
 
 
 class NetnsLoop:
@@ -45,13 +44,7 @@ class NetnsLoop:
 
         def main() -> None:
             try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-                try:
-                    if libc.setns(fd, CLONE_NEWNET) != 0:
-                        raise OSError(ctypes.get_errno(), "setns failed")
-                finally:
-                    os.close(fd)
+                enter_netns(name)
             except BaseException as exc:
                 self.error = exc
                 ready.set()
@@ -66,11 +59,12 @@ class NetnsLoop:
         if self.error:
             raise self.error
 
-    def run(self, coro, timeout: float = 30):
+    def run(self, coro: Coroutine[Any, Any, R], timeout: float = 30) -> R:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def call(self, fn, *args):
-        async def _call():
+    def call(self, fn: Callable[..., R], *args: object) -> R:
+        """fn(*args) on the loop's thread, where the ProbeManager may be touched."""
+        async def _call() -> R:
             return fn(*args)
         return self.run(_call())
 
@@ -86,6 +80,7 @@ from pyloxi.probes.sctp import (parse_sctp, sctp_packet, init_ack_chunk, abort_c
                                 CHUNK_INIT, CHUNK_ABORT)
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
 log = open(sys.argv[1], "a", buffering=1)
+log.write("listening\n")
 while True:
     data, (peer, _) = s.recvfrom(4096)
     p = parse_sctp(data, True)
@@ -186,8 +181,26 @@ class Rig:
         for proto, port in (("tcp", 80), ("tcp", 443), ("tcp", 8443), ("tcp", 7001),
                             ("udp", 7002), ("udp", 7003)):
             wait_listening(self.peer, port, proto)
-        time.sleep(0.3)  # the SCTP responder's raw socket
+        wait_until(lambda: "listening" in self.sctp_lines(), 15,
+                   what="the SCTP responder's raw socket")
         self.loop = NetnsLoop(self.prb.name)
+
+    def sctp_lines(self) -> list[str]:
+        try:
+            with open(self.sctp_log) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    @property
+    def netns_loop(self) -> NetnsLoop:
+        assert self.loop is not None
+        return self.loop
+
+    def status(self, mgr: ProbeManager, key: str) -> ProbeStatus:
+        st = self.netns_loop.call(mgr.status, key)
+        assert st is not None, key
+        return st
 
     def close(self) -> None:
         if self.loop is not None:
@@ -205,7 +218,20 @@ def rig() -> Iterator[Rig]:
         r.close()
 
 
-def T(key: str, ip: str, ptype: str, port: int = 0, **kw) -> ProbeTarget:  # noqa: N802
+@contextlib.contextmanager
+def running(rig: Rig, **kw: Any) -> Iterator[ProbeManager]:
+    """A ProbeManager started on the rig's loop (its probes leave from `prb`), stopped when
+    the block ends."""
+    loop = rig.netns_loop
+    mgr = loop.call(lambda: ProbeManager(cert_dir=None, **kw))
+    loop.run(mgr.start())
+    try:
+        yield mgr
+    finally:
+        loop.run(mgr.stop())
+
+
+def T(key: str, ip: str, ptype: str, port: int = 0, **kw: Any) -> ProbeTarget:  # noqa: N802
     kw.setdefault("period", 1.0)
     return ProbeTarget(key, ip, ptype, port, **kw)
 
@@ -247,28 +273,35 @@ def cases(d: str) -> list[tuple[ProbeTarget, bool, str]]:
     ]
 
 
+AllTypes = tuple[dict[str, ProbeStatus], list[EndPointGetEntry]]
+
+
 @pytest.fixture(scope="module")
-def all_types(rig: Rig):
-    """All cases probed at once by one manager for a few periods; their final statuses."""
-    targets = cases(rig.tmp.name)
+def all_types(rig: Rig) -> AllTypes:
+    """All cases probed at once by one manager until each one was probed at least twice;
+    their statuses and the API listing."""
+    targets = [t for t, _, _ in cases(rig.tmp.name)]
+    loop = rig.netns_loop
 
-    async def go():
-        mgr = ProbeManager(cert_dir=None, first_probe_spread=0.1)
-        await mgr.start()
-        for t, _, _ in targets:
-            mgr.upsert(t)
-        await asyncio.sleep(2.6)
-        out = {t.key: mgr.status(t.key) for t, _, _ in targets}
-        listing = EndpointAdapter(mgr).api_list()
-        await mgr.stop()
-        return out, listing
+    def statuses(mgr: ProbeManager) -> dict[str, ProbeStatus]:
+        out = {t.key: mgr.status(t.key) for t in targets}
+        return {k: st for k, st in out.items() if st is not None}
 
-    return rig.loop.run(go())
+    def probed_twice(mgr: ProbeManager) -> bool:
+        sts = statuses(mgr)
+        return len(sts) == len(targets) and all(
+            st.probes >= 2 for st in sts.values() if st.target.ptype != "none")
+
+    with running(rig, first_probe_spread=0.1) as mgr:
+        for t in targets:
+            loop.call(mgr.upsert, t)
+        wait_until(lambda: loop.call(probed_twice, mgr), 30, what="two probes of every target")
+        return loop.call(lambda: (statuses(mgr), EndpointAdapter(mgr).api_list()))
 
 
 @pytest.mark.parametrize("key,up,why", [(t.key, up, why) for t, up, why in cases("/")],
                          ids=[t.key for t, _, _ in cases("/")])
-def test_probe_type(all_types, key, up, why):
+def test_probe_type(all_types: AllTypes, key: str, up: bool, why: str) -> None:
     statuses, _ = all_types
     st = statuses[key]
     assert st.up is up, f"{key}: {st.last_reason}"
@@ -277,7 +310,7 @@ def test_probe_type(all_types, key, up, why):
         assert st.probes >= 2
 
 
-def test_listing_has_rtt_and_last_probe(all_types):
+def test_listing_has_rtt_and_last_probe(all_types: AllTypes) -> None:
     _, listing = all_types
     by = {e.name: e.wire() for e in listing}
     assert by["ping4"]["currState"] == "ok" and by["ping4"]["avgDelay"].endswith("s")
@@ -286,44 +319,42 @@ def test_listing_has_rtt_and_last_probe(all_types):
     assert by["tcp"]["lastProbeTime"].endswith("Z") and by["tcp"]["minDelay"] == ""
 
 
-def test_sctp_prober_aborts_after_init_ack(all_types, rig):
-    with open(rig.sctp_log) as f:
-        assert "abort-after-init-ack" in f.read()
+def test_sctp_prober_aborts_after_init_ack(all_types: AllTypes, rig: Rig) -> None:
+    # the responder is another process: it may write its line a moment after the probe ended
+    wait_until(lambda: "abort-after-init-ack" in rig.sctp_lines(), 10,
+               what="the responder seeing an ABORT after its INIT-ACK")
 
 
-def _timeline(rig: Rig, target: ProbeTarget, kill, revive) -> tuple[float, float]:
-    """Start probing, kill the peer, time the DOWN; revive it, time the UP."""
-    events: list[tuple[float, bool, str]] = []
+def _timeline(rig: Rig, target: ProbeTarget, kill: Callable[[], None],
+              revive: Callable[[], None]) -> tuple[float, float]:
+    """Start probing, kill the peer, time the DOWN; revive it, time the UP. The times come
+    from the manager's own change events, so how often the test looks does not count."""
+    events: list[tuple[float, bool, str]] = []  # appended on the loop's thread
 
-    async def go():
-        mgr = ProbeManager(on_change=lambda t, up, why: events.append((time.monotonic(), up, why)),
-                           cert_dir=None, first_probe_spread=0.05)
-        await mgr.start()
-        mgr.upsert(target)
-        try:
-            await asyncio.sleep(1.5)
-            assert mgr.status(target.key).up and not events
-            t_kill = time.monotonic()
-            await asyncio.get_running_loop().run_in_executor(None, kill)
-            bound = target.eff_period * target.eff_retries + 1
-            while not events and time.monotonic() - t_kill < bound + 2:
-                await asyncio.sleep(0.01)
-            assert events and events[-1][1] is False, "never marked down"
-            down = events[-1][0] - t_kill
-            t_rev = time.monotonic()
-            await asyncio.get_running_loop().run_in_executor(None, revive)
-            t_rev = time.monotonic()  # the peer is serving again from here on
-            while len(events) < 2 and time.monotonic() - t_rev < 5:
-                await asyncio.sleep(0.01)
-            assert len(events) == 2 and events[-1][1] is True, "never marked up again"
-            return down, events[-1][0] - t_rev
-        finally:
-            await mgr.stop()
+    def on_change(t: ProbeTarget, up: bool, why: str) -> None:
+        events.append((time.monotonic(), up, why))
 
-    return rig.loop.run(go())
+    with running(rig, on_change=on_change, first_probe_spread=0.05) as mgr:
+        rig.netns_loop.call(mgr.upsert, target)
+        # after the second probe the next one is a full period away: the peer dies at the
+        # start of a period, the slowest moment to notice it
+        wait_until(lambda: rig.status(mgr, target.key).probes >= 2, 15,
+                   what="two probes of the live peer")
+        assert rig.status(mgr, target.key).up and not events
+        t_kill = time.monotonic()
+        kill()
+        bound = target.eff_period * target.eff_retries + 1
+        wait_until(lambda: events, bound + 2, interval=0.01, what="marked down")
+        assert events[-1][1] is False, "never marked down"
+        down = events[-1][0] - t_kill
+        revive()
+        t_rev = time.monotonic()  # the peer is serving again from here on
+        wait_until(lambda: len(events) >= 2, 5, interval=0.01, what="marked up again")
+        assert len(events) == 2 and events[-1][1] is True, "never marked up again"
+        return down, events[-1][0] - t_rev
 
 
-def test_tcp_peer_dies_and_returns(rig: Rig):
+def test_tcp_peer_dies_and_returns(rig: Rig) -> None:
     procs: list[subprocess.Popen[bytes]] = [rig.peer.popen("socat TCP4-LISTEN:7010,fork,"
                                                            "reuseaddr PIPE")]
     wait_listening(rig.peer, 7010, "tcp")
@@ -343,7 +374,7 @@ def test_tcp_peer_dies_and_returns(rig: Rig):
     assert up <= t.eff_period
 
 
-def test_silent_death_ping(rig: Rig):
+def test_silent_death_ping(rig: Rig) -> None:
     """The peer's address vanishes: probes time out (the slow case) and the bound still holds."""
     rig.peer.run("ip addr add 10.77.0.9/24 dev eth0")
 
@@ -364,7 +395,7 @@ def test_silent_death_ping(rig: Rig):
     assert up <= t.eff_period
 
 
-def _udp_closed_rate_limited(rig: Rig, hold: float | None) -> object:
+def _udp_closed_rate_limited(rig: Rig, hold: float | None) -> ProbeStatus:
     """Probe a closed UDP port while the peer may send one port-unreachable a minute (what the
     kernel's ICMP rate limit does to a busy prober); the status after a dozen probes."""
     from pyloxi.probes import udp
@@ -381,25 +412,19 @@ def _udp_closed_rate_limited(rig: Rig, hold: float | None) -> object:
         udp.UNREACH_HOLD_S = hold
     target = T("udp-ratelimited", PEER, "udp", 7998, period=0.2, retries=2, timeout=0.15)
 
-    async def go():
-        mgr = ProbeManager(cert_dir=None, first_probe_spread=0.01)
-        await mgr.start()
-        try:
-            mgr.upsert(target)
-            await asyncio.sleep(2.5)
-            return mgr.status(target.key)
-        finally:
-            await mgr.stop()
-
     try:
-        return rig.loop.run(go())
+        with running(rig, first_probe_spread=0.01) as mgr:
+            rig.netns_loop.call(mgr.upsert, target)
+            wait_until(lambda: rig.status(mgr, target.key).probes >= 12, 30,
+                       what="a dozen probes")
+            return rig.status(mgr, target.key)
     finally:
         if saved is not None:
             udp.UNREACH_HOLD_S = saved
         rig.peer.run(["nft", "delete", "table", "inet", table], check=False)
 
 
-def test_udp_closed_port_stays_down_when_icmp_is_rate_limited(rig: Rig):
+def test_udp_closed_port_stays_down_when_icmp_is_rate_limited(rig: Rig) -> None:
     """Silence right after a port-unreachable is a rate-limited ICMP, not an open port: the
     closed port must not flap back up (before: every silent probe counted as a success)."""
     st = _udp_closed_rate_limited(rig, hold=None)
@@ -408,7 +433,7 @@ def test_udp_closed_port_stays_down_when_icmp_is_rate_limited(rig: Rig):
     assert "rate-limited" in st.last_reason, st.last_reason
 
 
-def test_udp_silent_port_comes_back_after_the_hold(rig: Rig):
+def test_udp_silent_port_comes_back_after_the_hold(rig: Rig) -> None:
     """A port that stopped sending port-unreachables (a silent service started there) is up
     again once the hold has passed."""
     st = _udp_closed_rate_limited(rig, hold=0.6)

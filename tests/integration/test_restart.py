@@ -13,20 +13,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from pyloxi.testing.lab import LbTopology
 from pyloxi.testing.lab.topology import CLIENT_IP, ROUTED_VIP, backend_ip
 
+from ..waiting import wait_until
 from .conftest import DaemonHandle
 from .traffic import http_answers
 
 BIG = 64 << 20
 ALL = ",".join(f"{backend_ip(i)}:1" for i in (1, 2, 3))
 
-LAUNCH = {
+LAUNCH: dict[str, Callable[[str], list[str]]] = {
     "netns-flag": lambda ns: [],  # pyloxi daemon --netns NS
     "ip-netns-exec": lambda ns: ["ip", "netns", "exec", ns],
     # may not rejoin the host's mount namespace (setns needs CAP_SYS_CHROOT): its pins die
@@ -51,7 +52,8 @@ def fresh_lb(topo: LbTopology) -> Iterator[LbTopology]:
 
 
 def client_flow(d: DaemonHandle, sport: int | None = None) -> dict[str, object] | None:
-    for c in d.api("GET", "/config/conntrack/all").json()["ctAttr"]:
+    flows: list[dict[str, object]] = d.api("GET", "/config/conntrack/all").json()["ctAttr"]
+    for c in flows:
         if c["sourceIP"] == CLIENT_IP and c["destinationIP"] == ROUTED_VIP and \
                 c["destinationPort"] == 80 and sport in (None, c["sourcePort"]):
             return c
@@ -68,29 +70,30 @@ def download(topo: LbTopology) -> subprocess.Popen[bytes]:
 def wait_flow(d: DaemonHandle, dropped: set[object]) -> dict[str, object]:
     """The conntrack entry of the client's one open connection to the VIP (not one of the
     `dropped` source ports, whose reset may not have reached the datapath yet)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        flows = [c for c in d.api("GET", "/config/conntrack/all").json()["ctAttr"]
-                 if c["sourceIP"] == CLIENT_IP and c["destinationIP"] == ROUTED_VIP
-                 and c["conntrackState"] == "est" and c["sourcePort"] not in dropped]
-        if len(flows) == 1:
-            return flows[0]
-        time.sleep(0.2)
-    raise AssertionError("the transfer's flow never showed in conntrack")
+    flows: list[dict[str, object]] = []
+
+    def one() -> bool:
+        flows[:] = [c for c in d.api("GET", "/config/conntrack/all").json()["ctAttr"]
+                    if c["sourceIP"] == CLIENT_IP and c["destinationIP"] == ROUTED_VIP
+                    and c["conntrackState"] == "est" and c["sourcePort"] not in dropped]
+        return len(flows) == 1
+
+    wait_until(one, 15, what="the transfer's flow in conntrack")
+    return flows[0]
 
 
 def wait_persisted(d: DaemonHandle, vip: str) -> None:
     """Until the rule is in the state directory (whatever the store's file format): a rule
     acknowledged a moment before a kill -9 is the durability tests' business."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def persisted() -> bool:
         for root, _dirs, files in os.walk(d.state):
             for name in files:
                 with open(os.path.join(root, name), "rb") as f:
                     if vip.encode() in f.read():
-                        return
-        time.sleep(0.1)
-    raise AssertionError(f"rule for {vip} never persisted under {d.state}")
+                        return True
+        return False
+
+    wait_until(persisted, 15, what=f"rule for {vip} persisted under {d.state}")
 
 
 def pyloxi_log(d: DaemonHandle) -> str:
@@ -126,7 +129,7 @@ def test_restart_during_long_transfer_keeps_the_flow(fresh_lb: LbTopology, how: 
             pytest.fail(f"every transfer went to {fresh_pick}")
         wait_persisted(d, ROUTED_VIP)  # what this test restarts is flows, not a fresh rule
         d.stop(sig)  # the datapath keeps forwarding while no daemon runs
-        time.sleep(1)
+        time.sleep(1)  # the scenario, not a wait: a while with no daemon at all
         d.extra_args = ["--cleanup-on-exit"]  # the second daemon removes everything at the end
         d.start()
         after = client_flow(d, before["sourcePort"])  # type: ignore[arg-type]

@@ -8,12 +8,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import uvicorn
+from tests.waiting import wait_until
 from typer.testing import CliRunner
 
 from pyloxi.api import create_app
@@ -38,10 +38,7 @@ class Server:
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
+        wait_until(lambda: self.server.started, 10, interval=0.01, what="uvicorn started")
 
     def stop(self) -> None:
         self.server.should_exit = True
