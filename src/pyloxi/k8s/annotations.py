@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyloxi.k8s.config import DEFAULT_POOL, AgentConfig
+from pyloxi.model.enums import PROBE_TYPES
 
 P = "loxilb.io/"
 LBMODE = P + "lbmode"
@@ -36,7 +37,6 @@ LB_MODES = {"default": 0, "onearm": 1, "fullnat": 2, "dsr": 3, "fullproxy": 4, "
 # loxilb's own numbering of `sel` (kube-loxilb's n2det/n3 numbers do not exist in loxilb's API)
 EP_SELECT = {"rr": 0, "roundrobin": 0, "hash": 1, "priority": 2, "persist": 3, "lc": 4,
              "n2": 5, "n3": 6}
-PROBE_TYPES = ("none", "ping", "udp", "tcp", "sctp", "http", "https")
 IPAM_MODES = {"ipv4": "ipv4", "ip": "ipv4", "ip4": "ipv4", "ipv6": "ipv6", "ip6": "ipv6",
               "nat66": "ipv6", "ipv6to4": "nat64", "nat64": "nat64"}
 DEFAULT_TIMEOUT = 1800
