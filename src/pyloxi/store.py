@@ -5,6 +5,11 @@ written by one thread that commits everything submitted since its last commit in
 transaction, so concurrent requests share one flush (group commit) and a change is answered
 only once it is on disk. `JsonStore` reads (and writes) loxilb's lbconfig.txt shape
 `{"lbAttr": [...]}`: the format of earlier pyloxi versions, imported once on first start.
+
+Both store the wire form (`LoadBalancerEntry`, loxilb's keys), so state written by an earlier
+version loads as it is. Options earlier versions accepted and ignored, and this one answers
+"not supported yet" (bgp, SCTP secondaryIPs), are dropped on load with a warning, so such a
+rule applies as it did rather than failing to.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pyloxi.engine import Put, StoreFailure, StoreOp, entry_store_key
+from pyloxi.engine.validate import drop_unsupported
 from pyloxi.model.base import REFUSED_VALUE_ERRORS
 from pyloxi.model.lb import LoadBalancerEntry, LoadBalancerList
 
@@ -44,6 +50,19 @@ def _describe(item: object) -> str:
     return ascii(f" ({low.get('externalip')}:{low.get('port')}/{low.get('protocol')})")[1:-1]
 
 
+def _without_unsupported(
+    entry: LoadBalancerEntry, where: str, notes: list[str]
+) -> LoadBalancerEntry:
+    """`entry` without the options earlier versions ignored and this one refuses; a note of
+    what was dropped goes to `notes` and the log."""
+    entry, note = drop_unsupported(entry)
+    if note is not None:
+        a = entry.service_arguments
+        notes.append(f"{where} ({a.external_ip}:{a.port}/{a.protocol}): {note}")
+        log.warning("%s", notes[-1])
+    return entry
+
+
 class JsonStore:
     """Rules as JSON at `path`. Saving is atomic: a crash leaves the old or the new file,
     never a torn one (temp file in the same directory, fsync, rename, fsync the directory)."""
@@ -53,11 +72,12 @@ class JsonStore:
         # id(entry) -> (entry, its JSON text); the entry is kept so its id cannot be reused
         self._dumped: dict[int, tuple[LoadBalancerEntry, str]] = {}
         self.skipped: list[str] = []  # rules the last load() left out, one reason each
+        self.upgraded: list[str] = []  # rules the last load() dropped an option of
 
     def load(self) -> list[LoadBalancerEntry]:
         """The saved rules; [] if the file does not exist. Raises StoreError if it is corrupt.
         Rules holding a value this version refuses are left out and listed in `skipped`."""
-        self.skipped = []
+        self.skipped, self.upgraded = [], []
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -68,7 +88,7 @@ class JsonStore:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError('top level must be an object {"lbAttr": [...]}')
-            return LoadBalancerList.model_validate(data).lb_attr
+            return self._upgrade(LoadBalancerList.model_validate(data).lb_attr)
         except ValidationError as exc:
             if not all(e["type"] in REFUSED_VALUE_ERRORS for e in exc.errors()):
                 first = str(exc).splitlines()[0]
@@ -77,10 +97,14 @@ class JsonStore:
             # lone surrogate): report and skip those rules instead of refusing to start or
             # serving them (they would break every GET).
             items = next(v for k, v in data.items() if str(k).lower() == "lbattr")
-            return self._load_skipping(items)
+            return self._upgrade(self._load_skipping(items))
         except ValueError as exc:
             first = str(exc).splitlines()[0]
             raise StoreError(f"corrupt rule store {self.path}: {first}") from exc
+
+    def _upgrade(self, rules: list[LoadBalancerEntry]) -> list[LoadBalancerEntry]:
+        where = f"rule store {self.path}: rule"
+        return [_without_unsupported(r, where, self.upgraded) for r in rules]
 
     def _load_skipping(self, items: list[object]) -> list[LoadBalancerEntry]:
         rules: list[LoadBalancerEntry] = []
@@ -197,6 +221,7 @@ class SqliteStore:
         self._log_at = 0.0
         self._thread: threading.Thread | None = None
         self.skipped: list[str] = []  # stored rules load() left out, one reason each
+        self.upgraded: list[str] = []  # stored rules load() dropped an option of
 
     # ------------------------------------------------------------------ start
 
@@ -207,7 +232,10 @@ class SqliteStore:
             keys, entries = self._read_db()
             self._open_rw(migrate=None)
         elif self.legacy.exists():
-            entries = JsonStore(self.legacy).load()
+            legacy = JsonStore(self.legacy)
+            entries = legacy.load()
+            self.skipped += legacy.skipped
+            self.upgraded += legacy.upgraded
             keys = [entry_store_key(e) or f"?{n}" for n, e in enumerate(entries)]
             self._open_rw(migrate=(keys, entries))
         else:
@@ -258,7 +286,7 @@ class SqliteStore:
         entries: list[LoadBalancerEntry] = []
         for key, text in rows:
             try:
-                entries.append(LoadBalancerEntry.model_validate_json(text))
+                entry = LoadBalancerEntry.model_validate_json(text)
             except ValidationError as exc:
                 first = str(exc).splitlines()[0]
                 if all(e["type"] in REFUSED_VALUE_ERRORS for e in exc.errors()):
@@ -268,6 +296,7 @@ class SqliteStore:
                     log.error("stored rule %r not loaded: %s", key, first)
                     continue
                 raise StoreError(f"corrupt rule store {self.path}: rule {key!r}: {first}") from exc
+            entries.append(_without_unsupported(entry, f"stored rule {key!r}", self.upgraded))
             keys.append(key)
         return keys, entries
 

@@ -116,8 +116,8 @@ async def test_keys_in_any_letter_case(env: Env) -> None:
         "SERVICEARGUMENTS": {
             "EXTERNALIP": "20.20.20.1",
             "Port": 80,
-            "PROTOCOL": "tcp",
-            "BGP": True,
+            "PROTOCOL": "TCP",
+            "BGP": False,
             "Monitor": True,
             "InactiveTimeout": 30,
             "NAME": "shout",
@@ -128,8 +128,8 @@ async def test_keys_in_any_letter_case(env: Env) -> None:
     assert resp.status_code == 200, resp.text
     [r] = await env.rules()
     svc = r["serviceArguments"]
-    assert (svc["bgp"], svc["monitor"], svc["inactiveTimeOut"], svc["name"]) == (
-        True,
+    assert (svc["protocol"], svc["monitor"], svc["inactiveTimeOut"], svc["name"]) == (
+        "tcp",
         True,
         30,
         "shout",
@@ -155,6 +155,38 @@ async def test_repost_with_other_endpoints_updates(env: Env) -> None:
 async def test_engine_validation_error_is_400(env: Env) -> None:
     assert_error(await env.http.post(LB, json=rule(vip="300.1.1.1")), 400, "externalIP")
     assert_error(await env.http.post(LB, json=rule(sel=6)), 400)
+    assert await env.rules() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # a value out of the field's own range: the model's reason, with what was sent
+        (rule(port=70000), "invalid serviceArguments.port: Input should be less than or equal "
+                           "to 65535, got 70000"),
+        (rule(sel=9), "invalid serviceArguments.sel: 9 is not a valid sel (0 rr, 1 hash, "
+                      "2 priority, 3 persist, 4 lc, 5 n2, 6 n3)"),
+        (rule(proto="gre"), "invalid serviceArguments.protocol: unknown protocol 'gre': "
+                            "expected one of tcp, udp, sctp, icmp"),
+        (rule(probetype="dns"), "invalid serviceArguments.probetype: unknown probe type 'dns': "
+                                "expected one of tcp, udp, sctp, ping, http, https, none"),
+        (rule(vip="20.20.20"), "invalid serviceArguments.externalIP: '20.20.20' is not an IP "
+                               "address"),
+        (rule() | {"allowedSources": [{"prefix": "10.0.0.0/33"}]},
+         "invalid allowedSources[0].prefix: '10.0.0.0/33' is not an IP prefix"),
+        # what the engine does not do (yet)
+        (rule(vip="2001:db8::1"), "externalIP 2001:db8::1: IPv6 not supported yet"),
+        (rule(sel=5), "sel n2 not supported"),
+        (rule(bgp=True), "bgp: not supported yet"),
+        (rule(proto="sctp") | {"secondaryIPs": [{"secondaryIP": "21.0.0.1"}]},
+         "secondaryIPs: not supported yet"),
+    ],
+)
+async def test_reasons_name_the_field_and_the_value(
+    env: Env, body: dict[str, Any], message: str
+) -> None:
+    msg = assert_error(await env.http.post(LB, json=body), 400)
+    assert msg.startswith(message), msg
     assert await env.rules() == []
 
 

@@ -166,14 +166,22 @@ def test_create_icmp_and_options(run: Run, lb: tuple[Engine, MemoryDatapath]) ->
     engine, _ = lb
     ok(
         run(
-            "create", "lb", "20.20.20.1", "--icmp", "--endpoints=10.0.0.1", "--bgp",
+            "create", "lb", "20.20.20.1", "--icmp", "--endpoints=10.0.0.1",
             "--inatimeout=99", "--sources=10.10.0.0/16", "--probetype=ping",
         )
     )  # fmt: skip
     [r] = engine.list_rules()
     a = r.service_arguments
-    assert (a.protocol, a.port, a.bgp, a.inactive_timeout, a.monitor) == ("icmp", 0, True, 99, True)
+    assert (a.protocol, a.port, a.inactive_timeout, a.monitor) == ("icmp", 0, 99, True)
     assert [s.prefix for s in r.allowed_sources or []] == ["10.10.0.0/16"]
+
+
+def test_bgp_is_not_supported_yet(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb
+    res = run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1", "--bgp")
+    err = one_line_error(res, 1, "20.20.20.1:80/tcp", "bgp: not supported yet")
+    assert err.startswith("Error: 20.20.20.1:80/tcp: bgp: not supported yet"), err
+    assert engine.list_rules() == []
 
 
 def test_attach_and_detach_endpoints(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
@@ -348,3 +356,62 @@ def test_silent_server_times_out(run: Run) -> None:
         port = s.getsockname()[1]
         res = run("-p", str(port), "-t", "0.3", "get", "lb")
     one_line_error(res, 1, "no answer", "0.3s")
+
+
+# ------------------------------------------------------------------- answers parsed by the models
+
+
+@pytest.fixture
+def answer(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make every CLI request answer `answer.body` (set by the test), without a server."""
+    import httpx
+
+    from pyloxi.cli import client
+
+    class Answer:
+        body: Any = None
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=Answer.body)
+
+    monkeypatch.setattr(client, "transport_override", httpx.MockTransport(handler))
+    return Answer
+
+
+def test_get_lb_reads_keys_in_any_case(answer: Any) -> None:
+    """A loxilb (Go) server may spell keys in another case: the model reads them."""
+    answer.body = {"LBATTR": [{
+        "ServiceArguments": {"ExternalIP": "20.20.20.1", "Port": 80, "PortMax": 90,
+                             "Protocol": "TCP", "Sel": 3, "Mode": 2, "Name": "web", "Block": 1},
+        "Endpoints": [{"EndpointIP": "10.0.0.1", "TargetPort": 8080, "Weight": 2,
+                       "State": "active", "Counter": "1:2"}],
+    }]}  # fmt: skip
+    out = ok(Run(9)("get", "lb", "-o", "wide"))
+    row = out.strip().splitlines()[1].split()
+    assert row == ["20.20.20.1", "80-90", "tcp", "web", "1", "persist", "fullnat",
+                   "10.0.0.1", "8080", "2", "active", "1:2"]  # fmt: skip
+
+
+def test_get_ct_and_ep_read_the_models(answer: Any) -> None:
+    answer.body = {"ctattr": [{"destinationIP": "20.20.20.1", "sourceIP": "10.0.0.9",
+                               "destinationPort": 80, "sourcePort": 4000, "protocol": "tcp",
+                               "conntrackState": "est", "conntrackAct": "dnat-x",
+                               "packets": 3, "bytes": 99, "servName": "web"}]}
+    row = ok(Run(9)("get", "ct")).strip().splitlines()[1].split()
+    assert row == ["20.20.20.1", "10.0.0.9", "80", "4000", "tcp", "est", "dnat-x", "3", "99",
+                   "web"]  # fmt: skip
+    answer.body = {"attr": [{"hostName": "10.0.0.5", "name": "n", "probeType": "tcp",
+                             "probePort": 80, "probeDuration": 5, "inactiveReTries": 2,
+                             "currState": "ok"}]}
+    row = ok(Run(9)("get", "ep")).strip().splitlines()[1].split()
+    assert row == ["10.0.0.5", "n", "tcp", "80", "5", "2", "ok"]
+
+
+@pytest.mark.parametrize("body", [
+    {"lbAttr": [{"serviceArguments": {"externalIP": "20.20.20.1", "port": 99999}}]},
+    {"lbAttr": "nothing"},
+    [1, 2],
+])  # fmt: skip
+def test_get_lb_unexpected_answer_is_one_line_exit_1(answer: Any, body: Any) -> None:
+    answer.body = body
+    one_line_error(Run(9)("get", "lb"), 1, "unexpected answer from the API")

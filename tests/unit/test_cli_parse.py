@@ -117,27 +117,28 @@ def test_cidrs() -> None:
 
 
 def test_build_one_rule_per_pair_and_protocol() -> None:
-    bodies = build_rules(
+    entries = build_rules(
         "20.20.20.1",
         tcp=["80:8080,443:8443"],
         udp=["53"],
         endpoints=["31.31.31.1:2,32.32.32.1"],
     )
-    keys = [(b["serviceArguments"]["protocol"], b["serviceArguments"]["port"]) for b in bodies]
+    keys = [(e.service_arguments.protocol, e.service_arguments.port) for e in entries]
     assert keys == [("tcp", 80), ("tcp", 443), ("udp", 53)]
+    bodies = [e.request_body() for e in entries]
     first = bodies[0]
-    assert first["endpoints"] == [
+    assert first["endpoints"] == [  # no output-only fields in a request
         {"endpointIP": "31.31.31.1", "targetPort": 8080, "weight": 2},
         {"endpointIP": "32.32.32.1", "targetPort": 8080, "weight": 1},
     ]
     assert bodies[1]["endpoints"][0]["targetPort"] == 8443
-    for b in bodies:  # every body is a valid wire object
-        LoadBalancerEntry.model_validate(b)
+    for e, b in zip(entries, bodies, strict=True):  # every body is the entry's wire form
+        assert LoadBalancerEntry.model_validate(b) == e
         assert "secondaryIPs" not in b and "allowedSources" not in b
 
 
 def test_build_options_map_to_wire_fields() -> None:
-    [body] = build_rules(
+    [entry] = build_rules(
         "20.20.20.1",
         tcp=["8080-8081:32015"],
         endpoints=["10.0.0.1:1"],
@@ -148,12 +149,12 @@ def test_build_options_map_to_wire_fields() -> None:
         sources=["10.10.10.0/24"],
         mark=9,
         bgp=True,
-        probetype="tcp",
+        probetype="TCP",
         probeport=8080,
         probetimeout=5,
         proberetries=3,
     )
-    s = body["serviceArguments"]
+    s = entry.request_body()["serviceArguments"]
     assert (s["port"], s["portMax"]) == (8080, 8081)
     assert (s["sel"], s["mode"]) == (1, 3)
     assert (s["inactiveTimeOut"], s["name"], s["block"], s["bgp"]) == (30, "svc:inst", 9, True)
@@ -164,14 +165,14 @@ def test_build_options_map_to_wire_fields() -> None:
         3,
     )
     assert s["monitor"] is True  # a probe type implies monitor, as loxilb
-    assert body["allowedSources"] == [{"prefix": "10.10.10.0/24"}]
+    assert entry.request_body()["allowedSources"] == [{"prefix": "10.10.10.0/24"}]
 
 
 def test_build_icmp_and_attach() -> None:
-    [body] = build_rules("1.1.1.1", icmp=True, endpoints=["2.2.2.2"], attach=True)
-    s = body["serviceArguments"]
+    [entry] = build_rules("1.1.1.1", icmp=True, endpoints=["2.2.2.2"], attach=True)
+    s = entry.request_body()["serviceArguments"]
     assert (s["protocol"], s["port"], s["oper"]) == ("icmp", 0, 1)
-    assert body["endpoints"][0]["targetPort"] == 0
+    assert entry.endpoints[0].target_port == 0
 
 
 @pytest.mark.parametrize(
@@ -183,8 +184,10 @@ def test_build_icmp_and_attach() -> None:
         ({"endpoints": ["1.1.1.1:heavy"]}, "weight"),
         ({"select": "random"}, "--select 'random'"),
         ({"mode": "nat"}, "--mode 'nat'"),
-        ({"probetype": "dns"}, "--probetype"),
+        ({"probetype": "dns"}, "--probetype 'dns': expected one of tcp|udp|sctp|ping"),
         ({"probeport": 70000}, "--probeport"),
+        ({"proberetries": 101}, "--proberetries 101: must be 0-100"),
+        ({"inatimeout": 86401}, "--inatimeout"),
         ({"sources": ["x"]}, "source prefix"),
         ({"mark": -1}, "--mark"),
         ({"attach": True, "detach": True}, "exclude"),

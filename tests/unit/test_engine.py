@@ -174,53 +174,94 @@ def test_probe_type_forces_monitor(eng: Engine):
 # ------------------------------------------------------------------ validation
 
 
+def body(
+    vip: str = "20.20.20.1",
+    port: int = 2020,
+    eps: list[tuple[str, int, int]] | None = None,
+    **args: Any,
+) -> dict[str, Any]:
+    """The wire JSON `rule()` would validate."""
+    eps = [("31.31.31.1", 8080, 1), ("31.31.31.2", 8080, 1)] if eps is None else eps
+    extra = {k: args.pop(k) for k in ("secondaryIPs", "allowedSources") if k in args}
+    return {
+        "serviceArguments": {"externalIP": vip, "port": port, "protocol": "tcp", **args},
+        "endpoints": [{"endpointIP": i, "targetPort": p, "weight": w} for i, p, w in eps],
+        **extra,
+    }
+
+
+# Refused by the wire model itself (one field on its own): no door lets them in.
+MODEL_BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("malformed vip", body(vip="20.20.20"), "externalIP: '20.20.20' is not an IP address"),
+    ("malformed endpoint", body(eps=[("31.31.31.300", 80, 1)]), "endpoints[0].endpointIP"),
+    ("bad privateIP", body(privateIP="x"), "privateIP: 'x' is not an IP address"),
+    ("unknown protocol", body(protocol="gre"), "unknown protocol 'gre': expected one of tcp"),
+    ("port too big", body(port=65536), "port: Input should be less than or equal to 65535"),
+    ("port < 0", body(port=-1), "greater than or equal to 0, got -1"),
+    ("target port too big", body(eps=[("31.31.31.1", 70000, 1)]), "targetPort"),
+    ("sel 9", body(sel=9), "sel: 9 is not a valid sel (0 rr, 1 hash"),
+    ("mode 7", body(mode=7), "mode: 7 is not a valid mode"),
+    ("oper 3", body(oper=3), "oper: 3 is not a valid oper (0 create, 1 attach, 2 detach)"),
+    (
+        "too many endpoints",
+        body(eps=[(f"31.31.{i // 250}.{i % 250 + 1}", 80, 1) for i in range(65)]),
+        "endpoints: List should have at most 64 items",
+    ),
+    ("weight < 0", body(eps=[("31.31.31.1", 80, -1)]), "endpoints[0].weight"),
+    ("weight > 255", body(eps=[("31.31.31.1", 80, 256)]), "less than or equal to 255, got 256"),
+    ("idle < 0", body(inactiveTimeOut=-1), "inactiveTimeOut"),
+    ("idle > 86400", body(inactiveTimeOut=86401), "inactiveTimeOut: Input should be less"),
+    ("bad cidr", body(allowedSources=[{"prefix": "10.0.0.0/33"}]), "'10.0.0.0/33' is not an IP"),
+    ("bad probetype", body(probetype="icmp"), "unknown probe type 'icmp': expected one of tcp"),
+    ("probeport too big", body(probetype="tcp", probeport=70000), "probeport"),
+    ("probe retries", body(probeRetries=101), "probeRetries"),
+    ("probe timeout", body(probeTimeout=86401), "probeTimeout"),
+    ("block too big", body(block=2**32), "block"),
+    ("sctp secondary ips > 3", body(protocol="sctp", secondaryIPs=[
+        {"secondaryIP": f"21.21.21.{i}"} for i in range(1, 5)]), "at most 3"),
+]
+
+
+@pytest.mark.parametrize(("why", "data", "words"), MODEL_BAD, ids=[b[0] for b in MODEL_BAD])
+def test_model_refuses_bad_fields(why: str, data: dict[str, Any], words: str) -> None:
+    from pydantic import ValidationError
+
+    from pyloxi.api.errors import validation_reason
+
+    with pytest.raises(ValidationError) as err:
+        LoadBalancerEntry.model_validate(data)
+    reason = validation_reason(err.value.errors())
+    assert words in reason, reason
+
+
+# Refused by the engine: what depends on several fields, or on what it supports.
 BAD: list[tuple[str, LoadBalancerEntry]] = [
-    ("malformed vip", rule(vip="20.20.20")),
     ("ipv6 vip", rule(vip="2001:db8::1")),
     ("unspecified vip", rule(vip="0.0.0.0")),
     ("multicast vip", rule(vip="224.0.0.1")),
-    ("malformed endpoint", rule(eps=[("31.31.31.300", 80, 1)])),
     ("ipv6 endpoint", rule(eps=[("2001:db8::2", 80, 1)])),
-    ("bad privateIP", rule(privateIP="x")),
-    ("unknown protocol", rule(protocol="gre")),
     ("port 0", rule(port=0)),
-    ("port too big", rule(port=65536)),
     ("icmp port", rule(port=5, protocol="icmp", eps=[("31.31.31.1", 0, 1)])),
     ("icmp target port", rule(port=0, protocol="icmp", eps=[("31.31.31.1", 80, 1)])),
     ("portMax < port", rule(port=100, portMax=99)),
     ("range too wide", rule(port=1, portMax=5000)),
     ("range shifted past 65535", rule(port=100, portMax=200, eps=[("31.31.31.1", 65500, 1)])),
-    ("target port too big", rule(eps=[("31.31.31.1", 70000, 1)])),
     ("sel n2", rule(sel=Selection.N2)),
     ("sel n3", rule(sel=Selection.N3)),
-    ("sel 9", rule(sel=9)),
     ("mode dsr unsupported", rule(mode=NatMode.DSR, sel=1)),
     ("mode fullproxy", rule(mode=NatMode.FULLPROXY)),
     ("mode hostonearm", rule(mode=NatMode.HOSTONEARM)),
-    ("mode 7", rule(mode=7)),
     ("no endpoints", rule(eps=[])),
-    (
-        "too many endpoints",
-        rule(eps=[(f"31.31.{i // 250}.{i % 250 + 1}", 80, 1) for i in range(65)]),
-    ),
     ("duplicate endpoint", rule(eps=[("31.31.31.1", 80, 1), ("31.31.31.1", 80, 2)])),
-    ("weight < 0", rule(eps=[("31.31.31.1", 80, -1)])),
-    ("weight > 255", rule(eps=[("31.31.31.1", 80, 256)])),
-    ("idle < 0", rule(inactiveTimeOut=-1)),
-    ("idle > 86400", rule(inactiveTimeOut=86401)),
-    ("bad cidr", rule(allowedSources=[{"prefix": "10.0.0.0/33"}])),
     ("v6 cidr", rule(allowedSources=[{"prefix": "2001:db8::/64"}])),
     ("secondary ips on tcp", rule(secondaryIPs=[{"secondaryIP": "21.21.21.1"}])),
-    ("bad probetype", rule(probetype="icmp")),
-    ("probeport too big", rule(probetype="tcp", probeport=70000)),
+    ("secondary ips on sctp", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.1"}])),
+    ("bgp", rule(bgp=True)),
     ("probeport with ping", rule(probetype="ping", probeport=80)),
-    ("probe retries", rule(probeRetries=101)),
-    ("oper 3", rule(oper=3)),
     ("security", rule(security=1)),
     ("egress", rule(egress=True)),
     ("proxyprotocolv2", rule(proxyprotocolv2=True)),
     ("onearm no route", rule(mode=NatMode.ONEARM, eps=[("99.0.0.1", 80, 1)])),
-    ("block too big", rule(block=2**32)),
 ]
 
 
@@ -271,9 +312,32 @@ def test_max_endpoints_accepted(eng: Engine, dp: MemoryDatapath):
     assert len(only_program(dp).endpoints) == MAX_ENDPOINTS
 
 
-def test_secondary_ips_for_sctp(eng: Engine):
-    eng.add_rule(rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "21.21.21.1"}]))
-    assert eng.desired_rules()[0].secondary_ips[0].secondary_ip == "21.21.21.1"
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (rule(bgp=True), "bgp: not supported yet"),
+        (rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "21.21.21.1"}]),
+         "secondaryIPs: not supported yet"),
+    ],
+)
+def test_accepted_then_ignored_options_are_not_supported_yet(
+    eng: Engine, entry: LoadBalancerEntry, message: str
+):
+    """Earlier versions took these and did nothing with them; now the request is told."""
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(entry)
+    assert err.value.code == 400 and err.value.message.startswith(message), err.value.message
+    # an empty list asks for nothing
+    eng.add_rule(rule(protocol="sctp", secondaryIPs=[]))
+
+
+def test_attach_beyond_max_endpoints_is_400(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule(eps=[(f"31.31.0.{i + 1}", 80, 1) for i in range(MAX_ENDPOINTS)]))
+    before = (dict(dp.services), eng.desired_rules())
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(rule(eps=[("31.31.1.1", 80, 1)], oper=1))
+    assert err.value.code == 400 and f"at most {MAX_ENDPOINTS}" in err.value.message
+    assert (dict(dp.services), eng.desired_rules()) == before
 
 
 def test_allowed_sources_normalised(eng: Engine, dp: MemoryDatapath):

@@ -94,11 +94,13 @@ def test_empty_update_deletes(eng: Engine, dp: MemoryDatapath):
     assert dp.services == {} and eng.desired_rules() == []
 
 
-def test_secondary_ips_cannot_change(eng: Engine):
-    eng.add_rule(rule([A], protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.1"}]))
+def test_secondary_ips_on_an_existing_rule_are_not_supported_yet(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule([A], protocol="sctp"))
+    before = (dict(dp.services), eng.desired_rules())
     with pytest.raises(PyloxiError) as err:
         eng.add_rule(rule([A, B], protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.2"}]))
-    assert err.value.code == 400
+    assert err.value.code == 400 and "not supported yet" in err.value.message
+    assert (dict(dp.services), eng.desired_rules()) == before
 
 
 def test_attach_and_detach(eng: Engine, dp: MemoryDatapath):

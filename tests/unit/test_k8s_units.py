@@ -10,6 +10,7 @@ from pyloxi.k8s import annotations as ann
 from pyloxi.k8s import backends, reconcile, status
 from pyloxi.k8s.config import AgentConfig, ConfigError, parse_args, parse_pools
 from pyloxi.k8s.ipam import AddressInUse, Ipam, PoolExhausted
+from pyloxi.model.enums import NatMode, Selection
 
 # ---- config -------------------------------------------------------------------------------
 
@@ -91,13 +92,12 @@ def test_annotations_all_valid():
                "loxilb.io/proberesp": "OK", "loxilb.io/probetimeout": "5",
                "loxilb.io/proberetries": "4", "loxilb.io/timeout": "300",
                "loxilb.io/staticIP": "1.2.3.4", "loxilb.io/poolSelect": "pool2",
-               "loxilb.io/secondaryIPs": "1.2.3.5, 1.2.3.6", "loxilb.io/usepodnetwork": "yes",
+               "loxilb.io/usepodnetwork": "yes",
                "loxilb.io/prefLocalPod": "yes", "loxilb.io/nodelabel": "example.com/lb"})
     assert (o.mode, o.sel, o.monitor, o.probe_type, o.probe_port) == (2, 4, True, "http", 8080)
     assert (o.probe_req, o.probe_resp, o.probe_timeout, o.probe_retries) == (
         "GET /", "OK", 5, 4)
     assert (o.timeout, o.static_ip, o.pool) == (300, "1.2.3.4", "pool2")
-    assert o.secondary_ips == ("1.2.3.5", "1.2.3.6")
     assert o.use_pod_network and o.pref_local_pod and o.node_label == "example.com/lb"
 
 
@@ -129,8 +129,7 @@ def test_annotation_defaults_and_global_flags():
     ("staticIP", "1.2.3", "not an IP"),
     ("staticIP", "::1", "not an IPv4"),
     ("poolSelect", "nosuch", "no such IPv4 pool"),
-    ("secondaryIPs", "1.1.1.1,2.2.2.2,3.3.3.3,4.4.4.4", "at most 3"),
-    ("secondaryIPs", "1.1.1.1,bad", "not an IP"),
+    ("secondaryIPs", "1.1.1.1", "not supported yet"),
     ("usepodnetwork", "si", "yes or no"),
     ("prefLocalPod", "1", "yes or no"),
     ("nodelabel", "bad key!", "label key"),
@@ -229,7 +228,7 @@ def test_pod_endpoints_match_ports_by_name():
 
 
 def test_rule_bodies_and_diff():
-    opts = ann.ServiceOptions(mode=2, sel=1, secondary_ips=("1.1.1.2",), pref_local_pod=True,
+    opts = ann.ServiceOptions(mode=NatMode.FULLNAT, sel=Selection.HASH, pref_local_pod=True,
                               probe_type="tcp", probe_port=80, monitor=True)
     eps = {(80, "tcp"): [("10.0.0.1", 30080), ("10.0.0.2", 30080)],
            (38412, "sctp"): [("10.0.0.1", 30412)], (81, "tcp"): []}
@@ -240,8 +239,7 @@ def test_rule_bodies_and_diff():
     tcp = rules[("1.1.1.1", 80, "tcp", 0)]
     assert tcp["serviceArguments"]["name"] == "ns_s"
     assert tcp["endpoints"] == [{"endpointIP": "10.0.0.2", "targetPort": 30080, "weight": 1}]
-    assert "secondaryIPs" not in tcp  # SCTP only
-    assert rules[("1.1.1.1", 38412, "sctp", 0)]["secondaryIPs"] == [{"secondaryIP": "1.1.1.2"}]
+    assert "secondaryIPs" not in tcp and "secondaryIPs" not in rules[("1.1.1.1", 38412, "sctp", 0)]
     assert tcp["allowedSources"] == [{"prefix": "10.0.0.0/8"}]
     # the server's answer (other key casing, output-only fields) is not a difference
     echoed = {"serviceArguments": {k.upper() if k in ("bgp", "monitor") else k: v

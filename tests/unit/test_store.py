@@ -316,3 +316,89 @@ def test_engine_undoes_a_failed_group_newest_first(tmp_path: Path,
     eng.add_rule(entry(4))  # the store takes changes again
     store.close()
     assert reload(tmp_path) == [1, 3, 4]
+
+
+# ------------------------------------------------------------------- state of earlier versions
+
+# Rows exactly as the previous version wrote them (its `_dump` of a validated rule).
+OLD_ROW = (
+    '{"serviceArguments": {"externalIP": "20.20.20.1", "privateIP": "", "port": 80, '
+    '"portMax": 90, "protocol": "tcp", "sel": 1, "mode": 2, "bgp": false, "monitor": true, '
+    '"probetype": "tcp", "probeport": 8080, "probereq": "", "proberesp": "", "probeTimeout": 5, '
+    '"probeRetries": 2, "managed": true, "security": 0, "block": 3, "inactiveTimeOut": 240, '
+    '"name": "web", "snat": false, "oper": 0, "host": "", "proxyprotocolv2": false, '
+    '"egress": false}, "endpoints": [{"endpointIP": "31.31.31.1", "targetPort": 8080, '
+    '"weight": 2, "state": "", "counter": ""}], "allowedSources": [{"prefix": "10.0.0.0/8"}]}'
+)
+OLD_ROW_IGNORED_OPTIONS = (
+    '{"serviceArguments": {"externalIP": "20.20.20.2", "privateIP": "", "port": 38412, '
+    '"portMax": 0, "protocol": "sctp", "sel": 0, "mode": 0, "bgp": true, "monitor": false, '
+    '"probetype": "", "probeport": 0, "probereq": "", "proberesp": "", "probeTimeout": 0, '
+    '"probeRetries": 0, "managed": false, "security": 0, "block": 0, "inactiveTimeOut": 240, '
+    '"name": "", "snat": false, "oper": 0, "host": "", "proxyprotocolv2": false, '
+    '"egress": false}, "endpoints": [{"endpointIP": "31.31.31.1", "targetPort": 38412, '
+    '"weight": 1, "state": "", "counter": ""}], "secondaryIPs": [{"secondaryIP": "21.0.0.1"}]}'
+)
+
+
+def _old_db(path: Path, rows: list[tuple[str, str]]) -> None:
+    import sqlite3
+
+    from pyloxi.store import _SCHEMA
+
+    path.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path / "lbconfig.db")
+    conn.executescript(_SCHEMA)
+    conn.executemany("INSERT INTO rules(key, ord, entry) VALUES (?, ?, ?)",
+                     [(k, n, e) for n, (k, e) in enumerate(rows)])
+    conn.commit()
+    conn.close()
+
+
+def test_rows_of_the_previous_version_load_and_dump_identically(tmp_path: Path):
+    from pyloxi.store import _dump
+
+    _old_db(tmp_path, [("20.20.20.1|tcp|80|90|3|", OLD_ROW)])
+    store = SqliteStore(tmp_path)
+    keys, entries = store.load()
+    store.close()
+    assert keys == ["20.20.20.1|tcp|80|90|3|"] and store.upgraded == []
+    assert _dump(entries[0]) == OLD_ROW  # the on-disk format is unchanged
+    eng = Engine(MemoryDatapath())
+    assert eng.restore(entries, keys) == []
+    assert eng.desired_rules() == entries  # already canonical: applies as stored
+
+
+def test_options_earlier_versions_ignored_are_dropped_on_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """bgp and SCTP secondaryIPs were accepted and ignored; now a POST of them is refused,
+    but a persisted rule that has them still applies, as it did, with a warning."""
+    _old_db(tmp_path, [("20.20.20.2|sctp|38412|0|0|", OLD_ROW_IGNORED_OPTIONS)])
+    store = SqliteStore(tmp_path)
+    with caplog.at_level("WARNING", logger="pyloxi.store"):
+        keys, entries = store.load()
+    store.close()
+    [note] = store.upgraded
+    assert "20.20.20.2:38412/sctp" in note and "bgp and secondaryIPs" in note
+    assert any("not supported yet" in r.getMessage() for r in caplog.records)
+    args = entries[0].service_arguments
+    assert (args.bgp, entries[0].secondary_ips) == (False, None)
+    dp = MemoryDatapath()
+    eng = Engine(dp)
+    assert eng.restore(entries, keys) == []
+    assert [p.port_min for p in dp.services.values()] == [38412]
+    # the same rule posted now is told
+    with pytest.raises(PyloxiError, match="bgp: not supported yet"):
+        Engine(MemoryDatapath()).add_rule(LoadBalancerEntry.model_validate_json(
+            OLD_ROW_IGNORED_OPTIONS))
+
+
+def test_legacy_json_with_ignored_options_is_imported_without_them(tmp_path: Path):
+    (tmp_path / "lbconfig.json").write_text('{"lbAttr": [' + OLD_ROW_IGNORED_OPTIONS + "]}")
+    store = SqliteStore(tmp_path)
+    keys, entries = store.load()
+    store.close()
+    assert keys == ["20.20.20.2|sctp|38412|0|0|"]  # a valid rule: keyed as such
+    assert entries[0].service_arguments.bgp is False and entries[0].secondary_ips is None
+    assert len(store.upgraded) == 1 and "lbconfig.json" in store.upgraded[0]

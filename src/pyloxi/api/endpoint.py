@@ -22,9 +22,10 @@ from pydantic import BaseModel, ValidationError
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
 from pyloxi.api.guard import read_json_object, show_value
 from pyloxi.api.probe_adapter import EndpointAdapter, ProbeBook
-from pyloxi.model.base import MAX_NAME_LEN, MAX_WORD_LEN, text_problem
+from pyloxi.model.base import text_problem
 from pyloxi.model.endpoint import EndPoint, EndPointHostState, EndPointList
 from pyloxi.model.errors import InvalidInput
+from pyloxi.model.limits import MAX_NAME_LEN, MAX_WORD_LEN, PORT_MAX
 
 
 def _body_openapi(model: type[BaseModel]) -> dict[str, Any]:
@@ -44,7 +45,7 @@ async def _read(request: Request, model: type[BaseModel], what: str) -> Any:
 
 def _probe_port(value: str) -> int:
     """loxilb's swagger types probe_port as a *number*, so "8080.0" is accepted; it must still
-    be a finite whole number in 0-65535 (inf or 1e400 must not reach int())."""
+    be a finite whole number in 0-PORT_MAX (inf or 1e400 must not reach int())."""
     try:
         number = float(value or "0")
     except ValueError:
@@ -53,8 +54,8 @@ def _probe_port(value: str) -> int:
         raise InvalidInput(f"invalid probe_port {show_value(value)}: not a finite number")
     if not number.is_integer():
         raise InvalidInput(f"invalid probe_port {show_value(value)}: not a whole number")
-    if not 0 <= number <= 65535:
-        raise InvalidInput(f"invalid probe_port {show_value(value)}: must be 0-65535")
+    if not 0 <= number <= PORT_MAX:
+        raise InvalidInput(f"invalid probe_port {show_value(value)}: must be 0-{PORT_MAX}")
     return int(number)
 
 

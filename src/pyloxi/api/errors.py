@@ -70,6 +70,9 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
 def validation_reason(errors: Sequence[Any]) -> str:
     """One line naming the first offending field: `invalid serviceArguments.port: <why>`."""
     if not errors:
@@ -83,6 +86,10 @@ def validation_reason(errors: Sequence[Any]) -> str:
     elif kind.endswith("_type") and "input" in first:
         # Strict types: say what was sent, e.g. "should be a valid integer, got boolean".
         line = f"invalid {name}: {msg}, got {_json_type(first['input'])}"
+    elif kind in _RANGE_ERRORS and _json_type(first.get("input")) == "integer":
+        # A number out of its range: say which, e.g. "...less than or equal to 65535, got 70000".
+        got = str(first["input"])
+        line = f"invalid {name}: {msg}" + (f", got {got}" if len(got) <= 20 else "")
     else:
         line = f"invalid {name}: {msg}"
     if len(errors) > 1:

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from pyloxi.api.deps import EngineDep
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
 from pyloxi.api.guard import read_json_object, show_value
+from pyloxi.model.enums import PROTOCOLS, Protocol
 from pyloxi.model.errors import InvalidInput
-from pyloxi.model.lb import PROTOCOLS, LoadBalancerEntry, LoadBalancerList
+from pyloxi.model.lb import LoadBalancerEntry, LoadBalancerList
+from pyloxi.model.limits import PORT_MAX, UINT32_MAX
 
 router = APIRouter(prefix="/config/loadbalancer", tags=["loadbalancer"], route_class=LoxiRoute)
 
@@ -86,21 +88,21 @@ def _port(name: str, value: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 10:
         raise InvalidInput(f"invalid {name}: {show_value(value)} is not an integer")
     port = int(value)
-    if not 0 <= port <= 65535:
-        raise InvalidInput(f"invalid {name}: {port} is out of range 0-65535")
+    if not 0 <= port <= PORT_MAX:
+        raise InvalidInput(f"invalid {name}: {port} is out of range 0-{PORT_MAX}")
     return port
 
 
-def _proto(proto: str) -> str:
-    p = proto.lower()
-    if p not in PROTOCOLS:
+def _proto(proto: str) -> Protocol:
+    try:
+        return Protocol(proto.lower())
+    except ValueError:
         raise InvalidInput(
             f"invalid proto: {show_value(proto)}, expected one of {', '.join(PROTOCOLS)}"
-        )
-    return p
+        ) from None
 
 
-BlockQ = Annotated[int, Query(ge=0, le=0xFFFFFFFF, description="block (mark) of the rule")]
+BlockQ = Annotated[int, Query(ge=0, le=UINT32_MAX, description="block (mark) of the rule")]
 BgpQ = Annotated[bool, Query(description="accepted for compatibility; BGP withdraw is implicit")]
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from pyloxi.cli import render
 from pyloxi.cli.client import client_for, reporting, settings_of
 from pyloxi.cli.groups import get_app
+from pyloxi.model.conntrack import ConntrackList
 
 
 @get_app.command("ct")
@@ -17,12 +16,10 @@ def get_ct(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     with reporting(), client_for(ctx) as client:
         data = client.get("/config/conntrack/all")
-    if settings.json:
-        render.print_json(data)
-        return
-    entries: list[dict[str, Any]] = []
-    if isinstance(data, dict):
-        entries = next((list(v or []) for k, v in data.items() if k.lower() == "ctattr"), [])
+        if settings.json:
+            render.print_json(data)
+            return
+        entries = render.parse_answer(ConntrackList, data).ct_attr
     render.print_table(render.CT_COLUMNS, render.ct_rows(entries))
 
 

@@ -14,8 +14,10 @@ import typer
 from pyloxi.cli import render
 from pyloxi.cli.client import client_for, path_segment, reporting, settings_of
 from pyloxi.cli.groups import create_app, delete_app, get_app
-from pyloxi.cli.parse import InputError, parse_int, parse_ip
-from pyloxi.model.endpoint import MAX_PERIOD, MAX_RETRIES, PROBE_TYPES, EndPoint
+from pyloxi.cli.parse import PROBE_NAMES, InputError, parse_choice, parse_int, parse_ip
+from pyloxi.model.endpoint import EndPoint, EndPointGetEntry, EndPointList
+from pyloxi.model.enums import ProbeType
+from pyloxi.model.limits import MAX_PROBE_PERIOD, MAX_PROBE_RETRIES, PORT_MAX
 
 EP_PATH = "/config/endpoint"
 EP_COLUMNS = ("Host", "Name", "PType", "Port", "Period", "Retries", "MinDelay", "AvgDelay",
@@ -23,23 +25,23 @@ EP_COLUMNS = ("Host", "Name", "PType", "Port", "Period", "Retries", "MinDelay", 
 EP_WIDE_COLUMNS = (*EP_COLUMNS, "LastProbe", "Result", "Reason")
 
 
+PORTED_PROBES = (ProbeType.TCP, ProbeType.UDP, ProbeType.SCTP)  # no default port
+
+
 def build_endpoint(ip: str, *, name: str = "", probetype: str = "ping", probeport: int = 0,
                    probereq: str = "", proberesp: str = "", period: int = 10,
-                   retries: int = 2) -> dict[str, Any]:
-    """The POST /config/endpoint body. Raises InputError on bad input (nothing is sent)."""
+                   retries: int = 2) -> EndPoint:
+    """The POST /config/endpoint object. Raises InputError on bad input (nothing is sent)."""
     host = parse_ip(ip, "endpoint IP")
-    ptype = probetype.lower()
-    if ptype not in PROBE_TYPES:
-        raise InputError(f"invalid --probetype {probetype!r}: expected one of "
-                         f"{', '.join(PROBE_TYPES)}")
-    port = parse_int(probeport, "--probeport", 0, 65535)
-    if ptype in ("tcp", "udp", "sctp") and port == 0:
+    ptype = parse_choice(probetype, PROBE_NAMES, "--probetype")
+    port = parse_int(probeport, "--probeport", 0, PORT_MAX)
+    if ptype in PORTED_PROBES and port == 0:
         raise InputError(f"--probeport is required for {ptype} probes")
     return EndPoint(
         host_name=host, name=name, probe_type=ptype, probe_port=port, probe_req=probereq,
-        probe_resp=proberesp, probe_duration=parse_int(period, "--period", 1, MAX_PERIOD),
-        inactive_retries=parse_int(retries, "--retries", 1, MAX_RETRIES),
-    ).wire()
+        probe_resp=proberesp, probe_duration=parse_int(period, "--period", 1, MAX_PROBE_PERIOD),
+        inactive_retries=parse_int(retries, "--retries", 1, MAX_PROBE_RETRIES),
+    )
 
 
 @create_app.command("endpoint")
@@ -48,7 +50,7 @@ def create_endpoint(
     ip: Annotated[str, typer.Argument(metavar="IP", help="endpoint (host) IP")],
     name: Annotated[str, typer.Option("--name", help="endpoint id (default IP_TYPE_PORT)")] = "",
     probetype: Annotated[str, typer.Option(
-        "--probetype", help="ping|tcp|udp|sctp|http|https|none")] = "ping",
+        "--probetype", help="|".join(PROBE_NAMES))] = "ping",
     probeport: Annotated[int, typer.Option("--probeport", help="port to probe")] = 0,
     probereq: Annotated[str, typer.Option(
         "--probereq", help="request (http path, tcp/udp payload)")] = "",
@@ -59,34 +61,23 @@ def create_endpoint(
 ) -> None:
     """Monitor an endpoint with a liveness probe."""
     with reporting():
-        body = build_endpoint(ip, name=name, probetype=probetype, probeport=probeport,
-                              probereq=probereq, proberesp=proberesp, period=period,
-                              retries=retries)
+        ep = build_endpoint(ip, name=name, probetype=probetype, probeport=probeport,
+                            probereq=probereq, proberesp=proberesp, period=period,
+                            retries=retries)
         with client_for(ctx) as client:
-            client.post(EP_PATH, body)
-    typer.echo(f"created endpoint {body['name'] or ip}")
+            client.post(EP_PATH, ep.wire())
+    typer.echo(f"created endpoint {ep.name or ip}")
 
 
-def ep_rows(entries: list[dict[str, Any]], wide: bool) -> list[list[Any]]:
+def ep_rows(entries: list[EndPointGetEntry], wide: bool) -> list[list[Any]]:
     rows = []
-    for raw in entries:
-        e = {k.lower(): v for k, v in raw.items()}
-        row = [e.get("hostname", ""), e.get("name", ""), e.get("probetype", ""),
-               e.get("probeport", ""), e.get("probeduration", ""), e.get("inactiveretries", ""),
-               e.get("mindelay", ""), e.get("avgdelay", ""), e.get("maxdelay", ""),
-               e.get("currstate", "")]
+    for e in entries:
+        row: list[Any] = [e.host_name, e.name, e.probe_type, e.probe_port, e.probe_duration,
+                          e.inactive_retries, e.min_delay, e.avg_delay, e.max_delay, e.curr_state]
         if wide:
-            row += [e.get("lastprobetime", ""), e.get("lastproberesult", ""), e.get("reason", "")]
+            row += [e.last_probe_time, e.last_probe_result, e.reason]
         rows.append(row)
     return rows
-
-
-def _attr(data: Any) -> list[dict[str, Any]]:
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if k.lower() == "attr":
-                return list(v or [])
-    return []
 
 
 def get_endpoints(ctx: typer.Context) -> None:
@@ -94,11 +85,12 @@ def get_endpoints(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     with reporting(), client_for(ctx) as client:
         data = client.get(f"{EP_PATH}/all")
-    if settings.json:
-        render.print_json(data)
-        return
+        if settings.json:
+            render.print_json(data)
+            return
+        entries = render.parse_answer(EndPointList, data).attr
     columns = EP_WIDE_COLUMNS if settings.wide else EP_COLUMNS
-    render.print_table(columns, ep_rows(_attr(data), settings.wide))
+    render.print_table(columns, ep_rows(entries, settings.wide))
 
 
 get_app.command("endpoint")(get_endpoints)
@@ -116,10 +108,11 @@ def delete_endpoint(
     """Stop monitoring an endpoint (by --name, or by IP, --probetype and --probeport)."""
     with reporting():
         host = parse_ip(ip, "endpoint IP")
-        params: dict[str, Any] = {"probe_port": parse_int(probeport, "--probeport", 0, 65535)}
+        params: dict[str, Any] = {
+            "probe_port": parse_int(probeport, "--probeport", 0, PORT_MAX)}
         if name:
             params["name"] = name
-        params["probe_type"] = probetype.lower()
+        params["probe_type"] = parse_choice(probetype, PROBE_NAMES, "--probetype").value
         with client_for(ctx) as client:
             client.delete(f"{EP_PATH}/epipaddress/{path_segment(host)}", params=params)
     typer.echo(f"deleted endpoint {name or host}")

@@ -18,7 +18,7 @@ from pyloxi.cli.client import (
 from pyloxi.cli.groups import create_app, delete_app, get_app
 from pyloxi.cli.parse import (
     MODE_NAMES,
-    PROBE_TYPES,
+    PROBE_NAMES,
     SELECT_NAMES,
     InputError,
     PortSpec,
@@ -31,13 +31,21 @@ from pyloxi.cli.parse import (
     parse_port_specs,
     split_list,
 )
+from pyloxi.model.enums import Oper, ProbeType, Protocol
 from pyloxi.model.lb import (
     AllowedSource,
     Endpoint,
     LoadBalancerEntry,
-    Oper,
+    LoadBalancerList,
     SecondaryIP,
     ServiceArguments,
+)
+from pyloxi.model.limits import (
+    MAX_IDLE_TIMEOUT,
+    MAX_PROBE_RETRIES,
+    MAX_PROBE_TIMEOUT,
+    PORT_MAX,
+    UINT32_MAX,
 )
 
 LB_PATH = "/config/loadbalancer"
@@ -68,14 +76,15 @@ def build_rules(
     proberetries: int = 0,
     attach: bool = False,
     detach: bool = False,
-) -> list[dict[str, Any]]:
-    """The POST bodies `create lb` sends: one per (protocol, port pair). Raises InputError."""
+) -> list[LoadBalancerEntry]:
+    """The rules `create lb` posts: one per (protocol, port pair). Raises InputError (an option
+    the CLI can name) or ValidationError (a value the wire model refuses, e.g. a long name)."""
     vip_ip = parse_ip(vip, "VIP")
-    rules: list[tuple[str, PortSpec]] = []
-    for proto, values in (("tcp", tcp), ("udp", udp), ("sctp", sctp)):
+    rules: list[tuple[Protocol, PortSpec]] = []
+    for proto, values in ((Protocol.TCP, tcp), (Protocol.UDP, udp), (Protocol.SCTP, sctp)):
         rules += [(proto, spec) for spec in parse_port_specs(values, f"--{proto}")]
     if icmp:
-        rules.append(("icmp", PortSpec(0, 0, 0)))
+        rules.append((Protocol.ICMP, PortSpec(0, 0, 0)))
     if not rules:
         raise InputError("no service port: give --tcp, --udp, --sctp (PORT:TARGET) or --icmp")
     eps = parse_endpoints(endpoints)
@@ -85,20 +94,17 @@ def build_rules(
         raise InputError("--attachEP and --detachEP exclude each other")
     sel = parse_choice(select, SELECT_NAMES, "--select")
     nat = parse_choice(mode, MODE_NAMES, "--mode")
-    ptype = probetype.strip().lower()
-    if ptype and ptype not in PROBE_TYPES:
-        choices = "|".join(PROBE_TYPES)
-        raise InputError(f"invalid --probetype {probetype!r}: expected one of {choices}")
-    parse_int(probeport, "--probeport", 0, 65535)
-    for value, opt in ((inatimeout, "--inatimeout"), (probetimeout, "--probetimeout")):
-        parse_int(value, opt, 0, 0xFFFFFFFF)
-    parse_int(proberetries, "--proberetries", 0, 0xFFFF)
-    parse_int(mark, "--mark", 0, 0xFFFFFFFF)
+    ptype = parse_choice(probetype, PROBE_NAMES, "--probetype") if probetype.strip() else None
+    parse_int(probeport, "--probeport", 0, PORT_MAX)
+    parse_int(inatimeout, "--inatimeout", 0, MAX_IDLE_TIMEOUT)
+    parse_int(probetimeout, "--probetimeout", 0, MAX_PROBE_TIMEOUT)
+    parse_int(proberetries, "--proberetries", 0, MAX_PROBE_RETRIES)
+    parse_int(mark, "--mark", 0, UINT32_MAX)
     allowed = [AllowedSource(prefix=p) for p in parse_cidrs(sources)] or None
     secondary = [SecondaryIP(secondary_ip=parse_ip(a, "secondary IP")) for a in split_list(secips)]
     oper = Oper.ATTACH if attach else Oper.DETACH if detach else Oper.CREATE
 
-    bodies = []
+    entries = []
     for proto, spec in rules:
         svc = ServiceArguments(
             external_ip=vip_ip,
@@ -108,8 +114,8 @@ def build_rules(
             sel=sel,
             mode=nat,
             bgp=bgp,
-            monitor=monitor or ptype not in ("", "none"),
-            probe_type=ptype,
+            monitor=monitor or ptype not in (None, ProbeType.NONE),
+            probe_type=ptype or "",
             probe_port=probeport,
             probe_req=probereq,
             probe_resp=proberesp,
@@ -118,32 +124,24 @@ def build_rules(
             block=mark,
             inactive_timeout=inatimeout,
             name=name,
-            oper=int(oper),
+            oper=oper,
         )
-        entry = LoadBalancerEntry(
-            service_arguments=svc,
-            endpoints=[
-                Endpoint(endpoint_ip=ip, target_port=spec.target, weight=w) for ip, w in eps
-            ],
-            secondary_ips=secondary or None,
-            allowed_sources=allowed,
+        entries.append(
+            LoadBalancerEntry(
+                service_arguments=svc,
+                endpoints=[
+                    Endpoint(endpoint_ip=ip, target_port=spec.target, weight=w) for ip, w in eps
+                ],
+                secondary_ips=secondary or None,
+                allowed_sources=allowed,
+            )
         )
-        bodies.append(_compact(entry))
-    return bodies
+    return entries
 
 
-def _compact(entry: LoadBalancerEntry) -> dict[str, Any]:
-    """The wire body without output-only endpoint fields and null lists."""
-    body = entry.wire()
-    for ep in body["endpoints"]:
-        ep.pop("state", None)
-        ep.pop("counter", None)
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def _rule_label(body: dict[str, Any]) -> str:
-    s = body["serviceArguments"]
-    return f"{s['externalIP']}:{render.port_text(s['port'], s['portMax'])}/{s['protocol']}"
+def rule_label(entry: LoadBalancerEntry) -> str:
+    s = entry.service_arguments
+    return f"{s.external_ip}:{render.port_text(s.port, s.port_max)}/{s.protocol}"
 
 
 @create_app.command("lb")
@@ -166,10 +164,10 @@ def create_lb(
     ] = None,
     icmp: Annotated[bool, typer.Option("--icmp", help="an ICMP (ping) rule")] = False,
     select: Annotated[
-        str, typer.Option("--select", help="rr|hash|priority|persist|lc|n2|n3")
+        str, typer.Option("--select", help="|".join(SELECT_NAMES))
     ] = "rr",
     mode: Annotated[
-        str, typer.Option("--mode", help="default|onearm|fullnat|dsr|fullproxy|hostonearm")
+        str, typer.Option("--mode", help="|".join(MODE_NAMES))
     ] = "default",
     inatimeout: Annotated[int, typer.Option("--inatimeout", help="idle timeout, s")] = 0,
     name: Annotated[str, typer.Option("--name", help="service name")] = "",
@@ -180,10 +178,12 @@ def create_lb(
         list[str] | None, typer.Option("--secips", metavar="IP[,...]", help="SCTP secondary IPs")
     ] = None,
     mark: Annotated[int, typer.Option("--mark", help="block number (part of the rule key)")] = 0,
-    bgp: Annotated[bool, typer.Option("--bgp", help="advertise the VIP with BGP")] = False,
+    bgp: Annotated[
+        bool, typer.Option("--bgp", help="advertise the VIP with BGP (pyloxi: not supported yet)")
+    ] = False,
     monitor: Annotated[bool, typer.Option("--monitor", help="probe the endpoints")] = False,
     probetype: Annotated[
-        str, typer.Option("--probetype", help="tcp|udp|sctp|ping|none (implies --monitor)")
+        str, typer.Option("--probetype", help=f"{'|'.join(PROBE_NAMES)} (implies --monitor)")
     ] = "",
     probeport: Annotated[int, typer.Option("--probeport")] = 0,
     probereq: Annotated[str, typer.Option("--probereq")] = "",
@@ -200,7 +200,7 @@ def create_lb(
     Example: pyloxi create lb 20.20.20.1 --tcp=80:8080 --endpoints=31.31.31.1:1,32.32.32.1:1
     """
     with reporting():
-        bodies = build_rules(
+        entries = build_rules(
             vip,
             tcp=tcp,
             udp=udp,
@@ -226,7 +226,8 @@ def create_lb(
             detach=detach,
         )
         with client_for(ctx) as client:
-            _send_each(client, "POST", [(_rule_label(b), LB_PATH, b, None) for b in bodies])
+            _send_each(client, "POST",
+                       [(rule_label(e), LB_PATH, e.request_body(), None) for e in entries])
 
 
 def _send_each(
@@ -255,10 +256,10 @@ def get_lb(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     with reporting(), client_for(ctx) as client:
         data = client.get(f"{LB_PATH}/all")
-    if settings.json:
-        render.print_json(data)
-        return
-    rules = _attr(data, "lbAttr")
+        if settings.json:
+            render.print_json(data)
+            return
+        rules = render.parse_answer(LoadBalancerList, data).lb_attr
     if settings.wide:
         render.print_table(render.LB_WIDE_COLUMNS, render.lb_rows(rules, wide=True))
     else:
@@ -266,14 +267,6 @@ def get_lb(ctx: typer.Context) -> None:
 
 
 get_app.command("loadbalancer", hidden=True)(get_lb)
-
-
-def _attr(data: Any, key: str) -> list[dict[str, Any]]:
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if k.lower() == key.lower():
-                return list(v or [])
-    return []
 
 
 def delete_calls(
@@ -300,8 +293,8 @@ def delete_calls(
         return [(f"named {name!r}", f"{LB_PATH}/name/{path_segment(name)}", None, None)]
     assert vip is not None
     vip_ip = parse_ip(vip, "VIP")
-    parse_int(mark, "--mark", 0, 0xFFFFFFFF)
-    parse_int(portmax, "--portmax", 0, 65535)
+    parse_int(mark, "--mark", 0, UINT32_MAX)
+    parse_int(portmax, "--portmax", 0, PORT_MAX)
     keys: list[tuple[str, int, int]] = []
     for proto, values in (("tcp", tcp), ("udp", udp), ("sctp", sctp)):
         for port, pmax in parse_delete_ports(values, f"--{proto}"):
@@ -318,7 +311,7 @@ def delete_calls(
     if bgp:
         params["bgp"] = "true"
     prefix = f"{LB_PATH}/hosturl/{path_segment(host)}" if host else LB_PATH
-    calls = []
+    calls: list[tuple[str, str, Any, dict[str, Any] | None]] = []
     for proto, port, pmax in keys:
         path = f"{prefix}/externalipaddress/{path_segment(vip_ip)}/port/{port}"
         if pmax:

@@ -7,15 +7,20 @@ before any API call is made.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
 
-from pyloxi.model.lb import NatMode, Selection
+from pyloxi.model.enums import NatMode, ProbeType, Selection
+from pyloxi.model.fields import canonical_ip
+from pyloxi.model.limits import MAX_WEIGHT, PORT_MAX
 
-SELECT_NAMES: dict[str, int] = {s.name.lower(): int(s) for s in Selection}
-MODE_NAMES: dict[str, int] = {m.name.lower(): int(m) for m in NatMode}
-PROBE_TYPES = ("tcp", "udp", "sctp", "http", "https", "ping", "none")
-MAX_WEIGHT = 255  # loxilb carries weights as uint8
+SELECT_NAMES: dict[str, Selection] = {s.name.lower(): s for s in Selection}
+MODE_NAMES: dict[str, NatMode] = {m.name.lower(): m for m in NatMode}
+PROBE_NAMES: dict[str, ProbeType] = {p.value: p for p in ProbeType}
+
+E = TypeVar("E", bound=Enum)
 
 
 class InputError(ValueError):
@@ -39,10 +44,11 @@ def split_list(values: Iterable[str] | str | None) -> list[str]:
 
 
 def parse_ip(text: str, what: str = "IP address") -> str:
-    try:
-        return str(ipaddress.ip_address(text.strip().strip("[]")))
-    except ValueError:
-        raise InputError(f"invalid {what} {text!r}") from None
+    """An address as the wire models keep it (canonical text); IPv6 may come in brackets."""
+    ip = canonical_ip(text.strip().strip("[]"))
+    if ip is None:
+        raise InputError(f"invalid {what} {text!r}")
+    return ip
 
 
 def parse_int(text: str | int, what: str, lo: int, hi: int) -> int:
@@ -59,12 +65,12 @@ def _port_range(text: str, opt: str) -> tuple[int, int]:
     """'80' -> (80, 0); '8080-8081' -> (8080, 8081)."""
     if "-" in text:
         lo_s, _, hi_s = text.partition("-")
-        lo = parse_int(lo_s, f"{opt} port", 1, 65535)
-        hi = parse_int(hi_s, f"{opt} port", 1, 65535)
+        lo = parse_int(lo_s, f"{opt} port", 1, PORT_MAX)
+        hi = parse_int(hi_s, f"{opt} port", 1, PORT_MAX)
         if hi < lo:
             raise InputError(f"invalid {opt} port range {text!r}: end below start")
         return lo, (0 if hi == lo else hi)
-    return parse_int(text, f"{opt} port", 1, 65535), 0
+    return parse_int(text, f"{opt} port", 1, PORT_MAX), 0
 
 
 def parse_port_specs(values: Iterable[str] | str | None, opt: str) -> list[PortSpec]:
@@ -76,7 +82,7 @@ def parse_port_specs(values: Iterable[str] | str | None, opt: str) -> list[PortS
     for item in split_list(values):
         ports, sep, target_s = item.partition(":")
         port, port_max = _port_range(ports.strip(), opt)
-        target = parse_int(target_s, f"{opt} target port", 0, 65535) if sep else port
+        target = parse_int(target_s, f"{opt} target port", 0, PORT_MAX) if sep else port
         specs.append(PortSpec(port, port_max, target))
     return specs
 
@@ -102,16 +108,12 @@ def parse_endpoint(text: str) -> tuple[str, int]:
         return ip, weight
     addr, sep, weight_s = item.rpartition(":")
     if sep:
-        try:
-            ip = str(ipaddress.ip_address(addr))
-        except ValueError:
-            ip = ""
-        if ip:
-            return ip, parse_int(weight_s, f"endpoint weight in {text!r}", 0, MAX_WEIGHT)
-    try:
-        return str(ipaddress.ip_address(item)), 1
-    except ValueError:
-        pass
+        addr_ip = canonical_ip(addr)
+        if addr_ip is not None:
+            return addr_ip, parse_int(weight_s, f"endpoint weight in {text!r}", 0, MAX_WEIGHT)
+    item_ip = canonical_ip(item)
+    if item_ip is not None:
+        return item_ip, 1
     if sep and ":" not in addr:  # looked like IPv4:WEIGHT; name the bad part
         raise InputError(f"invalid endpoint {text!r}: {addr!r} is not an IP address")
     raise InputError(f"invalid endpoint {text!r}: expected IP:WEIGHT")
@@ -131,7 +133,7 @@ def parse_cidrs(values: Iterable[str] | str | None, what: str = "source prefix")
     return out
 
 
-def parse_choice(text: str, table: dict[str, int], opt: str) -> int:
+def parse_choice(text: str, table: Mapping[str, E], opt: str) -> E:
     key = text.strip().lower()
     if key not in table:
         raise InputError(f"invalid {opt} {text!r}: expected one of {'|'.join(table)}")

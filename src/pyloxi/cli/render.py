@@ -1,16 +1,27 @@
-"""Output: rich tables for people, JSON for scripts."""
+"""Output: rich tables for people, JSON for scripts.
+
+Tables are rendered from the wire models: an answer is first parsed with the same model the
+server answers with (`parse_answer`), so the CLI reads the keys in any letter case, as the API
+does, and never guesses at a key's spelling.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from pyloxi.model.lb import NatMode, Selection
+from pyloxi.cli.client import ApiError
+from pyloxi.model.base import WireModel
+from pyloxi.model.conntrack import ConntrackEntry
+from pyloxi.model.lb import LoadBalancerEntry
+
+M = TypeVar("M", bound=WireModel)
 
 
 def console() -> Console:
@@ -34,19 +45,20 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def enum_name(enum: type[Selection] | type[NatMode], value: Any) -> str:
+def parse_answer(model: type[M], data: Any) -> M:
+    """An API answer as `model`; ApiError (one line, exit 1) if it is not one."""
     try:
-        return enum(int(value)).name.lower()
-    except (TypeError, ValueError):
-        return str(value)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(
+            None, f"unexpected answer from the API: {model.__name__} {where}: {first['msg']}"
+        ) from None
 
 
-def port_text(port: Any, port_max: Any) -> str:
+def port_text(port: int, port_max: int) -> str:
     return f"{port}-{port_max}" if port_max and port_max != port else str(port)
-
-
-def _svc(rule: dict[str, Any]) -> dict[str, Any]:
-    return {k.lower(): v for k, v in (rule.get("serviceArguments") or {}).items()}
 
 
 LB_COLUMNS = ("ExternalIP", "Port", "Protocol", "Name", "Block", "Select", "Mode", "#Endpoints")
@@ -56,38 +68,28 @@ LB_WIDE_COLUMNS = (
 )  # fmt: skip
 
 
-def lb_rows(rules: list[dict[str, Any]], wide: bool) -> list[list[Any]]:
+def lb_rows(rules: list[LoadBalancerEntry], wide: bool) -> list[list[Any]]:
     rows: list[list[Any]] = []
     for rule in rules:
-        s = _svc(rule)
-        head = [
-            s.get("externalip", ""),
-            port_text(s.get("port", 0), s.get("portmax", 0)),
-            s.get("protocol", ""),
-            s.get("name", ""),
-            s.get("block", 0),
-            enum_name(Selection, s.get("sel", 0)),
-            enum_name(NatMode, s.get("mode", 0)),
+        s = rule.service_arguments
+        head: list[Any] = [
+            s.external_ip,
+            port_text(s.port, s.port_max),
+            s.protocol.value,
+            s.name,
+            s.block,
+            s.sel.name.lower(),
+            s.mode.name.lower(),
         ]
-        eps = rule.get("endpoints") or []
+        eps = rule.endpoints
         if not wide:
             rows.append([*head, len(eps)])
             continue
         if not eps:
             rows.append([*head, "", "", "", "", ""])
         for i, ep in enumerate(eps):
-            e = {k.lower(): v for k, v in ep.items()}
             lead = head if i == 0 else [""] * len(head)
-            rows.append(
-                [
-                    *lead,
-                    e.get("endpointip", ""),
-                    e.get("targetport", ""),
-                    e.get("weight", ""),
-                    e.get("state", ""),
-                    e.get("counter", ""),
-                ]
-            )
+            rows.append([*lead, ep.endpoint_ip, ep.target_port, ep.weight, ep.state, ep.counter])
     return rows
 
 
@@ -96,22 +98,19 @@ CT_COLUMNS = (
 )  # fmt: skip
 
 
-def ct_rows(entries: list[dict[str, Any]]) -> list[list[Any]]:
-    rows = []
-    for entry in entries:
-        c = {k.lower(): v for k, v in entry.items()}
-        rows.append(
-            [
-                c.get("destinationip", ""),
-                c.get("sourceip", ""),
-                c.get("destinationport", ""),
-                c.get("sourceport", ""),
-                c.get("protocol", ""),
-                c.get("conntrackstate", ""),
-                c.get("conntrackact", ""),
-                c.get("packets", 0),
-                c.get("bytes", 0),
-                c.get("servname", ""),
-            ]
-        )
-    return rows
+def ct_rows(entries: list[ConntrackEntry]) -> list[list[Any]]:
+    return [
+        [
+            c.destination_ip,
+            c.source_ip,
+            c.destination_port,
+            c.source_port,
+            c.protocol,
+            c.conntrack_state,
+            c.conntrack_act,
+            c.packets,
+            c.bytes,
+            c.serv_name,
+        ]
+        for c in entries
+    ]

@@ -12,11 +12,12 @@ from typing import Protocol
 
 from pyloxi.model.lb import NatMode, Selection
 
-# Limits shared with bpf/include/pyloxi/maps.h (a datapath test checks they agree).
-MAX_SERVICES = 16384  # service ids 1..MAX_SERVICES-1; id 0 is never used
-MAX_ENDPOINTS = 64  # endpoints per service (loxilb: 32)
-SLOT_TABLE_SIZE = 1021  # selection table length: a prime, as Maglev needs
-MAX_PORTS_PER_SERVICE = 4096  # a port range is expanded to one service key per port
+# Limits shared with bpf/include/pyloxi/maps.h: defined in pyloxi.model.limits (with every other
+# limit), compared with the header by tests/unit/test_limits.py.
+from pyloxi.model.limits import MAX_ENDPOINTS as MAX_ENDPOINTS
+from pyloxi.model.limits import MAX_PORTS_PER_SERVICE as MAX_PORTS_PER_SERVICE
+from pyloxi.model.limits import MAX_SERVICES as MAX_SERVICES
+from pyloxi.model.limits import SLOT_TABLE_SIZE as SLOT_TABLE_SIZE
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyloxi.k8s.config import DEFAULT_POOL, AgentConfig
+from pyloxi.model.enums import PROBE_TYPES, NatMode, Selection
+from pyloxi.model.limits import MAX_IDLE_TIMEOUT, MAX_PROBE_RETRIES, MAX_PROBE_TIMEOUT, PORT_MAX
 
 P = "loxilb.io/"
 LBMODE = P + "lbmode"
@@ -32,11 +34,13 @@ NODELABEL = P + "nodelabel"
 IPAM = P + "ipam"
 ZONESELECT = P + "zoneselect"
 
-LB_MODES = {"default": 0, "onearm": 1, "fullnat": 2, "dsr": 3, "fullproxy": 4, "hostonearm": 5}
-# loxilb's own numbering of `sel` (kube-loxilb's n2det/n3 numbers do not exist in loxilb's API)
-EP_SELECT = {"rr": 0, "roundrobin": 0, "hash": 1, "priority": 2, "persist": 3, "lc": 4,
-             "n2": 5, "n3": 6}
-PROBE_TYPES = ("none", "ping", "udp", "tcp", "sctp", "http", "https")
+# kube-loxilb's annotation words for loxilb's numbered enums
+LB_MODES = {"default": NatMode.DEFAULT, "onearm": NatMode.ONEARM, "fullnat": NatMode.FULLNAT,
+            "dsr": NatMode.DSR, "fullproxy": NatMode.FULLPROXY,
+            "hostonearm": NatMode.HOSTONEARM}
+EP_SELECT = {"rr": Selection.RR, "roundrobin": Selection.RR, "hash": Selection.HASH,
+             "priority": Selection.PRIORITY, "persist": Selection.PERSIST, "lc": Selection.LC,
+             "n2": Selection.N2, "n3": Selection.N3}
 IPAM_MODES = {"ipv4": "ipv4", "ip": "ipv4", "ip4": "ipv4", "ipv6": "ipv6", "ip6": "ipv6",
               "nat66": "ipv6", "ipv6to4": "nat64", "nat64": "nat64"}
 DEFAULT_TIMEOUT = 1800
@@ -54,8 +58,8 @@ class AnnotationError(ValueError):
 
 @dataclass(frozen=True)
 class ServiceOptions:
-    mode: int = 0
-    sel: int = 0
+    mode: NatMode = NatMode.DEFAULT
+    sel: Selection = Selection.RR
     monitor: bool = False
     probe_type: str = ""
     probe_port: int = 0
@@ -66,7 +70,6 @@ class ServiceOptions:
     timeout: int = DEFAULT_TIMEOUT
     static_ip: str = ""
     pool: str = DEFAULT_POOL
-    secondary_ips: tuple[str, ...] = ()
     use_pod_network: bool = False
     pref_local_pod: bool = False
     node_label: str = ""
@@ -161,15 +164,15 @@ def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
             o["probe_type"] = v
     probing = o.get("probe_type", "") not in ("", "none")
     if PROBEPORT in ann:
-        o["probe_port"] = _int(problems, PROBEPORT, ann[PROBEPORT], 1, 65535)
+        o["probe_port"] = _int(problems, PROBEPORT, ann[PROBEPORT], 1, PORT_MAX)
     if PROBEREQ in ann:
         o["probe_req"] = ann[PROBEREQ]
     if PROBERESP in ann:
         o["probe_resp"] = ann[PROBERESP]
     if PROBETIMEOUT in ann:
-        o["probe_timeout"] = _int(problems, PROBETIMEOUT, ann[PROBETIMEOUT], 1, 86400)
+        o["probe_timeout"] = _int(problems, PROBETIMEOUT, ann[PROBETIMEOUT], 1, MAX_PROBE_TIMEOUT)
     if PROBERETRIES in ann:
-        o["probe_retries"] = _int(problems, PROBERETRIES, ann[PROBERETRIES], 1, 100)
+        o["probe_retries"] = _int(problems, PROBERETRIES, ann[PROBERETRIES], 1, MAX_PROBE_RETRIES)
     if probing:
         o["monitor"] = True  # loxilb: a probe type other than none forces monitoring
         if o["probe_type"] in ("tcp", "udp", "sctp") and not o.get("probe_port") \
@@ -180,7 +183,7 @@ def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
         for k in ("probe_port", "probe_req", "probe_resp"):
             o.pop(k, None)
     if TIMEOUT in ann:
-        o["timeout"] = _int(problems, TIMEOUT, ann[TIMEOUT], 1, 86400)
+        o["timeout"] = _int(problems, TIMEOUT, ann[TIMEOUT], 1, MAX_IDLE_TIMEOUT)
     if STATICIP in ann:
         ip = _ip(problems, STATICIP, ann[STATICIP])
         if ip and ipaddress.ip_address(ip).version != family:
@@ -194,17 +197,9 @@ def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
                             f"(have {', '.join(sorted(known)) or 'none'})")
         o["pool"] = name
     if SECONDARYIPS in ann:
-        ips = [s.strip() for s in ann[SECONDARYIPS].split(",") if s.strip()]
-        if len(ips) > 3:
-            problems.append(f"{SECONDARYIPS}: at most 3 addresses, got {len(ips)}")
-        good = []
-        for s in ips:
-            ip = _ip(problems, SECONDARYIPS, s)
-            if ip and ipaddress.ip_address(ip).version != family:
-                problems.append(f"{SECONDARYIPS}: {ip} is not an IPv{family} address")
-            elif ip:
-                good.append(ip)
-        o["secondary_ips"] = tuple(good)
+        # SCTP multihoming comes with the dual-stack issue; until then pyloxi refuses the
+        # rule, so the Service is told here rather than left without a rule.
+        problems.append(f"{SECONDARYIPS}: not supported yet (SCTP multihoming)")
     if USEPODNETWORK in ann:
         o["use_pod_network"] = _yesno(problems, USEPODNETWORK, ann[USEPODNETWORK])
     if PREFLOCALPOD in ann:

@@ -16,13 +16,8 @@ from typing import Any
 
 from pyloxi.client import ApiError, AsyncClient, rule_body
 from pyloxi.k8s.annotations import ServiceOptions
-from pyloxi.model.lb import (
-    AllowedSource,
-    Endpoint,
-    LoadBalancerEntry,
-    SecondaryIP,
-    ServiceArguments,
-)
+from pyloxi.model.enums import Oper, ProbeType, Protocol
+from pyloxi.model.lb import AllowedSource, Endpoint, LoadBalancerEntry, ServiceArguments
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +73,20 @@ def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str]
             # without a probe type loxilb ignores the other probe fields: they are not sent
             probe = opts if opts.probe_type else ServiceOptions()
             sa = ServiceArguments(
-                externalIP=vip, port=port, protocol=proto, sel=opts.sel, mode=opts.mode,
-                bgp=False, monitor=opts.monitor, inactiveTimeOut=opts.timeout, block=0,
-                managed=True, name=rname, oper=0, probetype=probe.probe_type,
-                probeport=probe.probe_port, probereq=probe.probe_req,
-                proberesp=probe.probe_resp, probeTimeout=opts.probe_timeout,
-                probeRetries=opts.probe_retries,
+                external_ip=vip, port=port, protocol=Protocol(proto), sel=opts.sel,
+                mode=opts.mode, bgp=False, monitor=opts.monitor,
+                inactive_timeout=opts.timeout, block=0, managed=True, name=rname,
+                oper=Oper.CREATE,
+                probe_type=ProbeType(probe.probe_type) if probe.probe_type else "",
+                probe_port=probe.probe_port, probe_req=probe.probe_req,
+                probe_resp=probe.probe_resp, probe_timeout=opts.probe_timeout,
+                probe_retries=opts.probe_retries,
             )
             entry = LoadBalancerEntry(
-                serviceArguments=sa,
-                endpoints=[Endpoint(endpointIP=ip, targetPort=tp, weight=1)
+                service_arguments=sa,
+                endpoints=[Endpoint(endpoint_ip=ip, target_port=tp, weight=1)
                            for ip, tp in targets[:32]],
-                secondaryIPs=[SecondaryIP(secondaryIP=s) for s in opts.secondary_ips]
-                if proto == "sctp" and opts.secondary_ips else None,
-                allowedSources=[AllowedSource(prefix=p) for p in source_ranges]
+                allowed_sources=[AllowedSource(prefix=p) for p in source_ranges]
                 if source_ranges else None,
             )
             rules[key_of(entry.wire())] = entry

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-# Length limits, in characters. Generous for every legitimate value, small enough that no
-# single field can carry a payload (the request body is capped at 1 MiB anyway).
-MAX_ADDRESS_LEN: Final = 64  # an IP address or CIDR, with room for stray spaces (IPv6: 49)
-MAX_NAME_LEN: Final = 256  # rule and endpoint names (k8s "<namespace>_<service>" is <= 127)
-MAX_HOST_LEN: Final = 1024  # L7 host / URL of a rule
-MAX_WORD_LEN: Final = 32  # enum-like words: protocol, probe type, state
-MAX_PROBE_TEXT_LEN: Final = 4096  # probe request / expected response payloads
-MAX_COUNTER_LEN: Final = 64  # output-only "<packets>:<bytes>" (2 x 20 digits)
+from pyloxi.model.limits import (
+    MAX_ADDRESS_LEN,
+    MAX_COUNTER_LEN,
+    MAX_HOST_LEN,
+    MAX_NAME_LEN,
+    MAX_PROBE_TEXT_LEN,
+    MAX_WORD_LEN,
+)
 
 # Error types raised by the checks below. A loader of state written by an older (laxer)
 # version can tell "a value this version refuses" (skip the rule, report it) from a file that
@@ -90,11 +97,26 @@ CounterText = Annotated[str, Field(max_length=MAX_COUNTER_LEN), AfterValidator(_
 _KEY_MAPS: dict[type, dict[str, str]] = {}  # model class -> {lower-case key: its spelling}
 
 
+def wire_names(**names: str) -> ConfigDict:
+    """The `model_config` that gives each field its loxilb spelling on the wire (a field
+    missing here fails at import). Not `Field(alias=...)`: type checkers take `alias` as the
+    constructor's keyword, and code builds models by field name (`Endpoint(endpoint_ip=...)`);
+    the wire spelling is for validating JSON and for `wire()`."""
+
+    def alias(field: str) -> str:
+        return names[field]
+
+    return ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=alias, serialization_alias=alias)
+    )
+
+
 class WireModel(BaseModel):
     """A model whose JSON keys may arrive in any letter case (Go's encoding/json does that).
 
-    Fields are declared with their loxilb spelling as alias; `model_dump(by_alias=True)` writes
-    that spelling back. Unknown keys are ignored, as loxilb ignores them.
+    Each subclass names its fields' loxilb spellings with `wire_names`; `wire()` writes that
+    spelling back, and code builds models by field name. Unknown keys are ignored, as loxilb
+    ignores them.
 
     Types are strict, as Go's decoder is (loxilb's swagger types every number as a JSON number
     and every flag as a boolean; no loxilb client sends them as strings): `true` is not port 1,
@@ -112,9 +134,10 @@ class WireModel(BaseModel):
         if by_lower is None:
             by_lower = {}
             for name, field in cls.model_fields.items():
-                by_lower[name.lower()] = field.alias or name
-                if field.alias:
-                    by_lower[field.alias.lower()] = field.alias
+                alias = field.validation_alias
+                by_lower[name.lower()] = alias if isinstance(alias, str) else name
+                if isinstance(alias, str):
+                    by_lower[alias.lower()] = alias
             _KEY_MAPS[cls] = by_lower
         return {by_lower.get(k.lower(), k) if isinstance(k, str) else k: v
                 for k, v in data.items()}

@@ -3,60 +3,92 @@
 Field spellings follow loxilb's swagger.yml. `EndPointGetEntry` carries a few extra keys
 (`lastProbeTime`, `lastProbeResult`, `reason`, `retriesLeft`) that loxilb does not have; clients
 that do not know them ignore them.
+
+The request fields of `EndPoint` (probe type, retries, period, port) are checked by the probe
+manager (pyloxi.probes), against the same enums and limits as everything else.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from pyloxi.model.base import Address, Name, ProbeText, WireModel, Word
+from pyloxi.model.base import Address, Name, ProbeText, WireModel, Word, wire_names
+from pyloxi.model.enums import HOST_STATES, PROBE_TYPES
+from pyloxi.model.fields import IPAddress, Port
+from pyloxi.model.limits import MAX_PROBE_PERIOD as MAX_PERIOD
+from pyloxi.model.limits import MAX_PROBE_RETRIES as MAX_RETRIES
 
-PROBE_TYPES = ("tcp", "udp", "sctp", "ping", "http", "https", "none")
-HOST_STATES = ("green", "yellow", "red")
-MAX_RETRIES = 100  # loxilb MaxDflLbaInactiveTries
-MAX_PERIOD = 86400  # loxilb MaxHostProbeTime
+__all__ = [
+    "HOST_STATES",
+    "MAX_PERIOD",
+    "MAX_RETRIES",
+    "PROBE_TYPES",
+    "EndPoint",
+    "EndPointGetEntry",
+    "EndPointHostState",
+    "EndPointList",
+]
+
+_ENDPOINT_NAMES = {
+    "host_name": "hostName", "name": "name", "inactive_retries": "inactiveReTries",
+    "probe_type": "probeType", "probe_req": "probeReq", "probe_resp": "probeResp",
+    "probe_duration": "probeDuration", "probe_port": "probePort",
+}  # fmt: skip
 
 
 class EndPoint(WireModel):
     """POST /config/endpoint: a host to monitor (or an override of a rule-made probe)."""
 
-    host_name: Address = Field(alias="hostName")
-    name: Name = Field(default="", alias="name")
-    inactive_retries: int = Field(default=0, alias="inactiveReTries")
-    probe_type: Word = Field(default="", alias="probeType")
-    probe_req: ProbeText = Field(default="", alias="probeReq")
-    probe_resp: ProbeText = Field(default="", alias="probeResp")
-    probe_duration: int = Field(default=0, alias="probeDuration")
-    probe_port: int = Field(default=0, alias="probePort")
+    model_config = wire_names(**_ENDPOINT_NAMES)
+
+    host_name: Address
+    name: Name = ""
+    inactive_retries: int = 0
+    probe_type: Word = ""  # "" = ping
+    probe_req: ProbeText = ""
+    probe_resp: ProbeText = ""
+    probe_duration: int = 0
+    probe_port: int = 0
 
 
 class EndPointGetEntry(WireModel):
-    host_name: str = Field(default="", alias="hostName")
-    name: str = Field(default="", alias="name")
-    inactive_retries: int = Field(default=0, alias="inactiveReTries")
-    probe_type: str = Field(default="", alias="probeType")
-    probe_req: str = Field(default="", alias="probeReq")
-    probe_resp: str = Field(default="", alias="probeResp")
-    probe_duration: int = Field(default=0, alias="probeDuration")
-    probe_port: int = Field(default=0, alias="probePort")
-    min_delay: str = Field(default="", alias="minDelay")
-    avg_delay: str = Field(default="", alias="avgDelay")
-    max_delay: str = Field(default="", alias="maxDelay")
-    curr_state: str = Field(default="", alias="currState")  # ok | nok | red
+    model_config = wire_names(
+        **_ENDPOINT_NAMES, min_delay="minDelay", avg_delay="avgDelay", max_delay="maxDelay",
+        curr_state="currState", last_probe_time="lastProbeTime",
+        last_probe_result="lastProbeResult", reason="reason",
+    )
+
+    host_name: str = ""
+    name: str = ""
+    inactive_retries: int = 0
+    probe_type: str = ""
+    probe_req: str = ""
+    probe_resp: str = ""
+    probe_duration: int = 0
+    probe_port: Port = 0
+    min_delay: str = ""
+    avg_delay: str = ""
+    max_delay: str = ""
+    curr_state: str = ""  # ok | nok | red
     # pyloxi additions
-    last_probe_time: str = Field(default="", alias="lastProbeTime")  # RFC 3339, UTC
-    last_probe_result: str = Field(default="", alias="lastProbeResult")  # success | failure
-    reason: str = Field(default="", alias="reason")
+    last_probe_time: str = ""  # RFC 3339, UTC
+    last_probe_result: str = ""  # success | failure
+    reason: str = ""
 
 
 class EndPointList(WireModel):
-    attr: list[EndPointGetEntry] = Field(default_factory=list, alias="Attr")
+    model_config = wire_names(attr="Attr")
+
+    attr: list[EndPointGetEntry] = Field(default_factory=list)
 
 
 class EndPointHostState(WireModel):
     """POST /config/endpointhoststate: an external verdict. Only "red" forces a host down."""
 
-    host_name: Address = Field(default="", alias="hostName")
-    ep_port: int = Field(default=0, alias="epPort")
-    ep_proto: Word = Field(default="", alias="epProto")
-    state: Word = Field(default="", alias="state")
+    model_config = wire_names(host_name="hostName", ep_port="epPort", ep_proto="epProto",
+                              state="state")
+
+    host_name: IPAddress
+    ep_port: Port = 0  # with epProto: only that endpoint port of the host
+    ep_proto: Word = ""
+    state: Word = ""  # green | yellow | red (HOST_STATES)

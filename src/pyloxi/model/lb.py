@@ -1,109 +1,150 @@
-"""Load-balancer rule: the loxilb `LoadbalanceEntry` wire object and its enums."""
+"""Load-balancer rule: the loxilb `LoadbalanceEntry` wire object.
+
+Every field is typed (see `pyloxi.model.fields`): a value out of its own range or not of its
+kind is refused here, whichever door it comes in by (REST, CLI, Kubernetes agent, the store).
+What depends on several fields or on what the engine supports is checked by
+`pyloxi.engine.validate`.
+"""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from typing import Any
 
 from pydantic import Field
 
-from pyloxi.model.base import Address, CounterText, HostText, Name, ProbeText, WireModel, Word
+from pyloxi.model.base import CounterText, HostText, Name, ProbeText, WireModel, Word, wire_names
+from pyloxi.model.enums import (
+    PROTO_NUMBERS,
+    PROTOCOLS,
+    NatMode,
+    Oper,
+    ProbeType,
+    Protocol,
+    Selection,
+)
+from pyloxi.model.fields import (
+    IdleTimeout,
+    IPAddress,
+    IPPrefix,
+    OptionalIPAddress,
+    Port,
+    ProbeRetries,
+    ProbeTimeout,
+    RuleProbeType,
+    UInt32,
+    Weight,
+    WireNatMode,
+    WireOper,
+    WireProtocol,
+    WireSelection,
+)
+from pyloxi.model.limits import MAX_ALLOWED_SOURCES, MAX_ENDPOINTS, MAX_SECONDARY_IPS
 
-
-class Selection(IntEnum):
-    """Endpoint selection (`sel`), numbered as loxilb numbers it."""
-
-    RR = 0
-    HASH = 1
-    PRIORITY = 2
-    PERSIST = 3
-    LC = 4
-    N2 = 5
-    N3 = 6
-
-
-class NatMode(IntEnum):
-    """NAT mode (`mode`), numbered as loxilb numbers it."""
-
-    DEFAULT = 0
-    ONEARM = 1
-    FULLNAT = 2
-    DSR = 3
-    FULLPROXY = 4
-    HOSTONEARM = 5
-
-
-class Oper(IntEnum):
-    CREATE = 0
-    ATTACH = 1
-    DETACH = 2
-
-
-MAX_ENDPOINTS_WIRE = 1024
-MAX_SECONDARY_IPS_WIRE = 16
-MAX_ALLOWED_SOURCES_WIRE = 256
-
-PROTOCOLS = ("tcp", "udp", "sctp", "icmp")
-PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
+__all__ = [
+    "PROTOCOLS",
+    "PROTO_NUMBERS",
+    "AllowedSource",
+    "Endpoint",
+    "LoadBalancerEntry",
+    "LoadBalancerList",
+    "NatMode",
+    "Oper",
+    "ProbeType",
+    "Protocol",
+    "SecondaryIP",
+    "Selection",
+    "ServiceArguments",
+]
 
 
 class ServiceArguments(WireModel):
-    external_ip: Address = Field(alias="externalIP")
-    private_ip: Address = Field(default="", alias="privateIP")
-    port: int = Field(alias="port")
-    port_max: int = Field(default=0, alias="portMax")
-    protocol: Word = Field(default="tcp", alias="protocol")
-    sel: int = Field(default=0, alias="sel")
-    mode: int = Field(default=0, alias="mode")
-    bgp: bool = Field(default=False, alias="bgp")
-    monitor: bool = Field(default=False, alias="monitor")
-    probe_type: Word = Field(default="", alias="probetype")
-    probe_port: int = Field(default=0, alias="probeport")
-    probe_req: ProbeText = Field(default="", alias="probereq")
-    probe_resp: ProbeText = Field(default="", alias="proberesp")
-    probe_timeout: int = Field(default=0, alias="probeTimeout")
-    probe_retries: int = Field(default=0, alias="probeRetries")
-    managed: bool = Field(default=False, alias="managed")
-    security: int = Field(default=0, alias="security")
-    block: int = Field(default=0, alias="block")
-    inactive_timeout: int = Field(default=0, alias="inactiveTimeOut")
-    name: Name = Field(default="", alias="name")
-    snat: bool = Field(default=False, alias="snat")
-    oper: int = Field(default=0, alias="oper")
-    host: HostText = Field(default="", alias="host")
-    proxy_protocol_v2: bool = Field(default=False, alias="proxyprotocolv2")
-    egress: bool = Field(default=False, alias="egress")
+    model_config = wire_names(
+        external_ip="externalIP", private_ip="privateIP", port="port", port_max="portMax",
+        protocol="protocol", sel="sel", mode="mode", bgp="bgp", monitor="monitor",
+        probe_type="probetype", probe_port="probeport", probe_req="probereq",
+        probe_resp="proberesp", probe_timeout="probeTimeout", probe_retries="probeRetries",
+        managed="managed", security="security", block="block",
+        inactive_timeout="inactiveTimeOut", name="name", snat="snat", oper="oper", host="host",
+        proxy_protocol_v2="proxyprotocolv2", egress="egress",
+    )  # fmt: skip
+
+    external_ip: IPAddress
+    private_ip: OptionalIPAddress = ""  # "" = the datapath matches externalIP
+    port: Port  # 0 only for icmp (the engine checks)
+    port_max: Port = 0  # 0 or == port: no range
+    protocol: WireProtocol = Protocol.TCP
+    sel: WireSelection = Selection.RR
+    mode: WireNatMode = NatMode.DEFAULT
+    bgp: bool = False  # not supported yet: true is refused by the engine
+    monitor: bool = False
+    probe_type: RuleProbeType = ""
+    probe_port: Port = 0
+    probe_req: ProbeText = ""
+    probe_resp: ProbeText = ""
+    probe_timeout: ProbeTimeout = 0
+    probe_retries: ProbeRetries = 0
+    managed: bool = False
+    security: int = 0  # TLS needs fullproxy mode: anything but 0 is refused by the engine
+    block: UInt32 = 0
+    inactive_timeout: IdleTimeout = 0  # 0: the protocol's default
+    name: Name = ""
+    snat: bool = False  # output only
+    oper: WireOper = Oper.CREATE
+    host: HostText = ""
+    proxy_protocol_v2: bool = False
+    egress: bool = False
 
 
 class Endpoint(WireModel):
-    endpoint_ip: Address = Field(alias="endpointIP")
-    target_port: int = Field(default=0, alias="targetPort")
-    weight: int = Field(default=1, alias="weight")
-    state: Word = Field(default="", alias="state")  # output only: active | inactive
-    counter: CounterText = Field(default="", alias="counter")  # output only: "<packets>:<bytes>"
+    model_config = wire_names(
+        endpoint_ip="endpointIP", target_port="targetPort", weight="weight", state="state",
+        counter="counter",
+    )
+
+    endpoint_ip: IPAddress
+    target_port: Port = 0  # 0: the rule's port
+    weight: Weight = 1
+    state: Word = ""  # output only: active | inactive
+    counter: CounterText = ""  # output only: "<packets>:<bytes>"
 
 
 class SecondaryIP(WireModel):
-    secondary_ip: Address = Field(alias="secondaryIP")
+    model_config = wire_names(secondary_ip="secondaryIP")
+
+    secondary_ip: IPAddress
 
 
 class AllowedSource(WireModel):
-    prefix: Address = Field(alias="prefix")
+    model_config = wire_names(prefix="prefix")
+
+    prefix: IPPrefix
 
 
 class LoadBalancerEntry(WireModel):
-    service_arguments: ServiceArguments = Field(alias="serviceArguments")
-    # Bounds on the work one request can ask for; the engine's own limits (endpoints per
-    # service, 3 secondary IPs) are tighter and say so in their messages.
-    endpoints: list[Endpoint] = Field(
-        default_factory=list, alias="endpoints", max_length=MAX_ENDPOINTS_WIRE
+    model_config = wire_names(
+        service_arguments="serviceArguments", endpoints="endpoints",
+        secondary_ips="secondaryIPs", allowed_sources="allowedSources",
     )
-    secondary_ips: list[SecondaryIP] | None = Field(
-        default=None, alias="secondaryIPs", max_length=MAX_SECONDARY_IPS_WIRE
-    )
+
+    service_arguments: ServiceArguments
+    endpoints: list[Endpoint] = Field(default_factory=list, max_length=MAX_ENDPOINTS)
+    # SCTP multihoming: not supported yet (the engine refuses a non-empty list).
+    secondary_ips: list[SecondaryIP] | None = Field(default=None, max_length=MAX_SECONDARY_IPS)
     allowed_sources: list[AllowedSource] | None = Field(
-        default=None, alias="allowedSources", max_length=MAX_ALLOWED_SOURCES_WIRE
+        default=None, max_length=MAX_ALLOWED_SOURCES
     )
+
+    def request_body(self) -> dict[str, Any]:
+        """The JSON body a client POSTs for this rule: the wire form without the output-only
+        endpoint fields (`state`, `counter`) and without null lists."""
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True,
+                               exclude=_OUTPUT_ONLY)
+
+
+_OUTPUT_ONLY: Any = {"endpoints": {"__all__": {"state", "counter"}}}
 
 
 class LoadBalancerList(WireModel):
-    lb_attr: list[LoadBalancerEntry] = Field(default_factory=list, alias="lbAttr")
+    model_config = wire_names(lb_attr="lbAttr")
+
+    lb_attr: list[LoadBalancerEntry] = Field(default_factory=list)

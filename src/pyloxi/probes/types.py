@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PROBE_TYPES = ("ping", "tcp", "udp", "sctp", "http", "https", "none")
+from pyloxi.model.enums import PROBE_TYPES as PROBE_TYPES
+
 PORTED_TYPES = ("tcp", "udp", "sctp", "http", "https")
 
 DEFAULT_PERIOD = 10.0
