@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from pydantic import ValidationError
 
 from pyloxi.api.probe_adapter import API_OWNER, EndpointAdapter, go_duration
 from pyloxi.model.endpoint import EndPoint, EndPointHostState
@@ -28,14 +29,16 @@ def test_api_add_validation_and_keys():
     t = api.api_add(EndPoint(host_name="10.0.0.9", probe_type="https"))
     assert (t.key, t.period, t.retries) == ("10.0.0.9_https_443", 10.0, 2)  # the defaults
     assert api.api_add(EndPoint(host_name="fd00::0:1")).key == "fd00::1_ping_0"
-    bad = [dict(host_name="nope"), dict(host_name="10.0.0.9", probe_type="icmp"),
-           dict(host_name="10.0.0.9", probe_type="tcp"),
-           dict(host_name="10.0.0.9", probe_type="ping", inactive_retries=101),
-           dict(host_name="10.0.0.9", probe_type="ping", probe_duration=86401),
-           dict(host_name="10.0.0.9", probe_type="udp", probe_port=70000)]
-    for kw in bad:
-        with pytest.raises(InvalidInput):
-            api.api_add(EndPoint(**kw))
+    refused_by_the_model = [
+        {"hostName": "nope"}, {"hostName": "10.0.0.9", "probeType": "icmp"},
+        {"hostName": "10.0.0.9", "probeType": "ping", "inactiveReTries": 101},
+        {"hostName": "10.0.0.9", "probeType": "ping", "probeDuration": 86401},
+        {"hostName": "10.0.0.9", "probeType": "udp", "probePort": 70000}]
+    for body in refused_by_the_model:
+        with pytest.raises(ValidationError):
+            EndPoint.model_validate(body)
+    with pytest.raises(InvalidInput, match="probePort is required"):
+        api.api_add(EndPoint(host_name="10.0.0.9", probe_type="tcp"))
     assert sorted(mgr.keys()) == ["10.0.0.9_https_443", "10.0.0.9_tcp_80", "fd00::1_ping_0"]
     with pytest.raises(NotFound):
         api.api_delete("10.0.0.9", probe_type="udp", probe_port=80)

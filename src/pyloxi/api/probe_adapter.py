@@ -15,9 +15,6 @@ from typing import Generic, Protocol, TypeVar
 
 from pyloxi.model.endpoint import (
     HOST_STATES,
-    MAX_PERIOD,
-    MAX_RETRIES,
-    PROBE_TYPES,
     EndPoint,
     EndPointGetEntry,
     EndPointHostState,
@@ -95,16 +92,8 @@ class EndpointAdapter(Generic[T]):
 
     def api_add(self, ep: EndPoint) -> T:
         """POST /config/endpoint. Raises InvalidInput (400) and changes nothing on bad input."""
-        ip = _parse_ip(ep.host_name)
-        ptype = (ep.probe_type or "ping").lower()
-        if ptype not in PROBE_TYPES:
-            raise InvalidInput(f"host-args unknown probe type {ep.probe_type!r}")
-        if not 0 <= ep.inactive_retries <= MAX_RETRIES:
-            raise InvalidInput(f"host-args error: inactiveReTries must be 0-{MAX_RETRIES}")
-        if not 0 <= ep.probe_duration <= MAX_PERIOD:
-            raise InvalidInput(f"host-args error: probeDuration must be 0-{MAX_PERIOD}")
-        if not 0 <= ep.probe_port <= 65535:
-            raise InvalidInput("host-args error: probePort must be 0-65535")
+        ip = ep.host_name  # the model's canonical text form
+        ptype = str(ep.probe_type or "ping")
         port = ep.probe_port
         if ptype in ("tcp", "udp", "sctp") and port == 0:
             raise InvalidInput("host-args unknown probe port: probePort is required for "
@@ -137,12 +126,10 @@ class EndpointAdapter(Generic[T]):
 
     def api_host_state(self, hs: EndPointHostState) -> int:
         """POST /config/endpointhoststate."""
-        ip = _parse_ip(hs.host_name)
+        ip = hs.host_name  # the model's canonical text form
         state = hs.state.lower()
         if state not in HOST_STATES:
             raise InvalidInput(f"invalid state {hs.state!r}: expected green, yellow or red")
-        if not 0 <= hs.ep_port <= 65535:
-            raise InvalidInput("invalid epPort: must be 0-65535")
         given = (hs.ep_port != 0, bool(hs.ep_proto))
         if given[0] != given[1]:
             raise InvalidInput("invalid epPort/epProto: give both or neither")

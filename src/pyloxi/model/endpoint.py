@@ -4,17 +4,17 @@ Field spellings follow loxilb's swagger.yml. `EndPointGetEntry` carries a few ex
 (`lastProbeTime`, `lastProbeResult`, `reason`, `retriesLeft`) that loxilb does not have; clients
 that do not know them ignore them.
 
-The request fields of `EndPoint` (probe type, retries, period, port) are checked by the probe
-manager (pyloxi.probes), against the same enums and limits as everything else.
+`EndPoint`'s fields carry the same enums and limits as every other wire object; what only
+the combination can tell (a tcp/udp/sctp probe needs a port) is checked by the REST adapter.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from pyloxi.model.base import Address, Name, ProbeText, WireModel, Word, wire_names
+from pyloxi.model.base import Name, ProbeText, WireModel, Word, wire_names
 from pyloxi.model.enums import HOST_STATES, PROBE_TYPES
-from pyloxi.model.fields import IPAddress, Port
+from pyloxi.model.fields import IPAddress, Port, ProbePeriod, ProbeRetries, RuleProbeType
 from pyloxi.model.limits import MAX_PROBE_PERIOD as MAX_PERIOD
 from pyloxi.model.limits import MAX_PROBE_RETRIES as MAX_RETRIES
 
@@ -41,14 +41,14 @@ class EndPoint(WireModel):
 
     model_config = wire_names(**_ENDPOINT_NAMES)
 
-    host_name: Address
+    host_name: IPAddress
     name: Name = ""
-    inactive_retries: int = 0
-    probe_type: Word = ""  # "" = ping
+    inactive_retries: ProbeRetries = 0
+    probe_type: RuleProbeType = ""  # "" = ping
     probe_req: ProbeText = ""
     probe_resp: ProbeText = ""
-    probe_duration: int = 0
-    probe_port: int = 0
+    probe_duration: ProbePeriod = 0
+    probe_port: Port = 0
 
 
 class EndPointGetEntry(WireModel):
