@@ -14,7 +14,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.libbpf import possible_cpus
+from pyloxi.datapath.ebpf.libbpf.maps import possible_cpus
 from pyloxi.model.lb import NatMode
 
 from .conftest import (

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.btf import btf_struct_layout
 from pyloxi.engine import program
 
+from .btf import btf_struct_layout
 from .conftest import OBJ, ROOT
 
 

@@ -42,19 +42,12 @@ import numpy as np
 
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
-from pyloxi.datapath.ebpf.libbpf import (
-    BPF_NOEXIST,
-    BpfError,
-    BpfObject,
-    Map,
-    is_bpffs,
-    mount_bpffs,
-    prog_fd_by_id,
-    prog_info,
-    tc_attach,
-    tc_attached_prog_id,
-    tc_detach,
-)
+from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
+from pyloxi.datapath.ebpf.libbpf.errors import BpfError
+from pyloxi.datapath.ebpf.libbpf.info import prog_fd_by_id, prog_info
+from pyloxi.datapath.ebpf.libbpf.maps import BPF_NOEXIST, Map
+from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
+from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_attached_prog_id, tc_detach
 from pyloxi.engine.program import (
     EndpointCounters,
     Flow,
@@ -247,12 +240,12 @@ class EbpfDatapath:
                 m = Map.from_id(map_id)
                 live_maps[m.name] = m
             for name in missing:
-                m = live_maps.pop(name[:15], None)
-                if m is None:  # not used by the packet path: holds no flow state
+                reused = live_maps.pop(name[:15], None)
+                if reused is None:  # not used by the packet path: holds no flow state
                     log.info("map %s: not pinned, not used by the attached program; new", name)
                     continue
-                self.obj.reuse_map(name, m)
-                adopted.append(m)
+                self.obj.reuse_map(name, reused)
+                adopted.append(reused)
             for m in live_maps.values():
                 m.close()
         except BpfError as exc:
@@ -333,7 +326,10 @@ class EbpfDatapath:
         dp = self._orphan_of.get(key)
         if dp is not None and dp in self._orphans:  # installed before a restart: adopt it
             return dp, False, True
-        busy = lambda dp: dp in self._progs or dp in self._orphans or dp in self._retired  # noqa: E731
+
+        def busy(dp: int) -> bool:
+            return dp in self._progs or dp in self._orphans or dp in self._retired
+
         while self._next_free < L.MAX_SERVICES:
             dp = self._next_free
             self._next_free += 1
@@ -476,7 +472,7 @@ class EbpfDatapath:
         self._forget_affinity({dp}, idxs)
         self._grace()  # packets of the flushed flows still in flight finish their accounting
         m = self.maps
-        gids = [_u32(dp * L.MAX_EPS + i) for i in sorted(idxs)]
+        gids = [_u32(L.ep_gid(dp, i)) for i in sorted(idxs)]
         m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
         m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
 
@@ -558,7 +554,7 @@ class EbpfDatapath:
         """Zero an id's counters when its service goes (and again when its versions are
         cleared), so a later service that gets the id starts clean."""
         m = self.maps
-        gids = [_u32(dp * L.MAX_EPS + i) for i in range(L.MAX_EPS)]
+        gids = [_u32(L.ep_gid(dp, i)) for i in range(L.MAX_EPS)]
         m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
         m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
         m["svc_new"].update(_u32(dp), bytes(m["svc_new"].value_blob_size))
@@ -613,7 +609,7 @@ class EbpfDatapath:
         eps = []
         tp = tb = 0
         for i in range(len(prog.endpoints)):
-            gid = _u32(dp * L.MAX_EPS + i)
+            gid = _u32(L.ep_gid(dp, i))
             p = b = 0
             for raw in stats.lookup_percpu(gid) or []:
                 c = L.Counters.from_buffer_copy(raw)
