@@ -2,8 +2,9 @@
 each flow, name their state, and age them out (vectorised: a million entries are one numpy
 pass, not a million Python objects).
 
-Two tables (see bpf/include/pyloxi/ct.h): `ct_map` holds established flows and is never evicted,
-`ct_half` (an LRU) holds half-open TCP flows and flows of other protocols without a reply yet.
+Two tables (see bpf/include/pyloxi/conntrack.h): `ct_map` holds established flows and is never
+evicted, `ct_half` (an LRU) holds half-open TCP flows and flows of other protocols without a reply
+yet.
 Least-connection counts (conn_map) cover only ct_map: a flow is counted open when the datapath
 promotes it there and closed by whoever actually deletes its original-direction entry, so a
 flow that two parties delete at once (aging here, a SYN reuse in the datapath) is counted once.
