@@ -15,6 +15,7 @@ from scapy.packet import Raw
 
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.libbpf.maps import possible_cpus
+from pyloxi.lab.dpns import LB_MAC
 from pyloxi.model.lb import NatMode
 
 from .conftest import (
@@ -22,7 +23,6 @@ from .conftest import (
     CLIENT_MAC,
     EP_MAC,
     EPS,
-    LB_MAC,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
     VIP,
