@@ -74,7 +74,7 @@ def establish(fd: int, ctx: bytes, client: str, vip: str, sport: int, vport: int
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
     sa = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=ep, dst=client, ttl=255) / TCP(
         sport=eport, dport=sport, flags="SA", seq=5000, ack=1001)
     ack = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=client, dst=vip, ttl=255) / TCP(
@@ -102,7 +102,7 @@ def service(dp, svc_id: int, vip: str, ep: str, port: int, target: int):  # type
 
 def repeat_ns(fd: int, pkt: bytes, ctx: bytes, repeat: int, runs: int = 3) -> tuple[float, int]:
     """Median of `runs` kernel-timed loops of `repeat` repetitions; ns per packet, last retval."""
-    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
     vals, rv = [], -1
     for _ in range(runs):
         out = prog_test_run(fd, pkt, ctx=ctx, repeat=repeat, data_size_out=4096)
@@ -113,7 +113,7 @@ def repeat_ns(fd: int, pkt: bytes, ctx: bytes, repeat: int, runs: int = 3) -> tu
 
 def once_ns(fd: int, pkts: list[bytes], ctx: bytes) -> tuple[np.ndarray, set[int]]:
     """Each packet run once (repeat=1): kernel durations and the set of return values."""
-    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
     out = np.empty(len(pkts), dtype=np.float64)
     rvs = set()
     for j, p in enumerate(pkts):
@@ -145,7 +145,7 @@ def chain_vip(k: int) -> str:
 
 def loop_ns(fd: int, pkt: bytes, ctx: bytes, total: int) -> tuple[float, set[int], int]:
     """Kernel-timed loops of CHAIN repetitions, calls until `total` runs; ns per run."""
-    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
     calls = max(1, total // CHAIN)
     ns, rvs = 0, set()
     for _ in range(calls):
@@ -157,7 +157,7 @@ def loop_ns(fd: int, pkt: bytes, ctx: bytes, total: int) -> tuple[float, set[int
 
 def bench_packets(repeats: int, new_flows: int) -> dict[str, object]:
     from pyloxi.datapath.ebpf.backend import EbpfDatapath
-    from pyloxi.datapath.ebpf.libbpf import BpfObject
+    from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
     res: dict[str, object] = {"repeats": repeats, "new_flows": new_flows, "chain": CHAIN}
     pin = f"/sys/fs/bpf/pl{os.getpid()}-micro"
     dp = EbpfDatapath(pin, obj_path=OBJ)
@@ -204,7 +204,7 @@ def bench_packets(repeats: int, new_flows: int) -> dict[str, object]:
         ct = dp.maps["ct_map"]
         calls = max(1, new_flows // CHAIN)
         total, before = 0, stat()
-        from pyloxi.datapath.ebpf.libbpf import prog_test_run
+        from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
         for c in range(calls):
             pkt = tcp_packet(CLIENT, chain_vip(0), 1024 + c % 64000, 80, "S", ttl=255)
             r = prog_test_run(dp.prog_fd, pkt, ctx=ctx0, repeat=CHAIN, data_size_out=256)

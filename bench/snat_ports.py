@@ -35,7 +35,7 @@ TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 def run(obj: str, syns: int, occupancies: list[float]) -> dict[str, object]:
     from pyloxi.datapath.ebpf import layout as L
     from pyloxi.datapath.ebpf.backend import EbpfDatapath
-    from pyloxi.datapath.ebpf.libbpf import prog_test_run
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
     from pyloxi.engine.program import EndpointSlot, ServiceProgram
     from pyloxi.model.lb import NatMode, Selection
 

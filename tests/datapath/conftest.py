@@ -14,7 +14,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
-from pyloxi.datapath.ebpf.libbpf import prog_test_run
+from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
 from pyloxi.engine.program import EndpointSlot, ServiceProgram
 from pyloxi.model.lb import NatMode, Selection
 from pyloxi.testing.lab.dpns import LB_MAC, datapath_netns

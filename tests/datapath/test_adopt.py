@@ -10,8 +10,10 @@ import socket
 
 import pytest
 
-from pyloxi.datapath.ebpf.backend import DatapathInUse, EbpfDatapath
-from pyloxi.datapath.ebpf.libbpf import prog_fd_by_id, prog_info, tc_attached_prog_id, tc_detach
+from pyloxi.datapath.ebpf.adopt import DatapathInUse
+from pyloxi.datapath.ebpf.backend import EbpfDatapath
+from pyloxi.datapath.ebpf.libbpf.info import prog_fd_by_id, prog_info
+from pyloxi.datapath.ebpf.libbpf.tc import tc_attached_prog_id, tc_detach
 
 from .conftest import OBJ, Harness, ct_count, handshake
 

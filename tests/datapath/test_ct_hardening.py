@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from pyloxi.testing.lab.dpns import LB_MAC
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
@@ -23,7 +24,6 @@ from .conftest import (
     CLIENT_MAC,
     EP_MAC,
     EPS,
-    LB_MAC,
     OBJ,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
@@ -298,8 +298,7 @@ def test_lc_counts_return_to_zero_after_flood_and_aging(small: Harness) -> None:
     assert sum(active) == 12 - closed_here
     h.dp.ct.age({1: prog.idle_timeout}, time.monotonic_ns() + 10**13)
     assert ct_count(h) == 0
-    conns = [L.EpConn.from_buffer_copy(h.dp.maps["conn_map"].lookup(
-        (1 * L.MAX_EPS + i).to_bytes(4, "little"))) for i in range(3)]
+    conns = [_conn(h, i) for i in range(3)]
     assert [c.opened - c.closed for c in conns] == [0, 0, 0]
     assert sum(c.opened for c in conns) == 12
     assert np.all([e.active_flows == 0 for e in h.dp.service_counters(prog).endpoints])
@@ -365,7 +364,8 @@ def test_spoofed_ack_flood_cannot_fill_established_table(small: Harness) -> None
 
 
 def _conn(h: Harness, idx: int) -> L.EpConn:
-    raw = h.dp.maps["conn_map"].lookup((1 * L.MAX_EPS + idx).to_bytes(4, "little"))
+    raw = h.dp.maps["conn_map"].lookup(L.ep_gid(1, idx).to_bytes(4, "little"))
+    assert raw is not None
     return L.EpConn.from_buffer_copy(raw)
 
 

@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from pyloxi.testing.lab.dpns import LB_MAC
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.libbpf import possible_cpus
+from pyloxi.datapath.ebpf.libbpf.maps import possible_cpus
 from pyloxi.model.lb import NatMode
 
 from .conftest import (
@@ -22,7 +23,6 @@ from .conftest import (
     CLIENT_MAC,
     EP_MAC,
     EPS,
-    LB_MAC,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
     VIP,

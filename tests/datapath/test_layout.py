@@ -8,9 +8,9 @@ import re
 import pytest
 
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.btf import btf_struct_layout
 from pyloxi.engine import program
 
+from .btf import btf_struct_layout
 from .conftest import OBJ, ROOT
 
 
@@ -19,7 +19,8 @@ def test_struct_matches_btf(name: str) -> None:
     size, members = btf_struct_layout(OBJ, name)
     mirror = L.MIRRORS[name]
     assert ctypes.sizeof(mirror) == size
-    for field, _ in mirror._fields_:
+    for f in mirror._fields_:
+        field = f[0]
         offset, fsize = members[field]
         assert getattr(mirror, field).offset == offset, field
         assert getattr(mirror, field).size == fsize, field
@@ -36,6 +37,7 @@ def test_limits_agree_with_header() -> None:
     assert defs["PL_NAT_PORT_MIN"] == L.NAT_PORT_MIN
     assert defs["PL_CT_DEL_BATCH"] == L.CT_DEL_BATCH
     assert (defs["PL_CT_DEL_EST"], defs["PL_CT_DEL_HALF"]) == (L.CT_DEL_EST, L.CT_DEL_HALF)
-    stats = re.search(r"enum pl_stat \{(.*?)\};", text, re.S).group(1)
-    names = re.findall(r"PL_ST_(\w+)", stats)
+    stats = re.search(r"enum pl_stat \{(.*?)\};", text, re.S)
+    assert stats is not None
+    names = re.findall(r"PL_ST_(\w+)", stats.group(1))
     assert len(names) - 1 == len(L.STAT_NAMES)  # PL_ST_MAX is last

@@ -21,22 +21,20 @@ from pathlib import Path
 import pytest
 
 from pyloxi.datapath.ebpf import libbpf as lb
-from pyloxi.datapath.ebpf.btf import btf_struct_layout
-from pyloxi.datapath.ebpf.libbpf import (
-    BPF_EXIST,
-    BPF_NOEXIST,
-    BpfError,
-    BpfObject,
-    Map,
-    MapType,
-    possible_cpus,
-    prog_id,
-    prog_test_run,
+from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
+from pyloxi.datapath.ebpf.libbpf.errors import BpfError
+from pyloxi.datapath.ebpf.libbpf.info import prog_id
+from pyloxi.datapath.ebpf.libbpf.maps import BPF_EXIST, BPF_NOEXIST, Map, MapType, possible_cpus
+from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
+from pyloxi.datapath.ebpf.libbpf.tc import (
     tc_attach,
     tc_attached_prog_id,
     tc_detach,
     tc_hook_destroy,
 )
+from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
+
+from .btf import btf_struct_layout
 
 SRC = Path(__file__).parent / "bpf" / "mini.bpf.c"
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
@@ -61,11 +59,11 @@ def mini_o(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pin_base() -> Iterator[Path]:
     """<bpffs>/pyloxi-test-<pid>; removed (and a private bpffs unmounted) at session end."""
     private = None
-    if lb.is_bpffs("/sys/fs/bpf"):
+    if is_bpffs("/sys/fs/bpf"):
         bpffs = Path("/sys/fs/bpf")
     else:
         private = Path(tempfile.mkdtemp(prefix="pyloxi-bpffs-"))
-        lb.mount_bpffs(str(private))
+        mount_bpffs(str(private))
         bpffs = private
     base = bpffs / f"pyloxi-test-{os.getpid()}"
     base.mkdir()
@@ -458,3 +456,11 @@ def test_libbpf_messages_go_to_logging(tmp_path: Path, caplog: pytest.LogCapture
     ):
         BpfObject.open(str(garbage))
     assert any("libbpf:" in r.getMessage() for r in caplog.records)
+
+
+def test_package_reexports_public_api() -> None:
+    """The public names stay importable from the package itself, not only its modules."""
+    from pyloxi.datapath.ebpf.libbpf import maps, objects
+
+    assert {n for n in lb.__all__ if getattr(lb, n, None) is None} == set()
+    assert lb.Map is maps.Map and lb.BpfObject is objects.BpfObject

@@ -16,7 +16,8 @@ from scapy.layers.inet import IP
 
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
-from pyloxi.datapath.ebpf.libbpf import BpfError, Map
+from pyloxi.datapath.ebpf.libbpf.errors import BpfError
+from pyloxi.datapath.ebpf.libbpf.maps import Map
 from pyloxi.engine import Engine
 from pyloxi.engine.program import EndpointSlot, ServiceProgram
 from pyloxi.model.errors import CapacityExceeded
@@ -233,7 +234,7 @@ def _aff(dp: EbpfDatapath) -> list[tuple[int, int]]:
 
 def _counters(dp: EbpfDatapath, dp_id: int, idx: int) -> tuple[int, int, int]:
     """(packets, opened, closed) of one endpoint index."""
-    gid = (dp_id * L.MAX_EPS + idx).to_bytes(4, "little")
+    gid = L.ep_gid(dp_id, idx).to_bytes(4, "little")
     pkts = sum(L.Counters.from_buffer_copy(c).packets
                for c in dp.maps["ep_stats"].lookup_percpu(gid) or [])
     conn = L.EpConn.from_buffer_copy(dp.maps["conn_map"].lookup(gid) or bytes(16))

@@ -1,29 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
 /*
  * Conntrack state on one entry: the partner entry's key, TCP flag bits, and TCP window tracking
- * (Linux conntrack's tcp_in_window reduced to what judging a RST or FIN needs).
- *
- * Tables (tables.h): ct_map holds established flows and is a plain hash, so nothing evicts them;
- * ct_half is an LRU for half-open TCP and for UDP/ICMP/SCTP flows without a reply yet, so a flood
- * of new flows evicts only its own kind. A flow is promoted (both entries copied into ct_map,
- * then removed from ct_half) when TCP's handshake completes (the client's ACK acknowledging the
- * SYN-ACK) or when the first reply of another protocol arrives.
+ * (Linux conntrack's tcp_in_window reduced to what judging a RST or FIN needs). The tables and
+ * what moves flows between them: conntrack.h.
  */
 #ifndef PYLOXI_CT_H
 #define PYLOXI_CT_H
 
 #include "pyloxi/parse.h"
 #include "pyloxi/tables.h"
-
-/* The entry of `k` in either table (established first). For code outside the conntrack path
- * (ICMP errors, fragments) that needs a flow's rewrite whatever its state: a flow is in ct_half
- * until its first reply, so looking in ct_map alone misses young flows. */
-static __always_inline struct ct_val *ct_lookup(const struct ct_key *k)
-{
-	struct ct_val *v = bpf_map_lookup_elem(&ct_map, k);
-
-	return v ? v : bpf_map_lookup_elem(&ct_half, k);
-}
 
 /* The key of the other direction's entry, derived from this entry's rewrite. */
 static __always_inline void partner_key(const struct ct_val *v, __u8 proto, struct ct_key *out)

@@ -3,12 +3,8 @@
 #ifndef PYLOXI_FWD_H
 #define PYLOXI_FWD_H
 
-#include <linux/pkt_cls.h>
 #include "pyloxi/parse.h"
-
-#ifndef AF_INET
-#define AF_INET 2
-#endif
+#include "pyloxi/verdict.h"
 
 static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *smac, const __u8 *dmac)
 {
@@ -102,22 +98,23 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 }
 
 /* Hand the (rewritten) packet to what next_hop() found. */
-static __always_inline int transmit(struct __sk_buff *skb, const struct ct_val *cache, int nh,
-				    const struct hop *h)
+static __always_inline enum pl_verdict transmit(struct __sk_buff *skb, const struct ct_val *cache,
+						int nh, const struct hop *h)
 {
 	if (nh == NH_CACHED) {
 		if (set_macs(skb, cache->fib_smac, cache->fib_dmac))
-			return TC_ACT_SHOT;
-		return bpf_redirect(cache->fib_ifindex, 0);
+			return PL_DROP;
+		return redirected(bpf_redirect(cache->fib_ifindex, 0));
 	}
 	if (nh == NH_NEIGH) {
 		struct bpf_redir_neigh n = { .nh_family = AF_INET, .ipv4_nh = h->nh };
-		return bpf_redirect_neigh(h->ifindex, &n, sizeof(n), 0);
+		return redirected(bpf_redirect_neigh(h->ifindex, &n, sizeof(n), 0));
 	}
-	return TC_ACT_OK;
+	return PL_PASS;
 }
 
-/* Route a packet we built or translated ourselves (ICMP errors): no cache, off the fast path. */
+/* Route a packet we built or translated ourselves (ICMP errors): no cache, off the fast path.
+ * Returns a verdict. */
 static __noinline int route_out(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
 {
 	struct bpf_fib_lookup fib = {};
@@ -131,14 +128,14 @@ static __noinline int route_out(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		struct bpf_redir_neigh n = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
-		return bpf_redirect_neigh(fib.ifindex, &n, sizeof(n), 0);
+		return redirected(bpf_redirect_neigh(fib.ifindex, &n, sizeof(n), 0));
 	}
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (set_macs(skb, fib.smac, fib.dmac))
-			return TC_ACT_SHOT;
-		return bpf_redirect(fib.ifindex, 0);
+			return PL_DROP;
+		return redirected(bpf_redirect(fib.ifindex, 0));
 	}
-	return TC_ACT_OK;   /* local, unroutable: the kernel decides */
+	return PL_PASS;   /* local, unroutable: the kernel decides */
 }
 
 /* The address this host would send from to reach `daddr` (the kernel's choice for its own

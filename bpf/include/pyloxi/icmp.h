@@ -13,26 +13,20 @@
 #ifndef PYLOXI_ICMP_H
 #define PYLOXI_ICMP_H
 
-#include <linux/pkt_cls.h>
-#include "pyloxi/parse.h"
-#include "pyloxi/tables.h"
-#include "pyloxi/nat.h"
+#include "pyloxi/conntrack.h"
 #include "pyloxi/fwd.h"
-#include "pyloxi/ct.h"
+#include "pyloxi/nat.h"
+#include "pyloxi/parse.h"
+#include "pyloxi/stats.h"
+#include "pyloxi/tables.h"
+#include "pyloxi/verdict.h"
 
 #define PL_ICMP_QUOTE_MAX 548     /* 576 - 20 - 8: a router quotes at most 576 bytes (RFC 1812) */
 #define PL_ICMP_PULL      170     /* eth + outer IP (60) + ICMP + inner IP (60) + 20 of L4 */
 #define PL_NS_PER_TOKEN   (1000000000ULL / PL_ICMP_RATE)
 #define PL_IP_DF          0x4000
 
-static __always_inline void icmp_stat(__u32 reason)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats_map, &reason);
-	if (v)
-		*v += 1;
-}
-
-/* The flow an ICMP error is about, established or not yet (ct.h looks in both tables). */
+/* The flow an ICMP error is about, established or not yet (conntrack.h looks in both tables). */
 static __always_inline struct ct_val *icmp_flow_lookup(const struct ct_key *k)
 {
 	return ct_lookup(k);
@@ -66,7 +60,8 @@ static __always_inline __u16 csum_fold64(__u64 s)
  * destination when the error came from P''s own destination, else unchanged (a router on the
  * way). All checksums are updated by difference, so every covered sum stays what it was and a
  * CHECKSUM_COMPLETE skb->csum stays valid. Not ours (no such flow): the kernel's.
- * A global function: the verifier checks it once, not in the state of its caller.
+ * Returns a verdict. A global function: the verifier checks it once, not in the state of its
+ * caller.
  */
 __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 {
@@ -76,25 +71,25 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	__u32 ohl, ihl, len = skb->len;
 
 	if (bpf_skb_pull_data(skb, len < PL_ICMP_PULL ? len : PL_ICMP_PULL))
-		return TC_ACT_OK;
+		return PL_PASS;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > data_end)
-		return TC_ACT_OK;
+		return PL_PASS;
 	ohl = (ip->ihl & 0xf) << 2;
 	if (ohl < sizeof(*ip))
-		return TC_ACT_OK;
+		return PL_PASS;
 	ic = data + ETH_HLEN + ohl;
 	in = (void *)(ic + 1);
 	if ((void *)(in + 1) > data_end)
-		return TC_ACT_OK;
+		return PL_PASS;
 	ihl = (in->ihl & 0xf) << 2;
 	if (ihl < sizeof(*in) || (in->frag_off & bpf_htons(0x1fff)))
-		return TC_ACT_OK;   /* a later fragment quotes no ports: we cannot tell the flow */
+		return PL_PASS;   /* a later fragment quotes no ports: we cannot tell the flow */
 	__u16 *l4 = (void *)in + ihl;
 	if ((void *)(l4 + 4) > data_end)
-		return TC_ACT_OK;
+		return PL_PASS;
 
 	struct ct_key rk = { .saddr = in->daddr, .daddr = in->saddr, .proto = in->protocol };
 	__u32 l4c_off;   /* offset of the inner L4 checksum in l4, 0: none we update */
@@ -111,12 +106,12 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	case IPPROTO_ICMP: {
 		__u8 t = *(__u8 *)l4;
 		if (t != ICMP_ECHO && t != ICMP_ECHOREPLY)
-			return TC_ACT_OK;
+			return PL_PASS;
 		l4c_off = 2;
 		break;
 	}
 	default:
-		return TC_ACT_OK;
+		return PL_PASS;
 	}
 	if (in->protocol == IPPROTO_ICMP) {
 		rk.sport = l4[2];
@@ -128,9 +123,9 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 
 	struct ct_val *e2 = icmp_flow_lookup(&rk);
 	if (!e2)
-		return TC_ACT_OK;
+		return PL_PASS;
 	if (ip->ttl <= 1)
-		return TC_ACT_SHOT;   /* never an ICMP error about an ICMP error */
+		return PL_DROP;   /* never an ICMP error about an ICMP error */
 
 	__u32 ks = e2->nat_daddr, kd = e2->nat_saddr;
 	__u32 old_ports, new_ports;
@@ -154,7 +149,7 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	if (l4c_off && (void *)l4 + l4c_off + 2 <= data_end) {
 		__u16 *l4c = (void *)l4 + (l4c_off & 0x1f);
 		if ((void *)(l4c + 1) > data_end)
-			return TC_ACT_OK;
+			return PL_PASS;
 		__u16 oc = *l4c, nc;
 		if (in->protocol == IPPROTO_ICMP)
 			nc = csum_fold_diff(oc, port_diff);               /* no pseudo-header */
@@ -185,7 +180,7 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	ip->ttl--;
 	ip->saddr = osrc;
 	ip->daddr = odst;
-	icmp_stat(PL_ST_ICMP_XLATE);
+	count(PL_ST_ICMP_XLATE);
 	return route_out(skb, osrc, odst);
 }
 
@@ -220,7 +215,7 @@ static __always_inline int icmp_allow(void)
  * its sender, and send it back out of the interface it came in on, to the hop it came from
  * (MACs swapped), as Katran does. The quote is the packet's first bytes, at most 548 and a
  * multiple of 4 (always the IP header and 8 more bytes). Never about a later fragment.
- * Global, so verified once however many callers it has.
+ * Returns a verdict. Global, so verified once however many callers it has.
  */
 __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u32 mtu,
 			     __u32 src)
@@ -233,10 +228,10 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 	__u32 dst, l3len, q, ihl, l4c = 0;
 
 	if ((void *)(ip + 1) > data_end || (ip->frag_off & bpf_htons(0x1fff)))
-		return TC_ACT_SHOT;
+		return PL_DROP;
 	if (!icmp_allow()) {
-		icmp_stat(PL_ST_ICMP_LIMITED);
-		return TC_ACT_SHOT;
+		count(PL_ST_ICMP_LIMITED);
+		return PL_DROP;
 	}
 	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
@@ -247,7 +242,7 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 		l3len = skb->len - ETH_HLEN;
 	q = (l3len < PL_ICMP_QUOTE_MAX ? l3len : PL_ICMP_QUOTE_MAX) & ~3U;
 	if (ihl < sizeof(*ip) || q < ihl + 8)
-		return TC_ACT_SHOT;
+		return PL_DROP;
 	/*
 	 * The quoted L4 checksum, preset below. A packet from a local stack (veth) or from GRO is
 	 * CHECKSUM_PARTIAL: the device, or the kernel before it, will write a checksum over
@@ -267,12 +262,12 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 	 * NONE, whose skb->csum our stores would make stale, hence the grow when nothing is
 	 * trimmed), then make room for the IP and ICMP headers in front of the quote. */
 	if (skb->len == ETH_HLEN + q && bpf_skb_change_tail(skb, ETH_HLEN + q + 4, 0))
-		return TC_ACT_SHOT;
+		return PL_DROP;
 	if (bpf_skb_change_tail(skb, ETH_HLEN + q, 0))
-		return TC_ACT_SHOT;
+		return PL_DROP;
 	if (bpf_skb_adjust_room(skb, sizeof(struct iphdr) + sizeof(struct icmphdr),
 				BPF_ADJ_ROOM_MAC, 0))
-		return TC_ACT_SHOT;
+		return PL_DROP;
 
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -281,7 +276,7 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 	struct icmphdr *ic = (void *)(nip + 1);
 	void *quote = (void *)(ic + 1);
 	if (quote + sizeof(struct iphdr) + 8 > data_end)
-		return TC_ACT_SHOT;
+		return PL_DROP;
 	__builtin_memcpy(eth->h_dest, smac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, dmac, ETH_ALEN);
 
@@ -306,7 +301,7 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 	__u16 *f = quote + (l4c & 0x7f);
 	if (l4c) {
 		if ((void *)(f + 1) > data_end)
-			return TC_ACT_SHOT;
+			return PL_DROP;
 		*f = 0;
 	}
 	/* one's complement sums of the quoted IP header and of the rest (its L4 bytes) */
@@ -316,7 +311,7 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 			break;
 		__u32 *w = quote + i * 4;
 		if ((void *)(w + 1) > data_end)
-			return TC_ACT_SHOT;
+			return PL_DROP;
 		sum_ip += *w;
 	}
 	for (__u32 i = 0; i < PL_ICMP_QUOTE_MAX / 4; i++) {
@@ -324,7 +319,7 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 			break;
 		__u32 *w = quote + i * 4;
 		if ((void *)(w + 1) > data_end)
-			return TC_ACT_SHOT;
+			return PL_DROP;
 		sum_all += *w;
 	}
 	sum_l4 = csum_add(csum_fold64(sum_all), (__u16)~csum_fold64(sum_ip));
@@ -335,7 +330,7 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 		__u16 t = ~csum_fold64(sum_l4);
 		__u16 f0 = (t >> 1) | ((t & 1) << 15);
 		if ((void *)(f + 1) > data_end)
-			return TC_ACT_SHOT;
+			return PL_DROP;
 		*f = f0;
 		sum_l4 += f0;
 	}
@@ -343,8 +338,8 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 	ic->checksum = ~csum_fold64((__u64)hw[0] + hw[1] + sum_ip + sum_l4);
 	__u32 *iw = (void *)nip;
 	nip->check = ~csum_fold64((__u64)iw[0] + iw[1] + iw[2] + iw[3] + iw[4]);
-	icmp_stat(PL_ST_ICMP_SENT);
-	return bpf_redirect(skb->ingress_ifindex, 0);
+	count(PL_ST_ICMP_SENT);
+	return redirected(bpf_redirect(skb->ingress_ifindex, 0));
 }
 
 static __always_inline int ip_df(struct __sk_buff *skb)

@@ -91,7 +91,7 @@ enum pl_stat {
 	PL_ST_MAX = 32,
 };
 
-struct ep_conn {          /* conn_map[svc_id * PL_MAX_EPS + idx]: active = opened - closed */
+struct ep_conn {          /* conn_map[ep_gid(svc_id, idx)] (stats.h): active = opened - closed */
 	__u64 opened;         /* atomically added by the datapath */
 	__u64 closed;         /* atomically added by the datapath and by pl_ct_delete */
 };
@@ -126,7 +126,7 @@ struct svc_cfg {          /* the config of one version */
 	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
 };
 
-struct ep_val {           /* endpoint idx of a version; counters stay per svc_id * PL_MAX_EPS + idx */
+struct ep_val {           /* endpoint idx of a version; counters stay per ep_gid(svc_id, idx) */
 	__u32 ip;
 	__u32 snat_ip;        /* 0: keep the client's source address */
 	__u16 port;           /* 0: keep the destination port */

@@ -31,12 +31,33 @@ static __always_inline __u32 csum_replace(__u32 sum, __u32 from, __u32 to)
 	return csum_add(csum_add(sum, ~from), to);
 }
 
+/* The rewrites of a new flow, both directions: to the endpoint (its port, or the rule's port
+ * range mapped by offset), from its SNAT address if it has one; replies back to the tuple the
+ * client sent. The reply entry's source port may still change (a free NAT port, ct_create.h). */
+static __always_inline void nat_flow(struct ct_val *fv, struct ct_val *rv, const struct pkt *p,
+				     const struct ep_val *ep, const struct svc_cfg *cfg)
+{
+	__u16 dport = p->key.dport;
+
+	if (ep->port && p->key.proto != IPPROTO_ICMP)
+		dport = bpf_htons(bpf_ntohs(ep->port) + (bpf_ntohs(p->key.dport) - cfg->port_base));
+	fv->nat_saddr = ep->snat_ip ? ep->snat_ip : p->key.saddr;
+	fv->nat_daddr = ep->ip;
+	fv->nat_sport = p->key.sport;
+	fv->nat_dport = dport;
+	rv->nat_saddr = p->key.daddr;
+	rv->nat_daddr = p->key.saddr;
+	rv->nat_sport = p->key.proto == IPPROTO_ICMP ? p->key.sport : p->key.dport;
+	rv->nat_dport = p->key.proto == IPPROTO_ICMP ? 0 : p->key.sport;
+}
+
 /*
  * Rewrite the tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
  * helper calls at most: the L4 checksum by an address diff (pseudo-header: the helper also
  * handles CHECKSUM_PARTIAL seeds) and by a port diff (which the helper rightly skips for
- * CHECKSUM_PARTIAL). The IPv4 header checksum and the fields are plain stores. Returns -1 if
- * the TTL has run out (the packet then goes to the kernel untouched: it sends time-exceeded).
+ * CHECKSUM_PARTIAL). The IPv4 header checksum and the fields are plain stores. Returns -1 when
+ * the headers are not there, a helper failed or the TTL has run out (callers answer TTL <= 1
+ * before they get here).
  */
 static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt *p,
 					 __u32 saddr, __u32 daddr, __u16 sport, __u16 dport)
@@ -68,9 +89,9 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	if (csum_off) {
 		if (p->key.proto != IPPROTO_ICMP && addr_diff &&
 		    bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mangled0))
-			return -2;
+			return -1;
 		if (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, mangled0))
-			return -2;
+			return -1;
 	}
 
 	/* the helpers invalidated packet pointers: reload, re-check, store */
@@ -78,7 +99,7 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	data_end = (void *)(long)skb->data_end;
 	ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
-		return -2;
+		return -1;
 	/* The IPv4 header checksum is always complete (never offloaded): update it in place,
 	 * RFC 1624 style, instead of a helper call. */
 	__u32 sum = csum_replace(addr_diff, ttl_word_old, ttl_word_new);
@@ -93,7 +114,7 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 		return 0;
 	__u16 *l4 = data + (p->l4off & 0x7f);   /* bounded for the verifier: at most 14 + 60 */
 	if ((void *)(l4 + 4) > data_end)
-		return -2;
+		return -1;
 	if (p->key.proto == IPPROTO_ICMP) {
 		l4[2] = sport;
 	} else {

@@ -17,6 +17,9 @@
 #ifndef IPPROTO_SCTP
 #define IPPROTO_SCTP 132
 #endif
+#ifndef AF_INET
+#define AF_INET 2
+#endif
 
 struct pkt {
 	struct ct_key key;    /* tuple as received */

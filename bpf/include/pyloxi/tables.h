@@ -52,7 +52,7 @@ struct {
 
 /* Established flows: a plain hash, so no insert can ever evict one. Only the datapath's own
  * close/reclaim and the control plane's aging delete from it; when it is full, new flows are
- * refused (see ct.h), never old ones dropped. */
+ * refused (see conntrack.h), never old ones dropped. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PL_CT_ENTRIES);

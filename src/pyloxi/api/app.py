@@ -114,7 +114,7 @@ def create_app(
     app.state.engine = engine
     install_handlers(app)
     # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
-    app.add_middleware(RequestGuard)  # type: ignore[arg-type]
+    app.add_middleware(RequestGuard)
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)

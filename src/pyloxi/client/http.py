@@ -7,7 +7,7 @@ two classes are the same list of one-line operations. Tests pass an httpx (Async
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -36,7 +36,7 @@ class Client(_Base):
         super().__init__(base_url, timeout)
         self._http = httpx.Client(transport=transport)
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,7 +112,7 @@ class AsyncClient(_Base):
         super().__init__(base_url, timeout)
         self._http = httpx.AsyncClient(transport=transport)
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -65,10 +65,10 @@ def plan_endpoints(
         if ep.identity not in wanted and not ep.removed:
             slots[i] = replace(ep, removed=True)
     for spec in new:
-        i = where.get(spec.identity)
-        if i is not None:
-            prev = slots[i]
-            slots[i] = EpState(
+        at = where.get(spec.identity)
+        if at is not None:
+            prev = slots[at]
+            slots[at] = EpState(
                 spec.ip,
                 spec.target_port,
                 spec.dp_port,

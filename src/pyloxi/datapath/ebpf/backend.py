@@ -32,7 +32,6 @@ import ctypes
 import errno
 import logging
 import os
-import platform
 import socket
 import threading
 import time
@@ -41,27 +40,19 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from pyloxi.bpf import locate_object
+from pyloxi.datapath.ebpf import counters
 from pyloxi.datapath.ebpf import layout as L
+from pyloxi.datapath.ebpf.adopt import adopt_live_maps
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
-from pyloxi.datapath.ebpf.libbpf import (
-    BPF_NOEXIST,
-    BpfError,
-    BpfObject,
-    Map,
-    is_bpffs,
-    mount_bpffs,
-    prog_fd_by_id,
-    prog_info,
-    tc_attach,
-    tc_attached_prog_id,
-    tc_detach,
-)
-from pyloxi.engine.program import (
-    EndpointCounters,
-    Flow,
-    ServiceCounters,
-    ServiceProgram,
-)
+from pyloxi.datapath.ebpf.epaddrs import EndpointAddrs
+from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
+from pyloxi.datapath.ebpf.libbpf.errors import BpfError
+from pyloxi.datapath.ebpf.libbpf.maps import Map
+from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
+from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
+from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
+from pyloxi.datapath.ebpf.versions import build_version, reused_slots
+from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 from pyloxi.model.lb import Selection
 
 log = logging.getLogger(__name__)
@@ -70,24 +61,9 @@ PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map")
-#: the per-endpoint port count up to which a port range is protected against reply leaks
-EP_ADDR_MAX_PORTS = 1024
-
-_SYS_MEMBARRIER = {"x86_64": 324, "aarch64": 283, "riscv64": 283}.get(platform.machine())
-_MEMBARRIER_CMD_GLOBAL = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "<u4")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
-
-
-def synchronize_rcu() -> None:
-    """Return once every BPF program run that had started has finished (a grace period)."""
-    if _SYS_MEMBARRIER is not None and _libc.syscall(
-            _SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL, 0, 0) == 0:
-        return
-    # No membarrier (nohz_full, another arch): a program run lasts microseconds; wait far longer.
-    time.sleep(0.05)
 
 
 def _ensure_bpffs(pin_dir: str) -> None:
@@ -96,74 +72,6 @@ def _ensure_bpffs(pin_dir: str) -> None:
         log.info("mounting bpffs on %s", root)
         os.makedirs(root, exist_ok=True)
         mount_bpffs(root)
-
-
-class DatapathInUse(RuntimeError):
-    """A pyloxi datapath is attached and carries flows, but its maps can be neither found
-    pinned nor adopted: starting would swap in empty tables and drop every flow."""
-
-
-def _live_program(interfaces: Sequence[str]) -> tuple[str, int] | None:
-    """(interface, program id) of the first pyloxi program attached where we will attach."""
-    found: tuple[str, int] | None = None
-    for name in interfaces:
-        try:
-            pid = tc_attached_prog_id(socket.if_nametoindex(name), ingress=True)
-        except OSError:  # no such interface (yet): nothing attached there
-            continue
-        if pid is None:
-            continue
-        try:
-            fd = prog_fd_by_id(pid)
-        except BpfError as exc:
-            raise DatapathInUse(f"a program (id {pid}) is attached to {name} but cannot be "
-                                f"inspected ({exc})") from exc
-        try:
-            info = prog_info(fd)
-        finally:
-            os.close(fd)
-        if info.name != PROGRAM[:15]:  # kernel names stop at 15 characters
-            log.warning("%s carries a foreign tc program %r (id %d); it will be replaced",
-                        name, info.name, pid)
-            continue
-        if found is None:
-            found = (name, pid)
-        elif found[1] != pid:
-            log.warning("%s and %s carry different pyloxi programs (ids %d, %d); adopting "
-                        "the maps of the first", found[0], name, found[1], pid)
-    return found
-
-
-class _Undo:
-    """The writes of one install, each with what it replaced, to replay backwards on failure."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[Map, bytes, bytes | None]] = []
-
-    def put(self, m: Map, key: bytes, value: bytes) -> None:
-        """Overwrite an array element (its old bytes are recorded first)."""
-        self.steps.append((m, key, m.lookup(key)))
-        m.update(key, value)
-
-    def insert(self, m: Map, key: bytes, value: bytes) -> None:
-        """Add a key that must be absent (a failed insert wrote nothing)."""
-        m.update(key, value, BPF_NOEXIST)
-        self.steps.append((m, key, None))
-
-    def delete(self, m: Map, key: bytes, prev: bytes) -> None:
-        self.steps.append((m, key, prev))
-        m.delete(key)
-
-    def rollback(self) -> None:
-        for m, key, prev in reversed(self.steps):
-            try:
-                if prev is None:
-                    m.delete(key)
-                else:
-                    m.update(key, prev)
-            except OSError:  # keep undoing the rest; the caller reports the original error
-                log.exception("rollback of map %s failed", m.name)
-        self.steps.clear()
 
 
 class EbpfDatapath:
@@ -188,7 +96,7 @@ class EbpfDatapath:
             sizes["ct_half"] = ct_half_entries
         for name, n in sizes.items():  # before load (tests: small tables that fill up)
             self.obj.set_max_entries(name, n)
-        adopted = self._adopt_live_maps(interfaces)
+        adopted = adopt_live_maps(self.obj, pin_dir, interfaces, PROGRAM)
         try:
             self.obj.load()  # creates the rest and pins every map, adopted ones included
         finally:
@@ -214,55 +122,7 @@ class EbpfDatapath:
         # ct_del_map is not pinned (it holds nothing between runs), so not in MAP_NAMES
         self.ct = ConntrackTable(self.maps["ct_map"], self.maps["ct_half"],
                                  self.obj.map("ct_del_map"), self.obj.program_fd("pl_ct_delete"))
-        self._ep_addr_refs: dict[bytes, int] = {}  # ep_addr_map key -> services using it
-        self._ep_addrs: dict[int, set[bytes]] = {}  # dp id -> its ep_addr_map keys
-
-    def _adopt_live_maps(self, interfaces: Sequence[str]) -> list[Map]:
-        """Before load: point each map whose pin is missing at the live map of the same name
-        used by the attached pyloxi program. Returns the adopted maps (the caller closes)."""
-        missing = [n for n in self.obj.pinned_map_names()
-                   if not os.path.exists(self.obj.pin_path(n) or "")]
-        if not missing or not interfaces:
-            return []
-        live = _live_program(interfaces)
-        if live is None:
-            return []  # nothing attached: a fresh start
-        ifname, pid = live
-        how = (f"Start it with `pyloxi daemon --netns NS` rather than under `ip netns exec`, "
-               f"so the pins under {self.pin_dir} outlive the daemon; or, to start with empty "
-               f"tables and drop the flows, remove the old datapath first "
-               f"(`tc filter del dev {ifname} ingress`).")
-        adopted: list[Map] = []
-        try:
-            fd = prog_fd_by_id(pid)
-            try:
-                ids = prog_info(fd).map_ids
-            finally:
-                os.close(fd)
-            live_maps = {}
-            for map_id in ids:
-                m = Map.from_id(map_id)
-                live_maps[m.name] = m
-            for name in missing:
-                m = live_maps.pop(name[:15], None)
-                if m is None:  # not used by the packet path: holds no flow state
-                    log.info("map %s: not pinned, not used by the attached program; new", name)
-                    continue
-                self.obj.reuse_map(name, m)
-                adopted.append(m)
-            for m in live_maps.values():
-                m.close()
-        except BpfError as exc:
-            for m in adopted:
-                m.close()
-            raise DatapathInUse(
-                f"the pyloxi datapath attached to {ifname} (program id {pid}) carries live "
-                f"flows, its maps are not pinned under {self.pin_dir} and cannot be adopted "
-                f"({exc}). {how}") from exc
-        log.warning("pins were missing under %s: adopted %d maps (%s) of the datapath attached "
-                    "to %s (program id %d), flows kept; pinning them again", self.pin_dir,
-                    len(adopted), ", ".join(m.name for m in adopted), ifname, pid)
-        return adopted
+        self._ep_addrs = EndpointAddrs(self.maps["ep_addr_map"])
 
     # --- attach ---
 
@@ -330,7 +190,10 @@ class EbpfDatapath:
         dp = self._orphan_of.get(key)
         if dp is not None and dp in self._orphans:  # installed before a restart: adopt it
             return dp, False, True
-        busy = lambda dp: dp in self._progs or dp in self._orphans or dp in self._retired  # noqa: E731
+
+        def busy(dp: int) -> bool:
+            return dp in self._progs or dp in self._orphans or dp in self._retired
+
         while self._next_free < L.MAX_SERVICES:
             dp = self._next_free
             self._next_free += 1
@@ -363,7 +226,7 @@ class EbpfDatapath:
             old = self._progs.get(dp)
             if old == prog:
                 return  # already live (e.g. the engine's undo after a clean rollback)
-            undo = _Undo()
+            undo = Undo()
             try:
                 allow = self._install(dp, fresh, adopted, old, prog, undo)
             except BaseException:
@@ -373,14 +236,14 @@ class EbpfDatapath:
                 del self._orphans[dp]
             self._allow.update(allow)
             try:
-                self._sync_endpoint_addrs(dp, prog)
+                self._ep_addrs.sync(dp, prog)
             except OSError as exc:  # the service works; only the reply-leak guard is partial
                 log.warning("endpoint addresses of service %d not recorded: %s", dp, exc)
             self._dp_of[prog.svc_id] = dp
             self._progs[dp] = prog
 
     def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
-                 prog: ServiceProgram, undo: _Undo) -> dict[int, set[bytes]]:
+                 prog: ServiceProgram, undo: Undo) -> dict[int, set[bytes]]:
         m = self.maps
         live = int.from_bytes(m["gen_map"].lookup(_u32(dp)) or bytes(4), "little") & 1
         # A fresh id has no key pointing at it: its current version is not live, write that.
@@ -392,7 +255,7 @@ class EbpfDatapath:
         if raw is None:  # only with a shrunken ver_map (tests)
             raise BpfError(errno.ENOSPC, f"no room for service versions of id {dp}")
         live_ver = L.SvcVer.from_buffer_copy(raw)
-        version = self._version(prog, None if fresh else live_ver)
+        version = build_version(prog, None if fresh else live_ver)
         undo.put(m["ver_map"], _u32(ver_id), bytes(version))
         allow = {ver_id: self._write_allow(ver_id, prog, undo)}
         # New service keys (the only writes that can fail for want of room) before the flip;
@@ -408,7 +271,7 @@ class EbpfDatapath:
             if prev is not None:
                 undo.delete(m["svc_map"], key, prev)
         if not fresh:
-            reused = self._reused_slots(live_ver, prog)
+            reused = reused_slots(live_ver, prog)
             if reused:
                 self._reset_slots(dp, reused)
             # The flip, last: until here the new version was never live, so a rollback may
@@ -417,7 +280,7 @@ class EbpfDatapath:
             self._flipped[dp] = self._epoch
         return allow
 
-    def _insert_key(self, key: bytes, val: bytes, undo: _Undo) -> None:
+    def _insert_key(self, key: bytes, val: bytes, undo: Undo) -> None:
         m = self.maps["svc_map"]
         try:
             undo.insert(m, key, val)
@@ -426,25 +289,7 @@ class EbpfDatapath:
                 raise
             # already ours (adopted from an earlier daemon): not written, nothing to undo
 
-    def _version(self, prog: ServiceProgram, live: L.SvcVer | None) -> L.SvcVer:
-        v = L.SvcVer()
-        n = min(len(prog.slots), L.SLOTS)
-        v.cfg = L.SvcCfg(
-            vip=L.ip_n(prog.vip), idle_timeout=prog.idle_timeout,
-            persist_timeout=prog.persist_timeout, n_slots=n, mode=int(prog.mode),
-            sel=int(prog.sel), flags=L.SVC_F_ALLOWLIST if prog.allowed_sources else 0,
-            port_base=prog.port_min)
-        for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
-            v.ep[i] = self._ep_val(e)
-        # Indexes past the program's endpoints stay inactive holes with their last endpoint's
-        # address, so a later endpoint taking the index is seen as a new one (_reused_slots).
-        for i in range(len(prog.endpoints), L.MAX_EPS if live is not None else 0):
-            if live is not None and live.ep[i].ip:
-                v.ep[i] = L.EpVal(ip=live.ep[i].ip, port=live.ep[i].port)
-        ctypes.memmove(v.slot, bytes(prog.slots[:n]), n)
-        return v
-
-    def _write_allow(self, ver_id: int, prog: ServiceProgram, undo: _Undo) -> set[bytes]:
+    def _write_allow(self, ver_id: int, prog: ServiceProgram, undo: Undo) -> set[bytes]:
         """The allowed sources of version `ver_id` become `prog`'s; returns its new key set."""
         m = self.maps["allow_map"]
         have = self._allow.get(ver_id, set())
@@ -455,16 +300,6 @@ class EbpfDatapath:
             undo.insert(m, key, _ONE)
         return want
 
-    @staticmethod
-    def _reused_slots(live: L.SvcVer, prog: ServiceProgram) -> set[int]:
-        """Indexes whose endpoint in `prog` is another than the one the live version has."""
-        out = set()
-        for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
-            was = live.ep[i]
-            if was.ip and (was.ip, was.port) != (L.ip_n(e.ip), L.port_n(e.port)):
-                out.add(i)
-        return out
-
     def _reset_slots(self, dp: int, idxs: set[int]) -> None:
         """Clear what endpoint indexes of dp carry from their previous endpoint. The live version
         does not select them (a reused index is a hole there, and a grace period has passed
@@ -472,10 +307,7 @@ class EbpfDatapath:
         self.ct.flush_slots(dp, idxs)
         self._forget_affinity({dp}, idxs)
         self._grace()  # packets of the flushed flows still in flight finish their accounting
-        m = self.maps
-        gids = [_u32(dp * L.MAX_EPS + i) for i in sorted(idxs)]
-        m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
-        m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
+        counters.zero_endpoints(self.maps, dp, sorted(idxs))
 
     def _forget_affinity(self, dps: set[int], idxs: set[int] | None = None) -> int:
         """Delete persist affinities of services `dps` (of the given endpoint indexes, or all)."""
@@ -491,73 +323,11 @@ class EbpfDatapath:
             gone += [bytes(b) for b in raw[np.nonzero(sel)[0]]]
         return m.delete_batch(gone)
 
-    @staticmethod
-    def _endpoint_addrs(prog: ServiceProgram) -> set[bytes]:
-        """ep_addr_map keys of a service: every endpoint ip:port/proto its flows are sent to
-        (icmp: port 0). DSR replies come from the VIP, not the endpoint: none."""
-        if int(prog.mode) == 3:  # NatMode.DSR
-            return set()
-        span = max(0, prog.port_max - prog.port_min)
-        out = set()
-        for e in prog.endpoints:
-            if prog.proto == 1:
-                ports: range = range(1)
-            elif e.port:
-                ports = range(e.port, min(e.port + span, 65535) + 1)
-            else:
-                ports = range(prog.port_min, max(prog.port_min, prog.port_max) + 1)
-            if len(ports) > EP_ADDR_MAX_PORTS:  # a huge range: not protected (documented)
-                continue
-            for port in ports:
-                out.add(bytes(L.EpAddrKey(ip=L.ip_n(e.ip), port=L.port_n(port),
-                                          proto=prog.proto)))
-        return out
-
-    def _sync_endpoint_addrs(self, dp: int, prog: ServiceProgram | None) -> None:
-        """Keep ep_addr_map equal to the endpoint addresses of the installed services
-        (reference-counted: services may share an endpoint), so the datapath can drop a
-        conntrack-less reply from an endpoint instead of letting the kernel forward it un-NATed.
-        Written before the service keys are published: a new flow's replies are covered."""
-        new = self._endpoint_addrs(prog) if prog is not None else set()
-        old = self._ep_addrs.pop(dp, set())
-        if new:
-            self._ep_addrs[dp] = new
-        m = self.maps["ep_addr_map"]
-        added = [k for k in new - old if self._ep_addr_refs.get(k, 0) == 0]
-        for k in new - old:
-            self._ep_addr_refs[k] = self._ep_addr_refs.get(k, 0) + 1
-        if added:
-            m.update_batch(added, [_u32(1)] * len(added))
-        gone = []
-        for k in old - new:
-            left = self._ep_addr_refs.get(k, 1) - 1
-            if left <= 0:
-                self._ep_addr_refs.pop(k, None)
-                gone.append(k)
-            else:
-                self._ep_addr_refs[k] = left
-        if gone:
-            m.delete_batch(gone)
-
-    def _prune_endpoint_addrs(self) -> None:
-        """Drop endpoint addresses an earlier daemon wrote for services nobody re-installed."""
-        m = self.maps["ep_addr_map"]
-        stale = [k for k in m if k not in self._ep_addr_refs]
-        if stale:
-            m.delete_batch(stale)
-
-    @staticmethod
-    def _ep_val(e) -> L.EpVal:  # type: ignore[no-untyped-def]
-        return L.EpVal(ip=L.ip_n(e.ip), snat_ip=L.ip_n(e.snat_ip), port=L.port_n(e.port),
-                       flags=L.EP_F_ACTIVE if e.active else 0, weight=min(e.weight, 255))
-
     def _zero_counters(self, dp: int) -> None:
         """Zero an id's counters when its service goes (and again when its versions are
         cleared), so a later service that gets the id starts clean."""
         m = self.maps
-        gids = [_u32(dp * L.MAX_EPS + i) for i in range(L.MAX_EPS)]
-        m["ep_stats"].update_batch(gids, [bytes(m["ep_stats"].value_blob_size)] * len(gids))
-        m["conn_map"].update_batch(gids, [bytes(16)] * len(gids))
+        counters.zero_endpoints(m, dp, range(L.MAX_EPS))
         m["svc_new"].update(_u32(dp), bytes(m["svc_new"].value_blob_size))
         m["rr_map"].update(_u32(dp), bytes(8))
 
@@ -578,7 +348,7 @@ class EbpfDatapath:
             for ver_id in (dp * 2, dp * 2 + 1):
                 m["allow_map"].delete_batch(sorted(self._allow.pop(ver_id, set())))
             self.ct.flush_service(dp)
-            self._sync_endpoint_addrs(dp, None)
+            self._ep_addrs.sync(dp, None)
         persist = {dp for dp, prog in gone if prog is None or prog.sel == Selection.PERSIST}
         if persist:
             self._forget_affinity(persist)
@@ -594,7 +364,7 @@ class EbpfDatapath:
         with self._lock:
             orphans = list(self._orphans)
             self._remove_dps([(dp, None) for dp in orphans])
-            self._prune_endpoint_addrs()
+            self._ep_addrs.prune()
             if orphans:
                 log.info("removed %d services left by an earlier daemon", len(orphans))
             return len(orphans)
@@ -606,31 +376,11 @@ class EbpfDatapath:
             dp = self._dp_of.get(prog.svc_id)
         if dp is None:
             return ServiceCounters()
-        stats, conns = self.maps["ep_stats"], self.maps["conn_map"]
-        eps = []
-        tp = tb = 0
-        for i in range(len(prog.endpoints)):
-            gid = _u32(dp * L.MAX_EPS + i)
-            p = b = 0
-            for raw in stats.lookup_percpu(gid) or []:
-                c = L.Counters.from_buffer_copy(raw)
-                p += c.packets
-                b += c.bytes
-            conn = L.EpConn.from_buffer_copy(conns.lookup(gid) or bytes(16))
-            eps.append(EndpointCounters(packets=p, bytes=b,
-                                        active_flows=max(0, conn.opened - conn.closed)))
-            tp, tb = tp + p, tb + b
-        new = sum(int.from_bytes(r[:8], "little")
-                  for r in self.maps["svc_new"].lookup_percpu(_u32(dp)) or [])
-        return ServiceCounters(packets=tp, bytes=tb, new_flows=new, endpoints=tuple(eps))
+        return counters.service_counters(self.maps, dp, len(prog.endpoints))
 
     def datapath_stats(self) -> dict[str, int]:
         """Event counters of the datapath (new flows, drops by reason, ...)."""
-        out = {}
-        for i, name in enumerate(L.STAT_NAMES):
-            vals = self.maps["stats_map"].lookup_percpu(_u32(i)) or []
-            out[name] = sum(int.from_bytes(v[:8], "little") for v in vals)
-        return out
+        return counters.datapath_stats(self.maps["stats_map"])
 
     # --- conntrack ---
 

@@ -2,8 +2,9 @@
 each flow, name their state, and age them out (vectorised: a million entries are one numpy
 pass, not a million Python objects).
 
-Two tables (see bpf/include/pyloxi/ct.h): `ct_map` holds established flows and is never evicted,
-`ct_half` (an LRU) holds half-open TCP flows and flows of other protocols without a reply yet.
+Two tables (see bpf/include/pyloxi/conntrack.h): `ct_map` holds established flows and is never
+evicted, `ct_half` (an LRU) holds half-open TCP flows and flows of other protocols without a reply
+yet.
 Least-connection counts (conn_map) cover only ct_map: a flow is counted open when the datapath
 promotes it there and closed by whoever actually deletes its original-direction entry, so a
 flow that two parties delete at once (aging here, a SYN reuse in the datapath) is counted once.
@@ -23,7 +24,8 @@ import threading
 import numpy as np
 
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.libbpf import Map, run_syscall_prog
+from pyloxi.datapath.ebpf.libbpf.maps import Map
+from pyloxi.datapath.ebpf.libbpf.testrun import run_syscall_prog
 from pyloxi.engine.program import Flow
 
 log = logging.getLogger(__name__)
@@ -97,12 +99,14 @@ class Snapshot:
         cand = order[pos]
         found = (sorted_digests[pos] == d_theirs) & (mine["hi"][cand] == theirs["hi"]) & \
             (mine["lo"][cand] == theirs["lo"])
-        return np.where(found, cand, -1)
+        index: np.ndarray = np.where(found, cand, -1)
+        return index
 
 
 def _digest(keys: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return (keys["hi"] * np.uint64(0x9E3779B97F4A7C15)) ^ keys["lo"]
+        digest: np.ndarray = (keys["hi"] * np.uint64(0x9E3779B97F4A7C15)) ^ keys["lo"]
+    return digest
 
 
 def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +156,8 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
 def _ages(now_ns: int, last: np.ndarray) -> np.ndarray:
     """now - last in signed 64 bits, never below 0: an entry stamped after `now` (clocks read on
     other CPUs) is simply fresh, and nothing wraps around on a machine booted a moment ago."""
-    return np.maximum(np.int64(now_ns) - last.astype(np.int64), 0)
+    ages: np.ndarray = np.maximum(np.int64(now_ns) - last.astype(np.int64), 0)
+    return ages
 
 
 class ConntrackTable:

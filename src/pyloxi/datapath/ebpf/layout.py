@@ -10,6 +10,7 @@ import ctypes
 import ipaddress
 import socket
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,14 @@ def ip_n(addr: str | None) -> int:
     """Dotted quad -> the u32 whose memory holds the address in network order."""
     if not addr:
         return 0
-    return struct.unpack("=I", socket.inet_aton(addr))[0]
+    value: int = struct.unpack("=I", socket.inet_aton(addr))[0]
+    return value
+
+
+def ep_gid(svc_id: int, ep_idx: int) -> int:
+    """Index of an endpoint's counters in ep_stats and conn_map, as ep_gid() in tables.h: they
+    stay with the service id and endpoint index across versions of the service."""
+    return svc_id * MAX_EPS + (ep_idx & (MAX_EPS - 1))
 
 
 def n_ip(value: int) -> str:
@@ -157,10 +165,15 @@ class AffVal(ctypes.Structure):
                 ("pad", ctypes.c_uint32)]
 
 
+def _fields(cls: type[ctypes.Structure]) -> list[tuple[str, Any]]:
+    """``_fields_`` as (name, type) pairs (the mirrors have no bitfields)."""
+    return [(f[0], f[1]) for f in cls._fields_]
+
+
 def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
     """A numpy dtype with the same fields and offsets as a ctypes mirror (pads left out)."""
     names, formats, offsets = [], [], []
-    for name, ctype in cls._fields_:
+    for name, ctype in _fields(cls):
         if name.startswith(("pad", "fib_")):  # the control plane never reads these
             continue
         names.append(name)
@@ -175,10 +188,10 @@ CT_KEY_DTYPE = _dtype(CtKey)
 CT_VAL_DTYPE = _dtype(CtVal)
 # A pl_ct_delete batch as numpy, so a sweep fills 256 items per run without Python loops.
 CT_DEL_ITEM_DTYPE = np.dtype({
-    "names": [name for name, _ in CtDelItem._fields_],
+    "names": [name for name, _ in _fields(CtDelItem)],
     "formats": ["V16" if name == "key" else np.dtype(ctype).newbyteorder("=")
-                for name, ctype in CtDelItem._fields_],
-    "offsets": [getattr(CtDelItem, name).offset for name, _ in CtDelItem._fields_],
+                for name, ctype in _fields(CtDelItem)],
+    "offsets": [getattr(CtDelItem, name).offset for name, _ in _fields(CtDelItem)],
     "itemsize": ctypes.sizeof(CtDelItem)})
 CT_DEL_REQ_DTYPE = np.dtype({
     "names": ["n", "closed", "item"],

@@ -1,6 +1,6 @@
 """Struct layouts from the BTF of a compiled BPF object (libbpf ``btf__*`` through ctypes).
 
-Used to check that the Python mirrors of map keys/values match the C header, byte for byte.
+Test-only: checks that the Python mirrors of map keys/values match the C header, byte for byte.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import ctypes
 import errno as _errno
 import os
 
-from .libbpf import BpfError, _capturing, _errno_now, _error, _lib
+from pyloxi.datapath.ebpf.libbpf.errors import BpfError, capturing, errno_now, error
+from pyloxi.datapath.ebpf.libbpf.ffi import lib
 
 __all__ = ["BTF_KIND_STRUCT", "BTF_KIND_UNION", "btf_struct_layout"]
 
@@ -32,6 +33,7 @@ class _BtfType(ctypes.Structure):
     """``struct btf_type``: name_off, info (vlen 0-15, kind 24-28, kind_flag 31), size|type."""
 
     _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+    info: int
 
     @property
     def kind(self) -> int:
@@ -58,22 +60,22 @@ class _BtfMember(ctypes.Structure):
 
 _PBtfType = ctypes.POINTER(_BtfType)
 
-_btf__parse = _lib.btf__parse
+_btf__parse = lib.btf__parse
 _btf__parse.restype = ctypes.c_void_p
 _btf__parse.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-_btf__free = _lib.btf__free
+_btf__free = lib.btf__free
 _btf__free.restype = None
 _btf__free.argtypes = [ctypes.c_void_p]
-_btf__find_by_name_kind = _lib.btf__find_by_name_kind
+_btf__find_by_name_kind = lib.btf__find_by_name_kind
 _btf__find_by_name_kind.restype = ctypes.c_int32
 _btf__find_by_name_kind.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]
-_btf__type_by_id = _lib.btf__type_by_id
+_btf__type_by_id = lib.btf__type_by_id
 _btf__type_by_id.restype = _PBtfType
 _btf__type_by_id.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-_btf__name_by_offset = _lib.btf__name_by_offset
+_btf__name_by_offset = lib.btf__name_by_offset
 _btf__name_by_offset.restype = ctypes.c_char_p
 _btf__name_by_offset.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-_btf__resolve_size = _lib.btf__resolve_size
+_btf__resolve_size = lib.btf__resolve_size
 _btf__resolve_size.restype = ctypes.c_int64
 _btf__resolve_size.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
 
@@ -89,8 +91,9 @@ _MODIFIERS = {
 def _type(btf: int, type_id: int) -> _BtfType:
     t = _btf__type_by_id(btf, type_id)
     if not t:
-        raise _error(_errno_now(), f"btf__type_by_id({type_id})")
-    return t.contents
+        raise error(errno_now(), f"btf__type_by_id({type_id})")
+    bt: _BtfType = t.contents
+    return bt
 
 
 def _strip(btf: int, type_id: int) -> int:
@@ -116,7 +119,7 @@ def _members(btf: int, type_id: int, base: int, prefix: str) -> dict[str, tuple[
             continue
         size = _btf__resolve_size(btf, m.type)
         if size < 0:
-            raise _error(-size, f"btf__resolve_size({prefix}{name})")
+            raise error(-size, f"btf__resolve_size({prefix}{name})")
         out[prefix + name] = (off, int(size))
     return out
 
@@ -128,10 +131,10 @@ def btf_struct_layout(obj_path: str, struct: str) -> tuple[int, dict[str, tuple[
     Members of anonymous nested structs/unions are flattened into the parent; a bitfield reports
     the byte holding its first bit and the size of its declared type.
     """
-    with _capturing() as lines:
+    with capturing() as lines:
         btf = _btf__parse(os.fsencode(obj_path), None)
         if not btf:
-            raise _error(_errno_now(), f"btf__parse({obj_path})", lines)
+            raise error(errno_now(), f"btf__parse({obj_path})", lines)
     try:
         type_id = -_errno.ENOENT
         for kind in (BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_TYPEDEF):

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * Conntrack: the flows the datapath knows, two entries per flow (one per direction, each with
+ * its own rewrite), in two tables (tables.h). ct_map holds established flows and is a plain
+ * hash, so nothing evicts them; ct_half is an LRU for half-open TCP and for UDP/ICMP/SCTP flows
+ * without a reply yet, so a flood of new flows evicts only its own kind. A flow is promoted
+ * (both entries copied into ct_map, then removed from ct_half) when TCP's handshake completes
+ * (the client's ACK acknowledging the SYN-ACK) or when the first reply of another protocol
+ * arrives. One entry's state (its partner's key, TCP flags and window) is in ct.h; creating a
+ * flow in ct_create.h.
+ */
+#ifndef PYLOXI_CONNTRACK_H
+#define PYLOXI_CONNTRACK_H
+
+#include "pyloxi/clock.h"
+#include "pyloxi/ct.h"
+#include "pyloxi/parse.h"
+#include "pyloxi/stats.h"
+#include "pyloxi/tables.h"
+#include "pyloxi/verdict.h"
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+/* The entry of `k` in either table (established first). For code outside the conntrack path
+ * (ICMP errors, fragments) that needs a flow's rewrite whatever its state: a flow is in ct_half
+ * until its first reply, so looking in ct_map alone misses young flows. */
+static __always_inline struct ct_val *ct_lookup(const struct ct_key *k)
+{
+	struct ct_val *v = bpf_map_lookup_elem(&ct_map, k);
+
+	return v ? v : bpf_map_lookup_elem(&ct_half, k);
+}
+
+/* Delete an established flow (both entries) that the datapath itself ends. The close is counted
+ * by whoever deletes the original-direction entry, so two CPUs ending the same flow (each from
+ * its own direction) count it exactly once. */
+static __always_inline void ct_delete_flow(const struct ct_key *key, const struct ct_val *v)
+{
+	struct ct_key pk;
+	__u32 svc_id = v->svc_id, ep_idx = v->ep_idx;
+	int orig = v->dir == PL_DIR_ORIG;
+
+	partner_key(v, key->proto, &pk);
+	bpf_map_delete_elem(&ct_map, orig ? &pk : key);
+	if (bpf_map_delete_elem(&ct_map, orig ? key : &pk) == 0)
+		conn_closed(svc_id, ep_idx);
+}
+
+/* Half-open flows are not counted in conn_map (they may vanish by LRU eviction): deleting them
+ * needs no bookkeeping. */
+static __always_inline void ct_half_delete_flow(const struct ct_key *key, const struct ct_val *v)
+{
+	struct ct_key pk;
+
+	partner_key(v, key->proto, &pk);
+	bpf_map_delete_elem(&ct_half, &pk);
+	bpf_map_delete_elem(&ct_half, key);
+}
+
+/* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
+ * FIN, flag bits, window tracking. Returns PL_CONTINUE, PL_RESTART or PL_DROP. *pvp: the
+ * partner entry if the caller has it already (else NULL), on return also if it had to be looked
+ * up here. `half`: v lives in ct_half (else ct_map). */
+static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struct pkt *p,
+					      struct ct_val *v, int half, struct tcp_seg *s,
+					      struct ct_val **pvp)
+{
+	__u32 bits = tcp_bits(p->tcp_flags);
+	struct ct_val *pv = *pvp;
+	struct ct_key pk;
+
+	if (tcp_segment(skb, p, s))
+		return PL_DROP;
+	if (!pv && ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN)))) {
+		partner_key(v, p->key.proto, &pk);
+		pv = half ? bpf_map_lookup_elem(&ct_half, &pk) : bpf_map_lookup_elem(&ct_map, &pk);
+	}
+	if (bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) {
+		/* A SYN on the tuple of a closed or closing flow (clients reuse ports quickly
+		 * under Connection: close) is a new connection, not a retransmission: no SYN
+		 * follows a FIN or RST within one connection. Only in-window RSTs and FINs set
+		 * those bits, so a blind reset cannot move a flow to another endpoint this way. */
+		if (!pv || ((v->seen | pv->seen) & (PL_CT_FIN | PL_CT_RST))) {
+			if (half)
+				ct_half_delete_flow(&p->key, v);
+			else
+				ct_delete_flow(&p->key, v);
+			count(PL_ST_REUSE);
+			return PL_RESTART;
+		}
+	}
+	if ((bits & (PL_CT_RST | PL_CT_FIN)) && pv && !td_in_window(v, pv, s, p->tcp_flags)) {
+		count(PL_ST_OUT_OF_WINDOW);
+		return PL_DROP;
+	}
+	if (p->tcp_flags & TCPF_SYN) {   /* SYN or SYN-ACK: its window-scale option */
+		__u8 ws = tcp_wsopt(skb, p->l4off, s->doff);
+		if (v->td_wsopt != ws)
+			v->td_wsopt = ws;
+	}
+	td_update(v, s, p->tcp_flags);
+	if ((v->seen & bits) != bits)
+		__sync_fetch_and_or(&v->seen, bits);
+	*pvp = pv;
+	return PL_CONTINUE;
+}
+
+/* A packet of an established flow (entry v of ct_map): a few flag bits and the time stamp.
+ * Returns PL_CONTINUE (on to the rewrite), PL_RESTART or PL_DROP. */
+static __always_inline enum pl_verdict ct_established(struct __sk_buff *skb, const struct pkt *p,
+						      struct ct_val *v, __u64 now)
+{
+	if (p->key.proto == IPPROTO_TCP) {
+		struct tcp_seg s;
+		struct ct_val *pv = NULL;
+		enum pl_verdict rc = ct_tcp(skb, p, v, 0, &s, &pv);
+		if (rc != PL_CONTINUE)
+			return rc;
+	} else if (!(v->seen & PL_CT_SEEN)) {
+		__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
+	}
+	/* Signed: another CPU may have stamped it with a clock read just after ours. */
+	if ((__s64)(now - v->last_ns) > (__s64)NSEC_PER_SEC)
+		v->last_ns = now;
+	return PL_CONTINUE;
+}
+
+/* What pl_promote did. */
+enum pl_promote_rc {
+	PL_PROMOTE_NONE = -1,    /* nothing to promote */
+	PL_PROMOTED = 0,         /* the flow is in ct_map (by us or by another CPU) */
+	PL_PROMOTE_REFUSED = 1,  /* ct_map is full */
+};
+
+/* Move a flow from ct_half into ct_map: insert both entries there first, then delete them
+ * from ct_half, so a packet of either direction always finds one of the two. The flow is
+ * counted in conn_map here, not at creation: an LRU eviction of a half-open flow then leaves no
+ * phantom connection behind. */
+__noinline int pl_promote(const struct ct_key *key, const struct ct_val *v)
+{
+	struct ct_key pk, ok, rk;
+	struct flow_scratch *sc;
+	struct ct_val *pv;
+	__u32 zero = 0;
+	int rc;
+
+	if (!key || !v)
+		return PL_PROMOTE_NONE;
+	sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!sc)
+		return PL_PROMOTE_NONE;
+	partner_key(v, key->proto, &pk);
+	pv = bpf_map_lookup_elem(&ct_half, &pk);
+	if (!pv)
+		return PL_PROMOTE_NONE;
+	if (v->dir == PL_DIR_ORIG) {
+		sc->fwd = *v;
+		sc->rev = *pv;
+		ok = *key;
+		rk = pk;
+	} else {
+		sc->fwd = *pv;
+		sc->rev = *v;
+		ok = pk;
+		rk = *key;
+	}
+	rc = bpf_map_update_elem(&ct_map, &ok, &sc->fwd, BPF_NOEXIST);
+	if (rc == -EEXIST)
+		return PL_PROMOTED;   /* another CPU promoted it a moment ago */
+	if (rc) {
+		count(PL_ST_CT_FULL);
+		return PL_PROMOTE_REFUSED;
+	}
+	rc = bpf_map_update_elem(&ct_map, &rk, &sc->rev, BPF_NOEXIST);
+	if (rc) {
+		bpf_map_delete_elem(&ct_map, &ok);
+		count(rc == -EEXIST ? PL_ST_CT_INSERT_FAIL : PL_ST_CT_FULL);
+		return PL_PROMOTE_REFUSED;
+	}
+	conn_opened(sc->fwd.svc_id, sc->fwd.ep_idx);
+	count(PL_ST_PROMOTE);
+	bpf_map_delete_elem(&ct_half, &rk);
+	bpf_map_delete_elem(&ct_half, &ok);
+	return PL_PROMOTED;
+}
+
+/* A packet of a half-open flow (entry *vp of ct_half): handshake progress, and promotion when
+ * the flow is established: TCP when the client acknowledges the SYN-ACK, other protocols at the
+ * first reply. Returns PL_CONTINUE with *vp the entry to rewrite by (the ct_map one if the
+ * flow was promoted), PL_RESTART, PL_DROP or PL_PASS. */
+static __always_inline enum pl_verdict ct_half_open(struct __sk_buff *skb, const struct pkt *p,
+						    struct ct_val **vp, __u64 now)
+{
+	struct ct_val *v = *vp;
+	int promote;
+
+	if (p->key.proto == IPPROTO_TCP) {
+		struct tcp_seg s;
+		struct ct_val *pv = NULL;
+		struct ct_key pk;
+		int ack = v->dir == PL_DIR_ORIG &&
+			  (p->tcp_flags & (TCPF_ACK | TCPF_SYN | TCPF_RST)) == TCPF_ACK;
+		if (ack) {
+			partner_key(v, p->key.proto, &pk);
+			pv = bpf_map_lookup_elem(&ct_half, &pk);
+			/* both SYNs seen: from this ACK on, windows are scaled */
+			if (pv && (pv->seen & PL_CT_SYNACK))
+				td_resolve_wscale(v, pv);
+		}
+		enum pl_verdict rc = ct_tcp(skb, p, v, 1, &s, &pv);
+		if (rc != PL_CONTINUE)
+			return rc;
+		/* the ACK must acknowledge the SYN-ACK: a blind ACK cannot establish. A flow
+		 * picked up mid-stream is established by the endpoint's first answer that is
+		 * not a reset (it knows the connection). */
+		promote = ack ? pv && (pv->seen & PL_CT_SYNACK) && s.ack == pv->td_end
+			      : v->dir == PL_DIR_REPLY && (v->td_flags & PL_TD_LIBERAL) &&
+				!(p->tcp_flags & (TCPF_RST | TCPF_SYN));
+	} else {
+		if (!(v->seen & PL_CT_SEEN))
+			__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
+		promote = v->dir == PL_DIR_REPLY;
+	}
+	if (now - v->last_ns > NSEC_PER_SEC)
+		v->last_ns = now;
+	if (promote) {
+		int rc = pl_promote(&p->key, v);
+		if (rc == PL_PROMOTED) {
+			*vp = bpf_map_lookup_elem(&ct_map, &p->key);
+			return *vp ? PL_CONTINUE : PL_DROP;
+		}
+		/* Established table full: a TCP handshake is refused, the kernel answers the
+		 * client's ACK to the (local) VIP with a RST; the half-open entries stay for the
+		 * backend's retransmitted SYN-ACK, which then meets the client's RST. A flow
+		 * promoted by a reply (other protocols, TCP picked up mid-stream) goes on from
+		 * ct_half, where it is evictable: handing an endpoint's packet to the kernel
+		 * would forward it un-NATed. */
+		if (rc == PL_PROMOTE_REFUSED && v->dir == PL_DIR_ORIG)
+			return PL_PASS;
+	}
+	return PL_CONTINUE;
+}
+
+/* A packet that missed both tables and comes from an endpoint's ip:port is the reply of a lost
+ * flow (evicted, aged, or never ours): forwarded by the kernel it would reach the client with
+ * the endpoint's own address. Returns 1 when it must be dropped, 0 unless the kernel would not
+ * forward it anyway (a health probe's answer to this host, a reply to a local SNAT address). */
+__noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u32 icmp_type)
+{
+	struct bpf_fib_lookup fib = {};
+	struct ep_addr_key ek = {};
+
+	if (!skb || !k)
+		return 0;
+	ek.ip = k->saddr;
+	ek.port = k->sport;
+	ek.proto = k->proto;
+	if (k->proto == IPPROTO_ICMP) {
+		if (icmp_type != ICMP_ECHOREPLY)
+			return 0;
+		ek.port = 0;
+	}
+	if (!bpf_map_lookup_elem(&ep_addr_map, &ek))
+		return 0;
+	fib.family = AF_INET;
+	fib.ipv4_src = k->saddr;
+	fib.ipv4_dst = k->daddr;
+	fib.l4_protocol = k->proto;
+	fib.ifindex = skb->ingress_ifindex;
+	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		count(PL_ST_REPLY_MISS);
+		return 1;
+	}
+	return 0;
+}
+
+/* One item of pl_ct_delete (a bpf_loop callback: verified once, not once per item). */
+static long ct_del_step(__u32 i, void *data)
+{
+	__u32 zero = 0;
+	struct ct_del_req *req = bpf_map_lookup_elem(&ct_del_map, &zero);
+
+	if (!req || i >= PL_CT_DEL_BATCH)
+		return 1;
+	struct ct_del_item *it = &req->item[i];
+	struct ct_key k = it->key;
+	int half = it->table == PL_CT_DEL_HALF;
+	struct ct_val *v = half ? bpf_map_lookup_elem(&ct_half, &k)
+				: bpf_map_lookup_elem(&ct_map, &k);
+
+	it->deleted = 0;
+	if (!v || v->created_ns != it->created_ns || v->svc_id != it->svc_id ||
+	    v->ep_idx != it->ep_idx || v->dir != it->dir)
+		return 0;   /* gone, or another flow owns the key now: not ours to delete */
+	/* Between this lookup and the delete another CPU could still end the flow and start a
+	 * new one on the key, but that window is a few instructions, not a whole sweep. */
+	if (half ? bpf_map_delete_elem(&ct_half, &k) : bpf_map_delete_elem(&ct_map, &k))
+		return 0;   /* the datapath deleted it first (and counted it, if it had to) */
+	it->deleted = 1;
+	/* As the datapath does: whoever deletes the original-direction entry of an established
+	 * flow counts its close, so a flow ended by two parties at once is counted once. Half-open
+	 * flows were never counted opened. */
+	if (!half && it->dir == PL_DIR_ORIG) {
+		conn_closed(it->svc_id, it->ep_idx);
+		req->closed++;
+	}
+	return 0;
+}
+
+#endif

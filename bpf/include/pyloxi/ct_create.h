@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * A new flow's two conntrack entries. They go to ct_half until the flow is established
+ * (conntrack.h), the reply entry first, on a reply tuple that is free in both tables: with a
+ * translated source that takes a free NAT source port.
+ */
+#ifndef PYLOXI_CT_CREATE_H
+#define PYLOXI_CT_CREATE_H
+
+#include "pyloxi/clock.h"
+#include "pyloxi/conntrack.h"
+#include "pyloxi/ct.h"
+#include "pyloxi/parse.h"
+#include "pyloxi/stats.h"
+#include "pyloxi/tables.h"
+#include "pyloxi/verdict.h"
+
+/* Free the tuple `rk` of table ct_half (half) or ct_map for a new flow, if its flow has finished,
+ * or if it is an orphan (its partner gone) older than PL_RECLAIM_MIN_NS: a younger orphan may be
+ * the first half of a flow another CPU is inserting right now. Returns 0 when the tuple is free,
+ * else -1. */
+__noinline int pl_reclaim(const struct ct_key *rk, int half)
+{
+	struct ct_val *old, *orig;
+	struct ct_key ok;
+	__u8 proto;
+
+	if (!rk)
+		return -1;
+	proto = rk->proto;
+	old = half ? bpf_map_lookup_elem(&ct_half, rk) : bpf_map_lookup_elem(&ct_map, rk);
+	if (!old)
+		return 0;
+	partner_key(old, proto, &ok);
+	orig = half ? bpf_map_lookup_elem(&ct_half, &ok) : bpf_map_lookup_elem(&ct_map, &ok);
+	if (orig) {
+		if (!(proto == IPPROTO_TCP && tcp_closed(old->seen, orig->seen)))
+			return -1;
+		if (half)
+			ct_half_delete_flow(&ok, orig);
+		else
+			ct_delete_flow(&ok, orig);
+	} else {
+		/* A young orphan in ct_half may be a flow another CPU is creating (ct_create
+		 * inserts the reply entry first): leave it. ct_map never has that state (promotion
+		 * inserts the original direction first, deletes remove the reply first), so an
+		 * orphan there lost its other half for good: take it over at once, or the client
+		 * reusing its port would be refused. Written as a sum: no unsigned underflow after
+		 * boot. */
+		if (half && old->created_ns + PL_RECLAIM_MIN_NS > pl_now())
+			return -1;
+		if (half)
+			bpf_map_delete_elem(&ct_half, rk);
+		else
+			ct_delete_flow(rk, old);
+	}
+	count(PL_ST_RECLAIM);
+	return 0;
+}
+
+/* Insert the reply entry into ct_half, choosing a free NAT source port when the source is
+ * translated. The reply tuple must be free in both tables: ct_map is looked up first, so a taken
+ * tuple there would steal the new flow's replies. Returns 0 when inserted, else -1. */
+__noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const struct ct_key *key,
+			       int snat)
+{
+	struct ct_key rk;
+	__u16 sport;
+	__u32 tries = snat ? PL_NAT_TRIES : 1;
+	__u8 proto;
+
+	if (!fv || !rv || !key)
+		return -1;
+	sport = key->sport;
+	proto = key->proto;
+	__u32 lo = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_MIN : PL_NAT_PORT_MIN;
+	__u32 span = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_SPAN : PL_NAT_PORT_SPAN;
+	/* SCTP keeps its port: a new port would mean recomputing the CRC32c of the packet */
+	if (proto == IPPROTO_SCTP)
+		tries = 1;
+	for (__u32 i = 0; i < PL_NAT_TRIES; i++) {
+		if (i >= tries)
+			break;
+		/* The client's own port first (free unless another client took it: a flow picked
+		 * up again by hash then gets its old tuple back), then random candidates, fresh for
+		 * every attempt, so a retransmitted SYN does not retry the same taken ports. */
+		__u16 cand = sport;
+		if (snat && proto != IPPROTO_SCTP && (i > 0 || bpf_ntohs(sport) < lo))
+			cand = bpf_htons(lo + bpf_get_prandom_u32() % span);
+		fv->nat_sport = cand;
+		partner_key(fv, proto, &rk);
+		if (pl_reclaim(&rk, 0) || pl_reclaim(&rk, 1))
+			continue;
+		if (bpf_map_update_elem(&ct_half, &rk, rv, BPF_NOEXIST) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/*
+ * Create the flow of packet `p` from the two entries in `sc`, whose rewrites are set (nat.h):
+ * their bookkeeping, TCP state, then the reply entry (on a free tuple; `snat`: the source is
+ * translated, so its port may change) and the original-direction entry. Returns PL_CONTINUE
+ * with *vp the entry of `p` (the flow's, or another CPU's that created it first), PL_PASS when
+ * there is no free tuple (the VIP is local: the client gets a RST or port-unreachable, not
+ * silence) or PL_DROP.
+ */
+static __always_inline enum pl_verdict ct_create(struct __sk_buff *skb, const struct pkt *p,
+						 struct flow_scratch *sc, __u32 svc_id,
+						 __u32 ep_idx, __u8 mode, int snat, int pickup,
+						 __u64 now, struct ct_val **vp)
+{
+	struct ct_val *fv = &sc->fwd, *rv = &sc->rev;
+
+	fv->svc_id = rv->svc_id = svc_id;
+	fv->ep_idx = rv->ep_idx = ep_idx;
+	fv->dir = PL_DIR_ORIG;
+	rv->dir = PL_DIR_REPLY;
+	fv->mode = rv->mode = mode;
+	fv->created_ns = fv->last_ns = rv->created_ns = rv->last_ns = now;
+	fv->seen = p->key.proto == IPPROTO_TCP ? tcp_bits(p->tcp_flags) : PL_CT_SEEN;
+	if (pickup) {
+		/* the window is unknown: judge no RST/FIN of this flow (as Linux's "be liberal") */
+		fv->td_flags = rv->td_flags = PL_TD_LIBERAL;
+		fv->td_wsopt = rv->td_wsopt = PL_TD_NO_WS;
+	} else if (p->key.proto == IPPROTO_TCP) {
+		struct tcp_seg s;
+		if (tcp_segment(skb, p, &s))
+			return PL_DROP;
+		td_update(fv, &s, p->tcp_flags);
+		fv->td_wsopt = tcp_wsopt(skb, p->l4off, s.doff);
+		rv->td_wsopt = PL_TD_NO_WS;
+	}
+
+	if (pl_insert_reply(fv, rv, &p->key, snat)) {
+		count(PL_ST_NAT_EXHAUSTED);
+		return PL_PASS;
+	}
+	if (bpf_map_update_elem(&ct_half, &p->key, fv, BPF_NOEXIST)) {
+		/* Another CPU created this flow first: undo our reply entry and use theirs. */
+		struct ct_key rk;
+		partner_key(fv, p->key.proto, &rk);
+		bpf_map_delete_elem(&ct_half, &rk);
+		*vp = bpf_map_lookup_elem(&ct_half, &p->key);
+		if (!*vp) {
+			count(PL_ST_CT_INSERT_FAIL);
+			return PL_DROP;
+		}
+		return PL_CONTINUE;
+	}
+
+	if (pickup)
+		count(PL_ST_PICKUP);
+	svc_count_new(svc_id);
+	count(PL_ST_NEW_FLOW);
+	*vp = bpf_map_lookup_elem(&ct_half, &p->key);
+	return *vp ? PL_CONTINUE : PL_DROP;
+}
+
+#endif
