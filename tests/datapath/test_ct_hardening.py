@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from pyloxi.testing.lab.dpns import LB_MAC
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.model.lb import NatMode, Selection
+from pyloxi.testing.lab.dpns import LB_MAC
 
 from .conftest import (
     CLIENT,

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pyloxi.testing.lab.dpns import LB_MAC
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -17,6 +16,7 @@ from scapy.packet import Raw
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.libbpf.maps import possible_cpus
 from pyloxi.model.lb import NatMode
+from pyloxi.testing.lab.dpns import LB_MAC
 
 from .conftest import (
     CLIENT,
