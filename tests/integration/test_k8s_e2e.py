@@ -27,23 +27,7 @@ from k8sfake import FakeKube, endpoint_slice, free_port, node, service  # noqa: 
 from pyloxi.client import ApiError, AsyncClient  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-DAEMON = ROOT / "src" / "pyloxi" / "daemon.py"
-BPF_OBJ = ROOT / "build" / "lb.bpf.o"
-
-pytestmark = [pytest.mark.root, pytest.mark.timeout(150)]
-
-
-def _skip_reason() -> str | None:
-    if not DAEMON.exists():
-        return "src/pyloxi/daemon.py does not exist yet (pyloxi daemon is being built)"
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, BPF)"
-    if not BPF_OBJ.exists():
-        return "build/lb.bpf.o missing: run `make build`"
-    for tool in ("socat", "nginx", "curl", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (scripts/install-deps)"
-    return None
+pytestmark = pytest.mark.timeout(150)  # root: tests/conftest.py skips it for non-root users
 
 
 async def _until(cond, timeout: float, what: str):
@@ -81,9 +65,6 @@ def _who(topo, vip: str, tries: int) -> list[str]:
 
 
 async def test_service_served_through_pyloxi_daemon(tmp_path):
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
     from pyloxi.testing.lab.topology import ROUTED_VIP, LbTopology
 
     procs: list[subprocess.Popen] = []
