@@ -34,8 +34,17 @@ for i in range(n):
 _UDP_LOOP = """
 import socket, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+used = set()
 for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # A fresh source port each time: an ephemeral port the kernel hands out again would be
+    # the same 5-tuple, i.e. the same (still live) UDP flow, and no new selection.
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("", 0))
+        if s.getsockname()[1] not in used:
+            break
+        s.close()
+    used.add(s.getsockname()[1])
     s.settimeout(5)  # generous: CI may be busy
     s.sendto(b"hi", (host, port))
     try:
