@@ -1,9 +1,9 @@
 """Decisions without I/O: validation, the rule table, endpoint indexes, selection tables."""
 
-from pyloxi.engine.engine import (
+from pyloxi.engine.engine import Engine
+from pyloxi.engine.storage import (
     Commit,
     Delete,
-    Engine,
     Put,
     RuleStore,
     StoreFailure,

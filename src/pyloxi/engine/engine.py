@@ -29,79 +29,27 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from pyloxi.engine.conntrack import to_entry
 from pyloxi.engine.program import MAX_SERVICES, Datapath, ServiceProgram
 from pyloxi.engine.rules import EpState, Rule, build_program, plan_endpoints, snat_planner
+from pyloxi.engine.storage import (
+    Commit,
+    Delete,
+    Put,
+    RuleStore,
+    StoreFailure,
+    StoreOp,
+    entry_store_key,
+    store_key,
+)
+from pyloxi.engine.svc_ids import SvcIds
 from pyloxi.engine.validate import RuleKey, RuleSpec, parse_key, validate, with_endpoints
 from pyloxi.model.conntrack import ConntrackEntry
 from pyloxi.model.errors import CapacityExceeded, Conflict, InvalidInput, NotFound, PyloxiError
-from pyloxi.model.lb import PROTOCOLS, Endpoint, LoadBalancerEntry, NatMode, Oper
+from pyloxi.model.lb import Endpoint, LoadBalancerEntry, NatMode, Oper
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    """Store op: the rule stored under `key` becomes `entry` (a new key goes last)."""
-
-    key: str
-    entry: LoadBalancerEntry
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Store op: forget the rule stored under `key`."""
-
-    key: str
-
-
-StoreOp = Put | Delete
-
-
-class StoreFailure(Exception):
-    """Ops from submission `from_seq` on were not made durable (and never will be): the
-    store refuses every later submission until `resume(from_seq)`, so nothing computed on top
-    of a lost change reaches the disk before the engine has undone it."""
-
-    def __init__(self, from_seq: int, message: str) -> None:
-        super().__init__(message)
-        self.from_seq = from_seq
-        self.message = message
-
-
-class Commit(Protocol):
-    seq: int
-
-    def wait(self) -> None:
-        """Return once the ops are durable; raise StoreFailure if they never will be."""
-        ...
-
-
-class RuleStore(Protocol):
-    """Where acknowledged rules live. `submit` must not block (it is called under the engine
-    lock, which orders submissions); durability is awaited outside the lock, so many requests
-    share one disk flush (group commit)."""
-
-    def submit(self, ops: Sequence[StoreOp]) -> Commit: ...
-
-    def resume(self, from_seq: int) -> None: ...
-
-
-def store_key(key: RuleKey) -> str:
-    """A rule's identity in the store (independent of how RuleKey prints itself)."""
-    return f"{key.vip}|{key.protocol}|{key.port}|{key.port_max}|{key.block}|{key.host}"
-
-
-def entry_store_key(entry: LoadBalancerEntry) -> str | None:
-    """The store key of a posted entry; None if it is not a valid rule."""
-    try:
-        spec = validate(entry, supported_modes=frozenset(NatMode),
-                        supported_protocols=frozenset(PROTOCOLS))
-    except PyloxiError:
-        return None
-    return store_key(spec.key)
 
 
 @dataclass(slots=True)
@@ -124,28 +72,6 @@ class _Pending:
     seq: int
     changes: list[_Change]
     commit: Commit
-
-
-class _SvcIds:
-    """Service ids 1..MAX_SERVICES-1. Next-fit (not lowest-free) so a just-freed id is not
-    handed out again at once: a late counter read or a flow the datapath is still reaping
-    cannot be attributed to the wrong service."""
-
-    def __init__(self) -> None:
-        self._used: set[int] = set()
-        self._next = 1
-
-    def alloc(self) -> int:
-        for _ in range(MAX_SERVICES - 1):
-            sid = self._next
-            self._next = sid % (MAX_SERVICES - 1) + 1
-            if sid not in self._used:
-                self._used.add(sid)
-                return sid
-        raise CapacityExceeded("no free service id")
-
-    def free(self, sid: int) -> None:
-        self._used.discard(sid)
 
 
 def _datapath_error(exc: Exception) -> PyloxiError:
@@ -185,7 +111,7 @@ class Engine:
         # (protocol, block, address) -> keys of rules matching that VIP or privateIP: keeps the
         # overlap check O(rules on that address) instead of O(all rules).
         self._by_addr: dict[tuple[str, int, str], set[RuleKey]] = {}
-        self._ids = _SvcIds()
+        self._ids = SvcIds()
         self._created = itertools.count(1)
         self._lock = threading.RLock()
         # Changes applied to table and datapath but not yet durable, by submission seq: what
