@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyloxi.host import namespaces
+from pyloxi.host import namespaces, ndp, netlink
 from pyloxi.host.locks import DirLock, LockError, holder_pid
 from pyloxi.host.netlink import default_interfaces, source_address
 
@@ -106,3 +106,27 @@ def test_netlink_reads() -> None:
     names = default_interfaces()
     assert "lo" not in names and names == sorted(names)
     assert source_address("127.0.0.1") == "127.0.0.1"
+
+
+def test_unsolicited_neighbour_advert_layout() -> None:
+    mac = bytes.fromhex("020000abcdef")
+    na = ndp.neighbour_advert("fd00::1:2", mac)
+    assert len(na) == 32
+    assert na[0] == 136 and na[1] == 0 and na[2:4] == b"\0\0"  # type, code, checksum (kernel)
+    assert na[4:8] == bytes([0x20, 0, 0, 0])  # override only: not solicited, not a router
+    assert na[8:24] == bytes.fromhex("fd000000000000000000000000010002")
+    assert na[24:26] == bytes([2, 1]) and na[26:] == mac  # target link-layer address option
+
+
+def test_ndp_helpers_without_privileges() -> None:
+    assert ndp.hwaddr("lo") is None  # loopback has no Ethernet address: no NA there
+    assert ndp.hwaddr(f"nosuch{os.getpid() % 10000}") is None
+    assert ndp.announce({"10.0.0.1"}, ["lo"]) == 0  # v4 only: no socket opened
+    assert ndp.prepare_ipv6([f"nosuch{os.getpid() % 10000}"]) == []  # no such interface
+
+
+def test_vip_spellings() -> None:
+    assert netlink._norm("FD00:0::0001") == "fd00::1" and netlink._norm("10.0.0.1") == "10.0.0.1"
+    assert [netlink._is_vip(v) for v in ("10.0.0.1", "0.0.0.0", "fd00::1", "::", "::1",
+                                         "fe80::1", "ff02::1", "fd00::zz")] == [
+        True, False, True, False, False, False, False, False]
