@@ -101,13 +101,14 @@ def test_v6_vip_answers_neighbour_discovery_and_is_announced(lab: tuple[Netns, N
                                       text=True).stdout.strip()
             print(json.dumps([sorted(v.owned), [sysctl(k) for k in (
                 "net.ipv6.conf.eth0.forwarding", "net.ipv6.conf.eth0.proxy_ndp",
-                "net.ipv6.neigh.eth0.proxy_delay", "net.ipv6.conf.all.forwarding")]]))
+                "net.ipv6.neigh.eth0.proxy_delay", "net.ipv6.conf.eth0.accept_ra",
+                "net.ipv6.conf.all.forwarding")]]))
         """)
         heard, _ = listener.communicate(timeout=10)
     finally:
         listener.kill()
         listener.wait()
-    assert out == [["20.0.0.1", VIP, SEEDED_VIP], ["1", "1", "0", "0"]]
+    assert out == [["20.0.0.1", VIP, SEEDED_VIP], ["1", "1", "0", "2", "0"]]
     nas = [line.split() for line in heard.splitlines()]
     assert [VIP, "0x20000000"] in [na[:2] for na in nas]  # override, not solicited, not router
     assert [SEEDED_VIP, "0x20000000"] in [na[:2] for na in nas]

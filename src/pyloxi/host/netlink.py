@@ -106,11 +106,18 @@ class VipPlumber:
     def __init__(self, interfaces: list[str] | None = None) -> None:
         self._interfaces = list(interfaces) if interfaces is not None else None
         self._v6_ready = False
-        routes = _NL.call(lambda ipr: [
-            (r.get_attr("RTA_DST"), r["proto"])
-            for family, plen in ((2, 32), (10, 128))
-            for r in ipr.get_routes(table=self.LOCAL_TABLE, family=family)
-            if r["dst_len"] == plen and r["type"] == 2])
+        def local_routes(ipr: IPRoute) -> list[tuple[str, int]]:
+            found = []
+            for family, plen in ((2, 32), (10, 128)):
+                try:
+                    rows = ipr.get_routes(table=self.LOCAL_TABLE, family=family)
+                except NetlinkError:  # IPv6 disabled in this kernel (ipv6.disable=1)
+                    continue
+                found += [(r.get_attr("RTA_DST"), r["proto"]) for r in rows
+                          if r["dst_len"] == plen and r["type"] == 2]
+            return found
+
+        routes = _NL.call(local_routes)
         self._present: set[str] = {_norm(dst) for dst, _ in routes}
         self.owned: set[str] = {_norm(dst) for dst, proto in routes
                                 if proto == self.ROUTE_PROTO}
@@ -215,8 +222,8 @@ def _proxy_entries(proto: int) -> list[tuple[str, str]]:
     """(VIP, interface) of the IPv6 proxy NDP entries carrying protocol `proto`."""
     proc = subprocess.run(["ip", "-j", "-6", "neigh", "show", "proxy"], capture_output=True,
                           text=True)
-    if proc.returncode != 0:
-        log.warning("proxy NDP entries: %s", proc.stderr.strip())
+    if proc.returncode != 0:  # no IPv6 here: nothing of ours either
+        log.debug("proxy NDP entries: %s", proc.stderr.strip())
         return []
     return [(_norm(e["dst"]), e["dev"]) for e in json.loads(proc.stdout or "[]")
             if str(e.get("protocol")) == str(proto)]
