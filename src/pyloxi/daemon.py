@@ -91,7 +91,7 @@ class Daemon:
                                      ct_half_entries=args.conntrack_half_open,
                                      interfaces=interfaces)
         self.datapath.attach(interfaces)
-        self.vips = VipPlumber()
+        self.vips = VipPlumber(interfaces)
         self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,
                              snat_source=source_address)
         self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")

@@ -64,6 +64,8 @@ class FakeDatapath(MemoryDatapath):
 
 
 class FakeVips:
+    interfaces: list[str]
+
     def __init__(self) -> None:
         self.owned: set[str] = set()
         self.syncs: list[set[str]] = []
@@ -98,8 +100,9 @@ def host(monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
         h.datapaths.append(dp)
         return dp
 
-    def vips() -> FakeVips:
+    def vips(interfaces: list[str]) -> FakeVips:
         v = FakeVips()
+        v.interfaces = interfaces
         h.vips.append(v)
         return v
 
@@ -200,6 +203,7 @@ def test_interfaces_flag(make: Callable[..., Daemon], host: Host) -> None:
     make("--interfaces", "veth1,,veth2")
     assert host.prepared == [["veth1", "veth2"]]
     assert host.datapaths[0].attached == ["veth1", "veth2"]
+    assert host.vips[0].interfaces == ["veth1", "veth2"]  # where v6 VIPs answer NS
 
 
 def test_rules_survive_a_restart(make: Callable[..., Daemon], host: Host) -> None:
