@@ -44,6 +44,10 @@ EP_SELECT = {"rr": Selection.RR, "roundrobin": Selection.RR, "hash": Selection.H
 IPAM_MODES = {"ipv4": "ipv4", "ip": "ipv4", "ip4": "ipv4", "ipv6": "ipv6", "ip6": "ipv6",
               "nat66": "ipv6", "ipv6to4": "nat64", "nat64": "nat64"}
 DEFAULT_TIMEOUT = 1800
+SINGLE_STACK = "SingleStack"
+PREFER_DUAL_STACK = "PreferDualStack"
+REQUIRE_DUAL_STACK = "RequireDualStack"
+IP_FAMILY = {"IPv4": 4, "IPv6": 6}
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -75,15 +79,31 @@ class ServiceOptions:
     node_label: str = ""
     ipam: str = "ipv4"  # ipv4 | ipv6 | nat64
     zone_select: str = ""
+    # spec.ipFamilyPolicy, and the VIP families wanted, primary first (empty: from `ipam`)
+    policy: str = SINGLE_STACK
+    families: tuple[int, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
+    def vip_families(self) -> tuple[int, ...]:
+        return self.families or ((4,) if self.ipam == "ipv4" else (6,))
+
+    @property
     def vip_family(self) -> int:
-        return 4 if self.ipam == "ipv4" else 6
+        """The primary family."""
+        return self.vip_families[0]
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.policy in (PREFER_DUAL_STACK, REQUIRE_DUAL_STACK)
+
+    def endpoint_family_for(self, vip_family: int) -> int:
+        """Endpoints have the VIP's family, except that `ipam: nat64` gives a v6 VIP v4 ones."""
+        return 4 if vip_family == 4 or self.ipam == "nat64" else 6
 
     @property
     def endpoint_family(self) -> int:
-        return 6 if self.ipam == "ipv6" else 4
+        return self.endpoint_family_for(self.vip_family)
 
 
 def _yesno(problems: list[str], key: str, value: str) -> bool:
@@ -125,15 +145,29 @@ def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
     o: dict[str, Any] = {"mode": cfg.lb_mode, "monitor": cfg.monitor,
                          "use_pod_network": cfg.use_pod_network}
 
+    spec_families = [IP_FAMILY[f] for f in spec.get("ipFamilies") or [] if f in IP_FAMILY]
+    spec_families = list(dict.fromkeys(spec_families)) or [4]
+    policy = spec.get("ipFamilyPolicy") or SINGLE_STACK
+    if policy not in (SINGLE_STACK, PREFER_DUAL_STACK, REQUIRE_DUAL_STACK):
+        policy = SINGLE_STACK  # the apiserver validates it; anything else is served single
+    o["policy"] = policy
     if IPAM in ann:
         v = ann[IPAM].strip().lower()
         if v not in IPAM_MODES:
             problems.append(f"{IPAM}={ann[IPAM]!r}: expected one of {', '.join(IPAM_MODES)}")
         else:
             o["ipam"] = IPAM_MODES[v]
-    elif (spec.get("ipFamilies") or ["IPv4"])[0] == "IPv6":
+    elif spec_families[0] == 6:
         o["ipam"] = "ipv6"
-    family = 6 if o.get("ipam", "ipv4") != "ipv4" else 4
+    if policy == SINGLE_STACK:
+        # one family: the ipam annotation's, else the first of spec.ipFamilies
+        families = [6 if o.get("ipam", "ipv4") != "ipv4" else 4]
+    else:
+        # dual-stack: spec.ipFamilies decides (primary first); `ipam` only says nat64
+        families = spec_families
+        if policy == REQUIRE_DUAL_STACK and len(families) < 2:
+            families.append(6 if families[0] == 4 else 4)
+    o["families"] = tuple(families)
 
     if LBMODE in ann:
         v = ann[LBMODE].strip().lower()
@@ -186,14 +220,20 @@ def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
         o["timeout"] = _int(problems, TIMEOUT, ann[TIMEOUT], 1, MAX_IDLE_TIMEOUT)
     if STATICIP in ann:
         ip = _ip(problems, STATICIP, ann[STATICIP])
-        if ip and ipaddress.ip_address(ip).version != family:
-            problems.append(f"{STATICIP}={ip}: not an IPv{family} address")
+        if ip and ipaddress.ip_address(ip).version not in families:
+            problems.append(f"{STATICIP}={ip}: not an "
+                            f"{' or '.join(f'IPv{f}' for f in families)} address")
         o["static_ip"] = ip
     if POOLSELECT in ann:
+        # one pool name for every family of the Service; a dual-stack Service needs it in at
+        # least one family (the other family's lack is the sync's to report: it depends on
+        # ipFamilyPolicy)
         name = ann[POOLSELECT].strip()
-        known = pools4 if family == 4 else pools6
-        if name not in known:
-            problems.append(f"{POOLSELECT}={name!r}: no such IPv{family} pool "
+        by_family = {4: pools4, 6: pools6}
+        if not any(name in by_family[f] for f in families):
+            known = {p for f in families for p in by_family[f]}
+            fams = " or ".join(f"IPv{f}" for f in families)
+            problems.append(f"{POOLSELECT}={name!r}: no such {fams} pool "
                             f"(have {', '.join(sorted(known)) or 'none'})")
         o["pool"] = name
     if SECONDARYIPS in ann:

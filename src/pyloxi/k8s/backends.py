@@ -1,5 +1,8 @@
 """Which endpoints a Service's rules point to.
 
+Each VIP family gets its own endpoints (a dual-stack Service's v4 VIP v4 endpoints, its v6 VIP v6
+ones, or v4 ones under `loxilb.io/ipam: nat64`):
+
 * default: every Ready Node (InternalIP of the VIP's endpoint family) at the port's NodePort;
   Nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers` are left out and
   `loxilb.io/nodelabel=<key>` keeps only Nodes carrying that label key;
@@ -64,8 +67,9 @@ def port_set(service: dict[str, Any]) -> frozenset[Port]:
 
 
 def endpoints(service: dict[str, Any], opts: ServiceOptions, nodes: list[dict[str, Any]],
-              slices: list[dict[str, Any]]) -> dict[Port, list[Target]]:
-    family = opts.endpoint_family
+              slices: list[dict[str, Any]], family: int | None = None) -> dict[Port, list[Target]]:
+    """Endpoints of `family` (default: those of the primary VIP family) per Service port."""
+    family = family or opts.endpoint_family
     addr_type = "IPv4" if family == 4 else "IPv6"
     result: dict[Port, list[Target]] = {}
     spec = service.get("spec") or {}

@@ -4,6 +4,9 @@ Shared mode (kube-loxilb's default): Services share an address as long as none o
 (port, protocol) pairs clash on it; the lowest address that fits is taken, so most Services end
 up on the pool's first address. Unique mode (`--setUniqueIP`): one address per Service.
 
+An owner (a Service key) holds at most one address per family: a dual-stack Service holds a v4
+and a v6 address, allocated, reused and released per (owner, family).
+
 The allocator is in memory; the agent rebuilds it after a restart from Service status
 (`reserve`), which is the durable store, as kube-loxilb does.
 """
@@ -40,7 +43,7 @@ class Ipam:
             self.pools[(4, name)] = ranges
         for name, ranges in pools6.items():
             self.pools[(6, name)] = ranges
-        self._by_owner: dict[str, Allocation] = {}
+        self._by_owner: dict[tuple[str, int], Allocation] = {}  # (owner, family) → allocation
         self._usage: dict[str, dict[Port, str]] = {}  # ip → port → owner
         self._owners: dict[str, set[str]] = {}  # ip → owners
 
@@ -55,10 +58,17 @@ class Ipam:
                 return name
         return None
 
-    def get(self, owner: str) -> Allocation | None:
-        return self._by_owner.get(owner)
+    def get(self, owner: str, family: int | None = None) -> Allocation | None:
+        """The owner's address of `family`; without a family, its v4 one, else its v6 one."""
+        if family is not None:
+            return self._by_owner.get((owner, family))
+        return self._by_owner.get((owner, 4)) or self._by_owner.get((owner, 6))
 
-    def owners(self) -> dict[str, Allocation]:
+    def of(self, owner: str) -> dict[int, Allocation]:
+        """family → the owner's address of that family."""
+        return {fam: a for (o, fam), a in self._by_owner.items() if o == owner}
+
+    def owners(self) -> dict[tuple[str, int], Allocation]:
         return dict(self._by_owner)
 
     def _fits(self, ip: str, owner: str, ports: frozenset[Port]) -> bool:
@@ -71,9 +81,10 @@ class Ipam:
         return not any(usage.get(p, owner) != owner for p in ports)
 
     def _take(self, owner: str, ip: str, pool: str | None, ports: frozenset[Port]) -> Allocation:
-        self.release(owner)
+        family = ipaddress.ip_address(ip).version
+        self.release(owner, family)
         alloc = Allocation(ip, pool, ports)
-        self._by_owner[owner] = alloc
+        self._by_owner[(owner, family)] = alloc
         self._owners.setdefault(ip, set()).add(owner)
         usage = self._usage.setdefault(ip, {})
         for p in ports:
@@ -93,11 +104,9 @@ class Ipam:
         ranges = self.pools.get((family, pool))
         if ranges is None:
             raise PoolExhausted(f"no IPv{family} pool {pool!r}")
-        current = self._by_owner.get(owner)
+        current = self._by_owner.get((owner, family))
         # keep the current address if the (possibly changed) ports still fit on it
-        if current and current.pool == pool and \
-                ipaddress.ip_address(current.ip).version == family and \
-                self._fits(current.ip, owner, ports):
+        if current and current.pool == pool and self._fits(current.ip, owner, ports):
             return self._take(owner, current.ip, pool, ports)
         for first, last in ranges:
             n = first
@@ -111,8 +120,14 @@ class Ipam:
         raise PoolExhausted(f"IPv{family} pool {pool!r} has no free address for "
                             f"{', '.join(f'{p}/{proto}' for p, proto in sorted(ports))}")
 
-    def release(self, owner: str) -> Allocation | None:
-        alloc = self._by_owner.pop(owner, None)
+    def release(self, owner: str, family: int | None = None) -> list[Allocation]:
+        """Free the owner's address of `family` (None: of every family); what was freed."""
+        families = (4, 6) if family is None else (family,)
+        freed = [a for f in families if (a := self._release_one(owner, f)) is not None]
+        return freed
+
+    def _release_one(self, owner: str, family: int) -> Allocation | None:
+        alloc = self._by_owner.pop((owner, family), None)
         if alloc is None:
             return None
         owners = self._owners.get(alloc.ip, set())

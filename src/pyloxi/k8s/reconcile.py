@@ -170,8 +170,8 @@ async def apply_service(api: AsyncClient, rname: str, desired: Mapping[RuleKey, 
                 current.remove(have)
             current.append(body)
             res.created += 1
-        except ApiError as exc:
-            res.errors.append(str(exc))
+        except ApiError as exc:  # e.g. pyloxi's 400 for an IPv6 VIP: the other rules go on
+            res.errors.append(f"{key[0]}:{key[1]}/{key[2]}: {exc}")
     return res
 
 

@@ -1,4 +1,8 @@
-"""One Service at a time: annotations → address → endpoints → rules on every instance → status.
+"""One Service at a time: annotations → addresses → endpoints → rules on every instance → status.
+
+A dual-stack Service (spec.ipFamilyPolicy PreferDualStack/RequireDualStack) gets one VIP per
+family of spec.ipFamilies, each with the rules and endpoints of its family; status lists them
+primary first.
 
 `ServiceSync.sync(key)` brings one Service in line and says whether to retry; `recover()`
 re-reserves after a restart the addresses Service status already holds; `sweep()` removes
@@ -12,7 +16,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +29,7 @@ from pyloxi.k8s.config import AgentConfig, parse_pools
 from pyloxi.k8s.informer import Informer, Obj, obj_key
 from pyloxi.k8s.ipam import AddressInUse, Allocation, Ipam, PoolExhausted
 from pyloxi.k8s.kube import KubeClient
+from pyloxi.model.lb import LoadBalancerEntry
 
 log = logging.getLogger("pyloxi.k8s")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -35,9 +40,10 @@ RuleCache = dict[str, list[dict[str, Any]] | None]
 
 @dataclass
 class SvcState:
-    alloc: Allocation | None = None
+    allocs: dict[int, Allocation] = field(default_factory=dict)  # family → VIP, primary first
     pending: bool = False  # waiting for an address
     last_warning: str = ""
+    last_notice: str = ""
     programmed: bool = False
 
 
@@ -87,8 +93,11 @@ class ServiceSync:
             except ann.AnnotationError:
                 opts = None
             ports = backends.port_set(svc)
-            for ip in status.status_ips(svc):
-                if opts is not None and ipaddress.ip_address(ip).version != opts.vip_family:
+            for ip in status.status_ips(svc):  # one address per family (dual-stack: two)
+                fam = ipaddress.ip_address(ip).version
+                if opts is not None and fam not in opts.vip_families:
+                    continue
+                if self.ipam.get(key, fam) is not None:
                     continue
                 static = opts is not None and opts.static_ip == ip
                 if not static and self.ipam.pool_of(ip) is None:
@@ -98,9 +107,8 @@ class ServiceSync:
                 except AddressInUse as exc:
                     log.warning("%s: cannot recover %s: %s", key, ip, exc)
                     continue
-                self.state.setdefault(key, SvcState()).alloc = alloc
+                self.state.setdefault(key, SvcState()).allocs[fam] = alloc
                 n += 1
-                break
         log.info("recovered %d address(es) from Service status", n)
 
     # ---- one Service -------------------------------------------------------------------------
@@ -114,7 +122,7 @@ class ServiceSync:
         return cache[api.base_url]
 
     async def sync(self, key: str, cache: RuleCache) -> bool:
-        """Bring one Service's rules, address and status in line. False: retry later."""
+        """Bring one Service's rules, address(es) and status in line. False: retry later."""
         svc = self.services.store.get(key)
         if svc is None or not self.is_ours(svc):
             return await self._relinquish(key, svc, cache)
@@ -125,30 +133,55 @@ class ServiceSync:
             await self._warn(svc, st, "InvalidAnnotation", f"not applied: {exc}")
             return True  # nothing changes until the Service is fixed
         ports = backends.port_set(svc)
-        try:
-            alloc = self._allocate(key, opts, ports)
-        except (PoolExhausted, AddressInUse) as exc:
-            had = st.alloc is not None
-            st.alloc, st.pending = None, True
-            self.ipam.release(key)
-            await self._warn(svc, st, "AllocationFailed", f"no load-balancer address: {exc}")
-            if had:
-                await self._delete_rules(key, cache)
-            await self._write_status(svc, [])
+        families = list(opts.vip_families)
+        if opts.dual_stack:
+            families, missing = self._pooled(opts)
+            if missing and (opts.policy == ann.REQUIRE_DUAL_STACK or not families):
+                await self._unserve(svc, key, st, cache, "SyncFailed",
+                                    f"{opts.policy}: {'; '.join(missing)}; no address "
+                                    "allocated", pending=False)
+                return True  # the pools are the agent's flags: nothing to wait for
+            if missing:
+                served = " and ".join(f"IPv{f}" for f in families)
+                await self._notice(svc, st, "ServedSingleStack",
+                                   f"{opts.policy}: {'; '.join(missing)}; serving {served} only")
+            else:
+                st.last_notice = ""
+        allocs: dict[int, Allocation] = {}
+        failed: list[str] = []
+        for fam in families:
+            try:
+                allocs[fam] = self._allocate(key, fam, opts, ports)
+            except (PoolExhausted, AddressInUse) as exc:
+                failed.append(str(exc))
+                self._release(key, fam)
+        if failed and (opts.policy == ann.REQUIRE_DUAL_STACK or not allocs):
+            # nothing half-applied: an address of the other family is not kept either
+            await self._unserve(svc, key, st, cache, "AllocationFailed",
+                                f"no load-balancer address: {'; '.join(failed)}", pending=True)
             return True  # retried when an address is freed, and at every resync
-        st.alloc, st.pending = alloc, False
+        for fam in list(self.ipam.of(key)):
+            if fam not in allocs:  # e.g. dual-stack → single-stack: its rules go below
+                self._release(key, fam)
+        st.allocs, st.pending = allocs, bool(failed)
+        errors: list[str] = []
+        if failed:  # PreferDualStack with one family short of addresses: the rest is served
+            errors.append(f"no load-balancer address: {'; '.join(failed)}")
         spec = svc.get("spec") or {}
-        vips = [alloc.ip]
-        for ext in spec.get("externalIPs") or []:
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(ext).version == opts.vip_family and ext not in vips:
-                    vips.append(str(ipaddress.ip_address(ext)))
-        eps = backends.endpoints(svc, opts, list(self.nodes.store.values()),
-                                 self._slices_of(key))
+        vips: dict[int, list[str]] = {}
+        eps: dict[int, dict[tuple[int, str], list[tuple[str, int]]]] = {}
+        for fam, alloc in allocs.items():
+            vips[fam] = [alloc.ip]
+            for ext in spec.get("externalIPs") or []:
+                with contextlib.suppress(ValueError):
+                    ip = str(ipaddress.ip_address(ext))
+                    if ipaddress.ip_address(ip).version == fam and ip not in vips[fam]:
+                        vips[fam].append(ip)
+            eps[fam] = backends.endpoints(svc, opts, list(self.nodes.store.values()),
+                                          self._slices_of(key), opts.endpoint_family_for(fam))
         sources = [str(s) for s in spec.get("loadBalancerSourceRanges") or []]
         ns, name = key.split("/", 1)
         rname = reconcile.rule_name(ns, name)
-        errors: list[str] = []
         reached = 0
         for api in self.loxi:
             current = await self._rules(api, cache)
@@ -156,12 +189,13 @@ class ServiceSync:
                 errors.append(f"{api.base_url} unreachable")
                 continue
             reached += 1
-            try:
-                desired = reconcile.build_rules(ns, name, opts, vips, eps, sources,
-                                                instance_host(api))
-            except ValidationError as exc:  # e.g. a source range no rule can carry
-                errors.append(f"rules not built: {exc.errors()[0]['msg']}")
-                continue
+            desired: dict[reconcile.RuleKey, LoadBalancerEntry] = {}
+            for fam in allocs:
+                try:
+                    desired.update(reconcile.build_rules(ns, name, opts, vips[fam], eps[fam],
+                                                         sources, instance_host(api)))
+                except ValidationError as exc:  # e.g. a source range no rule can carry
+                    errors.append(f"IPv{fam} rules not built: {exc.errors()[0]['msg']}")
             res = await reconcile.apply_service(api, rname, desired, current)
             errors.extend(res.errors)
             if res.created or res.deleted:
@@ -172,19 +206,53 @@ class ServiceSync:
         else:
             st.last_warning = ""
         st.programmed = reached > 0
-        await self._write_status(svc, [alloc.ip])
+        await self._write_status(svc, [a.ip for a in allocs.values()])
         return reached > 0 and not errors
 
-    def _allocate(self, key: str, opts: ann.ServiceOptions,
+    def _pooled(self, opts: ann.ServiceOptions) -> tuple[list[int], list[str]]:
+        """A dual-stack Service's families that have a pool (or its staticIP), in order, and
+        what the others lack."""
+        static = ipaddress.ip_address(opts.static_ip).version if opts.static_ip else 0
+        ok: list[int] = []
+        missing: list[str] = []
+        for fam in opts.vip_families:
+            if fam == static or opts.pool in self.ipam.pool_names(fam):
+                ok.append(fam)
+            else:
+                flag = "--cidrPools" if fam == 4 else "--cidr6Pools"
+                missing.append(f"no IPv{fam} pool {opts.pool!r} ({flag})")
+        return ok, missing
+
+    async def _unserve(self, svc: Obj, key: str, st: SvcState, cache: RuleCache, reason: str,
+                       message: str, *, pending: bool) -> None:
+        """The Service cannot be served: no address of any family, no rule, empty status."""
+        had = bool(st.allocs) or bool(self.ipam.of(key))
+        st.allocs, st.pending = {}, pending
+        self._release(key)
+        await self._warn(svc, st, reason, message)
+        if had:
+            await self._delete_rules(key, cache)
+        await self._write_status(svc, [])
+
+    def _release(self, key: str, family: int | None = None) -> list[Allocation]:
+        """Free a Service's address(es); Services waiting for an address are retried."""
+        freed = self.ipam.release(key, family)
+        if freed:
+            for k, s in self.state.items():
+                if s.pending and k != key:
+                    self.enqueue(k)
+        return freed
+
+    def _allocate(self, key: str, family: int, opts: ann.ServiceOptions,
                   ports: frozenset[tuple[int, str]]) -> Allocation:
-        cur = self.ipam.get(key)
-        if opts.static_ip:
+        cur = self.ipam.get(key, family)
+        if opts.static_ip and ipaddress.ip_address(opts.static_ip).version == family:
             if cur and cur.ip == opts.static_ip and cur.ports == ports:
                 return cur
             return self.ipam.reserve(key, opts.static_ip, ports)
         if cur and cur.pool is None:
-            self.ipam.release(key)  # staticIP was removed: back to the pool
-        return self.ipam.allocate(key, opts.vip_family, opts.pool, ports)
+            self.ipam.release(key, family)  # staticIP was removed: back to the pool
+        return self.ipam.allocate(key, family, opts.pool, ports)
 
     def _slices_of(self, key: str) -> list[Obj]:
         ns, name = key.split("/", 1)
@@ -207,18 +275,14 @@ class ServiceSync:
 
     async def _relinquish(self, key: str, svc: Obj | None, cache: RuleCache) -> bool:
         st = self.state.pop(key, None)
-        freed = self.ipam.release(key)
+        freed = self._release(key)  # an address came free: the waiting ones are retried
         ok = True
-        if st is not None or freed is not None:
+        if st is not None or freed:
             ok = await self._delete_rules(key, cache)
-            log.info("%s: no longer served; address %s freed", key,
-                     freed.ip if freed else "-")
+            log.info("%s: no longer served; address(es) %s freed", key,
+                     ", ".join(a.ip for a in freed) or "-")
             if svc is not None and status.status_ips(svc):
                 await self._write_status(svc, [])
-        if freed is not None:
-            for k, s in self.state.items():  # an address came free: retry the waiting ones
-                if s.pending:
-                    self.enqueue(k)
         if not ok:
             # rules of a gone Service: the orphan sweep of the resync removes them later
             log.warning("%s: could not remove every rule yet", key)
@@ -231,6 +295,14 @@ class ServiceSync:
         if updated is not None:
             # keep the cache current so the next sync does not write again
             self.services.store[obj_key(updated)] = updated
+
+    async def _notice(self, svc: Obj, st: SvcState, reason: str, message: str) -> None:
+        """A Normal Event (nothing is wrong), said once per message like the warnings."""
+        if st.last_notice == f"{reason}:{message}":
+            return
+        st.last_notice = f"{reason}:{message}"
+        log.info("%s: %s: %s", obj_key(svc), reason, message)
+        await status.record_event(self.kube, svc, reason, message, type_="Normal")
 
     async def _warn(self, svc: Obj, st: SvcState, reason: str, message: str) -> None:
         if st.last_warning == f"{reason}:{message}":
