@@ -416,7 +416,7 @@ def service(name: str, ports: list[tuple[int, str]] | None = None, *,
 
 def endpoint_slice(svc: str, addresses: list[str | tuple[str, bool, str]], *,
                    ports: list[tuple[str, int, str]] | None = None,
-                   name: str | None = None) -> dict[str, Any]:
+                   name: str | None = None, address_type: str = "IPv4") -> dict[str, Any]:
     """addresses: "ip" (ready, no node) or (ip, ready, nodeName)."""
     eps = []
     for a in addresses:
@@ -428,17 +428,20 @@ def endpoint_slice(svc: str, addresses: list[str | tuple[str, bool, str]], *,
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": name or f"{svc}-abc", "namespace": "default",
                          "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": "IPv4", "endpoints": eps,
+            "addressType": address_type, "endpoints": eps,
             "ports": [{"name": n, "port": p, "protocol": pr}
                       for n, p, pr in (ports or [("p80", 8080, "TCP")])]}
 
 
-def node(name: str, ip: str, *, ready: bool = True,
-         labels: dict[str, str] | None = None) -> dict[str, Any]:
+def node(name: str, ip: str, *, ready: bool = True, labels: dict[str, str] | None = None,
+         ip6: str = "") -> dict[str, Any]:
+    """A Node with an InternalIP (and a second, IPv6 one when `ip6` is given: dual-stack)."""
+    addrs = [{"type": "InternalIP", "address": ip}]
+    if ip6:
+        addrs.append({"type": "InternalIP", "address": ip6})
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": dict(labels or {})},
-            "status": {"addresses": [{"type": "InternalIP", "address": ip},
-                                     {"type": "Hostname", "address": name}],
+            "status": {"addresses": [*addrs, {"type": "Hostname", "address": name}],
                        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 

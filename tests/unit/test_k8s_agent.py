@@ -471,3 +471,159 @@ async def test_pyloxi_down_then_back(kube, make_agent, loxi):
     await until(lambda: [e for e in kube.events_for("d2") if e["reason"] == "SyncFailed"],
                 what="SyncFailed event")
     assert await loxi.by_name("default_d2")  # the reachable instance is programmed
+
+
+# ---- dual-stack ---------------------------------------------------------------------------
+
+V6POOLS = "defaultPool=3ffe:cafe::/120"
+
+
+@pytest.fixture
+async def fake_loxi() -> AsyncIterator[Loxi]:
+    """FakeLoxi takes IPv6 VIPs, which pyloxi's engine does not yet."""
+    fake = FakeLoxi()
+    await fake.start()
+    lx = Loxi(fake)
+    yield lx
+    await lx.api.aclose()
+    await fake.stop()
+
+
+def nodes_dual(kube: FakeKube) -> None:
+    kube.create(node("n1", "10.1.0.1", ip6="fd00::1"))
+    kube.create(node("n2", "10.1.0.2", ip6="fd00::2"))
+
+
+def dual(name: str, policy: str = "RequireDualStack", families: tuple[str, ...] = ("IPv4", "IPv6"),
+         ports: list[tuple[int, str]] | None = None, **kw: Any) -> dict:
+    return service(name, ports, ipFamilyPolicy=policy, ipFamilies=list(families), **kw)
+
+
+def by_vip(rules: list[dict]) -> dict[str, dict]:
+    return {r["serviceArguments"]["externalIP"]: r for r in rules}
+
+
+async def test_dual_stack_service_then_single_stack(kube, fake_loxi, make_agent):
+    nodes_dual(kube)
+    svc = kube.create(dual("ds"))
+    np = svc["spec"]["ports"][0]["nodePort"]
+    # pod network: each family's endpoints come from the EndpointSlice of that addressType
+    kube.create(dual("pods", ports=[(81, "TCP")],
+                     annotations={"loxilb.io/usepodnetwork": "yes"}))
+    kube.create(endpoint_slice("pods", ["10.244.0.5"], ports=[("p81", 8080, "TCP")]))
+    kube.create(endpoint_slice("pods", ["fd10::5"], ports=[("p81", 8080, "TCP")],
+                               name="pods-v6", address_type="IPv6"))
+    # nat64: the v6 VIP keeps v4 endpoints
+    kube.create(dual("n64", ports=[(82, "TCP")], annotations={"loxilb.io/ipam": "nat64"}))
+    agent = await make_agent(cidr6_pools=V6POOLS, loxi_urls=[fake_loxi.url])
+    await until(lambda: len(ingress(kube, "ds")) == 2, what="two addresses")
+    await agent.idle()
+    assert ingress(kube, "ds") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}]  # v4 first
+    rules = by_vip(await fake_loxi.by_name("default_ds"))
+    assert set(rules) == {"20.0.0.1", "3ffe:cafe::1"}
+    assert eps(rules["20.0.0.1"]) == [("10.1.0.1", np), ("10.1.0.2", np)]
+    assert eps(rules["3ffe:cafe::1"]) == [("fd00::1", np), ("fd00::2", np)]
+    pods = by_vip(await fake_loxi.by_name("default_pods"))
+    assert {ip: eps(r) for ip, r in pods.items()} == {
+        "20.0.0.1": [("10.244.0.5", 8080)], "3ffe:cafe::1": [("fd10::5", 8080)]}
+    n64 = by_vip(await fake_loxi.by_name("default_n64"))
+    assert [ip for ip, _ in eps(n64["3ffe:cafe::1"])] == ["10.1.0.1", "10.1.0.2"]
+    assert agent.ipam.get("default/ds", 6).ip == "3ffe:cafe::1"
+    # IPv6 primary: status lists the v6 address first
+    kube.create(dual("v6first", "PreferDualStack", ("IPv6", "IPv4"), ports=[(83, "TCP")]))
+    await until(lambda: ingress(kube, "v6first") == [{"ip": "3ffe:cafe::1"}, {"ip": "20.0.0.1"}],
+                what="v6-first status")
+    # dual-stack → single-stack: the v6 address is freed and its rules go
+    kube.patch("Service", "ds", spec={"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]})
+    await until(lambda: ingress(kube, "ds") == [{"ip": "20.0.0.1"}], what="v4 only")
+    await until(lambda: _len_is(fake_loxi.by_name("default_ds"), 1), what="v6 rule gone")
+    await agent.idle()
+    assert list(by_vip(await fake_loxi.by_name("default_ds"))) == ["20.0.0.1"]
+    assert agent.ipam.get("default/ds", 6) is None
+    assert agent.ipam.get("default/ds", 4).ip == "20.0.0.1"
+
+
+async def test_prefer_dual_stack_without_v6_pool(kube, fake_loxi, make_agent):
+    nodes_dual(kube)
+    kube.create(dual("pref", "PreferDualStack"))
+    kube.create(dual("req", ports=[(81, "TCP")]))
+    agent = await make_agent(cidr6_pools="", loxi_urls=[fake_loxi.url])
+    await until(lambda: ingress(kube, "pref"), what="pref served")
+    evs = await until(lambda: [e for e in kube.events_for("pref")
+                               if e["reason"] == "ServedSingleStack"], what="notice")
+    assert evs[0]["type"] == "Normal"
+    assert "no IPv6 pool 'defaultPool'" in evs[0]["message"]
+    assert "serving IPv4 only" in evs[0]["message"]
+    evs = await until(lambda: [e for e in kube.events_for("req") if e["reason"] == "SyncFailed"],
+                      what="SyncFailed")
+    assert "RequireDualStack" in evs[0]["message"]
+    assert "no IPv6 pool 'defaultPool' (--cidr6Pools)" in evs[0]["message"]
+    await agent.idle()
+    assert ingress(kube, "pref") == [{"ip": "20.0.0.1"}]
+    assert list(by_vip(await fake_loxi.by_name("default_pref"))) == ["20.0.0.1"]
+    # RequireDualStack: nothing allocated, no rule, no status
+    assert ingress(kube, "req") == []
+    assert agent.ipam.of("default/req") == {}
+    assert not await fake_loxi.by_name("default_req")
+    # the notice is not repeated at every resync
+    await agent.full_reconcile()
+    await agent.idle()
+    assert len([e for e in kube.events_for("pref") if e["reason"] == "ServedSingleStack"]) == 1
+    assert not [e for e in kube.events_for("pref") if e["type"] == "Warning"]
+
+
+async def test_require_dual_stack_v6_exhausted_keeps_no_v4(kube, fake_loxi, make_agent):
+    nodes_dual(kube)
+    kube.create(service("only6", ipFamilies=["IPv6"]))
+    agent = await make_agent(cidr6_pools="defaultPool=3ffe:cafe::1/128", unique_ip=True,
+                             loxi_urls=[fake_loxi.url])
+    await until(lambda: ingress(kube, "only6") == [{"ip": "3ffe:cafe::1"}])
+    kube.create(dual("req", ports=[(81, "TCP")]))
+    evs = await until(lambda: [e for e in kube.events_for("req")
+                               if e["reason"] == "AllocationFailed"], what="AllocationFailed")
+    assert "IPv6 pool 'defaultPool'" in evs[0]["message"]
+    await agent.idle()
+    assert agent.ipam.of("default/req") == {}  # the v4 address was not kept
+    assert ingress(kube, "req") == [] and not await fake_loxi.by_name("default_req")
+    # the v6 address comes free: the waiting Service gets both
+    kube.delete("Service", "only6")
+    await until(lambda: ingress(kube, "req") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}],
+                what="req served")
+    await until(lambda: _len_is(fake_loxi.by_name("default_req"), 2), what="req's rules")
+
+
+async def test_dual_stack_restart_keeps_both_addresses(kube, fake_loxi, make_agent):
+    nodes_dual(kube)
+    kube.create(dual("d1"))
+    kube.create(dual("d2", ports=[(81, "TCP")]))
+    agent = await make_agent(cidr6_pools=V6POOLS, unique_ip=True, loxi_urls=[fake_loxi.url])
+    await until(lambda: len(ingress(kube, "d1")) == 2 and len(ingress(kube, "d2")) == 2)
+    await agent.idle()
+    got = {n: ingress(kube, n) for n in ("d1", "d2")}
+    await agent.stop()
+    # while the agent is down: d1 goes, a new Service comes
+    kube.delete("Service", "d1")
+    kube.create(dual("d0", ports=[(82, "TCP")]))
+    agent2 = await make_agent(cidr6_pools=V6POOLS, unique_ip=True, loxi_urls=[fake_loxi.url])
+    await until(lambda: len(ingress(kube, "d0")) == 2, what="d0 served")
+    await agent2.idle()
+    assert ingress(kube, "d2") == got["d2"]
+    assert {f: a.ip for f, a in agent2.ipam.of("default/d2").items()} == {
+        4: got["d2"][0]["ip"], 6: got["d2"][1]["ip"]}
+    assert not {i["ip"] for i in ingress(kube, "d0")} & {i["ip"] for i in got["d2"]}
+
+
+async def test_dual_stack_against_pyloxi_v6_refused(kube, loxi, make_agent):
+    nodes_dual(kube)
+    kube.create(dual("mix"))
+    agent = await make_agent(cidr6_pools=V6POOLS)
+    evs = await until(lambda: [e for e in kube.events_for("mix") if e["reason"] == "SyncFailed"],
+                      what="SyncFailed for the v6 part")
+    assert "3ffe:cafe::1:80/tcp" in evs[0]["message"]
+    assert "HTTP 400" in evs[0]["message"] and "IPv6" in evs[0]["message"]
+    await agent.idle()
+    rules = await loxi.by_name("default_mix")
+    assert [r["serviceArguments"]["externalIP"] for r in rules] == ["20.0.0.1"]
+    assert eps(rules[0])[0][0] == "10.1.0.1"
+    assert ingress(kube, "mix") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}]
+    assert agent.ipam.get("default/mix", 4).ip == "20.0.0.1"  # nothing of v4 rolled back

@@ -116,6 +116,36 @@ def test_annotation_defaults_and_global_flags():
     assert (o.vip_family, o.endpoint_family) == (6, 4)
 
 
+def test_ip_family_policy():
+    assert parse({}).vip_families == (4,) and not parse({}).dual_stack
+    # SingleStack (or no policy): the first of ipFamilies, or the ipam annotation
+    assert parse({}, ipFamilies=["IPv6", "IPv4"]).vip_families == (6,)
+    assert parse({"loxilb.io/ipam": "nat64"}, ipFamilies=["IPv4"]).vip_families == (6,)
+    o = parse({}, ipFamilyPolicy="PreferDualStack", ipFamilies=["IPv6", "IPv4"])
+    assert (o.vip_families, o.dual_stack, o.vip_family) == ((6, 4), True, 6)
+    # PreferDualStack on a single-stack cluster: the apiserver lists one family
+    assert parse({}, ipFamilyPolicy="PreferDualStack", ipFamilies=["IPv4"]).vip_families == (4,)
+    # RequireDualStack always means both
+    assert parse({}, ipFamilyPolicy="RequireDualStack",
+                 ipFamilies=["IPv4"]).vip_families == (4, 6)
+    # nat64 on a dual-stack Service: only the v6 VIP's endpoints change
+    o = parse({"loxilb.io/ipam": "nat64"}, ipFamilyPolicy="RequireDualStack",
+              ipFamilies=["IPv4", "IPv6"])
+    assert o.vip_families == (4, 6)
+    assert (o.endpoint_family_for(4), o.endpoint_family_for(6)) == (4, 4)
+    o = parse({}, ipFamilyPolicy="RequireDualStack", ipFamilies=["IPv4", "IPv6"])
+    assert (o.endpoint_family_for(4), o.endpoint_family_for(6)) == (4, 6)
+    # staticIP of either family; poolSelect needs the pool in at least one family
+    o = parse({"loxilb.io/staticIP": "3ffe::9", "loxilb.io/poolSelect": "pool2"},
+              ipFamilyPolicy="RequireDualStack", ipFamilies=["IPv4", "IPv6"])
+    assert (o.static_ip, o.pool) == ("3ffe::9", "pool2")
+    with pytest.raises(ann.AnnotationError, match="no such IPv4 or IPv6 pool"):
+        parse({"loxilb.io/poolSelect": "nope"}, ipFamilyPolicy="PreferDualStack",
+              ipFamilies=["IPv4", "IPv6"])
+    with pytest.raises(ann.AnnotationError, match="not an IPv4 address"):
+        parse({"loxilb.io/staticIP": "3ffe::9"})
+
+
 @pytest.mark.parametrize("key,value,needle", [
     ("lbmode", "turbo", "lbmode"),
     ("epselect", "random", "epselect"),
@@ -187,6 +217,22 @@ def test_unique_ipam_static_and_reserve():
         ipam.allocate("v6b", 6, "nope", ports(80))
 
 
+def test_ipam_per_family():
+    ipam = Ipam(parse_pools("p=20.0.0.1-20.0.0.2", 4), parse_pools("p=3ffe::/126", 6),
+                shared=False)
+    assert ipam.allocate("ds", 4, "p", ports(80)).ip == "20.0.0.1"
+    assert ipam.allocate("ds", 6, "p", ports(80)).ip == "3ffe::1"
+    assert {f: a.ip for f, a in ipam.of("ds").items()} == {4: "20.0.0.1", 6: "3ffe::1"}
+    # each family is kept on re-allocation and released on its own
+    assert ipam.allocate("ds", 6, "p", ports(80, 81)).ip == "3ffe::1"
+    assert [a.ip for a in ipam.release("ds", 6)] == ["3ffe::1"]
+    assert ipam.get("ds", 6) is None and ipam.get("ds").ip == "20.0.0.1"
+    assert ipam.allocate("other", 6, "p", ports(80)).ip == "3ffe::1"  # reused
+    assert ipam.reserve("ds", "3ffe::2", ports(80)).pool == "p"  # recovery of a v6 address
+    assert sorted(a.ip for a in ipam.release("ds")) == ["20.0.0.1", "3ffe::2"]
+    assert ipam.of("ds") == {}
+
+
 # ---- endpoints ----------------------------------------------------------------------------
 
 
@@ -210,6 +256,14 @@ def test_node_endpoints():
     assert got == {(80, "tcp"): [("10.0.0.1", 30080)], (53, "udp"): [("10.0.0.1", 30053)]}
     v6 = backends.endpoints(SVC, ann.ServiceOptions(ipam="ipv6"), nodes, [])
     assert v6[(80, "tcp")] == [("fd00::4", 30080)]
+    # a dual-stack node: each family's endpoints use the node address of that family
+    both = [{"metadata": {"name": "e"},
+             "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                        "addresses": [{"type": "InternalIP", "address": "10.0.0.5"},
+                                      {"type": "InternalIP", "address": "fd00::5"}]}}]
+    opts = ann.ServiceOptions(policy="RequireDualStack", families=(4, 6))
+    assert backends.endpoints(SVC, opts, both, [], 4)[(80, "tcp")] == [("10.0.0.5", 30080)]
+    assert backends.endpoints(SVC, opts, both, [], 6)[(80, "tcp")] == [("fd00::5", 30080)]
 
 
 def test_pod_endpoints_match_ports_by_name():
