@@ -590,6 +590,16 @@ async def test_require_dual_stack_v6_exhausted_keeps_no_v4(kube, fake_loxi, make
     await until(lambda: ingress(kube, "req") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}],
                 what="req served")
     await until(lambda: _len_is(fake_loxi.by_name("default_req"), 2), what="req's rules")
+    # PreferDualStack short of a v6 address: served v4, and v6 once one comes free
+    kube.create(dual("pref", "PreferDualStack", ports=[(82, "TCP")]))
+    evs = await until(lambda: [e for e in kube.events_for("pref")
+                               if e["reason"] == "AllocationFailed"], what="pref short of v6")
+    assert "IPv6 pool 'defaultPool'" in evs[0]["message"]
+    await until(lambda: ingress(kube, "pref") == [{"ip": "20.0.0.2"}], what="pref v4 only")
+    assert list(by_vip(await fake_loxi.by_name("default_pref"))) == ["20.0.0.2"]
+    kube.delete("Service", "req")
+    await until(lambda: ingress(kube, "pref") == [{"ip": "20.0.0.2"}, {"ip": "3ffe:cafe::1"}],
+                what="pref gets its v6 address")
 
 
 async def test_dual_stack_restart_keeps_both_addresses(kube, fake_loxi, make_agent):

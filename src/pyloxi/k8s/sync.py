@@ -165,8 +165,6 @@ class ServiceSync:
                 self._release(key, fam)
         st.allocs, st.pending = allocs, bool(failed)
         errors: list[str] = []
-        if failed:  # PreferDualStack with one family short of addresses: the rest is served
-            errors.append(f"no load-balancer address: {'; '.join(failed)}")
         spec = svc.get("spec") or {}
         vips: dict[int, list[str]] = {}
         eps: dict[int, dict[tuple[int, str], list[tuple[str, int]]]] = {}
@@ -201,7 +199,13 @@ class ServiceSync:
             if res.created or res.deleted:
                 log.info("%s: %d rule(s) written, %d removed on %s", key, res.created,
                          res.deleted, api.base_url)
-        if errors:
+        if failed:
+            # PreferDualStack with one family short of addresses: the rest is served, and the
+            # Service waits (pending) for an address of that family to come free
+            short = f"no load-balancer address: {'; '.join(failed)}"
+            await self._warn(svc, st, "SyncFailed" if errors else "AllocationFailed",
+                             "; ".join([short, *errors]))
+        elif errors:
             await self._warn(svc, st, "SyncFailed", "; ".join(errors))
         else:
             st.last_warning = ""
