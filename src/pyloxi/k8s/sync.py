@@ -188,12 +188,13 @@ class ServiceSync:
                 continue
             reached += 1
             desired: dict[reconcile.RuleKey, LoadBalancerEntry] = {}
-            for fam in allocs:
-                try:
+            try:
+                for fam in allocs:
                     desired.update(reconcile.build_rules(ns, name, opts, vips[fam], eps[fam],
                                                          sources, instance_host(api)))
-                except ValidationError as exc:  # e.g. a source range no rule can carry
-                    errors.append(f"IPv{fam} rules not built: {exc.errors()[0]['msg']}")
+            except ValidationError as exc:  # e.g. a source range no rule can carry
+                errors.append(f"rules not built: {exc.errors()[0]['msg']}")
+                continue  # the rules already there stay as they are
             res = await reconcile.apply_service(api, rname, desired, current)
             errors.extend(res.errors)
             if res.created or res.deleted:
