@@ -5,20 +5,25 @@ Debian's `libusrsctp2` (`libusrsctp.so.2`) runs a whole SCTP stack in user space
 its packets look on the wire like those of a kernel stack and the datapath can NAT them.
 
 Constraints (measured, see tests/integration/test_usrsctp.py):
-- one stack per process: `init()` runs `usrsctp_init` once; the stack learns the local
+- one stack per process: `lib()` runs `usrsctp_init` once; the stack learns the local
   addresses then (getifaddrs), so the namespace must be addressed before it starts;
-- the stack lives in the network namespace the process was in at `init()` (its raw sockets and
+- the stack lives in the network namespace the process was in at `lib()` (its raw sockets and
   threads): run a peer as a process inside the namespace (`Netns.popen([sys.executable, "-m",
   "pyloxi.testing.usrsctp", "server", ...])`) rather than setns-ing a thread of a test;
 - it needs CAP_NET_RAW, and its raw sockets receive every SCTP packet of the namespace: two
   stacks in one namespace see each other's packets and answer those of unknown associations
-  with ABORT (out of the blue), so run one peer process per namespace (or `--blackhole`);
+  with ABORT (out of the blue; measured: a second server in the namespace makes the first one's
+  clients fail with ECONNREFUSED), so run one peer process per namespace, or start the others
+  with `--blackhole 2`;
 - while a stack runs, the kernel sends no ICMP protocol-unreachable for SCTP (a raw socket took
-  the packet); with none running it does, which a peer sees as the path being unreachable;
+  the packet); with none running it sends one per packet, and usrsctp ignores them (no ICMP
+  socket in raw mode): a client facing a namespace without a stack retransmits its INIT until
+  the limit and fails with ETIMEDOUT (~3.5 s with `--fast`), not ECONNREFUSED;
 - source addresses ignore routing: the stack has no routing table (its routes carry no
   interface), so a multihomed endpoint sends every packet from one of its bound addresses (the
   last one bound, measured), whichever path it takes; the peer answers SACKs and HEARTBEATs to
-  that source. A path failover works when the link that dies is not the one of that source;
+  that source. The primary path is the first address given to connectx. A path failover works
+  when the link that dies is not the one of that source;
 - calls block (the stack has its own timer and receive threads; ctypes drops the GIL).
 
 PPIDs are host integers here and network byte order on the wire (the socket API passes the
@@ -207,8 +212,12 @@ class Socket:
         return buf.raw[:length.value]
 
     def primary(self) -> str:
-        """The peer address of the primary path (SCTP_STATUS, struct sctp_paddrinfo at 24)."""
-        return parse_sockaddr(self.getsockopt(SCTP_STATUS, 256)[24:152])
+        """The peer address of the primary path (SCTP_STATUS, struct sctp_paddrinfo at 24), or
+        "?" when the association is gone already."""
+        try:
+            return parse_sockaddr(self.getsockopt(SCTP_STATUS, 256)[24:152])
+        except UsrsctpError:
+            return "?"
 
     def bindx(self, addrs: Sequence[str], port: int) -> None:
         _, raw = sockaddrs(addrs, port)
