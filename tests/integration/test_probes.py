@@ -2,8 +2,9 @@
 
 Topology: `prb` (the prober) 10.77.0.1/24 fd77::1/64 <-veth-> `peer` 10.77.0.2/24 fd77::2/64.
 The ProbeManager runs in an asyncio loop on a thread that entered `prb` (setns), so every probe
-socket lives in that namespace. Peers: nginx (http, https, mTLS), socat (tcp, udp), a raw-socket
-SCTP responder (INIT-ACK on 3868, ABORT on 3869), and the kernel (ping, port-unreachable).
+socket lives in that namespace. Peers: nginx (http, https, mTLS), socat (tcp, udp; udp over v6
+on 7004), a raw-socket SCTP responder over v4 and v6 (INIT-ACK on 3868, ABORT on 3869), and the
+kernel (ping, port-unreachable).
 """
 
 from __future__ import annotations
@@ -75,27 +76,31 @@ class NetnsLoop:
 
 
 SCTP_RESPONDER = r"""
-import socket, struct, sys
+import select, socket, struct, sys
 from pyloxi.probes.sctp import (parse_sctp, sctp_packet, init_ack_chunk, abort_chunk,
                                 CHUNK_INIT, CHUNK_ABORT)
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
+# raw sockets of both families: v4 ones read the IP header too, v6 ones only the payload
+socks = {socket.socket(socket.AF_INET, socket.SOCK_RAW, 132): True,
+         socket.socket(socket.AF_INET6, socket.SOCK_RAW, 132): False}
 log = open(sys.argv[1], "a", buffering=1)
 log.write("listening\n")
 while True:
-    data, (peer, _) = s.recvfrom(4096)
-    p = parse_sctp(data, True)
-    if not p:
-        continue
-    sport, dport, vtag, chunks = p
-    for ctype, value in chunks:
-        if ctype == CHUNK_INIT and dport == 3868:
-            (tag,) = struct.unpack_from("!I", value, 0)
-            s.sendto(sctp_packet(dport, sport, tag, init_ack_chunk(0xA5A5A5A5, 1)), (peer, 0))
-        elif ctype == CHUNK_INIT and dport == 3869:
-            (tag,) = struct.unpack_from("!I", value, 0)
-            s.sendto(sctp_packet(dport, sport, tag, abort_chunk()), (peer, 0))
-        elif ctype == CHUNK_ABORT and vtag == 0xA5A5A5A5:
-            log.write("abort-after-init-ack\n")
+    for s in select.select(list(socks), [], [])[0]:
+        data, addr = s.recvfrom(4096)
+        peer = addr[0]
+        p = parse_sctp(data, socks[s])
+        if not p:
+            continue
+        sport, dport, vtag, chunks = p
+        for ctype, value in chunks:
+            if ctype == CHUNK_INIT and dport == 3868:
+                (tag,) = struct.unpack_from("!I", value, 0)
+                s.sendto(sctp_packet(dport, sport, tag, init_ack_chunk(0xA5A5A5A5, 1)), (peer, 0))
+            elif ctype == CHUNK_INIT and dport == 3869:
+                (tag,) = struct.unpack_from("!I", value, 0)
+                s.sendto(sctp_packet(dport, sport, tag, abort_chunk()), (peer, 0))
+            elif ctype == CHUNK_ABORT and vtag == 0xA5A5A5A5:
+                log.write(f"abort-after-init-ack {'v4' if socks[s] else 'v6'}\n")
 """
 
 NGINX_CONF = """
@@ -175,11 +180,13 @@ class Rig:
         self.peer.popen(["socat", "UDP4-RECVFROM:7002,fork",  # udp: answers "pong"
                         "SYSTEM:head -c1 >/dev/null; echo pong"])
         self.peer.popen("socat -u UDP4-RECV:7003 OPEN:/dev/null")  # udp: silent sink
+        self.peer.popen(["socat", "UDP6-RECVFROM:7004,fork",  # udp over v6: answers "pong6"
+                        "SYSTEM:head -c1 >/dev/null; echo pong6"])
         self.sctp_log = os.path.join(d, "sctp.log")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         self.peer.popen([sys.executable, "-c", SCTP_RESPONDER, self.sctp_log], env=env)
         for proto, port in (("tcp", 80), ("tcp", 443), ("tcp", 8443), ("tcp", 7001),
-                            ("udp", 7002), ("udp", 7003)):
+                            ("udp", 7002), ("udp", 7003), ("udp", 7004)):
             wait_listening(self.peer, port, proto)
         wait_until(lambda: "listening" in self.sctp_lines(), 15,
                    what="the SCTP responder's raw socket")
@@ -253,6 +260,9 @@ def cases(d: str) -> list[tuple[ProbeTarget, bool, str]]:
         (T("udp-answer-bad", PEER, "udp", 7002, req="hi", resp="nope"), False, "mismatch"),
         (T("udp-reply", PEER, "udp", 7002), True, "reply received"),
         (T("udp-closed", PEER, "udp", 7999), False, "port unreachable"),
+        (T("udp6", PEER6, "udp", 7004, req="hi", resp="pong6"), True, "matched"),
+        (T("udp6-reply", PEER6, "udp", 7004), True, "reply received"),
+        (T("udp6-closed", PEER6, "udp", 7999), False, "port unreachable"),
         (T("udp-silent", PEER, "udp", 7003), True, "no reply and no port-unreachable"),
         (T("udp-silent-strict", PEER, "udp", 7003, req="hi", resp="pong"), False, "no response"),
         (T("http", PEER, "http", 80), True, "200"),
@@ -269,6 +279,8 @@ def cases(d: str) -> list[tuple[ProbeTarget, bool, str]]:
         (T("sctp", PEER, "sctp", 3868), True, "INIT-ACK"),
         (T("sctp-abort", PEER, "sctp", 3869), False, "ABORT"),
         (T("sctp-silent", PEER, "sctp", 3870), False, "no INIT-ACK"),
+        (T("sctp6", PEER6, "sctp", 3868), True, "INIT-ACK"),
+        (T("sctp6-abort", PEER6, "sctp", 3869), False, "ABORT"),
         (T("none", GONE, "none"), True, ""),
     ]
 
@@ -321,8 +333,9 @@ def test_listing_has_rtt_and_last_probe(all_types: AllTypes) -> None:
 
 def test_sctp_prober_aborts_after_init_ack(all_types: AllTypes, rig: Rig) -> None:
     # the responder is another process: it may write its line a moment after the probe ended
-    wait_until(lambda: "abort-after-init-ack" in rig.sctp_lines(), 10,
-               what="the responder seeing an ABORT after its INIT-ACK")
+    both = {"abort-after-init-ack v4", "abort-after-init-ack v6"}
+    wait_until(lambda: both <= set(rig.sctp_lines()), 10,
+               what="the responder seeing an ABORT after its INIT-ACK, over v4 and v6")
 
 
 def _timeline(rig: Rig, target: ProbeTarget, kill: Callable[[], None],
