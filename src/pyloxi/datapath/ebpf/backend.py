@@ -42,7 +42,7 @@ import numpy as np
 from pyloxi.bpf import locate_object
 from pyloxi.datapath.ebpf import counters
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.adopt import adopt_live_maps
+from pyloxi.datapath.ebpf.adopt import adopt_live_maps, check_pins
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
 from pyloxi.datapath.ebpf.epaddrs import EndpointAddrs
 from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
@@ -96,6 +96,7 @@ class EbpfDatapath:
             sizes["ct_half"] = ct_half_entries
         for name, n in sizes.items():  # before load (tests: small tables that fill up)
             self.obj.set_max_entries(name, n)
+        check_pins(self.obj, pin_dir)  # an earlier version's layout: a clear error, not EINVAL
         adopted = adopt_live_maps(self.obj, pin_dir, interfaces, PROGRAM)
         try:
             self.obj.load()  # creates the rest and pins every map, adopted ones included
