@@ -47,37 +47,46 @@ static __noinline struct ct_val *ct_partner(const struct ct_val *v, __u32 proto,
 	return half ? bpf_map_lookup_elem(&ct_half, &pk) : bpf_map_lookup_elem(&ct_map, &pk);
 }
 
-/* Delete an established flow (both entries) that the datapath itself ends. The close is counted
- * by whoever deletes the original-direction entry, so two CPUs ending the same flow (each from
- * its own direction) count it exactly once. */
-static __noinline void ct_delete_flow(const struct ct_key *key, const struct ct_val *v)
+/* Delete an established flow (both entries) that the datapath itself ends, the partner's key
+ * built in *pk. The close is counted by whoever deletes the original-direction entry, so two
+ * CPUs ending the same flow (each from its own direction) count it exactly once. */
+static __always_inline void ct_delete_flow_in(const struct ct_key *key, const struct ct_val *v,
+					      struct ct_key *pk)
 {
-	struct ct_key pk;
-	__u32 svc_id, ep_idx;
-	int orig;
+	__u32 svc_id = v->svc_id, ep_idx = v->ep_idx;
+	int orig = v->dir == PL_DIR_ORIG;
 
-	if (!key || !v)
-		return;
-	orig = v->dir == PL_DIR_ORIG;
-	svc_id = v->svc_id;
-	ep_idx = v->ep_idx;
-	partner_key(v, key->proto, &pk);
-	bpf_map_delete_elem(&ct_map, orig ? &pk : key);
-	if (bpf_map_delete_elem(&ct_map, orig ? key : &pk) == 0)
+	partner_key(v, key->proto, pk);
+	bpf_map_delete_elem(&ct_map, orig ? pk : key);
+	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0)
 		conn_closed(svc_id, ep_idx);
 }
 
 /* Half-open flows are not counted in conn_map (they may vanish by LRU eviction): deleting them
  * needs no bookkeeping. */
+static __always_inline void ct_half_delete_flow_in(const struct ct_key *key,
+						   const struct ct_val *v, struct ct_key *pk)
+{
+	partner_key(v, key->proto, pk);
+	bpf_map_delete_elem(&ct_half, pk);
+	bpf_map_delete_elem(&ct_half, key);
+}
+
+/* The same with the partner's key in this function's own frame (see ct_partner). */
+static __noinline void ct_delete_flow(const struct ct_key *key, const struct ct_val *v)
+{
+	struct ct_key pk;
+
+	if (key && v)
+		ct_delete_flow_in(key, v, &pk);
+}
+
 static __noinline void ct_half_delete_flow(const struct ct_key *key, const struct ct_val *v)
 {
 	struct ct_key pk;
 
-	if (!key || !v)
-		return;
-	partner_key(v, key->proto, &pk);
-	bpf_map_delete_elem(&ct_half, &pk);
-	bpf_map_delete_elem(&ct_half, key);
+	if (key && v)
+		ct_half_delete_flow_in(key, v, &pk);
 }
 
 /* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and

@@ -39,9 +39,9 @@ __noinline int pl_reclaim(struct flow_scratch *sc, int half)
 		if (!(proto == IPPROTO_TCP && tcp_closed(old->seen, orig->seen)))
 			return -1;
 		if (half)
-			ct_half_delete_flow(ok, orig);
+			ct_half_delete_flow_in(ok, orig, &sc->dk);
 		else
-			ct_delete_flow(ok, orig);
+			ct_delete_flow_in(ok, orig, &sc->dk);
 	} else {
 		/* A young orphan in ct_half may be a flow another CPU is creating (ct_create
 		 * inserts the reply entry first): leave it. ct_map never has that state (promotion
@@ -54,7 +54,7 @@ __noinline int pl_reclaim(struct flow_scratch *sc, int half)
 		if (half)
 			bpf_map_delete_elem(&ct_half, rk);
 		else
-			ct_delete_flow(rk, old);
+			ct_delete_flow_in(rk, old, &sc->dk);
 	}
 	count(PL_ST_RECLAIM);
 	return 0;

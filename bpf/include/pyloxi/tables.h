@@ -93,6 +93,7 @@ struct flow_scratch {
 	struct ct_val rev;
 	struct ct_key rk;     /* the reply entry's key (pl_insert_reply, then ct_create) */
 	struct ct_key ok;     /* pl_reclaim: the partner of a tuple being reclaimed */
+	struct ct_key dk;     /* pl_reclaim: the partner of that partner, to delete the flow */
 };
 
 struct {
