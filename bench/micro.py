@@ -239,10 +239,15 @@ def bench_sweep(n_entries: int) -> dict[str, object]:
         service(dp, 1, VIP, EP, 80, 8080)
         flows = n_entries // 2
         i = np.arange(flows, dtype=np.int64)
-        csrc = (0x0A000000 + 0x10000 + (i // 60000)).astype(">u4").view("<u4")  # 10.1.x.y
+        # addresses as the maps hold them: 16 bytes, IPv4-mapped (layout.addr)
+        mapped = np.frombuffer(L.addr("0.0.0.0")[0], dtype=np.uint8)
+        c4 = (0x0A000000 + 0x10000 + (i // 60000)).astype(">u4")  # 10.1.x.y
+        csrc = np.tile(mapped, (flows, 1))
+        csrc[:, 12:] = c4.view(np.uint8).reshape(flows, 4)
+        csrc = csrc.view("V16").reshape(flows)
         sport = (1024 + i % 60000).astype(">u2").view("<u2")
-        vip = np.full(flows, int.from_bytes(socket.inet_aton(VIP), "little"), dtype="<u4")
-        ep = np.full(flows, int.from_bytes(socket.inet_aton(EP), "little"), dtype="<u4")
+        vip = np.full(flows, np.void(L.addr(VIP)[0]))
+        ep = np.full(flows, np.void(L.addr(EP)[0]))
         p80 = np.full(flows, 80, dtype=">u2").view("<u2")
         p8080 = np.full(flows, 8080, dtype=">u2").view("<u2")
         # A virtual clock 400 s ahead of CLOCK_MONOTONIC, used for the stamps and for the sweep:
@@ -257,6 +262,7 @@ def bench_sweep(n_entries: int) -> dict[str, object]:
         keys["saddr"][r], keys["daddr"][r] = ep, csrc
         keys["sport"][r], keys["dport"][r] = p8080, sport
         keys["proto"] = 6
+        keys["family"] = vals["nat_family"] = L.AF_INET
         vals["nat_saddr"][o], vals["nat_daddr"][o] = csrc, ep
         vals["nat_sport"][o], vals["nat_dport"][o] = sport, p8080
         vals["nat_saddr"][r], vals["nat_daddr"][r] = vip, csrc

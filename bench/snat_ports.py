@@ -59,17 +59,13 @@ def run(obj: str, syns: int, occupancies: list[float]) -> dict[str, object]:
             for n, i in enumerate(taken):
                 client, cport = f"10.1.{n // 250}.{n % 250 + 1}", 30000
                 port = PORT_MIN + i
-                keys.append(bytes(L.CtKey(saddr=L.ip_n(client), daddr=L.ip_n(VIP),
-                                          sport=L.port_n(cport), dport=L.port_n(80), proto=6)))
-                vals.append(bytes(L.CtVal(
-                    nat_saddr=L.ip_n(SNAT), nat_daddr=L.ip_n(EP), nat_sport=L.port_n(port),
-                    nat_dport=L.port_n(8080), svc_id=1, dir=L.DIR_ORIG, mode=1,
+                keys.append(bytes(L.ct_key(client, VIP, cport, 80, 6)))
+                vals.append(bytes(L.ct_val(
+                    SNAT, EP, port, 8080, svc_id=1, dir=L.DIR_ORIG, mode=1,
                     seen=L.CT_SYN | L.CT_ACK, created_ns=now, last_ns=now)))
-                keys.append(bytes(L.CtKey(saddr=L.ip_n(EP), daddr=L.ip_n(SNAT),
-                                          sport=L.port_n(8080), dport=L.port_n(port), proto=6)))
-                vals.append(bytes(L.CtVal(
-                    nat_saddr=L.ip_n(VIP), nat_daddr=L.ip_n(client), nat_sport=L.port_n(80),
-                    nat_dport=L.port_n(cport), svc_id=1, dir=L.DIR_REPLY, mode=1,
+                keys.append(bytes(L.ct_key(EP, SNAT, 8080, port, 6)))
+                vals.append(bytes(L.ct_val(
+                    VIP, client, 80, cport, svc_id=1, dir=L.DIR_REPLY, mode=1,
                     seen=L.CT_SYNACK | L.CT_ACK, created_ns=now, last_ns=now)))
             if keys:
                 maps["ct_map"].update_batch(keys, vals)
@@ -87,10 +83,8 @@ def run(obj: str, syns: int, occupancies: list[float]) -> dict[str, object]:
                         if attempt > 0:
                             res["retry_ok"] += 1
                         nat_port = TCP(r.data[34:54]).sport
-                        ok = L.CtKey(saddr=L.ip_n(src), daddr=L.ip_n(VIP), sport=L.port_n(40000),
-                                     dport=L.port_n(80), proto=6)
-                        rk = L.CtKey(saddr=L.ip_n(EP), daddr=L.ip_n(SNAT), sport=L.port_n(8080),
-                                     dport=L.port_n(nat_port), proto=6)
+                        ok = L.ct_key(src, VIP, 40000, 80, 6)
+                        rk = L.ct_key(EP, SNAT, 8080, nat_port, 6)
                         for t in tables:  # keep the occupancy where it was
                             t.delete(bytes(ok))
                             t.delete(bytes(rk))

@@ -50,7 +50,8 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 		count(PL_ST_MTU_PASS);
 		nh = NH_PASS;
 	}
-	if (rewrite_tuple(skb, p, v->nat_saddr, v->nat_daddr, v->nat_sport, v->nat_dport))
+	if (rewrite_tuple(skb, p, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr), v->nat_sport,
+			  v->nat_dport))
 		return PL_DROP;
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->len);
@@ -77,7 +78,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	ver = svc_lookup(&p->key, &svc_id, &ver_id);
 	if (!ver)
 		return PL_PASS;
-	if (!svc_allows(&ver->cfg, ver_id, p->key.saddr)) {
+	if (!svc_allows(&ver->cfg, ver_id, &p->key.saddr)) {
 		count(PL_ST_DROP_SOURCE);
 		return PL_DROP;
 	}
@@ -86,7 +87,8 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	/* A router between client and endpoints would not forward it: answer from the VIP
 	 * before any state exists (the kernel, for which the VIP is local, would accept it). */
 	if (p->ttl <= 1)
-		return pl_icmp_reply(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, p->key.daddr);
+		return pl_icmp_reply(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0,
+				     addr_v4(&p->key.daddr));
 	/* Mid-stream TCP (its flow lost): hash selection finds the same endpoint again through the
 	 * Maglev table (as Katran does), so the flow is picked up; any other selection would pick
 	 * an endpoint that never saw the connection: the kernel refuses the packet to the local
@@ -114,11 +116,13 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!sc)
 		return PL_DROP;
-	__builtin_memset(sc, 0, sizeof(*sc));
+	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
+	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
 	nat_flow(&sc->fwd, &sc->rev, p, ep, &ver->cfg);
 
 	/* conntrack */
-	rc = ct_create(skb, p, sc, svc_id, idx, ver->cfg.mode, ep->snat_ip != 0, pickup, now, &v);
+	rc = ct_create(skb, p, sc, svc_id, idx, ver->cfg.mode, !addr_is_zero(&ep->snat_ip), pickup,
+		       now, &v);
 	if (rc != PL_CONTINUE)
 		return rc;
 

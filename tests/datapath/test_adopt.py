@@ -84,3 +84,48 @@ def test_refuses_maps_that_do_not_fit(attached) -> None:  # type: ignore[no-unty
     with pytest.raises(DatapathInUse, match="cannot be adopted.*ct_map.*--netns"):
         EbpfDatapath(pin, obj_path=OBJ, interfaces=["dp0"], ct_entries=4096)
     assert tc_attached_prog_id(socket.if_nametoindex("dp0")) is not None  # left alone
+
+
+OLD_LAYOUT = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct old_key { __u32 saddr, daddr; __u16 sport, dport; __u8 proto, pad[3]; };
+struct old_val { __u8 b[104]; };
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 524288);
+	__type(key, struct old_key);
+	__type(value, struct old_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_map SEC(".maps");
+SEC("tc") int old_tc(struct __sk_buff *skb) { return 0; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_pins_of_an_older_layout_give_a_clear_error(netns: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An upgrade that widened the conntrack key (IPv4-only 16 bytes -> dual-family 40) finds
+    the old ct_map pinned: a clear error naming the pin directory and the way out, not libbpf's
+    bare EINVAL, and not a silent new table that drops every flow."""
+    import subprocess
+
+    from pyloxi.datapath.ebpf.adopt import PinnedLayoutMismatch
+    from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
+
+    src, obj = tmp_path / "old.bpf.c", tmp_path / "old.bpf.o"
+    src.write_text(OLD_LAYOUT)
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", str(src), "-o", str(obj),
+                    "-I", f"/usr/include/{os.uname().machine}-linux-gnu"], check=True)
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-oldpins"
+    try:
+        with BpfObject.open(str(obj), pin_root=pin) as old:
+            old.load()  # pins ct_map with the old layout
+        assert os.path.exists(f"{pin}/ct_map")
+        with pytest.raises(PinnedLayoutMismatch) as exc:
+            EbpfDatapath(pin, obj_path=OBJ)
+        msg = str(exc.value)
+        assert pin in msg and "ct_map: key 16 / value 104" in msg and "key 40 / value 128" in msg
+        assert f"rm -r {pin}" in msg
+        assert os.path.exists(f"{pin}/ct_map")  # nothing was replaced behind the user's back
+    finally:
+        shutil.rmtree(pin, ignore_errors=True)

@@ -216,15 +216,11 @@ def test_rst_in_window_with_window_scaling(h: Harness) -> None:
 def _pair(snat: str, nat_port: int, client: str, cport: int, now: int) -> tuple[bytes, ...]:
     """Both entries of an established onearm flow client:cport -> VIP:80 -> EPS[0]:8080 that
     uses NAT port nat_port."""
-    ok = L.CtKey(saddr=L.ip_n(client), daddr=L.ip_n(VIP), sport=L.port_n(cport),
-                 dport=L.port_n(80), proto=6)
-    ov = L.CtVal(nat_saddr=L.ip_n(snat), nat_daddr=L.ip_n(EPS[0]), nat_sport=L.port_n(nat_port),
-                 nat_dport=L.port_n(8080), svc_id=1, dir=L.DIR_ORIG, mode=1,
+    ok = L.ct_key(client, VIP, cport, 80, 6)
+    ov = L.ct_val(snat, EPS[0], nat_port, 8080, svc_id=1, dir=L.DIR_ORIG, mode=1,
                  seen=L.CT_SYN | L.CT_ACK, created_ns=now, last_ns=now)
-    rk = L.CtKey(saddr=L.ip_n(EPS[0]), daddr=L.ip_n(snat), sport=L.port_n(8080),
-                 dport=L.port_n(nat_port), proto=6)
-    rv = L.CtVal(nat_saddr=L.ip_n(VIP), nat_daddr=L.ip_n(client), nat_sport=L.port_n(80),
-                 nat_dport=L.port_n(cport), svc_id=1, dir=L.DIR_REPLY, mode=1,
+    rk = L.ct_key(EPS[0], snat, 8080, nat_port, 6)
+    rv = L.ct_val(VIP, client, 80, cport, svc_id=1, dir=L.DIR_REPLY, mode=1,
                  seen=L.CT_SYNACK | L.CT_ACK, created_ns=now, last_ns=now)
     return bytes(ok), bytes(ov), bytes(rk), bytes(rv)
 
@@ -246,10 +242,8 @@ def test_nat_port_exhaustion_is_answered_and_counted(h: Harness) -> None:
 
 
 def _orphan_reply(now: int) -> tuple[L.CtKey, L.CtVal]:
-    rk = L.CtKey(saddr=L.ip_n(EPS[0]), daddr=L.ip_n(CLIENT), sport=L.port_n(8080),
-                 dport=L.port_n(40000), proto=6)
-    rv = L.CtVal(nat_saddr=L.ip_n(VIP), nat_daddr=L.ip_n(CLIENT), nat_sport=L.port_n(80),
-                 nat_dport=L.port_n(40000), svc_id=1, dir=L.DIR_REPLY, seen=L.CT_SYNACK,
+    rk = L.ct_key(EPS[0], CLIENT, 8080, 40000, 6)
+    rv = L.ct_val(VIP, CLIENT, 80, 40000, svc_id=1, dir=L.DIR_REPLY, seen=L.CT_SYNACK,
                  created_ns=now, last_ns=now)
     return rk, rv
 
@@ -377,8 +371,7 @@ def test_aging_counts_only_the_flows_it_deleted(h: Harness) -> None:
         handshake(h, sport=sport)
     assert _conn(h, 0).opened == 3
     snap = h.dp.ct.snapshot()
-    gone = L.CtKey(saddr=L.ip_n(CLIENT), daddr=L.ip_n(VIP), sport=L.port_n(46000),
-                   dport=L.port_n(80), proto=6)
+    gone = L.ct_key(CLIENT, VIP, 46000, 80, 6)
     # the snapshot still has the entry; it vanishes before the aging deletes it
     assert any(bytes(k) == bytes(gone) for k in snap.raw_keys)
     h.dp.ct.snapshot = lambda: snap  # type: ignore[method-assign]

@@ -4,7 +4,6 @@ moment after the sweep read its clock must not look ancient."""
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 
@@ -76,7 +75,7 @@ def test_affinity_stamped_a_moment_ahead_still_holds(h: Harness) -> None:
     prog = h.service(eps=EPS, sel=Selection.PERSIST, slots=tuple(i % 3 for i in range(1021)))
     first = EPS.index(h.run(syn(sport=41000)).pkt[IP].dst)
     (key,) = list(h.dp.maps["aff_map"].keys())
-    assert key == struct.pack("<I", h.dp._dp_of[prog.svc_id]) + socket.inet_aton(CLIENT)
+    assert key == bytes(L.AffKey(svc_id=h.dp._dp_of[prog.svc_id], saddr=L.pl_addr(CLIENT)))
     other = (first + 1) % len(EPS)
     h.dp.maps["aff_map"].update(key, struct.pack("<QII", time.monotonic_ns() + SEC // 20,
                                                  other, 0))

@@ -33,30 +33,60 @@ static __always_inline struct ct_val *ct_lookup(const struct ct_key *k)
 	return v ? v : bpf_map_lookup_elem(&ct_half, k);
 }
 
-/* Delete an established flow (both entries) that the datapath itself ends. The close is counted
- * by whoever deletes the original-direction entry, so two CPUs ending the same flow (each from
- * its own direction) count it exactly once. */
-static __always_inline void ct_delete_flow(const struct ct_key *key, const struct ct_val *v)
+/* The partner entry of v, in ct_half (half) or ct_map. Not inlined, and neither are the two
+ * deletes below: the partner's key (40 bytes) then sits in their frames, not in the frame of
+ * the packet path, which the 512-byte stack limit counts along the deepest call chain. Only
+ * SYN, FIN and RST packets of established flows get here. */
+static __noinline struct ct_val *ct_partner(const struct ct_val *v, __u32 proto, int half)
 {
 	struct ct_key pk;
+
+	if (!v)
+		return NULL;
+	partner_key(v, proto, &pk);
+	return half ? bpf_map_lookup_elem(&ct_half, &pk) : bpf_map_lookup_elem(&ct_map, &pk);
+}
+
+/* Delete an established flow (both entries) that the datapath itself ends, the partner's key
+ * built in *pk. The close is counted by whoever deletes the original-direction entry, so two
+ * CPUs ending the same flow (each from its own direction) count it exactly once. */
+static __always_inline void ct_delete_flow_in(const struct ct_key *key, const struct ct_val *v,
+					      struct ct_key *pk)
+{
 	__u32 svc_id = v->svc_id, ep_idx = v->ep_idx;
 	int orig = v->dir == PL_DIR_ORIG;
 
-	partner_key(v, key->proto, &pk);
-	bpf_map_delete_elem(&ct_map, orig ? &pk : key);
-	if (bpf_map_delete_elem(&ct_map, orig ? key : &pk) == 0)
+	partner_key(v, key->proto, pk);
+	bpf_map_delete_elem(&ct_map, orig ? pk : key);
+	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0)
 		conn_closed(svc_id, ep_idx);
 }
 
 /* Half-open flows are not counted in conn_map (they may vanish by LRU eviction): deleting them
  * needs no bookkeeping. */
-static __always_inline void ct_half_delete_flow(const struct ct_key *key, const struct ct_val *v)
+static __always_inline void ct_half_delete_flow_in(const struct ct_key *key,
+						   const struct ct_val *v, struct ct_key *pk)
+{
+	partner_key(v, key->proto, pk);
+	bpf_map_delete_elem(&ct_half, pk);
+	bpf_map_delete_elem(&ct_half, key);
+}
+
+/* The same with the partner's key in this function's own frame (see ct_partner). */
+static __noinline void ct_delete_flow(const struct ct_key *key, const struct ct_val *v)
 {
 	struct ct_key pk;
 
-	partner_key(v, key->proto, &pk);
-	bpf_map_delete_elem(&ct_half, &pk);
-	bpf_map_delete_elem(&ct_half, key);
+	if (key && v)
+		ct_delete_flow_in(key, v, &pk);
+}
+
+static __noinline void ct_half_delete_flow(const struct ct_key *key, const struct ct_val *v)
+{
+	struct ct_key pk;
+
+	if (key && v)
+		ct_half_delete_flow_in(key, v, &pk);
 }
 
 /* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
@@ -69,14 +99,11 @@ static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struc
 {
 	__u32 bits = tcp_bits(p->tcp_flags);
 	struct ct_val *pv = *pvp;
-	struct ct_key pk;
 
 	if (tcp_segment(skb, p, s))
 		return PL_DROP;
-	if (!pv && ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN)))) {
-		partner_key(v, p->key.proto, &pk);
-		pv = half ? bpf_map_lookup_elem(&ct_half, &pk) : bpf_map_lookup_elem(&ct_map, &pk);
-	}
+	if (!pv && ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN))))
+		pv = ct_partner(v, p->key.proto, half);
 	if (bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) {
 		/* A SYN on the tuple of a closed or closing flow (clients reuse ports quickly
 		 * under Connection: close) is a new connection, not a retransmission: no SYN
@@ -199,12 +226,10 @@ static __always_inline enum pl_verdict ct_half_open(struct __sk_buff *skb, const
 	if (p->key.proto == IPPROTO_TCP) {
 		struct tcp_seg s;
 		struct ct_val *pv = NULL;
-		struct ct_key pk;
 		int ack = v->dir == PL_DIR_ORIG &&
 			  (p->tcp_flags & (TCPF_ACK | TCPF_SYN | TCPF_RST)) == TCPF_ACK;
 		if (ack) {
-			partner_key(v, p->key.proto, &pk);
-			pv = bpf_map_lookup_elem(&ct_half, &pk);
+			pv = ct_partner(v, p->key.proto, 1);
 			/* both SYNs seen: from this ACK on, windows are scaled */
 			if (pv && (pv->seen & PL_CT_SYNACK))
 				td_resolve_wscale(v, pv);
@@ -252,11 +277,12 @@ __noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u3
 	struct bpf_fib_lookup fib = {};
 	struct ep_addr_key ek = {};
 
-	if (!skb || !k)
+	if (!skb || !k || k->family != PL_AF_INET)
 		return 0;
 	ek.ip = k->saddr;
 	ek.port = k->sport;
 	ek.proto = k->proto;
+	ek.family = k->family;
 	if (k->proto == IPPROTO_ICMP) {
 		if (icmp_type != ICMP_ECHOREPLY)
 			return 0;
@@ -265,8 +291,8 @@ __noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u3
 	if (!bpf_map_lookup_elem(&ep_addr_map, &ek))
 		return 0;
 	fib.family = AF_INET;
-	fib.ipv4_src = k->saddr;
-	fib.ipv4_dst = k->daddr;
+	fib.ipv4_src = addr_v4(&k->saddr);
+	fib.ipv4_dst = addr_v4(&k->daddr);
 	fib.l4_protocol = k->proto;
 	fib.ifindex = skb->ingress_ifindex;
 	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH)) {

@@ -23,7 +23,8 @@ static __always_inline void partner_key(const struct ct_val *v, __u8 proto, stru
 		out->dport = v->nat_sport;
 	}
 	out->proto = proto;
-	out->pad[0] = out->pad[1] = out->pad[2] = 0;
+	out->family = v->nat_family;
+	out->pad[0] = out->pad[1] = 0;
 }
 
 /* A TCP flow is over once either side reset it, or both sides sent FIN. */

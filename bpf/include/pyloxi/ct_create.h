@@ -15,31 +15,33 @@
 #include "pyloxi/tables.h"
 #include "pyloxi/verdict.h"
 
-/* Free the tuple `rk` of table ct_half (half) or ct_map for a new flow, if its flow has finished,
- * or if it is an orphan (its partner gone) older than PL_RECLAIM_MIN_NS: a younger orphan may be
- * the first half of a flow another CPU is inserting right now. Returns 0 when the tuple is free,
- * else -1. */
-__noinline int pl_reclaim(const struct ct_key *rk, int half)
+/* Free the tuple sc->rk of table ct_half (half) or ct_map for a new flow, if its flow has
+ * finished, or if it is an orphan (its partner gone) older than PL_RECLAIM_MIN_NS: a younger
+ * orphan may be the first half of a flow another CPU is inserting right now. Returns 0 when the
+ * tuple is free, else -1. */
+__noinline int pl_reclaim(struct flow_scratch *sc, int half)
 {
 	struct ct_val *old, *orig;
-	struct ct_key ok;
+	struct ct_key *rk, *ok;
 	__u8 proto;
 
-	if (!rk)
+	if (!sc)
 		return -1;
+	rk = &sc->rk;
+	ok = &sc->ok;
 	proto = rk->proto;
 	old = half ? bpf_map_lookup_elem(&ct_half, rk) : bpf_map_lookup_elem(&ct_map, rk);
 	if (!old)
 		return 0;
-	partner_key(old, proto, &ok);
-	orig = half ? bpf_map_lookup_elem(&ct_half, &ok) : bpf_map_lookup_elem(&ct_map, &ok);
+	partner_key(old, proto, ok);
+	orig = half ? bpf_map_lookup_elem(&ct_half, ok) : bpf_map_lookup_elem(&ct_map, ok);
 	if (orig) {
 		if (!(proto == IPPROTO_TCP && tcp_closed(old->seen, orig->seen)))
 			return -1;
 		if (half)
-			ct_half_delete_flow(&ok, orig);
+			ct_half_delete_flow_in(ok, orig, &sc->dk);
 		else
-			ct_delete_flow(&ok, orig);
+			ct_delete_flow_in(ok, orig, &sc->dk);
 	} else {
 		/* A young orphan in ct_half may be a flow another CPU is creating (ct_create
 		 * inserts the reply entry first): leave it. ct_map never has that state (promotion
@@ -52,25 +54,26 @@ __noinline int pl_reclaim(const struct ct_key *rk, int half)
 		if (half)
 			bpf_map_delete_elem(&ct_half, rk);
 		else
-			ct_delete_flow(rk, old);
+			ct_delete_flow_in(rk, old, &sc->dk);
 	}
 	count(PL_ST_RECLAIM);
 	return 0;
 }
 
-/* Insert the reply entry into ct_half, choosing a free NAT source port when the source is
- * translated. The reply tuple must be free in both tables: ct_map is looked up first, so a taken
- * tuple there would steal the new flow's replies. Returns 0 when inserted, else -1. */
-__noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const struct ct_key *key,
-			       int snat)
+/* Insert the reply entry sc->rev into ct_half, choosing a free NAT source port when the source
+ * is translated (in sc->fwd's rewrite). The reply tuple must be free in both tables: ct_map is
+ * looked up first, so a taken tuple there would steal the new flow's replies. Returns 0 when
+ * inserted (its key in sc->rk), else -1. */
+__noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key, int snat)
 {
-	struct ct_key rk;
+	struct ct_val *fv;
 	__u16 sport;
 	__u32 tries = snat ? PL_NAT_TRIES : 1;
 	__u8 proto;
 
-	if (!fv || !rv || !key)
+	if (!sc || !key)
 		return -1;
+	fv = &sc->fwd;
 	sport = key->sport;
 	proto = key->proto;
 	__u32 lo = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_MIN : PL_NAT_PORT_MIN;
@@ -88,10 +91,10 @@ __noinline int pl_insert_reply(struct ct_val *fv, const struct ct_val *rv, const
 		if (snat && proto != IPPROTO_SCTP && (i > 0 || bpf_ntohs(sport) < lo))
 			cand = bpf_htons(lo + bpf_get_prandom_u32() % span);
 		fv->nat_sport = cand;
-		partner_key(fv, proto, &rk);
-		if (pl_reclaim(&rk, 0) || pl_reclaim(&rk, 1))
+		partner_key(fv, proto, &sc->rk);
+		if (pl_reclaim(sc, 0) || pl_reclaim(sc, 1))
 			continue;
-		if (bpf_map_update_elem(&ct_half, &rk, rv, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&ct_half, &sc->rk, &sc->rev, BPF_NOEXIST) == 0)
 			return 0;
 	}
 	return -1;
@@ -132,15 +135,13 @@ static __always_inline enum pl_verdict ct_create(struct __sk_buff *skb, const st
 		rv->td_wsopt = PL_TD_NO_WS;
 	}
 
-	if (pl_insert_reply(fv, rv, &p->key, snat)) {
+	if (pl_insert_reply(sc, &p->key, snat)) {
 		count(PL_ST_NAT_EXHAUSTED);
 		return PL_PASS;
 	}
 	if (bpf_map_update_elem(&ct_half, &p->key, fv, BPF_NOEXIST)) {
 		/* Another CPU created this flow first: undo our reply entry and use theirs. */
-		struct ct_key rk;
-		partner_key(fv, p->key.proto, &rk);
-		bpf_map_delete_elem(&ct_half, &rk);
+		bpf_map_delete_elem(&ct_half, &sc->rk);
 		*vp = bpf_map_lookup_elem(&ct_half, &p->key);
 		if (!*vp) {
 			count(PL_ST_CT_INSERT_FAIL);

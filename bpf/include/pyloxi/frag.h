@@ -24,7 +24,8 @@ static __always_inline void frag_key_of(const struct pkt *p, struct frag_key *k)
 	k->daddr = p->key.daddr;
 	k->id = p->ip_id;
 	k->proto = p->key.proto;
-	k->pad = 0;
+	k->family = p->key.family;
+	k->pad[0] = k->pad[1] = 0;
 }
 
 /* First fragment: remember its ports for the fragments that follow. */

@@ -67,8 +67,8 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		return NH_CACHED;
 	}
 	fib.family = AF_INET;
-	fib.ipv4_src = cache->nat_saddr;
-	fib.ipv4_dst = cache->nat_daddr;
+	fib.ipv4_src = addr_v4(&cache->nat_saddr);
+	fib.ipv4_dst = addr_v4(&cache->nat_daddr);
 	fib.l4_protocol = p->key.proto;
 	/* tot_len stays 0: the kernel checks the skb against the device MTU and returns that MTU
 	 * in mtu_result (route MTUs are not consulted: the redirect bypasses them too) */

@@ -91,7 +91,9 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	if ((void *)(l4 + 4) > data_end)
 		return PL_PASS;
 
-	struct ct_key rk = { .saddr = in->daddr, .daddr = in->saddr, .proto = in->protocol };
+	struct ct_key rk = { .proto = in->protocol, .family = PL_AF_INET };
+	addr_set_v4(&rk.saddr, in->daddr);
+	addr_set_v4(&rk.daddr, in->saddr);
 	__u32 l4c_off;   /* offset of the inner L4 checksum in l4, 0: none we update */
 	switch (in->protocol) {
 	case IPPROTO_TCP:
@@ -122,12 +124,12 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	}
 
 	struct ct_val *e2 = icmp_flow_lookup(&rk);
-	if (!e2)
+	if (!e2 || e2->nat_family != PL_AF_INET)
 		return PL_PASS;
 	if (ip->ttl <= 1)
 		return PL_DROP;   /* never an ICMP error about an ICMP error */
 
-	__u32 ks = e2->nat_daddr, kd = e2->nat_saddr;
+	__u32 ks = addr_v4(&e2->nat_daddr), kd = addr_v4(&e2->nat_saddr);
 	__u32 old_ports, new_ports;
 	if (in->protocol == IPPROTO_ICMP) {
 		old_ports = l4[2];
@@ -362,12 +364,12 @@ static __always_inline int ip_df(struct __sk_buff *skb)
 static __always_inline int icmp_answer(struct __sk_buff *skb, const struct pkt *p,
 				       const struct ct_val *v, __u8 type, __u8 code, __u16 mtu)
 {
-	__u32 src = p->key.daddr;
+	__u32 src = addr_v4(&p->key.daddr);
 
-	if (v->nat_daddr == p->key.daddr) {
-		src = local_src(skb, p->key.saddr);
+	if (addr_eq(&v->nat_daddr, &p->key.daddr)) {
+		src = local_src(skb, addr_v4(&p->key.saddr));
 		if (!src)
-			src = v->nat_saddr;
+			src = addr_v4(&v->nat_saddr);
 	}
 	return pl_icmp_reply(skb, type, code, mtu, src);
 }

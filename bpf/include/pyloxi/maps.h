@@ -4,6 +4,14 @@
  * The Python mirrors (src/pyloxi/datapath/ebpf/layout.py) are checked against the BTF of the
  * compiled object by tests/datapath/test_layout.py, so the two cannot drift.
  * Addresses and ports are in network byte order unless a field says "host order".
+ *
+ * Addresses: one layout for both families (union pl_addr, 16 bytes) plus a family byte, so a
+ * NAT64 flow's two entries (one IPv6, one IPv4) live in the same table. An IPv4 address is
+ * stored IPv4-mapped, ::ffff:a.b.c.d (w[3] holds the 4 bytes of the IPv4 header field), not in
+ * the first word as Cilium and Katran do: an address alone then names its family, and one LPM
+ * trie holds the prefixes of both (an IPv4 /N is a 96 + N bit prefix of the mapped address).
+ * The family byte stays in the keys anyway (cheap: it fits their padding) so that a lookup
+ * never depends on every writer having filled the mapped prefix right.
  */
 #ifndef PYLOXI_MAPS_H
 #define PYLOXI_MAPS_H
@@ -39,6 +47,15 @@
 /* How long a flow reuses its cached next hop before asking the FIB again: a route or
  * neighbour change reaches established flows within this time. */
 #define PL_FIB_CACHE_NS   1000000000ULL
+
+#define PL_AF_INET   2     /* AF_INET: family bytes of the structs below */
+#define PL_AF_INET6  10    /* AF_INET6 */
+
+union pl_addr {
+	__u8  b[16];
+	__u16 h[8];
+	__u32 w[4];           /* IPv4: w[0] = w[1] = 0, w[2] = htonl(0xffff), w[3] = the address */
+};
 
 enum pl_mode { PL_MODE_DEFAULT = 0, PL_MODE_ONEARM = 1, PL_MODE_FULLNAT = 2, PL_MODE_DSR = 3 };
 enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 3, PL_SEL_LC = 4 };
@@ -97,10 +114,10 @@ struct ep_conn {          /* conn_map[ep_gid(svc_id, idx)] (stats.h): active = o
 };
 
 struct svc_key {          /* svc_map key: one per VIP, protocol and port */
-	__u32 vip;
+	union pl_addr vip;
 	__u16 port;           /* 0 for icmp */
 	__u8  proto;
-	__u8  pad;
+	__u8  family;         /* PL_AF_* of the VIP */
 };
 
 struct svc_val {          /* never rewritten while the service lives (see svc_ver) */
@@ -115,23 +132,25 @@ struct svc_val {          /* never rewritten while the service lives (see svc_ve
  * service, never a mix. It rewrites a version only after an RCU grace period has passed since
  * that version was last live, so no packet still reads it. */
 struct svc_cfg {          /* the config of one version */
-	__u32 vip;
+	union pl_addr vip;
 	__u32 idle_timeout;   /* seconds, host order (read by the control plane's aging) */
 	__u32 persist_timeout;/* seconds, host order */
 	__u16 n_slots;        /* 0: no active endpoint */
 	__u8  mode;           /* enum pl_mode */
 	__u8  sel;            /* enum pl_sel */
 	__u8  flags;          /* PL_SVC_F_* */
-	__u8  pad;
+	__u8  family;         /* PL_AF_* of the VIP */
 	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
 };
 
 struct ep_val {           /* endpoint idx of a version; counters stay per ep_gid(svc_id, idx) */
-	__u32 ip;
-	__u32 snat_ip;        /* 0: keep the client's source address */
+	union pl_addr ip;
+	union pl_addr snat_ip;/* all zero: keep the client's source address */
 	__u16 port;           /* 0: keep the destination port */
 	__u8  flags;          /* PL_EP_F_* */
 	__u8  weight;
+	__u8  family;         /* PL_AF_* of ip and snat_ip (the packets sent to the endpoint) */
+	__u8  pad[3];
 };
 
 struct svc_ver {          /* ver_map[svc_id * 2 + gen] */
@@ -146,25 +165,26 @@ struct counters {         /* ep_stats (per CPU) */
 };
 
 struct ct_key {
-	__u32 saddr;
-	__u32 daddr;
+	union pl_addr saddr;
+	union pl_addr daddr;
 	__u16 sport;          /* icmp echo: the identifier */
 	__u16 dport;          /* icmp: 0 */
 	__u8  proto;
-	__u8  pad[3];
+	__u8  family;         /* PL_AF_* */
+	__u8  pad[2];
 };
 
 struct ct_val {
 	/* the packet's tuple after the rewrite; also, swapped, the partner entry's key */
-	__u32 nat_saddr;
-	__u32 nat_daddr;
+	union pl_addr nat_saddr;
+	union pl_addr nat_daddr;
 	__u16 nat_sport;
 	__u16 nat_dport;
 	__u32 svc_id;
 	__u8  ep_idx;
 	__u8  dir;            /* PL_DIR_* */
 	__u8  mode;           /* enum pl_mode the flow was created with */
-	__u8  pad;
+	__u8  nat_family;     /* PL_AF_* of the rewritten packet (NAT64: not the key's family) */
 	__u32 seen;           /* PL_CT_* bits of this direction (atomically OR-ed) */
 	/* next hop of this direction, from bpf_fib_lookup, reused for up to a second */
 	__u32 fib_ifindex;    /* 0: nothing cached */
@@ -191,15 +211,15 @@ struct ct_val {
 };
 
 struct ep_addr_key {      /* ep_addr_map: an endpoint's ip:port/proto (icmp: port 0) */
-	__u32 ip;
+	union pl_addr ip;
 	__u16 port;
 	__u8  proto;
-	__u8  pad;
+	__u8  family;         /* PL_AF_* */
 };
 
-struct aff_key {          /* persist: client -> endpoint */
+struct aff_key {          /* persist: client -> endpoint (the service fixes the family) */
 	__u32 svc_id;
-	__u32 saddr;
+	union pl_addr saddr;
 };
 
 struct aff_val {
@@ -208,10 +228,11 @@ struct aff_val {
 	__u32 pad;
 };
 
-struct allow_key {        /* LPM: prefixlen = 32 + source prefix length */
+struct allow_key {        /* LPM: prefixlen = 32 (ver_id) + prefix length of the 128-bit
+                           * address: IPv6 /N is 32 + N, IPv4 /N (mapped) is 32 + 96 + N */
 	__u32 prefixlen;
 	__u32 ver_id;         /* svc_id * 2 + gen: the allowed sources belong to a version */
-	__u32 addr;
+	union pl_addr addr;
 };
 
 /* IP fragments: the first fragment's ports, by what every fragment of a datagram carries, so the
@@ -219,11 +240,12 @@ struct allow_key {        /* LPM: prefixlen = 32 + source prefix length */
 #define PL_FRAG_ENTRIES   16384
 
 struct frag_key {
-	__u32 saddr;
-	__u32 daddr;
-	__u16 id;             /* IP identification */
+	union pl_addr saddr;
+	union pl_addr daddr;
+	__u32 id;             /* IP identification (IPv4: 16 bits; IPv6 fragment header: 32) */
 	__u8  proto;
-	__u8  pad;
+	__u8  family;         /* PL_AF_* */
+	__u8  pad[2];
 };
 
 struct frag_val {
@@ -270,5 +292,19 @@ struct ct_del_req {       /* ct_del_map[0]: input and output of pl_ct_delete */
 	__u32 closed;         /* out: established flows this run counted closed in conn_map */
 	struct ct_del_item item[PL_CT_DEL_BATCH];
 };
+
+/* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
+ * checks every offset; these keep implicit padding out at compile time). */
+_Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
+_Static_assert(sizeof(struct ct_key) == 40, "ct_key");
+_Static_assert(sizeof(struct ct_val) == 128, "ct_val");
+_Static_assert(sizeof(struct svc_key) == 20, "svc_key");
+_Static_assert(sizeof(struct svc_cfg) == 32, "svc_cfg");
+_Static_assert(sizeof(struct ep_val) == 40, "ep_val");
+_Static_assert(sizeof(struct ep_addr_key) == 20, "ep_addr_key");
+_Static_assert(sizeof(struct aff_key) == 20, "aff_key");
+_Static_assert(sizeof(struct allow_key) == 24, "allow_key");
+_Static_assert(sizeof(struct frag_key) == 40, "frag_key");
+_Static_assert(sizeof(struct ct_del_item) == 56, "ct_del_item");
 
 #endif

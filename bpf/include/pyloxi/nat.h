@@ -41,8 +41,10 @@ static __always_inline void nat_flow(struct ct_val *fv, struct ct_val *rv, const
 
 	if (ep->port && p->key.proto != IPPROTO_ICMP)
 		dport = bpf_htons(bpf_ntohs(ep->port) + (bpf_ntohs(p->key.dport) - cfg->port_base));
-	fv->nat_saddr = ep->snat_ip ? ep->snat_ip : p->key.saddr;
+	fv->nat_saddr = addr_is_zero(&ep->snat_ip) ? p->key.saddr : ep->snat_ip;
 	fv->nat_daddr = ep->ip;
+	fv->nat_family = ep->family;
+	rv->nat_family = p->key.family;
 	fv->nat_sport = p->key.sport;
 	fv->nat_dport = dport;
 	rv->nat_saddr = p->key.daddr;
@@ -52,7 +54,7 @@ static __always_inline void nat_flow(struct ct_val *fv, struct ct_val *rv, const
 }
 
 /*
- * Rewrite the tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
+ * Rewrite the IPv4 tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
  * helper calls at most: the L4 checksum by an address diff (pseudo-header: the helper also
  * handles CHECKSUM_PARTIAL seeds) and by a port diff (which the helper rightly skips for
  * CHECKSUM_PARTIAL). The IPv4 header checksum and the fields are plain stores. Returns -1 when
@@ -76,8 +78,8 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	ttl_word_old = bpf_htons((__u16)ip->ttl << 8);
 	ttl_word_new = bpf_htons((__u16)(ip->ttl - 1) << 8);
 
-	addr_diff = csum_replace(addr_diff, p->key.saddr, saddr);
-	addr_diff = csum_replace(addr_diff, p->key.daddr, daddr);
+	addr_diff = csum_replace(addr_diff, addr_v4(&p->key.saddr), saddr);
+	addr_diff = csum_replace(addr_diff, addr_v4(&p->key.daddr), daddr);
 	if (p->key.proto == IPPROTO_ICMP) {
 		port_diff = csum_replace(port_diff, p->key.sport, sport);   /* echo identifier */
 	} else {

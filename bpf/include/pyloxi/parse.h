@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "pyloxi/maps.h"
+#include "pyloxi/addr.h"
 
 #ifndef IPPROTO_SCTP
 #define IPPROTO_SCTP 132
@@ -62,10 +63,11 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	p->l3off = sizeof(*eth);
 	p->l4off = sizeof(*eth) + ip->ihl * 4;
 	p->len = skb->len;
-	p->key.saddr = ip->saddr;
-	p->key.daddr = ip->daddr;
+	addr_set_v4(&p->key.saddr, ip->saddr);
+	addr_set_v4(&p->key.daddr, ip->daddr);
 	p->key.proto = ip->protocol;
-	p->key.pad[0] = p->key.pad[1] = p->key.pad[2] = 0;
+	p->key.family = PL_AF_INET;
+	p->key.pad[0] = p->key.pad[1] = 0;
 	p->tcp_flags = 0;
 	p->icmp_type = 0;
 	p->ttl = ip->ttl;

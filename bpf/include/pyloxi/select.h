@@ -28,7 +28,7 @@ static __always_inline __u32 mix32(__u32 h)
 static __always_inline __u32 hash_tuple(const struct ct_key *k)
 {
 	__u32 ports = ((__u32)k->sport << 16) | k->dport;
-	return mix32(k->saddr ^ mix32(k->daddr ^ mix32(ports ^ k->proto)));
+	return mix32(addr_fold(&k->saddr) ^ mix32(addr_fold(&k->daddr) ^ mix32(ports ^ k->proto)));
 }
 
 /* Least connections: the slot whose endpoint has the fewest active flows. A global function,
@@ -79,7 +79,7 @@ static __always_inline int select_slot(const struct pkt *p, __u32 svc_id,
 	case PL_SEL_HASH:
 		return hash_tuple(&p->key) % n;
 	case PL_SEL_PERSIST:
-		return mix32(p->key.saddr ^ 0x9e3779b9) % n;
+		return mix32(addr_fold(&p->key.saddr) ^ 0x9e3779b9) % n;
 	case PL_SEL_LC:
 		return pl_select_lc(svc_id, n, v);
 	}

@@ -23,7 +23,8 @@ static __always_inline struct svc_ver *svc_version(__u32 svc_id, __u32 *ver_id)
 static __always_inline struct svc_ver *svc_lookup(const struct ct_key *k, __u32 *svc_id,
 						  __u32 *ver_id)
 {
-	struct svc_key sk = { .vip = k->daddr, .port = k->dport, .proto = k->proto };
+	struct svc_key sk = { .vip = k->daddr, .port = k->dport, .proto = k->proto,
+			      .family = k->family };
 	struct svc_val *sv = bpf_map_lookup_elem(&svc_map, &sk);
 
 	if (!sv)
@@ -33,11 +34,12 @@ static __always_inline struct svc_ver *svc_lookup(const struct ct_key *k, __u32 
 }
 
 /* May `saddr` open flows to version ver_id of a service? */
-static __always_inline int svc_allows(const struct svc_cfg *cfg, __u32 ver_id, __u32 saddr)
+static __always_inline int svc_allows(const struct svc_cfg *cfg, __u32 ver_id,
+				      const union pl_addr *saddr)
 {
 	if (!(cfg->flags & PL_SVC_F_ALLOWLIST))
 		return 1;
-	struct allow_key ak = { .prefixlen = 64, .ver_id = ver_id, .addr = saddr };
+	struct allow_key ak = { .prefixlen = 32 + 128, .ver_id = ver_id, .addr = *saddr };
 	return bpf_map_lookup_elem(&allow_map, &ak) != NULL;
 }
 

@@ -86,10 +86,14 @@ struct {
 	PINNED;
 } stats_map SEC(".maps");
 
-/* Per-CPU scratch for the two conntrack entries of a new flow (too big for the BPF stack). */
+/* Per-CPU scratch for the two conntrack entries of a new flow and the keys its creation works
+ * with (too big for the BPF stack, which counts every frame of the deepest call chain). */
 struct flow_scratch {
 	struct ct_val fwd;
 	struct ct_val rev;
+	struct ct_key rk;     /* the reply entry's key (pl_insert_reply, then ct_create) */
+	struct ct_key ok;     /* pl_reclaim: the partner of a tuple being reclaimed */
+	struct ct_key dk;     /* pl_reclaim: the partner of that partner, to delete the flow */
 };
 
 struct {

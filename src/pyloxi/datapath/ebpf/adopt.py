@@ -26,6 +26,48 @@ class DatapathInUse(RuntimeError):
     pinned nor adopted: starting would swap in empty tables and drop every flow."""
 
 
+class PinnedLayoutMismatch(RuntimeError):
+    """Maps pinned by an earlier daemon have another layout (an upgrade that changed a map key
+    or value, e.g. the dual-family keys) or another size (a changed --conntrack-entries) than
+    this datapath needs: they can be neither reused (the program would misread every entry) nor
+    silently replaced (that drops every flow). The operator decides."""
+
+
+def check_pins(obj: BpfObject, pin_dir: str) -> None:
+    """Before load: every map pinned under *pin_dir* must be what *obj* would create, or
+    libbpf refuses it with a bare EINVAL. Raises PinnedLayoutMismatch naming the maps, the
+    pin directory and the way out."""
+    bad = []
+    for name in obj.pinned_map_names():
+        path = obj.pin_path(name) or ""
+        if not os.path.exists(path):
+            continue
+        try:
+            pinned = Map.from_pin(path)
+        except BpfError as exc:
+            bad.append(f"{name}: cannot be opened ({exc})")
+            continue
+        try:
+            have = (pinned.map_type, pinned.key_size, pinned.value_size, pinned.map_flags,
+                    pinned.max_entries)
+        finally:
+            pinned.close()
+        want = obj.map_spec(name)
+        if have[:4] != want[:4]:
+            bad.append(f"{name}: key {have[1]} / value {have[2]} bytes (type {have[0]}), "
+                       f"this version needs key {want[1]} / value {want[2]} (type {want[0]})")
+        elif have[4] != want[4]:
+            bad.append(f"{name}: {have[4]} entries, this daemon is configured for {want[4]}")
+    if bad:
+        raise PinnedLayoutMismatch(
+            f"the maps pinned under {pin_dir} do not fit this datapath: {'; '.join(bad)}. "
+            f"They were made by another pyloxi version (or with other table sizes) and their "
+            f"flows cannot be carried over. To start anyway, stop every pyloxi daemon using "
+            f"them, remove the pins (`rm -r {pin_dir}`; the flows through this node are "
+            f"dropped, clients reconnect) and start again; or start with the table sizes the "
+            f"pinned maps have.")
+
+
 def live_program(interfaces: Sequence[str], program: str) -> tuple[str, int] | None:
     """(interface, program id) of the first *program* attached where we will attach."""
     found: tuple[str, int] | None = None

@@ -42,7 +42,7 @@ import numpy as np
 from pyloxi.bpf import locate_object
 from pyloxi.datapath.ebpf import counters
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.adopt import adopt_live_maps
+from pyloxi.datapath.ebpf.adopt import adopt_live_maps, check_pins
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
 from pyloxi.datapath.ebpf.epaddrs import EndpointAddrs
 from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
@@ -61,7 +61,7 @@ PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map")
-_AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "<u4")])
+_AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
 
@@ -96,6 +96,7 @@ class EbpfDatapath:
             sizes["ct_half"] = ct_half_entries
         for name, n in sizes.items():  # before load (tests: small tables that fill up)
             self.obj.set_max_entries(name, n)
+        check_pins(self.obj, pin_dir)  # an earlier version's layout: a clear error, not EINVAL
         adopted = adopt_live_maps(self.obj, pin_dir, interfaces, PROGRAM)
         try:
             self.obj.load()  # creates the rest and pins every map, adopted ones included
@@ -210,7 +211,9 @@ class EbpfDatapath:
 
     @staticmethod
     def _svc_key(prog: ServiceProgram, port: int) -> L.SvcKey:
-        return L.SvcKey(vip=L.ip_n(prog.vip), port=L.port_n(port), proto=prog.proto)
+        vip, fam = L.addr(prog.vip)
+        return L.SvcKey(vip=L.Addr.from_buffer_copy(vip), port=L.port_n(port), proto=prog.proto,
+                        family=fam)
 
     def _ports(self, prog: ServiceProgram) -> range:
         return range(prog.port_min, max(prog.port_min, prog.port_max) + 1)
@@ -319,7 +322,7 @@ class EbpfDatapath:
             if idxs is not None:
                 v = np.frombuffer(vraw, dtype=_AFF_VAL)
                 sel &= np.isin(v["ep_idx"], np.fromiter(idxs, dtype=np.uint32))
-            raw = np.frombuffer(kraw, dtype=np.dtype("V8"))
+            raw = np.frombuffer(kraw, dtype=np.dtype(f"V{_AFF_KEY.itemsize}"))
             gone += [bytes(b) for b in raw[np.nonzero(sel)[0]]]
         return m.delete_batch(gone)
 
@@ -399,7 +402,7 @@ class EbpfDatapath:
         """Cut the flows of an endpoint (liveness `reset` policy): their next packet finds no
         flow, is balanced to a live endpoint, which refuses the unknown TCP connection."""
         with self._lock:
-            return self.ct.flush_endpoint(L.ip_n(ip), L.port_n(port))
+            return self.ct.flush_endpoint(L.addr(ip)[0], L.port_n(port))
 
     def close(self) -> None:
         """Release handles. Pinned maps and the attached program stay: flows keep going."""

@@ -31,7 +31,7 @@ from pyloxi.engine.program import Flow
 log = logging.getLogger(__name__)
 
 SEC = 1_000_000_000
-KEY128 = np.dtype([("hi", "<u8"), ("lo", "<u8")])
+_KEY_WORDS = L.CT_KEY_DTYPE.itemsize // 8  # a ct_key as 64-bit words (40 bytes: 5)
 
 # Per-state timeouts in seconds (the rule's idle timeout applies to established flows).
 TIMEOUT_HANDSHAKE = 10
@@ -64,7 +64,7 @@ class Snapshot:
                 vparts.append(vraw)
                 tables.append(np.full(n, table, dtype=np.uint8))
         kraw, vraw = b"".join(kparts), b"".join(vparts)
-        self.raw_keys = np.frombuffer(kraw, dtype=np.dtype("V16"))
+        self.raw_keys = np.frombuffer(kraw, dtype=np.dtype(f"V{L.CT_KEY_DTYPE.itemsize}"))
         self.keys = np.frombuffer(kraw, dtype=L.CT_KEY_DTYPE)
         self.vals = np.frombuffer(vraw, dtype=L.CT_VAL_DTYPE)
         self.table = np.concatenate(tables) if tables else np.zeros(0, dtype=np.uint8)
@@ -82,30 +82,40 @@ class Snapshot:
         pk["sport"] = np.where(icmp, v["nat_sport"], v["nat_dport"])
         pk["dport"] = np.where(icmp, 0, v["nat_sport"])
         pk["proto"] = self.keys["proto"]
+        pk["family"] = v["nat_family"]
         return pk
 
     def _partners(self) -> np.ndarray:
-        """Index of each entry's partner, by a sort-merge join on 64-bit digests of the 16-byte
+        """Index of each entry's partner, by a sort-merge join on 64-bit digests of the 40-byte
         keys (verified on the full keys): structured-array sorts are ~20x slower."""
         n = len(self.keys)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        mine = np.frombuffer(self.keys.tobytes(), dtype=KEY128)
-        theirs = np.frombuffer(self.partner_keys().tobytes(), dtype=KEY128)
+        mine = _words(self.keys.tobytes(), n)
+        theirs = _words(self.partner_keys().tobytes(), n)
         d_mine, d_theirs = _digest(mine), _digest(theirs)
         order = np.argsort(d_mine)
         sorted_digests = d_mine[order]
         pos = np.minimum(np.searchsorted(sorted_digests, d_theirs), n - 1)
         cand = order[pos]
-        found = (sorted_digests[pos] == d_theirs) & (mine["hi"][cand] == theirs["hi"]) & \
-            (mine["lo"][cand] == theirs["lo"])
+        found = sorted_digests[pos] == d_theirs
+        for w in range(_KEY_WORDS):
+            found &= mine[w][cand] == theirs[w]
         index: np.ndarray = np.where(found, cand, -1)
         return index
 
 
-def _digest(keys: np.ndarray) -> np.ndarray:
+def _words(raw: bytes, n: int) -> list[np.ndarray]:
+    """The keys as _KEY_WORDS columns of 64-bit words (contiguous, for fast compares)."""
+    m = np.frombuffer(raw, dtype="<u8").reshape(n, _KEY_WORDS)
+    return [np.ascontiguousarray(m[:, w]) for w in range(_KEY_WORDS)]
+
+
+def _digest(words: list[np.ndarray]) -> np.ndarray:
     with np.errstate(over="ignore"):
-        digest: np.ndarray = (keys["hi"] * np.uint64(0x9E3779B97F4A7C15)) ^ keys["lo"]
+        digest: np.ndarray = words[0].copy()
+        for w in words[1:]:
+            digest = (digest * np.uint64(0x9E3779B97F4A7C15)) ^ w
     return digest
 
 
@@ -184,17 +194,17 @@ class ConntrackTable:
             j = partner[i]
             packets = int(v["packets"][i]) + (int(v["packets"][j]) if j >= 0 else 0)
             nbytes = int(v["bytes"][i]) + (int(v["bytes"][j]) if j >= 0 else 0)
-            snat = int(v["nat_saddr"][i]) != int(k["saddr"][i])
+            snat = bytes(v["nat_saddr"][i]) != bytes(k["saddr"][i])
             proto = int(k["proto"][i])
             out.append(Flow(
-                src=L.n_ip(int(k["saddr"][i])), dst=L.n_ip(int(k["daddr"][i])),
+                src=L.addr_text(k["saddr"][i]), dst=L.addr_text(k["daddr"][i]),
                 sport=L.n_port(int(k["sport"][i])),
                 dport=0 if proto == ICMP else L.n_port(int(k["dport"][i])),
                 proto=proto, state=str(names[i]),
                 svc_id=engine_id.get(int(v["svc_id"][i]), 0),
-                ep_ip=L.n_ip(int(v["nat_daddr"][i])),
+                ep_ip=L.addr_text(v["nat_daddr"][i]),
                 ep_port=0 if proto == ICMP else L.n_port(int(v["nat_dport"][i])),
-                snat_ip=L.n_ip(int(v["nat_saddr"][i])) if snat else None,
+                snat_ip=L.addr_text(v["nat_saddr"][i]) if snat else None,
                 snat_port=L.n_port(int(v["nat_sport"][i])) if snat else 0,
                 packets=packets, bytes=nbytes,
             ))
@@ -277,12 +287,14 @@ class ConntrackTable:
                   int(np.count_nonzero(deleted)))
         return self._flows_removed(snap, idx, deleted)
 
-    def flush_endpoint(self, ip: int, port: int) -> int:
-        """Delete every flow going to endpoint ip:port (network order); returns flows removed."""
+    def flush_endpoint(self, ip: bytes, port: int) -> int:
+        """Delete every flow going to endpoint ip:port (`ip`: its 16 bytes as `layout.addr`
+        gives them; port in network order); returns flows removed."""
         snap = self.snapshot()
         k, v = snap.keys, snap.vals
-        orig = (v["dir"] == L.DIR_ORIG) & (v["nat_daddr"] == ip) & (v["nat_dport"] == port)
-        reply = (v["dir"] == L.DIR_REPLY) & (k["saddr"] == ip) & (k["sport"] == port)
+        addr = np.void(ip)
+        orig = (v["dir"] == L.DIR_ORIG) & (v["nat_daddr"] == addr) & (v["nat_dport"] == port)
+        reply = (v["dir"] == L.DIR_REPLY) & (k["saddr"] == addr) & (k["sport"] == port)
         idx = np.nonzero(orig | reply)[0]
         if not len(idx):
             return 0

@@ -21,6 +21,7 @@ def endpoint_addrs(prog: ServiceProgram) -> set[bytes]:
     span = max(0, prog.port_max - prog.port_min)
     out = set()
     for e in prog.endpoints:
+        ip, fam = L.addr(e.ip)
         if prog.proto == 1:
             ports: range = range(1)
         elif e.port:
@@ -30,8 +31,8 @@ def endpoint_addrs(prog: ServiceProgram) -> set[bytes]:
         if len(ports) > EP_ADDR_MAX_PORTS:  # a huge range: not protected (documented)
             continue
         for port in ports:
-            out.add(bytes(L.EpAddrKey(ip=L.ip_n(e.ip), port=L.port_n(port),
-                                      proto=prog.proto)))
+            out.add(bytes(L.EpAddrKey(ip=L.Addr.from_buffer_copy(ip), port=L.port_n(port),
+                                      proto=prog.proto, family=fam)))
     return out
 
 

@@ -2,6 +2,9 @@
 against the BTF of the compiled object, so a change on one side fails the build).
 
 Addresses and ports are stored in network byte order, as the datapath reads them off packets.
+Addresses of both families share one 16-byte layout (union pl_addr) plus a family byte; an IPv4
+address is stored IPv4-mapped (::ffff:a.b.c.d). `addr` / `addr_text` are the one conversion
+between an address string and those 16 bytes: every key builder and reader goes through them.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import socket
-import struct
 from typing import Any
 
 import numpy as np
@@ -39,22 +41,46 @@ STAT_NAMES = (
 )
 
 
-def ip_n(addr: str | None) -> int:
-    """Dotted quad -> the u32 whose memory holds the address in network order."""
-    if not addr:
-        return 0
-    value: int = struct.unpack("=I", socket.inet_aton(addr))[0]
-    return value
+AF_INET, AF_INET6 = 2, 10  # PL_AF_*: the family bytes of the keys
+ADDR_ZERO = bytes(16)
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def addr(text: str | None) -> tuple[bytes, int]:
+    """An address string -> (its 16 bytes in the maps, its family): IPv4 as IPv4-mapped
+    ::ffff:a.b.c.d with AF_INET, IPv6 as is with AF_INET6; None or "" -> (16 zero bytes, 0)."""
+    if not text:
+        return ADDR_ZERO, 0
+    ip = ipaddress.ip_address(text)
+    if ip.version == 4:
+        return _V4_MAPPED + ip.packed, AF_INET
+    # ::ffff:a.b.c.d written as IPv6 is the IPv4 address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.packed, AF_INET
+    return ip.packed, AF_INET6
+
+
+def addr_text(raw: bytes | bytearray | memoryview | np.ndarray) -> str:
+    """16 bytes of an address as the maps hold it -> its text ("a.b.c.d" for IPv4-mapped)."""
+    b = bytes(raw)
+    if b[:12] == _V4_MAPPED:
+        return socket.inet_ntoa(b[12:])
+    return str(ipaddress.IPv6Address(b))
+
+
+def pl_addr(text: str | None) -> Addr:
+    """An address string as the ctypes union (for the fields of the mirrors below)."""
+    return Addr.from_buffer_copy(addr(text)[0])
+
+
+def family(text: str | None) -> int:
+    return addr(text)[1]
 
 
 def ep_gid(svc_id: int, ep_idx: int) -> int:
     """Index of an endpoint's counters in ep_stats and conn_map, as ep_gid() in tables.h: they
     stay with the service id and endpoint index across versions of the service."""
     return svc_id * MAX_EPS + (ep_idx & (MAX_EPS - 1))
-
-
-def n_ip(value: int) -> str:
-    return socket.inet_ntoa(struct.pack("=I", value))
 
 
 def port_n(port: int) -> int:
@@ -65,9 +91,16 @@ def n_port(value: int) -> int:
     return socket.ntohs(value)
 
 
+class Addr(ctypes.Union):
+    """union pl_addr: 16 bytes, IPv4 stored IPv4-mapped (w[3] holds the IPv4 address)."""
+
+    _fields_ = [("b", ctypes.c_uint8 * 16), ("h", ctypes.c_uint16 * 8),
+                ("w", ctypes.c_uint32 * 4)]
+
+
 class SvcKey(ctypes.Structure):
-    _fields_ = [("vip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8)]
+    _fields_ = [("vip", Addr), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
+                ("family", ctypes.c_uint8)]
 
 
 class SvcVal(ctypes.Structure):
@@ -75,15 +108,16 @@ class SvcVal(ctypes.Structure):
 
 
 class SvcCfg(ctypes.Structure):
-    _fields_ = [("vip", ctypes.c_uint32), ("idle_timeout", ctypes.c_uint32),
+    _fields_ = [("vip", Addr), ("idle_timeout", ctypes.c_uint32),
                 ("persist_timeout", ctypes.c_uint32), ("n_slots", ctypes.c_uint16),
                 ("mode", ctypes.c_uint8), ("sel", ctypes.c_uint8), ("flags", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8), ("port_base", ctypes.c_uint16)]
+                ("family", ctypes.c_uint8), ("port_base", ctypes.c_uint16)]
 
 
 class EpVal(ctypes.Structure):
-    _fields_ = [("ip", ctypes.c_uint32), ("snat_ip", ctypes.c_uint32), ("port", ctypes.c_uint16),
-                ("flags", ctypes.c_uint8), ("weight", ctypes.c_uint8)]
+    _fields_ = [("ip", Addr), ("snat_ip", Addr), ("port", ctypes.c_uint16),
+                ("flags", ctypes.c_uint8), ("weight", ctypes.c_uint8), ("family", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 3)]
 
 
 class SvcVer(ctypes.Structure):
@@ -101,16 +135,18 @@ class EpConn(ctypes.Structure):
 
 
 class CtKey(ctypes.Structure):
-    _fields_ = [("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32),
+    _fields_ = [("saddr", Addr), ("daddr", Addr),
                 ("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16),
-                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
+                ("proto", ctypes.c_uint8), ("family", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 2)]
 
 
 class CtVal(ctypes.Structure):
-    _fields_ = [("nat_saddr", ctypes.c_uint32), ("nat_daddr", ctypes.c_uint32),
+    _fields_ = [("nat_saddr", Addr), ("nat_daddr", Addr),
                 ("nat_sport", ctypes.c_uint16), ("nat_dport", ctypes.c_uint16),
                 ("svc_id", ctypes.c_uint32), ("ep_idx", ctypes.c_uint8), ("dir", ctypes.c_uint8),
-                ("mode", ctypes.c_uint8), ("pad", ctypes.c_uint8), ("seen", ctypes.c_uint32),
+                ("mode", ctypes.c_uint8), ("nat_family", ctypes.c_uint8),
+                ("seen", ctypes.c_uint32),
                 ("fib_ifindex", ctypes.c_uint32), ("fib_smac", ctypes.c_uint8 * 6),
                 ("fib_dmac", ctypes.c_uint8 * 6), ("fib_ns", ctypes.c_uint64),
                 ("created_ns", ctypes.c_uint64),
@@ -134,18 +170,19 @@ class CtDelReq(ctypes.Structure):
 
 
 class EpAddrKey(ctypes.Structure):
-    _fields_ = [("ip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8)]
+    _fields_ = [("ip", Addr), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
+                ("family", ctypes.c_uint8)]
 
 
 class AllowKey(ctypes.Structure):
     _fields_ = [("prefixlen", ctypes.c_uint32), ("ver_id", ctypes.c_uint32),
-                ("addr", ctypes.c_uint32)]
+                ("addr", Addr)]
 
 
 class FragKey(ctypes.Structure):
-    _fields_ = [("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32), ("id", ctypes.c_uint16),
-                ("proto", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+    _fields_ = [("saddr", Addr), ("daddr", Addr), ("id", ctypes.c_uint32),
+                ("proto", ctypes.c_uint8), ("family", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 2)]
 
 
 class FragVal(ctypes.Structure):
@@ -157,7 +194,7 @@ class IcmpBucket(ctypes.Structure):
 
 
 class AffKey(ctypes.Structure):
-    _fields_ = [("svc_id", ctypes.c_uint32), ("saddr", ctypes.c_uint32)]
+    _fields_ = [("svc_id", ctypes.c_uint32), ("saddr", Addr)]
 
 
 class AffVal(ctypes.Structure):
@@ -177,19 +214,21 @@ def _dtype(cls: type[ctypes.Structure]) -> np.dtype:
         if name.startswith(("pad", "fib_")):  # the control plane never reads these
             continue
         names.append(name)
-        formats.append(np.dtype(ctype).newbyteorder("="))
+        # addresses: 16 raw bytes (compare with `addr(...)[0]` viewed as ADDR_DTYPE)
+        formats.append(ADDR_DTYPE if ctype is Addr else np.dtype(ctype).newbyteorder("="))
         offsets.append(getattr(cls, name).offset)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets,
                      "itemsize": ctypes.sizeof(cls)})
 
 
 # Conntrack layouts as numpy dtypes, for vectorised aging of a million entries.
+ADDR_DTYPE = np.dtype("V16")
 CT_KEY_DTYPE = _dtype(CtKey)
 CT_VAL_DTYPE = _dtype(CtVal)
 # A pl_ct_delete batch as numpy, so a sweep fills 256 items per run without Python loops.
 CT_DEL_ITEM_DTYPE = np.dtype({
     "names": [name for name, _ in _fields(CtDelItem)],
-    "formats": ["V16" if name == "key" else np.dtype(ctype).newbyteorder("=")
+    "formats": [f"V{ctypes.sizeof(CtKey)}" if name == "key" else np.dtype(ctype).newbyteorder("=")
                 for name, ctype in _fields(CtDelItem)],
     "offsets": [getattr(CtDelItem, name).offset for name, _ in _fields(CtDelItem)],
     "itemsize": ctypes.sizeof(CtDelItem)})
@@ -200,8 +239,8 @@ CT_DEL_REQ_DTYPE = np.dtype({
     "itemsize": ctypes.sizeof(CtDelReq)})
 
 #: struct name in maps.h -> its mirror, for the BTF layout test
-MIRRORS: dict[str, type[ctypes.Structure]] = {
-    "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
+MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
+    "pl_addr": Addr, "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
     "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
     "ep_conn": EpConn,
     "ct_del_item": CtDelItem, "ct_del_req": CtDelReq,
@@ -211,6 +250,24 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
 
 
 def allow_key(ver_id: int, cidr: str) -> AllowKey:
-    net = ipaddress.IPv4Network(cidr, strict=False)
-    return AllowKey(prefixlen=32 + net.prefixlen, ver_id=ver_id,
-                    addr=ip_n(str(net.network_address)))
+    """An allowed-source prefix of version `ver_id`: 32 bits of ver_id, then the 128-bit
+    address (an IPv4 /N is a /96+N of its IPv4-mapped address)."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    bits = net.prefixlen + (96 if net.version == 4 else 0)
+    return AllowKey(prefixlen=32 + bits, ver_id=ver_id, addr=pl_addr(str(net.network_address)))
+
+
+def ct_key(src: str, dst: str, sport: int, dport: int, proto: int) -> CtKey:
+    """A conntrack key from text (ports in host order; the family is the source's)."""
+    s, fam = addr(src)
+    return CtKey(saddr=Addr.from_buffer_copy(s), daddr=pl_addr(dst), sport=port_n(sport),
+                 dport=port_n(dport), proto=proto, family=fam)
+
+
+def ct_val(nat_src: str, nat_dst: str, nat_sport: int, nat_dport: int, **fields: Any) -> CtVal:
+    """A conntrack value rewriting to nat_src:nat_sport -> nat_dst:nat_dport (host order), with
+    any other fields as given."""
+    s, fam = addr(nat_src)
+    return CtVal(nat_saddr=Addr.from_buffer_copy(s), nat_daddr=pl_addr(nat_dst),
+                 nat_sport=port_n(nat_sport), nat_dport=port_n(nat_dport), nat_family=fam,
+                 **fields)

@@ -131,14 +131,20 @@ class BpfObject:
         """Maps the object pins by name (``LIBBPF_PIN_BY_NAME``): its persistent state."""
         return [n for n in self.map_names() if self.pin_path(n)]
 
+    def map_spec(self, map_name: str) -> tuple[int, int, int, int, int]:
+        """(type, key size, value size, flags, max entries) that :meth:`load` creates
+        *map_name* with, or requires of a pinned map it reuses."""
+        m = self._find_map(map_name)
+        return (bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
+                bpf_map__map_flags(m), bpf_map__max_entries(m))
+
     def reuse_map(self, map_name: str, existing: Map) -> None:
         """Before :meth:`load`: make *map_name* use the live map *existing* instead of creating
         one (``bpf_map__reuse_fd``, which dups the fd; *existing* may be closed afterwards).
         Refused unless type, key/value sizes, flags and size match: a program loaded against a
         map of another layout would misread every entry."""
         m = self._find_map(map_name)
-        want = (bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
-                bpf_map__map_flags(m), bpf_map__max_entries(m))
+        want = self.map_spec(map_name)
         have = (existing.map_type, existing.key_size, existing.value_size, existing.map_flags,
                 existing.max_entries)
         if want != have:
