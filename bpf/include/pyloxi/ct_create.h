@@ -78,9 +78,6 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
 	proto = key->proto;
 	__u32 lo = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_MIN : PL_NAT_PORT_MIN;
 	__u32 span = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_SPAN : PL_NAT_PORT_SPAN;
-	/* SCTP keeps its port: a new port would mean recomputing the CRC32c of the packet */
-	if (proto == IPPROTO_SCTP)
-		tries = 1;
 	for (__u32 i = 0; i < PL_NAT_TRIES; i++) {
 		if (i >= tries)
 			break;
@@ -88,7 +85,7 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
 		 * up again by hash then gets its old tuple back), then random candidates, fresh for
 		 * every attempt, so a retransmitted SYN does not retry the same taken ports. */
 		__u16 cand = sport;
-		if (snat && proto != IPPROTO_SCTP && (i > 0 || bpf_ntohs(sport) < lo))
+		if (snat && (i > 0 || bpf_ntohs(sport) < lo))
 			cand = bpf_htons(lo + bpf_get_prandom_u32() % span);
 		fv->nat_sport = cand;
 		partner_key(fv, proto, &sc->rk);

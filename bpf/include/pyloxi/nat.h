@@ -6,6 +6,7 @@
 #define PYLOXI_NAT_H
 
 #include <stddef.h>
+#include "pyloxi/crc32c.h"
 #include "pyloxi/parse.h"
 
 
@@ -16,7 +17,7 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 	case IPPROTO_UDP:  return p->l4off + offsetof(struct udphdr, check);
 	case IPPROTO_ICMP: return p->l4off + offsetof(struct icmphdr, checksum);
 	}
-	return 0;  /* SCTP: CRC32c covers neither addresses nor a pseudo-header */
+	return 0;  /* SCTP: CRC32c covers neither addresses nor a pseudo-header (ports: below) */
 }
 
 /* One's-complement arithmetic, as the kernel's csum_add/csum_sub on __wsum. */
@@ -54,6 +55,25 @@ static __always_inline void nat_flow(struct ct_val *fv, struct ct_val *rv, const
 }
 
 /*
+ * The CRC32c of an SCTP packet (`sh`: its common header, `len` bytes long with its chunks)
+ * whose ports changed by `diff` (crc32c.h). A zero field is left alone: that is a packet whose
+ * CRC is still to be computed (CHECKSUM_PARTIAL: the kernel's SCTP sets the field to 0 and the
+ * device, or the stack before a device without the offload, computes it over the rewritten
+ * bytes); a real CRC of 0 has a chance of 2^-32. A first fragment (the CRC covers the whole
+ * reassembled packet, whose length it does not carry) is not fixed.
+ */
+static __always_inline int sctp_fix_crc(void *sh, void *data_end, __u32 len, __u32 diff)
+{
+	__u32 *word = sh;
+
+	if ((void *)(word + 3) > data_end || len < 12)
+		return -1;
+	if (word[2])
+		word[2] ^= crc32c_port_delta(diff, len);
+	return 0;
+}
+
+/*
  * Rewrite the IPv4 tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
  * helper calls at most: the L4 checksum by an address diff (pseudo-header: the helper also
  * handles CHECKSUM_PARTIAL seeds) and by a port diff (which the helper rightly skips for
@@ -71,6 +91,9 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	__u32 csum_off = p->frag == PL_FRAG_LATER ? 0 : l4_csum_off(p);
 	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__u32 addr_diff = 0, port_diff = 0, ttl_word_old, ttl_word_new;
+	/* the first 4 bytes of TCP/UDP/SCTP, as a little-endian load reads them */
+	__u32 old_ports = p->key.sport | ((__u32)p->key.dport << 16);
+	__u32 new_ports = sport | ((__u32)dport << 16);
 
 	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
 		return -1;
@@ -83,8 +106,6 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	if (p->key.proto == IPPROTO_ICMP) {
 		port_diff = csum_replace(port_diff, p->key.sport, sport);   /* echo identifier */
 	} else {
-		__u32 old_ports = p->key.sport | ((__u32)p->key.dport << 16);
-		__u32 new_ports = sport | ((__u32)dport << 16);
 		port_diff = csum_replace(port_diff, old_ports, new_ports);
 	}
 
@@ -114,6 +135,7 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	ip->daddr = daddr;
 	if (p->frag == PL_FRAG_LATER)
 		return 0;
+	__u32 ip_len = bpf_ntohs(ip->tot_len);
 	__u16 *l4 = data + (p->l4off & 0x7f);   /* bounded for the verifier: at most 14 + 60 */
 	if ((void *)(l4 + 4) > data_end)
 		return -1;
@@ -123,6 +145,8 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 		l4[0] = sport;
 		l4[1] = dport;
 	}
+	if (p->key.proto == IPPROTO_SCTP && old_ports != new_ports && p->frag == PL_FRAG_NONE)
+		return sctp_fix_crc(l4, data_end, ip_len - (p->l4off - p->l3off), old_ports ^ new_ports);
 	return 0;
 }
 
