@@ -6,7 +6,9 @@
  *                            no:  service lookup -> allowed sources -> select endpoint
  *                                 -> NAT rewrites -> two conntrack entries
  *                                 -> rewrite, route, redirect                  (new flow)
- * Anything that is not ours (not IPv4, no flow, no service) goes to the kernel untouched.
+ * IPv4 and IPv6 alike; a flow whose endpoint is of the other family (NAT64) changes family in
+ * the rewrite (xlate.h). Anything that is not ours (ARP, neighbour discovery, no flow, no
+ * service) goes to the kernel untouched.
  * Each stage lives in a header of its own (include/pyloxi/); this file is the pipeline.
  */
 #include <linux/bpf.h>
@@ -25,6 +27,7 @@
 #include "pyloxi/service.h"
 #include "pyloxi/select.h"
 #include "pyloxi/nat.h"
+#include "pyloxi/xlate.h"
 #include "pyloxi/ct_create.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/icmp.h"
@@ -36,7 +39,7 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 					       struct ct_val *v, __u64 now)
 {
 	struct hop hop = {};
-	int nh;
+	int nh, rc;
 
 	/* What a router does with a packet it cannot forward, before touching it: the answer
 	 * quotes the header its sender sent. */
@@ -44,14 +47,24 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
 	nh = next_hop(skb, p, v, now, &hop);
 	if (nh == NH_TOO_BIG) {
-		if (ip_df(skb))
+		/* IPv6 is never fragmented on the way; neither is an IPv4 packet with DF */
+		if (p->key.family == PL_AF_INET6 || ip_df(skb))
 			return icmp_answer(skb, p, v, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, hop.mtu);
-		/* may be fragmented: the kernel does that (where it forwards the rewritten packet) */
+		/* may be fragmented: the kernel does that (where it forwards the rewritten packet),
+		 * but not into IPv6 (NAT64 replies): dropped, as a router without fragmentation */
+		if (v->nat_family != p->key.family)
+			return PL_DROP;
 		count(PL_ST_MTU_PASS);
 		nh = NH_PASS;
 	}
-	if (rewrite_tuple(skb, p, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr), v->nat_sport,
-			  v->nat_dport))
+	if (v->nat_family != p->key.family)
+		rc = xlate(skb, p, v);
+	else if (p->key.family == PL_AF_INET6)
+		rc = rewrite_tuple6(skb, p, v);
+	else
+		rc = rewrite_tuple(skb, p, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr),
+				   v->nat_sport, v->nat_dport);
+	if (rc)
 		return PL_DROP;
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->len);
@@ -86,9 +99,13 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 		return PL_PASS;   /* never open a flow on a reset */
 	/* A router between client and endpoints would not forward it: answer from the VIP
 	 * before any state exists (the kernel, for which the VIP is local, would accept it). */
-	if (p->ttl <= 1)
+	if (p->ttl <= 1) {
+		if (p->key.family == PL_AF_INET6)
+			return pl_icmp6_reply(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0,
+					      &p->key.daddr);
 		return pl_icmp_reply(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0,
 				     addr_v4(&p->key.daddr));
+	}
 	/* Mid-stream TCP (its flow lost): hash selection finds the same endpoint again through the
 	 * Maglev table (as Katran does), so the flow is picked up; any other selection would pick
 	 * an endpoint that never saw the connection: the kernel refuses the packet to the local
@@ -144,7 +161,12 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 			return PL_PASS;
 		}
 	} else if (rc == PARSE_ICMP_ERROR) {
+		if (p.key.family == PL_AF_INET6)
+			return pl_icmp6_error_in(skb);
 		return pl_icmp_error_in(skb);
+	} else if (rc == PARSE_EXT_PASS) {
+		count(PL_ST_EXT_PASS);
+		return PL_PASS;
 	} else if (rc != PARSE_OK) {
 		return PL_PASS;
 	} else if (p.frag == PL_FRAG_FIRST) {

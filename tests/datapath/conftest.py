@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
@@ -26,6 +27,10 @@ TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 CLIENT, CLIENT2, VIP = "10.0.1.2", "10.0.1.3", "20.0.0.100"
 EPS = ["10.0.11.2", "10.0.11.3", "10.0.11.4"]
 CLIENT_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:11:02"
+# IPv6: the same two subnets (client on dp0, endpoints on dp1)
+CLIENT6, CLIENT6_2, VIP6 = "2001:db8:1::2", "2001:db8:1::3", "2001:db8:100::100"
+EPS6 = ["2001:db8:11::2", "2001:db8:11::3", "2001:db8:11::4"]
+LB4_EP_SIDE = "10.0.11.1"   # the LB's address toward the endpoints (onearm, NAT64 source)
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +41,13 @@ def netns() -> Iterator[str]:
         f"ip neigh add {CLIENT2} lladdr 02:00:00:00:01:03 dev dp0 nud permanent",
         *(f"ip neigh add {ep} lladdr {EP_MAC} dev dp1 nud permanent" for ep in EPS),
         f"ip addr add {VIP}/32 dev lo",
+        "sysctl -qw net.ipv6.conf.all.forwarding=1",
+        "ip -6 addr add 2001:db8:1::1/64 dev dp0 nodad",
+        "ip -6 addr add 2001:db8:11::1/64 dev dp1 nodad",
+        f"ip -6 neigh add {CLIENT6} lladdr {CLIENT_MAC} dev dp0 nud permanent",
+        f"ip -6 neigh add {CLIENT6_2} lladdr 02:00:00:00:01:03 dev dp0 nud permanent",
+        *(f"ip -6 neigh add {ep} lladdr {EP_MAC} dev dp1 nud permanent" for ep in EPS6),
+        f"ip -6 addr add {VIP6}/128 dev lo",
     )) as name:
         yield name
 
@@ -54,7 +66,8 @@ class Harness:
     def run(self, pkt: Ether, iface: str | None = None) -> Result:
         """Run one packet as if it arrived on `iface` (default: by source, dp0 or dp1)."""
         if iface is None:
-            iface = "dp1" if IP in pkt and pkt[IP].src.startswith("10.0.11.") else "dp0"
+            src = pkt[IP].src if IP in pkt else pkt[IPv6].src if IPv6 in pkt else ""
+            iface = "dp1" if src.startswith(("10.0.11.", "2001:db8:11:")) else "dp0"
         ifindex = socket.if_nametoindex(iface)
         # struct __sk_buff (192 bytes): ingress_ifindex at 36, ifindex at 40
         ctx = struct.pack("<36xII", ifindex, ifindex).ljust(192, b"\0")
@@ -65,18 +78,19 @@ class Harness:
                 target: int = 8080, mode: NatMode = NatMode.DEFAULT, sel: Selection = Selection.RR,
                 slots: tuple[int, ...] | None = None, active: list[bool] | None = None,
                 snat: str | None = None, port_max: int | None = None,
-                allowed: tuple[str, ...] = (), weights: list[int] | None = None) -> ServiceProgram:
+                allowed: tuple[str, ...] = (), weights: list[int] | None = None,
+                vip: str = VIP) -> ServiceProgram:
         eps = eps or EPS[:1]
         active = active or [True] * len(eps)
         weights = weights or [1] * len(eps)
         if snat is None and mode == NatMode.FULLNAT:
-            snat = VIP
+            snat = vip
         endpoints = tuple(EndpointSlot(ip, target, w, a, snat)
                           for ip, a, w in zip(eps, active, weights, strict=True))
         if slots is None:
             slots = tuple(i for i, a in enumerate(active) if a)
         prog = ServiceProgram(
-            svc_id=self._next_id, name=f"t{self._next_id}", vip=VIP, proto=proto, port_min=port,
+            svc_id=self._next_id, name=f"t{self._next_id}", vip=vip, proto=proto, port_min=port,
             port_max=port if port_max is None else port_max, mode=mode, sel=sel,
             endpoints=endpoints, slots=slots, idle_timeout=240, allowed_sources=allowed)
         self._next_id += 1
@@ -107,6 +121,16 @@ def csum_ok(pkt: Ether) -> bool:
     del fresh.chksum
     if hasattr(fresh.payload, "chksum"):
         del fresh.payload.chksum
+    return bytes(fresh) == raw
+
+
+def csum6_ok(pkt: Ether) -> bool:
+    """csum_ok for IPv6: the L4 checksum (pseudo-header included) as scapy computes it."""
+    raw = bytes(pkt[IPv6])
+    fresh = IPv6(raw)
+    for field in ("chksum", "cksum"):
+        if field in fresh.payload.fields:
+            delattr(fresh.payload, field)
     return bytes(fresh) == raw
 
 

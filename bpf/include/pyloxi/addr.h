@@ -5,6 +5,7 @@
 #define PYLOXI_ADDR_H
 
 #include <linux/types.h>
+#include <linux/bpf.h>
 #include <bpf/bpf_endian.h>
 #include "pyloxi/maps.h"
 
@@ -42,6 +43,21 @@ static __always_inline int addr_is_zero(const union pl_addr *a)
 static __always_inline __u32 addr_fold(const union pl_addr *a)
 {
 	return a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3] ^ PL_V4MAPPED_W2;
+}
+
+/* The route lookup of a packet from s to d of `family`. */
+static __always_inline void fib_addrs(struct bpf_fib_lookup *fib, __u8 family,
+				      const union pl_addr *s, const union pl_addr *d)
+{
+	if (family == PL_AF_INET6) {
+		fib->family = AF_INET6;
+		__builtin_memcpy(fib->ipv6_src, s, 16);
+		__builtin_memcpy(fib->ipv6_dst, d, 16);
+	} else {
+		fib->family = AF_INET;
+		fib->ipv4_src = addr_v4(s);
+		fib->ipv4_dst = addr_v4(d);
+	}
 }
 
 #endif

@@ -277,7 +277,7 @@ __noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u3
 	struct bpf_fib_lookup fib = {};
 	struct ep_addr_key ek = {};
 
-	if (!skb || !k || k->family != PL_AF_INET)
+	if (!skb || !k)
 		return 0;
 	ek.ip = k->saddr;
 	ek.port = k->sport;
@@ -290,9 +290,7 @@ __noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u3
 	}
 	if (!bpf_map_lookup_elem(&ep_addr_map, &ek))
 		return 0;
-	fib.family = AF_INET;
-	fib.ipv4_src = addr_v4(&k->saddr);
-	fib.ipv4_dst = addr_v4(&k->daddr);
+	fib_addrs(&fib, k->family, &k->saddr, &k->daddr);
 	fib.l4_protocol = k->proto;
 	fib.ifindex = skb->ingress_ifindex;
 	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH)) {

@@ -64,24 +64,23 @@ struct tcp_seg {
 	__u32 doff;           /* header length in bytes */
 };
 
-/* Read the sequence fields of the TCP packet `p`. The payload length comes from the IP total
- * length, not skb->len: Ethernet pads short frames. Returns -1 if the headers are not there. */
+/* Read the sequence fields of the TCP packet `p`. The payload length comes from the IP length,
+ * not skb->len: Ethernet pads short frames. Returns -1 if the headers are not there. */
 static __always_inline int tcp_segment(struct __sk_buff *skb, const struct pkt *p,
 				       struct tcp_seg *s)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-	struct tcphdr *th = data + (p->l4off & 0x7f);   /* bounded for the verifier */
+	struct tcphdr *th = data + (p->l4off & 0xff);   /* bounded for the verifier */
 
-	if ((void *)(ip + 1) > data_end || (void *)(th + 1) > data_end)
+	if ((void *)(th + 1) > data_end)
 		return -1;
 	s->seq = bpf_ntohl(th->seq);
 	s->ack = bpf_ntohl(th->ack_seq);
 	s->win = bpf_ntohs(th->window);
 	s->doff = th->doff * 4;
-	__u32 hdrs = ip->ihl * 4 + s->doff;
-	__u32 tot = bpf_ntohs(ip->tot_len);
+	__u32 hdrs = p->l4off - p->l3off + s->doff;
+	__u32 tot = p->l3len;
 	__u32 len = tot > hdrs ? tot - hdrs : 0;
 	s->end = s->seq + len + !!th->syn + !!th->fin;
 	return 0;

@@ -22,7 +22,7 @@ static __always_inline void frag_key_of(const struct pkt *p, struct frag_key *k)
 {
 	k->saddr = p->key.saddr;
 	k->daddr = p->key.daddr;
-	k->id = p->ip_id;
+	k->id = p->frag_id;
 	k->proto = p->key.proto;
 	k->family = p->key.family;
 	k->pad[0] = k->pad[1] = 0;

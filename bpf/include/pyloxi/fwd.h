@@ -29,18 +29,48 @@ enum pl_nh {
 
 struct hop {
 	__u32 ifindex;
-	__u32 nh;
 	__u32 mtu;
+	union pl_addr nh;     /* NH_NEIGH: the gateway or the destination itself */
+	__u8 family;          /* PL_AF_* of nh */
 };
+
+/* The next hop bpf_fib_lookup wrote back (in the destination field). */
+static __always_inline void fib_nh(const struct bpf_fib_lookup *fib, struct hop *out)
+{
+	out->ifindex = fib->ifindex;
+	if (fib->family == AF_INET6) {
+		__builtin_memcpy(&out->nh, fib->ipv6_dst, 16);
+		out->family = PL_AF_INET6;
+	} else {
+		addr_set_v4(&out->nh, fib->ipv4_dst);
+		out->family = PL_AF_INET;
+	}
+}
+
+static __always_inline long redirect_neigh(const struct hop *h)
+{
+	struct bpf_redir_neigh n = {};
+
+	if (h->family == PL_AF_INET6) {
+		n.nh_family = AF_INET6;
+		__builtin_memcpy(n.ipv6_nh, &h->nh, 16);
+	} else {
+		n.nh_family = AF_INET;
+		n.ipv4_nh = addr_v4(&h->nh);
+	}
+	return bpf_redirect_neigh(h->ifindex, &n, sizeof(n), 0);
+}
 
 /* The exact check, for packets longer than the cached MTU: GSO packets are fine when their
  * segments fit (BPF_MTU_CHK_SEGS), which a plain length compare cannot tell. */
-static __always_inline int too_big(struct __sk_buff *skb, __u32 ifindex, __u32 *mtu)
+static __always_inline int too_big(struct __sk_buff *skb, __u32 ifindex, __u32 *mtu, __s32 grow)
 {
 	__u32 m = 0;
-	int rc = bpf_check_mtu(skb, ifindex, &m, 0, BPF_MTU_CHK_SEGS);
+	/* the kernel takes a length difference only without BPF_MTU_CHK_SEGS (a NAT64 GSO packet
+	 * is then let through: its segments are re-made, and measured, by the stack) */
+	int rc = bpf_check_mtu(skb, ifindex, &m, grow, grow ? 0 : BPF_MTU_CHK_SEGS);
 
-	*mtu = m;
+	*mtu = m - grow;   /* what the sender's packet may be */
 	return rc == BPF_MTU_CHK_RET_FRAG_NEEDED || rc == BPF_MTU_CHK_RET_SEGS_TOOBIG;
 }
 
@@ -50,25 +80,27 @@ static __always_inline int too_big(struct __sk_buff *skb, __u32 ifindex, __u32 *
  * its sender sent (the 'fragmentation needed' quotes it). A resolved next hop and its device
  * MTU are remembered in the entry for PL_FIB_CACHE_NS; on that fast path the MTU costs one
  * compare (skb->len against the cached MTU) and the helper only runs for longer packets.
+ * A NAT64 packet is measured as it will leave: 20 bytes longer as IPv6, 20 shorter as IPv4.
  * Not inlined: its bpf_fib_lookup params would otherwise sit in every caller's stack frame.
  */
 static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struct ct_val *cache,
 			       __u64 now, struct hop *out)
 {
 	struct bpf_fib_lookup fib = {};
+	__s32 grow = 0;
 	int rc;
 
 	if (!cache || !out)
 		return NH_PASS;
+	if (cache->nat_family != p->key.family)
+		grow = cache->nat_family == PL_AF_INET6 ? 20 : -20;
 	if (cache->fib_ifindex && now - cache->fib_ns < PL_FIB_CACHE_NS) {
-		if (skb->len > cache->fib_mtu + ETH_HLEN &&
-		    too_big(skb, cache->fib_ifindex, &out->mtu))
+		if (skb->len + grow > cache->fib_mtu + ETH_HLEN &&
+		    too_big(skb, cache->fib_ifindex, &out->mtu, grow))
 			return NH_TOO_BIG;
 		return NH_CACHED;
 	}
-	fib.family = AF_INET;
-	fib.ipv4_src = addr_v4(&cache->nat_saddr);
-	fib.ipv4_dst = addr_v4(&cache->nat_daddr);
+	fib_addrs(&fib, cache->nat_family, &cache->nat_saddr, &cache->nat_daddr);
 	fib.l4_protocol = p->key.proto;
 	/* tot_len stays 0: the kernel checks the skb against the device MTU and returns that MTU
 	 * in mtu_result (route MTUs are not consulted: the redirect bypasses them too) */
@@ -76,9 +108,8 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		out->ifindex = fib.ifindex;
-		out->nh = fib.ipv4_dst;
-		if (too_big(skb, fib.ifindex, &out->mtu))
+		fib_nh(&fib, out);
+		if (too_big(skb, fib.ifindex, &out->mtu, grow))
 			return NH_TOO_BIG;
 		return NH_NEIGH;
 	}
@@ -90,7 +121,7 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		cache->fib_ifindex = fib.ifindex;
 		cache->fib_mtu = mtu;
 		cache->fib_ns = now;
-		if (skb->len > mtu + ETH_HLEN && too_big(skb, fib.ifindex, &out->mtu))
+		if (skb->len + grow > mtu + ETH_HLEN && too_big(skb, fib.ifindex, &out->mtu, grow))
 			return NH_TOO_BIG;
 		return NH_CACHED;
 	}
@@ -106,29 +137,27 @@ static __always_inline enum pl_verdict transmit(struct __sk_buff *skb, const str
 			return PL_DROP;
 		return redirected(bpf_redirect(cache->fib_ifindex, 0));
 	}
-	if (nh == NH_NEIGH) {
-		struct bpf_redir_neigh n = { .nh_family = AF_INET, .ipv4_nh = h->nh };
-		return redirected(bpf_redirect_neigh(h->ifindex, &n, sizeof(n), 0));
-	}
+	if (nh == NH_NEIGH)
+		return redirected(redirect_neigh(h));
 	return PL_PASS;
 }
 
-/* Route a packet we built or translated ourselves (ICMP errors): no cache, off the fast path.
- * Returns a verdict. */
-static __noinline int route_out(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
+/* Route a packet we built or translated ourselves (ICMP errors) from s to d of `family`: no
+ * cache, off the fast path. Returns a verdict. */
+static __noinline int route_out(struct __sk_buff *skb, __u8 family, const union pl_addr *s,
+				const union pl_addr *d)
 {
 	struct bpf_fib_lookup fib = {};
+	struct hop h = {};
 	int rc;
 
-	fib.family = AF_INET;
-	fib.ipv4_src = saddr;
-	fib.ipv4_dst = daddr;
-	fib.l4_protocol = IPPROTO_ICMP;
+	fib_addrs(&fib, family, s, d);
+	fib.l4_protocol = family == PL_AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
 	fib.ifindex = skb->ingress_ifindex;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh n = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
-		return redirected(bpf_redirect_neigh(fib.ifindex, &n, sizeof(n), 0));
+		fib_nh(&fib, &h);
+		return redirected(redirect_neigh(&h));
 	}
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (set_macs(skb, fib.smac, fib.dmac))
@@ -138,22 +167,29 @@ static __noinline int route_out(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
 	return PL_PASS;   /* local, unroutable: the kernel decides */
 }
 
-/* The address this host would send from to reach `daddr` (the kernel's choice for its own
- * ICMP errors); 0 when there is none. */
-static __noinline __u32 local_src(struct __sk_buff *skb, __u32 daddr)
+/* The address this host would send from to reach `d` of `family` (the kernel's choice for its
+ * own ICMP errors), in *out; -1 when there is none. */
+static __noinline int local_src(struct __sk_buff *skb, __u8 family, const union pl_addr *d,
+				union pl_addr *out)
 {
 	struct bpf_fib_lookup fib = {};
+	union pl_addr any = {};
 	int rc;
 
-	fib.family = AF_INET;
-	fib.ipv4_dst = daddr;
+	if (family == PL_AF_INET)
+		addr_set_v4(&any, 0);
+	fib_addrs(&fib, family, &any, d);
 	fib.ifindex = skb->ingress_ifindex;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
 	/* FRAG_NEEDED: the skb (the too-big packet being answered) is measured too; the source
 	 * address was found all the same */
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
-		return 0;
-	return fib.ipv4_src;
+		return -1;
+	if (family == PL_AF_INET6)
+		__builtin_memcpy(out, fib.ipv6_src, 16);
+	else
+		addr_set_v4(out, fib.ipv4_src);
+	return 0;
 }
 
 #endif

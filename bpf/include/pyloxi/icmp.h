@@ -20,34 +20,16 @@
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
 #include "pyloxi/verdict.h"
+#include "pyloxi/icmp_rate.h"
+#include "pyloxi/icmp6.h"
 
 #define PL_ICMP_QUOTE_MAX 548     /* 576 - 20 - 8: a router quotes at most 576 bytes (RFC 1812) */
 #define PL_ICMP_PULL      170     /* eth + outer IP (60) + ICMP + inner IP (60) + 20 of L4 */
-#define PL_NS_PER_TOKEN   (1000000000ULL / PL_ICMP_RATE)
-#define PL_IP_DF          0x4000
 
 /* The flow an ICMP error is about, established or not yet (conntrack.h looks in both tables). */
 static __always_inline struct ct_val *icmp_flow_lookup(const struct ct_key *k)
 {
 	return ct_lookup(k);
-}
-
-static __always_inline __u16 csum_fold_diff(__u16 check, __u32 diff)
-{
-	__u32 sum = csum_add(diff, (__u16)~check);
-
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
-static __always_inline __u16 csum_fold64(__u64 s)
-{
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)s;
 }
 
 /*
@@ -183,33 +165,10 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	ip->saddr = osrc;
 	ip->daddr = odst;
 	count(PL_ST_ICMP_XLATE);
-	return route_out(skb, osrc, odst);
-}
-
-/* Per-CPU token bucket for generated errors. */
-static __always_inline int icmp_allow(void)
-{
-	__u32 zero = 0;
-	struct icmp_bucket *b = bpf_map_lookup_elem(&icmp_rate, &zero);
-	__u64 now = bpf_ktime_get_ns(), add;
-
-	if (!b)
-		return 0;
-	/* a clock behind the bucket (never in the datapath; user space may set it) grants nothing */
-	add = now > b->last_ns ? (now - b->last_ns) / PL_NS_PER_TOKEN : 0;
-	if (add) {
-		if (b->tokens + add >= PL_ICMP_BURST) {
-			b->tokens = PL_ICMP_BURST;
-			b->last_ns = now;
-		} else {
-			b->tokens += add;
-			b->last_ns += add * PL_NS_PER_TOKEN;
-		}
-	}
-	if (!b->tokens)
-		return 0;
-	b->tokens--;
-	return 1;
+	union pl_addr s4, d4;
+	addr_set_v4(&s4, osrc);
+	addr_set_v4(&d4, odst);
+	return route_out(skb, PL_AF_INET, &s4, &d4);
 }
 
 /*
@@ -364,14 +323,14 @@ static __always_inline int ip_df(struct __sk_buff *skb)
 static __always_inline int icmp_answer(struct __sk_buff *skb, const struct pkt *p,
 				       const struct ct_val *v, __u8 type, __u8 code, __u16 mtu)
 {
-	__u32 src = addr_v4(&p->key.daddr);
+	union pl_addr src = p->key.daddr;
 
-	if (addr_eq(&v->nat_daddr, &p->key.daddr)) {
-		src = local_src(skb, addr_v4(&p->key.saddr));
-		if (!src)
-			src = addr_v4(&v->nat_saddr);
-	}
-	return pl_icmp_reply(skb, type, code, mtu, src);
+	if (addr_eq(&v->nat_daddr, &p->key.daddr) &&
+	    local_src(skb, p->key.family, &p->key.saddr, &src))
+		src = v->nat_saddr;
+	if (p->key.family == PL_AF_INET6)
+		return pl_icmp6_reply(skb, type, code, mtu, &src);
+	return pl_icmp_reply(skb, type, code, mtu, addr_v4(&src));
 }
 
 #endif

@@ -105,6 +105,8 @@ enum pl_stat {
 	PL_ST_ICMP_SENT,       /* ICMP error generated (time exceeded, fragmentation needed) */
 	PL_ST_ICMP_LIMITED,    /* ICMP error not generated (rate limit): the packet was dropped */
 	PL_ST_MTU_PASS,        /* too big for the egress, DF clear: rewritten, to the kernel */
+	PL_ST_XLATE_REFUSED,   /* NAT64 packet that cannot be translated (options, fragments): dropped */
+	PL_ST_EXT_PASS,        /* IPv6 extension headers we do not walk (ESP, AH...): to the kernel */
 	PL_ST_MAX = 32,
 };
 
@@ -164,6 +166,9 @@ struct counters {         /* ep_stats (per CPU) */
 	__u64 bytes;
 };
 
+/* An ICMPv6 echo is keyed with proto IPPROTO_ICMP (1) and family PL_AF_INET6, not 58: one echo
+ * protocol in every table, so a NAT64 echo's two entries differ only in their family and an
+ * echo rule (protocol icmp) serves both families. */
 struct ct_key {
 	union pl_addr saddr;
 	union pl_addr daddr;

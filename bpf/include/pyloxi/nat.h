@@ -6,6 +6,7 @@
 #define PYLOXI_NAT_H
 
 #include <stddef.h>
+#include <linux/ipv6.h>
 #include "pyloxi/crc32c.h"
 #include "pyloxi/parse.h"
 
@@ -15,7 +16,7 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 	switch (p->key.proto) {
 	case IPPROTO_TCP:  return p->l4off + offsetof(struct tcphdr, check);
 	case IPPROTO_UDP:  return p->l4off + offsetof(struct udphdr, check);
-	case IPPROTO_ICMP: return p->l4off + offsetof(struct icmphdr, checksum);
+	case IPPROTO_ICMP: return p->l4off + offsetof(struct icmphdr, checksum);   /* and v6 */
 	}
 	return 0;  /* SCTP: CRC32c covers neither addresses nor a pseudo-header (ports: below) */
 }
@@ -31,6 +32,26 @@ static __always_inline __u32 csum_replace(__u32 sum, __u32 from, __u32 to)
 {
 	return csum_add(csum_add(sum, ~from), to);
 }
+
+static __always_inline __u16 csum_fold_diff(__u16 check, __u32 diff)
+{
+	__u32 sum = csum_add(diff, (__u16)~check);
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline __u16 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+#define PL_IP_DF 0x4000
 
 /* The rewrites of a new flow, both directions: to the endpoint (its port, or the rule's port
  * range mapped by offset), from its SNAT address if it has one; replies back to the tuple the
@@ -73,6 +94,33 @@ static __always_inline int sctp_fix_crc(void *sh, void *data_end, __u32 len, __u
 	return 0;
 }
 
+/* The 4 bytes of TCP/UDP/SCTP ports or, for an echo, the identifier, as a little-endian load
+ * reads the first 4 bytes of the header (ports), or the echo id alone. */
+static __always_inline __u32 l4_ports(__u8 proto, __u16 sport, __u16 dport)
+{
+	return proto == IPPROTO_ICMP ? sport : sport | ((__u32)dport << 16);
+}
+
+/* Store the new ports (or echo id) at l4 and fix an SCTP CRC; the rest of rewrite_tuple's tail
+ * for an L4 header at `l4` of a packet `l4len` bytes long from there. */
+static __always_inline int store_ports(const struct pkt *p, __u16 *l4, void *data_end,
+				       __u32 l4len, __u16 sport, __u16 dport)
+{
+	if ((void *)(l4 + 4) > data_end)
+		return -1;
+	if (p->key.proto == IPPROTO_ICMP) {
+		l4[2] = sport;
+		return 0;
+	}
+	__u32 diff = l4[0] ^ sport ^ (((__u32)l4[1] ^ dport) << 16);
+
+	l4[0] = sport;
+	l4[1] = dport;
+	if (p->key.proto == IPPROTO_SCTP && diff && p->frag == PL_FRAG_NONE)
+		return sctp_fix_crc(l4, data_end, l4len, diff);
+	return 0;
+}
+
 /*
  * Rewrite the IPv4 tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
  * helper calls at most: the L4 checksum by an address diff (pseudo-header: the helper also
@@ -91,9 +139,6 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	__u32 csum_off = p->frag == PL_FRAG_LATER ? 0 : l4_csum_off(p);
 	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__u32 addr_diff = 0, port_diff = 0, ttl_word_old, ttl_word_new;
-	/* the first 4 bytes of TCP/UDP/SCTP, as a little-endian load reads them */
-	__u32 old_ports = p->key.sport | ((__u32)p->key.dport << 16);
-	__u32 new_ports = sport | ((__u32)dport << 16);
 
 	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
 		return -1;
@@ -103,11 +148,8 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 
 	addr_diff = csum_replace(addr_diff, addr_v4(&p->key.saddr), saddr);
 	addr_diff = csum_replace(addr_diff, addr_v4(&p->key.daddr), daddr);
-	if (p->key.proto == IPPROTO_ICMP) {
-		port_diff = csum_replace(port_diff, p->key.sport, sport);   /* echo identifier */
-	} else {
-		port_diff = csum_replace(port_diff, old_ports, new_ports);
-	}
+	port_diff = csum_replace(port_diff, l4_ports(p->key.proto, p->key.sport, p->key.dport),
+				 l4_ports(p->key.proto, sport, dport));
 
 	if (csum_off) {
 		if (p->key.proto != IPPROTO_ICMP && addr_diff &&
@@ -135,19 +177,54 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 	ip->daddr = daddr;
 	if (p->frag == PL_FRAG_LATER)
 		return 0;
-	__u32 ip_len = bpf_ntohs(ip->tot_len);
-	__u16 *l4 = data + (p->l4off & 0x7f);   /* bounded for the verifier: at most 14 + 60 */
-	if ((void *)(l4 + 4) > data_end)
+	/* the L4 header: bounded for the verifier, at most 14 + 60 */
+	return store_ports(p, data + (p->l4off & 0x7f), data_end,
+			   bpf_ntohs(ip->tot_len) - (p->l4off - p->l3off), sport, dport);
+}
+
+/*
+ * NAT66: rewrite the IPv6 tuple to entry v's (its addresses and ports) and decrement the hop
+ * limit. Every L4 checksum of IPv6 (TCP, UDP, ICMPv6) covers a pseudo-header with both
+ * addresses: one diff of the 32 address bytes, applied by the helper as a pseudo-header change
+ * (right for CHECKSUM_PARTIAL seeds too), one for the ports. A UDP checksum is never left 0
+ * (BPF_F_MARK_MANGLED_0 writes 0xffff), as IPv6 requires.
+ */
+static __noinline int rewrite_tuple6(struct __sk_buff *skb, const struct pkt *p,
+				     const struct ct_val *v)
+{
+	void *data, *data_end;
+	struct ipv6hdr *ip6;
+	__u32 csum_off = p->frag == PL_FRAG_LATER ? 0 : l4_csum_off(p);
+	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__s64 addr_diff;
+	__u32 port_diff;
+
+	if (!p || !v)
 		return -1;
-	if (p->key.proto == IPPROTO_ICMP) {
-		l4[2] = sport;
-	} else {
-		l4[0] = sport;
-		l4[1] = dport;
+	addr_diff = bpf_csum_diff((__be32 *)&p->key.saddr, 32, (__be32 *)&v->nat_saddr, 32, 0);
+	port_diff = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
+				 l4_ports(p->key.proto, v->nat_sport, v->nat_dport));
+	if (addr_diff < 0)
+		return -1;
+	if (csum_off) {
+		if (addr_diff && bpf_l4_csum_replace(skb, csum_off, 0, addr_diff,
+						     BPF_F_PSEUDO_HDR | mangled0))
+			return -1;
+		if (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, mangled0))
+			return -1;
 	}
-	if (p->key.proto == IPPROTO_SCTP && old_ports != new_ports && p->frag == PL_FRAG_NONE)
-		return sctp_fix_crc(l4, data_end, ip_len - (p->l4off - p->l3off), old_ports ^ new_ports);
-	return 0;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1)
+		return -1;
+	ip6->hop_limit--;
+	__builtin_memcpy(&ip6->saddr, &v->nat_saddr, 16);
+	__builtin_memcpy(&ip6->daddr, &v->nat_daddr, 16);
+	if (p->frag == PL_FRAG_LATER)
+		return 0;
+	return store_ports(p, data + (p->l4off & 0xff), data_end,
+			   p->l3len - (p->l4off - p->l3off), v->nat_sport, v->nat_dport);
 }
 
 #endif

@@ -38,6 +38,8 @@ STAT_NAMES = (
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
     "mtu_pass",
+    "xlate_refused",
+    "ext_pass",
 )
 
 
