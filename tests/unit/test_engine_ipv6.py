@@ -330,3 +330,11 @@ async def test_api_nat46_is_refused(http: httpx.AsyncClient, dp: MemoryDatapath)
     assert resp.status_code == 400
     assert "nat46 error" in resp.json()["message"]
     assert not dp.services and (await http.get(f"{LB}/all")).json()["lbAttr"] == []
+
+
+def test_conntrack_names_icmpv6(eng: Engine, dp: MemoryDatapath):
+    dp.flow_table = [Flow(src="2001:db8:c::5", dst="2001:db8::10", sport=7, dport=0, proto=58,
+                          state="bidir", svc_id=0, ep_ip="2001:db8:1::2", ep_port=0,
+                          snat_ip=None, snat_port=0, packets=2, bytes=208)]
+    (ct,) = eng.conntrack()
+    assert ct.protocol == "icmp6" and ct.serv_name == "-"
