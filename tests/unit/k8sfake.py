@@ -447,8 +447,8 @@ def node(name: str, ip: str, *, ready: bool = True, labels: dict[str, str] | Non
 
 # ---- pyloxi side -----------------------------------------------------------------------------
 class FakeLoxi(Served):
-    """The LB-rule calls the agent makes, answered as loxilb does; it takes what pyloxi's engine
-    does not yet (IPv6 VIPs)."""
+    """The LB-rule calls the agent makes, answered as loxilb does (where a test wants another
+    implementation than pyloxi's engine)."""
 
     def __init__(self) -> None:
         b = "/netlox/v1/config/loadbalancer"
@@ -492,11 +492,16 @@ class FakeLoxi(Served):
 
 
 class RealLoxi(Served):
-    """The real pyloxi REST app (Engine + MemoryDatapath)."""
+    """The real pyloxi REST app (Engine + MemoryDatapath), on a host with an address of each
+    family (NAT64 rules need the host's IPv4 address toward their endpoints)."""
 
     def __init__(self) -> None:
         from pyloxi.api.app import create_app
         from pyloxi.datapath.memory import MemoryDatapath
         from pyloxi.engine import Engine
 
-        super().__init__(create_app(Engine(MemoryDatapath()), version="test"))
+        def source(ip: str) -> str:
+            return "fd00::fe" if ":" in ip else "10.1.0.254"
+
+        super().__init__(create_app(Engine(MemoryDatapath(), snat_source=source),
+                                    version="test"))

@@ -175,7 +175,17 @@ async def test_engine_validation_error_is_400(env: Env) -> None:
         (rule() | {"allowedSources": [{"prefix": "10.0.0.0/33"}]},
          "invalid allowedSources[0].prefix: '10.0.0.0/33' is not an IP prefix"),
         # what the engine does not do (yet)
-        (rule(vip="2001:db8::1"), "externalIP 2001:db8::1: IPv6 not supported yet"),
+        (rule(vip="2001:db8::1", eps=("2001:db8::2", "31.31.31.1")),
+         "malformed-service mixed-family error"),
+        (rule(eps=("2001:db8::2",)), "malformed-service nat46 error"),
+        (rule(vip="fe80::1", eps=("2001:db8::2",)),
+         "externalIP fe80::1: link-local address not allowed"),
+        (rule(vip="2001:db8::1", eps=("::ffff:31.31.31.1",)),
+         "endpointIP ::ffff:31.31.31.1: IPv4-mapped address, write the IPv4 form 31.31.31.1"),
+        (rule(vip="2001:db8::1", eps=("2001:db8::2",))
+         | {"allowedSources": [{"prefix": "10.0.0.0/8"}]},
+         "allowedSources 10.0.0.0/8: not of the externalIP's family (IPv6)"),
+        (rule(vip="2001:db8::1", eps=("31.31.31.1",)), "no local address toward 31.31.31.1"),
         (rule(sel=5), "sel n2 not supported"),
         (rule(bgp=True), "bgp: not supported yet"),
         (rule(proto="sctp") | {"secondaryIPs": [{"secondaryIP": "21.0.0.1"}]},

@@ -21,6 +21,7 @@ from pyloxi.cli.main import app as cli
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine import Engine
 from pyloxi.engine.program import EndpointCounters, Flow, ServiceCounters
+from pyloxi.model.enums import NatMode
 
 
 class Server:
@@ -250,6 +251,80 @@ def test_unreachable_server_exit_1(run: Run) -> None:
         dead = s.getsockname()[1]  # bound, not listening: connection refused
         res = run("-p", str(dead), "get", "lb")
     one_line_error(res, 1, "cannot connect", f"127.0.0.1:{dead}")
+
+
+# ------------------------------------------------------------------- IPv6, NAT64, dsr
+
+
+class DsrMemory(MemoryDatapath):
+    supported_modes = frozenset({NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT, NatMode.DSR})
+
+
+@pytest.fixture
+def lb6(server: Server) -> tuple[Engine, MemoryDatapath]:
+    """A datapath that does dsr, and a host with an address of each family."""
+    dp = DsrMemory()
+    engine = Engine(dp, snat_source=lambda ip: "fd00::fe" if ":" in ip else "192.168.0.254")
+    server.app.state.engine = engine
+    return engine, dp
+
+
+def test_create_ipv6_nat64_and_dsr(run: Run, lb6: tuple[Engine, MemoryDatapath]) -> None:
+    engine, dp = lb6
+    # loxicmd's IP:WEIGHT for IPv6 splits at the last colon; brackets say it unambiguously
+    out = ok(run("create", "lb", "2001:db8::10", "--tcp=80:8080",
+                 "--endpoints=2001:db8:1::2:1,[2001:db8:1::3]:2,2001:db8:1::4"))
+    assert "created lb [2001:db8::10]:80/tcp" in out
+    ok(run("create", "lb", "[2001:db8::11]", "--tcp=80:8080", "--endpoints=31.31.31.1:1",
+           "--mode=fullnat"))
+    ok(run("create", "lb", "2001:db8::12", "--tcp=80:80", "--endpoints=2001:db8:1::2",
+           "--mode=dsr", "--select=hash"))
+    rules = engine.list_rules()
+    assert [[(e.endpoint_ip, e.weight) for e in r.endpoints] for r in rules] == [
+        [("2001:db8:1::2", 1), ("2001:db8:1::3", 2), ("2001:db8:1::4", 1)],
+        [("31.31.31.1", 1)],
+        [("2001:db8:1::2", 1)],
+    ]
+    nat64 = next(p for p in dp.services.values() if p.vip == "2001:db8::11")
+    assert nat64.endpoints[0].snat_ip == "192.168.0.254"
+    rows = [line.split() for line in ok(run("get", "lb")).strip().splitlines()[1:]]
+    assert rows == [
+        ["2001:db8::10", "80", "tcp", "0", "rr", "default", "3"],
+        ["2001:db8::11", "80", "tcp", "0", "rr", "fullnat", "1"],
+        ["2001:db8::12", "80", "tcp", "0", "hash", "dsr", "1"],
+    ]
+    wide = [line.split() for line in ok(run("get", "lb", "-o", "wide")).strip().splitlines()[1:]]
+    assert [r[-5] for r in wide] == ["2001:db8:1::2", "2001:db8:1::3", "2001:db8:1::4",
+                                     "31.31.31.1", "2001:db8:1::2"]
+    assert "deleted lb [2001:db8::11]:80/tcp" in ok(run("delete", "lb", "2001:db8::11",
+                                                        "--tcp=80"))
+    assert len(engine.list_rules()) == 2
+
+
+def test_create_nat46_is_refused(run: Run, lb6: tuple[Engine, MemoryDatapath]) -> None:
+    engine, _ = lb6
+    one_line_error(run("create", "lb", "20.20.20.1", "--tcp=80:8080",
+                       "--endpoints=2001:db8:1::2:1"), 1, "nat46 error")
+    assert engine.list_rules() == []
+
+
+def test_get_ct_ipv6_and_nat64(run: Run, lb6: tuple[Engine, MemoryDatapath]) -> None:
+    engine, dp = lb6
+    ok(run("create", "lb", "2001:db8::10", "--tcp=80:8080", "--endpoints=2001:db8:1::2"))
+    ok(run("create", "lb", "2001:db8::10", "--tcp=81:8080", "--endpoints=31.31.31.1"))
+    six, sixfour = engine.programs()
+    for prog, ep, snat in ((six, "2001:db8:1::2", None), (sixfour, "31.31.31.1", "192.168.0.254")):
+        dp.flow_table.append(Flow(
+            src="2001:db8:c::5", dst="2001:db8::10", sport=51000, dport=prog.port_min, proto=6,
+            state="est", svc_id=prog.svc_id, ep_ip=ep, ep_port=8080, snat_ip=snat,
+            snat_port=51000 if snat else 0, packets=4, bytes=512))
+    rows = [line.split() for line in ok(run("get", "ct")).strip().splitlines()[1:]]
+    assert [r[:7] for r in rows] == [
+        ["2001:db8::10", "2001:db8:c::5", "80", "51000", "tcp", "est",
+         "dnat-2001:db8:1::2:8080:w1"],
+        ["2001:db8::10", "2001:db8:c::5", "81", "51000", "tcp", "est",
+         "fdnat-192.168.0.254,31.31.31.1:8080:w1"],
+    ]
 
 
 # ------------------------------------------------------------------- delete

@@ -77,7 +77,10 @@ def rule(
 
 
 def snat_source(ip: str) -> str | None:
-    return None if ip.startswith("99.") else "192.168.0.254"
+    """The LB's address toward `ip`, of its family (99.x and 2001:db8:99:: unroutable)."""
+    if ip.startswith(("99.", "2001:db8:99:")):
+        return None
+    return "fd00::fe" if ":" in ip else "192.168.0.254"
 
 
 @pytest.fixture
@@ -236,10 +239,18 @@ def test_model_refuses_bad_fields(why: str, data: dict[str, Any], words: str) ->
 
 # Refused by the engine: what depends on several fields, or on what it supports.
 BAD: list[tuple[str, LoadBalancerEntry]] = [
-    ("ipv6 vip", rule(vip="2001:db8::1")),
     ("unspecified vip", rule(vip="0.0.0.0")),
     ("multicast vip", rule(vip="224.0.0.1")),
-    ("ipv6 endpoint", rule(eps=[("2001:db8::2", 80, 1)])),
+    ("nat46: ipv6 endpoint behind ipv4 vip", rule(eps=[("2001:db8::2", 80, 1)])),
+    ("unspecified v6 vip", rule(vip="::", eps=[("2001:db8::2", 80, 1)])),
+    ("multicast v6 vip", rule(vip="ff02::1", eps=[("2001:db8::2", 80, 1)])),
+    ("link-local vip", rule(vip="fe80::1", eps=[("2001:db8::2", 80, 1)])),
+    ("v4-mapped vip", rule(vip="::ffff:20.20.20.9")),
+    ("v4-mapped endpoint", rule(vip="2001:db8::1", eps=[("::ffff:31.31.31.1", 80, 1)])),
+    ("mixed endpoint families", rule(vip="2001:db8::1",
+                                     eps=[("2001:db8::2", 80, 1), ("31.31.31.1", 80, 1)])),
+    ("privateIP of the other family", rule(privateIP="2001:db8::5")),
+    ("nat64 without an ipv4 source", rule(vip="2001:db8::1", eps=[("99.0.0.1", 80, 1)])),
     ("port 0", rule(port=0)),
     ("icmp port", rule(port=5, protocol="icmp", eps=[("31.31.31.1", 0, 1)])),
     ("icmp target port", rule(port=0, protocol="icmp", eps=[("31.31.31.1", 80, 1)])),
@@ -253,7 +264,9 @@ BAD: list[tuple[str, LoadBalancerEntry]] = [
     ("mode hostonearm", rule(mode=NatMode.HOSTONEARM)),
     ("no endpoints", rule(eps=[])),
     ("duplicate endpoint", rule(eps=[("31.31.31.1", 80, 1), ("31.31.31.1", 80, 2)])),
-    ("v6 cidr", rule(allowedSources=[{"prefix": "2001:db8::/64"}])),
+    ("v6 cidr on a v4 vip", rule(allowedSources=[{"prefix": "2001:db8::/64"}])),
+    ("v4 cidr on a v6 vip", rule(vip="2001:db8::1", eps=[("2001:db8::2", 80, 1)],
+                                 allowedSources=[{"prefix": "10.0.0.0/8"}])),
     ("secondary ips on tcp", rule(secondaryIPs=[{"secondaryIP": "21.21.21.1"}])),
     ("secondary ips on sctp", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.1"}])),
     ("bgp", rule(bgp=True)),
@@ -278,9 +291,9 @@ def test_invalid_input_changes_nothing(
     assert (dict(dp.services), list(dp.calls), len(store.saved), eng.desired_rules()) == before
 
 
-def test_ipv6_message(eng: Engine):
-    with pytest.raises(PyloxiError, match="IPv6 not supported yet"):
-        eng.add_rule(rule(vip="2001:db8::1"))
+def test_nat46_message(eng: Engine):
+    with pytest.raises(PyloxiError, match="nat46 error"):
+        eng.add_rule(rule(eps=[("2001:db8::2", 80, 1)]))
 
 
 def test_onearm_without_snat_source():

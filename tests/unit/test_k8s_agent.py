@@ -1,7 +1,7 @@
 """The kube agent's real code over real HTTP: fake apiserver (k8sfake) ↔ agent ↔ pyloxi API.
 
-The pyloxi side is the real REST app (Engine + MemoryDatapath under uvicorn); k8sfake.FakeLoxi
-stands in where the engine does not go yet (IPv6 VIPs).
+The pyloxi side is the real REST app (Engine + MemoryDatapath under uvicorn), IPv6, dual-stack
+and NAT64 Services included.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from k8sfake import (
     FakeKube,
-    FakeLoxi,
     RealLoxi,
     endpoint_slice,
     free_port,
@@ -443,20 +442,15 @@ async def test_ipv6_service(kube, loxi, make_agent):
     kube.create(node("n1", "fd00::1"))
     kube.create(node("n2", "10.1.0.2"))
     kube.create(service("v6", ipFamilies=["IPv6"]))
-    # pyloxi's engine does not take IPv6 VIPs yet: the agent's side is checked against the
-    # fake API (the real one answers 400, which the SyncFailed path covers)
-    fake = FakeLoxi()
-    await fake.start()
-    try:
-        await make_agent(cidr6_pools="defaultPool=3ffe:cafe::/120", loxi_urls=[fake.url])
-        await until(lambda: ingress(kube, "v6"))
-        assert ingress(kube, "v6") == [{"ip": "3ffe:cafe::1"}]
-        fake_loxi = Loxi(fake)
-        rule = (await until(lambda: fake_loxi.by_name("default_v6")))[0]
-        assert [ip for ip, _ in eps(rule)] == ["fd00::1"]
-        await fake_loxi.api.aclose()
-    finally:
-        await fake.stop()
+    # pyloxi's engine takes IPv6 VIPs: the rule is served, with no SyncFailed
+    agent = await make_agent(cidr6_pools="defaultPool=3ffe:cafe::/120")
+    await until(lambda: ingress(kube, "v6"))
+    assert ingress(kube, "v6") == [{"ip": "3ffe:cafe::1"}]
+    rule = (await until(lambda: loxi.by_name("default_v6")))[0]
+    assert rule["serviceArguments"]["externalIP"] == "3ffe:cafe::1"
+    assert [ip for ip, _ in eps(rule)] == ["fd00::1"]
+    await agent.idle()
+    assert not [e for e in kube.events_for("v6") if e["reason"] == "SyncFailed"]
 
 
 async def test_pyloxi_down_then_back(kube, make_agent, loxi):
@@ -478,17 +472,6 @@ async def test_pyloxi_down_then_back(kube, make_agent, loxi):
 V6POOLS = "defaultPool=3ffe:cafe::/120"
 
 
-@pytest.fixture
-async def fake_loxi() -> AsyncIterator[Loxi]:
-    """FakeLoxi takes IPv6 VIPs, which pyloxi's engine does not yet."""
-    fake = FakeLoxi()
-    await fake.start()
-    lx = Loxi(fake)
-    yield lx
-    await lx.api.aclose()
-    await fake.stop()
-
-
 def nodes_dual(kube: FakeKube) -> None:
     kube.create(node("n1", "10.1.0.1", ip6="fd00::1"))
     kube.create(node("n2", "10.1.0.2", ip6="fd00::2"))
@@ -503,7 +486,7 @@ def by_vip(rules: list[dict]) -> dict[str, dict]:
     return {r["serviceArguments"]["externalIP"]: r for r in rules}
 
 
-async def test_dual_stack_service_then_single_stack(kube, fake_loxi, make_agent):
+async def test_dual_stack_service_then_single_stack(kube, loxi, make_agent):
     nodes_dual(kube)
     svc = kube.create(dual("ds"))
     np = svc["spec"]["ports"][0]["nodePort"]
@@ -515,18 +498,18 @@ async def test_dual_stack_service_then_single_stack(kube, fake_loxi, make_agent)
                                name="pods-v6", address_type="IPv6"))
     # nat64: the v6 VIP keeps v4 endpoints
     kube.create(dual("n64", ports=[(82, "TCP")], annotations={"loxilb.io/ipam": "nat64"}))
-    agent = await make_agent(cidr6_pools=V6POOLS, loxi_urls=[fake_loxi.url])
+    agent = await make_agent(cidr6_pools=V6POOLS)
     await until(lambda: len(ingress(kube, "ds")) == 2, what="two addresses")
     await agent.idle()
     assert ingress(kube, "ds") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}]  # v4 first
-    rules = by_vip(await fake_loxi.by_name("default_ds"))
+    rules = by_vip(await loxi.by_name("default_ds"))
     assert set(rules) == {"20.0.0.1", "3ffe:cafe::1"}
     assert eps(rules["20.0.0.1"]) == [("10.1.0.1", np), ("10.1.0.2", np)]
     assert eps(rules["3ffe:cafe::1"]) == [("fd00::1", np), ("fd00::2", np)]
-    pods = by_vip(await fake_loxi.by_name("default_pods"))
+    pods = by_vip(await loxi.by_name("default_pods"))
     assert {ip: eps(r) for ip, r in pods.items()} == {
         "20.0.0.1": [("10.244.0.5", 8080)], "3ffe:cafe::1": [("fd10::5", 8080)]}
-    n64 = by_vip(await fake_loxi.by_name("default_n64"))
+    n64 = by_vip(await loxi.by_name("default_n64"))
     assert [ip for ip, _ in eps(n64["3ffe:cafe::1"])] == ["10.1.0.1", "10.1.0.2"]
     assert agent.ipam.get("default/ds", 6).ip == "3ffe:cafe::1"
     # IPv6 primary: status lists the v6 address first
@@ -536,18 +519,18 @@ async def test_dual_stack_service_then_single_stack(kube, fake_loxi, make_agent)
     # dual-stack → single-stack: the v6 address is freed and its rules go
     kube.patch("Service", "ds", spec={"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]})
     await until(lambda: ingress(kube, "ds") == [{"ip": "20.0.0.1"}], what="v4 only")
-    await until(lambda: _len_is(fake_loxi.by_name("default_ds"), 1), what="v6 rule gone")
+    await until(lambda: _len_is(loxi.by_name("default_ds"), 1), what="v6 rule gone")
     await agent.idle()
-    assert list(by_vip(await fake_loxi.by_name("default_ds"))) == ["20.0.0.1"]
+    assert list(by_vip(await loxi.by_name("default_ds"))) == ["20.0.0.1"]
     assert agent.ipam.get("default/ds", 6) is None
     assert agent.ipam.get("default/ds", 4).ip == "20.0.0.1"
 
 
-async def test_prefer_dual_stack_without_v6_pool(kube, fake_loxi, make_agent):
+async def test_prefer_dual_stack_without_v6_pool(kube, loxi, make_agent):
     nodes_dual(kube)
     kube.create(dual("pref", "PreferDualStack"))
     kube.create(dual("req", ports=[(81, "TCP")]))
-    agent = await make_agent(cidr6_pools="", loxi_urls=[fake_loxi.url])
+    agent = await make_agent(cidr6_pools="")
     await until(lambda: ingress(kube, "pref"), what="pref served")
     evs = await until(lambda: [e for e in kube.events_for("pref")
                                if e["reason"] == "ServedSingleStack"], what="notice")
@@ -560,11 +543,11 @@ async def test_prefer_dual_stack_without_v6_pool(kube, fake_loxi, make_agent):
     assert "no IPv6 pool 'defaultPool' (--cidr6Pools)" in evs[0]["message"]
     await agent.idle()
     assert ingress(kube, "pref") == [{"ip": "20.0.0.1"}]
-    assert list(by_vip(await fake_loxi.by_name("default_pref"))) == ["20.0.0.1"]
+    assert list(by_vip(await loxi.by_name("default_pref"))) == ["20.0.0.1"]
     # RequireDualStack: nothing allocated, no rule, no status
     assert ingress(kube, "req") == []
     assert agent.ipam.of("default/req") == {}
-    assert not await fake_loxi.by_name("default_req")
+    assert not await loxi.by_name("default_req")
     # the notice is not repeated at every resync
     await agent.full_reconcile()
     await agent.idle()
@@ -572,11 +555,11 @@ async def test_prefer_dual_stack_without_v6_pool(kube, fake_loxi, make_agent):
     assert not [e for e in kube.events_for("pref") if e["type"] == "Warning"]
 
 
-async def test_require_dual_stack_v6_exhausted_keeps_no_v4(kube, fake_loxi, make_agent):
+async def test_require_dual_stack_v6_exhausted_keeps_no_v4(kube, loxi, make_agent):
     nodes_dual(kube)
     kube.create(service("only6", ipFamilies=["IPv6"]))
     agent = await make_agent(cidr6_pools="defaultPool=3ffe:cafe::1/128", unique_ip=True,
-                             loxi_urls=[fake_loxi.url])
+                             loxi_urls=[loxi.url])
     await until(lambda: ingress(kube, "only6") == [{"ip": "3ffe:cafe::1"}])
     kube.create(dual("req", ports=[(81, "TCP")]))
     evs = await until(lambda: [e for e in kube.events_for("req")
@@ -584,29 +567,29 @@ async def test_require_dual_stack_v6_exhausted_keeps_no_v4(kube, fake_loxi, make
     assert "IPv6 pool 'defaultPool'" in evs[0]["message"]
     await agent.idle()
     assert agent.ipam.of("default/req") == {}  # the v4 address was not kept
-    assert ingress(kube, "req") == [] and not await fake_loxi.by_name("default_req")
+    assert ingress(kube, "req") == [] and not await loxi.by_name("default_req")
     # the v6 address comes free: the waiting Service gets both
     kube.delete("Service", "only6")
     await until(lambda: ingress(kube, "req") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}],
                 what="req served")
-    await until(lambda: _len_is(fake_loxi.by_name("default_req"), 2), what="req's rules")
+    await until(lambda: _len_is(loxi.by_name("default_req"), 2), what="req's rules")
     # PreferDualStack short of a v6 address: served v4, and v6 once one comes free
     kube.create(dual("pref", "PreferDualStack", ports=[(82, "TCP")]))
     evs = await until(lambda: [e for e in kube.events_for("pref")
                                if e["reason"] == "AllocationFailed"], what="pref short of v6")
     assert "IPv6 pool 'defaultPool'" in evs[0]["message"]
     await until(lambda: ingress(kube, "pref") == [{"ip": "20.0.0.2"}], what="pref v4 only")
-    assert list(by_vip(await fake_loxi.by_name("default_pref"))) == ["20.0.0.2"]
+    assert list(by_vip(await loxi.by_name("default_pref"))) == ["20.0.0.2"]
     kube.delete("Service", "req")
     await until(lambda: ingress(kube, "pref") == [{"ip": "20.0.0.2"}, {"ip": "3ffe:cafe::1"}],
                 what="pref gets its v6 address")
 
 
-async def test_dual_stack_restart_keeps_both_addresses(kube, fake_loxi, make_agent):
+async def test_dual_stack_restart_keeps_both_addresses(kube, loxi, make_agent):
     nodes_dual(kube)
     kube.create(dual("d1"))
     kube.create(dual("d2", ports=[(81, "TCP")]))
-    agent = await make_agent(cidr6_pools=V6POOLS, unique_ip=True, loxi_urls=[fake_loxi.url])
+    agent = await make_agent(cidr6_pools=V6POOLS, unique_ip=True)
     await until(lambda: len(ingress(kube, "d1")) == 2 and len(ingress(kube, "d2")) == 2)
     await agent.idle()
     got = {n: ingress(kube, n) for n in ("d1", "d2")}
@@ -614,7 +597,7 @@ async def test_dual_stack_restart_keeps_both_addresses(kube, fake_loxi, make_age
     # while the agent is down: d1 goes, a new Service comes
     kube.delete("Service", "d1")
     kube.create(dual("d0", ports=[(82, "TCP")]))
-    agent2 = await make_agent(cidr6_pools=V6POOLS, unique_ip=True, loxi_urls=[fake_loxi.url])
+    agent2 = await make_agent(cidr6_pools=V6POOLS, unique_ip=True)
     await until(lambda: len(ingress(kube, "d0")) == 2, what="d0 served")
     await agent2.idle()
     assert ingress(kube, "d2") == got["d2"]
@@ -623,17 +606,29 @@ async def test_dual_stack_restart_keeps_both_addresses(kube, fake_loxi, make_age
     assert not {i["ip"] for i in ingress(kube, "d0")} & {i["ip"] for i in got["d2"]}
 
 
-async def test_dual_stack_against_pyloxi_v6_refused(kube, loxi, make_agent):
+async def test_dual_stack_against_pyloxi_serves_both(kube, loxi, make_agent):
+    """pyloxi's engine takes the v6 part too (it answered 400 before): no SyncFailed. Source
+    ranges go to the rule of their family; a family none of them covers admits nobody."""
     nodes_dual(kube)
-    kube.create(dual("mix"))
+    kube.create(dual("mix", loadBalancerSourceRanges=["192.168.0.0/16"]))
+    kube.create(dual("both", ports=[(81, "TCP")],
+                     loadBalancerSourceRanges=["192.168.0.0/16", "2001:db8:c::/48"]))
     agent = await make_agent(cidr6_pools=V6POOLS)
-    evs = await until(lambda: [e for e in kube.events_for("mix") if e["reason"] == "SyncFailed"],
-                      what="SyncFailed for the v6 part")
-    assert "3ffe:cafe::1:80/tcp" in evs[0]["message"]
-    assert "HTTP 400" in evs[0]["message"] and "IPv6" in evs[0]["message"]
+    await until(lambda: _len_is(loxi.by_name("default_mix"), 2), what="both mix rules")
+    await until(lambda: _len_is(loxi.by_name("default_both"), 2), what="both 'both' rules")
     await agent.idle()
-    rules = await loxi.by_name("default_mix")
-    assert [r["serviceArguments"]["externalIP"] for r in rules] == ["20.0.0.1"]
-    assert eps(rules[0])[0][0] == "10.1.0.1"
+    assert not [e for n in ("mix", "both") for e in kube.events_for(n)
+                if e["reason"] == "SyncFailed"]
+    rules = by_vip(await loxi.by_name("default_mix"))
+    assert eps(rules["20.0.0.1"])[0][0] == "10.1.0.1"
+    assert [ip for ip, _ in eps(rules["3ffe:cafe::1"])] == ["fd00::1", "fd00::2"]
+
+    def sources(rule: dict) -> list[str]:
+        return [s["prefix"] for s in rule.get("allowedSources") or []]
+
+    assert sources(rules["20.0.0.1"]) == ["192.168.0.0/16"]
+    assert sources(rules["3ffe:cafe::1"]) == ["::/128"]  # no v6 range: nobody
+    both = by_vip(await loxi.by_name("default_both"))
+    assert {ip: sources(r) for ip, r in both.items()} == {
+        "20.0.0.1": ["192.168.0.0/16"], "3ffe:cafe::1": ["2001:db8:c::/48"]}
     assert ingress(kube, "mix") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}]
-    assert agent.ipam.get("default/mix", 4).ip == "20.0.0.1"  # nothing of v4 rolled back

@@ -309,3 +309,15 @@ def test_hostname_status_parsing():
     assert status.ip_from_hostname("llb-20.0.0.1") == "20.0.0.1"
     assert status.ip_from_hostname("llb-3ffe-cafe--1") == "3ffe:cafe::1"
     assert status.ip_from_hostname("example.com") is None
+
+
+def test_source_ranges_per_vip_family():
+    ranges = ["10.0.0.0/8", "2001:db8:c::/48", " 192.168.0.0/16 "]
+    assert reconcile.sources_for("20.0.0.1", ranges) == ["10.0.0.0/8", " 192.168.0.0/16 "]
+    assert reconcile.sources_for("3ffe:cafe::1", ranges) == ["2001:db8:c::/48"]
+    # no range of the VIP's family: that family admits nobody (not everybody)
+    assert reconcile.sources_for("3ffe:cafe::1", ["10.0.0.0/8"]) == ["::/128"]
+    assert reconcile.sources_for("20.0.0.1", ["2001:db8:c::/48"]) == ["0.0.0.0/32"]
+    assert reconcile.sources_for("20.0.0.1", []) == []
+    # text that is no prefix is kept: building the rule reports it
+    assert reconcile.sources_for("20.0.0.1", ["bogus"]) == ["bogus"]

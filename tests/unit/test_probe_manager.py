@@ -272,7 +272,10 @@ async def test_status_times_come_from_the_clock(rig):
     assert st.last_ok is False and st.last_reason == "fake down"
 
 
-async def test_async_on_change_and_engine_sink():
+@pytest.mark.parametrize(("vip", "ep"), [("20.0.0.1", "10.1.0.1"),
+                                         ("2001:db8::10", "2001:db8:1::1"),  # NAT66
+                                         ("2001:db8::10", "10.1.0.1")])  # NAT64
+async def test_async_on_change_and_engine_sink(vip: str, ep: str):
     calls = []
 
     class Engine:
@@ -291,9 +294,9 @@ async def test_async_on_change_and_engine_sink():
     mgr = _manager(clock, script, cb, spread=0.01)
     await mgr.start()
     entry = LoadBalancerEntry.model_validate({
-        "serviceArguments": {"externalIP": "20.0.0.1", "port": 80, "protocol": "tcp",
+        "serviceArguments": {"externalIP": vip, "port": 80, "protocol": "tcp",
                              "monitor": True},
-        "endpoints": [{"endpointIP": "10.1.0.1", "targetPort": 8080, "weight": 1}]})
+        "endpoints": [{"endpointIP": ep, "targetPort": 8080, "weight": 1}]})
     targets = targets_for_rule(entry)
     for t in targets:
         script.alive[t.key] = False
@@ -303,7 +306,7 @@ async def test_async_on_change_and_engine_sink():
     await clock.sleep(0.3)
     await mgr.stop()
     assert got.count(False) == 2
-    assert calls == [("10.1.0.1", 8080, "tcp", False)]
+    assert calls == [(ep, 8080, "tcp", False)]
 
 
 async def test_engine_sink_off_loop_in_order_with_on_down(caplog):

@@ -141,7 +141,7 @@ def build_rules(
 
 def rule_label(entry: LoadBalancerEntry) -> str:
     s = entry.service_arguments
-    return f"{s.external_ip}:{render.port_text(s.port, s.port_max)}/{s.protocol}"
+    return f"{render.host_text(s.external_ip)}:{render.port_text(s.port, s.port_max)}/{s.protocol}"
 
 
 @create_app.command("lb")
@@ -317,7 +317,7 @@ def delete_calls(
         if pmax:
             path += f"/portmax/{pmax}"
         path += f"/protocol/{proto}"
-        label = f"{vip_ip}:{render.port_text(port, pmax)}/{proto}"
+        label = f"{render.host_text(vip_ip)}:{render.port_text(port, pmax)}/{proto}"
         calls.append((label, path, None, dict(params)))
     return calls
 

@@ -57,6 +57,11 @@ def parse_answer(model: type[M], data: Any) -> M:
         ) from None
 
 
+def host_text(ip: str) -> str:
+    """An address before a ":port": IPv6 in brackets, so the port stays readable."""
+    return f"[{ip}]" if ":" in ip else ip
+
+
 def port_text(port: int, port_max: int) -> str:
     return f"{port}-{port_max}" if port_max and port_max != port else str(port)
 

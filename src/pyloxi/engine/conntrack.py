@@ -6,7 +6,8 @@ from pyloxi.engine.program import Flow, ServiceProgram
 from pyloxi.model.conntrack import ConntrackEntry
 from pyloxi.model.lb import PROTO_NUMBERS, NatMode
 
-PROTO_NAMES = {num: name for name, num in PROTO_NUMBERS.items()}
+# 58: what an IPv6 VIP's ICMP flows carry (loxilb lists them as "icmp6").
+PROTO_NAMES = {num: name for name, num in PROTO_NUMBERS.items()} | {58: "icmp6"}
 
 
 def _weight(prog: ServiceProgram | None, flow: Flow) -> int:

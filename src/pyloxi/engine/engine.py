@@ -31,8 +31,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from pyloxi.engine.conntrack import to_entry
-from pyloxi.engine.program import MAX_SERVICES, Datapath, ServiceProgram
-from pyloxi.engine.rules import EpState, Rule, build_program, plan_endpoints, snat_planner
+from pyloxi.engine.program import MAX_SERVICES, Datapath, ServiceProgram, datapath_modes
+from pyloxi.engine.rules import (
+    EpState,
+    Rule,
+    build_program,
+    needs_local_source,
+    plan_endpoints,
+    snat_planner,
+)
 from pyloxi.engine.storage import (
     Commit,
     Delete,
@@ -44,7 +51,14 @@ from pyloxi.engine.storage import (
     store_key,
 )
 from pyloxi.engine.svc_ids import SvcIds
-from pyloxi.engine.validate import RuleKey, RuleSpec, parse_key, validate, with_endpoints
+from pyloxi.engine.validate import (
+    RuleKey,
+    RuleSpec,
+    family,
+    parse_key,
+    validate,
+    with_endpoints,
+)
 from pyloxi.model.conntrack import ConntrackEntry
 from pyloxi.model.errors import CapacityExceeded, Conflict, InvalidInput, NotFound, PyloxiError
 from pyloxi.model.lb import Endpoint, LoadBalancerEntry, NatMode, Oper
@@ -90,9 +104,7 @@ class Engine:
         store: RuleStore | None = None,
         on_change: Callable[[], None] | None = None,
         snat_source: Callable[[str], str | None] | None = None,
-        supported_modes: frozenset[NatMode] = frozenset(
-            {NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT}
-        ),
+        supported_modes: frozenset[NatMode] | None = None,  # None: the datapath's
         supported_protocols: frozenset[str] = frozenset({"tcp", "udp", "icmp", "sctp"}),
         max_rules: int = MAX_SERVICES - 1,
         delete_chunk: int = 64,
@@ -103,7 +115,7 @@ class Engine:
         self._store = store
         self._on_change = on_change
         self._snat_source = snat_source
-        self._modes = supported_modes
+        self._modes = supported_modes if supported_modes is not None else datapath_modes(datapath)
         self._protocols = supported_protocols
         self._max_rules = max_rules
         self._chunk = max(1, delete_chunk)
@@ -171,12 +183,18 @@ class Engine:
             return self._stage([change])
 
     def _snat(self, spec: RuleSpec) -> Callable[[str], str | None]:
-        """SNAT address function for `spec`, checked for every endpoint (400 if onearm has
-        no local address toward one) before anything changes."""
-        if spec.mode == NatMode.ONEARM:
-            for ep in spec.endpoints:
-                if self._snat_source is None or self._snat_source(ep.ip) is None:
-                    raise InvalidInput(f"no local address toward {ep.ip}")
+        """SNAT address function for `spec`, checked for every endpoint before anything
+        changes: 400 if an endpoint that needs the LB's own address (onearm, NAT64) has no
+        local address of its family toward it."""
+        for ep in spec.endpoints:
+            if not needs_local_source(spec, ep.ip):
+                continue
+            src = self._snat_source(ep.ip) if self._snat_source is not None else None
+            if src is None:
+                raise InvalidInput(f"no local address toward {ep.ip}")
+            if family(src) != family(ep.ip):  # a broken source callback: never a NAT64 packet
+                raise InvalidInput(f"no local IPv{family(ep.ip)} address toward {ep.ip} "
+                                   f"(got {src})")
         return snat_planner(spec, self._snat_source)
 
     def _check_overlap(self, spec: RuleSpec) -> None:

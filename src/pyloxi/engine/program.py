@@ -25,11 +25,12 @@ class EndpointSlot:
     """One endpoint at a fixed index of its service. Indexes stay put while the rule lives,
     so flows of endpoints that stay are not disturbed when others come or go."""
 
-    ip: str  # IPv4 dotted quad
+    ip: str  # IPv4 dotted quad or IPv6, canonical text
     port: int  # target port; 0 keeps the client's destination port
     weight: int
     active: bool  # False: takes no new flows (probe down, or removed and kept as a hole)
-    snat_ip: str | None = None  # source address for onearm/fullnat; None: keep the client's
+    # Source address for onearm/fullnat/NAT64, of the endpoint's family; None: keep the client's.
+    snat_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +89,20 @@ class Flow:
     bytes: int
 
 
+# NAT modes a datapath handles unless it says otherwise (a `supported_modes` attribute).
+DEFAULT_MODES = frozenset({NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT})
+
+
+def datapath_modes(datapath: object) -> frozenset[NatMode]:
+    """The NAT modes `datapath` handles: its optional `supported_modes` capability (the ebpf
+    backend lists dsr only once its object does dsr), else DEFAULT_MODES."""
+    modes = getattr(datapath, "supported_modes", None)
+    return frozenset(modes) if modes is not None else DEFAULT_MODES
+
+
 class Datapath(Protocol):
-    """What the engine needs from a packet path. `ebpf` and `memory` implement it."""
+    """What the engine needs from a packet path. `ebpf` and `memory` implement it. A backend
+    may also have `supported_modes` (see datapath_modes)."""
 
     def install_service(self, prog: ServiceProgram) -> None:
         """Create or replace a service; flows of endpoints that keep their index survive."""

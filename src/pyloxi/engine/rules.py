@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from pyloxi.engine.program import EndpointSlot, ServiceProgram
 from pyloxi.engine.selection import build_slots
-from pyloxi.engine.validate import EndpointSpec, RuleSpec
+from pyloxi.engine.validate import EndpointSpec, RuleSpec, family
 from pyloxi.model.lb import NatMode
 
 
@@ -110,13 +110,28 @@ def build_program(spec: RuleSpec, svc_id: int, eps: Sequence[EpState]) -> Servic
     )
 
 
+def needs_local_source(spec: RuleSpec, ep_ip: str) -> bool:
+    """Whether flows to `ep_ip` get the LB's own address toward it as their source: onearm
+    always; NAT64 (an IPv4 endpoint behind an IPv6 VIP) in every mode that SNATs, since the
+    IPv6 client (and the VIP, in fullnat) cannot be an IPv4 packet's source (loxilb: default
+    mode SNATs NAT64 flows to the local IPv4 interface address)."""
+    if spec.mode == NatMode.DSR:
+        return False
+    return spec.mode == NatMode.ONEARM or family(ep_ip) != family(spec.key.vip)
+
+
 def snat_planner(
     spec: RuleSpec, snat_source: Callable[[str], str | None] | None
 ) -> Callable[[str], str | None]:
     """Source address an endpoint's flows get: none (default/dsr), the VIP or privateIP
-    (fullnat), or the LB's own address toward the endpoint (onearm; validated beforehand)."""
-    if spec.mode == NatMode.FULLNAT:
-        return lambda _ip: spec.dp_vip
-    if spec.mode == NatMode.ONEARM and snat_source is not None:
-        return snat_source
-    return lambda _ip: None
+    (fullnat, same family), or the LB's own address toward the endpoint (onearm, NAT64; the
+    engine checked beforehand that there is one, of the endpoint's family)."""
+
+    def plan(ep_ip: str) -> str | None:
+        if needs_local_source(spec, ep_ip):
+            return snat_source(ep_ip) if snat_source is not None else None
+        if spec.mode == NatMode.FULLNAT:
+            return spec.dp_vip
+        return None
+
+    return plan

@@ -2,9 +2,10 @@
 
 The wire model (pyloxi.model) has already checked every field on its own: types, ranges,
 address syntax, enum values, lengths. What is left here is what no field type can say: checks
-across fields (a port range, icmp without ports, dsr needs hash), what this engine supports
-(IPv4 only, the NAT modes of the datapath), options accepted by loxilb that pyloxi does not
-implement yet (answered "not supported yet" rather than accepted and ignored), and duplicates.
+across fields (a port range, icmp without ports, dsr needs hash, address families: NAT66 and
+NAT64 yes, NAT46 no), what this engine supports (the NAT modes of the datapath), options
+accepted by loxilb that pyloxi does not implement yet (answered "not supported yet" rather
+than accepted and ignored), and duplicates.
 
 Everything here is pure: a bad request raises InvalidInput (HTTP 400) with a one-line reason
 before the engine touches any table, datapath or store. The canonical form is what the engine
@@ -35,6 +36,10 @@ SUPPORTED_SELECTIONS = frozenset(
 NEVER_SUPPORTED_MODES = frozenset({NatMode.FULLPROXY, NatMode.HOSTONEARM})
 # Probe types that take no port.
 PORTLESS_PROBES = frozenset({ProbeType.PING, ProbeType.NONE})
+# NAT64 (IPv6 VIP, IPv4 endpoints) needs a source NAT to an IPv4 address, which these modes
+# give; dsr rewrites only the destination, so its packets cannot change family.
+NAT64_MODES = frozenset({NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT})
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,8 @@ class RuleKey:
         ports = f"{self.port}-{self.port_max}" if self.port_max else str(self.port)
         extra = f" block {self.block}" if self.block else ""
         extra += f" host {self.host}" if self.host else ""
-        return f"{self.vip}:{ports}/{self.protocol}{extra}"
+        vip = f"[{self.vip}]" if ":" in self.vip else self.vip
+        return f"{vip}:{ports}/{self.protocol}{extra}"
 
     @property
     def last_port(self) -> int:
@@ -89,26 +95,49 @@ class RuleSpec:
     entry: LoadBalancerEntry  # canonical wire form, oper reset to 0, output fields cleared
 
 
-def _v4(value: str, what: str) -> str:
-    """The address as this engine can use it: IPv4 (IPv6: not supported yet), unicast, not
-    0.0.0.0. The model has checked the syntax and canonicalised it; parsing again is the cheap
-    way to tell the family (inet_pton: 20x faster than ipaddress), and it still refuses an
-    address put into an entry without validation (`model_copy(update=...)`)."""
+def _ip(value: str, what: str, *, vip: bool = False) -> str:
+    """The address as the datapath can use it: IPv4 or IPv6, unicast, not unspecified, in
+    canonical text. The model has checked the syntax and canonicalised it; parsing again is the
+    cheap way to tell the family (inet_pton: 20x faster than ipaddress), and it still refuses an
+    address put into an entry without validation (`model_copy(update=...)`). `vip`: an address
+    clients send to (externalIP, privateIP), which may not be IPv6 link-local (no interface
+    would be named)."""
     text = value.strip()
     # ValueError too: inet_pton raises it (not OSError) for a NUL or a lone surrogate.
     try:
         packed = socket.inet_pton(socket.AF_INET, text)
     except (OSError, ValueError):
-        try:
-            socket.inet_pton(socket.AF_INET6, text)
-        except (OSError, ValueError):
-            raise InvalidInput(f"malformed {what} {value[:64]!r}") from None
-        raise InvalidInput(f"{what} {value}: IPv6 not supported yet") from None
+        return _v6(text, value, what, vip=vip)
     if packed == b"\0\0\0\0":
         raise InvalidInput(f"{what} {value}: unspecified address not allowed")
     if 224 <= packed[0] <= 239 or packed == b"\xff\xff\xff\xff":
         raise InvalidInput(f"{what} {value}: not a unicast address")
     return socket.inet_ntop(socket.AF_INET, packed)
+
+
+def _v6(text: str, value: str, what: str, *, vip: bool) -> str:
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        if "%" in text:  # the model keeps a scoped "fe80::1%eth0"; the datapath cannot
+            raise InvalidInput(f"{what} {value[:64]}: scoped address not allowed") from None
+        raise InvalidInput(f"malformed {what} {value[:64]!r}") from None
+    if packed == bytes(16):
+        raise InvalidInput(f"{what} {value}: unspecified address not allowed")
+    if packed[0] == 0xFF:
+        raise InvalidInput(f"{what} {value}: not a unicast address")
+    if packed[:12] == _V4_MAPPED:
+        # The maps store IPv4 this way: accepting it would make one address two rules.
+        v4 = socket.inet_ntop(socket.AF_INET, packed[12:])
+        raise InvalidInput(f"{what} {value}: IPv4-mapped address, write the IPv4 form {v4}")
+    if vip and packed[0] == 0xFE and packed[1] & 0xC0 == 0x80:
+        raise InvalidInput(f"{what} {value}: link-local address not allowed")
+    return socket.inet_ntop(socket.AF_INET6, packed)
+
+
+def family(ip: str) -> int:
+    """4 or 6, for an address this module returned (canonical: only IPv6 has a colon)."""
+    return 6 if ":" in ip else 4
 
 
 def _protocol(protocol: str) -> Protocol:
@@ -126,7 +155,7 @@ def parse_key(
     """The identifying fields of a rule, canonical. Ports and block are in their wire ranges
     (the model, or the delete route's path parsing, checked them)."""
     proto = _protocol(protocol)
-    vip_c = _v4(vip, "externalIP")
+    vip_c = _ip(vip, "externalIP", vip=True)
     if proto == Protocol.ICMP:
         if port != 0 or port_max != 0:
             raise InvalidInput("icmp rules must use port 0 and no portMax")
@@ -146,7 +175,7 @@ def parse_key(
 
 
 def _endpoint(ep: Endpoint, key: RuleKey, mode: NatMode) -> EndpointSpec:
-    ip = _v4(ep.endpoint_ip, "endpointIP")
+    ip = _ip(ep.endpoint_ip, "endpointIP")
     tp = ep.target_port
     if key.protocol == Protocol.ICMP:
         if tp != 0:
@@ -198,6 +227,24 @@ def drop_unsupported(entry: LoadBalancerEntry) -> tuple[LoadBalancerEntry, str |
     return entry.model_copy(update=update), note
 
 
+def _check_families(key: RuleKey, mode: NatMode, eps: tuple[EndpointSpec, ...]) -> None:
+    """Endpoints share one family; an IPv4 VIP needs IPv4 endpoints (NAT46 is not built: loxilb
+    refuses it too); an IPv6 VIP with IPv4 endpoints is NAT64, in the modes that SNAT."""
+    families = {family(ep.ip) for ep in eps}
+    if len(families) > 1:
+        raise InvalidInput("malformed-service mixed-family error: endpoints of both IPv4 and "
+                           "IPv6 in one rule")
+    if not families:
+        return
+    vip_family, ep_family = family(key.vip), families.pop()
+    if vip_family == 4 and ep_family == 6:
+        raise InvalidInput(f"malformed-service nat46 error: IPv4 externalIP {key.vip} with "
+                           "IPv6 endpoints")
+    if vip_family == 6 and ep_family == 4 and mode not in NAT64_MODES:
+        raise InvalidInput(f"mode {mode.name.lower()} cannot do NAT64 (IPv6 externalIP "
+                           f"{key.vip} with IPv4 endpoints): use default, onearm or fullnat")
+
+
 def _wire_endpoints(eps: tuple[EndpointSpec, ...]) -> list[Endpoint]:
     """The canonical wire endpoints. Built without validating again: every value comes from
     a validated entry (the model's checks, then the ones above)."""
@@ -238,7 +285,11 @@ def validate(
     asked = _asks_unsupported(entry)
     if asked:
         raise InvalidInput(NOT_SUPPORTED_YET[asked[0]])
-    dp_vip = _v4(a.private_ip, "privateIP") if a.private_ip else key.vip
+    vip_family = family(key.vip)
+    dp_vip = _ip(a.private_ip, "privateIP", vip=True) if a.private_ip else key.vip
+    if family(dp_vip) != vip_family:
+        raise InvalidInput(
+            f"privateIP {dp_vip}: IPv{family(dp_vip)}, externalIP {key.vip} is IPv{vip_family}")
     idle = a.inactive_timeout or DEFAULT_IDLE_TIMEOUT[key.protocol]
 
     ptype = a.probe_type
@@ -252,10 +303,14 @@ def validate(
         if ep.identity in seen:
             raise InvalidInput(f"duplicate endpoint {ep.ip}:{ep.target_port}")
         seen.add(ep.identity)
+    _check_families(key, mode, eps)
     sources: list[str] = []
     for src in entry.allowed_sources or []:
-        if ":" in src.prefix:  # the model keeps prefixes canonical: only IPv6 has a colon
-            raise InvalidInput(f"allowedSources {src.prefix}: IPv6 not supported yet")
+        # The model keeps prefixes canonical: only IPv6 has a colon. A client reaches the VIP
+        # in the VIP's family, so a prefix of the other family could never match.
+        if family(src.prefix.partition("/")[0]) != vip_family:
+            raise InvalidInput(f"allowedSources {src.prefix}: not of the externalIP's family "
+                               f"(IPv{vip_family}), it can never match a client")
         if src.prefix not in sources:
             sources.append(src.prefix)
 
@@ -296,5 +351,6 @@ def with_endpoints(spec: RuleSpec, endpoints: tuple[EndpointSpec, ...]) -> RuleS
         raise InvalidInput(
             f"{spec.key}: {len(endpoints)} endpoints after attach, at most {MAX_ENDPOINTS}"
         )
+    _check_families(spec.key, spec.mode, endpoints)  # attach may bring another family
     entry = spec.entry.model_copy(update={"endpoints": _wire_endpoints(endpoints)})
     return replace(spec, endpoints=endpoints, entry=entry, oper=Oper.CREATE)

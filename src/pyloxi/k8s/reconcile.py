@@ -53,6 +53,29 @@ def managed(body: Mapping[str, Any]) -> bool:
     return bool(_fold(_fold(body).get("servicearguments")).get("managed"))
 
 
+# A source prefix no client ever has (the unspecified address): a VIP family the Service's
+# loadBalancerSourceRanges do not cover gets it, so that family admits nobody (kube-proxy
+# drops that family's clients too) rather than everybody (an empty list).
+NOBODY = {4: "0.0.0.0/32", 6: "::/128"}
+
+
+def sources_for(vip: str, source_ranges: list[str]) -> list[str]:
+    """The Service's source ranges that can match clients of `vip` (pyloxi refuses a prefix of
+    the other family). Text that is no prefix stays: building the rule reports it."""
+    if not source_ranges:
+        return []
+    fam = ipaddress.ip_address(vip).version
+    out = []
+    for p in source_ranges:
+        try:
+            if ipaddress.ip_network(p.strip(), strict=False).version != fam:
+                continue
+        except ValueError:
+            pass
+        out.append(p)
+    return out or [NOBODY[fam]]
+
+
 def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str],
                 endpoints: dict[tuple[int, str], list[tuple[str, int]]],
                 source_ranges: list[str],
@@ -64,6 +87,7 @@ def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str]
     rules: dict[RuleKey, LoadBalancerEntry] = {}
     rname = rule_name(namespace, name)
     for vip in vips:
+        sources = sources_for(vip, source_ranges)
         for (port, proto), targets in sorted(endpoints.items()):
             if opts.pref_local_pod and instance_host:
                 local = [t for t in targets if t[0] == instance_host]
@@ -86,8 +110,7 @@ def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str]
                 service_arguments=sa,
                 endpoints=[Endpoint(endpoint_ip=ip, target_port=tp, weight=1)
                            for ip, tp in targets[:32]],
-                allowed_sources=[AllowedSource(prefix=p) for p in source_ranges]
-                if source_ranges else None,
+                allowed_sources=[AllowedSource(prefix=p) for p in sources] or None,
             )
             rules[key_of(entry.wire())] = entry
     return rules

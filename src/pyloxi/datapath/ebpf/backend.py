@@ -53,7 +53,7 @@ from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
 from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
 from pyloxi.datapath.ebpf.versions import build_version, reused_slots
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
-from pyloxi.model.lb import Selection
+from pyloxi.model.lb import NatMode, Selection
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,15 @@ def _ensure_bpffs(pin_dir: str) -> None:
 
 class EbpfDatapath:
     """Datapath protocol on the TC program. Thread-safe (one lock around map writes)."""
+
+    # The NAT modes lb.bpf.c handles: the engine refuses the others (400 "mode … not
+    # supported"). NatMode.DSR goes here with the datapath change that handles PL_MODE_DSR
+    # (rewrite the destination only, no reverse NAT): until then a dsr rule would be DNATed.
+    SUPPORTED_MODES = frozenset({NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT})
+
+    @property
+    def supported_modes(self) -> frozenset[NatMode]:
+        return self.SUPPORTED_MODES
 
     def __init__(self, pin_dir: str, *, obj_path: str | None = None,
                  ct_entries: int | None = None, ct_half_entries: int | None = None,
