@@ -12,13 +12,14 @@ import socket, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lport = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 req = ("GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n" % host).encode()
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
 for i in range(n):
-    s = socket.socket()
+    s = socket.socket(fam)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.settimeout(5)
     try:
         if lport:
-            s.bind(("0.0.0.0", lport))
+            s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", lport))
         s.connect((host, port))
         s.sendall(req)
         data = b""
@@ -39,7 +40,7 @@ for i in range(n):
     # A fresh source port each time: an ephemeral port the kernel hands out again would be
     # the same 5-tuple, i.e. the same (still live) UDP flow, and no new selection.
     while True:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("", 0))
         if s.getsockname()[1] not in used:
             break

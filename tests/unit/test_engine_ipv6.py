@@ -174,6 +174,8 @@ REFUSED: list[tuple[str, LoadBalancerEntry, str]] = [
     ("mixed families", rule(eps=[V6_EPS[0], V4_EPS[0]]), "mixed-family error"),
     ("nat64 with dsr", rule(eps=[("31.31.31.1", 80, 1)], mode=NatMode.DSR, sel=1),
      "mode dsr cannot do NAT64"),
+    ("nat64 of sctp", rule(eps=[("31.31.31.1", 80, 1)], protocol="sctp"),
+     "NAT64 of sctp not supported"),
     ("unspecified", rule(vip="::"), "externalIP ::: unspecified address not allowed"),
     ("multicast", rule(vip="ff05::2"), "externalIP ff05::2: not a unicast address"),
     ("multicast endpoint", rule(eps=[("ff02::1", 80, 1)]), "endpointIP ff02::1: not a unicast"),

@@ -6,8 +6,15 @@ from pyloxi.engine.program import Flow, ServiceProgram
 from pyloxi.model.conntrack import ConntrackEntry
 from pyloxi.model.lb import PROTO_NUMBERS, NatMode
 
-# 58: what an IPv6 VIP's ICMP flows carry (loxilb lists them as "icmp6").
 PROTO_NAMES = {num: name for name, num in PROTO_NUMBERS.items()} | {58: "icmp6"}
+
+
+def _proto_name(flow: Flow) -> str:
+    # The datapath keys an ICMPv6 echo as protocol 1 of an IPv6 flow (maps.h); loxilb lists
+    # IPv6 echo flows as "icmp6".
+    if flow.proto == 1 and ":" in flow.src:
+        return "icmp6"
+    return PROTO_NAMES.get(flow.proto, str(flow.proto))
 
 
 def _weight(prog: ServiceProgram | None, flow: Flow) -> int:
@@ -38,7 +45,7 @@ def to_entry(prog: ServiceProgram | None, flow: Flow) -> ConntrackEntry:
         source_ip=flow.src,
         destination_port=flow.dport,
         source_port=flow.sport,
-        protocol=PROTO_NAMES.get(flow.proto, str(flow.proto)),
+        protocol=_proto_name(flow),
         conntrack_state=flow.state,
         conntrack_act=conntrack_act(prog, flow),
         packets=flow.packets,

@@ -243,6 +243,11 @@ def _check_families(key: RuleKey, mode: NatMode, eps: tuple[EndpointSpec, ...]) 
     if vip_family == 6 and ep_family == 4 and mode not in NAT64_MODES:
         raise InvalidInput(f"mode {mode.name.lower()} cannot do NAT64 (IPv6 externalIP "
                            f"{key.vip} with IPv4 endpoints): use default, onearm or fullnat")
+    if vip_family == 6 and ep_family == 4 and key.protocol == Protocol.SCTP:
+        # the datapath translates TCP, UDP and echo (xlate.h): an SCTP INIT's address
+        # parameters would name the client's IPv6 addresses to an IPv4 endpoint
+        raise InvalidInput(f"NAT64 of sctp not supported (IPv6 externalIP {key.vip} with IPv4 "
+                           "endpoints): use IPv6 endpoints")
 
 
 def _wire_endpoints(eps: tuple[EndpointSpec, ...]) -> list[Endpoint]:
