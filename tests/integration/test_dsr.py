@@ -28,6 +28,9 @@ from pyloxi.testing.lab import LbTopology, cleanup_stale
 from pyloxi.testing.lab.netns import Netns
 from pyloxi.testing.lab.topology import CLIENT_IP, LB_CLIENT_IP, ROUTED_VIP, wait_listening
 
+from pyloxi.datapath.ebpf.counters import datapath_stats
+from pyloxi.datapath.ebpf.libbpf.maps import Map
+
 from .conftest import DaemonHandle
 
 DECAP_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "ipip_decap.bpf.c")
@@ -176,6 +179,15 @@ def rx_packets(ns: Netns, dev: str) -> int:
     return int(ns.run(["cat", f"/sys/class/net/{dev}/statistics/rx_packets"]).stdout)
 
 
+def stats(lb: DaemonHandle) -> dict[str, int]:
+    """The datapath's event counters, from the daemon's pinned stats_map."""
+    m = Map.from_pin(os.path.join(lb.pin, "stats_map"))
+    try:
+        return datapath_stats(m)
+    finally:
+        m.close()
+
+
 def traffic(lb: DaemonHandle, proto: str, n: int, size: int) -> list[dict[str, object]]:
     out = lb.topo.client.run([sys.executable, "-c", _CLIENT, proto, ROUTED_VIP, str(PORT),
                               str(n), str(size)], timeout=180)
@@ -197,7 +209,9 @@ def check_dsr(lb: DaemonHandle, proto: str, eps: tuple[str, ...], n: int, size: 
     dsr_rule(lb, proto, eps)
     lb_before = {dev: rx_packets(topo.lb, dev) for dev in lb_side}
     ret_before = sum(rx_packets(topo.client, f"rb{i}") for i in range(1, 5))
+    st_before = stats(lb)
     answers = traffic(lb, proto, n, size)
+    st = {k: v - st_before[k] for k, v in stats(lb).items()}
     assert len(answers) == n
     spread = Counter(str(a["ep"]) for a in answers)
     assert set(spread) == set(eps), spread  # hash spreads over both
@@ -218,8 +232,10 @@ def check_dsr(lb: DaemonHandle, proto: str, eps: tuple[str, ...], n: int, size: 
     ours = [f for f in flows if f["destinationIP"] == ROUTED_VIP]
     assert ours and all(f["conntrackAct"].startswith("ddsr-") for f in ours), ours[:3]
     assert all(f["sourceIP"] == CLIENT_IP for f in ours)
+    assert st["new_flow"] == n and st["reply_miss"] == 0 and st["promote"] == 0, st
     print(f"dsr {proto} {eps}: {dict(spread)}, {n} x {size} B, client return-link rx {ret}, "
-          f"LB endpoint-side rx {seen_by_lb}, {len(ours)} conntrack entries")
+          f"LB endpoint-side rx {seen_by_lb}, {len(ours)} conntrack entries, datapath "
+          f"{ {k: v for k, v in st.items() if v} }")
     return spread
 
 
@@ -240,3 +256,20 @@ def test_l3_dsr_ipip_tcp_replies_bypass_the_lb(lb: DaemonHandle) -> None:
 
 def test_l3_dsr_ipip_udp_replies_bypass_the_lb(lb: DaemonHandle) -> None:
     check_dsr(lb, "udp", L3_EPS, 30, 1000, ["eth3"])
+
+
+def test_l3_dsr_ipip_pmtu_without_offloads(lb: DaemonHandle) -> None:
+    """Full-sized DF segments (the client's segmentation offloads off, so no GSO packet the
+    encapsulation could re-segment) no longer fit once encapsulated: the LB answers
+    'fragmentation needed' with the MTU left inside the tunnel, the client lowers its path MTU
+    to the VIP and the uploads complete."""
+    client = lb.topo.client
+    client.run("ip route flush cache")
+    client.run("ethtool -K eth0 tso off gso off")
+    try:
+        before = stats(lb)
+        check_dsr(lb, "tcp", L3_EPS, 10, 200_000, ["eth3"])
+        assert stats(lb)["icmp_sent"] > before["icmp_sent"]
+        assert "mtu 1480" in client.run(f"ip route get {ROUTED_VIP}").stdout
+    finally:
+        client.run("ethtool -K eth0 tso on gso on", check=False)
