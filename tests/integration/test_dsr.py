@@ -24,12 +24,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from pyloxi.datapath.ebpf.counters import datapath_stats
+from pyloxi.datapath.ebpf.libbpf.maps import Map
 from pyloxi.testing.lab import LbTopology, cleanup_stale
 from pyloxi.testing.lab.netns import Netns
 from pyloxi.testing.lab.topology import CLIENT_IP, LB_CLIENT_IP, ROUTED_VIP, wait_listening
-
-from pyloxi.datapath.ebpf.counters import datapath_stats
-from pyloxi.datapath.ebpf.libbpf.maps import Map
 
 from .conftest import DaemonHandle
 
