@@ -229,3 +229,24 @@ def test_l2_and_l3_endpoints_in_one_service(hd: Harness) -> None:
             assert (ip.dst, out.pkt.dst) == (VIP, EP_MAC)
             seen.add("l2")
     assert seen == {"ipip", "l2"}
+
+
+def test_two_lbs_pick_the_same_endpoints(hd: Harness) -> None:
+    """Two LB nodes with the same rule (no shared state) send every flow to the same endpoint:
+    a flow that moves between them (ECMP change, failover) keeps its endpoint."""
+    other = EbpfDatapath(f"/sys/fs/bpf/pl{os.getpid()}-dsr2", obj_path=OBJ)
+    try:
+        prog = hd.service(mode=NatMode.DSR, sel=Selection.HASH, eps=EPS, target=80,
+                          slots=(0, 1, 2, 1, 0, 2, 2, 1, 0, 0, 2, 1, 1, 2, 0, 1, 0))
+        other.install_service(prog)
+        second = Harness(other)
+        picks: dict[str, list[str]] = {"a": [], "b": []}
+        for name, h in (("a", hd), ("b", second)):
+            for sport in range(43000, 43024):
+                assert h.run(syn(sport=sport)).retval == TC_ACT_REDIRECT
+            snap = h.dp.ct.snapshot()
+            order = np.argsort(snap.keys["sport"])
+            picks[name] = [L.addr_text(snap.vals["nat_daddr"][i]) for i in order]
+        assert picks["a"] == picks["b"] and len(set(picks["a"])) == 3
+    finally:
+        other.destroy()
