@@ -31,6 +31,7 @@
 #include "pyloxi/ct_create.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/icmp.h"
+#include "pyloxi/dsr.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -128,6 +129,8 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 		count(PL_ST_NO_ENDPOINT);
 		return PL_PASS;
 	}
+	if (ver->cfg.mode == PL_MODE_DSR)   /* no rewrite, one forward-only entry (dsr.h) */
+		return dsr_new_flow(skb, p, svc_id, idx, ep, pickup, now);
 
 	/* NAT: what the packets of each direction are rewritten to */
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -187,6 +190,11 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 	v = bpf_map_lookup_elem(&ct_half, &p.key);
 	if (v) {
 		now = pl_now();
+		if (v->mode == PL_MODE_DSR) {   /* a forward-only flow (dsr.h) */
+			if (dsr_track(&p, v, now) == PL_CONTINUE)
+				return dsr_forward(skb, &p, v, now);
+			return new_flow(skb, &p);
+		}
 		rc = ct_half_open(skb, &p, &v, now);
 		if (rc == PL_CONTINUE)
 			return forward(skb, &p, v, now);

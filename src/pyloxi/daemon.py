@@ -24,7 +24,13 @@ from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
-from pyloxi.host.netlink import VipPlumber, default_interfaces, prepare_host, source_address
+from pyloxi.host.netlink import (
+    VipPlumber,
+    default_interfaces,
+    prepare_host,
+    source_address,
+    tunnel_source,
+)
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync
@@ -89,7 +95,8 @@ class Daemon:
         self.datapath = EbpfDatapath(args.bpffs, obj_path=bpf_object,
                                      ct_entries=args.conntrack_entries,
                                      ct_half_entries=args.conntrack_half_open,
-                                     interfaces=interfaces)
+                                     interfaces=interfaces,
+                                     dsr_tunnel_source=tunnel_source)
         self.datapath.attach(interfaces)
         self.vips = VipPlumber(interfaces)
         self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,

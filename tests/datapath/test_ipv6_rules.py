@@ -123,6 +123,6 @@ def test_refused_rule_leaves_the_maps_alone(eng: Engine, dp: EbpfDatapath) -> No
     before = sorted(dp.maps["svc_map"].lookup_batch(65536))
     with pytest.raises(PyloxiError, match="nat46 error"):
         eng.add_rule(rule("20.0.0.100", 80, ["2001:db8:11::2"]))
-    with pytest.raises(PyloxiError, match="mode dsr not supported"):  # not in this object yet
-        eng.add_rule(rule(VIP6, 81, ["2001:db8:11::2"], mode=NatMode.DSR, sel=1))
+    with pytest.raises(PyloxiError, match="cannot do NAT64"):
+        eng.add_rule(rule(VIP6, 8080, ["10.0.11.2"], mode=NatMode.DSR, sel=1))
     assert sorted(dp.maps["svc_map"].lookup_batch(65536)) == before

@@ -37,7 +37,8 @@ class FakeDatapath(MemoryDatapath):
     fail_first_install: Exception | None = None  # set on the class by a test
 
     def __init__(self, pin_dir: str, *, obj_path: str, ct_entries: int | None,
-                 ct_half_entries: int | None, interfaces: Sequence[str]) -> None:
+                 ct_half_entries: int | None, interfaces: Sequence[str],
+                 dsr_tunnel_source: Callable[[str], str | None] | None = None) -> None:
         super().__init__()
         self.opened: dict[str, Any] = {"pin_dir": pin_dir, "obj_path": obj_path,
                                        "ct_entries": ct_entries,

@@ -159,11 +159,11 @@ def test_dsr_follows_the_datapath_capability():
         assert err.value.code == 400 and not dp.services
 
 
-def test_ebpf_backend_announces_no_dsr_until_its_object_does_it():
+def test_ebpf_backend_announces_dsr():
     from pyloxi.datapath.ebpf.backend import EbpfDatapath
 
-    assert NatMode.DSR not in EbpfDatapath.SUPPORTED_MODES
-    assert {NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT} <= EbpfDatapath.SUPPORTED_MODES
+    modes = {NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT, NatMode.DSR}
+    assert modes == EbpfDatapath.SUPPORTED_MODES
 
 
 # ------------------------------------------------------------------ refused: 400, nothing changed

@@ -33,6 +33,15 @@ __noinline int pl_reclaim(struct flow_scratch *sc, int half)
 	old = half ? bpf_map_lookup_elem(&ct_half, rk) : bpf_map_lookup_elem(&ct_map, rk);
 	if (!old)
 		return 0;
+	/* A DSR entry (only ever in ct_half) has no partner by design (dsr.h): it is no orphan,
+	 * it is taken over only once its TCP flow is closed. */
+	if (old->mode == PL_MODE_DSR) {
+		if (proto != IPPROTO_TCP || !(old->seen & (PL_CT_FIN | PL_CT_RST)))
+			return -1;
+		bpf_map_delete_elem(&ct_half, rk);
+		count(PL_ST_RECLAIM);
+		return 0;
+	}
 	partner_key(old, proto, ok);
 	orig = half ? bpf_map_lookup_elem(&ct_half, ok) : bpf_map_lookup_elem(&ct_map, ok);
 	if (orig) {

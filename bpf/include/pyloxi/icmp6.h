@@ -165,19 +165,18 @@ __noinline int pl_icmp6_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u
 	struct ethhdr *eth = data;
 	struct ipv6hdr *ip = data + ETH_HLEN;
 	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
-	union pl_addr dst, from;
 	__u32 l3len, q, l4c = 0;
 
+	/* no copies of the addresses: this frame adds to the pipeline's stack. `src` is the
+	 * caller's; the destination is read back from the quote (the sender's own header). */
 	if (!src || (void *)(ip + 1) > data_end)
 		return PL_DROP;
 	if (!icmp_allow()) {
 		count(PL_ST_ICMP_LIMITED);
 		return PL_DROP;
 	}
-	from = *src;
 	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(&dst, &ip->saddr, 16);
 	l3len = bpf_ntohs(ip->payload_len) + PL_IP6_HLEN;
 	if (l3len > skb->len - ETH_HLEN)
 		l3len = skb->len - ETH_HLEN;
@@ -211,8 +210,11 @@ __noinline int pl_icmp6_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u
 	nip->payload_len = bpf_htons(8 + q);
 	nip->nexthdr = IPPROTO_ICMPV6;
 	nip->hop_limit = 64;
-	__builtin_memcpy(&nip->saddr, &from, 16);
-	__builtin_memcpy(&nip->daddr, &dst, 16);
+	struct ipv6hdr *orig = quote;
+	if ((void *)(orig + 1) > data_end)
+		return PL_DROP;
+	__builtin_memcpy(&nip->daddr, &orig->saddr, 16);
+	__builtin_memcpy(&nip->saddr, src, 16);
 	if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED) {
 		ic->icmp6_type = ICMPV6_PKT_TOOBIG;
 		ic->icmp6_code = 0;
@@ -255,7 +257,8 @@ __noinline int pl_icmp6_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u
 		sum_l4 += f0;
 	}
 	__u32 *hw = (void *)ic;
-	__u64 pseudo = (__u64)sum32(&from, &dst) + bpf_htonl(8 + q) + bpf_htonl(IPPROTO_ICMPV6);
+	__u64 pseudo = (__u64)sum32((void *)&nip->saddr, (void *)&nip->daddr) + bpf_htonl(8 + q) +
+		       bpf_htonl(IPPROTO_ICMPV6);
 	ic->icmp6_cksum = ~csum_fold64(pseudo + hw[0] + hw[1] + sum_ip + sum_l4);
 	count(PL_ST_ICMP_SENT);
 	return redirected(bpf_redirect(skb->ingress_ifindex, 0));

@@ -65,6 +65,10 @@ enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 
 
 /* ep_val.flags */
 #define PL_EP_F_ACTIVE 0x1
+#define PL_EP_F_IPIP   0x2   /* dsr: not on-link, reached by IPIP from snat_ip (dsr.h) */
+
+/* ct_val.flags */
+#define PL_CT_F_IPIP   0x1   /* dsr flow encapsulated in IPIP: outer nat_saddr -> nat_daddr */
 
 /* ct_val.seen: what this direction has shown (TCP flags, or just "seen") */
 #define PL_CT_SYN    0x01   /* SYN without ACK */
@@ -107,6 +111,9 @@ enum pl_stat {
 	PL_ST_MTU_PASS,        /* too big for the egress, DF clear: rewritten, to the kernel */
 	PL_ST_XLATE_REFUSED,   /* NAT64 packet that cannot be translated (options, fragments): dropped */
 	PL_ST_EXT_PASS,        /* IPv6 extension headers we do not walk (ESP, AH...): to the kernel */
+	PL_ST_DSR_TOO_BIG,     /* dsr: too big for the egress (IPIP: with its outer header), DF
+	                        * clear: dropped (we cannot fragment; the kernel would deliver the
+	                        * VIP locally) */
 	PL_ST_MAX = 32,
 };
 
@@ -210,7 +217,7 @@ struct ct_val {
 	__u8  td_wscale;      /* shift of this direction's window field (set when established) */
 	__u8  td_wsopt;       /* window-scale option of this direction's SYN, PL_TD_NO_WS: none */
 	__u8  td_flags;       /* PL_TD_* */
-	__u8  pad2;
+	__u8  flags;          /* PL_CT_F_* */
 	__u32 fib_mtu;        /* MTU of fib_ifindex: bigger packets get the exact check */
 	__u32 td_lastack;     /* ack number of this direction's latest ACK, host order */
 };

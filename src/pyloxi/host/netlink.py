@@ -66,6 +66,25 @@ def source_address(dst: str) -> str | None:
     return _NL.call(get)
 
 
+def tunnel_source(dst: str) -> str | None:
+    """The address this host would send from to reach dst when dst is NOT on-link (its route
+    has a gateway: L3 DSR reaches it over IPIP from that address); None when it is on-link or
+    unroutable."""
+
+    def get(ipr: IPRoute) -> str | None:
+        try:
+            routes = ipr.route("get", dst=dst)
+        except NetlinkError:
+            return None
+        for r in routes:
+            src = r.get_attr("RTA_PREFSRC")
+            if r.get_attr("RTA_GATEWAY") and src:
+                return str(src)
+        return None
+
+    return _NL.call(get)
+
+
 def _sysctl(key: str, value: str) -> None:
     proc = subprocess.run(["sysctl", "-qw", f"{key}={value}"], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -35,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -77,10 +77,9 @@ def _ensure_bpffs(pin_dir: str) -> None:
 class EbpfDatapath:
     """Datapath protocol on the TC program. Thread-safe (one lock around map writes)."""
 
-    # The NAT modes lb.bpf.c handles: the engine refuses the others (400 "mode … not
-    # supported"). NatMode.DSR goes here with the datapath change that handles PL_MODE_DSR
-    # (rewrite the destination only, no reverse NAT): until then a dsr rule would be DNATed.
-    SUPPORTED_MODES = frozenset({NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT})
+    # the NAT modes bpf/lb.bpf.c implements (dsr: bpf/include/pyloxi/dsr.h); the engine
+    # refuses the others (400 "mode … not supported")
+    SUPPORTED_MODES = frozenset({NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT, NatMode.DSR})
 
     @property
     def supported_modes(self) -> frozenset[NatMode]:
@@ -89,12 +88,18 @@ class EbpfDatapath:
     def __init__(self, pin_dir: str, *, obj_path: str | None = None,
                  ct_entries: int | None = None, ct_half_entries: int | None = None,
                  map_sizes: dict[str, int] | None = None,
-                 interfaces: Sequence[str] = ()) -> None:
+                 interfaces: Sequence[str] = (),
+                 dsr_tunnel_source: Callable[[str], str | None] | None = None) -> None:
         """Open the object and load it against the maps pinned under *pin_dir*. Maps whose
         pin is missing are taken over from the pyloxi program attached to one of
         *interfaces*, if there is one: the pins of a daemon run under `ip netns exec` live in
         its private mount namespace and vanish with it, while the attached program keeps the
-        maps (and the flows) alive."""
+        maps (and the flows) alive.
+
+        *dsr_tunnel_source*: for a dsr endpoint, the LB's own address toward it when it is not
+        on-link (its route has a gateway, so rewriting MACs cannot reach it), else None; such an
+        endpoint is sent IPIP from that address (L3 DSR). Without it every endpoint is L2."""
+        self._dsr_tunnel_source = dsr_tunnel_source
         _ensure_bpffs(pin_dir)
         self.pin_dir = pin_dir
         self.obj = BpfObject.open(locate_object(obj_path), pin_root=pin_dir)
@@ -268,6 +273,8 @@ class EbpfDatapath:
             raise BpfError(errno.ENOSPC, f"no room for service versions of id {dp}")
         live_ver = L.SvcVer.from_buffer_copy(raw)
         version = build_version(prog, None if fresh else live_ver)
+        if prog.mode == NatMode.DSR:
+            self._dsr_tunnels(version, prog)
         undo.put(m["ver_map"], _u32(ver_id), bytes(version))
         allow = {ver_id: self._write_allow(ver_id, prog, undo)}
         # New service keys (the only writes that can fail for want of room) before the flip;
@@ -291,6 +298,20 @@ class EbpfDatapath:
             undo.put(m["gen_map"], _u32(dp), _u32(nxt))
             self._flipped[dp] = self._epoch
         return allow
+
+    def _dsr_tunnels(self, version: L.SvcVer, prog: ServiceProgram) -> None:
+        """Flag the dsr endpoints that are not on-link IPIP, their outer source the LB's own
+        address toward them (looked up when the rule is programmed: a route change applies at
+        the rule's next update)."""
+        if self._dsr_tunnel_source is None:
+            return
+        for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
+            if ":" in e.ip:  # IPv6 endpoints: L2 DSR only (the datapath encapsulates IPIP)
+                continue
+            src = self._dsr_tunnel_source(e.ip)
+            if src is not None:
+                version.ep[i].flags |= L.EP_F_IPIP
+                version.ep[i].snat_ip = L.pl_addr(src)
 
     def _insert_key(self, key: bytes, val: bytes, undo: Undo) -> None:
         m = self.maps["svc_map"]

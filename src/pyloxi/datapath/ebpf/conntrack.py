@@ -5,6 +5,9 @@ pass, not a million Python objects).
 Two tables (see bpf/include/pyloxi/conntrack.h): `ct_map` holds established flows and is never
 evicted, `ct_half` (an LRU) holds half-open TCP flows and flows of other protocols without a reply
 yet.
+DSR flows (mode dsr) have one entry, the client's, in ct_half and no partner by design (the LB
+never sees a reply): they are no orphans, they read as established once the client's ACK (or any
+packet of another protocol) was seen, and they age on the rule's idle timeout.
 Least-connection counts (conn_map) cover only ct_map: a flow is counted open when the datapath
 promotes it there and closed by whoever actually deletes its original-direction entry, so a
 flow that two parties delete at once (aging here, a SYN reuse in the datapath) is counted once.
@@ -130,6 +133,10 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
     orig = v["dir"] == L.DIR_ORIG
     o = np.where(orig, mine, other)
     r = np.where(orig, other, mine)
+    # DSR: the endpoint answers the client directly; what it showed is taken from the client's
+    # side (an ACK means the handshake completed, any packet that the flow is alive)
+    dsr = v["mode"] == L.MODE_DSR
+    r = np.where(dsr, np.where((o & L.CT_ACK) != 0, L.CT_SYNACK, 0) | L.CT_SEEN, r)
     proto = k["proto"]
     names = np.full(len(v), "", dtype=object)
     timeout = np.zeros(len(v), dtype=np.int64)  # 0: the service's idle timeout
@@ -194,7 +201,9 @@ class ConntrackTable:
             j = partner[i]
             packets = int(v["packets"][i]) + (int(v["packets"][j]) if j >= 0 else 0)
             nbytes = int(v["bytes"][i]) + (int(v["bytes"][j]) if j >= 0 else 0)
-            snat = bytes(v["nat_saddr"][i]) != bytes(k["saddr"][i])
+            # DSR never translates (an IPIP flow's nat_saddr is its outer source)
+            snat = bytes(v["nat_saddr"][i]) != bytes(k["saddr"][i]) and \
+                int(v["mode"][i]) != L.MODE_DSR
             proto = int(k["proto"][i])
             out.append(Flow(
                 src=L.addr_text(k["saddr"][i]), dst=L.addr_text(k["daddr"][i]),
@@ -263,8 +272,11 @@ class ConntrackTable:
         has_partner = partner >= 0
         last = np.where(has_partner, np.maximum(v["last_ns"], v["last_ns"][np.maximum(partner, 0)]),
                         v["last_ns"])
-        timeout = np.where(has_partner, timeout, np.minimum(timeout, TIMEOUT_ORPHAN))
-        timeout = np.where(snap.table == HALF, np.minimum(timeout, TIMEOUT_HALF), timeout)
+        # DSR entries live in ct_half without a partner by design: neither cap applies
+        dsr = v["mode"] == L.MODE_DSR
+        timeout = np.where(has_partner | dsr, timeout, np.minimum(timeout, TIMEOUT_ORPHAN))
+        timeout = np.where((snap.table == HALF) & ~dsr, np.minimum(timeout, TIMEOUT_HALF),
+                           timeout)
         return np.nonzero(_ages(now_ns, last) > timeout * SEC)[0]
 
     @staticmethod

@@ -28,6 +28,9 @@ NAT_PORT_MIN = 49152
 
 SVC_F_ALLOWLIST = 0x1
 EP_F_ACTIVE = 0x1
+MODE_DSR = 3  # enum pl_mode PL_MODE_DSR: forward-only flows (bpf/include/pyloxi/dsr.h)
+EP_F_IPIP = 0x2  # dsr endpoint reached through IPIP (not on-link)
+CT_F_IPIP = 0x1  # ct_val.flags: dsr flow encapsulated in IPIP
 
 CT_SYN, CT_SYNACK, CT_ACK, CT_FIN, CT_RST, CT_SEEN = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 DIR_ORIG, DIR_REPLY = 0, 1
@@ -37,9 +40,7 @@ STAT_NAMES = (
     "new_flow", "drop_source", "no_endpoint", "nat_exhausted", "ct_insert_fail",
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
-    "mtu_pass",
-    "xlate_refused",
-    "ext_pass",
+    "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big",
 )
 
 
@@ -156,7 +157,7 @@ class CtVal(ctypes.Structure):
                 ("bytes", ctypes.c_uint64), ("td_end", ctypes.c_uint32),
                 ("td_edge", ctypes.c_uint32), ("td_maxwin", ctypes.c_uint32),
                 ("td_wscale", ctypes.c_uint8), ("td_wsopt", ctypes.c_uint8),
-                ("td_flags", ctypes.c_uint8), ("pad2", ctypes.c_uint8),
+                ("td_flags", ctypes.c_uint8), ("flags", ctypes.c_uint8),
                 ("fib_mtu", ctypes.c_uint32), ("td_lastack", ctypes.c_uint32)]
 
 
