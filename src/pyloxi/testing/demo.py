@@ -13,7 +13,9 @@ import sys
 import time
 
 from pyloxi.testing.lab import LbTopology, cleanup_stale
-from pyloxi.testing.lab.topology import ROUTED_VIP, curl
+from pyloxi.testing.lab.topology import ROUTED_VIP, ROUTED_VIP6, curl
+
+NAT64_VIP = "fd00:20::164"
 
 REQUESTS = 9
 
@@ -54,8 +56,9 @@ def start_daemon(topo: LbTopology) -> subprocess.Popen[bytes]:
 
 def main() -> int:
     cleanup_stale()
-    say("Topology: client 10.0.1.2 -- LB 10.0.1.1 -- backends be1..be3 (10.0.11-13.2)")
-    with LbTopology(3, prefix="pl") as topo:
+    say("Topology: client 10.0.1.2 -- LB 10.0.1.1 -- backends be1..be3 (10.0.11-13.2), "
+        "dual stack (fd00:1::2 -- fd00:1::1 -- fd00:11-13::2)")
+    with LbTopology(3, prefix="pl", v6=True) as topo:
         topo.start_http()
         say(f"pyloxi daemon in namespace {topo.lb.name} (eBPF on every interface)")
         daemon = start_daemon(topo)
@@ -67,6 +70,18 @@ def main() -> int:
         for i in range(1, REQUESTS + 1):
             backend, seen = curl(topo.client, f"http://{ROUTED_VIP}/").split()
             print(f"  request {i}: answered by {backend} (it saw the client as {seen})")
+        eps6 = ",".join(f"{ip}:1" for ip in topo.backend_ips6)
+        say(f"Create IPv6 VIP [{ROUTED_VIP6}]:80 over the backends' IPv6 addresses (NAT66)")
+        pyloxi(topo, "create", "lb", ROUTED_VIP6, "--tcp=80:80", f"--endpoints={eps6}",
+               "--name=demo-web6")
+        say(f"Create NAT64 VIP [{NAT64_VIP}]:80 over the backends' IPv4 addresses")
+        pyloxi(topo, "create", "lb", NAT64_VIP, "--tcp=80:80", f"--endpoints={eps}",
+               "--name=demo-nat64")
+        for vip in (ROUTED_VIP6, NAT64_VIP):
+            say(f"{REQUESTS} requests from the client to http://[{vip}]/")
+            for i in range(1, REQUESTS + 1):
+                backend, seen = curl(topo.client, f"http://[{vip}]/").split()
+                print(f"  request {i}: answered by {backend} (it saw the client as {seen})")
         say("Rules with per-endpoint counters (packets:bytes)")
         pyloxi(topo, "get", "lb", "-o", "wide")
         say("Conntrack: one line per connection, with its NAT action")
