@@ -41,6 +41,10 @@ EMPTY_OBJ = os.path.join(ROOT, "build", "bench-empty.bpf.o")
 CLIENT, VIP, VIP_E, EP = "10.0.1.2", "20.0.0.100", "20.0.0.200", "10.0.11.2"
 CLIENT_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:11:02"
 TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
+# IPv6: the same shapes (identity service for the established loop, a chain of VIPs for new
+# flows) and a NAT64 service (IPv6 VIP, the IPv4 endpoint EP)
+CLIENT6, VIP6, VIP_E6, EP6 = "fd00:1::2", "fd00:20::100", "fd00:20::200", "fd00:11::2"
+VIP64 = "fd00:20::64"
 
 
 def build_empty() -> str:
@@ -57,13 +61,22 @@ NETNS_SETUP = (
     f"ip route add {VIP_E}/32 via {EP} dev dp1",
     f"ip route add 20.1.0.0/16 via {EP} dev dp1",
     f"ip addr add {VIP}/32 dev lo",
+    "sysctl -qw net.ipv6.conf.all.forwarding=1",
+    "ip -6 addr add fd00:1::1/64 dev dp0 nodad",
+    "ip -6 addr add fd00:11::1/64 dev dp1 nodad",
+    f"ip -6 neigh add {CLIENT6} lladdr {CLIENT_MAC} dev dp0 nud permanent",
+    f"ip -6 neigh add {EP6} lladdr {EP_MAC} dev dp1 nud permanent",
+    f"ip -6 route add {VIP_E6}/128 via {EP6} dev dp1",
+    f"ip -6 route add fd00:21::/64 via {EP6} dev dp1",
 )
 
 
 def tcp_packet(src: str, dst: str, sport: int, dport: int, flags: str, ttl: int = 64) -> bytes:
     from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
-    return bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=src, dst=dst, ttl=ttl) /
+    ip = IPv6(src=src, dst=dst, hlim=ttl) if ":" in dst else IP(src=src, dst=dst, ttl=ttl)
+    return bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / ip /
                  TCP(sport=sport, dport=dport, flags=flags, seq=1000))
 
 
@@ -75,9 +88,13 @@ def establish(fd: int, ctx: bytes, client: str, vip: str, sport: int, vport: int
     from scapy.layers.l2 import Ether
 
     from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
-    sa = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=ep, dst=client, ttl=255) / TCP(
+    from scapy.layers.inet6 import IPv6
+    ep_ip = IPv6(src=ep, dst=client, hlim=255) if ":" in ep else IP(src=ep, dst=client, ttl=255)
+    cl_ip = IPv6(src=client, dst=vip, hlim=255) if ":" in vip else IP(src=client, dst=vip,
+                                                                          ttl=255)
+    sa = Ether(src=CLIENT_MAC, dst=LB_MAC) / ep_ip / TCP(
         sport=eport, dport=sport, flags="SA", seq=5000, ack=1001)
-    ack = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=client, dst=vip, ttl=255) / TCP(
+    ack = Ether(src=CLIENT_MAC, dst=LB_MAC) / cl_ip / TCP(
         sport=sport, dport=vport, flags="A", seq=1001, ack=5001)
     for pkt in (sa, ack):
         prog_test_run(fd, bytes(pkt), ctx=ctx, data_size_out=256)
@@ -88,13 +105,14 @@ def ctx_for(iface: str) -> bytes:
     return struct.pack("<36xII", ifindex, ifindex).ljust(192, b"\0")
 
 
-def service(dp, svc_id: int, vip: str, ep: str, port: int, target: int):  # type: ignore[no-untyped-def]
+def service(dp, svc_id: int, vip: str, ep: str, port: int, target: int,  # type: ignore[no-untyped-def]
+            snat: str | None = None):
     from pyloxi.engine.program import EndpointSlot, ServiceProgram
     from pyloxi.model.lb import NatMode, Selection
     prog = ServiceProgram(
         svc_id=svc_id, name=f"b{svc_id}", vip=vip, proto=6, port_min=port, port_max=port,
         mode=NatMode.DEFAULT, sel=Selection.RR,
-        endpoints=(EndpointSlot(ep, target, 1, True, None),), slots=(0,), idle_timeout=240,
+        endpoints=(EndpointSlot(ep, target, 1, True, snat),), slots=(0,), idle_timeout=240,
         allowed_sources=())
     dp.install_service(prog)
     return prog
@@ -226,6 +244,71 @@ def bench_packets(repeats: int, new_flows: int) -> dict[str, object]:
     return res
 
 
+def chain_vip6(k: int) -> str:
+    return f"fd00:21::{k + 1:x}"
+
+
+def bench_packets6(repeats: int, new_flows: int) -> dict[str, object]:
+    """The IPv6 figures beside bench_packets' IPv4 ones: established and new flow (NAT66, the
+    same loops), and a NAT64 packet each way (one run per call: the rewrite changes the
+    packet's family, so a kernel loop cannot repeat it)."""
+    from pyloxi.datapath.ebpf.backend import EbpfDatapath
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
+    res: dict[str, object] = {}
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-micro6"
+    dp = EbpfDatapath(pin, obj_path=OBJ)
+    try:
+        ctx0 = ctx_for("dp0")
+        service(dp, 2, VIP_E6, VIP_E6, 80, 80)
+        for k in range(CHAIN):
+            service(dp, 10 + k, chain_vip6(k), chain_vip6(k + 1), 80, 80)
+        service(dp, 3, VIP64, EP, 80, 8080, snat="10.0.11.1")
+        stat = lambda: dp.datapath_stats()["new_flow"]  # noqa: E731
+        once_ns(dp.prog_fd, [tcp_packet(CLIENT6, VIP_E6, 40000, 80, "S", ttl=255)], ctx0)
+        establish(dp.prog_fd, ctx0, CLIENT6, VIP_E6, 40000, 80, VIP_E6, 80)
+        made = stat()
+        ns, rvs, runs = loop_ns(dp.prog_fd, tcp_packet(CLIENT6, VIP_E6, 40000, 80, "A", ttl=255),
+                                ctx0, repeats)
+        assert rvs == {TC_ACT_REDIRECT}, f"v6 established loops returned {rvs}"
+        assert stat() == made, "v6 established loops made flows"
+        res["established6_ns"] = ns
+        ct = dp.maps["ct_map"]
+        calls, total, before = max(1, new_flows // CHAIN), 0, stat()
+        for c in range(calls):
+            pkt = tcp_packet(CLIENT6, chain_vip6(0), 1024 + c % 64000, 80, "S", ttl=255)
+            r = prog_test_run(dp.prog_fd, pkt, ctx=ctx0, repeat=CHAIN, data_size_out=256)
+            assert r.retval == TC_ACT_REDIRECT, r.retval
+            total += r.duration_ns
+            if (c + 1) % 200 == 0:
+                ct.delete_batch([k for k, _ in ct.lookup_batch(batch=65536)])
+        assert stat() - before == calls * CHAIN
+        res["new_flow6_ns"] = total / calls
+        # NAT64: one flow, its packets each way one run per call (timer read not subtracted:
+        # compare with the IPv4 cold figures, which subtract it)
+        n = min(repeats, 20_000)
+        syn = tcp_packet(CLIENT6, VIP64, 41000, 80, "S")
+        out = prog_test_run(dp.prog_fd, syn, ctx=ctx0, data_size_out=256)
+        assert out.retval == TC_ACT_REDIRECT, out.retval
+        from scapy.layers.inet import IP, TCP
+        from scapy.layers.l2 import Ether
+        nat_port = Ether(out.data)[TCP].sport
+
+        def from_ep(flags: str) -> bytes:   # the endpoint's packets, to the LB's IPv4 source
+            return bytes(Ether(src=EP_MAC, dst=LB_MAC) / IP(src=EP, dst="10.0.11.1") / TCP(
+                sport=8080, dport=nat_port, flags=flags, seq=5000 + (flags == "A"), ack=1001))
+
+        prog_test_run(dp.prog_fd, from_ep("SA"), ctx=ctx_for("dp1"), data_size_out=256)
+        ack = tcp_packet(CLIENT6, VIP64, 41000, 80, "A")
+        d6, rv6 = once_ns(dp.prog_fd, [ack] * n, ctx0)
+        back = from_ep("A")
+        d4, rv4 = once_ns(dp.prog_fd, [back] * n, ctx_for("dp1"))
+        assert rv6 == rv4 == {TC_ACT_REDIRECT}, (rv6, rv4)
+        res["nat64_6to4_cold_ns"], res["nat64_4to6_cold_ns"] = float(d6.mean()), float(d4.mean())
+    finally:
+        dp.destroy()
+    return res
+
+
 def bench_sweep(n_entries: int) -> dict[str, object]:
     """Fill ct_map with n_entries synthetic entries (n/2 established TCP flows, both halves),
     10% of the flows idle past the timeout; time one aging sweep (the daemon's code path)."""
@@ -310,8 +393,9 @@ def main() -> None:
     global OBJ
     OBJ = args.obj or OBJ
     with datapath_netns(f"pl{os.getpid()}-micro", NETNS_SETUP):
-        out = {"packets": bench_packets(args.repeats, args.new_flows),
-               "sweep": bench_sweep(args.ct_entries)}
+        packets = bench_packets(args.repeats, args.new_flows)
+        packets.update(bench_packets6(args.repeats, args.new_flows))
+        out = {"packets": packets, "sweep": bench_sweep(args.ct_entries)}
     with open(args.json, "w") as f:
         json.dump(out, f, indent=2)
 

@@ -121,11 +121,20 @@ def micro_table(res: dict) -> str:
         ("new flow (SYN: conntrack miss, service, select, 2 inserts, rewrite, fib, redirect)",
          p["new_flow_ns"], p["new_flow_cold_ns"]),
     ]
+    if "established6_ns" in p:
+        rows += [
+            ("IPv6 established flow (NAT66)", p["established6_ns"], "-"),
+            ("IPv6 new flow (NAT66)", p["new_flow6_ns"], "-"),
+            ("NAT64 established, IPv6 -> IPv4 (timer read included)", "-",
+             p["nat64_6to4_cold_ns"]),
+            ("NAT64 established, IPv4 -> IPv6 (timer read included)", "-",
+             p["nat64_4to6_cold_ns"]),
+        ]
     lines = ["| packet | ns/packet, kernel loop | ns/packet, one run per call (cold) |",
              "|---|---|---|"]
     for name, warm, cold in rows:
-        lines.append(f"| {name} | **{warm:.0f}** | "
-                     f"{cold if isinstance(cold, str) else f'{cold:.0f}'} |")
+        w = warm if isinstance(warm, str) else f"**{warm:.0f}**"
+        lines.append(f"| {name} | {w} | {cold if isinstance(cold, str) else f'{cold:.0f}'} |")
     lines.append("")
     lines.append(f"Kernel loops: {p['repeats']:,} runs each (established and new flow: "
                  f"{p['established_runs']:,} and {p['new_flow_runs']:,} runs in loops of "
