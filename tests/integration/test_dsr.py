@@ -36,21 +36,28 @@ DECAP_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "ipi
 PORT = 8080
 L2_EPS, L3_EPS = ("be1", "be2"), ("be3", "be4")
 LB_TUNNEL_SRC = "10.0.13.1"
+# IPv6 (L2 DSR to be1/be2): client fd00:1::2, LB fd00:1::1 and fd00:1N::1, beN fd00:1N::2,
+# return links fd01:N::/64
+VIP6, CLIENT_IP6 = "fd00:20::100", "fd00:1::2"
+EP_IPS = {"be1": "10.0.11.2", "be2": "10.0.12.2", "be3": "10.0.23.2", "be4": "10.0.24.2"}
+EP_IPS6 = {"be1": "fd00:11::2", "be2": "fd00:12::2"}
 
 # Each connection uploads `size` bytes, half-closes, and reads the endpoint's answer:
 # "<name> <address it saw> <bytes it got>". UDP: "<name> <source of the answer>".
 _TCP_SERVER = """
 import socket, sys, threading
 name = sys.argv[2]
-srv = socket.socket()
+srv = socket.socket(socket.AF_INET6)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # both families
+srv.bind(("::", int(sys.argv[1])))
 srv.listen(256)
 def serve(c, peer):
     n = 0
     while chunk := c.recv(65536):
         n += len(chunk)
-    c.sendall(f"{name} {peer[0]} {n}\\n".encode())
+    seen = peer[0].removeprefix("::ffff:")
+    c.sendall(f"{name} {seen} {n}\\n".encode())
     c.close()
 while True:
     c, peer = srv.accept()
@@ -103,8 +110,14 @@ class DsrTopology(LbTopology):
         self.lb: Netns = lab.netns("lb")
         self.rt: Netns = lab.netns("rt")
         self.backends: list[Netns] = []
+        for ns in (self.client, self.lb):
+            ns.sysctl("net.ipv6.conf.default.accept_dad", 0)
         lab.link(self.client, "eth0", f"{CLIENT_IP}/24", self.lb, "eth0", f"{LB_CLIENT_IP}/24")
         self.client.run(f"ip route add default via {LB_CLIENT_IP}")
+        self.client.run(f"ip -6 addr add {CLIENT_IP6}/64 dev eth0 nodad")
+        self.lb.run("ip -6 addr add fd00:1::1/64 dev eth0 nodad")
+        self.client.run("ip -6 route add default via fd00:1::1")
+        self.lb.sysctl("net.ipv6.conf.all.forwarding", 1)
         lab.link(self.lb, "eth3", f"{LB_TUNNEL_SRC}/24", self.rt, "eth0", "10.0.13.2/24")
         decap = os.path.join(self.tmp.name, "ipip_decap.o")
         subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I",
@@ -112,9 +125,12 @@ class DsrTopology(LbTopology):
                         "-o", decap], check=True)
         for i in range(1, n + 1):
             be = lab.netns(f"be{i}")
-            if i <= 2:  # on-link to the LB
+            be.sysctl("net.ipv6.conf.default.accept_dad", 0)
+            if i <= 2:  # on-link to the LB, both families
                 lab.link(be, "eth0", f"10.0.{10 + i}.2/24", self.lb, f"eth{i}",
                          f"10.0.{10 + i}.1/24")
+                be.run(f"ip -6 addr add fd00:{10 + i}::2/64 dev eth0 nodad")
+                self.lb.run(f"ip -6 addr add fd00:{10 + i}::1/64 dev eth{i} nodad")
             else:  # behind the router
                 lab.link(be, "eth0", f"10.0.{20 + i}.2/24", self.rt, f"eth{i}",
                          f"10.0.{20 + i}.1/24")
@@ -126,6 +142,11 @@ class DsrTopology(LbTopology):
             lab.link(be, "ret", f"10.1.{i}.2/24", self.client, f"rb{i}", f"10.1.{i}.1/24")
             be.run(f"ip route add 10.0.1.0/24 via 10.1.{i}.1")
             be.run(f"ip addr add {ROUTED_VIP}/32 dev lo")
+            if i <= 2:
+                be.run(f"ip -6 addr add fd01:{i}::2/64 dev ret nodad")
+                self.client.run(f"ip -6 addr add fd01:{i}::1/64 dev rb{i} nodad")
+                be.run(f"ip -6 route add fd00:1::/64 via fd01:{i}::1")
+                be.run(f"ip -6 addr add {VIP6}/128 dev lo")
             for key, value in (("net.ipv4.conf.all.arp_ignore", 1),
                                ("net.ipv4.conf.all.arp_announce", 2)):
                 be.sysctl(key, value)
@@ -187,29 +208,31 @@ def stats(lb: DaemonHandle) -> dict[str, int]:
         m.close()
 
 
-def traffic(lb: DaemonHandle, proto: str, n: int, size: int) -> list[dict[str, object]]:
-    out = lb.topo.client.run([sys.executable, "-c", _CLIENT, proto, ROUTED_VIP, str(PORT),
+def traffic(lb: DaemonHandle, proto: str, n: int, size: int,
+            vip: str = ROUTED_VIP) -> list[dict[str, object]]:
+    out = lb.topo.client.run([sys.executable, "-c", _CLIENT, proto, vip, str(PORT),
                               str(n), str(size)], timeout=180)
     answers: list[dict[str, object]] = json.loads(out.stdout)
     return answers
 
 
-def dsr_rule(lb: DaemonHandle, proto: str, eps: tuple[str, ...]) -> None:
-    ips = {"be1": "10.0.11.2", "be2": "10.0.12.2", "be3": "10.0.23.2", "be4": "10.0.24.2"}
-    lb.cli("create", "lb", ROUTED_VIP, f"--{proto}={PORT}:{PORT}",
+def dsr_rule(lb: DaemonHandle, proto: str, eps: tuple[str, ...], vip: str = ROUTED_VIP) -> None:
+    ips = EP_IPS6 if ":" in vip else EP_IPS
+    lb.cli("create", "lb", vip, f"--{proto}={PORT}:{PORT}",
            f"--endpoints={','.join(f'{ips[e]}:1' for e in eps)}", "--mode=dsr", "--select=hash")
 
 
 def check_dsr(lb: DaemonHandle, proto: str, eps: tuple[str, ...], n: int, size: int,
-              lb_side: list[str]) -> Counter[str]:
+              lb_side: list[str], vip: str = ROUTED_VIP,
+              client: str = CLIENT_IP) -> Counter[str]:
     """n exchanges; every answer from the VIP, both endpoints used, every byte arrived, and
     the LB's endpoint-side interfaces saw no reply. Returns answers per endpoint."""
     topo = lb.topo
-    dsr_rule(lb, proto, eps)
+    dsr_rule(lb, proto, eps, vip)
     lb_before = {dev: rx_packets(topo.lb, dev) for dev in lb_side}
     ret_before = sum(rx_packets(topo.client, f"rb{i}") for i in range(1, 5))
     st_before = stats(lb)
-    answers = traffic(lb, proto, n, size)
+    answers = traffic(lb, proto, n, size, vip)
     st = {k: v - st_before[k] for k, v in stats(lb).items()}
     assert len(answers) == n
     spread = Counter(str(a["ep"]) for a in answers)
@@ -217,20 +240,21 @@ def check_dsr(lb: DaemonHandle, proto: str, eps: tuple[str, ...], n: int, size: 
     for a in answers:
         assert a["bytes"] == size, a  # every byte went through the LB
         if proto == "tcp":
-            assert a["seen"] == CLIENT_IP and a["from"] == ROUTED_VIP, a
+            assert a["seen"] == client and a["from"] == vip, a
         else:
-            assert a["from"] == f"{ROUTED_VIP}:{PORT}", a
+            assert a["from"] == f"{vip}:{PORT}", a
     ret = sum(rx_packets(topo.client, f"rb{i}") for i in range(1, 5)) - ret_before
     seen_by_lb = {dev: rx_packets(topo.lb, dev) - lb_before[dev] for dev in lb_side}
     # replies came back on the return links (a TCP exchange: SYN-ACK, answer, FIN at least)...
     assert ret >= n * (3 if proto == "tcp" else 1), ret
-    # ...and not through the LB: at most a few ARP packets on its endpoint side
-    assert sum(seen_by_lb.values()) <= 6, seen_by_lb
+    # ...and not through the LB: at most a few ARP / neighbour discovery packets on its
+    # endpoint side
+    assert sum(seen_by_lb.values()) <= 8, seen_by_lb
     # the LB's conntrack: forward-only DSR entries
     flows = lb.api("GET", "/config/conntrack/all").json()["ctAttr"]
-    ours = [f for f in flows if f["destinationIP"] == ROUTED_VIP]
+    ours = [f for f in flows if f["destinationIP"] == vip]
     assert ours and all(f["conntrackAct"].startswith("ddsr-") for f in ours), ours[:3]
-    assert all(f["sourceIP"] == CLIENT_IP for f in ours)
+    assert all(f["sourceIP"] == client for f in ours)
     assert st["new_flow"] == n and st["reply_miss"] == 0 and st["promote"] == 0, st
     print(f"dsr {proto} {eps}: {dict(spread)}, {n} x {size} B, client return-link rx {ret}, "
           f"LB endpoint-side rx {seen_by_lb}, {len(ours)} conntrack entries, datapath "
@@ -240,6 +264,10 @@ def check_dsr(lb: DaemonHandle, proto: str, eps: tuple[str, ...], n: int, size: 
 
 def test_l2_dsr_tcp_replies_bypass_the_lb(lb: DaemonHandle) -> None:
     check_dsr(lb, "tcp", L2_EPS, 30, 200_000, ["eth1", "eth2"])
+
+
+def test_l2_dsr_over_ipv6_tcp_replies_bypass_the_lb(lb: DaemonHandle) -> None:
+    check_dsr(lb, "tcp", L2_EPS, 30, 200_000, ["eth1", "eth2"], vip=VIP6, client=CLIENT_IP6)
 
 
 def test_l2_dsr_udp_replies_bypass_the_lb(lb: DaemonHandle) -> None:

@@ -21,6 +21,7 @@ from pyloxi.testing.lab.topology import (
     ROUTED_VIP6,
     backend_ip6,
     lb_ip_toward,
+    wait_listening,
 )
 
 from ..waiting import wait_until
@@ -98,7 +99,7 @@ def test_tcp_and_udp(lb6: DaemonHandle, mode: str, nat64: bool) -> None:
 
 
 @pytest.mark.parametrize("nat64", [False, True], ids=["nat66", "nat64"])
-@pytest.mark.parametrize("mode", ["default", "fullnat"])
+@pytest.mark.parametrize("mode", ["default", "onearm", "fullnat"])
 def test_ping6_through_the_vip(lb6: DaemonHandle, mode: str, nat64: bool) -> None:
     vip = NAT64_VIP if nat64 else ROUTED_VIP6
     topo = lb6.topo
@@ -125,6 +126,64 @@ def test_nat64_download_arrives_identical(lb6: DaemonHandle) -> None:
         with open(path, "rb") as f:
             got = hashlib.sha256(f.read()).hexdigest()
     assert got == hashlib.sha256(bytes(2 << 20)).hexdigest()
+
+
+# A UDP server that sends its answers with a zero checksum (SO_NO_CHECK, allowed over IPv4):
+# NAT64 must give them a full one, or the IPv6 client's kernel drops them.
+_UDP_NO_CHECK = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 11, 1)   # SO_NO_CHECK
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(b"nocheck " + data, peer)
+"""
+
+
+def test_nat64_udp_with_zero_ipv4_checksum(lb6: DaemonHandle) -> None:
+    topo = lb6.topo
+    be = topo.backends[0]
+    be.popen([sys.executable, "-c", _UDP_NO_CHECK, "7777"])
+    wait_listening(be, 7777, "udp")
+    lb6.cli("create", "lb", NAT64_VIP, "--udp=7777:7777", f"--endpoints={topo.backend_ips[0]}:1")
+    capture = be.popen(["timeout", "10", "tcpdump", "-c", "1", "-nn", "-vv", "-i", "eth0",
+                        "udp and src port 7777"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL)
+    wait_until(lambda: "tcpdump" in be.run(["ps", "-eo", "comm"]).stdout, 5, what="tcpdump")
+    answers = udp_answers(topo.client, NAT64_VIP, 4, port=7777)
+    assert answers == ["nocheck"] * 4, answers
+    out = capture.communicate(timeout=15)[0].decode()
+    assert "no cksum" in out, out   # the answer really left the backend without one
+
+
+@pytest.mark.parametrize("sel", ["hash", "persist"])
+def test_v6_sticky_selections_keep_a_client_on_one_backend(lb6: DaemonHandle, sel: str) -> None:
+    topo = lb6.topo
+    lb6.cli("create", "lb", ROUTED_VIP6, "--tcp=80:80", f"--endpoints={endpoints(topo, False)}",
+            f"--select={sel}")
+    if sel == "hash":   # one source port: the 5-tuple is the same each time
+        answers = http_answers(topo.client, ROUTED_VIP6, 4, local_port=45678)
+    else:               # any source port: the client address alone decides
+        answers = http_answers(topo.client, ROUTED_VIP6, 6)
+    assert len({a[0] for a in answers}) == 1 and answers[0][0] in ALL, answers
+
+
+def test_v6_probe_pulls_a_dead_endpoint_and_brings_it_back(lb6: DaemonHandle) -> None:
+    topo = lb6.topo
+    lb6.cli("create", "lb", ROUTED_VIP6, "--tcp=80:80", f"--endpoints={endpoints(topo, False)}",
+            "--monitor", "--probetype=tcp", "--probeport=80", "--probetimeout=1",
+            "--proberetries=1")
+    be3 = topo.backends[2]
+    be3.run("ip -6 addr del fd00:13::2/64 dev eth0")
+    try:
+        wait_until(lambda: {a[0] for a in http_answers(topo.client, ROUTED_VIP6, 6)} ==
+                   {"be1", "be2"}, 30, what="be3 pulled from the IPv6 VIP")
+    finally:
+        be3.run("ip -6 addr add fd00:13::2/64 dev eth0 nodad")
+        be3.run("ip -6 route replace default via fd00:13::1")
+    wait_until(lambda: "be3" in {a[0] for a in http_answers(topo.client, ROUTED_VIP6, 6)}, 30,
+               what="be3 back on the IPv6 VIP")
 
 
 ECHO = re.compile(r"echo seq=(\d+) sid=(\d+) ppid=(\d+)")
