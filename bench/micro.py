@@ -85,10 +85,10 @@ def establish(fd: int, ctx: bytes, client: str, vip: str, sport: int, vport: int
     """Complete the handshake of a flow whose SYN was sent (seq 1000): the endpoint's SYN-ACK
     and the client's ACK of it move the flow into the established conntrack table."""
     from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
 
     from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
-    from scapy.layers.inet6 import IPv6
     ep_ip = IPv6(src=ep, dst=client, hlim=255) if ":" in ep else IP(src=ep, dst=client, ttl=255)
     cl_ip = IPv6(src=client, dst=vip, hlim=255) if ":" in vip else IP(src=client, dst=vip,
                                                                           ttl=255)
