@@ -65,13 +65,13 @@ def _who(topo, vip: str, tries: int) -> list[str]:
 
 
 async def test_service_served_through_pyloxi_daemon(tmp_path):
-    from pyloxi.testing.lab.topology import ROUTED_VIP, LbTopology
+    from pyloxi.testing.lab.topology import ROUTED_VIP, ROUTED_VIP6, LbTopology
 
     procs: list[subprocess.Popen] = []
     daemon = None
     bpffs = f"/sys/fs/bpf/pyloxi-k8s-e2e-{os.getpid()}"
     kube = FakeKube()
-    topo = LbTopology(3, prefix="k8")
+    topo = LbTopology(3, prefix="k8", v6=True)
     try:
         topo.start_http(80)
         api_port = 11111
@@ -100,8 +100,8 @@ async def test_service_served_through_pyloxi_daemon(tmp_path):
         await _until(daemon_up, 30, "pyloxi daemon REST API")
 
         await kube.start()
-        for i, ip in enumerate(topo.backend_ips, 1):
-            kube.create(node(f"be{i}", ip))
+        for i, (ip, ip6) in enumerate(zip(topo.backend_ips, topo.backend_ips6, strict=True), 1):
+            kube.create(node(f"be{i}", ip, ip6=ip6))   # dual-stack Nodes
         web = service("web", externalTrafficPolicy="Cluster")
         web["spec"]["ports"] = [{"name": "http", "port": 80, "protocol": "TCP",
                                  "targetPort": 80, "nodePort": 80}]
@@ -112,7 +112,7 @@ async def test_service_served_through_pyloxi_daemon(tmp_path):
             [sys.executable, "-m", "pyloxi.entry", "kube-agent",
              f"--kubeconfig={kube.kubeconfig(str(tmp_path / 'kubeconfig'))}",
              f"--loxiURL={loxi_url}", f"--cidrPools=defaultPool={ROUTED_VIP}/32",
-             "--resyncPeriod=5"],
+             f"--cidr6Pools=defaultPool={ROUTED_VIP6}/128", "--resyncPeriod=5"],
             stdout=agent_log, stderr=agent_log, cwd=str(ROOT), start_new_session=True)
         procs.append(agent)
 
@@ -141,6 +141,27 @@ async def test_service_served_through_pyloxi_daemon(tmp_path):
         # node mode: every Node (backend) at NodePort 80 answers through the VIP
         seen = await asyncio.to_thread(_who, topo, ROUTED_VIP, 12)
         assert set(seen) == {"be1", "be2", "be3"}, seen
+
+        # an IPv6 Service in node mode: its VIP from the IPv6 pool, the Nodes' IPv6 addresses
+        # as endpoints, every backend answering through the IPv6 VIP
+        web6 = service("web6", externalTrafficPolicy="Cluster", ipFamilies=["IPv6"],
+                       ipFamilyPolicy="SingleStack")
+        web6["spec"]["ports"] = [{"name": "http", "port": 80, "protocol": "TCP",
+                                  "targetPort": 80, "nodePort": 80}]
+        kube.create(web6)
+
+        def status_ip6() -> str | None:
+            ing = (kube.get("Service", "web6")["status"].get("loadBalancer") or {}).get(
+                "ingress") or []
+            return ing[0].get("ip") if ing else None
+
+        await _until(lambda: status_ip6() == ROUTED_VIP6, 30, "the IPv6 Service's ingress")
+        seen = await asyncio.to_thread(_who, topo, f"[{ROUTED_VIP6}]", 12)
+        assert set(seen) == {"be1", "be2", "be3"}, (seen, await _rules(loxi_url))
+        rule6 = next(r for r in await _rules(loxi_url) or []
+                     if r["serviceArguments"]["externalIP"] == ROUTED_VIP6)
+        assert sorted(e["endpointIP"] for e in rule6["endpoints"]) == sorted(topo.backend_ips6)
+        kube.delete("Service", "web6")
 
         # switch to the pod network: only the EndpointSlice's ready addresses (be1, be2)
         kube.patch("Service", "web",
