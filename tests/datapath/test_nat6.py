@@ -254,3 +254,22 @@ def test_nat64_reply_too_big_for_v6_gets_frag_needed_minus_20(h: Harness) -> Non
     assert back.retval == TC_ACT_REDIRECT
     assert (back.pkt[ICMP].type, back.pkt[ICMP].code, back.pkt[ICMP].nexthopmtu) == (3, 4, 1480)
     assert back.pkt[IP].dst == EPS[0]
+
+
+def test_nat64_icmp_error_becomes_icmpv6_for_the_client(h: Harness) -> None:
+    """A v4 router's 'fragmentation needed' about a translated packet reaches the IPv6 client as
+    'packet too big' (MTU + 20), from the VIP, quoting the client's own packet."""
+    h.service(vip=VIP6, eps=EPS[:1], snat=LB4_EP_SIDE)
+    out = h.run(syn6())
+    sent = out.pkt[IP]
+    err = Ether(src=EP_MAC, dst=LB_MAC) / IP(src="10.0.11.254", dst=sent.src) / ICMP(
+        type=3, code=4, nexthopmtu=1400) / bytes(sent)[:28]
+    back = h.run(err)
+    assert back.retval == TC_ACT_REDIRECT
+    assert (back.pkt[IPv6].src, back.pkt[IPv6].dst) == (VIP6, CLIENT6)
+    ptb = back.pkt[ICMPv6PacketTooBig]
+    assert ptb.mtu == 1420 and csum6_ok(back.pkt)
+    inner = IPv6(bytes(ptb.payload))
+    assert (inner.src, inner.dst, inner.nh) == (CLIENT6, VIP6, 6)
+    assert bytes(inner.payload)[:4] == (40000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    assert back.pkt.dst == CLIENT_MAC

@@ -32,6 +32,111 @@ static __always_inline struct ct_val *icmp_flow_lookup(const struct ct_key *k)
 	return ct_lookup(k);
 }
 
+/* ICMP error type/code -> ICMPv6 (RFC 7915 §4.2, the cases an LB meets); 0xffff: none. */
+static __always_inline __u32 icmp_4to6_type(__u8 type, __u8 code)
+{
+	if (type == ICMP_TIME_EXCEEDED)
+		return ICMPV6_TIME_EXCEED << 8 | code;
+	if (type != ICMP_DEST_UNREACH)
+		return 0xffff;
+	switch (code) {
+	case ICMP_FRAG_NEEDED:
+		return ICMPV6_PKT_TOOBIG << 8;
+	case ICMP_PORT_UNREACH:
+		return ICMPV6_DEST_UNREACH << 8 | ICMPV6_PORT_UNREACH;
+	case ICMP_NET_ANO:
+	case ICMP_HOST_ANO:
+	case ICMP_PKT_FILTERED:
+		return ICMPV6_DEST_UNREACH << 8 | ICMPV6_ADM_PROHIBITED;
+	}
+	return ICMPV6_DEST_UNREACH << 8 | ICMPV6_NOROUTE;
+}
+
+/*
+ * An ICMP error about the IPv4 side of a NAT64 flow (e2: the flow's reply entry, keyed by the
+ * reverse of the quoted packet), rebuilt as the ICMPv6 error its IPv6 client understands: from
+ * the VIP (the IPv4 router has no IPv6 address) to the client, quoting the client's own packet
+ * (the IPv6 header of the tuple before translation, then the first 8 bytes of L4 with the
+ * client's ports). 'Fragmentation needed' becomes 'packet too big' with the MTU + 20 (the IPv6
+ * header is 20 bytes longer), so PMTU discovery works across the translation. The message is
+ * built whole (40 + 8 + 40 + 8 bytes) and its checksum computed. Returns PL_CONTINUE (to be
+ * routed to the client by the caller), or a verdict.
+ */
+__noinline int pl_icmp_error_4to6(struct __sk_buff *skb, struct ct_val *e2)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	struct icmphdr *ic = (void *)(ip + 1);
+	struct iphdr *in = (void *)(ic + 1);
+	__u32 l4w[2], tc, mtu;
+	__u8 proto;
+
+	if (!e2 || (void *)(in + 1) + 8 > data_end || ip->ihl != 5 || in->ihl != 5)
+		return PL_PASS;
+	tc = icmp_4to6_type(ic->type, ic->code);
+	if (tc == 0xffff)
+		return PL_PASS;
+	mtu = bpf_ntohs(ic->un.frag.mtu) + 20;
+	proto = in->protocol == IPPROTO_ICMP ? IPPROTO_ICMPV6 : in->protocol;
+	__builtin_memcpy(l4w, (void *)(in + 1), 8);
+	/* the quoted L4 header, as the client sent it: its ports (echo: type and identifier) */
+	__u16 *h = (void *)l4w;
+	if (proto == IPPROTO_ICMPV6) {
+		*(__u8 *)h = ICMPV6_ECHO_REQUEST;
+		h[2] = e2->nat_sport;
+	} else {
+		h[0] = e2->nat_dport;
+		h[1] = e2->nat_sport;
+	}
+
+	/* 14 + 20 + 8 + 20 + 8 -> (IPv6) 14 + 40 + 8 + 20 + 8 -> 14 + 40 + 8 + 40 + 8 */
+	if (bpf_skb_change_tail(skb, ETH_HLEN + 56, 0) ||
+	    bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0) ||
+	    bpf_skb_change_tail(skb, ETH_HLEN + 96, 0))
+		return PL_DROP;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *o6 = data + ETH_HLEN;
+	struct icmp6hdr *ic6 = (void *)(o6 + 1);
+	struct ipv6hdr *i6 = (void *)(ic6 + 1);
+	__u32 *l4 = (void *)(i6 + 1);
+	if ((void *)(l4 + 2) > data_end)
+		return PL_DROP;
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	*(__u32 *)o6 = bpf_htonl(0x60000000);
+	o6->payload_len = bpf_htons(56);
+	o6->nexthdr = IPPROTO_ICMPV6;
+	o6->hop_limit = 64;
+	__builtin_memcpy(&o6->saddr, &e2->nat_saddr, 16);   /* the VIP */
+	__builtin_memcpy(&o6->daddr, &e2->nat_daddr, 16);   /* the client */
+	ic6->icmp6_type = tc >> 8;
+	ic6->icmp6_code = tc & 0xff;
+	ic6->icmp6_cksum = 0;
+	ic6->icmp6_dataun.un_data32[0] = (tc >> 8) == ICMPV6_PKT_TOOBIG ? bpf_htonl(mtu) : 0;
+	*(__u32 *)i6 = bpf_htonl(0x60000000);
+	i6->payload_len = bpf_htons(8);   /* of the quote: what is left of the original */
+	i6->nexthdr = proto;
+	i6->hop_limit = 64;
+	__builtin_memcpy(&i6->saddr, &e2->nat_daddr, 16);   /* the client's packet: client -> VIP */
+	__builtin_memcpy(&i6->daddr, &e2->nat_saddr, 16);
+	l4[0] = l4w[0];
+	l4[1] = l4w[1];
+
+	__u64 sum = 0;
+	__u32 *w = (void *)ic6;
+	for (int i = 0; i < 56 / 4; i++)
+		sum += w[i];
+	w = (void *)&o6->saddr;
+	for (int i = 0; i < 8; i++)
+		sum += w[i];
+	sum += bpf_htonl(56) + bpf_htonl(IPPROTO_ICMPV6);
+	ic6->icmp6_cksum = ~csum_fold64(sum);
+	count(PL_ST_ICMP_XLATE);
+	return PL_CONTINUE;
+}
+
 /*
  * Translate an ICMP error about one of our flows. The quoted packet P' is what we sent after a
  * rewrite, so the reverse of its tuple is the key of the flow's OTHER entry E2, and the tuple P'
@@ -51,6 +156,7 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	struct iphdr *ip, *in;
 	struct icmphdr *ic;
 	__u32 ohl, ihl, len = skb->len;
+	int rc;
 
 	if (bpf_skb_pull_data(skb, len < PL_ICMP_PULL ? len : PL_ICMP_PULL))
 		return PL_PASS;
@@ -106,8 +212,16 @@ __noinline int pl_icmp_error_in(struct __sk_buff *skb)
 	}
 
 	struct ct_val *e2 = icmp_flow_lookup(&rk);
-	if (!e2 || e2->nat_family != PL_AF_INET)
+	if (!e2)
 		return PL_PASS;
+	if (e2->nat_family == PL_AF_INET6) {   /* about a NAT64 flow: becomes ICMPv6 */
+		rc = pl_icmp_error_4to6(skb, e2);
+		if (rc != PL_CONTINUE)
+			return rc;
+		/* routed from here: a call of route_out in pl_icmp_error_4to6 would take the
+		 * stack of the call chain past 512 bytes */
+		return route_out(skb, PL_AF_INET6, &e2->nat_saddr, &e2->nat_daddr);
+	}
 	if (ip->ttl <= 1)
 		return PL_DROP;   /* never an ICMP error about an ICMP error */
 
