@@ -22,6 +22,7 @@
 #include "pyloxi/parse.h"
 #include "pyloxi/frag.h"
 #include "pyloxi/conntrack.h"
+#include "pyloxi/sctp.h"
 #include "pyloxi/service.h"
 #include "pyloxi/select.h"
 #include "pyloxi/nat.h"
@@ -103,7 +104,10 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 
 	/* select */
 	now = pl_now();
-	idx = select_endpoint(p, svc_id, ver, now);
+	/* SCTP on another path of a known association (multihoming): its endpoint, not a pick */
+	idx = sctp_assoc_ep(p, svc_id);
+	if (idx < 0)
+		idx = select_endpoint(p, svc_id, ver, now);
 	ep = idx < 0 ? NULL : &ver->ep[idx & (PL_MAX_EPS - 1)];
 	if (!ep || !(ep->flags & PL_EP_F_ACTIVE)) {
 		/* The VIP is a local address: the kernel answers with a RST or port-unreachable,

@@ -73,6 +73,16 @@ enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 
 #define PL_CT_FIN    0x08
 #define PL_CT_RST    0x10
 #define PL_CT_SEEN   0x20   /* any packet (UDP, ICMP, SCTP) */
+/* SCTP: the first chunk of each packet of this direction (sctp.h), besides PL_CT_SEEN */
+#define PL_CT_SC_INIT      0x0040
+#define PL_CT_SC_INITACK   0x0080
+#define PL_CT_SC_COOKIE    0x0100   /* COOKIE-ECHO */
+#define PL_CT_SC_COOKIEACK 0x0200
+#define PL_CT_SC_DATA      0x0400   /* any other chunk: DATA, SACK, HEARTBEAT(-ACK) ... */
+#define PL_CT_SC_SHUT      0x0800   /* SHUTDOWN */
+#define PL_CT_SC_SHUTACK   0x1000
+#define PL_CT_SC_SHUTDONE  0x2000   /* SHUTDOWN-COMPLETE */
+#define PL_CT_SC_ABORT     0x4000
 
 /* ct_val.td_flags: TCP window tracking of the entry's direction */
 #define PL_TD_SENT    0x01  /* td_end / td_maxwin hold this direction's data */
@@ -293,6 +303,32 @@ struct ct_del_req {       /* ct_del_map[0]: input and output of pl_ct_delete */
 	struct ct_del_item item[PL_CT_DEL_BATCH];
 };
 
+/* SCTP multihoming (sctp.h). mh_map[svc_id]: the addresses of a service with secondary VIPs
+ * (the primary VIP first), written by the control plane at install (secondary IPs never change
+ * on an existing rule). assoc_map: (service, the endpoint's initiate tag) -> the endpoint, from
+ * the endpoint's INIT-ACK, so a packet of the association on another path (client address 2 ->
+ * VIP 2, common header tag = that tag) reaches the same endpoint. */
+#define PL_MH_MAX         3       /* secondary VIPs per service (loxilb: LLB_MAX_MHOSTS) */
+#define PL_MH_ENTRIES     4096
+#define PL_ASSOC_ENTRIES  65536
+
+struct mh_val {
+	union pl_addr vip[1 + PL_MH_MAX];   /* [0]: the primary VIP */
+	__u32 n;              /* addresses used in vip[] (1 + secondaries) */
+	__u32 pad;
+};
+
+struct assoc_key {
+	__u32 svc_id;
+	__u32 vtag;           /* the endpoint's initiate tag, as on the wire */
+};
+
+struct assoc_val {
+	__u64 created_ns;
+	__u32 ep_idx;
+	__u32 pad;
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -306,5 +342,8 @@ _Static_assert(sizeof(struct aff_key) == 20, "aff_key");
 _Static_assert(sizeof(struct allow_key) == 24, "allow_key");
 _Static_assert(sizeof(struct frag_key) == 40, "frag_key");
 _Static_assert(sizeof(struct ct_del_item) == 56, "ct_del_item");
+_Static_assert(sizeof(struct mh_val) == 72, "mh_val");
+_Static_assert(sizeof(struct assoc_key) == 8, "assoc_key");
+_Static_assert(sizeof(struct assoc_val) == 16, "assoc_val");
 
 #endif

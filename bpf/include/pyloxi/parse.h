@@ -32,7 +32,12 @@ struct pkt {
 	__u8  ttl;
 	__u8  frag;           /* PL_FRAG_*: later fragments carry no L4 header */
 	__u16 ip_id;          /* IP identification (network order), for fragments */
+	__u8  sctp_chunk;     /* SCTP: type of the first chunk (PL_SCTP_NONE: none) */
+	__u8  pad[3];
+	__u32 sctp_vtag;      /* SCTP: the common header's verification tag, as on the wire */
 };
+
+#define PL_SCTP_NONE 0xff
 
 #define PL_FRAG_NONE  0
 #define PL_FRAG_FIRST 1   /* offset 0, more fragments: has the L4 header */
@@ -73,6 +78,8 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	p->ttl = ip->ttl;
 	p->ip_id = ip->id;
 	p->frag = PL_FRAG_NONE;
+	p->sctp_chunk = PL_SCTP_NONE;
+	p->sctp_vtag = 0;
 	if (ip->frag_off & bpf_htons(0x3fff)) {
 		if (ip->frag_off & bpf_htons(0x1fff)) {
 			p->key.sport = p->key.dport = 0;
@@ -101,6 +108,14 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 			return PARSE_NOT_OURS;
 		p->key.sport = uh->source;
 		p->key.dport = uh->dest;
+		if (ip->protocol == IPPROTO_SCTP) {
+			/* verification tag (bytes 4-7) and the first chunk's type (byte 12) */
+			__u8 *b = l4;
+			if ((void *)(b + 13) <= data_end) {
+				p->sctp_vtag = *(__u32 *)(b + 4);
+				p->sctp_chunk = b[12];
+			}
+		}
 		return PARSE_OK;
 	}
 	case IPPROTO_ICMP: {
