@@ -51,6 +51,11 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 		count(PL_ST_MTU_PASS);
 		nh = NH_PASS;
 	}
+	/* SCTP INIT from a client whose source is translated: its addresses too (sctp.h) */
+	if (p->sctp_chunk == SCTP_INIT && p->key.proto == IPPROTO_SCTP && v->dir == PL_DIR_ORIG &&
+	    p->frag == PL_FRAG_NONE && !addr_eq(&v->nat_saddr, &p->key.saddr) &&
+	    pl_sctp_init_out(skb, p, v))
+		return PL_DROP;
 	if (rewrite_tuple(skb, p, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr), v->nat_sport,
 			  v->nat_dport))
 		return PL_DROP;
@@ -70,8 +75,9 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	struct ep_val *ep;
 	struct ct_val *v;
 	__u32 svc_id, ver_id, zero = 0;
+	__u16 assoc_sport = 0;
 	__u64 now;
-	int idx, rc;
+	int idx, rc, assoc;
 
 	/* service */
 	if (p->key.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)
@@ -105,8 +111,9 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	/* select */
 	now = pl_now();
 	/* SCTP on another path of a known association (multihoming): its endpoint, not a pick */
-	idx = sctp_assoc_ep(p, svc_id);
-	if (idx < 0)
+	idx = sctp_assoc_ep(p, svc_id, &assoc_sport);
+	assoc = idx >= 0;
+	if (!assoc)
 		idx = select_endpoint(p, svc_id, ver, now);
 	ep = idx < 0 ? NULL : &ver->ep[idx & (PL_MAX_EPS - 1)];
 	if (!ep || !(ep->flags & PL_EP_F_ACTIVE)) {
@@ -123,6 +130,9 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
 	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
 	nat_flow(&sc->fwd, &sc->rev, p, ep, &ver->cfg);
+	if (assoc && sctp_path_join(p, sc, svc_id, idx, ver->cfg.mode, assoc_sport,
+				    !addr_is_zero(&ep->snat_ip), now, &v))
+		return forward(skb, p, v, now);
 
 	/* conntrack */
 	rc = ct_create(skb, p, sc, svc_id, idx, ver->cfg.mode, !addr_is_zero(&ep->snat_ip), pickup,

@@ -264,3 +264,62 @@ def test_secondary_vip_keys_follow_the_service(h: Harness) -> None:
     assert sum(1 for _ in h.dp.maps["mh_map"]) == 0
     assert h.run(from_client(SCTPChunkData(tsn=1, data=b"q"), dst=VIP2)).retval != \
         TC_ACT_REDIRECT
+
+
+def test_secondary_vip_from_the_same_client_address_joins_the_flow(h: Harness) -> None:
+    """The client reaches the secondary VIP from its primary address (usrsctp sends everything
+    from one address): the endpoint-side tuple is the flow's own, so the path joins that flow,
+    and the endpoint's answers go back from the VIP the client last sent to."""
+    service(h, eps=EPS[:3], secondary=(VIP2,))
+    first, _ = handshake(h)
+    hb = SCTPChunkHeartbeatReq(params=[SCTPChunkParamHeartbeatInfo(data=b"h" * 12)])
+    to_ep = send(h, from_client(hb, dst=VIP2))
+    assert (to_ep[IP].src, to_ep[IP].dst) == (CLIENT, first[IP].dst)
+    assert tables(h) == (3, 0)  # one more original entry, the reply entry shared
+    assert send(h, from_ep(to_ep, SCTPChunkHeartbeatAck()))[IP].src == VIP2
+    send(h, from_client(SCTPChunkData(tsn=2, data=b"a"), dst=VIP))
+    assert send(h, from_ep(to_ep, SCTPChunkData(tsn=8, data=b"b")))[IP].src == VIP
+    send(h, from_client(SCTPChunkData(tsn=3, data=b"c"), dst=VIP2))
+    assert send(h, from_ep(to_ep, SCTPChunkData(tsn=9, data=b"d")))[IP].src == VIP2
+    assert sorted((f.dst, f.ep_ip, f.state) for f in h.dp.flows()) == [
+        (VIP, first[IP].dst, "est"), (VIP2, first[IP].dst, "est")]
+    # both paths age with the association
+    assert h.dp.age_flows(time.monotonic_ns() + 30 * SEC) == 0
+    assert h.dp.age_flows(time.monotonic_ns() + 241 * SEC) == 2
+    assert tables(h) == (0, 0)
+
+
+def test_fullnat_secondary_path_keeps_the_nat_port(h: Harness) -> None:
+    """fullnat: the endpoint must see the association's NAT source port on every path; it sees
+    one path (the LB's), and its answers follow the client's latest path."""
+    service(h, eps=EPS[:3], secondary=(VIP2,), mode=NatMode.FULLNAT)
+    to_ep = send(h, init())
+    send(h, init_ack(to_ep))
+    send(h, from_client(SCTPChunkCookieEcho(cookie=b"c" * 37)))
+    send(h, from_ep(to_ep, SCTPChunkCookieAck()))
+    hb = SCTPChunkHeartbeatReq(params=[SCTPChunkParamHeartbeatInfo(data=b"h" * 12)])
+    path2 = send(h, from_client(hb, src=CLIENT2, dst=VIP2))
+    assert (path2[IP].src, path2[IP].dst, path2[SCTP].sport) == (
+        to_ep[IP].src, to_ep[IP].dst, to_ep[SCTP].sport)
+    back = send(h, from_ep(path2, SCTPChunkHeartbeatAck()))
+    assert (back[IP].src, back[IP].dst, back[SCTP].dport) == (VIP2, CLIENT2, CPORT)
+    send(h, from_client(SCTPChunkData(tsn=2, data=b"a")))  # the primary path again
+    back = send(h, from_ep(path2, SCTPChunkData(tsn=8, data=b"b")))
+    assert (back[IP].src, back[IP].dst) == (VIP, CLIENT)
+
+
+@pytest.mark.parametrize("mode, src", [(NatMode.FULLNAT, VIP), (NatMode.DEFAULT, CLIENT)])
+def test_init_client_addresses_under_fullnat_become_the_lb(h: Harness, mode: NatMode,
+                                                          src: str) -> None:
+    """fullnat: the endpoint must not learn the client's addresses (it would send to them
+    directly); default mode passes them through (its replies come back through the LB)."""
+    service(h, mode=mode)
+    sent = from_client(SCTPChunkInit(init_tag=CTAG, a_rwnd=65535, n_out_streams=2,
+                                     n_in_streams=2, init_tsn=1,
+                                     params=[SCTPChunkParamIPv4Addr(addr=CLIENT),
+                                             SCTPChunkParamIPv4Addr(addr=CLIENT2)]), tag=0)
+    for _ in range(2):  # the INIT and its retransmission (an existing half-open flow)
+        out = send(h, sent)
+        assert out[IP].src == src
+        assert [p.addr for p in out[SCTPChunkInit].params] == (
+            [VIP, VIP] if mode == NatMode.FULLNAT else [CLIENT, CLIENT2])

@@ -83,6 +83,7 @@ enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 
 #define PL_CT_SC_SHUTACK   0x1000
 #define PL_CT_SC_SHUTDONE  0x2000   /* SHUTDOWN-COMPLETE */
 #define PL_CT_SC_ABORT     0x4000
+#define PL_CT_SC_MPATH     0x8000   /* original entry of a path sharing its reply entry (sctp.h) */
 
 /* ct_val.td_flags: TCP window tracking of the entry's direction */
 #define PL_TD_SENT    0x01  /* td_end / td_maxwin hold this direction's data */
@@ -326,7 +327,9 @@ struct assoc_key {
 struct assoc_val {
 	__u64 created_ns;
 	__u32 ep_idx;
-	__u32 pad;
+	__u16 nat_sport;      /* the client-side port the endpoint sees (fullnat/onearm: the NAT
+	                       * port), so another path of the association keeps it */
+	__u16 pad;
 };
 
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test

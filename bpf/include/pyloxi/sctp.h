@@ -25,6 +25,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "pyloxi/crc32c.h"
+#include "pyloxi/ct.h"
 #include "pyloxi/maps.h"
 #include "pyloxi/parse.h"
 #include "pyloxi/tables.h"
@@ -84,8 +85,9 @@ static __always_inline int sctp_closed(__u32 a, __u32 b)
 }
 
 /* The endpoint of an association already set up with service svc_id (the packet's verification
- * tag is the endpoint's initiate tag), or -1. INIT carries tag 0 and is always a new one. */
-static __always_inline int sctp_assoc_ep(const struct pkt *p, __u32 svc_id)
+ * tag is the endpoint's initiate tag), or -1; *nat_sport: the port the endpoint sees the client
+ * on. INIT carries tag 0 and is always a new association. */
+static __always_inline int sctp_assoc_ep(const struct pkt *p, __u32 svc_id, __u16 *nat_sport)
 {
 	struct assoc_key ak = { .svc_id = svc_id, .vtag = p->sctp_vtag };
 	struct assoc_val *av;
@@ -93,7 +95,78 @@ static __always_inline int sctp_assoc_ep(const struct pkt *p, __u32 svc_id)
 	if (p->key.proto != IPPROTO_SCTP || p->sctp_chunk == SCTP_INIT || !p->sctp_vtag)
 		return -1;
 	av = bpf_map_lookup_elem(&assoc_map, &ak);
-	return av ? (int)(av->ep_idx & (PL_MAX_EPS - 1)) : -1;
+	if (!av)
+		return -1;
+	*nat_sport = av->nat_sport;
+	return (int)(av->ep_idx & (PL_MAX_EPS - 1));
+}
+
+/* A packet of a path sharing its reply entry pv with other paths (original entry v, marked
+ * PL_CT_SC_MPATH): the endpoint's answers go back on this packet's path, from the VIP it went
+ * to, to the client address it came from (fullnat: the endpoint cannot pick the path, so the
+ * client's latest choice does). Aligned 32-bit stores (IPv4), so a reader sees one address or
+ * the other, never a mix; the cached next hop is dropped when the client address changes. */
+static __always_inline void sctp_follow_path(const struct pkt *p, struct ct_val *pv)
+{
+	if (!pv || pv->dir != PL_DIR_REPLY)
+		return;
+	if (pv->nat_saddr.w[3] != p->key.daddr.w[3])
+		pv->nat_saddr.w[3] = p->key.daddr.w[3];
+	if (pv->nat_daddr.w[3] != p->key.saddr.w[3]) {
+		pv->nat_daddr.w[3] = p->key.saddr.w[3];
+		pv->fib_ifindex = 0;
+	}
+}
+
+/*
+ * A new path of a known association (sc->fwd: its rewrite, from nat_flow) whose endpoint-side
+ * tuple is already a flow of that association: the client reaches a secondary VIP from the
+ * address of another path (usrsctp sends everything from one address), or the source is
+ * translated (fullnat/onearm: the endpoint must see the association's NAT port). The endpoint
+ * cannot tell the paths apart, so the packet joins that flow: an original-direction entry of
+ * its own (its VIP) whose partner is the flow's reply entry, in the same table. Both original
+ * entries are marked PL_CT_SC_MPATH: the endpoint's packets then go back from the VIP the
+ * client last sent to (sctp_follow_path), which is on a path the client can reach (a client
+ * whose primary path died has no route back from the primary VIP: rp_filter drops those).
+ * Returns 1 with *vp the new entry, 0 when the path needs a flow of its own (ct_create).
+ */
+static __always_inline int sctp_path_join(const struct pkt *p, struct flow_scratch *sc,
+					  __u32 svc_id, __u32 ep_idx, __u8 mode, __u16 nat_sport,
+					  int snat, __u64 now, struct ct_val **vp)
+{
+	struct ct_val *fv = &sc->fwd, *rv;
+	int half = 0;
+
+	if (snat)
+		fv->nat_sport = nat_sport;
+	partner_key(fv, p->key.proto, &sc->rk);
+	rv = bpf_map_lookup_elem(&ct_map, &sc->rk);
+	if (!rv) {
+		rv = bpf_map_lookup_elem(&ct_half, &sc->rk);
+		half = 1;
+	}
+	if (!rv || rv->svc_id != svc_id || rv->ep_idx != ep_idx || rv->dir != PL_DIR_REPLY ||
+	    (rv->seen & (PL_CT_SC_ABORT | PL_CT_SC_SHUTDONE)))
+		return 0;
+	fv->svc_id = svc_id;
+	fv->ep_idx = ep_idx;
+	fv->dir = PL_DIR_ORIG;
+	fv->mode = mode;
+	fv->created_ns = fv->last_ns = now;
+	fv->seen = sctp_bits(p->sctp_chunk) | PL_CT_SC_MPATH;
+	if (half ? bpf_map_update_elem(&ct_half, &p->key, fv, BPF_NOEXIST)
+		 : bpf_map_update_elem(&ct_map, &p->key, fv, BPF_NOEXIST))
+		return 0;
+	/* the flow's own original entry (the reply entry's partner) */
+	partner_key(rv, p->key.proto, &sc->ok);
+	struct ct_val *ov = half ? bpf_map_lookup_elem(&ct_half, &sc->ok)
+				 : bpf_map_lookup_elem(&ct_map, &sc->ok);
+	if (ov && !(ov->seen & PL_CT_SC_MPATH))
+		__sync_fetch_and_or(&ov->seen, PL_CT_SC_MPATH);
+	/* this path's packet, the latest: the endpoint's answers go back on its path */
+	sctp_follow_path(p, rv);
+	*vp = half ? bpf_map_lookup_elem(&ct_half, &p->key) : bpf_map_lookup_elem(&ct_map, &p->key);
+	return *vp != NULL;
 }
 
 /* The walk over an INIT-ACK's parameters (pl_sctp_param), on the stack of pl_sctp_init_ack. */
@@ -141,6 +214,41 @@ __noinline int pl_sctp_param(struct __sk_buff *skb, struct sctp_walk *w)
 	return 1;
 }
 
+/* Rewrite the IPv4 address parameters of the INIT or INIT-ACK of `p` to w->vip[] (w->l4off and
+ * w->vip/nvip set by the caller) and fix the CRC32c. Returns 0, or -1 on a failed store. */
+static __always_inline int sctp_rewrite_params(struct __sk_buff *skb, const struct pkt *p,
+					       struct sctp_walk *w)
+{
+	__u32 hdr, crc;
+	__u16 ip_len;
+	int rc;
+
+	if (bpf_skb_load_bytes(skb, w->l4off + SCTP_CHUNK_OFF, &hdr, 4) ||
+	    bpf_skb_load_bytes(skb, (p->l3off & 0x7f) + 2, &ip_len, 2))
+		return 0;
+	/* the SCTP packet: IP total length minus the IP header; the chunk: its length field */
+	w->slen = bpf_ntohs(ip_len) - (w->l4off - (p->l3off & 0x7f));
+	w->end = SCTP_CHUNK_OFF + bpf_ntohs((__u16)(hdr >> 16));
+	if (w->end > w->slen)
+		w->end = w->slen;
+	w->off = SCTP_CHUNK_OFF + SCTP_INIT_FIXED;
+	for (int i = 0; i < SCTP_MAX_PARAMS; i++) {
+		rc = pl_sctp_param(skb, w);
+		if (rc < 0)
+			return -1;
+		if (!rc)
+			break;
+	}
+	if (!w->delta || bpf_skb_load_bytes(skb, w->l4off + 8, &crc, 4))
+		return 0;
+	if (crc) {   /* zero: the CRC is still to be computed (offload), over the new bytes */
+		crc ^= w->delta;
+		if (bpf_skb_store_bytes(skb, w->l4off + 8, &crc, 4, 0))
+			return -1;
+	}
+	return 0;
+}
+
 /*
  * An INIT-ACK from endpoint entry v's endpoint (reply direction), before its tuple is rewritten:
  * remember the association's endpoint by its initiate tag, and rewrite the endpoint's IPv4
@@ -155,29 +263,20 @@ __noinline int pl_sctp_init_ack(struct __sk_buff *skb, const struct pkt *p,
 	struct assoc_key ak = {};
 	struct assoc_val av = {};
 	struct mh_val *mh;
-	__u32 hdr, tag, crc;
-	__u16 ip_len;
-	int rc;
+	__u32 tag;
 
 	if (!skb || !p || !v)
 		return -1;
 	w.l4off = p->l4off & 0x7f;
-	if (bpf_skb_load_bytes(skb, w.l4off + SCTP_CHUNK_OFF, &hdr, 4) ||
-	    bpf_skb_load_bytes(skb, w.l4off + SCTP_CHUNK_OFF + 4, &tag, 4) ||
-	    bpf_skb_load_bytes(skb, (p->l3off & 0x7f) + 2, &ip_len, 2))
+	if (bpf_skb_load_bytes(skb, w.l4off + SCTP_CHUNK_OFF + 4, &tag, 4))
 		return 0;   /* not a whole INIT-ACK: forwarded as it is */
 	ak.svc_id = v->svc_id;
 	ak.vtag = tag;
 	av.created_ns = now;
 	av.ep_idx = v->ep_idx;
+	av.nat_sport = p->key.dport;
 	bpf_map_update_elem(&assoc_map, &ak, &av, BPF_ANY);
 
-	/* the SCTP packet: IP total length minus the IP header; the chunk: its length field */
-	w.slen = bpf_ntohs(ip_len) - (w.l4off - (p->l3off & 0x7f));
-	w.end = SCTP_CHUNK_OFF + bpf_ntohs((__u16)(hdr >> 16));
-	if (w.end > w.slen)
-		w.end = w.slen;
-	w.off = SCTP_CHUNK_OFF + SCTP_INIT_FIXED;
 	mh = bpf_map_lookup_elem(&mh_map, &ak.svc_id);
 	if (mh) {
 		w.nvip = mh->n;
@@ -187,21 +286,27 @@ __noinline int pl_sctp_init_ack(struct __sk_buff *skb, const struct pkt *p,
 		w.nvip = 1;
 		w.vip[0] = addr_v4(&v->nat_saddr);
 	}
-	for (int i = 0; i < SCTP_MAX_PARAMS; i++) {
-		rc = pl_sctp_param(skb, &w);
-		if (rc < 0)
-			return -1;
-		if (!rc)
-			break;
-	}
-	if (!w.delta || bpf_skb_load_bytes(skb, w.l4off + 8, &crc, 4))
-		return 0;
-	if (crc) {   /* zero: the CRC is still to be computed (offload), over the new bytes */
-		crc ^= w.delta;
-		if (bpf_skb_store_bytes(skb, w.l4off + 8, &crc, 4, 0))
-			return -1;
-	}
-	return 0;
+	return sctp_rewrite_params(skb, p, &w);
+}
+
+/*
+ * A client's INIT leaving with a translated source (fullnat, onearm; entry v): its IPv4 address
+ * parameters become that source, so the endpoint knows the association by the LB's address
+ * only and never sends to a client address directly (which the LB, seeing an endpoint's packet
+ * without conntrack, would drop). The endpoint sees one path; the LB follows the client's
+ * paths (sctp_path_join). Returns 0, or -1 when the packet could not be rewritten.
+ */
+__noinline int pl_sctp_init_out(struct __sk_buff *skb, const struct pkt *p,
+				const struct ct_val *v)
+{
+	struct sctp_walk w = {};
+
+	if (!skb || !p || !v)
+		return -1;
+	w.l4off = p->l4off & 0x7f;
+	w.nvip = 1;
+	w.vip[0] = addr_v4(&v->nat_saddr);
+	return sctp_rewrite_params(skb, p, &w);
 }
 
 #endif

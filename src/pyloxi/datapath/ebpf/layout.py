@@ -33,7 +33,7 @@ CT_SYN, CT_SYNACK, CT_ACK, CT_FIN, CT_RST, CT_SEEN = 0x01, 0x02, 0x04, 0x08, 0x1
 # SCTP: the first chunk of each packet of a direction (bpf/include/pyloxi/sctp.h)
 CT_SC_INIT, CT_SC_INITACK, CT_SC_COOKIE, CT_SC_COOKIEACK = 0x0040, 0x0080, 0x0100, 0x0200
 CT_SC_DATA, CT_SC_SHUT, CT_SC_SHUTACK, CT_SC_SHUTDONE = 0x0400, 0x0800, 0x1000, 0x2000
-CT_SC_ABORT = 0x4000
+CT_SC_ABORT, CT_SC_MPATH = 0x4000, 0x8000
 MH_MAX = 3  # secondary VIPs of a service (PL_MH_MAX)
 DIR_ORIG, DIR_REPLY = 0, 1
 TD_SENT, TD_ACKED, TD_LIBERAL, TD_NO_WS = 0x01, 0x02, 0x04, 0xFF
@@ -217,7 +217,7 @@ class AssocKey(ctypes.Structure):
 
 class AssocVal(ctypes.Structure):
     _fields_ = [("created_ns", ctypes.c_uint64), ("ep_idx", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32)]
+                ("nat_sport", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 
 
 def mh_val(vips: list[str]) -> MhVal:
