@@ -323,3 +323,30 @@ def test_init_client_addresses_under_fullnat_become_the_lb(h: Harness, mode: Nat
         assert out[IP].src == src
         assert [p.addr for p in out[SCTPChunkInit].params] == (
             [VIP, VIP] if mode == NatMode.FULLNAT else [CLIENT, CLIENT2])
+
+
+def test_restart_keeps_and_prune_removes_the_secondary_vips(h: Harness) -> None:
+    """A restarted daemon (a new backend on the same pins) adopts the service with its
+    secondary keys and the association's flows; a service nobody re-installs is removed with
+    its secondary keys and mh_map entry."""
+    from pyloxi.datapath.ebpf.backend import EbpfDatapath
+
+    from .conftest import OBJ
+
+    prog = service(h, eps=EPS[:3], secondary=(VIP2, VIP3))
+    gone = dataclasses.replace(h.service(proto=PROTO_SCTP, port=PORT + 1, target=PORT),
+                               secondary_vips=(VIP3,))
+    h.dp.install_service(gone)
+    first, _ = handshake(h)
+    old = h.dp
+    old.close()
+    h.dp = EbpfDatapath(old.pin_dir, obj_path=OBJ)
+    try:
+        h.dp.install_service(prog)
+        assert h.dp.prune_orphans() == 1
+        assert sum(1 for _ in h.dp.maps["svc_map"]) == 3
+        assert sum(1 for _ in h.dp.maps["mh_map"]) == 1
+        hb = SCTPChunkHeartbeatReq(params=[SCTPChunkParamHeartbeatInfo(data=b"h" * 12)])
+        assert send(h, from_client(hb, src=CLIENT2, dst=VIP3))[IP].dst == first[IP].dst
+    finally:
+        h.dp.close()  # the fixture unpins everything
