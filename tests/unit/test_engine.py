@@ -257,6 +257,8 @@ BAD: list[tuple[str, LoadBalancerEntry]] = [
     ("secondary ips on tcp", rule(secondaryIPs=[{"secondaryIP": "21.21.21.1"}])),
     ("secondary ip = vip", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "20.20.20.1"}])),
     ("secondary ip v6", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "2001:db8::1"}])),
+    ("secondary ips, v6 vip", rule(vip="2001:db8::100", protocol="sctp",
+                                   secondaryIPs=[{"secondaryIP": "21.0.0.1"}])),
     ("bgp", rule(bgp=True)),
     ("probeport with ping", rule(probetype="ping", probeport=80)),
     ("security", rule(security=1)),

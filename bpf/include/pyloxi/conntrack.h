@@ -163,7 +163,7 @@ static __always_inline enum pl_verdict ct_sctp(struct __sk_buff *skb, const stru
 		return PL_DROP;
 	if ((v->seen & bits) != bits)
 		__sync_fetch_and_or(&v->seen, bits);
-	if (v->dir == PL_DIR_ORIG && (v->seen & PL_CT_SC_MPATH) && p->key.family == PL_AF_INET)
+	if (v->dir == PL_DIR_ORIG && (v->seen & PL_CT_SC_MPATH))
 		sctp_follow_path(p, ct_partner(v, p->key.proto, half));
 	if (!half)
 		return PL_CONTINUE;

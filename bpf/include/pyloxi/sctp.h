@@ -108,8 +108,9 @@ static __always_inline int sctp_assoc_ep(const struct pkt *p, __u32 svc_id, __u1
  * the other, never a mix; the cached next hop is dropped when the client address changes. */
 static __always_inline void sctp_follow_path(const struct pkt *p, struct ct_val *pv)
 {
-	if (!pv || pv->dir != PL_DIR_REPLY)
-		return;
+	if (!pv || pv->dir != PL_DIR_REPLY || p->key.family != PL_AF_INET ||
+	    pv->nat_family != PL_AF_INET)
+		return;   /* IPv4 paths only (what parse.h hands over today) */
 	if (pv->nat_saddr.w[3] != p->key.daddr.w[3])
 		pv->nat_saddr.w[3] = p->key.daddr.w[3];
 	if (pv->nat_daddr.w[3] != p->key.saddr.w[3]) {
@@ -277,6 +278,10 @@ __noinline int pl_sctp_init_ack(struct __sk_buff *skb, const struct pkt *p,
 	av.nat_sport = p->key.dport;
 	bpf_map_update_elem(&assoc_map, &ak, &av, BPF_ANY);
 
+	/* IPv4 address parameters of an IPv4 packet to an IPv4 client only (the walk reads the
+	 * IPv4 header; IPv6 VIPs would need type 6 parameters) */
+	if (p->key.family != PL_AF_INET || v->nat_family != PL_AF_INET)
+		return 0;
 	mh = bpf_map_lookup_elem(&mh_map, &ak.svc_id);
 	if (mh) {
 		w.nvip = mh->n;
@@ -303,6 +308,8 @@ __noinline int pl_sctp_init_out(struct __sk_buff *skb, const struct pkt *p,
 
 	if (!skb || !p || !v)
 		return -1;
+	if (p->key.family != PL_AF_INET || v->nat_family != PL_AF_INET)
+		return 0;
 	w.l4off = p->l4off & 0x7f;
 	w.nvip = 1;
 	w.vip[0] = addr_v4(&v->nat_saddr);

@@ -197,6 +197,8 @@ def _secondary_vips(entry: LoadBalancerEntry, vip: str, dp_vip: str) -> tuple[st
     """SCTP multihoming: the secondary IPs (at most 3, the model checks the count), each an
     extra VIP of the rule, distinct from the VIP and from each other."""
     out: list[str] = []
+    if entry.secondary_ips and ":" in dp_vip:
+        raise InvalidInput("secondaryIPs with an IPv6 VIP: not supported yet")
     for s in entry.secondary_ips or []:
         ip = _v4(str(s.secondary_ip), "secondaryIP")
         if ip in (vip, dp_vip) or ip in out:
