@@ -259,9 +259,12 @@ def test_secondary_vip_keys_follow_the_service(h: Harness) -> None:
     prog = service(h, secondary=(VIP2, VIP3))
     assert sum(1 for _ in h.dp.maps["svc_map"]) == 3
     assert sum(1 for _ in h.dp.maps["mh_map"]) == 1
+    handshake(h)
+    assert sum(1 for _ in h.dp.maps["assoc_map"]) == 1
     h.dp.remove_service(prog)
     assert sum(1 for _ in h.dp.maps["svc_map"]) == 0
     assert sum(1 for _ in h.dp.maps["mh_map"]) == 0
+    assert sum(1 for _ in h.dp.maps["assoc_map"]) == 0
     assert h.run(from_client(SCTPChunkData(tsn=1, data=b"q"), dst=VIP2)).retval != \
         TC_ACT_REDIRECT
 

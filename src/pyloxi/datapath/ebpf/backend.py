@@ -227,6 +227,15 @@ class EbpfDatapath:
         return [bytes(self._svc_key(prog, p, vip))
                 for vip in (prog.vip, *prog.secondary_vips) for p in self._ports(prog)]
 
+    def _forget_assocs(self, dp: int) -> None:
+        """Drop the SCTP associations of a removed service (assoc_map, sctp.h): its id may be
+        reused by another service, whose packets must not follow them."""
+        m = self.maps["assoc_map"]
+        prefix = _u32(dp)
+        gone = [k for k in m if k[:4] == prefix]
+        if gone:
+            m.delete_batch(gone)
+
     def _write_mh(self, dp: int, prog: ServiceProgram | None, undo: Undo | None) -> None:
         """mh_map[dp]: the VIPs an endpoint's INIT-ACK addresses are rewritten to (sctp.h).
         Written for every SCTP service (a multihomed endpoint's own addresses must never
@@ -376,6 +385,8 @@ class EbpfDatapath:
             keys = self._keys(prog) if prog is not None else self._orphans.pop(dp, set())
             m["svc_map"].delete_batch(list(keys))
             self._write_mh(dp, None, None)
+            if prog is None or prog.proto == _SCTP:
+                self._forget_assocs(dp)
             for ver_id in (dp * 2, dp * 2 + 1):
                 m["allow_map"].delete_batch(sorted(self._allow.pop(ver_id, set())))
             self.ct.flush_service(dp)
