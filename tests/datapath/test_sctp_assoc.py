@@ -31,6 +31,7 @@ from scapy.layers.sctp import (
 )
 from scapy.packet import Packet
 
+from pyloxi.datapath.ebpf import layout as L
 from pyloxi.engine.program import ServiceProgram
 from pyloxi.model.lb import NatMode
 
@@ -273,8 +274,19 @@ def test_secondary_vip_from_the_same_client_address_joins_the_flow(h: Harness) -
     """The client reaches the secondary VIP from its primary address (usrsctp sends everything
     from one address): the endpoint-side tuple is the flow's own, so the path joins that flow,
     and the endpoint's answers go back from the VIP the client last sent to."""
-    service(h, eps=EPS[:3], secondary=(VIP2,))
+    prog = service(h, eps=EPS[:3], secondary=(VIP2,))
     first, _ = handshake(h)
+
+    def active() -> list[int]:  # least-connection counts: one association, however many paths
+        return [e.active_flows for e in h.dp.service_counters(prog).endpoints]
+
+    def opened_closed() -> tuple[int, int]:  # conn_map, unclamped
+        dp = h.dp._dp_of[prog.svc_id]
+        cs = [L.EpConn.from_buffer_copy(h.dp.maps["conn_map"].lookup(
+            L.ep_gid(dp, i).to_bytes(4, "little")) or bytes(16)) for i in range(3)]
+        return sum(c.opened for c in cs), sum(c.closed for c in cs)
+
+    assert sum(active()) == 1
     hb = SCTPChunkHeartbeatReq(params=[SCTPChunkParamHeartbeatInfo(data=b"h" * 12)])
     to_ep = send(h, from_client(hb, dst=VIP2))
     assert (to_ep[IP].src, to_ep[IP].dst) == (CLIENT, first[IP].dst)
@@ -288,8 +300,10 @@ def test_secondary_vip_from_the_same_client_address_joins_the_flow(h: Harness) -
         (VIP, first[IP].dst, "est"), (VIP2, first[IP].dst, "est")]
     # both paths age with the association
     assert h.dp.age_flows(time.monotonic_ns() + 30 * SEC) == 0
+    assert sum(active()) == 1
     assert h.dp.age_flows(time.monotonic_ns() + 241 * SEC) == 2
     assert tables(h) == (0, 0)
+    assert active() == [0, 0, 0] and opened_closed() == (1, 1)
 
 
 def test_fullnat_secondary_path_keeps_the_nat_port(h: Harness) -> None:

@@ -56,10 +56,11 @@ static __always_inline void ct_delete_flow_in(const struct ct_key *key, const st
 {
 	__u32 svc_id = v->svc_id, ep_idx = v->ep_idx;
 	int orig = v->dir == PL_DIR_ORIG;
+	int counted = !(v->seen & PL_CT_SC_JOIN);   /* an SCTP path joined to a flow: no */
 
 	partner_key(v, key->proto, pk);
 	bpf_map_delete_elem(&ct_map, orig ? pk : key);
-	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0)
+	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0 && counted)
 		conn_closed(svc_id, ep_idx);
 }
 
@@ -374,6 +375,7 @@ static long ct_del_step(__u32 i, void *data)
 	if (!v || v->created_ns != it->created_ns || v->svc_id != it->svc_id ||
 	    v->ep_idx != it->ep_idx || v->dir != it->dir)
 		return 0;   /* gone, or another flow owns the key now: not ours to delete */
+	int joined = (v->seen & PL_CT_SC_JOIN) != 0;   /* not a connection of its own */
 	/* Between this lookup and the delete another CPU could still end the flow and start a
 	 * new one on the key, but that window is a few instructions, not a whole sweep. */
 	if (half ? bpf_map_delete_elem(&ct_half, &k) : bpf_map_delete_elem(&ct_map, &k))
@@ -382,7 +384,7 @@ static long ct_del_step(__u32 i, void *data)
 	/* As the datapath does: whoever deletes the original-direction entry of an established
 	 * flow counts its close, so a flow ended by two parties at once is counted once. Half-open
 	 * flows were never counted opened. */
-	if (!half && it->dir == PL_DIR_ORIG) {
+	if (!half && it->dir == PL_DIR_ORIG && !joined) {
 		conn_closed(it->svc_id, it->ep_idx);
 		req->closed++;
 	}

@@ -84,6 +84,8 @@ enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 
 #define PL_CT_SC_SHUTDONE  0x2000   /* SHUTDOWN-COMPLETE */
 #define PL_CT_SC_ABORT     0x4000
 #define PL_CT_SC_MPATH     0x8000   /* original entry of a path sharing its reply entry (sctp.h) */
+#define PL_CT_SC_JOIN      0x10000  /* ... added to a flow (sctp_path_join): not a connection of
+                                     * its own, its delete is not counted closed */
 
 /* ct_val.td_flags: TCP window tracking of the entry's direction */
 #define PL_TD_SENT    0x01  /* td_end / td_maxwin hold this direction's data */

@@ -154,7 +154,7 @@ static __always_inline int sctp_path_join(const struct pkt *p, struct flow_scrat
 	fv->dir = PL_DIR_ORIG;
 	fv->mode = mode;
 	fv->created_ns = fv->last_ns = now;
-	fv->seen = sctp_bits(p->sctp_chunk) | PL_CT_SC_MPATH;
+	fv->seen = sctp_bits(p->sctp_chunk) | PL_CT_SC_MPATH | PL_CT_SC_JOIN;
 	if (half ? bpf_map_update_elem(&ct_half, &p->key, fv, BPF_NOEXIST)
 		 : bpf_map_update_elem(&ct_map, &p->key, fv, BPF_NOEXIST))
 		return 0;
