@@ -27,6 +27,7 @@
 #include "pyloxi/select.h"
 #include "pyloxi/nat.h"
 #include "pyloxi/ct_create.h"
+#include "pyloxi/sctp_flow.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/icmp.h"
 
@@ -139,6 +140,8 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 		       now, &v);
 	if (rc != PL_CONTINUE)
 		return rc;
+	if (p->key.proto == IPPROTO_SCTP && p->sctp_chunk == SCTP_INIT && addr_is_zero(&ep->snat_ip))
+		pl_sctp_init_seen(skb, p, v);
 
 	return forward(skb, p, v, now);
 }
@@ -177,6 +180,9 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 		return new_flow(skb, &p);
 	}
 	v = bpf_map_lookup_elem(&ct_half, &p.key);
+	/* an endpoint's packet on a path of its association the client has not used yet */
+	if (!v && p.key.proto == IPPROTO_SCTP && pl_sctp_ep_path(skb, &p) == 0)
+		v = bpf_map_lookup_elem(&ct_half, &p.key);
 	if (v) {
 		now = pl_now();
 		rc = ct_half_open(skb, &p, &v, now);

@@ -43,6 +43,7 @@ from .conftest import (
     EPS,
     LB_MAC,
     TC_ACT_REDIRECT,
+    TC_ACT_SHOT,
     VIP,
     Harness,
 )
@@ -262,10 +263,12 @@ def test_secondary_vip_keys_follow_the_service(h: Harness) -> None:
     assert sum(1 for _ in h.dp.maps["mh_map"]) == 1
     handshake(h)
     assert sum(1 for _ in h.dp.maps["assoc_map"]) == 1
+    assert sum(1 for _ in h.dp.maps["rassoc_map"]) == 1
     h.dp.remove_service(prog)
     assert sum(1 for _ in h.dp.maps["svc_map"]) == 0
     assert sum(1 for _ in h.dp.maps["mh_map"]) == 0
     assert sum(1 for _ in h.dp.maps["assoc_map"]) == 0
+    assert sum(1 for _ in h.dp.maps["rassoc_map"]) == 0
     assert h.run(from_client(SCTPChunkData(tsn=1, data=b"q"), dst=VIP2)).retval != \
         TC_ACT_REDIRECT
 
@@ -367,3 +370,41 @@ def test_restart_keeps_and_prune_removes_the_secondary_vips(h: Harness) -> None:
         assert send(h, from_client(hb, src=CLIENT2, dst=VIP3))[IP].dst == first[IP].dst
     finally:
         h.dp.close()  # the fixture unpins everything
+
+
+def test_endpoint_heartbeat_to_an_unused_client_address_opens_the_path(h: Harness) -> None:
+    """Default mode: the endpoint heartbeats every address of the client's INIT, before the
+    client used that path; the LB opens the path from the endpoint's side (the association's
+    service, endpoint and VIP), instead of dropping it as the reply of a lost flow."""
+    service(h, eps=EPS[:3], secondary=(VIP2,))
+    to_ep = send(h, from_client(SCTPChunkInit(
+        init_tag=CTAG, a_rwnd=65535, n_out_streams=2, n_in_streams=2, init_tsn=1,
+        params=[SCTPChunkParamIPv4Addr(addr=CLIENT), SCTPChunkParamIPv4Addr(addr=CLIENT2)]),
+        tag=0))
+    send(h, init_ack(to_ep))
+    send(h, from_client(SCTPChunkCookieEcho(cookie=b"c" * 37)))
+    send(h, from_ep(to_ep, SCTPChunkCookieAck()))
+    hb = SCTPChunkHeartbeatReq(params=[SCTPChunkParamHeartbeatInfo(data=b"h" * 12)])
+    path2 = Ether(src=EP_MAC, dst=LB_MAC) / IP(src=to_ep[IP].dst, dst=CLIENT2, ttl=64) / SCTP(
+        sport=PORT, dport=CPORT, tag=CTAG) / hb
+    # a packet of no known association from the endpoint: still the reply of a lost flow
+    stray = path2.copy()
+    stray[SCTP].tag = 0x7777
+    del stray[SCTP].chksum
+    assert h.run(Ether(bytes(stray))).retval == TC_ACT_SHOT
+    out = send(h, path2)
+    assert (out[IP].src, out[IP].dst, out[SCTP].sport, out[SCTP].dport) == (
+        VIP, CLIENT2, PORT, CPORT)
+    back = send(h, from_client(SCTPChunkHeartbeatAck(), src=CLIENT2))
+    assert (back[IP].src, back[IP].dst) == (CLIENT2, to_ep[IP].dst)
+    assert sorted((f.src, f.ep_ip, f.state) for f in h.dp.flows()) == [
+        (CLIENT, to_ep[IP].dst, "est"), (CLIENT2, to_ep[IP].dst, "est")]
+
+
+def test_endpoint_packet_to_a_client_address_under_fullnat_is_dropped(h: Harness) -> None:
+    """fullnat: the endpoint never learnt the client's addresses; a packet to one is not ours."""
+    service(h, mode=NatMode.FULLNAT)
+    to_ep, _ = handshake(h)
+    path2 = Ether(src=EP_MAC, dst=LB_MAC) / IP(src=to_ep[IP].dst, dst=CLIENT2, ttl=64) / SCTP(
+        sport=PORT, dport=CPORT, tag=CTAG) / SCTPChunkHeartbeatReq()
+    assert h.run(path2).retval == TC_ACT_SHOT

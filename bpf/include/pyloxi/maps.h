@@ -334,6 +334,25 @@ struct assoc_val {
 	__u16 pad;
 };
 
+/* rassoc_map (sctp_flow.h), default mode only: (endpoint ip:port, the client's initiate tag) ->
+ * the association's service, from the client's INIT, so an endpoint's packet to another client
+ * address (a HEARTBEAT to an address the INIT listed) that no flow knows yet opens that path. */
+struct rassoc_key {
+	union pl_addr ep;
+	__u32 vtag;           /* the client's initiate tag: the endpoint's packets carry it */
+	__u16 ep_port;
+	__u8  family;
+	__u8  pad;
+};
+
+struct rassoc_val {
+	union pl_addr vip;    /* the VIP the association was opened on */
+	__u32 svc_id;
+	__u16 vport;          /* the VIP port (network order) */
+	__u8  ep_idx;
+	__u8  pad;
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -350,5 +369,7 @@ _Static_assert(sizeof(struct ct_del_item) == 56, "ct_del_item");
 _Static_assert(sizeof(struct mh_val) == 72, "mh_val");
 _Static_assert(sizeof(struct assoc_key) == 8, "assoc_key");
 _Static_assert(sizeof(struct assoc_val) == 16, "assoc_val");
+_Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
+_Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 
 #endif

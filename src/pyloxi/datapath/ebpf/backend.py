@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
-             "ep_addr_map", "frag_map", "mh_map", "assoc_map")
+             "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
@@ -235,6 +235,10 @@ class EbpfDatapath:
         gone = [k for k in m if k[:4] == prefix]
         if gone:
             m.delete_batch(gone)
+        r = self.maps["rassoc_map"]
+        gone = [k for k, v in r.lookup_batch() if L.RassocVal.from_buffer_copy(v).svc_id == dp]
+        if gone:
+            r.delete_batch(gone)
 
     def _write_mh(self, dp: int, prog: ServiceProgram | None, undo: Undo | None) -> None:
         """mh_map[dp]: the VIPs an endpoint's INIT-ACK addresses are rewritten to (sctp.h).

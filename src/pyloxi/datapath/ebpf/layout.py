@@ -220,6 +220,16 @@ class AssocVal(ctypes.Structure):
                 ("nat_sport", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 
 
+class RassocKey(ctypes.Structure):
+    _fields_ = [("ep", Addr), ("vtag", ctypes.c_uint32), ("ep_port", ctypes.c_uint16),
+                ("family", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class RassocVal(ctypes.Structure):
+    _fields_ = [("vip", Addr), ("svc_id", ctypes.c_uint32), ("vport", ctypes.c_uint16),
+                ("ep_idx", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
 def mh_val(vips: list[str]) -> MhVal:
     """mh_map's value for a service whose VIPs are `vips` (the primary first)."""
     v = MhVal(n=len(vips))
@@ -273,6 +283,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey, "ep_addr_key": EpAddrKey,
     "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
     "mh_val": MhVal, "assoc_key": AssocKey, "assoc_val": AssocVal,
+    "rassoc_key": RassocKey, "rassoc_val": RassocVal,
 }
 
 
