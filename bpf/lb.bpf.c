@@ -24,23 +24,36 @@
 #include "pyloxi/parse.h"
 #include "pyloxi/frag.h"
 #include "pyloxi/conntrack.h"
+#include "pyloxi/sctp.h"
 #include "pyloxi/service.h"
 #include "pyloxi/select.h"
 #include "pyloxi/nat.h"
 #include "pyloxi/xlate.h"
 #include "pyloxi/ct_create.h"
+#include "pyloxi/sctp_flow.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/icmp.h"
 #include "pyloxi/dsr.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* NAT and forward: the packet of flow entry v leaves with v's rewrite, to v's next hop. */
+/* The parsed packet, per CPU: off the BPF stack, whose 512 bytes the pipeline's call chain
+ * (lb -> new_flow -> conntrack creation) needs for itself. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pkt);
+} pkt_map SEC(".maps");
+
+/* NAT and forward: the packet of flow entry v leaves with v's rewrite, to v's next hop (DSR
+ * flows: dsr_forward). */
 static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const struct pkt *p,
 					       struct ct_val *v, __u64 now)
 {
 	struct hop hop = {};
 	int nh, rc;
+
 
 	/* What a router does with a packet it cannot forward, before touching it: the answer
 	 * quotes the header its sender sent. */
@@ -58,6 +71,13 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 		count(PL_ST_MTU_PASS);
 		nh = NH_PASS;
 	}
+	/* SCTP INIT from a client whose source is translated: its addresses too (sctp.h; IPv4
+	 * address parameters only) */
+	if (p->sctp_chunk == SCTP_INIT && p->key.proto == IPPROTO_SCTP && v->dir == PL_DIR_ORIG &&
+	    p->frag == PL_FRAG_NONE && p->key.family == PL_AF_INET &&
+	    v->nat_family == PL_AF_INET && !addr_eq(&v->nat_saddr, &p->key.saddr) &&
+	    pl_sctp_init_out(skb, p, v))
+		return PL_DROP;
 	if (v->nat_family != p->key.family)
 		rc = xlate(skb, p, v);
 	else if (p->key.family == PL_AF_INET6)
@@ -83,8 +103,9 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	struct ep_val *ep;
 	struct ct_val *v;
 	__u32 svc_id, ver_id, zero = 0;
+	__u16 assoc_sport = 0;
 	__u64 now;
-	int idx, rc;
+	int idx, rc, assoc;
 
 	/* service */
 	if (p->key.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)
@@ -121,7 +142,14 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 
 	/* select */
 	now = pl_now();
-	idx = select_endpoint(p, svc_id, ver, now);
+	/* SCTP on another path of a known association (multihoming): its endpoint, not a pick */
+	assoc = sctp_assoc_ep(p, svc_id);
+	if (assoc >= 0) {
+		assoc_sport = (__u32)assoc >> 8;
+		idx = assoc & 0xff;
+	} else {
+		idx = select_endpoint(p, svc_id, ver, now);
+	}
 	ep = idx < 0 ? NULL : &ver->ep[idx & (PL_MAX_EPS - 1)];
 	if (!ep || !(ep->flags & PL_EP_F_ACTIVE)) {
 		/* The VIP is a local address: the kernel answers with a RST or port-unreachable,
@@ -130,7 +158,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 		return PL_PASS;
 	}
 	if (ver->cfg.mode == PL_MODE_DSR)   /* no rewrite, one forward-only entry (dsr.h) */
-		return dsr_new_flow(skb, p, svc_id, idx, ep, pickup, now);
+		return dsr_new_flow(skb, p, svc_id, idx, ep, pickup, now) ? PL_FORWARD : PL_DROP;
 
 	/* NAT: what the packets of each direction are rewritten to */
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -139,32 +167,58 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
 	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
 	nat_flow(&sc->fwd, &sc->rev, p, ep, &ver->cfg);
+	if (assoc >= 0) {
+		sc->fwd.svc_id = svc_id;
+		sc->fwd.ep_idx = idx;
+		sc->fwd.mode = ver->cfg.mode;
+		sc->fwd.created_ns = sc->fwd.last_ns = now;
+		if (sctp_path_join(p, sc, assoc_sport, !addr_is_zero(&ep->snat_ip), &v))
+			return forward(skb, p, v, now);
+	}
 
 	/* conntrack */
 	rc = ct_create(skb, p, sc, svc_id, idx, ver->cfg.mode, !addr_is_zero(&ep->snat_ip), pickup,
 		       now, &v);
 	if (rc != PL_CONTINUE)
 		return rc;
+	if (p->key.proto == IPPROTO_SCTP && p->sctp_chunk == SCTP_INIT && addr_is_zero(&ep->snat_ip))
+		pl_sctp_init_seen(skb, p, v);
 
 	return forward(skb, p, v, now);
+}
+
+/* new_flow, and the forwarding of a DSR flow's first packet it leaves to its caller (dsr.h). */
+static __always_inline int new_flow_fwd(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct ct_val *v;
+	int rc = new_flow(skb, p);
+
+	if (rc != PL_FORWARD)
+		return rc;
+	v = bpf_map_lookup_elem(&ct_half, &p->key);
+	return v ? dsr_forward(skb, p, v, pl_now()) : PL_DROP;
 }
 
 static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 {
 	struct ct_val *v;
-	struct pkt p;
+	struct pkt *p;
+	__u32 zero = 0;
 	__u64 now;
 	int rc;
 
+	p = bpf_map_lookup_elem(&pkt_map, &zero);
+	if (!p)
+		return PL_PASS;
 	/* parse */
-	rc = parse_packet(skb, &p);
+	rc = parse_packet(skb, p);
 	if (rc == PARSE_FRAGMENT) {
-		if (frag_follow(&p)) {
+		if (frag_follow(p)) {
 			count(PL_ST_FRAGMENT);
 			return PL_PASS;
 		}
 	} else if (rc == PARSE_ICMP_ERROR) {
-		if (p.key.family == PL_AF_INET6)
+		if (p->key.family == PL_AF_INET6)
 			return pl_icmp6_error_in(skb);
 		return pl_icmp_error_in(skb);
 	} else if (rc == PARSE_EXT_PASS) {
@@ -172,43 +226,45 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 		return PL_PASS;
 	} else if (rc != PARSE_OK) {
 		return PL_PASS;
-	} else if (p.frag == PL_FRAG_FIRST) {
-		frag_remember(&p);
+	} else if (p->frag == PL_FRAG_FIRST) {
+		frag_remember(p);
 	}
 
 	/* conntrack: an established flow costs one lookup */
-	v = bpf_map_lookup_elem(&ct_map, &p.key);
+	v = bpf_map_lookup_elem(&ct_map, &p->key);
 	if (v) {
 		now = pl_now();
-		rc = ct_established(skb, &p, v, now);
-		if (rc == PL_CONTINUE)
-			return forward(skb, &p, v, now);
-		if (rc != PL_RESTART)
-			return rc;
-		return new_flow(skb, &p);
-	}
-	v = bpf_map_lookup_elem(&ct_half, &p.key);
-	if (v) {
-		now = pl_now();
-		if (v->mode == PL_MODE_DSR) {   /* a forward-only flow (dsr.h) */
-			if (dsr_track(&p, v, now) == PL_CONTINUE)
-				return dsr_forward(skb, &p, v, now);
-			return new_flow(skb, &p);
+		rc = ct_established(skb, p, v, now);
+	} else {
+		v = bpf_map_lookup_elem(&ct_half, &p->key);
+		/* an endpoint's packet on a path of its association the client has not used yet */
+		if (!v && p->key.proto == IPPROTO_SCTP && pl_sctp_ep_path(skb, p) == 0)
+			v = bpf_map_lookup_elem(&ct_half, &p->key);
+		if (v) {
+			now = pl_now();
+			if (v->mode == PL_MODE_DSR)   /* a forward-only flow (dsr.h) */
+				rc = dsr_track(p, v, now);
+			else
+				rc = ct_half_open(skb, p, &v, now);
 		}
-		rc = ct_half_open(skb, &p, &v, now);
+	}
+	/* one forward() for both tables: each inlined copy would take its own stack */
+	if (v) {
+		if (rc == PL_CONTINUE && v->mode == PL_MODE_DSR)
+			return dsr_forward(skb, p, v, now);
 		if (rc == PL_CONTINUE)
-			return forward(skb, &p, v, now);
+			return forward(skb, p, v, now);
 		if (rc != PL_RESTART)
 			return rc;
-		return new_flow(skb, &p);
+		return new_flow_fwd(skb, p);
 	}
-	if (pl_reply_miss(skb, &p.key, p.icmp_type))
+	if (pl_reply_miss(skb, &p->key, p->icmp_type))
 		return PL_DROP;
-	if (p.frag == PL_FRAG_LATER) {   /* only a first fragment may open a flow */
+	if (p->frag == PL_FRAG_LATER) {   /* only a first fragment may open a flow */
 		count(PL_ST_FRAGMENT);
 		return PL_PASS;
 	}
-	return new_flow(skb, &p);
+	return new_flow_fwd(skb, p);
 }
 
 SEC("tc")

@@ -33,7 +33,7 @@ from pyloxi.host.netlink import (
 )
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
-from pyloxi.statesync import StateSync
+from pyloxi.statesync import StateSync, rule_vips
 from pyloxi.store import SqliteStore
 
 log = logging.getLogger("pyloxi.daemon")
@@ -121,7 +121,7 @@ class Daemon:
             log.error("persisted rule not applied (kept, retried later): %s", err)
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
-        self.vips.sync({r.service_arguments.external_ip for r in rules})  # drops stale VIPs
+        self.vips.sync({v for r in rules for v in rule_vips(r)})  # drops stale VIPs
         self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 

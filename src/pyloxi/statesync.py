@@ -41,6 +41,12 @@ def rule_id(entry: LoadBalancerEntry) -> str:
     return f"{sa.external_ip}:{sa.protocol}:{sa.port}-{sa.port_max}:{sa.block}"
 
 
+def rule_vips(entry: LoadBalancerEntry) -> list[str]:
+    """The addresses a rule makes local: its VIP and its SCTP secondary IPs (multihoming)."""
+    return [entry.service_arguments.external_ip,
+            *(str(s.secondary_ip) for s in entry.secondary_ips or [])]
+
+
 class StateSync:
     """Followers of the rule table: after each change, VIPs and probe targets are brought in
     step on one background thread that always takes the latest rule list, within
@@ -128,12 +134,12 @@ class StateSync:
         added = [r for i, r in current.items() if i not in self._seen]
         gone = [r for i, r in self._seen.items() if i not in current]
         self._seen = current
-        appeared = {v for v in (r.service_arguments.external_ip for r in added)
-                    if not self._vip_refs[v]}
-        self._vip_refs.update(r.service_arguments.external_ip for r in added)
-        self._vip_refs.subtract(r.service_arguments.external_ip for r in gone)
-        vanished = {v for v in (r.service_arguments.external_ip for r in gone)
-                    if self._vip_refs[v] <= 0}
+        new_vips = [v for r in added for v in rule_vips(r)]
+        old_vips = [v for r in gone for v in rule_vips(r)]
+        appeared = {v for v in new_vips if not self._vip_refs[v]}
+        self._vip_refs.update(new_vips)
+        self._vip_refs.subtract(old_vips)
+        vanished = {v for v in old_vips if self._vip_refs[v] <= 0}
         for v in vanished:
             del self._vip_refs[v]
         if appeared or vanished:

@@ -83,8 +83,8 @@ BAD = [
     (b"[1, 2]", 400),
     ({"serviceArguments": {"externalIP": "300.1.1.1", "port": 80, "protocol": "tcp"},
       "endpoints": [{"endpointIP": "10.0.11.2", "targetPort": 80, "weight": 1}]}, 400),
-    ({"serviceArguments": {"externalIP": "2001:db8::1", "port": 80, "protocol": "tcp"},
-      "endpoints": [{"endpointIP": "10.0.11.2", "targetPort": 80, "weight": 1}]}, 400),
+    ({"serviceArguments": {"externalIP": ROUTED_VIP, "port": 82, "protocol": "tcp"},   # NAT46
+      "endpoints": [{"endpointIP": "2001:db8::2", "targetPort": 80, "weight": 1}]}, 400),
     ({"serviceArguments": {"externalIP": ROUTED_VIP, "port": 70000, "protocol": "tcp"},
       "endpoints": [{"endpointIP": "10.0.11.2", "targetPort": 80, "weight": 1}]}, 400),
     ({"serviceArguments": {"externalIP": ROUTED_VIP, "port": 81, "protocol": "tcp", "mode": 9},

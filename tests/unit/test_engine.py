@@ -268,7 +268,10 @@ BAD: list[tuple[str, LoadBalancerEntry]] = [
     ("v4 cidr on a v6 vip", rule(vip="2001:db8::1", eps=[("2001:db8::2", 80, 1)],
                                  allowedSources=[{"prefix": "10.0.0.0/8"}])),
     ("secondary ips on tcp", rule(secondaryIPs=[{"secondaryIP": "21.21.21.1"}])),
-    ("secondary ips on sctp", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.1"}])),
+    ("secondary ip = vip", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "20.20.20.1"}])),
+    ("secondary ip v6", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "2001:db8::1"}])),
+    ("secondary ips, v6 vip", rule(vip="2001:db8::100", protocol="sctp",
+                                   secondaryIPs=[{"secondaryIP": "21.0.0.1"}])),
     ("bgp", rule(bgp=True)),
     ("probeport with ping", rule(probetype="ping", probeport=80)),
     ("security", rule(security=1)),
@@ -329,8 +332,6 @@ def test_max_endpoints_accepted(eng: Engine, dp: MemoryDatapath):
     ("entry", "message"),
     [
         (rule(bgp=True), "bgp: not supported yet"),
-        (rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "21.21.21.1"}]),
-         "secondaryIPs: not supported yet"),
     ],
 )
 def test_accepted_then_ignored_options_are_not_supported_yet(

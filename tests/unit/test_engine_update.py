@@ -94,13 +94,19 @@ def test_empty_update_deletes(eng: Engine, dp: MemoryDatapath):
     assert dp.services == {} and eng.desired_rules() == []
 
 
-def test_secondary_ips_on_an_existing_rule_are_not_supported_yet(eng: Engine, dp: MemoryDatapath):
-    eng.add_rule(rule([A], protocol="sctp"))
+def test_secondary_ips_of_an_existing_rule_cannot_change(eng: Engine, dp: MemoryDatapath):
+    eng.add_rule(rule([A], protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.1"}]))
+    [prog] = dp.services.values()
+    assert prog.secondary_vips == ("21.0.0.1",)
     before = (dict(dp.services), eng.desired_rules())
-    with pytest.raises(PyloxiError) as err:
-        eng.add_rule(rule([A, B], protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.2"}]))
-    assert err.value.code == 400 and "not supported yet" in err.value.message
-    assert (dict(dp.services), eng.desired_rules()) == before
+    for sec in ([{"secondaryIP": "21.0.0.2"}], None):
+        with pytest.raises(PyloxiError) as err:
+            eng.add_rule(rule([A, B], protocol="sctp", secondaryIPs=sec))
+        assert err.value.code == 400 and "cannot be modified" in err.value.message
+        assert (dict(dp.services), eng.desired_rules()) == before
+    # endpoints may change when the secondary IPs stay
+    eng.add_rule(rule([A, B], protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.1"}]))
+    assert [p.secondary_vips for p in dp.services.values()] == [("21.0.0.1",)]
 
 
 def test_attach_and_detach(eng: Engine, dp: MemoryDatapath):
@@ -211,3 +217,13 @@ def test_concurrent_adds_are_serialised(dp: MemoryDatapath):
         t.join()
     assert errs == [] and len(dp.services) == 200
     assert sorted(dp.services) == list(range(1, 201))
+
+
+def test_secondary_ip_taken_by_another_rule_conflicts(eng: Engine, dp: MemoryDatapath):
+    """A secondary IP is a VIP of the rule: it may not overlap another rule's VIP:port."""
+    eng.add_rule(rule([A], protocol="sctp", secondaryIPs=[{"secondaryIP": "21.0.0.1"}]))
+    other = rule([B], protocol="sctp", externalIP="21.0.0.1")
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(other)
+    assert err.value.code == 409
+    assert len(dp.services) == 1

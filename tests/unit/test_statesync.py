@@ -150,6 +150,25 @@ def test_vips_are_reference_counted(sync: StateSync, table: Table, vips: FakeVip
     assert vips.local == set()
 
 
+def test_sctp_secondary_ips_are_plumbed_with_the_vip(sync: StateSync, table: Table,
+                                                     vips: FakeVips) -> None:
+    """SCTP multihoming: secondaryIPs are VIPs of the rule, made local and removed with it."""
+    mh = LoadBalancerEntry.model_validate({
+        "serviceArguments": {"externalIP": "20.0.0.1", "port": 38412, "protocol": "sctp"},
+        "endpoints": [{"endpointIP": "10.0.11.2", "targetPort": 38412, "weight": 1}],
+        "secondaryIPs": [{"secondaryIP": "20.0.0.2"}, {"secondaryIP": "20.0.0.3"}],
+    })
+    table.rules[:] = [mh, rule(vip="20.0.0.2")]  # a tcp rule shares one secondary IP
+    sync.changed()
+    sync.flush()
+    assert vips.local == {"20.0.0.1", "20.0.0.2", "20.0.0.3"}
+    table.rules[:] = [rule(vip="20.0.0.2")]
+    sync.changed()
+    sync.flush()
+    assert vips.local == {"20.0.0.2"}
+    assert vips.changes[-1] == (set(), {"20.0.0.1", "20.0.0.3"})
+
+
 def test_replaced_rule_on_the_same_vip_sends_nothing(sync: StateSync, table: Table,
                                                      vips: FakeVips) -> None:
     table.rules[:] = [rule(eps=("10.0.11.2",))]

@@ -15,6 +15,7 @@
 #include "pyloxi/clock.h"
 #include "pyloxi/ct.h"
 #include "pyloxi/parse.h"
+#include "pyloxi/sctp.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
 #include "pyloxi/verdict.h"
@@ -55,10 +56,11 @@ static __always_inline void ct_delete_flow_in(const struct ct_key *key, const st
 {
 	__u32 svc_id = v->svc_id, ep_idx = v->ep_idx;
 	int orig = v->dir == PL_DIR_ORIG;
+	int counted = !(v->seen & PL_CT_SC_JOIN);   /* an SCTP path joined to a flow: no */
 
 	partner_key(v, key->proto, pk);
 	bpf_map_delete_elem(&ct_map, orig ? pk : key);
-	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0)
+	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0 && counted)
 		conn_closed(svc_id, ep_idx);
 }
 
@@ -134,6 +136,47 @@ static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struc
 	return PL_CONTINUE;
 }
 
+/* SCTP bookkeeping common to both tables (sctp.h): an INIT on a closed association's tuple
+ * starts a new flow, an INIT-ACK is remembered and rewritten, chunk bits. Sets *promote when a
+ * half-open flow's association is up. Returns PL_CONTINUE, PL_RESTART or PL_DROP. */
+static __always_inline enum pl_verdict ct_sctp(struct __sk_buff *skb, const struct pkt *p,
+					       struct ct_val *v, int half, __u64 now, int *promote)
+{
+	__u32 bits = sctp_bits(p->sctp_chunk);
+	struct ct_val *pv;
+
+	*promote = 0;
+	if (p->sctp_chunk == SCTP_INIT && v->dir == PL_DIR_ORIG) {
+		/* An INIT within a live association is the peer restarting: same endpoint. After
+		 * ABORT or SHUTDOWN-COMPLETE it is a new association (clients reuse their port). */
+		pv = ct_partner(v, p->key.proto, half);
+		if (!pv || sctp_closed(v->seen, pv->seen)) {
+			if (half)
+				ct_half_delete_flow(&p->key, v);
+			else
+				ct_delete_flow(&p->key, v);
+			count(PL_ST_REUSE);
+			return PL_RESTART;
+		}
+	}
+	if (p->sctp_chunk == SCTP_INIT_ACK && v->dir == PL_DIR_REPLY &&
+	    p->frag == PL_FRAG_NONE && pl_sctp_init_ack(skb, p, v, now))
+		return PL_DROP;
+	if ((v->seen & bits) != bits)
+		__sync_fetch_and_or(&v->seen, bits);
+	if (v->dir == PL_DIR_ORIG && (v->seen & PL_CT_SC_MPATH))
+		sctp_follow_path(p, ct_partner(v, p->key.proto, half));
+	if (!half)
+		return PL_CONTINUE;
+	if (bits & PL_CT_SC_COOKIEACK) {
+		*promote = 1;
+	} else if (bits & PL_CT_SC_DATA) {
+		pv = ct_partner(v, p->key.proto, half);
+		*promote = pv && (pv->seen & PL_CT_SC_DATA);
+	}
+	return PL_CONTINUE;
+}
+
 /* A packet of an established flow (entry v of ct_map): a few flag bits and the time stamp.
  * Returns PL_CONTINUE (on to the rewrite), PL_RESTART or PL_DROP. */
 static __always_inline enum pl_verdict ct_established(struct __sk_buff *skb, const struct pkt *p,
@@ -143,6 +186,11 @@ static __always_inline enum pl_verdict ct_established(struct __sk_buff *skb, con
 		struct tcp_seg s;
 		struct ct_val *pv = NULL;
 		enum pl_verdict rc = ct_tcp(skb, p, v, 0, &s, &pv);
+		if (rc != PL_CONTINUE)
+			return rc;
+	} else if (p->key.proto == IPPROTO_SCTP) {
+		int promote;
+		enum pl_verdict rc = ct_sctp(skb, p, v, 0, now, &promote);
 		if (rc != PL_CONTINUE)
 			return rc;
 	} else if (!(v->seen & PL_CT_SEEN)) {
@@ -243,6 +291,10 @@ static __always_inline enum pl_verdict ct_half_open(struct __sk_buff *skb, const
 		promote = ack ? pv && (pv->seen & PL_CT_SYNACK) && s.ack == pv->td_end
 			      : v->dir == PL_DIR_REPLY && (v->td_flags & PL_TD_LIBERAL) &&
 				!(p->tcp_flags & (TCPF_RST | TCPF_SYN));
+	} else if (p->key.proto == IPPROTO_SCTP) {
+		enum pl_verdict rc = ct_sctp(skb, p, v, 1, now, &promote);
+		if (rc != PL_CONTINUE)
+			return rc;
 	} else {
 		if (!(v->seen & PL_CT_SEEN))
 			__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
@@ -321,6 +373,7 @@ static long ct_del_step(__u32 i, void *data)
 	if (!v || v->created_ns != it->created_ns || v->svc_id != it->svc_id ||
 	    v->ep_idx != it->ep_idx || v->dir != it->dir)
 		return 0;   /* gone, or another flow owns the key now: not ours to delete */
+	int joined = (v->seen & PL_CT_SC_JOIN) != 0;   /* not a connection of its own */
 	/* Between this lookup and the delete another CPU could still end the flow and start a
 	 * new one on the key, but that window is a few instructions, not a whole sweep. */
 	if (half ? bpf_map_delete_elem(&ct_half, &k) : bpf_map_delete_elem(&ct_map, &k))
@@ -329,7 +382,7 @@ static long ct_del_step(__u32 i, void *data)
 	/* As the datapath does: whoever deletes the original-direction entry of an established
 	 * flow counts its close, so a flow ended by two parties at once is counted once. Half-open
 	 * flows were never counted opened. */
-	if (!half && it->dir == PL_DIR_ORIG) {
+	if (!half && it->dir == PL_DIR_ORIG && !joined) {
 		conn_closed(it->svc_id, it->ep_idx);
 		req->closed++;
 	}

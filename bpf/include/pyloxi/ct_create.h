@@ -45,7 +45,8 @@ __noinline int pl_reclaim(struct flow_scratch *sc, int half)
 	partner_key(old, proto, ok);
 	orig = half ? bpf_map_lookup_elem(&ct_half, ok) : bpf_map_lookup_elem(&ct_map, ok);
 	if (orig) {
-		if (!(proto == IPPROTO_TCP && tcp_closed(old->seen, orig->seen)))
+		if (!(proto == IPPROTO_TCP && tcp_closed(old->seen, orig->seen)) &&
+		    !(proto == IPPROTO_SCTP && sctp_closed(old->seen, orig->seen)))
 			return -1;
 		if (half)
 			ct_half_delete_flow_in(ok, orig, &sc->dk);
@@ -127,7 +128,8 @@ static __always_inline enum pl_verdict ct_create(struct __sk_buff *skb, const st
 	rv->dir = PL_DIR_REPLY;
 	fv->mode = rv->mode = mode;
 	fv->created_ns = fv->last_ns = rv->created_ns = rv->last_ns = now;
-	fv->seen = p->key.proto == IPPROTO_TCP ? tcp_bits(p->tcp_flags) : PL_CT_SEEN;
+	fv->seen = p->key.proto == IPPROTO_TCP ? tcp_bits(p->tcp_flags)
+		 : p->key.proto == IPPROTO_SCTP ? sctp_bits(p->sctp_chunk) : PL_CT_SEEN;
 	if (pickup) {
 		/* the window is unknown: judge no RST/FIN of this flow (as Linux's "be liberal") */
 		fv->td_flags = rv->td_flags = PL_TD_LIBERAL;

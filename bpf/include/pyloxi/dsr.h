@@ -109,29 +109,28 @@ static __always_inline int dsr_ipip_too_big(struct __sk_buff *skb, const struct 
  * the next hop toward the endpoint. Errors as a router: 'time exceeded', and 'fragmentation
  * needed' with the MTU left for the inner packet (egress MTU - 20 with IPIP) for a DF packet
  * that does not fit; a packet without DF that does not fit is dropped and counted (we cannot
- * fragment it, and the kernel would deliver it to the local VIP). Returns a verdict. Inlined,
- * as forward() is: a frame of its own would exceed the 512-byte stack along
- * lb -> new_flow -> next_hop. */
-static __always_inline enum pl_verdict dsr_forward(struct __sk_buff *skb, const struct pkt *p,
-						   struct ct_val *v, __u64 now)
+ * fragment it, and the kernel would deliver it to the local VIP). Returns a verdict. Not
+ * inlined: its frame would add to the pipeline's and to new_flow's (512 bytes in all). */
+static __noinline int dsr_forward(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v,
+				  __u64 now)
 {
 	struct hop hop = {};
-	__u32 mtu = 0;
 	int nh, ipip;
 
 	ipip = v->flags & PL_CT_F_IPIP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
+	/* hop.mtu: the egress MTU of a packet too big (no variable of its own: this frame counts
+	 * against the 512-byte stack along lb -> new_flow -> here -> next_hop) */
 	nh = next_hop(skb, p, v, now, &hop);
-	if (nh == NH_TOO_BIG)
-		mtu = hop.mtu;
-	else if (ipip && nh != NH_PASS && dsr_ipip_too_big(skb, v, nh, &hop, &mtu))
+	if (nh != NH_TOO_BIG && ipip && nh != NH_PASS &&
+	    dsr_ipip_too_big(skb, v, nh, &hop, &hop.mtu))
 		nh = NH_TOO_BIG;
 	if (nh == NH_TOO_BIG) {
 		if (ipip)
-			mtu = mtu > PL_IPIP_HLEN + 68 ? mtu - PL_IPIP_HLEN : 68;
+			hop.mtu = hop.mtu > PL_IPIP_HLEN + 68 ? hop.mtu - PL_IPIP_HLEN : 68;
 		if (p->key.family == PL_AF_INET6 || ip_df(skb))
-			return icmp_answer(skb, p, v, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu);
+			return icmp_answer(skb, p, v, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, hop.mtu);
 		count(PL_ST_DSR_TOO_BIG);
 		return PL_DROP;
 	}
@@ -176,9 +175,9 @@ static __always_inline enum pl_verdict dsr_track(const struct pkt *p, struct ct_
 	return PL_CONTINUE;
 }
 
-/* A new DSR flow of packet p to endpoint ep (index idx of service svc_id): its one entry, then
- * the packet out. `pickup`: mid-stream TCP, picked up by hash. Returns a verdict. */
-static __always_inline enum pl_verdict dsr_new_flow(struct __sk_buff *skb, const struct pkt *p,
+/* A new DSR flow of packet p to endpoint ep (index idx of service svc_id): its one entry (to
+ * forward the packet with), or NULL. `pickup`: mid-stream TCP, picked up by hash. */
+static __always_inline struct ct_val *dsr_new_flow(struct __sk_buff *skb, const struct pkt *p,
 						    __u32 svc_id, int idx, const struct ep_val *ep,
 						    int pickup, __u64 now)
 {
@@ -192,7 +191,7 @@ static __always_inline enum pl_verdict dsr_new_flow(struct __sk_buff *skb, const
 
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!sc)
-		return PL_DROP;
+		return NULL;
 	fv = &sc->fwd;
 	__builtin_memset(fv, 0, sizeof(*fv));
 	fv->nat_saddr = ipip ? ep->snat_ip : p->key.saddr;
@@ -217,11 +216,9 @@ static __always_inline enum pl_verdict dsr_new_flow(struct __sk_buff *skb, const
 		count(PL_ST_NEW_FLOW);
 	}
 	v = bpf_map_lookup_elem(&ct_half, &p->key);
-	if (!v) {
+	if (!v)
 		count(PL_ST_CT_INSERT_FAIL);
-		return PL_DROP;
-	}
-	return dsr_forward(skb, p, v, now);
+	return v;
 }
 
 #endif

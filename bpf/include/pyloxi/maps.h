@@ -77,6 +77,19 @@ enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 
 #define PL_CT_FIN    0x08
 #define PL_CT_RST    0x10
 #define PL_CT_SEEN   0x20   /* any packet (UDP, ICMP, SCTP) */
+/* SCTP: the first chunk of each packet of this direction (sctp.h), besides PL_CT_SEEN */
+#define PL_CT_SC_INIT      0x0040
+#define PL_CT_SC_INITACK   0x0080
+#define PL_CT_SC_COOKIE    0x0100   /* COOKIE-ECHO */
+#define PL_CT_SC_COOKIEACK 0x0200
+#define PL_CT_SC_DATA      0x0400   /* any other chunk: DATA, SACK, HEARTBEAT(-ACK) ... */
+#define PL_CT_SC_SHUT      0x0800   /* SHUTDOWN */
+#define PL_CT_SC_SHUTACK   0x1000
+#define PL_CT_SC_SHUTDONE  0x2000   /* SHUTDOWN-COMPLETE */
+#define PL_CT_SC_ABORT     0x4000
+#define PL_CT_SC_MPATH     0x8000   /* original entry of a path sharing its reply entry (sctp.h) */
+#define PL_CT_SC_JOIN      0x10000  /* ... added to a flow (sctp_path_join): not a connection of
+                                     * its own, its delete is not counted closed */
 
 /* ct_val.td_flags: TCP window tracking of the entry's direction */
 #define PL_TD_SENT    0x01  /* td_end / td_maxwin hold this direction's data */
@@ -305,6 +318,53 @@ struct ct_del_req {       /* ct_del_map[0]: input and output of pl_ct_delete */
 	struct ct_del_item item[PL_CT_DEL_BATCH];
 };
 
+/* SCTP multihoming (sctp.h). mh_map[svc_id]: the addresses of a service with secondary VIPs
+ * (the primary VIP first), written by the control plane at install (secondary IPs never change
+ * on an existing rule). assoc_map: (service, the endpoint's initiate tag) -> the endpoint, from
+ * the endpoint's INIT-ACK, so a packet of the association on another path (client address 2 ->
+ * VIP 2, common header tag = that tag) reaches the same endpoint. */
+#define PL_MH_MAX         3       /* secondary VIPs per service (loxilb: LLB_MAX_MHOSTS) */
+#define PL_MH_ENTRIES     4096
+#define PL_ASSOC_ENTRIES  65536
+
+struct mh_val {
+	union pl_addr vip[1 + PL_MH_MAX];   /* [0]: the primary VIP */
+	__u32 n;              /* addresses used in vip[] (1 + secondaries) */
+	__u32 pad;
+};
+
+struct assoc_key {
+	__u32 svc_id;
+	__u32 vtag;           /* the endpoint's initiate tag, as on the wire */
+};
+
+struct assoc_val {
+	__u64 created_ns;
+	__u32 ep_idx;
+	__u16 nat_sport;      /* the client-side port the endpoint sees (fullnat/onearm: the NAT
+	                       * port), so another path of the association keeps it */
+	__u16 pad;
+};
+
+/* rassoc_map (sctp_flow.h), default mode only: (endpoint ip:port, the client's initiate tag) ->
+ * the association's service, from the client's INIT, so an endpoint's packet to another client
+ * address (a HEARTBEAT to an address the INIT listed) that no flow knows yet opens that path. */
+struct rassoc_key {
+	union pl_addr ep;
+	__u32 vtag;           /* the client's initiate tag: the endpoint's packets carry it */
+	__u16 ep_port;
+	__u8  family;
+	__u8  pad;
+};
+
+struct rassoc_val {
+	union pl_addr vip;    /* the VIP the association was opened on */
+	__u32 svc_id;
+	__u16 vport;          /* the VIP port (network order) */
+	__u8  ep_idx;
+	__u8  pad;
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -318,5 +378,10 @@ _Static_assert(sizeof(struct aff_key) == 20, "aff_key");
 _Static_assert(sizeof(struct allow_key) == 24, "allow_key");
 _Static_assert(sizeof(struct frag_key) == 40, "frag_key");
 _Static_assert(sizeof(struct ct_del_item) == 56, "ct_del_item");
+_Static_assert(sizeof(struct mh_val) == 72, "mh_val");
+_Static_assert(sizeof(struct assoc_key) == 8, "assoc_key");
+_Static_assert(sizeof(struct assoc_val) == 16, "assoc_val");
+_Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
+_Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 
 #endif

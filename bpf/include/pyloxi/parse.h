@@ -47,7 +47,12 @@ struct pkt {
 	__u8  icmp_type;      /* echo: ICMP_ECHO or ICMP_ECHOREPLY, for both families */
 	__u8  ttl;            /* TTL or hop limit */
 	__u8  frag;           /* PL_FRAG_*: later fragments carry no L4 header */
+	__u8  sctp_chunk;     /* SCTP: type of the first chunk (PL_SCTP_NONE: none) */
+	__u8  pad[3];
+	__u32 sctp_vtag;      /* SCTP: the common header's verification tag, as on the wire */
 };
+
+#define PL_SCTP_NONE 0xff
 
 #define PL_FRAG_NONE  0
 #define PL_FRAG_FIRST 1   /* offset 0, more fragments: has the L4 header */
@@ -87,6 +92,14 @@ static __always_inline int parse_l4(struct pkt *p, void *l4, void *data_end)
 			return PARSE_NOT_OURS;
 		p->key.sport = uh->source;
 		p->key.dport = uh->dest;
+		if (p->key.proto == IPPROTO_SCTP) {
+			/* verification tag (bytes 4-7) and the first chunk's type (byte 12) */
+			__u8 *b = l4;
+			if ((void *)(b + 13) <= data_end) {
+				p->sctp_vtag = *(__u32 *)(b + 4);
+				p->sctp_chunk = b[12];
+			}
+		}
 		return PARSE_OK;
 	}
 	case IPPROTO_ICMP: {
@@ -135,6 +148,8 @@ static __always_inline void pkt_init(struct pkt *p, struct __sk_buff *skb, __u8 
 	p->icmp_type = 0;
 	p->frag = PL_FRAG_NONE;
 	p->frag_id = 0;
+	p->sctp_chunk = PL_SCTP_NONE;
+	p->sctp_vtag = 0;
 }
 
 static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p, void *data,

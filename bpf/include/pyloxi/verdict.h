@@ -18,6 +18,8 @@ enum pl_verdict {
 	PL_REDIRECT = TC_ACT_REDIRECT,   /* a redirect helper has taken the packet */
 	PL_CONTINUE = -1,                /* on to the next stage */
 	PL_RESTART  = -2,                /* the tuple's flow is over: the packet opens a new one */
+	PL_FORWARD  = -3,                /* new_flow made the packet's entry (DSR): the pipeline
+	                                  * forwards it, one call level up (the stack) */
 };
 
 /* The verdict of a bpf_redirect*() result (TC_ACT_REDIRECT, or TC_ACT_SHOT on bad arguments). */
@@ -34,7 +36,7 @@ static __always_inline int tc_action(enum pl_verdict verdict)
 		return TC_ACT_SHOT;
 	case PL_REDIRECT:
 		return TC_ACT_REDIRECT;
-	default:   /* PL_PASS (CONTINUE and RESTART never get here) */
+	default:   /* PL_PASS (CONTINUE, RESTART and FORWARD never get here) */
 		return TC_ACT_OK;
 	}
 }

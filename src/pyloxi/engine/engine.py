@@ -200,7 +200,7 @@ class Engine:
     def _check_overlap(self, spec: RuleSpec) -> None:
         k = spec.key
         near: set[RuleKey] = set()
-        for addr in {k.vip, spec.dp_vip}:
+        for addr in {k.vip, spec.dp_vip, *spec.secondary_vips}:
             near |= self._by_addr.get((k.protocol, k.block, addr), set())
         for o in sorted(near, key=str):
             if o != k and o.port <= k.last_port and k.port <= o.last_port:
@@ -208,7 +208,8 @@ class Engine:
 
     def _addresses(self, rule: Rule) -> set[tuple[str, int, str]]:
         k = rule.spec.key
-        return {(k.protocol, k.block, k.vip), (k.protocol, k.block, rule.spec.dp_vip)}
+        return {(k.protocol, k.block, a)
+                for a in (k.vip, rule.spec.dp_vip, *rule.spec.secondary_vips)}
 
     def _put(self, rule: Rule) -> None:
         """Insert or replace a rule in the table (and the address index)."""

@@ -53,6 +53,8 @@ class ServiceProgram:
     idle_timeout: int  # seconds of inactivity before an established flow is aged out
     persist_timeout: int = 10800  # seconds a client stays on its endpoint (sel=persist)
     allowed_sources: tuple[str, ...] = ()  # source CIDRs; empty means everyone
+    # SCTP multihoming: extra VIPs of the same service (same ports, endpoints and flows)
+    secondary_vips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,7 @@ def build_program(spec: RuleSpec, svc_id: int, eps: Sequence[EpState]) -> Servic
         slots=build_slots(spec.sel, active, down),
         idle_timeout=spec.idle_timeout,
         allowed_sources=spec.allowed_sources,
+        secondary_vips=spec.secondary_vips,
     )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from pyloxi.model.enums import PROTO_NUMBERS, NatMode, Oper, ProbeType, Protocol, Selection
 from pyloxi.model.errors import InvalidInput
-from pyloxi.model.lb import AllowedSource, Endpoint, LoadBalancerEntry
+from pyloxi.model.lb import AllowedSource, Endpoint, LoadBalancerEntry, SecondaryIP
 from pyloxi.model.limits import (
     DEFAULT_IDLE_TIMEOUT,
     MAX_ENDPOINTS,
@@ -93,6 +93,7 @@ class RuleSpec:
     endpoints: tuple[EndpointSpec, ...]
     allowed_sources: tuple[str, ...]
     entry: LoadBalancerEntry  # canonical wire form, oper reset to 0, output fields cleared
+    secondary_vips: tuple[str, ...] = ()  # SCTP multihoming: extra VIPs of the same service
 
 
 def _ip(value: str, what: str, *, vip: bool = False) -> str:
@@ -199,16 +200,12 @@ def _endpoint(ep: Endpoint, key: RuleKey, mode: NatMode) -> EndpointSpec:
 # nothing; a request asking for one is now told so (400), until an issue implements it.
 NOT_SUPPORTED_YET = {
     "bgp": "bgp: not supported yet (the VIP is not advertised)",
-    "secondaryIPs": "secondaryIPs: not supported yet (SCTP multihoming)",
 }
 
 
 def _asks_unsupported(entry: LoadBalancerEntry) -> list[str]:
     """The NOT_SUPPORTED_YET options `entry` asks for."""
-    asked = ["bgp"] if entry.service_arguments.bgp else []
-    if entry.secondary_ips and entry.service_arguments.protocol == Protocol.SCTP:
-        asked.append("secondaryIPs")  # on other protocols they are invalid, not unsupported
-    return asked
+    return ["bgp"] if entry.service_arguments.bgp else []
 
 
 def drop_unsupported(entry: LoadBalancerEntry) -> tuple[LoadBalancerEntry, str | None]:
@@ -221,8 +218,6 @@ def drop_unsupported(entry: LoadBalancerEntry) -> tuple[LoadBalancerEntry, str |
     update: dict[str, object] = {}
     if "bgp" in asked:
         update["service_arguments"] = entry.service_arguments.model_copy(update={"bgp": False})
-    if "secondaryIPs" in asked:
-        update["secondary_ips"] = None
     note = f"{' and '.join(asked)} dropped: not supported yet (ignored before)"
     return entry.model_copy(update=update), note
 
@@ -248,6 +243,22 @@ def _check_families(key: RuleKey, mode: NatMode, eps: tuple[EndpointSpec, ...]) 
         # parameters would name the client's IPv6 addresses to an IPv4 endpoint
         raise InvalidInput(f"NAT64 of sctp not supported (IPv6 externalIP {key.vip} with IPv4 "
                            "endpoints): use IPv6 endpoints")
+
+
+def _secondary_vips(entry: LoadBalancerEntry, vip: str, dp_vip: str) -> tuple[str, ...]:
+    """SCTP multihoming: the secondary IPs (at most 3, the model checks the count), each an
+    extra VIP of the rule, distinct from the VIP and from each other."""
+    out: list[str] = []
+    if entry.secondary_ips and ":" in dp_vip:
+        raise InvalidInput("secondaryIPs with an IPv6 VIP: not supported yet")
+    for s in entry.secondary_ips or []:
+        ip = _ip(str(s.secondary_ip), "secondaryIP", vip=True)
+        if family(ip) != 4:   # loxilb: no v4-VIP/v6-secondary mix
+            raise InvalidInput(f"secondaryIP {ip}: not of the externalIP's family (IPv4)")
+        if ip in (vip, dp_vip) or ip in out:
+            raise InvalidInput(f"secondaryIP {ip}: duplicate of the VIP or another secondaryIP")
+        out.append(ip)
+    return tuple(out)
 
 
 def _wire_endpoints(eps: tuple[EndpointSpec, ...]) -> list[Endpoint]:
@@ -295,6 +306,7 @@ def validate(
     if family(dp_vip) != vip_family:
         raise InvalidInput(
             f"privateIP {dp_vip}: IPv{family(dp_vip)}, externalIP {key.vip} is IPv{vip_family}")
+    secondary = _secondary_vips(entry, key.vip, dp_vip)
     idle = a.inactive_timeout or DEFAULT_IDLE_TIMEOUT[key.protocol]
 
     ptype = a.probe_type
@@ -335,6 +347,7 @@ def validate(
         service_arguments=canon_args,
         endpoints=_wire_endpoints(eps),
         allowed_sources=[AllowedSource.model_construct(prefix=p) for p in sources] or None,
+        secondary_ips=[SecondaryIP.model_construct(secondary_ip=ip) for ip in secondary] or None,
     )
     return RuleSpec(
         key=key,
@@ -347,6 +360,7 @@ def validate(
         endpoints=eps,
         allowed_sources=tuple(sources),
         entry=canon,
+        secondary_vips=secondary,
     )
 
 

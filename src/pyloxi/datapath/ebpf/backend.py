@@ -60,10 +60,11 @@ log = logging.getLogger(__name__)
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
-             "ep_addr_map", "frag_map")
+             "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
+_SCTP = 132
 
 
 def _ensure_bpffs(pin_dir: str) -> None:
@@ -224,8 +225,8 @@ class EbpfDatapath:
         raise BpfError(errno.ENOSPC, "datapath service table full")
 
     @staticmethod
-    def _svc_key(prog: ServiceProgram, port: int) -> L.SvcKey:
-        vip, fam = L.addr(prog.vip)
+    def _svc_key(prog: ServiceProgram, port: int, vip_text: str | None = None) -> L.SvcKey:
+        vip, fam = L.addr(vip_text or prog.vip)
         return L.SvcKey(vip=L.Addr.from_buffer_copy(vip), port=L.port_n(port), proto=prog.proto,
                         family=fam)
 
@@ -233,7 +234,45 @@ class EbpfDatapath:
         return range(prog.port_min, max(prog.port_min, prog.port_max) + 1)
 
     def _keys(self, prog: ServiceProgram) -> list[bytes]:
-        return [bytes(self._svc_key(prog, p)) for p in self._ports(prog)]
+        """Every svc_map key of the service: each port of its VIP and of its SCTP secondary
+        VIPs (multihoming: the same service, so all paths of an association reach it). Keys
+        are how install, remove and a restarted daemon's adoption find a service's entries,
+        so the secondary VIPs are cleaned and restored with the primary."""
+        return [bytes(self._svc_key(prog, p, vip))
+                for vip in (prog.vip, *prog.secondary_vips) for p in self._ports(prog)]
+
+    def _forget_assocs(self, dp: int) -> None:
+        """Drop the SCTP associations of a removed service (assoc_map, sctp.h): its id may be
+        reused by another service, whose packets must not follow them."""
+        m = self.maps["assoc_map"]
+        prefix = _u32(dp)
+        gone = [k for k in m if k[:4] == prefix]
+        if gone:
+            m.delete_batch(gone)
+        r = self.maps["rassoc_map"]
+        gone = [k for k, v in r.lookup_batch() if L.RassocVal.from_buffer_copy(v).svc_id == dp]
+        if gone:
+            r.delete_batch(gone)
+
+    def _write_mh(self, dp: int, prog: ServiceProgram | None, undo: Undo | None) -> None:
+        """mh_map[dp]: the VIPs an endpoint's INIT-ACK addresses are rewritten to (sctp.h).
+        Written for every SCTP service (a multihomed endpoint's own addresses must never
+        reach the client); removed with the service."""
+        m = self.maps["mh_map"]
+        key = _u32(dp)
+        if prog is None or prog.proto != _SCTP:
+            if m.lookup(key) is not None:
+                if undo is not None:
+                    undo.delete(m, key, m.lookup(key) or b"")
+                else:
+                    m.delete(key)
+            return
+        val = bytes(L.mh_val([prog.vip, *prog.secondary_vips]))
+        if m.lookup(key) != val:
+            if undo is not None:
+                undo.put(m, key, val)
+            else:
+                m.update(key, val)
 
     def install_service(self, prog: ServiceProgram) -> None:
         """Create or update a service: all of it, or (on any error) none of it."""
@@ -277,6 +316,7 @@ class EbpfDatapath:
             self._dsr_tunnels(version, prog)
         undo.put(m["ver_map"], _u32(ver_id), bytes(version))
         allow = {ver_id: self._write_allow(ver_id, prog, undo)}
+        self._write_mh(dp, prog, undo)
         # New service keys (the only writes that can fail for want of room) before the flip;
         # they point at this service, whose live version stays the old one until the flip.
         val = bytes(L.SvcVal(svc_id=dp))
@@ -378,6 +418,9 @@ class EbpfDatapath:
         for dp, prog in gone:  # keys first: from here on no new packet finds the service
             keys = self._keys(prog) if prog is not None else self._orphans.pop(dp, set())
             m["svc_map"].delete_batch(list(keys))
+            self._write_mh(dp, None, None)
+            if prog is None or prog.proto == _SCTP:
+                self._forget_assocs(dp)
             for ver_id in (dp * 2, dp * 2 + 1):
                 m["allow_map"].delete_batch(sorted(self._allow.pop(ver_id, set())))
             self.ct.flush_service(dp)

@@ -46,10 +46,13 @@ TIMEOUT_ORPHAN = 10  # an entry whose other half is gone
 # Cap for anything still in the half-open table: a flow there was never established, or was
 # refused by a full established table (its client got a RST) and lingers only until it idles.
 TIMEOUT_HALF = 10
+TIMEOUT_SCTP_CLOSE = 10  # sctp shutdown, shut-complete, abort (loxilb: 10 s)
 
 TCP, UDP, ICMP, SCTP = 6, 17, 1, 132
 EST, HALF = L.CT_DEL_EST, L.CT_DEL_HALF  # Snapshot.table: which map an entry was read from
 _ZERO = bytes(4)
+_SC_ANY = (L.CT_SC_INIT | L.CT_SC_INITACK | L.CT_SC_COOKIE | L.CT_SC_COOKIEACK | L.CT_SC_DATA |
+           L.CT_SC_SHUT | L.CT_SC_SHUTACK | L.CT_SC_SHUTDONE | L.CT_SC_ABORT)
 
 
 class Snapshot:
@@ -160,14 +163,40 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
     for p, est_name, one_name, est_to, one_to in (
         (UDP, "udp-est", "udp-uni", 0, TIMEOUT_ONE_WAY),
         (ICMP, "bidir", "req-sent", TIMEOUT_ICMP, TIMEOUT_ONE_WAY),
-        (SCTP, "est", "init", 0, TIMEOUT_HANDSHAKE),
     ):
         m = proto == p
         names[m & both] = est_name
         timeout[m & both] = est_to
         names[m & ~both] = one_name
         timeout[m & ~both] = one_to
+    _sctp_states(proto == SCTP, o, r, names, timeout)
     return names, timeout
+
+
+def _sctp_states(sctp: np.ndarray, o: np.ndarray, r: np.ndarray, names: np.ndarray,
+                 timeout: np.ndarray) -> None:
+    """SCTP association states (loxilb's names) from the first-chunk bits of both directions
+    (bpf/include/pyloxi/sctp.h), latest stage first: a closed association is closed whatever
+    it went through. Established: the rule's idle timeout; every other state 10 s (loxilb)."""
+    both = o | r
+    data_both = ((o & L.CT_SC_DATA) != 0) & ((r & L.CT_SC_DATA) != 0)
+    left = sctp.copy()
+    for mask, name, to in (
+        ((both & L.CT_SC_ABORT) != 0, "abort", TIMEOUT_SCTP_CLOSE),
+        ((both & L.CT_SC_SHUTDONE) != 0, "shut-complete", TIMEOUT_SCTP_CLOSE),
+        ((both & L.CT_SC_SHUTACK) != 0, "shut-ack", TIMEOUT_SCTP_CLOSE),
+        ((both & L.CT_SC_SHUT) != 0, "shut", TIMEOUT_SCTP_CLOSE),
+        (((both & L.CT_SC_COOKIEACK) != 0) | data_both, "est", 0),
+        ((both & L.CT_SC_COOKIE) != 0, "cookie-echo", TIMEOUT_HANDSHAKE),
+        ((both & L.CT_SC_INITACK) != 0, "init-ack", TIMEOUT_HANDSHAKE),
+        # entries of a datapath without chunk bits: established once both ways were seen
+        (((both & _SC_ANY) == 0) & ((r & L.CT_SEEN) != 0), "est", 0),
+        (np.ones(len(o), dtype=bool), "init", TIMEOUT_HANDSHAKE),
+    ):
+        m = left & mask
+        names[m] = name
+        timeout[m] = to
+        left &= ~mask
 
 
 def _ages(now_ns: int, last: np.ndarray) -> np.ndarray:

@@ -33,6 +33,11 @@ EP_F_IPIP = 0x2  # dsr endpoint reached through IPIP (not on-link)
 CT_F_IPIP = 0x1  # ct_val.flags: dsr flow encapsulated in IPIP
 
 CT_SYN, CT_SYNACK, CT_ACK, CT_FIN, CT_RST, CT_SEEN = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+# SCTP: the first chunk of each packet of a direction (bpf/include/pyloxi/sctp.h)
+CT_SC_INIT, CT_SC_INITACK, CT_SC_COOKIE, CT_SC_COOKIEACK = 0x0040, 0x0080, 0x0100, 0x0200
+CT_SC_DATA, CT_SC_SHUT, CT_SC_SHUTACK, CT_SC_SHUTDONE = 0x0400, 0x0800, 0x1000, 0x2000
+CT_SC_ABORT, CT_SC_MPATH, CT_SC_JOIN = 0x4000, 0x8000, 0x10000
+MH_MAX = 3  # secondary VIPs of a service (PL_MH_MAX)
 DIR_ORIG, DIR_REPLY = 0, 1
 TD_SENT, TD_ACKED, TD_LIBERAL, TD_NO_WS = 0x01, 0x02, 0x04, 0xFF
 
@@ -205,6 +210,37 @@ class AffVal(ctypes.Structure):
                 ("pad", ctypes.c_uint32)]
 
 
+class MhVal(ctypes.Structure):
+    _fields_ = [("vip", Addr * (1 + MH_MAX)), ("n", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class AssocKey(ctypes.Structure):
+    _fields_ = [("svc_id", ctypes.c_uint32), ("vtag", ctypes.c_uint32)]
+
+
+class AssocVal(ctypes.Structure):
+    _fields_ = [("created_ns", ctypes.c_uint64), ("ep_idx", ctypes.c_uint32),
+                ("nat_sport", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+class RassocKey(ctypes.Structure):
+    _fields_ = [("ep", Addr), ("vtag", ctypes.c_uint32), ("ep_port", ctypes.c_uint16),
+                ("family", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class RassocVal(ctypes.Structure):
+    _fields_ = [("vip", Addr), ("svc_id", ctypes.c_uint32), ("vport", ctypes.c_uint16),
+                ("ep_idx", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+def mh_val(vips: list[str]) -> MhVal:
+    """mh_map's value for a service whose VIPs are `vips` (the primary first)."""
+    v = MhVal(n=len(vips))
+    for i, ip in enumerate(vips):
+        v.vip[i] = pl_addr(ip)
+    return v
+
+
 def _fields(cls: type[ctypes.Structure]) -> list[tuple[str, Any]]:
     """``_fields_`` as (name, type) pairs (the mirrors have no bitfields)."""
     return [(f[0], f[1]) for f in cls._fields_]
@@ -249,6 +285,8 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "ct_del_item": CtDelItem, "ct_del_req": CtDelReq,
     "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey, "ep_addr_key": EpAddrKey,
     "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
+    "mh_val": MhVal, "assoc_key": AssocKey, "assoc_val": AssocVal,
+    "rassoc_key": RassocKey, "rassoc_val": RassocVal,
 }
 
 
