@@ -159,7 +159,8 @@ def test_ip_family_policy():
     ("staticIP", "1.2.3", "not an IP"),
     ("staticIP", "::1", "not an IPv4"),
     ("poolSelect", "nosuch", "no such IPv4 pool"),
-    ("secondaryIPs", "1.1.1.1", "not supported yet"),
+    ("secondaryIPs", "1.1.1.1,nope", "'nope' is not an IP address"),
+    ("secondaryIPs", "1.1.1.1,1.1.1.2,1.1.1.3,1.1.1.4", "at most 3"),
     ("usepodnetwork", "si", "yes or no"),
     ("prefLocalPod", "1", "yes or no"),
     ("nodelabel", "bad key!", "label key"),
@@ -279,6 +280,17 @@ def test_pod_endpoints_match_ports_by_name():
 
 
 # ---- rule bodies --------------------------------------------------------------------------
+
+
+def test_secondary_ips_go_on_the_sctp_rules_only():
+    opts = parse({"loxilb.io/secondaryIPs": "21.0.0.1, 21.0.0.2"})
+    assert opts.secondary_ips == ("21.0.0.1", "21.0.0.2")
+    eps = {(80, "tcp"): [("10.0.0.1", 30080)], (38412, "sctp"): [("10.0.0.1", 30412)]}
+    rules = {k: rule_body(e) for k, e in
+             reconcile.build_rules("ns", "s", opts, ["1.1.1.1"], eps, []).items()}
+    assert rules[("1.1.1.1", 38412, "sctp", 0)]["secondaryIPs"] == [
+        {"secondaryIP": "21.0.0.1"}, {"secondaryIP": "21.0.0.2"}]
+    assert "secondaryIPs" not in rules[("1.1.1.1", 80, "tcp", 0)]
 
 
 def test_rule_bodies_and_diff():

@@ -12,7 +12,13 @@ from typing import Any
 
 from pyloxi.k8s.config import DEFAULT_POOL, AgentConfig
 from pyloxi.model.enums import PROBE_TYPES, NatMode, Selection
-from pyloxi.model.limits import MAX_IDLE_TIMEOUT, MAX_PROBE_RETRIES, MAX_PROBE_TIMEOUT, PORT_MAX
+from pyloxi.model.limits import (
+    MAX_IDLE_TIMEOUT,
+    MAX_PROBE_RETRIES,
+    MAX_PROBE_TIMEOUT,
+    MAX_SECONDARY_IPS,
+    PORT_MAX,
+)
 
 P = "loxilb.io/"
 LBMODE = P + "lbmode"
@@ -79,6 +85,7 @@ class ServiceOptions:
     node_label: str = ""
     ipam: str = "ipv4"  # ipv4 | ipv6 | nat64
     zone_select: str = ""
+    secondary_ips: tuple[str, ...] = ()  # SCTP multihoming: extra VIPs of the sctp rules
     # spec.ipFamilyPolicy, and the VIP families wanted, primary first (empty: from `ipam`)
     policy: str = SINGLE_STACK
     families: tuple[int, ...] = ()
@@ -237,9 +244,16 @@ def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
                             f"(have {', '.join(sorted(known)) or 'none'})")
         o["pool"] = name
     if SECONDARYIPS in ann:
-        # SCTP multihoming comes with the dual-stack issue; until then pyloxi refuses the
-        # rule, so the Service is told here rather than left without a rule.
-        problems.append(f"{SECONDARYIPS}: not supported yet (SCTP multihoming)")
+        # kube-loxilb's form: "ip1,ip2" (at most 3); they go on the Service's sctp rules
+        ips: list[str] = []
+        for part in (x.strip() for x in ann[SECONDARYIPS].split(",")):
+            try:
+                ips.append(str(ipaddress.ip_address(part)))
+            except ValueError:
+                problems.append(f"{SECONDARYIPS}: {part!r} is not an IP address")
+        if len(ips) > MAX_SECONDARY_IPS:
+            problems.append(f"{SECONDARYIPS}: at most {MAX_SECONDARY_IPS} addresses")
+        o["secondary_ips"] = tuple(ips)
     if USEPODNETWORK in ann:
         o["use_pod_network"] = _yesno(problems, USEPODNETWORK, ann[USEPODNETWORK])
     if PREFLOCALPOD in ann:

@@ -17,7 +17,13 @@ from typing import Any
 from pyloxi.client import ApiError, AsyncClient, rule_body
 from pyloxi.k8s.annotations import ServiceOptions
 from pyloxi.model.enums import Oper, ProbeType, Protocol
-from pyloxi.model.lb import AllowedSource, Endpoint, LoadBalancerEntry, ServiceArguments
+from pyloxi.model.lb import (
+    AllowedSource,
+    Endpoint,
+    LoadBalancerEntry,
+    SecondaryIP,
+    ServiceArguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +117,8 @@ def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str]
                 endpoints=[Endpoint(endpoint_ip=ip, target_port=tp, weight=1)
                            for ip, tp in targets[:32]],
                 allowed_sources=[AllowedSource(prefix=p) for p in sources] or None,
+                secondary_ips=[SecondaryIP(secondary_ip=ip) for ip in opts.secondary_ips]
+                if opts.secondary_ips and proto == "sctp" else None,
             )
             rules[key_of(entry.wire())] = entry
     return rules
