@@ -49,8 +49,9 @@ def default_interfaces() -> list[str]:
     return sorted(name for name in links if name != "lo")
 
 
-def source_address(dst: str) -> str | None:
-    """The address this host would use to reach dst (onearm SNAT), or None if unroutable."""
+def _route_source(dst: str, *, routed_only: bool) -> str | None:
+    """The preferred source of the route to dst (`routed_only`: only when that route has a
+    gateway), or None."""
 
     def get(ipr: IPRoute) -> str | None:
         try:
@@ -59,30 +60,23 @@ def source_address(dst: str) -> str | None:
             return None
         for r in routes:
             src = r.get_attr("RTA_PREFSRC")
-            if src:
+            if src and (r.get_attr("RTA_GATEWAY") or not routed_only):
                 return str(src)
         return None
 
     return _NL.call(get)
+
+
+def source_address(dst: str) -> str | None:
+    """The address this host would use to reach dst (onearm SNAT), or None if unroutable."""
+    return _route_source(dst, routed_only=False)
 
 
 def tunnel_source(dst: str) -> str | None:
     """The address this host would send from to reach dst when dst is NOT on-link (its route
     has a gateway: L3 DSR reaches it over IPIP from that address); None when it is on-link or
     unroutable."""
-
-    def get(ipr: IPRoute) -> str | None:
-        try:
-            routes = ipr.route("get", dst=dst)
-        except NetlinkError:
-            return None
-        for r in routes:
-            src = r.get_attr("RTA_PREFSRC")
-            if r.get_attr("RTA_GATEWAY") and src:
-                return str(src)
-        return None
-
-    return _NL.call(get)
+    return _route_source(dst, routed_only=True)
 
 
 def _sysctl(key: str, value: str) -> None:
