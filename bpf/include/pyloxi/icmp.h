@@ -20,7 +20,7 @@
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
 #include "pyloxi/verdict.h"
-#include "pyloxi/icmp_rate.h"
+#include "pyloxi/icmp_out.h"
 #include "pyloxi/icmp6.h"
 
 #define PL_ICMP_QUOTE_MAX 548     /* 576 - 20 - 8: a router quotes at most 576 bytes (RFC 1812) */
@@ -319,11 +319,7 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 	if (ihl < sizeof(*ip) || q < ihl + 8)
 		return PL_DROP;
 	/*
-	 * The quoted L4 checksum, preset below. A packet from a local stack (veth) or from GRO is
-	 * CHECKSUM_PARTIAL: the device, or the kernel before it, will write a checksum over
-	 * [its L4 header, end) into that field, and those bytes are now inside our ICMP message.
-	 * No helper clears CHECKSUM_PARTIAL, so the field is given the value that this fill-in
-	 * writes back unchanged (on other skbs the fill-in never happens and the value is harmless).
+	 * The quoted L4 checksum, preset by quote_sum (CHECKSUM_PARTIAL: see there).
 	 */
 	if (ip->frag_off & bpf_htons(0x1fff)) {
 		l4c = 0;
@@ -373,44 +369,11 @@ __noinline int pl_icmp_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u3
 	if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED)
 		ic->un.frag.mtu = bpf_htons(mtu);
 
-	__u16 *f = quote + (l4c & 0x7f);
-	if (l4c) {
-		if ((void *)(f + 1) > data_end)
-			return PL_DROP;
-		*f = 0;
-	}
-	/* one's complement sums of the quoted IP header and of the rest (its L4 bytes) */
-	__u64 sum_ip = 0, sum_all = 0, sum_l4;
-	for (__u32 i = 0; i < 60 / 4; i++) {
-		if (i >= ihl / 4)
-			break;
-		__u32 *w = quote + i * 4;
-		if ((void *)(w + 1) > data_end)
-			return PL_DROP;
-		sum_ip += *w;
-	}
-	for (__u32 i = 0; i < PL_ICMP_QUOTE_MAX / 4; i++) {
-		if (i >= q / 4)
-			break;
-		__u32 *w = quote + i * 4;
-		if ((void *)(w + 1) > data_end)
-			return PL_DROP;
-		sum_all += *w;
-	}
-	sum_l4 = csum_add(csum_fold64(sum_all), (__u16)~csum_fold64(sum_ip));
-	if (l4c) {
-		/* the fill-in stores ~(R + F) over the L4 bytes R and the field F: F is a fixed
-		 * point when 2F = ~R, i.e. F = ~R rotated right by one (one's complement doubling
-		 * is a rotation) */
-		__u16 t = ~csum_fold64(sum_l4);
-		__u16 f0 = (t >> 1) | ((t & 1) << 15);
-		if ((void *)(f + 1) > data_end)
-			return PL_DROP;
-		*f = f0;
-		sum_l4 += f0;
-	}
+	__u64 sum;
+	if (quote_sum(quote, data_end, ihl, 60, q, PL_ICMP_QUOTE_MAX, l4c, &sum))
+		return PL_DROP;
 	__u32 *hw = (void *)ic;
-	ic->checksum = ~csum_fold64((__u64)hw[0] + hw[1] + sum_ip + sum_l4);
+	ic->checksum = ~csum_fold64((__u64)hw[0] + hw[1] + sum);
 	__u32 *iw = (void *)nip;
 	nip->check = ~csum_fold64((__u64)iw[0] + iw[1] + iw[2] + iw[3] + iw[4]);
 	count(PL_ST_ICMP_SENT);

@@ -15,7 +15,7 @@
 
 #include <linux/icmpv6.h>
 #include "pyloxi/conntrack.h"
-#include "pyloxi/icmp_rate.h"
+#include "pyloxi/icmp_out.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/nat.h"
 #include "pyloxi/parse.h"
@@ -183,7 +183,7 @@ __noinline int pl_icmp6_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u
 	q = (l3len < PL_ICMP6_QUOTE_MAX ? l3len : PL_ICMP6_QUOTE_MAX) & ~3U;
 	if (q < PL_IP6_HLEN + 8)
 		return PL_DROP;
-	/* a CHECKSUM_PARTIAL L4 field inside the quote: see pl_icmp_reply */
+	/* a CHECKSUM_PARTIAL L4 field inside the quote: see quote_sum */
 	if (ip->nexthdr == IPPROTO_TCP && PL_IP6_HLEN + 18 <= q)
 		l4c = PL_IP6_HLEN + 16;
 	else if (ip->nexthdr == IPPROTO_UDP)
@@ -226,40 +226,14 @@ __noinline int pl_icmp6_reply(struct __sk_buff *skb, __u32 type, __u32 code, __u
 	}
 	ic->icmp6_cksum = 0;
 
-	__u16 *f = quote + (l4c & 0x7f);
-	if (l4c) {
-		if ((void *)(f + 1) > data_end)
-			return PL_DROP;
-		*f = 0;
-	}
-	__u64 sum_ip = 0, sum_all = 0, sum_l4;
-	for (__u32 i = 0; i < PL_IP6_HLEN / 4; i++) {
-		__u32 *w = quote + i * 4;
-		if ((void *)(w + 1) > data_end)
-			return PL_DROP;
-		sum_ip += *w;
-	}
-	for (__u32 i = 0; i < PL_ICMP6_QUOTE_MAX / 4; i++) {
-		if (i >= q / 4)
-			break;
-		__u32 *w = quote + i * 4;
-		if ((void *)(w + 1) > data_end)
-			return PL_DROP;
-		sum_all += *w;
-	}
-	sum_l4 = csum_add(csum_fold64(sum_all), (__u16)~csum_fold64(sum_ip));
-	if (l4c) {
-		__u16 t = ~csum_fold64(sum_l4);
-		__u16 f0 = (t >> 1) | ((t & 1) << 15);
-		if ((void *)(f + 1) > data_end)
-			return PL_DROP;
-		*f = f0;
-		sum_l4 += f0;
-	}
+	__u64 sum;
+	if (quote_sum(quote, data_end, PL_IP6_HLEN, PL_IP6_HLEN, q, PL_ICMP6_QUOTE_MAX, l4c,
+		      &sum))
+		return PL_DROP;
 	__u32 *hw = (void *)ic;
 	__u64 pseudo = (__u64)sum32((void *)&nip->saddr, (void *)&nip->daddr) + bpf_htonl(8 + q) +
 		       bpf_htonl(IPPROTO_ICMPV6);
-	ic->icmp6_cksum = ~csum_fold64(pseudo + hw[0] + hw[1] + sum_ip + sum_l4);
+	ic->icmp6_cksum = ~csum_fold64(pseudo + hw[0] + hw[1] + sum);
 	count(PL_ST_ICMP_SENT);
 	return redirected(bpf_redirect(skb->ingress_ifindex, 0));
 }
