@@ -91,6 +91,19 @@ static __noinline void ct_half_delete_flow(const struct ct_key *key, const struc
 		ct_half_delete_flow_in(key, v, &pk);
 }
 
+/* The flow of entry v is over and packet p opens a new one on its tuple: delete both entries
+ * (from ct_half when `half`) and start over. */
+static __always_inline enum pl_verdict ct_restart(const struct pkt *p, const struct ct_val *v,
+						  int half)
+{
+	if (half)
+		ct_half_delete_flow(&p->key, v);
+	else
+		ct_delete_flow(&p->key, v);
+	count(PL_ST_REUSE);
+	return PL_RESTART;
+}
+
 /* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
  * FIN, flag bits, window tracking. Returns PL_CONTINUE, PL_RESTART or PL_DROP. *pvp: the
  * partner entry if the caller has it already (else NULL), on return also if it had to be looked
@@ -112,12 +125,7 @@ static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struc
 		 * follows a FIN or RST within one connection. Only in-window RSTs and FINs set
 		 * those bits, so a blind reset cannot move a flow to another endpoint this way. */
 		if (!pv || ((v->seen | pv->seen) & (PL_CT_FIN | PL_CT_RST))) {
-			if (half)
-				ct_half_delete_flow(&p->key, v);
-			else
-				ct_delete_flow(&p->key, v);
-			count(PL_ST_REUSE);
-			return PL_RESTART;
+			return ct_restart(p, v, half);
 		}
 	}
 	if ((bits & (PL_CT_RST | PL_CT_FIN)) && pv && !td_in_window(v, pv, s, p->tcp_flags)) {
@@ -151,12 +159,7 @@ static __always_inline enum pl_verdict ct_sctp(struct __sk_buff *skb, const stru
 		 * ABORT or SHUTDOWN-COMPLETE it is a new association (clients reuse their port). */
 		pv = ct_partner(v, p->key.proto, half);
 		if (!pv || sctp_closed(v->seen, pv->seen)) {
-			if (half)
-				ct_half_delete_flow(&p->key, v);
-			else
-				ct_delete_flow(&p->key, v);
-			count(PL_ST_REUSE);
-			return PL_RESTART;
+			return ct_restart(p, v, half);
 		}
 	}
 	if (p->sctp_chunk == SCTP_INIT_ACK && v->dir == PL_DIR_REPLY &&
