@@ -273,3 +273,12 @@ def test_nat64_icmp_error_becomes_icmpv6_for_the_client(h: Harness) -> None:
     assert (inner.src, inner.dst, inner.nh) == (CLIENT6, VIP6, 6)
     assert bytes(inner.payload)[:4] == (40000).to_bytes(2, "big") + (80).to_bytes(2, "big")
     assert back.pkt.dst == CLIENT_MAC
+
+
+def test_v6_port_range_maps_by_offset(h: Harness) -> None:
+    h.service(vip=VIP6, eps=EPS6[:1], port=8000, port_max=8009, target=9000)
+    for dport in (8000, 8007):
+        out = h.run(syn6(dport=dport, sport=40000 + dport))
+        assert out.retval == TC_ACT_REDIRECT
+        assert out.pkt[TCP].dport == 9000 + dport - 8000 and csum6_ok(out.pkt)
+    assert h.run(syn6(dport=8010)).retval == TC_ACT_OK   # outside the range: the kernel's
