@@ -8,7 +8,7 @@ only once it is on disk. `JsonStore` reads (and writes) loxilb's lbconfig.txt sh
 
 Both store the wire form (`LoadBalancerEntry`, loxilb's keys), so state written by an earlier
 version loads as it is. Options earlier versions accepted and ignored, and this one answers
-"not supported yet" (bgp), are dropped on load with a warning, so such a
+"not supported yet" (none today; bgp was one), are dropped on load with a warning, so such a
 rule applies as it did rather than failing to.
 """
 

@@ -187,7 +187,6 @@ async def test_engine_validation_error_is_400(env: Env) -> None:
          "allowedSources 10.0.0.0/8: not of the externalIP's family (IPv6)"),
         (rule(vip="2001:db8::1", eps=("31.31.31.1",)), "no local address toward 31.31.31.1"),
         (rule(sel=5), "sel n2 not supported"),
-        (rule(bgp=True), "bgp: not supported yet"),
         (rule(proto="sctp") | {"secondaryIPs": [{"secondaryIP": "21.0.0.1"}] * 2},
          "secondaryIP 21.0.0.1: duplicate of the VIP or another secondaryIP"),
     ],

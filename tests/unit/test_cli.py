@@ -177,12 +177,11 @@ def test_create_icmp_and_options(run: Run, lb: tuple[Engine, MemoryDatapath]) ->
     assert [s.prefix for s in r.allowed_sources or []] == ["10.10.0.0/16"]
 
 
-def test_bgp_is_not_supported_yet(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
+def test_create_lb_bgp_sets_the_flag(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:
     engine, _ = lb
-    res = run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1", "--bgp")
-    err = one_line_error(res, 1, "20.20.20.1:80/tcp", "bgp: not supported yet")
-    assert err.startswith("Error: 20.20.20.1:80/tcp: bgp: not supported yet"), err
-    assert engine.list_rules() == []
+    ok(run("create", "lb", "20.20.20.1", "--tcp=80:8080", "--endpoints=10.0.0.1", "--bgp"))
+    [r] = engine.list_rules()
+    assert r.service_arguments.bgp is True
 
 
 def test_attach_and_detach_endpoints(run: Run, lb: tuple[Engine, MemoryDatapath]) -> None:

@@ -272,7 +272,6 @@ BAD: list[tuple[str, LoadBalancerEntry]] = [
     ("secondary ip v6", rule(protocol="sctp", secondaryIPs=[{"secondaryIP": "2001:db8::1"}])),
     ("secondary ips, v6 vip", rule(vip="2001:db8::100", protocol="sctp",
                                    secondaryIPs=[{"secondaryIP": "21.0.0.1"}])),
-    ("bgp", rule(bgp=True)),
     ("probeport with ping", rule(probetype="ping", probeport=80)),
     ("security", rule(security=1)),
     ("egress", rule(egress=True)),
@@ -328,19 +327,12 @@ def test_max_endpoints_accepted(eng: Engine, dp: MemoryDatapath):
     assert len(only_program(dp).endpoints) == MAX_ENDPOINTS
 
 
-@pytest.mark.parametrize(
-    ("entry", "message"),
-    [
-        (rule(bgp=True), "bgp: not supported yet"),
-    ],
-)
-def test_accepted_then_ignored_options_are_not_supported_yet(
-    eng: Engine, entry: LoadBalancerEntry, message: str
-):
-    """Earlier versions took these and did nothing with them; now the request is told."""
-    with pytest.raises(PyloxiError) as err:
-        eng.add_rule(entry)
-    assert err.value.code == 400 and err.value.message.startswith(message), err.value.message
+def test_bgp_flag_is_accepted_and_kept(eng: Engine):
+    """bgp was refused as "not supported yet"; the VIP is now announced (pyloxi.bgp), and the
+    engine keeps the flag for the daemon's speaker to read."""
+    eng.add_rule(rule(bgp=True))
+    [entry] = eng.desired_rules()
+    assert entry.service_arguments.bgp is True
     # an empty list asks for nothing
     eng.add_rule(rule(protocol="sctp", secondaryIPs=[]))
 

@@ -369,38 +369,35 @@ def test_rows_of_the_previous_version_load_and_dump_identically(tmp_path: Path):
     assert eng.desired_rules() == entries  # already canonical: applies as stored
 
 
-def test_options_earlier_versions_ignored_are_dropped_on_load(
+def test_options_earlier_versions_ignored_now_load_and_apply(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
-    """bgp was accepted and ignored; now a POST of it is refused, but a persisted rule that
-    has it still applies, as it did, with a warning. SCTP secondaryIPs (ignored before too)
-    now work and are kept."""
+    """bgp and SCTP secondaryIPs were accepted and ignored by earlier versions; both are
+    implemented now, so a persisted rule keeps them and applies with them, without a note."""
     _old_db(tmp_path, [("20.20.20.2|sctp|38412|0|0|", OLD_ROW_IGNORED_OPTIONS)])
     store = SqliteStore(tmp_path)
     with caplog.at_level("WARNING", logger="pyloxi.store"):
         keys, entries = store.load()
     store.close()
-    [note] = store.upgraded
-    assert "20.20.20.2:38412/sctp" in note and "bgp dropped" in note
-    assert any("not supported yet" in r.getMessage() for r in caplog.records)
+    assert store.upgraded == []
+    assert not any("not supported yet" in r.getMessage() for r in caplog.records)
     args = entries[0].service_arguments
-    assert args.bgp is False and entries[0].secondary_ips is not None
+    assert args.bgp is True and entries[0].secondary_ips is not None
     dp = MemoryDatapath()
     eng = Engine(dp)
     assert eng.restore(entries, keys) == []
     assert [(p.port_min, p.secondary_vips) for p in dp.services.values()] == [
         (38412, ("21.0.0.1",))]
-    # the same rule posted now is told
-    with pytest.raises(PyloxiError, match="bgp: not supported yet"):
-        Engine(MemoryDatapath()).add_rule(LoadBalancerEntry.model_validate_json(
-            OLD_ROW_IGNORED_OPTIONS))
+    # the same rule posted now is accepted
+    Engine(MemoryDatapath()).add_rule(LoadBalancerEntry.model_validate_json(
+        OLD_ROW_IGNORED_OPTIONS))
 
 
-def test_legacy_json_with_ignored_options_is_imported_without_them(tmp_path: Path):
+def test_legacy_json_with_formerly_ignored_options_is_imported_with_them(tmp_path: Path):
     (tmp_path / "lbconfig.json").write_text('{"lbAttr": [' + OLD_ROW_IGNORED_OPTIONS + "]}")
     store = SqliteStore(tmp_path)
     keys, entries = store.load()
     store.close()
     assert keys == ["20.20.20.2|sctp|38412|0|0|"]  # a valid rule: keyed as such
-    assert entries[0].service_arguments.bgp is False and entries[0].secondary_ips is not None
-    assert len(store.upgraded) == 1 and "lbconfig.json" in store.upgraded[0]
+    assert entries[0].service_arguments.bgp is True and entries[0].secondary_ips is not None
+    assert store.upgraded == []  # nothing dropped: no note

@@ -179,7 +179,7 @@ def create_lb(
     ] = None,
     mark: Annotated[int, typer.Option("--mark", help="block number (part of the rule key)")] = 0,
     bgp: Annotated[
-        bool, typer.Option("--bgp", help="advertise the VIP with BGP (pyloxi: not supported yet)")
+        bool, typer.Option("--bgp", help="advertise the VIP with BGP (daemon --bgp)")
     ] = False,
     monitor: Annotated[bool, typer.Option("--monitor", help="probe the endpoints")] = False,
     probetype: Annotated[

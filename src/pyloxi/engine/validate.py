@@ -197,29 +197,26 @@ def _endpoint(ep: Endpoint, key: RuleKey, mode: NatMode) -> EndpointSpec:
 
 
 # Options loxilb implements and pyloxi does not yet. Earlier versions accepted them and did
-# nothing; a request asking for one is now told so (400), until an issue implements it.
-NOT_SUPPORTED_YET = {
-    "bgp": "bgp: not supported yet (the VIP is not advertised)",
-}
+# nothing; a request asking for one is told so (400), until an issue implements it. Empty now:
+# `bgp` (the last one) is implemented by pyloxi.bgp (the VIP is announced through gobgpd).
+NOT_SUPPORTED_YET: dict[str, str] = {}
 
 
 def _asks_unsupported(entry: LoadBalancerEntry) -> list[str]:
     """The NOT_SUPPORTED_YET options `entry` asks for."""
-    return ["bgp"] if entry.service_arguments.bgp else []
+    return []
 
 
 def drop_unsupported(entry: LoadBalancerEntry) -> tuple[LoadBalancerEntry, str | None]:
     """For rules persisted by an earlier version, which accepted the NOT_SUPPORTED_YET options
     and ignored them: the entry without them, so that it applies as it did, and a note of what
-    was dropped (None: nothing was)."""
+    was dropped (None: nothing was). Nothing is dropped today: a persisted `bgp: true` is now
+    honoured (the VIP is announced when the daemon runs with --bgp)."""
     asked = _asks_unsupported(entry)
     if not asked:
         return entry, None
-    update: dict[str, object] = {}
-    if "bgp" in asked:
-        update["service_arguments"] = entry.service_arguments.model_copy(update={"bgp": False})
     note = f"{' and '.join(asked)} dropped: not supported yet (ignored before)"
-    return entry.model_copy(update=update), note
+    return entry, note
 
 
 def _check_families(key: RuleKey, mode: NatMode, eps: tuple[EndpointSpec, ...]) -> None:

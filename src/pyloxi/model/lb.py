@@ -75,7 +75,7 @@ class ServiceArguments(WireModel):
     protocol: WireProtocol = Protocol.TCP
     sel: WireSelection = Selection.RR
     mode: WireNatMode = NatMode.DEFAULT
-    bgp: bool = False  # not supported yet: true is refused by the engine
+    bgp: bool = False  # announce the VIP through BGP (daemon --bgp)
     monitor: bool = False
     probe_type: RuleProbeType = ""
     probe_port: Port = 0
