@@ -18,7 +18,9 @@ import uvicorn
 
 from pyloxi import __version__
 from pyloxi.api.app import create_app
+from pyloxi.api.bgp import bgp_router
 from pyloxi.api.endpoint import endpoint_router
+from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
@@ -71,6 +73,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--conntrack-half-open", type=int, default=None, metavar="N",
                    help="half-open (LRU) conntrack table size in entries (default: the "
                         "compiled size); fixed for as long as the pins live")
+    # -- bgp (pyloxi.bgp) --
+    p.add_argument("--bgp", action="store_true",
+                   help="announce the VIPs of rules with bgp: true through gobgpd (started and "
+                        "supervised by the daemon, API on --bgp-api)")
+    p.add_argument("--bgp-api", default="127.0.0.1:50052",
+                   help="gobgpd's gRPC address (default 127.0.0.1:50052, loxilb's)")
+    p.add_argument("--bgp-attach", action="store_true",
+                   help="use the gobgpd already serving --bgp-api instead of starting one")
+    p.add_argument("--bgp-timers", default="90,30,120", metavar="HOLD,KEEPALIVE,RETRY",
+                   help="neighbour timers in seconds (default 90,30,120)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -106,14 +118,31 @@ class Daemon:
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
         self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes)
+        self.bgp = self._bgp_speaker(args) if args.bgp else None
         self._restore(keys, entries)
         self.app = create_app(self.engine, version=__version__,
-                              extra_routers=[endpoint_router(self.probes)])
+                              extra_routers=[endpoint_router(self.probes),
+                                             bgp_router(self.bgp)])
         self._stop = asyncio.Event()
 
     def _rules_changed(self) -> None:
         # the engine and its follower need each other: the engine is built first
         self.sync.changed()
+        if self.bgp is not None:
+            self.bgp.changed()
+
+    def _bgp_speaker(self, args: argparse.Namespace) -> BgpSpeaker:
+        hold, keepalive, retry = (int(t) for t in args.bgp_timers.split(","))
+        speaker = BgpSpeaker(args.bgp_api, managed=not args.bgp_attach,
+                             log_path=f"{args.state_dir}/gobgpd.log",
+                             timers=Timers(hold, keepalive, retry), vips=self._bgp_vips)
+        speaker.prepare()  # no gobgpd, a 4.x one, no stubs: the start fails here, clearly
+        return speaker
+
+    def _bgp_vips(self) -> list[str]:
+        """The addresses to announce: VIPs (and SCTP secondary IPs) of rules with bgp: true."""
+        return [v for r in self.engine.desired_rules() if r.service_arguments.bgp
+                for v in rule_vips(r)]
 
     def _restore(self, keys: list[str], entries: list[LoadBalancerEntry]) -> None:
         errors = self.engine.restore(entries, keys)
@@ -168,6 +197,8 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
         await self.probes.start()
+        if self.bgp is not None:
+            self.bgp.start()
         self.sync.start(loop)  # its first round hands the restored rules' targets to the probes
         aging = asyncio.create_task(self._aging_loop())
         retry = asyncio.create_task(self._retry_loop())
@@ -180,6 +211,8 @@ class Daemon:
         server.should_exit = True
         await asyncio.gather(serving, aging, retry, return_exceptions=True)
         self.sync.stop()
+        if self.bgp is not None:
+            await asyncio.to_thread(self.bgp.stop)  # gobgpd closes its sessions: withdrawn
         await self.probes.stop()
         self._verdicts.shutdown(wait=True)
 

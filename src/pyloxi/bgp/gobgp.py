@@ -21,7 +21,7 @@ class StubsMissing(RuntimeError):
 
 def _stubs() -> tuple[Any, Any, Any]:
     try:
-        from pyloxi.bgp.apipb import (  # type: ignore[attr-defined]
+        from pyloxi.bgp.apipb import (
             attribute_pb2,
             gobgp_pb2,
             gobgp_pb2_grpc,
@@ -36,7 +36,7 @@ class PeerInfo:
     address: str
     asn: int
     state: str  # "established", "active", "idle" ... (gobgp's session state, lower case)
-    uptime_s: int  # seconds since the last state change (0: never up)
+    uptime_s: int  # Unix time of the last state change (0: none)
 
 
 class GobgpClient:

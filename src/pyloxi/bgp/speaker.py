@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pyloxi.bgp.gobgp import GobgpClient, PeerInfo
+from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry
 from pyloxi.model.errors import InvalidInput, NotFound, PyloxiError
 
 log = logging.getLogger("pyloxi.bgp")
@@ -94,6 +95,14 @@ def check_neighbor(n: BgpNeighbor) -> BgpNeighbor:
     return replace(n, address=str(addr))
 
 
+def _duration(since_epoch_s: int) -> str:
+    """gobgp reports the last up/down as a Unix time: loxilb shows the time since then."""
+    secs = max(0, int(time.time()) - since_epoch_s)
+    h, rem = divmod(secs, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}"
+
+
 def gobgpd_version(binary: str) -> str:
     """`gobgpd --version` -> "3.10.0"; refuses majors other than 3 (our stubs are 3.10's)."""
     out = subprocess.run([binary, "--version"], capture_output=True, text=True,
@@ -116,8 +125,8 @@ def _grpc_error(exc: Exception) -> tuple[bool, str]:
     import grpc
 
     if isinstance(exc, grpc.RpcError):
-        code = exc.code()  # type: ignore[attr-defined]
-        details = exc.details() or str(code)  # type: ignore[attr-defined]
+        code = exc.code()
+        details = exc.details() or str(code)
         down = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                         grpc.StatusCode.CANCELLED)
         return down, str(details)
@@ -164,14 +173,21 @@ class BgpSpeaker:
         self._applied_paths: dict[str, tuple[int, int]] = {}
 
     # -- public API ---------------------------------------------------------------------------
-    def start(self) -> None:
+    def prepare(self) -> None:
+        """What can fail before anything runs: gobgpd missing or of another major version,
+        the gRPC stubs not built. Raises RuntimeError with the reason."""
+        if self._client is not None:
+            return
         if self.managed:
-            self.version = gobgpd_version(self.binary)
             if shutil.which(self.binary) is None:
                 raise RuntimeError(f"{self.binary} not found: apt-get install gobgpd")
+            self.version = gobgpd_version(self.binary)
         self._client = GobgpClient(self.api)
-        with self._lock:
-            self._ensure_running()
+
+    def start(self) -> None:
+        self.prepare()
+        # gobgpd is spawned by the supervisor thread only: its parent-death signal follows
+        # the thread that forked it, and that thread lives as long as the speaker.
         self._thread = threading.Thread(target=self._supervise, name="bgp", daemon=True)
         self._thread.start()
 
@@ -264,6 +280,27 @@ class BgpSpeaker:
         """VIP -> (local-pref, MED) as last applied to gobgpd."""
         with self._lock:
             return dict(self._applied_paths)
+
+    # -- the REST API's view (pyloxi.api.bgp.BgpControl) -----------------------------------
+    def api_set_global(self, cfg: BGPGlobalConfig) -> None:
+        # listenPort not given (0): no listener; gobgpd connects out to its neighbours
+        self.set_global(BgpGlobal(cfg.local_as, cfg.router_id, cfg.listen_port or -1))
+
+    def api_add_neighbor(self, neigh: BGPNeigh) -> None:
+        self.add_neighbor(BgpNeighbor(neigh.ip_address, neigh.remote_as,
+                                      neigh.remote_port or 179, neigh.set_multi_hop))
+
+    def api_delete_neighbor(self, ip: str, remote_as: int) -> None:
+        self.delete_neighbor(ip, remote_as or None)
+
+    def api_neighbors(self) -> list[BGPNeighGetEntry]:
+        out = []
+        for n, live in self.neighbors():
+            out.append(BGPNeighGetEntry(
+                ip_address=n.address, remote_as=n.asn,
+                state=live.state if live else "unknown",
+                updowntime=_duration(live.uptime_s) if live and live.uptime_s else ""))
+        return out
 
     @property
     def up(self) -> bool:

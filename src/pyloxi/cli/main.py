@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 
 import pyloxi
+from pyloxi.cli import bgp as _bgp  # noqa: F401  (registers create/get/delete bgpneighbor)
 from pyloxi.cli import conntrack as _conntrack  # noqa: F401  (registers get ct)
 from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/get/delete ep)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
