@@ -403,15 +403,16 @@ class BgpSpeaker:
             return
         want = self._desired_paths()
         client = self._client
+        # logged before the call: the line's time stamp is when the change left for gobgpd
         for vip in [v for v in self._applied_paths if v not in want]:
+            log.info("bgp: withdraw %s", vip)
             client.delete_path(vip)
             del self._applied_paths[vip]
-            log.info("bgp: withdrew %s", vip)
         for vip, attrs in want.items():
             if self._applied_paths.get(vip) != attrs:
+                log.info("bgp: announce %s local-pref %d med %d", vip, *attrs)
                 client.add_path(vip, *attrs)
                 self._applied_paths[vip] = attrs
-                log.info("bgp: announced %s local-pref %d med %d", vip, *attrs)
 
     def round(self) -> None:
         """One supervision round (the thread's body; tests may call it)."""
