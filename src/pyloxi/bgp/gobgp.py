@@ -8,7 +8,6 @@ pyloxi runs without them.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,11 +132,24 @@ class GobgpClient:
         self._stub.DeletePath(pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family,
                                                    path=path), timeout=RPC_TIMEOUT_S)
 
-    def list_paths(self, v6: bool = False) -> Iterator[str]:
-        """The prefixes in gobgpd's global RIB ("10.0.0.1/32" ...)."""
-        pb = self._pb
+    def list_paths(self, v6: bool = False) -> dict[str, tuple[int, int]]:
+        """gobgpd's global RIB, our own paths: prefix ("10.0.0.1/32") -> (local-pref, MED)."""
+        pb, attr = self._pb, self._attr
         family = pb.Family(afi=pb.Family.AFI_IP6 if v6 else pb.Family.AFI_IP,
                            safi=pb.Family.SAFI_UNICAST)
+        out = {}
         for resp in self._stub.ListPath(pb.ListPathRequest(table_type=pb.GLOBAL, family=family),
                                         timeout=RPC_TIMEOUT_S):
-            yield str(resp.destination.prefix)
+            for path in resp.destination.paths:
+                lp = med = 0
+                for a in path.pattrs:
+                    if a.Is(attr.LocalPrefAttribute.DESCRIPTOR):
+                        m = attr.LocalPrefAttribute()
+                        a.Unpack(m)
+                        lp = int(m.local_pref)
+                    elif a.Is(attr.MultiExitDiscAttribute.DESCRIPTOR):
+                        m = attr.MultiExitDiscAttribute()
+                        a.Unpack(m)
+                        med = int(m.med)
+                out[str(resp.destination.prefix)] = (lp, med)
+        return out

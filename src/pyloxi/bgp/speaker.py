@@ -204,6 +204,7 @@ class BgpSpeaker:
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     self._proc.wait()
+            self._up = False
             if self._client is not None:
                 self._client.close()
 
