@@ -48,6 +48,16 @@ RETRY_MIN_S = 1.0
 RETRY_MAX_S = 60.0
 
 
+def _bgp_timers(text: str) -> Timers:
+    try:
+        hold, keepalive, retry = (int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: three whole numbers, e.g. 3,1,1") from None
+    if min(hold, keepalive, retry) < 1 or keepalive >= hold:
+        raise argparse.ArgumentTypeError(f"{text!r}: all >= 1 s and keepalive < hold")
+    return Timers(hold, keepalive, retry)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pyloxi daemon", description="Run the load balancer.")
     p.add_argument("--host", default="127.0.0.1", help="REST API address (default 127.0.0.1)")
@@ -81,7 +91,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="gobgpd's gRPC address (default 127.0.0.1:50052, loxilb's)")
     p.add_argument("--bgp-attach", action="store_true",
                    help="use the gobgpd already serving --bgp-api instead of starting one")
-    p.add_argument("--bgp-timers", default="90,30,120", metavar="HOLD,KEEPALIVE,RETRY",
+    p.add_argument("--bgp-timers", default=Timers(), type=_bgp_timers,
+                   metavar="HOLD,KEEPALIVE,RETRY",
                    help="neighbour timers in seconds (default 90,30,120)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
@@ -132,10 +143,9 @@ class Daemon:
             self.bgp.changed()
 
     def _bgp_speaker(self, args: argparse.Namespace) -> BgpSpeaker:
-        hold, keepalive, retry = (int(t) for t in args.bgp_timers.split(","))
         speaker = BgpSpeaker(args.bgp_api, managed=not args.bgp_attach,
                              log_path=f"{args.state_dir}/gobgpd.log",
-                             timers=Timers(hold, keepalive, retry), vips=self._bgp_vips)
+                             timers=args.bgp_timers, vips=self._bgp_vips)
         speaker.prepare()  # no gobgpd, a 4.x one, no stubs: the start fails here, clearly
         return speaker
 

@@ -179,7 +179,16 @@ def test_parse_args_flags() -> None:
     assert args.cleanup_on_exit and args.log_level == "debug" and args.netns == "lb"
 
 
-@pytest.mark.parametrize("bad", [["--port", "x"], ["--endpoint-down", "cut"], ["--bgp"]])
+def test_parse_args_bgp() -> None:
+    args = parse_args(["--bgp", "--bgp-api", "127.0.0.1:50100", "--bgp-timers", "3,1,1"])
+    assert args.bgp and args.bgp_api == "127.0.0.1:50100" and not args.bgp_attach
+    assert (args.bgp_timers.hold, args.bgp_timers.keepalive,
+            args.bgp_timers.connect_retry) == (3, 1, 1)
+    assert not parse_args([]).bgp
+
+
+@pytest.mark.parametrize("bad", [["--port", "x"], ["--endpoint-down", "cut"],
+                                 ["--bgp-timers", "3,1"], ["--bgp-timers", "3,3,1"]])
 def test_parse_args_refuses(bad: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(bad)
