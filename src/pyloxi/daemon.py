@@ -2,6 +2,7 @@
 
     store (desired rules) -> engine -> eBPF datapath (pinned maps, TC on every interface)
     REST API (uvicorn) -> engine;  aging loop -> datapath;  probes -> engine
+    REST API (cistate) -> cluster state -> StateSync (the HA instances' VIPs local or not)
 """
 
 from __future__ import annotations
@@ -9,17 +10,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import uvicorn
 
 from pyloxi import __version__
 from pyloxi.api.app import create_app
+from pyloxi.api.cistate import cistate_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.bpf import locate_object
+from pyloxi.cluster import ClusterConfig, ClusterState
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.host.locks import DirLock
@@ -71,6 +76,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--conntrack-half-open", type=int, default=None, metavar="N",
                    help="half-open (LRU) conntrack table size in entries (default: the "
                         "compiled size); fixed for as long as the pins live")
+    # loxilb's cluster flags (conntrack sync and BGP use them; HA state needs none of them)
+    p.add_argument("--cluster", default="", metavar="PEERS",
+                   help="comma-separated addresses of the cluster's other nodes (conntrack sync)")
+    p.add_argument("--self", dest="self_index", type=int, default=0, metavar="N",
+                   help="this node's index in the cluster (default 0)")
+    p.add_argument("--clusterinterface", default="", metavar="IF",
+                   help="interface of the cluster network")
+    p.add_argument("--bgp", action="store_true", help="advertise VIPs through BGP (gobgpd)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -99,21 +112,30 @@ class Daemon:
                                      dsr_tunnel_source=tunnel_source)
         self.datapath.attach(interfaces)
         self.vips = VipPlumber(interfaces)
+        # HA state: kept beside the rules, so a restarted BACKUP does not take its VIPs back
+        self.cluster = ClusterState(cluster_config(args),
+                                    path=Path(args.state_dir) / "cistate.json")
         self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,
                              snat_source=source_address)
         self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")
         self.probes = ProbeManager(on_change=engine_sink(
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
-        self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes)
+        self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes,
+                              serves=self._serves)
+        self.cluster.subscribe(lambda _before, _after: self.sync.ha_changed())
         self._restore(keys, entries)
         self.app = create_app(self.engine, version=__version__,
-                              extra_routers=[endpoint_router(self.probes)])
+                              extra_routers=[endpoint_router(self.probes),
+                                             cistate_router(self.cluster)])
         self._stop = asyncio.Event()
 
     def _rules_changed(self) -> None:
         # the engine and its follower need each other: the engine is built first
         self.sync.changed()
+
+    def _serves(self, entry: LoadBalancerEntry) -> bool:
+        return self.cluster.serves(entry.service_arguments.name)
 
     def _restore(self, keys: list[str], entries: list[LoadBalancerEntry]) -> None:
         errors = self.engine.restore(entries, keys)
@@ -121,7 +143,8 @@ class Daemon:
             log.error("persisted rule not applied (kept, retried later): %s", err)
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
-        self.vips.sync({v for r in rules for v in rule_vips(r)})  # drops stale VIPs
+        # drops stale VIPs, and those of instances this node does not serve
+        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)})
         self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 
@@ -198,6 +221,17 @@ class Daemon:
         else:
             self.datapath.close()
             log.info("stopped; the datapath keeps forwarding established flows")
+
+
+def cluster_config(args: argparse.Namespace) -> ClusterConfig:
+    peers = tuple(p.strip() for p in args.cluster.split(",") if p.strip())
+    for peer in peers:
+        try:
+            ipaddress.ip_address(peer)
+        except ValueError:
+            raise ValueError(f"--cluster: {peer!r} is not an IP address") from None
+    return ClusterConfig(peers=peers, self_index=args.self_index,
+                         interface=args.clusterinterface, bgp=args.bgp)
 
 
 def main(argv: list[str]) -> int:

@@ -179,7 +179,7 @@ def test_parse_args_flags() -> None:
     assert args.cleanup_on_exit and args.log_level == "debug" and args.netns == "lb"
 
 
-@pytest.mark.parametrize("bad", [["--port", "x"], ["--endpoint-down", "cut"], ["--bgp"]])
+@pytest.mark.parametrize("bad", [["--port", "x"], ["--endpoint-down", "cut"], ["--self", "x"]])
 def test_parse_args_refuses(bad: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(bad)
