@@ -244,5 +244,14 @@ def test_vip_follows_the_vrrp_master(ha: tuple[Netns, Node, Node]) -> None:
                    what=f"VIP still answering from {backup.name}")
         assert all(w in (backup.backend, "-") for _, w in attempts(lines(), settled))
         master, backup = backup, master
+    # A BACKUP whose daemon restarts stays BACKUP (keepalived would not tell it again): its
+    # VIP stays withdrawn and the MASTER keeps serving alone.
+    backup.daemon.restart()
+    assert backup.state() == "BACKUP"
+    assert not backup.vip_local()
+    restarted = time.monotonic()
+    wait_until(lambda m=master, t=restarted: answered_by(m.backend, t) is not None, 20,
+               what=f"VIP answering from {master.name} after the backup's restart")
+    assert all(w in (master.backend, "-") for _, w in attempts(lines(), restarted))
     print(f"\nHA takeover (link down -> first new TCP connection answered): "
           f"{', '.join(f'{t * 1000:.0f} ms' for t in takeovers)}")
