@@ -4,6 +4,7 @@ and the VIPs of an instance following its state through StateSync."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,38 @@ def test_gratuitous_arp_frame() -> None:
     arp = pkt[ARP]
     assert (arp.op, arp.psrc, arp.pdst, arp.hwsrc) == (1, "20.0.0.1", "20.0.0.1",
                                                        "02:00:00:00:00:01")
+
+
+# --- the shipped keepalived notify script -----------------------------------------------
+
+NOTIFY = Path(__file__).resolve().parents[2] / "deploy" / "keepalived" / "notify.sh"
+
+
+@pytest.mark.parametrize(("args", "url", "body"), [
+    (["INSTANCE", "vi_1", "MASTER", "150"], "http://127.0.0.1:11111",
+     {"instance": "llb-inst0", "state": "MASTER", "vip": "0.0.0.0"}),
+    (["inst1", "INSTANCE", "vi_1", "BACKUP", "100"], "http://127.0.0.1:11111",
+     {"instance": "inst1", "state": "BACKUP", "vip": "0.0.0.0"}),
+    (["inst2", "http://10.0.0.1:8080", "GROUP", "g", "FAULT", "0"], "http://10.0.0.1:8080",
+     {"instance": "inst2", "state": "FAULT", "vip": "0.0.0.0"}),
+])
+def test_notify_script_posts_the_state(tmp_path: Path, args: list[str], url: str,
+                                       body: dict[str, str]) -> None:
+    """keepalived appends TYPE NAME STATE PRIORITY to the configured command line."""
+    log = tmp_path / "curl.log"
+    fake = tmp_path / "curl"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {log}\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    proc = subprocess.run(["sh", str(NOTIFY), *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sent = log.read_text().splitlines()
+    assert sent[-1] == f"{url}/netlox/v1/config/cistate"
+    assert json.loads(sent[sent.index("-d") + 1]) == body
+
+
+def test_notify_script_refuses_what_it_cannot_post(tmp_path: Path) -> None:
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}  # no curl is called: none is found either
+    for args in (["INSTANCE", "vi_1", "UNKNOWN", "100"], ["MASTER"]):
+        proc = subprocess.run(["sh", str(NOTIFY), *args], env=env, capture_output=True)
+        assert proc.returncode == 2
