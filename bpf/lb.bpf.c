@@ -13,6 +13,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
+#include <linux/if_packet.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -191,7 +192,15 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 static __always_inline int new_flow_fwd(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct ct_val *v;
-	int rc = new_flow(skb, p);
+	int rc;
+
+	/* A frame sent to another host's MAC opens no flow here: a switch floods unknown unicast
+	 * (an HA peer's port went down, its MAC aged out) and this node, an HA BACKUP whose VIPs
+	 * are not local, must not serve it; the kernel drops it (ip_rcv). Established flows
+	 * (conntrack above) are not affected. */
+	if (skb->pkt_type == PACKET_OTHERHOST)
+		return PL_PASS;
+	rc = new_flow(skb, p);
 
 	if (rc != PL_FORWARD)
 		return rc;

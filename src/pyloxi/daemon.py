@@ -2,6 +2,7 @@
 
     store (desired rules) -> engine -> eBPF datapath (pinned maps, TC on every interface)
     REST API (uvicorn) -> engine;  aging loop -> datapath;  probes -> engine
+    REST API (cistate) -> cluster state -> StateSync (the HA instances' VIPs local or not)
 """
 
 from __future__ import annotations
@@ -9,19 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import uvicorn
 
 from pyloxi import __version__
 from pyloxi.api.app import create_app
 from pyloxi.api.bgp import bgp_router
+from pyloxi.api.cistate import cistate_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
+from pyloxi.cluster import ClusterConfig, ClusterState
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.host.locks import DirLock
@@ -83,6 +88,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--conntrack-half-open", type=int, default=None, metavar="N",
                    help="half-open (LRU) conntrack table size in entries (default: the "
                         "compiled size); fixed for as long as the pins live")
+    # loxilb's cluster flags (conntrack sync and BGP use them; HA state needs none of them)
+    p.add_argument("--cluster", default="", metavar="PEERS",
+                   help="comma-separated addresses of the cluster's other nodes (conntrack sync)")
+    p.add_argument("--self", dest="self_index", type=int, default=0, metavar="N",
+                   help="this node's index in the cluster (default 0)")
+    p.add_argument("--clusterinterface", default="", metavar="IF",
+                   help="interface of the cluster network")
     # -- bgp (pyloxi.bgp) --
     p.add_argument("--bgp", action="store_true",
                    help="announce the VIPs of rules with bgp: true through gobgpd (started and "
@@ -122,18 +134,24 @@ class Daemon:
                                      dsr_tunnel_source=tunnel_source)
         self.datapath.attach(interfaces)
         self.vips = VipPlumber(interfaces)
+        # HA state: kept beside the rules, so a restarted BACKUP does not take its VIPs back
+        self.cluster = ClusterState(cluster_config(args),
+                                    path=Path(args.state_dir) / "cistate.json")
         self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,
                              snat_source=source_address)
         self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")
         self.probes = ProbeManager(on_change=engine_sink(
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
-        self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes)
+        self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes,
+                              serves=self._serves)
         self.bgp = self._bgp_speaker(args) if args.bgp else None
+        self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
         self.app = create_app(self.engine, version=__version__,
                               extra_routers=[endpoint_router(self.probes),
-                                             bgp_router(self.bgp)])
+                                             bgp_router(self.bgp),
+                                             cistate_router(self.cluster)])
         self._stop = asyncio.Event()
 
     def _rules_changed(self) -> None:
@@ -154,13 +172,25 @@ class Daemon:
         return [v for r in self.engine.desired_rules() if r.service_arguments.bgp
                 for v in rule_vips(r)]
 
+    def _ha_changed(self, _before: object, _after: object) -> None:
+        """An HA state changed: VIPs follow (statesync), and BGP's attributes (MASTER local-pref
+        5000 / MED 10, BACKUP 100 / 20)."""
+        self.sync.ha_changed()
+        if self.bgp is not None:
+            for inst in self.cluster.instances():
+                self.bgp.set_ha_state(inst.name, inst.state)
+
+    def _serves(self, entry: LoadBalancerEntry) -> bool:
+        return self.cluster.serves(entry.service_arguments.name)
+
     def _restore(self, keys: list[str], entries: list[LoadBalancerEntry]) -> None:
         errors = self.engine.restore(entries, keys)
         for err in errors:
             log.error("persisted rule not applied (kept, retried later): %s", err)
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
-        self.vips.sync({v for r in rules for v in rule_vips(r)})  # drops stale VIPs
+        # drops stale VIPs, and those of instances this node does not serve
+        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)})
         self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 
@@ -241,6 +271,17 @@ class Daemon:
         else:
             self.datapath.close()
             log.info("stopped; the datapath keeps forwarding established flows")
+
+
+def cluster_config(args: argparse.Namespace) -> ClusterConfig:
+    peers = tuple(p.strip() for p in args.cluster.split(",") if p.strip())
+    for peer in peers:
+        try:
+            ipaddress.ip_address(peer)
+        except ValueError:
+            raise ValueError(f"--cluster: {peer!r} is not an IP address") from None
+    return ClusterConfig(peers=peers, self_index=args.self_index,
+                         interface=args.clusterinterface, bgp=args.bgp)
 
 
 def main(argv: list[str]) -> int:

@@ -2,6 +2,11 @@
 
     engine (on_change) -> StateSync.changed() -> follower thread -> vips.change(add, remove)
                                                                  -> loop: probes.sync_rule/drop_rule
+    HA state (cluster) -> StateSync.ha_changed() -> follower thread -> vips.change(add, remove)
+
+Only the VIPs of rules whose HA instance is served here (`serves`: MASTER or NOT_DEFINED) are
+made local: on BACKUP the rules stay in the engine and the datapath, but the VIP is not local,
+so the host stops answering ARP/NDP for it and traffic no longer arrives.
 
 Durability is not its business: the engine waits for the store before a change is answered.
 """
@@ -60,10 +65,13 @@ class StateSync:
     FOLLOW_INTERVAL_S = 0.1  # VIP and probe updates
 
     def __init__(self, vips: VipTable, rules: Callable[[], list[LoadBalancerEntry]],
-                 probes: ProbeRules) -> None:
+                 probes: ProbeRules,
+                 serves: Callable[[LoadBalancerEntry], bool] | None = None) -> None:
         self.vips = vips
         self.rules = rules  # the engine's entries, as stored (no copies)
         self.probes = probes
+        self.serves = serves or (lambda _entry: True)  # whether a rule's VIPs are local here
+        self._recount = False  # the HA state changed: VIP references are counted again
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pending = False
@@ -107,13 +115,20 @@ class StateSync:
             self._pending = True
             self._cond.notify_all()
 
+    def ha_changed(self) -> None:
+        """A ClusterState listener: which rules' VIPs are local may have changed."""
+        with self._cond:
+            self._pending = self._recount = True
+            self._cond.notify_all()
+
     def flush(self) -> None:
         """Apply a pending change now, in this thread."""
         with self._apply_lock:
             with self._cond:
                 pending, self._pending = self._pending, False
+                recount, self._recount = self._recount, False
             if pending:
-                self._follow(self.rules())
+                self._follow(self.rules(), recount=recount)
 
     def _run(self) -> None:
         while True:
@@ -128,20 +143,29 @@ class StateSync:
             with self._cond:  # let a burst gather: diffs are O(rules)
                 self._cond.wait_for(lambda: self._stopping, self.FOLLOW_INTERVAL_S)
 
-    def _follow(self, rules: list[LoadBalancerEntry]) -> None:
-        """VIPs and probe targets follow the rules."""
+    def _follow(self, rules: list[LoadBalancerEntry], *, recount: bool = False) -> None:
+        """VIPs and probe targets follow the rules (VIPs: only those of served rules)."""
         current = {id(r): r for r in rules}
         added = [r for i, r in current.items() if i not in self._seen]
         gone = [r for i, r in self._seen.items() if i not in current]
         self._seen = current
-        new_vips = [v for r in added for v in rule_vips(r)]
-        old_vips = [v for r in gone for v in rule_vips(r)]
-        appeared = {v for v in new_vips if not self._vip_refs[v]}
-        self._vip_refs.update(new_vips)
-        self._vip_refs.subtract(old_vips)
-        vanished = {v for v in old_vips if self._vip_refs[v] <= 0}
-        for v in vanished:
-            del self._vip_refs[v]
+        if recount:  # served or not changed under the rules we hold: count from scratch
+            refs = Counter(v for r in rules if self.serves(r) for v in rule_vips(r))
+            appeared = set(refs) - set(self._vip_refs)
+            vanished = set(self._vip_refs) - set(refs)
+            self._vip_refs = refs
+        else:
+            # A rule counts only while served. Should the HA state change between a rule's
+            # addition and removal, the count may go astray here, but every HA change is
+            # followed by ha_changed() and its recount, which starts again from the rules.
+            new_vips = [v for r in added if self.serves(r) for v in rule_vips(r)]
+            old_vips = [v for r in gone if self.serves(r) for v in rule_vips(r)]
+            appeared = {v for v in new_vips if not self._vip_refs[v]}
+            self._vip_refs.update(new_vips)
+            self._vip_refs.subtract(old_vips)
+            vanished = {v for v in old_vips if self._vip_refs[v] <= 0}
+            for v in vanished:
+                del self._vip_refs[v]
         if appeared or vanished:
             self.vips.change(appeared - vanished, vanished)
         if self._loop is not None and (added or gone):

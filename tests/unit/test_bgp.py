@@ -73,15 +73,15 @@ def test_vips_are_announced_with_the_ha_attributes_and_withdrawn(rig: Rig):
     rig.settle()
     assert rig.gobgp.list_paths() == {"10.9.9.9/32": (0, 0)}  # no HA state: 0 / 0
     assert rig.gobgp.list_paths(v6=True) == {"fd00::9/128": (0, 0)}
-    rig.speaker.set_ha_state("default", "MASTER")
+    rig.speaker.set_ha_state("llb-inst0", "MASTER")
     rig.settle()
     assert rig.gobgp.list_paths() == {"10.9.9.9/32": (5000, 10)}
-    rig.speaker.set_ha_state("default", "BACKUP")
+    rig.speaker.set_ha_state("llb-inst0", "BACKUP")
     rig.settle()
     assert rig.gobgp.list_paths() == {"10.9.9.9/32": (100, 20)}
     assert rig.gobgp.list_paths(v6=True) == {"fd00::9/128": (100, 20)}
     rig.speaker.set_ha_state("other", "MASTER")  # not the rules' instance
-    rig.speaker.set_ha_state("default", "NOT_DEFINED")
+    rig.speaker.set_ha_state("llb-inst0", "NOT_DEFINED")
     rig.settle()
     assert rig.gobgp.list_paths() == {"10.9.9.9/32": (0, 0)}
     rig.vips.clear()
@@ -117,7 +117,7 @@ def test_bad_input_changes_nothing(rig: Rig):
 def test_killed_gobgpd_is_restarted_with_global_neighbours_and_paths(rig: Rig):
     rig.speaker.set_global(BgpGlobal(65001, "10.0.0.1"))
     rig.speaker.add_neighbor(BgpNeighbor("10.0.0.2", 65000))
-    rig.speaker.set_ha_state("default", "MASTER")
+    rig.speaker.set_ha_state("llb-inst0", "MASTER")
     rig.vips.add("10.9.9.9")
     rig.settle()
     old = rig.speaker.status()["pid"]

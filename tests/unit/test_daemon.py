@@ -188,7 +188,8 @@ def test_parse_args_bgp() -> None:
 
 
 @pytest.mark.parametrize("bad", [["--port", "x"], ["--endpoint-down", "cut"],
-                                 ["--bgp-timers", "3,1"], ["--bgp-timers", "3,3,1"]])
+                                 ["--bgp-timers", "3,1"], ["--bgp-timers", "3,3,1"],
+                                 ["--self", "x"]])
 def test_parse_args_refuses(bad: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(bad)

@@ -24,13 +24,13 @@ from typing import Any
 
 from pyloxi.bgp.gobgp import GobgpClient, PeerInfo
 from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry
+from pyloxi.model.cluster import DEFAULT_INSTANCE
 from pyloxi.model.errors import InvalidInput, NotFound, PyloxiError
 
 log = logging.getLogger("pyloxi.bgp")
 
 # loxilb's attributes by HA state (gobgpclient.go): MASTER 5000/10, BACKUP 100/20, else 0/0
 HA_ATTRIBUTES = {"MASTER": (5000, 10), "BACKUP": (100, 20)}
-DEFAULT_INSTANCE = "default"  # loxilb's cluster instance of every rule
 READY_TIMEOUT_S = 10.0
 SUPERVISE_PERIOD_S = 0.5
 RESTART_BACKOFF_MAX_S = 10.0
@@ -214,7 +214,8 @@ class BgpSpeaker:
 
     def set_ha_state(self, instance: str, state: str) -> None:
         """HA state of a cluster instance: MASTER announces with local-pref 5000 / MED 10,
-        BACKUP 100 / 20, anything else 0 / 0 (loxilb's). Rules belong to "default"."""
+        BACKUP 100 / 20, anything else 0 / 0 (loxilb's). The paths carry the attributes of the
+        default instance (llb-inst0)."""
         with self._lock:
             self._ha[instance] = state.upper()
         self._wake.set()

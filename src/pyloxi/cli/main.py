@@ -20,6 +20,7 @@ import pyloxi
 from pyloxi.cli import bgp as _bgp  # noqa: F401  (registers create/get/delete bgpneighbor)
 from pyloxi.cli import conntrack as _conntrack  # noqa: F401  (registers get ct)
 from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/get/delete ep)
+from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
 from pyloxi.cli import render
 from pyloxi.cli.client import client_for, make_settings, reporting

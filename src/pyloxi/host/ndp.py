@@ -36,7 +36,7 @@ the 10,000 NAs into a veth, whose receiver runs in the sender's call), restart 1
 A VIP that appears is announced at once with an unsolicited NA (override flag, target = VIP,
 to ff02::1, hop limit 255) from a raw ICMPv6 socket on each facing interface: neighbours that
 cached another MAC for it (a previous holder) update without waiting for their entry to age.
-(v4 VIPs get no gratuitous ARP today; the cluster work adds that.)
+(v4 VIPs get a gratuitous ARP instead: host.arp.)
 """
 
 from __future__ import annotations

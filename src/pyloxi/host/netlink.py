@@ -13,7 +13,7 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pyloxi.host import ndp
+from pyloxi.host import arp, ndp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,7 +106,8 @@ class VipPlumber:
     10,000 of them cost seconds each way). The kernel then answers ARP for on-link v4 VIPs and
     refuses (RST / port unreachable) when a rule has no live endpoint. IPv6 has no ARP-like
     answer for local routes: each v6 VIP also gets a proxy NDP entry on every facing interface,
-    and is announced with an unsolicited NA when it appears (host.ndp explains the choice).
+    and is announced with an unsolicited NA when it appears (host.ndp explains the choice); a v4
+    VIP that appears is announced with a gratuitous ARP (host.arp).
     Routes and proxy entries carry protocol ROUTE_PROTO, so a restarted daemon knows which are
     its own; only the difference to the last call is sent, in one `ip -batch`.
 
@@ -168,6 +169,9 @@ class VipPlumber:
         announced = [v for v in todo_add if ndp.is_v6(v)]
         if announced:
             ndp.announce(announced, self.interfaces)
+        garp = [v for v in todo_add if not ndp.is_v6(v)]
+        if garp:  # a VIP taken over (HA MASTER) moves in neighbours' caches at once
+            arp.announce(garp, self.interfaces)
 
     def _ensure_v6(self) -> None:
         """Once per plumber, at the first v6 VIP (or at start when it owns some already):
