@@ -16,6 +16,7 @@ sync) must lose flows, or the test proves nothing. Numbers: docs/ctsync-notes.md
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -158,10 +159,8 @@ class Node:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(BrokenPipeError, AssertionError):
                 self.cmd("quit")
-            except (BrokenPipeError, AssertionError):
-                pass
             self.proc.wait(timeout=15)
         self.log.close()
 
