@@ -32,6 +32,7 @@ from tests.datapath.conftest import (
     Harness,
     ep_answer,
     handshake,
+    syn,
 )
 from tests.waiting import wait_until
 
@@ -207,3 +208,24 @@ def test_stream_to_peer_over_tcp(nodes: tuple[Harness, Harness]) -> None:
     finally:
         sa.stop()
         sb.stop()
+
+
+@pytest.mark.parametrize("mode", [NatMode.FULLNAT, NatMode.ONEARM])
+def test_nat_port_shares_do_not_overlap(nodes: tuple[Harness, Harness], mode: NatMode) -> None:
+    """Active-active: node 0 of 2 and node 1 of 2 translate to disjoint halves of the range,
+    even for a client whose own port lies in the other node's half."""
+    lo, span = (1024, 64512) if mode == NatMode.FULLNAT else (49152, 16384)
+    half = span // 2
+    seen: list[set[int]] = [set(), set()]
+    for i, h in enumerate(nodes):
+        h.dp.set_nat_share(i, 2)
+        h.service(eps=EPS[:1], mode=mode, snat="10.0.11.1" if mode == NatMode.ONEARM else None)
+        for n in range(16):
+            for sport in (lo + 5 + n, lo + half + 5 + n):  # in node 0's half, in node 1's
+                out = h.run(syn(sport=sport))
+                assert out.retval == TC_ACT_REDIRECT
+                seen[i].add(out.pkt[TCP].sport)
+    assert all(lo <= p < lo + half for p in seen[0]), sorted(seen[0])
+    assert all(lo + half <= p < lo + span for p in seen[1]), sorted(seen[1])
+    with pytest.raises(ValueError):
+        nodes[0].dp.set_nat_share(2, 2)

@@ -39,6 +39,14 @@
 #define PL_VIP_PORT_MIN   1024
 #define PL_VIP_PORT_SPAN  64512
 #define PL_NAT_TRIES      32
+
+/* Active-active clusters: each node allocates NAT source ports from its own share of the
+ * range (share `index` of `count` equal parts), so two nodes never pick the same reply tuple
+ * for flows they both end up holding through conntrack sync. count 0 or 1: the whole range. */
+struct nat_share {
+	__u16 index;
+	__u16 count;
+};
 /* An entry whose partner is missing is taken over only when it is older than this: the two
  * entries of a flow are inserted microseconds apart, so a younger orphan may be a flow another
  * CPU is creating right now. */
@@ -422,5 +430,6 @@ _Static_assert(sizeof(struct assoc_val) == 16, "assoc_val");
 _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
+_Static_assert(sizeof(struct nat_share) == 4, "nat_share");
 
 #endif

@@ -479,6 +479,14 @@ class EbpfDatapath:
         with self._lock:
             return self.ct.flush_endpoint(L.addr(ip)[0], L.port_n(port))
 
+    def set_nat_share(self, index: int, count: int) -> None:
+        """Active-active: allocate NAT source ports from share *index* of *count* equal parts
+        of the range (a node's position in --cluster), so nodes that sync their flows never
+        pick the same reply tuple. count 1: the whole range."""
+        if count < 1 or not 0 <= index < count or count > 0xFFFF:
+            raise ValueError(f"NAT port share {index} of {count}")
+        self.obj.map("nat_share_map").update(_u32(0), bytes(L.NatShare(index=index, count=count)))
+
     def flow_sync(self) -> FlowSync:
         """Conntrack sync's access to this datapath (ring buffer, dump, insert by identity)."""
         if self._sync is None:

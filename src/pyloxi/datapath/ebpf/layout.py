@@ -172,6 +172,10 @@ class CtVal(ctypes.Structure):
                 ("fib_mtu", ctypes.c_uint32), ("td_lastack", ctypes.c_uint32)]
 
 
+class NatShare(ctypes.Structure):
+    _fields_ = [("index", ctypes.c_uint16), ("count", ctypes.c_uint16)]
+
+
 class CtSyncEv(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint8), ("result", ctypes.c_uint8),
                 ("pad", ctypes.c_uint8 * 6), ("okey", CtKey), ("rkey", CtKey),
@@ -304,7 +308,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
     "mh_val": MhVal, "assoc_key": AssocKey, "assoc_val": AssocVal,
     "rassoc_key": RassocKey, "rassoc_val": RassocVal,
-    "ct_sync_ev": CtSyncEv, "ct_sync_req": CtSyncReq,
+    "ct_sync_ev": CtSyncEv, "ct_sync_req": CtSyncReq, "nat_share": NatShare,
 }
 
 
