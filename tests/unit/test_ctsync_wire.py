@@ -6,8 +6,9 @@ from __future__ import annotations
 import socket
 from collections import Counter
 
-from pyloxi.cluster.ctsync import CtSync
 from tests.waiting import wait_until
+
+from pyloxi.cluster.ctsync import CtSync
 
 
 class Fake:
