@@ -54,6 +54,7 @@ def main() -> None:
                 print("ok", flush=True)
             elif cmd == "stats":
                 out = {"dp": dp.datapath_stats(),
+                       "packets": dp.service_counters(prog).packets,
                        "sent": sync.sent if sync else 0,
                        "received": sync.received if sync else 0,
                        "applied": dict(sync.applied) if sync else {}}
