@@ -300,3 +300,82 @@ int pl_ct_delete(void *ctx)
 	bpf_loop(n, ct_del_step, NULL, 0);
 	return 0;
 }
+
+/* One flow of pl_ct_sync (a bpf_loop callback). The values come ready from the control plane:
+ * local svc_id/ep_idx, PL_CT_F_SYNCED, no cached next hop, time stamps on this node's clock. */
+static long ct_sync_step(__u32 i, void *data)
+{
+	__u32 zero = 0;
+	struct ct_sync_req *req = bpf_map_lookup_elem(&ct_sync_map, &zero);
+	struct ct_val *cur, *rcur;
+
+	if (!req || i >= PL_SYNC_BATCH)
+		return 1;
+	struct ct_sync_ev *ev = &req->ev[i];
+	struct ct_key ok = ev->okey, rk = ev->rkey;
+
+	ev->result = PL_SYNC_R_NONE;
+	cur = bpf_map_lookup_elem(&ct_map, &ok);
+	rcur = bpf_map_lookup_elem(&ct_map, &rk);
+	/* a live local flow on either key wins: never overwritten, never deleted from here */
+	if ((cur && !(cur->flags & PL_CT_F_SYNCED)) || (rcur && !(rcur->flags & PL_CT_F_SYNCED))) {
+		ev->result = PL_SYNC_R_LOCAL;
+		return 0;
+	}
+	if (ev->type == PL_SYNC_DEL) {
+		if (!cur)
+			return 0;
+		__u32 svc_id = cur->svc_id, ep_idx = cur->ep_idx;
+		bpf_map_delete_elem(&ct_map, &rk);
+		if (bpf_map_delete_elem(&ct_map, &ok) == 0) {
+			conn_closed(svc_id, ep_idx);
+			ev->result = PL_SYNC_R_DELETED;
+		}
+		return 0;
+	}
+	if (ev->type != PL_SYNC_EST)
+		return 0;
+	if (cur) {   /* an earlier copy of this flow: refresh it (counted opened already) */
+		if (cur->svc_id != ev->oval.svc_id || cur->ep_idx != ev->oval.ep_idx) {
+			conn_closed(cur->svc_id, cur->ep_idx);
+			conn_opened(ev->oval.svc_id, ev->oval.ep_idx);
+		}
+		bpf_map_update_elem(&ct_map, &ok, &ev->oval, BPF_ANY);
+		bpf_map_update_elem(&ct_map, &rk, &ev->rval, BPF_ANY);
+		ev->result = PL_SYNC_R_REFRESHED;
+		return 0;
+	}
+	/* as pl_promote: the original direction first, both with BPF_NOEXIST (a flow the datapath
+	 * creates meanwhile wins) */
+	int rc = bpf_map_update_elem(&ct_map, &ok, &ev->oval, BPF_NOEXIST);
+	if (rc) {
+		ev->result = rc == -EEXIST ? PL_SYNC_R_LOCAL : PL_SYNC_R_FULL;
+		return 0;
+	}
+	rc = bpf_map_update_elem(&ct_map, &rk, &ev->rval, BPF_NOEXIST);
+	if (rc) {
+		bpf_map_delete_elem(&ct_map, &ok);
+		ev->result = rc == -EEXIST ? PL_SYNC_R_LOCAL : PL_SYNC_R_FULL;
+		return 0;
+	}
+	conn_opened(ev->oval.svc_id, ev->oval.ep_idx);
+	ev->result = PL_SYNC_R_INSERTED;
+	return 0;
+}
+
+/* Run by the control plane to insert (or delete) flows a peer sent, items read from
+ * ct_sync_map, results written back to it (ct_sync_ev.result). Returns 0, or -1. */
+SEC("syscall")
+int pl_ct_sync(void *ctx)
+{
+	__u32 zero = 0;
+	struct ct_sync_req *req = bpf_map_lookup_elem(&ct_sync_map, &zero);
+
+	if (!req)
+		return -1;
+	__u32 n = req->n;
+	if (n > PL_SYNC_BATCH)
+		n = PL_SYNC_BATCH;
+	bpf_loop(n, ct_sync_step, NULL, 0);
+	return 0;
+}

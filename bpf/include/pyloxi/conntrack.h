@@ -14,6 +14,7 @@
 
 #include "pyloxi/clock.h"
 #include "pyloxi/ct.h"
+#include "pyloxi/ctsync.h"
 #include "pyloxi/parse.h"
 #include "pyloxi/sctp.h"
 #include "pyloxi/stats.h"
@@ -60,8 +61,12 @@ static __always_inline void ct_delete_flow_in(const struct ct_key *key, const st
 
 	partner_key(v, key->proto, pk);
 	bpf_map_delete_elem(&ct_map, orig ? pk : key);
-	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0 && counted)
-		conn_closed(svc_id, ep_idx);
+	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0) {
+		if (counted)
+			conn_closed(svc_id, ep_idx);
+		/* the one deleting the original entry tells the peers, once */
+		sync_emit_del(orig ? key : pk, orig ? pk : key);
+	}
 }
 
 /* Half-open flows are not counted in conn_map (they may vanish by LRU eviction): deleting them
@@ -259,6 +264,7 @@ __noinline int pl_promote(const struct ct_key *key, const struct ct_val *v)
 	}
 	conn_opened(sc->fwd.svc_id, sc->fwd.ep_idx);
 	count(PL_ST_PROMOTE);
+	sync_emit_est(&ok, &rk, &sc->fwd, &sc->rev);
 	bpf_map_delete_elem(&ct_half, &rk);
 	bpf_map_delete_elem(&ct_half, &ok);
 	return PL_PROMOTED;

@@ -88,14 +88,21 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
 	proto = key->proto;
 	__u32 lo = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_MIN : PL_NAT_PORT_MIN;
 	__u32 span = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_SPAN : PL_NAT_PORT_SPAN;
+	__u32 zero = 0;
+	struct nat_share *share = bpf_map_lookup_elem(&nat_share_map, &zero);
+	if (share && share->count > 1 && share->index < share->count) {
+		span /= share->count;   /* active-active: this node's own part of the range */
+		lo += share->index * span;
+	}
 	for (__u32 i = 0; i < PL_NAT_TRIES; i++) {
 		if (i >= tries)
 			break;
 		/* The client's own port first (free unless another client took it: a flow picked
-		 * up again by hash then gets its old tuple back), then random candidates, fresh for
-		 * every attempt, so a retransmitted SYN does not retry the same taken ports. */
+		 * up again by hash then gets its old tuple back) if it is in this node's range,
+		 * then random candidates, fresh for every attempt, so a retransmitted SYN does not
+		 * retry the same taken ports. */
 		__u16 cand = sport;
-		if (snat && (i > 0 || bpf_ntohs(sport) < lo))
+		if (snat && (i > 0 || bpf_ntohs(sport) < lo || bpf_ntohs(sport) >= lo + span))
 			cand = bpf_htons(lo + bpf_get_prandom_u32() % span);
 		fv->nat_sport = cand;
 		partner_key(fv, proto, &sc->rk);

@@ -39,6 +39,14 @@
 #define PL_VIP_PORT_MIN   1024
 #define PL_VIP_PORT_SPAN  64512
 #define PL_NAT_TRIES      32
+
+/* Active-active clusters: each node allocates NAT source ports from its own share of the
+ * range (share `index` of `count` equal parts), so two nodes never pick the same reply tuple
+ * for flows they both end up holding through conntrack sync. count 0 or 1: the whole range. */
+struct nat_share {
+	__u16 index;
+	__u16 count;
+};
 /* An entry whose partner is missing is taken over only when it is older than this: the two
  * entries of a flow are inserted microseconds apart, so a younger orphan may be a flow another
  * CPU is creating right now. */
@@ -69,6 +77,8 @@ enum pl_sel { PL_SEL_RR = 0, PL_SEL_HASH = 1, PL_SEL_PRIO = 2, PL_SEL_PERSIST = 
 
 /* ct_val.flags */
 #define PL_CT_F_IPIP   0x1   /* dsr flow encapsulated in IPIP: outer nat_saddr -> nat_daddr */
+#define PL_CT_F_SYNCED 0x2   /* copied from a peer by conntrack sync (ctsync.h): a later copy
+                              * of the same flow may overwrite it, a local flow never */
 
 /* ct_val.seen: what this direction has shown (TCP flags, or just "seen") */
 #define PL_CT_SYN    0x01   /* SYN without ACK */
@@ -127,6 +137,8 @@ enum pl_stat {
 	PL_ST_DSR_TOO_BIG,     /* dsr: too big for the egress (IPIP: with its outer header), DF
 	                        * clear: dropped (we cannot fragment; the kernel would deliver the
 	                        * VIP locally) */
+	PL_ST_SYNC_DROP,       /* conntrack sync event lost: ring buffer full (the next full
+	                        * resync heals it) */
 	PL_ST_MAX = 32,
 };
 
@@ -365,6 +377,40 @@ struct rassoc_val {
 	__u8  pad;
 };
 
+/* Conntrack sync (ctsync.h): the datapath reports a flow's establishment and its deletion
+ * through the ct_events ring buffer; the daemon streams them to its peers, which insert them
+ * with pl_ct_sync (batches in ct_sync_map). Both entries' keys and values are enough to
+ * rebuild the flow: the service is named by okey's destination (VIP/port/proto), the endpoint
+ * by oval's NAT destination (ip:port); svc_id and ep_idx are node-local and rewritten by the
+ * receiver. */
+#define PL_SYNC_EST       1       /* ct_sync_ev.type: a flow established (promoted to ct_map) */
+#define PL_SYNC_DEL       2       /* the datapath deleted an established flow (keys only) */
+#define PL_SYNC_BATCH     64
+#define PL_SYNC_RING      (4 << 20)  /* bytes of ct_events */
+
+struct ct_sync_ev {
+	__u8  type;           /* PL_SYNC_* */
+	__u8  result;         /* pl_ct_sync out: PL_SYNC_R_* */
+	__u8  pad[6];
+	struct ct_key okey;   /* the original direction's entry */
+	struct ct_key rkey;   /* the reply direction's entry */
+	struct ct_val oval;
+	struct ct_val rval;
+};
+
+#define PL_SYNC_R_NONE     0  /* nothing done (bad item) */
+#define PL_SYNC_R_INSERTED 1  /* a new flow: both entries inserted, counted opened */
+#define PL_SYNC_R_REFRESHED 2 /* an earlier synced copy overwritten */
+#define PL_SYNC_R_LOCAL    3  /* a live local flow holds the key: left alone */
+#define PL_SYNC_R_FULL     4  /* ct_map full */
+#define PL_SYNC_R_DELETED  5  /* a synced flow deleted (counted closed) */
+
+struct ct_sync_req {      /* ct_sync_map[0]: input and output of pl_ct_sync */
+	__u32 n;
+	__u32 pad;
+	struct ct_sync_ev ev[PL_SYNC_BATCH];
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -383,5 +429,7 @@ _Static_assert(sizeof(struct assoc_key) == 8, "assoc_key");
 _Static_assert(sizeof(struct assoc_val) == 16, "assoc_val");
 _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
+_Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
+_Static_assert(sizeof(struct nat_share) == 4, "nat_share");
 
 #endif

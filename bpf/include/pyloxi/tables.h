@@ -169,4 +169,29 @@ struct {
 	__type(value, struct ct_del_req);
 } ct_del_map SEC(".maps");
 
+/* This node's share of the NAT port range (struct nat_share), set by the daemon at start
+ * from its cluster position. Not pinned: written on every start. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nat_share);
+} nat_share_map SEC(".maps");
+
+/* Conntrack sync events (ctsync.h), drained by the daemon. Pinned: a restarted daemon reads
+ * the same ring (it resyncs in full anyway). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PL_SYNC_RING);
+	PINNED;
+} ct_events SEC(".maps");
+
+/* Input and output of pl_ct_sync (flows received from a peer). Not pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_sync_req);
+} ct_sync_map SEC(".maps");
+
 #endif

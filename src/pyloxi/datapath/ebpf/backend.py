@@ -44,6 +44,7 @@ from pyloxi.datapath.ebpf import counters
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.adopt import adopt_live_maps, check_pins
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
+from pyloxi.datapath.ebpf.ctsync import FlowSync, SyncMaps
 from pyloxi.datapath.ebpf.epaddrs import EndpointAddrs
 from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
 from pyloxi.datapath.ebpf.libbpf.errors import BpfError
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
-             "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map")
+             "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
@@ -139,6 +140,7 @@ class EbpfDatapath:
         self.ct = ConntrackTable(self.maps["ct_map"], self.maps["ct_half"],
                                  self.obj.map("ct_del_map"), self.obj.program_fd("pl_ct_delete"))
         self._ep_addrs = EndpointAddrs(self.maps["ep_addr_map"])
+        self._sync: FlowSync | None = None
 
     # --- attach ---
 
@@ -477,13 +479,37 @@ class EbpfDatapath:
         with self._lock:
             return self.ct.flush_endpoint(L.addr(ip)[0], L.port_n(port))
 
+    def set_nat_share(self, index: int, count: int) -> None:
+        """Active-active: allocate NAT source ports from share *index* of *count* equal parts
+        of the range (a node's position in --cluster), so nodes that sync their flows never
+        pick the same reply tuple. count 1: the whole range."""
+        if count < 1 or not 0 <= index < count or count > 0xFFFF:
+            raise ValueError(f"NAT port share {index} of {count}")
+        self.obj.map("nat_share_map").update(_u32(0), bytes(L.NatShare(index=index, count=count)))
+
+    def flow_sync(self) -> FlowSync:
+        """Conntrack sync's access to this datapath (ring buffer, dump, insert by identity)."""
+        if self._sync is None:
+            m = self.maps
+            self._sync = FlowSync(SyncMaps(
+                ct_map=m["ct_map"], svc_map=m["svc_map"], gen_map=m["gen_map"],
+                ver_map=m["ver_map"], events=m["ct_events"],
+                sync_map=self.obj.map("ct_sync_map"),
+                sync_prog=self.obj.program_fd("pl_ct_sync")))
+            self.ct.on_deleted = self._sync.note_deleted
+        return self._sync
+
     def close(self) -> None:
         """Release handles. Pinned maps and the attached program stay: flows keep going."""
+        if self._sync is not None:
+            self._sync.close()
         self.obj.close()
 
     def destroy(self) -> None:
         """Detach and unpin everything (tests, `pyloxi daemon --cleanup`)."""
         self.detach()
+        if self._sync is not None:
+            self._sync.close()
         self.obj.close()
         for name in MAP_NAMES:
             path = os.path.join(self.pin_dir, name)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -216,6 +217,9 @@ class ConntrackTable:
         # ct_del_map has one slot: the aging loop and a flush (API thread) must not interleave
         # their write / run / read-back
         self._del_lock = threading.Lock()
+        # conntrack sync (ctsync.py): told the (original, reply) keys of every established flow
+        # the control plane deleted (aging, flushes), which the datapath's ring never sees
+        self.on_deleted: Callable[[list[tuple[bytes, bytes]]], None] | None = None
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.map, self.half)
@@ -279,6 +283,13 @@ class ConntrackTable:
             done[start:start + len(chunk)] = out["item"][0, :len(chunk)]["deleted"] != 0
         deleted = np.zeros(len(idx), dtype=bool)
         deleted[order] = done
+        if self.on_deleted is not None:
+            gone = idx[deleted]
+            gone = gone[(table[gone] == EST) & (v["dir"][gone] == L.DIR_ORIG)]
+            if len(gone):
+                pk = snap.partner_keys()[gone]
+                self.on_deleted([(bytes(snap.raw_keys[i]), pk[j].tobytes())
+                                 for j, i in enumerate(gone)])
         return deleted
 
     def expired(self, snap: Snapshot, idle_timeout: dict[int, int], now_ns: int) -> np.ndarray:

@@ -31,6 +31,12 @@ EP_F_ACTIVE = 0x1
 MODE_DSR = 3  # enum pl_mode PL_MODE_DSR: forward-only flows (bpf/include/pyloxi/dsr.h)
 EP_F_IPIP = 0x2  # dsr endpoint reached through IPIP (not on-link)
 CT_F_IPIP = 0x1  # ct_val.flags: dsr flow encapsulated in IPIP
+CT_F_SYNCED = 0x2  # ct_val.flags: copied from a peer by conntrack sync
+# conntrack sync (bpf/include/pyloxi/ctsync.h)
+SYNC_EST, SYNC_DEL = 1, 2
+SYNC_BATCH = 64
+(SYNC_R_NONE, SYNC_R_INSERTED, SYNC_R_REFRESHED, SYNC_R_LOCAL, SYNC_R_FULL,
+ SYNC_R_DELETED) = range(6)
 
 CT_SYN, CT_SYNACK, CT_ACK, CT_FIN, CT_RST, CT_SEEN = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 # SCTP: the first chunk of each packet of a direction (bpf/include/pyloxi/sctp.h)
@@ -45,7 +51,7 @@ STAT_NAMES = (
     "new_flow", "drop_source", "no_endpoint", "nat_exhausted", "ct_insert_fail",
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
-    "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big",
+    "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big", "sync_drop",
 )
 
 
@@ -164,6 +170,21 @@ class CtVal(ctypes.Structure):
                 ("td_wscale", ctypes.c_uint8), ("td_wsopt", ctypes.c_uint8),
                 ("td_flags", ctypes.c_uint8), ("flags", ctypes.c_uint8),
                 ("fib_mtu", ctypes.c_uint32), ("td_lastack", ctypes.c_uint32)]
+
+
+class NatShare(ctypes.Structure):
+    _fields_ = [("index", ctypes.c_uint16), ("count", ctypes.c_uint16)]
+
+
+class CtSyncEv(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint8), ("result", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 6), ("okey", CtKey), ("rkey", CtKey),
+                ("oval", CtVal), ("rval", CtVal)]
+
+
+class CtSyncReq(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("ev", CtSyncEv * SYNC_BATCH)]
 
 
 class CtDelItem(ctypes.Structure):
@@ -287,6 +308,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "frag_key": FragKey, "frag_val": FragVal, "icmp_bucket": IcmpBucket,
     "mh_val": MhVal, "assoc_key": AssocKey, "assoc_val": AssocVal,
     "rassoc_key": RassocKey, "rassoc_val": RassocVal,
+    "ct_sync_ev": CtSyncEv, "ct_sync_req": CtSyncReq, "nat_share": NatShare,
 }
 
 

@@ -212,6 +212,12 @@ bpf_obj_get_info_by_fd = _proto(
 bpf_prog_test_run_opts = _proto(
     "bpf_prog_test_run_opts", c_int, c_int, ctypes.POINTER(TestRunOpts)
 )
+# ring buffer (libbpf.h): int (*sample_fn)(void *ctx, void *data, size_t size)
+RINGBUF_SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+ring_buffer__new = _proto("ring_buffer__new", c_void_p, c_int, RINGBUF_SAMPLE_FN, c_void_p,
+                          c_void_p)
+ring_buffer__consume = _proto("ring_buffer__consume", c_int, c_void_p)
+ring_buffer__free = _proto("ring_buffer__free", None, c_void_p)
 # tc
 bpf_tc_hook_create = _proto("bpf_tc_hook_create", c_int, ctypes.POINTER(TcHook))
 bpf_tc_hook_destroy = _proto("bpf_tc_hook_destroy", c_int, ctypes.POINTER(TcHook))
