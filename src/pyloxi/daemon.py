@@ -27,6 +27,7 @@ from pyloxi.api.endpoint import endpoint_router
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.cluster import ClusterConfig, ClusterState
+from pyloxi.cluster.ctsync import CtSync
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.host.locks import DirLock
@@ -38,6 +39,7 @@ from pyloxi.host.netlink import (
     source_address,
     tunnel_source,
 )
+from pyloxi.model.cluster import DEFAULT_INSTANCE
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
@@ -146,6 +148,7 @@ class Daemon:
         self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes,
                               serves=self._serves)
         self.bgp = self._bgp_speaker(args) if args.bgp else None
+        self.ctsync: CtSync | None = None
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
         self.app = create_app(self.engine, version=__version__,
@@ -176,9 +179,30 @@ class Daemon:
         """An HA state changed: VIPs follow (statesync), and BGP's attributes (MASTER local-pref
         5000 / MED 10, BACKUP 100 / 20)."""
         self.sync.ha_changed()
+        if self.ctsync is not None:
+            self.ctsync.set_role(self._sync_role())
         if self.bgp is not None:
             for inst in self.cluster.instances():
                 self.bgp.set_ha_state(inst.name, inst.state)
+
+    def _sync_role(self) -> str:
+        """Conntrack sync sends while this node serves the default instance (MASTER, or no
+        cistate call yet: a receiver never overwrites a live local flow, so two senders are
+        harmless) and only receives as BACKUP."""
+        return "MASTER" if self.cluster.instance(DEFAULT_INSTANCE).serving else "BACKUP"
+
+    def _start_ctsync(self) -> None:
+        """--cluster: stream established flows to the other nodes (TCP 22222) and take theirs;
+        this node translates to its own share of the NAT ports (active-active)."""
+        peers = list(self.cluster.config.peers)
+        if not peers:
+            return
+        index = min(self.cluster.config.self_index, len(peers))
+        nodes = [*peers[:index], "0.0.0.0", *peers[index:]]   # this node listens on all
+        self.datapath.set_nat_share(index, len(nodes))
+        self.ctsync = CtSync(self.datapath.flow_sync())
+        self.ctsync.start(nodes, index, role=self._sync_role())
+        log.info("conntrack sync with %s (node %d of %d)", ",".join(peers), index, len(nodes))
 
     def _serves(self, entry: LoadBalancerEntry) -> bool:
         return self.cluster.serves(entry.service_arguments.name)
@@ -239,6 +263,7 @@ class Daemon:
         await self.probes.start()
         if self.bgp is not None:
             self.bgp.start()
+        self._start_ctsync()
         self.sync.start(loop)  # its first round hands the restored rules' targets to the probes
         aging = asyncio.create_task(self._aging_loop())
         retry = asyncio.create_task(self._retry_loop())
@@ -251,6 +276,8 @@ class Daemon:
         server.should_exit = True
         await asyncio.gather(serving, aging, retry, return_exceptions=True)
         self.sync.stop()
+        if self.ctsync is not None:
+            await asyncio.to_thread(self.ctsync.stop)
         if self.bgp is not None:
             await asyncio.to_thread(self.bgp.stop)  # gobgpd closes its sessions: withdrawn
         await self.probes.stop()

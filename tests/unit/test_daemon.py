@@ -399,3 +399,47 @@ async def test_run_serves_the_api_until_stopped(make: Callable[..., Daemon], hos
     assert not d.probes.running
     stopped(d)
     assert host.vips[0].owned == {"20.0.0.1", "20.0.0.9"}
+
+
+class FakeCtSync:
+    """cluster.ctsync.CtSync as the daemon drives it."""
+
+    def __init__(self, backend: object) -> None:
+        self.backend = backend
+        self.started: tuple[list[str], int, str] | None = None
+        self.roles: list[str] = []
+        self.stopped = False
+
+    def start(self, peers: list[str], self_index: int, role: str = "BACKUP") -> None:
+        self.started = (list(peers), self_index, role)
+
+    def set_role(self, role: str) -> None:
+        self.roles.append(role)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_cluster_flags_start_ctsync_and_the_ha_state_sets_its_role(
+        make: Callable[..., Daemon], host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[FakeCtSync] = []
+    monkeypatch.setattr(daemon_mod, "CtSync", lambda b: made.append(FakeCtSync(b)) or made[-1])
+    shares: list[tuple[int, int]] = []
+    monkeypatch.setattr(FakeDatapath, "set_nat_share",
+                        lambda self, i, n: shares.append((i, n)), raising=False)
+    monkeypatch.setattr(FakeDatapath, "flow_sync", lambda self: "flows", raising=False)
+    d = make("--cluster", "10.9.9.2", "--self", "1")
+    d._start_ctsync()
+    sync = made[0]
+    # this node listens on all addresses at its index; no cistate call yet: it sends
+    assert sync.started == (["10.9.9.2", "0.0.0.0"], 1, "MASTER")
+    assert shares == [(1, 2)] and sync.backend == "flows"
+    d.cluster.set_state("llb-inst0", "BACKUP")
+    d.cluster.set_state("llb-inst0", "MASTER")
+    assert sync.roles == ["BACKUP", "MASTER"]
+
+
+def test_no_cluster_no_ctsync(make: Callable[..., Daemon], host: Host) -> None:
+    d = make()
+    d._start_ctsync()
+    assert d.ctsync is None
