@@ -57,7 +57,7 @@ class DaemonHandle:
             return bool(listening) and self.cli("version", check=False).returncode == 0
 
         try:
-            wait_until(answers, 20)
+            wait_until(answers, 45)  # generous: a busy CI machine starts Python slowly
         except TimeoutError:
             raise TimeoutError(f"daemon API not up: {self.log_tail()}") from None
 

@@ -180,7 +180,8 @@ def bgp_lab() -> Iterator[BgpLab]:
         for name in LBS:
             lab.configure(name)
         for name in LBS:
-            wait_until(lambda n=name: lab.established(n), 30, what=f"{name} established")
+            # gobgpd 3.10 waits 5-10 s between connect attempts: a missed first one costs that
+            wait_until(lambda n=name: lab.established(n), 60, what=f"{name} established")
         yield lab
     finally:
         lab.close()
