@@ -98,8 +98,20 @@ class BgpLab:
     def configure(self, name: str) -> None:
         rt_ip, lb_ip = LBS[name]
         d = self.daemons[name]
-        ok(d.api("POST", "/config/bgp/global", {"routerId": lb_ip, "localAs": LB_AS}))
-        ok(d.api("POST", "/config/bgp/neigh", {"ipAddress": rt_ip, "remoteAs": RT_AS}))
+
+        def posted(path: str, body: dict[str, object]) -> bool:
+            # 503 while gobgpd is still starting (or restarted by the supervisor after a slow
+            # start on a busy machine): the API says so, and a client tries again
+            r = d.api("POST", path, body)
+            if r.status_code == 503:
+                return False
+            ok(r)
+            return True
+
+        wait_until(lambda: posted("/config/bgp/global", {"routerId": lb_ip, "localAs": LB_AS}),
+                   60, interval=0.5, what=f"{name}: gobgpd answering")
+        wait_until(lambda: posted("/config/bgp/neigh", {"ipAddress": rt_ip, "remoteAs": RT_AS}),
+                   60, interval=0.5, what=f"{name}: neighbour added")
 
     def add_rule(self, name: str, bgp: bool = True) -> None:
         ok(self.daemons[name].api("POST", "/config/loadbalancer", {

@@ -31,7 +31,7 @@ log = logging.getLogger("pyloxi.bgp")
 
 # loxilb's attributes by HA state (gobgpclient.go): MASTER 5000/10, BACKUP 100/20, else 0/0
 HA_ATTRIBUTES = {"MASTER": (5000, 10), "BACKUP": (100, 20)}
-READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 30.0  # a busy machine starts gobgpd slowly; a restart loop would be worse
 SUPERVISE_PERIOD_S = 0.5
 RESTART_BACKOFF_MAX_S = 10.0
 ASN_MAX = 4294967295
