@@ -13,7 +13,7 @@ BGP_STUBS   := src/pyloxi/bgp/apipb
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
               -I bpf/include -I /usr/include/$(shell uname -m)-linux-gnu
 
-.PHONY: deps build datapath-object bgp-stubs demo test test-unit test-datapath test-integration bench lint \
+.PHONY: deps build datapath-object bgp-stubs demo demo-cluster test test-unit test-datapath test-integration bench lint \
         clean
 
 deps: .venv/.deps-ok
@@ -47,6 +47,9 @@ $(BGP_STUBS)/gobgp_pb2_grpc.py: $(wildcard $(GOBGP_PROTO)/*.proto)
 
 demo: build
 	$(PY) -m pyloxi.testing.demo
+
+demo-cluster: build
+	$(PY) -m pyloxi.testing.demo_cluster
 
 test: build
 	$(PY) -m pytest -q -p no:cacheprovider tests
