@@ -1,7 +1,7 @@
 """A two-node pyloxi cluster in namespaces (demo and test support, not the product).
 
-    cl 10.80.1.2 ── rt (BIRD, AS 65000) 10.80.1.1 / 10.80.2.1 ── brf ─┬─ lb1 10.80.2.11 ─┬─ brb ── be1 10.80.3.21
-                                                                    └─ lb2 10.80.2.12 ─┘        be2 10.80.3.22
+    cl 10.80.1.2 ── rt (BIRD, AS 65000) ── brf ─┬─ lb1 10.80.2.11 ─┬─ brb ── be1 10.80.3.21
+                  10.80.1.1 / 10.80.2.1       └─ lb2 10.80.2.12 ─┘        be2 10.80.3.22
 
 Everything a user would run: on each LB node a full `pyloxi daemon --bgp --cluster <peer>
 --self N` (gobgpd under it, conntrack sync over the front link) and keepalived with the shipped
