@@ -166,7 +166,8 @@ class Daemon:
     def _bgp_speaker(self, args: argparse.Namespace) -> BgpSpeaker:
         speaker = BgpSpeaker(args.bgp_api, managed=not args.bgp_attach,
                              log_path=f"{args.state_dir}/gobgpd.log",
-                             timers=args.bgp_timers, vips=self._bgp_vips)
+                             timers=args.bgp_timers, vips=self._bgp_vips,
+                             config_path=Path(args.state_dir) / "bgp.json")
         speaker.prepare()  # no gobgpd, a 4.x one, no stubs: the start fails here, clearly
         return speaker
 

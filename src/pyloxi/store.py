@@ -126,24 +126,26 @@ class JsonStore:
             self._dumped[id(r)] = hit if hit is not None and hit[0] is r else (
                 r, json.dumps(r.model_dump(by_alias=True, mode="json", exclude_none=True)))
         payload = '{"lbAttr": [' + ", ".join(self._dumped[id(r)][1] for r in rules) + "]}\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, payload)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text`: a crash leaves the old or the new file, never a torn one
+    (temp file in the same directory, fsync, rename, fsync the directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 DB_NAME = "lbconfig.db"

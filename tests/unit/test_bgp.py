@@ -280,3 +280,55 @@ def test_cli_bgpneighbor_create_get_delete(rig: Rig, http: TestClient, monkeypat
     assert rig.gobgp.list_peers() == []
     r = runner.invoke(cli, ["delete", "bgpneighbor", "10.0.0.2"])
     assert r.exit_code == 1 and "not found" in r.output, r.output
+
+
+def test_accepted_config_survives_a_restart_of_the_speaker(tmp_path):
+    """What the API acknowledged is on disk before it answers; a new speaker (a restarted
+    daemon) over the same file gives it to its fresh gobgpd."""
+    path = tmp_path / "bgp.json"
+    api = f"127.0.0.1:{free_port()}"
+
+    def speaker() -> BgpSpeaker:
+        s = BgpSpeaker(api, timers=Timers(3, 1, 1), config_path=path,
+                       log_path=str(tmp_path / "gobgpd.log"))
+        s.start()
+        wait_until(lambda: s.up, 20, what="gobgpd up")
+        return s
+
+    first = speaker()
+    try:
+        first.set_global(BgpGlobal(65001, "10.0.0.1"))
+        first.add_neighbor(BgpNeighbor("10.0.0.2", 65000))
+        first.add_neighbor(BgpNeighbor("10.0.0.3", 65003))
+        first.delete_neighbor("10.0.0.3")
+        with pytest.raises(InvalidInput):
+            first.add_neighbor(BgpNeighbor("10.0.0.400", 65000))
+    finally:
+        first.stop()  # its gobgpd goes with it: the next one starts empty
+    assert json.loads(path.read_text())["neighbors"] == [
+        {"address": "10.0.0.2", "asn": 65000, "multihop": False, "remote_port": 179}]
+    second = speaker()
+    gobgp = GobgpClient(api)
+    try:
+        def restored() -> bool:
+            try:
+                return gobgp.get_global() == (65001, "10.0.0.1") and \
+                    [(p.address, p.asn) for p in gobgp.list_peers()] == [("10.0.0.2", 65000)]
+            except Exception:
+                return False
+        wait_until(restored, 30, what="config given back to the new gobgpd")
+    finally:
+        gobgp.close()
+        second.stop()
+
+
+def test_unreadable_or_invalid_config_file_is_skipped_not_fatal(tmp_path):
+    path = tmp_path / "bgp.json"
+    path.write_text("{not json")
+    assert BgpSpeaker("127.0.0.1:1", managed=False, config_path=path).status() is not None
+    path.write_text(json.dumps({"global": {"asn": 0, "router_id": "10.0.0.1"},
+                                "neighbors": [{"address": "bad", "asn": 1},
+                                              {"address": "10.0.0.9", "asn": 7}]}))
+    s = BgpSpeaker("127.0.0.1:1", managed=False, config_path=path)
+    assert s._global is None
+    assert list(s._neighbors) == ["10.0.0.9"]

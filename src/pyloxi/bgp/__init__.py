@@ -5,9 +5,8 @@
 running one) and keeps gobgpd's announced paths in step with it.
 """
 
+from pyloxi.bgp.config import BgpGlobal, BgpNeighbor
 from pyloxi.bgp.speaker import (
-    BgpGlobal,
-    BgpNeighbor,
     BgpSpeaker,
     BgpUnavailable,
     Timers,

@@ -19,9 +19,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pyloxi.bgp import persist
+from pyloxi.bgp.config import BgpGlobal, BgpNeighbor, check_global, check_neighbor
 from pyloxi.bgp.gobgp import GobgpClient, PeerInfo
 from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry
 from pyloxi.model.cluster import DEFAULT_INSTANCE
@@ -34,7 +37,6 @@ HA_ATTRIBUTES = {"MASTER": (5000, 10), "BACKUP": (100, 20)}
 READY_TIMEOUT_S = 30.0  # a busy machine starts gobgpd slowly; a restart loop would be worse
 SUPERVISE_PERIOD_S = 0.5
 RESTART_BACKOFF_MAX_S = 10.0
-ASN_MAX = 4294967295
 
 
 class BgpUnavailable(PyloxiError):
@@ -54,45 +56,6 @@ class Timers:
     hold: int = 90
     keepalive: int = 30
     connect_retry: int = 120
-
-
-@dataclass(frozen=True)
-class BgpGlobal:
-    asn: int
-    router_id: str
-    listen_port: int = -1  # never listen on the host's 179 unless asked
-
-
-@dataclass(frozen=True)
-class BgpNeighbor:
-    address: str
-    asn: int
-    remote_port: int = 179
-    multihop: bool = False
-
-
-def check_global(g: BgpGlobal) -> BgpGlobal:
-    if not 1 <= g.asn <= ASN_MAX:
-        raise InvalidInput(f"invalid localAs {g.asn}: must be 1-{ASN_MAX}")
-    try:
-        rid = ipaddress.IPv4Address(g.router_id)
-    except ValueError:
-        raise InvalidInput(f"invalid routerId {g.router_id[:64]!r}: not an IPv4 address") from None
-    if not (g.listen_port == -1 or 1 <= g.listen_port <= 65535):
-        raise InvalidInput(f"invalid listenPort {g.listen_port}: must be 1-65535 (or -1: none)")
-    return replace(g, router_id=str(rid))
-
-
-def check_neighbor(n: BgpNeighbor) -> BgpNeighbor:
-    try:
-        addr = ipaddress.ip_address(n.address)
-    except ValueError:
-        raise InvalidInput(f"invalid ipAddress {n.address[:64]!r}: not an IP address") from None
-    if not 1 <= n.asn <= ASN_MAX:
-        raise InvalidInput(f"invalid remoteAs {n.asn}: must be 1-{ASN_MAX}")
-    if not 1 <= n.remote_port <= 65535:
-        raise InvalidInput(f"invalid remotePort {n.remote_port}: must be 1-65535")
-    return replace(n, address=str(addr))
 
 
 def _duration(since_epoch_s: int) -> str:
@@ -144,7 +107,8 @@ class BgpSpeaker:
     def __init__(self, api: str = "127.0.0.1:50052", *, managed: bool = True,
                  binary: str = "gobgpd", log_path: str | None = None,
                  timers: Timers = Timers(),
-                 vips: Callable[[], Iterable[str]] = lambda: ()) -> None:
+                 vips: Callable[[], Iterable[str]] = lambda: (),
+                 config_path: Path | None = None) -> None:
         host, _, port = api.rpartition(":")
         if managed and host not in ("127.0.0.1", "localhost", "[::1]"):
             raise ValueError(f"--bgp-api {api}: a gobgpd we start listens on loopback only")
@@ -171,6 +135,14 @@ class BgpSpeaker:
         self._applied_global: BgpGlobal | None = None
         self._applied_neighbors: set[str] = set()
         self._applied_paths: dict[str, tuple[int, int]] = {}
+        # what the API accepted, kept on disk: a restarted daemon gives it back to gobgpd
+        self._config_path = config_path
+        if config_path is not None:
+            self._global, neighbors = persist.load(config_path)
+            self._neighbors = {n.address: n for n in neighbors}
+            if self._global is not None:
+                log.info("bgp: restored global config (AS %d) and %d neighbours from %s",
+                         self._global.asn, len(neighbors), config_path)
 
     # -- public API ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -235,6 +207,7 @@ class BgpSpeaker:
             except Exception as exc:
                 self._fail("global config", exc)
             self._global = self._applied_global = g
+            self._save()
         self._wake.set()
 
     def add_neighbor(self, n: BgpNeighbor) -> None:
@@ -251,6 +224,7 @@ class BgpSpeaker:
             except Exception as exc:
                 self._fail(f"neighbor {n.address}", exc)
             self._neighbors[n.address] = n
+            self._save()
 
     def delete_neighbor(self, address: str, asn: int | None = None) -> None:
         try:
@@ -268,6 +242,7 @@ class BgpSpeaker:
                 self._fail(f"neighbor {address}", exc)
             self._applied_neighbors.discard(address)
             del self._neighbors[address]
+            self._save()
 
     def neighbors(self) -> list[tuple[BgpNeighbor, PeerInfo | None]]:
         with self._lock:
@@ -309,6 +284,12 @@ class BgpSpeaker:
         return self._up
 
     # -- internals ----------------------------------------------------------------------------
+    def _save(self) -> None:
+        """After gobgpd took the change, before the API answers: an acknowledged change
+        survives a crash. A failed write is a 500 (gobgpd has it, the disk does not)."""
+        if self._config_path is not None:
+            persist.save(self._config_path, self._global, list(self._neighbors.values()))
+
     def _need_up(self) -> GobgpClient:
         if not self._up or self._client is None:
             raise BgpUnavailable(f"bgp: gobgpd at {self.api} is not answering (restarting)")

@@ -19,7 +19,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pyloxi.model.cluster import (
     instance_of,
 )
 from pyloxi.model.errors import InvalidInput
+from pyloxi.store import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,8 @@ class ClusterState:
         if self.path is None:
             return
         data = {i.name: {"state": i.state, "vip": i.vip} for i in self._instances.values()}
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(data, sort_keys=True))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(data, sort_keys=True))
         except OSError as exc:  # the state still holds in memory, as loxilb's
             log.warning("HA state not saved to %s: %s", self.path, exc)
 
