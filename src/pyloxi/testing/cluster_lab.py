@@ -225,16 +225,22 @@ class Failover:
     takeover_s: float | None  # longest stall of the download after the failure
     flow_age_s: float       # the flow's age (since the answer began) when the MASTER died
     synced_on_backup: bool  # the BACKUP had the flow (from the sync) before the failure
-    nexthops_after: set[str]
+    converged_s: float | None  # failure -> the router routes to the survivor only
     exit_code: int | None
 
 
 class ClusterLab:
-    def __init__(self, *, sync: bool = True, prefix: str = "plcl") -> None:
+    def __init__(self, *, sync: bool = True, hash_seed: int | None = None,
+                 prefix: str = "plcl") -> None:
         self.lab = Lab(prefix)
         self.tmp = tempfile.mkdtemp(prefix=f"{self.lab.tag}-")
         try:
             self._build(sync)
+            if hash_seed is not None:
+                # which next hop the router's ECMP hash gives a flow (default: a key random
+                # per boot): while the dead node's route waits for the hold time, a flow
+                # hashed to it stalls that long
+                self.rt.sysctl("net.ipv4.fib_multipath_hash_seed", hash_seed)
         except BaseException:
             self.close()
             raise
@@ -349,6 +355,17 @@ class ClusterLab:
                 samples.append((time.monotonic(), os.path.getsize(out)))
                 time.sleep(0.002)
 
+        converged: list[float] = []
+
+        def watch_router() -> None:
+            while not done.is_set() or not converged:
+                if self.nexthops() == {LB_FRONT[1]}:
+                    converged.append(time.monotonic() - t_fail)
+                    return
+                if time.monotonic() - t_fail > 60:
+                    return
+                time.sleep(0.2)
+
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         # what the sync gave the BACKUP before the failure (it keeps it: the sender is gone)
@@ -356,6 +373,8 @@ class ClusterLab:
         t_fail = time.monotonic()
         self.kill(0)
         at_fail = os.path.getsize(out)
+        router = threading.Thread(target=watch_router, daemon=True)
+        router.start()
         try:
             client.wait(timeout=90)
         except subprocess.TimeoutExpired:
@@ -369,9 +388,10 @@ class ClusterLab:
             if grew else None
         with open(out, "rb") as f:
             same = hashlib.sha256(f.read()).hexdigest() == self.digest
+        router.join()
         return Failover(client.returncode == 0 and same, self.estab_resets() - resets,
-                        at_fail, takeover, t_fail - t_start, synced, self.nexthops(),
-                        client.returncode)
+                        at_fail, takeover, t_fail - t_start, synced,
+                        converged[0] if converged else None, client.returncode)
 
     def close(self) -> None:
         self.lab.close()
@@ -382,6 +402,7 @@ def report(result: Failover) -> dict[str, object]:
     return {"complete": result.complete, "resets": result.resets,
             "in_flight_bytes": result.in_flight_bytes,
             "takeover_s": None if result.takeover_s is None else round(result.takeover_s, 3),
-            "flow_age_s": round(result.flow_age_s, 3), "synced_on_backup":
-                result.synced_on_backup, "nexthops_after": sorted(result.nexthops_after),
+            "flow_age_s": round(result.flow_age_s, 3),
+            "synced_on_backup": result.synced_on_backup,
+            "converged_s": None if result.converged_s is None else round(result.converged_s, 1),
             "exit_code": result.exit_code}

@@ -42,7 +42,9 @@ def main() -> int:
         print(f"router: {lab.rt.run(['ip', 'route', 'show', f'{VIP}/32']).stdout.rstrip()}")
         if result.complete and result.resets == 0:
             print(f"\nThe download completed byte-identical, no reset; longest stall "
-                  f"{result.takeover_s:.2f} s (BGP hold time 3 s; keepalived ~0.4 s).")
+                  f"{result.takeover_s:.2f} s. keepalived made lb2 MASTER in ~0.4 s; the "
+                  f"router dropped lb1's route at its BGP hold time "
+                  f"({result.converged_s or 0:.1f} s after the failure).")
             return 0
         print("\nThe download did NOT survive.")
         return 1
