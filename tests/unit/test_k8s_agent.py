@@ -632,3 +632,31 @@ async def test_dual_stack_against_pyloxi_serves_both(kube, loxi, make_agent):
     assert {ip: sources(r) for ip, r in both.items()} == {
         "20.0.0.1": ["192.168.0.0/16"], "3ffe:cafe::1": ["2001:db8:c::/48"]}
     assert ingress(kube, "mix") == [{"ip": "20.0.0.1"}, {"ip": "3ffe:cafe::1"}]
+
+
+async def test_bgp_flag_and_annotation(kube, loxi, make_agent):
+    nodes3(kube)
+    kube.create(service("on"))
+    kube.create(service("off"))
+    kube.patch("Service", "off", metadata={"annotations": {"loxilb.io/bgp": "false"}})
+    agent = await make_agent(set_bgp=65001)  # no cluster roles: BGP config of the instances
+    on = (await until(lambda: loxi.by_name("default_on")))[0]
+    off = (await until(lambda: loxi.by_name("default_off")))[0]
+    assert on["serviceArguments"]["bgp"] is True
+    assert off["serviceArguments"]["bgp"] is False
+    # turned on by the annotation: the rule is updated in place
+    kube.patch("Service", "off", metadata={"annotations": {"loxilb.io/bgp": "true"}})
+
+    async def bgp_on() -> bool:
+        r = await loxi.by_name("default_off")
+        return bool(r) and r[0]["serviceArguments"]["bgp"] is True
+
+    await until(bgp_on, what="bgp on by annotation")
+    await agent.idle()
+    before = await loxi.rules()
+    kube.patch("Service", "on", metadata={"annotations": {"loxilb.io/bgp": "sometimes"}})
+    evs = await until(lambda: [e for e in kube.events_for("on")
+                               if e["reason"] == "InvalidAnnotation"], what="event")
+    assert "loxilb.io/bgp='sometimes'" in evs[0]["message"]
+    await agent.idle()
+    assert await loxi.rules() == before  # the rule is left as it was, not programmed wrongly

@@ -21,6 +21,8 @@ API_PREFIX = "/netlox/v1"
 LB_PATH = "/config/loadbalancer"
 EP_PATH = "/config/endpoint"
 CT_PATH = "/config/conntrack"
+CISTATE_PATH = "/config/cistate"
+BGP_PATH = "/config/bgp"
 SUCCESS = "Success"
 
 T = TypeVar("T")
@@ -146,6 +148,31 @@ def delete_endpoint(
         params["name"] = name
     params["probe_type"] = probe_type
     return _delete(f"{EP_PATH}/epipaddress/{path_segment(host)}", params, False)
+
+
+def list_cistates() -> Call[list[dict[str, Any]]]:
+    """This node's state in each HA instance ({"Attr": [{instance, state, vip}]})."""
+    return Call("GET", f"{CISTATE_PATH}/all", read=lambda d: attr_list(d, "Attr"))
+
+
+def set_cistate(instance: str, state: str, vip: str = "0.0.0.0") -> Call[None]:
+    return Call("POST", CISTATE_PATH, body={"instance": instance, "state": state, "vip": vip},
+                read=_none)
+
+
+def set_bgp_global(router_id: str, local_as: int) -> Call[None]:
+    """BGP's global config; the same config again is no change (an "exists" answer is done)."""
+    return Call("POST", f"{BGP_PATH}/global", body={"routerId": router_id, "localAs": local_as},
+                read=_none, done_if=(Conflict,))
+
+
+def list_bgp_neighbors() -> Call[list[dict[str, Any]]]:
+    return Call("GET", f"{BGP_PATH}/neigh/all", read=lambda d: attr_list(d, "bgpNeiAttr"))
+
+
+def create_bgp_neighbor(ip: str, remote_as: int, *, exist_ok: bool = False) -> Call[None]:
+    return Call("POST", f"{BGP_PATH}/neigh", body={"ipAddress": ip, "remoteAs": remote_as},
+                read=_none, done_if=(Conflict,) if exist_ok else ())
 
 
 def _delete(path: str, params: Mapping[str, Any] | None, missing_ok: bool) -> Call[None]:

@@ -103,6 +103,21 @@ class Client(_Base):
         self.send(calls.delete_endpoint(host, probe_type=probe_type, probe_port=probe_port,
                                         name=name))
 
+    def list_cistates(self) -> list[dict[str, Any]]:
+        return self.send(calls.list_cistates())
+
+    def set_cistate(self, instance: str, state: str, vip: str = "0.0.0.0") -> None:
+        self.send(calls.set_cistate(instance, state, vip))
+
+    def set_bgp_global(self, router_id: str, local_as: int) -> None:
+        self.send(calls.set_bgp_global(router_id, local_as))
+
+    def list_bgp_neighbors(self) -> list[dict[str, Any]]:
+        return self.send(calls.list_bgp_neighbors())
+
+    def create_bgp_neighbor(self, ip: str, remote_as: int, *, exist_ok: bool = False) -> None:
+        self.send(calls.create_bgp_neighbor(ip, remote_as, exist_ok=exist_ok))
+
 
 class AsyncClient(_Base):
     """asyncio client of one pyloxi (or loxilb) API."""
@@ -178,3 +193,19 @@ class AsyncClient(_Base):
                               name: str = "") -> None:
         await self.send(calls.delete_endpoint(host, probe_type=probe_type,
                                               probe_port=probe_port, name=name))
+
+    async def list_cistates(self) -> list[dict[str, Any]]:
+        return await self.send(calls.list_cistates())
+
+    async def set_cistate(self, instance: str, state: str, vip: str = "0.0.0.0") -> None:
+        await self.send(calls.set_cistate(instance, state, vip))
+
+    async def set_bgp_global(self, router_id: str, local_as: int) -> None:
+        await self.send(calls.set_bgp_global(router_id, local_as))
+
+    async def list_bgp_neighbors(self) -> list[dict[str, Any]]:
+        return await self.send(calls.list_bgp_neighbors())
+
+    async def create_bgp_neighbor(self, ip: str, remote_as: int, *,
+                                  exist_ok: bool = False) -> None:
+        await self.send(calls.create_bgp_neighbor(ip, remote_as, exist_ok=exist_ok))

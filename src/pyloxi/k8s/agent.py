@@ -17,9 +17,10 @@ from typing import Any
 
 from pyloxi.client import ApiError, AsyncClient
 from pyloxi.k8s import backends
-from pyloxi.k8s.config import AgentConfig, ConfigError, parse_args
+from pyloxi.k8s.config import AgentConfig, ConfigError, parse_args, parse_peers
 from pyloxi.k8s.informer import Informer, Obj, cancel_all, obj_key
 from pyloxi.k8s.kube import KubeClient
+from pyloxi.k8s.roles import PERIOD, ClusterRoles
 from pyloxi.k8s.sync import SERVICE_NAME_LABEL, RuleCache, ServiceSync
 
 log = logging.getLogger("pyloxi.k8s")
@@ -64,11 +65,19 @@ class Agent:
                                 self.enqueue)
         self.ipam = self.syncer.ipam
         self.state = self.syncer.state
+        self.roles: ClusterRoles | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self.loxi.extend(AsyncClient(u, timeout=self.cfg.loxi_timeout)
                          for u in self.cfg.loxi_urls)
+        if self.cfg.set_roles or self.cfg.set_bgp:
+            # roles and BGP need nothing from Kubernetes: they start before the informers sync
+            self.roles = ClusterRoles(self.loxi, vip=self.cfg.set_roles,
+                                      local_as=self.cfg.set_bgp,
+                                      peers=parse_peers(self.cfg.ext_bgp_peers),
+                                      bgp_period=self.cfg.resync_period)
+            self._tasks.append(asyncio.create_task(self._roles_loop(), name="roles"))
         for inf in (self.services, self.slices, self.nodes):
             self._tasks.append(asyncio.create_task(inf.run(), name=f"watch-{inf.kind}"))
         await asyncio.gather(self.services.synced.wait(), self.slices.synced.wait(),
@@ -166,6 +175,16 @@ class Agent:
                 await self.full_reconcile()
             except Exception:
                 log.exception("resync failed")
+
+    async def _roles_loop(self) -> None:
+        """setRoles / setBGP: one round of checks, election and config every PERIOD."""
+        assert self.roles is not None
+        while True:
+            try:
+                await self.roles.tick()
+            except Exception:  # a bug in one round must not end role keeping
+                log.exception("roles round failed")
+            await asyncio.sleep(PERIOD)
 
     async def _health_loop(self) -> None:
         """A pyloxi instance that comes (back) alive gets every rule re-pushed at once."""

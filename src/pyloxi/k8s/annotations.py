@@ -39,6 +39,7 @@ PREFLOCALPOD = P + "prefLocalPod"
 NODELABEL = P + "nodelabel"
 IPAM = P + "ipam"
 ZONESELECT = P + "zoneselect"
+BGP = P + "bgp"
 
 # kube-loxilb's annotation words for loxilb's numbered enums
 LB_MODES = {"default": NatMode.DEFAULT, "onearm": NatMode.ONEARM, "fullnat": NatMode.FULLNAT,
@@ -86,6 +87,7 @@ class ServiceOptions:
     ipam: str = "ipv4"  # ipv4 | ipv6 | nat64
     zone_select: str = ""
     secondary_ips: tuple[str, ...] = ()  # SCTP multihoming: extra VIPs of the sctp rules
+    bgp: bool = False  # the rules' VIPs are announced through BGP (setBGP, or loxilb.io/bgp)
     # spec.ipFamilyPolicy, and the VIP families wanted, primary first (empty: from `ipam`)
     policy: str = SINGLE_STACK
     families: tuple[int, ...] = ()
@@ -265,6 +267,15 @@ def parse(service: dict[str, Any], cfg: AgentConfig, pools4: set[str],
         o["node_label"] = v
     if ZONESELECT in ann:
         o["zone_select"] = ann[ZONESELECT].strip()
+    o["bgp"] = cfg.set_bgp != 0
+    if BGP in ann:
+        v = ann[BGP].strip().lower()
+        if v in ("true", "yes"):
+            o["bgp"] = True
+        elif v in ("false", "no"):
+            o["bgp"] = False
+        else:
+            problems.append(f"{BGP}={ann[BGP]!r}: expected true or false")
     if problems:
         raise AnnotationError(problems)
     return ServiceOptions(**o)

@@ -20,6 +20,7 @@ DEFAULT_CLASS = "loxilb.io/loxilb"
 DEFAULT_POOL = "defaultPool"
 DEFAULT_CIDR4 = "123.123.123.1/24"
 DEFAULT_CIDR6 = "3ffe:cafe::1/96"
+MAX_ASN = 4294967295
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,10 @@ class AgentConfig:
     loxi_timeout: float = 5.0  # seconds per REST call to a pyloxi instance
     watch_timeout: int = 300  # timeoutSeconds of one watch request
     log_level: str = "info"
+    # kube-loxilb's cluster roles: the instance VIP sent with cistate ("" = no role election)
+    set_roles: str = ""
+    set_bgp: int = 0  # local AS of every pyloxi instance's BGP (0 = no BGP)
+    ext_bgp_peers: str = ""  # "ip:asn,ip:asn": BGP neighbours of every instance
 
 
 # (flag, config-file key, attribute, kind)
@@ -65,6 +70,9 @@ _OPTIONS: list[tuple[str, str, str, str]] = [
     ("--resyncPeriod", "resyncPeriod", "resync_period", "float"),
     ("--loxiTimeout", "loxiTimeout", "loxi_timeout", "float"),
     ("--logLevel", "logLevel", "log_level", "str"),
+    ("--setRoles", "setRoles", "set_roles", "str"),
+    ("--setBGP", "setBGP", "set_bgp", "int"),
+    ("--extBGPPeers", "extBGPPeers", "ext_bgp_peers", "str"),
 ]
 
 
@@ -174,6 +182,37 @@ def validate(cfg: AgentConfig) -> None:
         raise ConfigError("resyncPeriod must be > 0")
     parse_pools(cfg.cidr_pools, 4)
     parse_pools(cfg.cidr6_pools, 6)
+    if cfg.set_roles:
+        try:
+            cfg.set_roles = str(ipaddress.ip_address(cfg.set_roles.strip()))
+        except ValueError:
+            raise ConfigError(f"setRoles {cfg.set_roles!r}: not an IP address (the instance "
+                              "VIP, e.g. 0.0.0.0)") from None
+    if not 0 <= cfg.set_bgp <= MAX_ASN:
+        raise ConfigError(f"setBGP {cfg.set_bgp} out of range 0..{MAX_ASN}")
+    peers = parse_peers(cfg.ext_bgp_peers)
+    if peers and not cfg.set_bgp:
+        raise ConfigError("extBGPPeers needs setBGP (the local AS)")
+
+
+def parse_peers(spec: str) -> list[tuple[str, int]]:
+    """extBGPPeers `ip:asn[,ip:asn]` (IPv6: the last ':' separates the AS) → [(ip, asn)]."""
+    peers: list[tuple[str, int]] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        host, sep, asn = item.rpartition(":")
+        try:
+            if not sep:
+                raise ValueError("expected ip:asn")
+            ip = str(ipaddress.ip_address(host.strip("[]")))
+            n = int(asn)
+            if not 1 <= n <= MAX_ASN:
+                raise ValueError(f"AS {n} out of range 1..{MAX_ASN}")
+        except ValueError as exc:
+            raise ConfigError(f"extBGPPeers {item!r}: {exc}") from None
+        peers.append((ip, n))
+    return peers
 
 
 def parse_pools(spec: str, family: int) -> dict[str, list[tuple[int, int]]]:

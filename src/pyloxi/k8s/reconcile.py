@@ -104,7 +104,7 @@ def build_rules(namespace: str, name: str, opts: ServiceOptions, vips: list[str]
             probe = opts if opts.probe_type else ServiceOptions()
             sa = ServiceArguments(
                 external_ip=vip, port=port, protocol=Protocol(proto), sel=opts.sel,
-                mode=opts.mode, bgp=False, monitor=opts.monitor,
+                mode=opts.mode, bgp=opts.bgp, monitor=opts.monitor,
                 inactive_timeout=opts.timeout, block=0, managed=True, name=rname,
                 oper=Oper.CREATE,
                 probe_type=ProbeType(probe.probe_type) if probe.probe_type else "",
@@ -129,6 +129,7 @@ def _view(body: Mapping[str, Any], with_probe: bool) -> dict[str, Any]:
     sa = _fold(b.get("servicearguments"))
     v: dict[str, Any] = {k: sa.get(k) for k in ("sel", "mode", "name")}
     v["monitor"] = bool(sa.get("monitor"))
+    v["bgp"] = bool(sa.get("bgp"))
     v["managed"] = bool(sa.get("managed"))
     v["ito"] = int(sa.get("inactivetimeout") or 0)
     if with_probe:
