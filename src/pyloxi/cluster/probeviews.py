@@ -70,7 +70,8 @@ class ProbeViews:
         # what the sink was last told, by endpoint (absent: never told, i.e. up, as the engine
         # starts every endpoint)
         self._applied: dict[str, bool] = {}
-        self._overrides = 0  # local verdicts the cluster overruled
+        self._overrides = 0  # times the majority began overruling a local verdict
+        self._overruled: set[str] = set()  # endpoints it overrules now
 
     # ------------------------------------------------------------ inputs
 
@@ -122,13 +123,8 @@ class ProbeViews:
         for ep, (target, mine) in local.items():
             up, down = self._votes(ep, mine)
             effective = down <= up  # tie: up
+            self._note_overruled(ep, mine, effective, up, down)
             if self._applied.get(ep, True) == effective:
-                if changed is not None and changed[0] == target and mine != effective:
-                    self._overrides += 1
-                    log.warning("endpoint %s %s here, but %d of %d live nodes see it %s: kept "
-                                "%s", ep, "DOWN" if not mine else "UP", up if effective else down,
-                                up + down, "up" if effective else "down",
-                                "UP" if effective else "DOWN")
                 continue
             self._applied[ep] = effective
             if up + down == 1:
@@ -140,6 +136,20 @@ class ProbeViews:
                 self._sink(target, effective, reason)
             except Exception:
                 log.exception("probe verdict sink failed for %s", ep)
+        self._overruled &= local.keys()
+
+    def _note_overruled(self, ep: str, mine: bool, effective: bool, up: int, down: int) -> None:
+        """Count (and log, once) each time the majority starts overruling this node's verdict."""
+        if mine == effective:
+            self._overruled.discard(ep)
+            return
+        if ep in self._overruled:
+            return
+        self._overruled.add(ep)
+        self._overrides += 1
+        log.warning("endpoint %s is %s from here, but %d of %d live nodes see it %s: kept %s",
+                    ep, "UP" if mine else "DOWN", up if effective else down, up + down,
+                    "up" if effective else "down", "UP" if effective else "DOWN")
 
     # ------------------------------------------------------------ reads
 
