@@ -153,7 +153,7 @@ class Daemon:
                               serves=self._serves)
         self.bgp = self._bgp_speaker(args) if args.bgp else None
         self.ctsync: CtSync | None = None
-        self.active = self._active_active(args)
+        self.agreement = self._agreement(args)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
         self.app = create_app(self.engine, version=__version__,
@@ -161,8 +161,8 @@ class Daemon:
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
                                              cluster_router(
-                                                 None if self.active is None
-                                                 else self.active.status)])
+                                                 None if self.agreement is None
+                                                 else self.agreement.status)])
         self._stop = asyncio.Event()
 
     def _rules_changed(self) -> None:
@@ -212,13 +212,14 @@ class Daemon:
         self.ctsync.start(nodes, index, role=self._sync_role())
         log.info("conntrack sync with %s (node %d of %d)", ",".join(peers), index, len(nodes))
 
-    def _active_active(self, args: argparse.Namespace) -> ActiveActive | None:
+    def _agreement(self, args: argparse.Namespace) -> ActiveActive | None:
         """--cluster: probe verdicts reach the engine through the cluster's majority (so one
         node's local failure cannot make the nodes' tables differ), and the Maglev tables'
-        fingerprints are compared with the peers'. The sections go on the peer channel
-        (`self.active.attach(channel)`, pyloxi.cluster.peers) once the daemon has one."""
+        fingerprints are compared with the peers'; both ride the peer control channel
+        (pyloxi.cluster.peers, `self.peers` where the daemon has one)."""
         if not self.cluster.config.peers:
             return None
+        index = min(self.cluster.config.self_index, len(self.cluster.config.peers))
         sink = engine_sink(self.engine,
                            on_down=self._reset_flows if args.endpoint_down == "reset" else None)
         views = ProbeViews(
@@ -226,10 +227,13 @@ class Daemon:
                            for t in self.probes.targets()],
             # one worker: verdicts reach the engine in the order they were decided
             sink=lambda target, up, reason: self._verdicts.submit(sink, target, up, reason),
-            self_index=self.cluster.config.self_index)
+            self_index=index)
         self.probes.on_change = views.local_changed
-        return ActiveActive(MaglevFingerprints(self.engine.programs), views,
-                            self.cluster.config.self_index)
+        agreement = ActiveActive(MaglevFingerprints(self.engine.programs), views, index)
+        channel = getattr(self, "peers", None)  # the control channel, built before the engine
+        if channel is not None:
+            agreement.attach(channel)
+        return agreement
 
     def _serves(self, entry: LoadBalancerEntry) -> bool:
         return self.cluster.serves(entry.service_arguments.name)

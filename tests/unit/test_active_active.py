@@ -175,7 +175,7 @@ def test_two_nodes_tie_keeps_up() -> None:
 
 def test_a_peer_without_the_endpoint_has_no_vote() -> None:
     net = Net()
-    a, b, c = Node(0, net), Node(1, net), Node(2, net, targets=(B,))
+    a, b, _c = Node(0, net), Node(1, net), Node(2, net, targets=(B,))
     net.exchange()
     a.probe(A, False)
     b.probe(A, False)
@@ -211,14 +211,15 @@ def rr_rule() -> LoadBalancerEntry:
 class LbNode:
     """A node with an engine whose probe verdicts go through its views (as the daemon wires)."""
 
-    def __init__(self, index: int, net: Net, eps: list[tuple[str, int, int]]) -> None:
+    def __init__(self, index: int, net: Net, eps: list[tuple[str, int, int]],
+                 clock: Callable[[], float] = lambda: 0.0, grace_s: float = 0.0) -> None:
         self.engine = Engine(MemoryDatapath())
         self.engine.add_rule(hash_rule(eps))
         self.engine.add_rule(rr_rule())
         self.verdicts: dict[ProbeTarget, bool] = {A: True, B: True}
         sink = engine_sink(self.engine)
         self.views = ProbeViews(lambda: list(self.verdicts.items()), sink, index)
-        self.fps = MaglevFingerprints(self.engine.programs)
+        self.fps = MaglevFingerprints(self.engine.programs, grace_s=grace_s, clock=clock)
         self.aa = ActiveActive(self.fps, self.views, index)
         self.aa.attach(net.channel(index))
 
@@ -254,6 +255,34 @@ def test_same_tables_no_mismatch_and_a_weight_drift_is_reported(
     assert any("agrees with node" in r.getMessage() for r in caplog.records)
 
 
+def test_a_difference_counts_only_when_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
+    """Nodes apply a change an exchange or two apart: a difference shorter than the grace is no
+    mismatch; one that lasts is reported once, however many exchanges it lasts."""
+    now = [100.0]
+    net = Net()
+    a, b = (LbNode(i, net, EPS, clock=lambda: now[0], grace_s=2.5) for i in range(2))
+    caplog.set_level(logging.WARNING, "pyloxi.cluster.fingerprint")
+    b.engine.add_rule(hash_rule([("31.31.31.2", 8080, 4)], oper=Oper.ATTACH))
+    net.exchange()
+    now[0] += 1
+    a.engine.add_rule(hash_rule([("31.31.31.2", 8080, 4)], oper=Oper.ATTACH))  # caught up
+    net.exchange()
+    now[0] += 5
+    net.exchange()
+    assert a.fps.mismatches_seen == 0 and not caplog.records
+    b.engine.add_rule(hash_rule([("31.31.31.3", 8080, 2)], oper=Oper.ATTACH))  # a real drift
+    for _ in range(2):
+        net.exchange()
+        now[0] += 1
+    assert a.aa.status().mismatches == []  # 2 s: not yet
+    for _ in range(5):
+        net.exchange()
+        now[0] += 1
+    assert [m.service for m in a.aa.status().mismatches] == ["20.20.20.1:80/tcp"]
+    assert a.fps.mismatches_seen == 1
+    assert len([r for r in caplog.records if "differs from node 1" in r.getMessage()]) == 1
+
+
 def test_a_local_probe_failure_does_not_make_the_tables_differ() -> None:
     net = Net()
     nodes = [LbNode(i, net, EPS) for i in range(3)]
@@ -278,7 +307,7 @@ def test_without_views_a_local_failure_is_a_mismatch() -> None:
     """The control: verdicts straight into the engine (as without --cluster) make the tables
     differ, and the fingerprints catch it."""
     net = Net()
-    a, b = LbNode(0, net, EPS), LbNode(1, net, EPS)
+    a, _b = LbNode(0, net, EPS), LbNode(1, net, EPS)
     a.engine.set_endpoint_state("31.31.31.1", port=8080, protocol="tcp", up=False)
     net.exchange()
     assert [(m.service, m.peer) for m in a.aa.status().mismatches] == [("20.20.20.1:80/tcp", 1)]

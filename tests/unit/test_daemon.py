@@ -449,12 +449,12 @@ def test_cluster_verdicts_go_through_the_majority(make: Callable[..., Daemon]) -
     """--cluster: a local down verdict outvoted by the peers never reaches the engine; the peers
     gone, the local verdict decides. GET /cluster/status shows the disagreement meanwhile."""
     d = make("--cluster", "10.9.9.2,10.9.9.3", "--self", "0")
-    assert d.active is not None
+    assert d.agreement is not None
     d.engine.add_rule(rule())
     target = ProbeTarget("10.0.11.2_tcp_8080", "10.0.11.2", "tcp", 8080, ep_proto="tcp",
                          ep_port=8080)
     d.probes.upsert(target)
-    views = d.active.views
+    views = d.agreement.views
     for peer in (1, 2):
         views.receive(peer, {"v": 1, "eps": {"tcp 10.0.11.2:8080": "up"}})
     d.probes._entries[target.key].verdict.up = False  # what a failed probe leaves behind
@@ -482,4 +482,4 @@ def test_cluster_verdicts_go_through_the_majority(make: Callable[..., Daemon]) -
 
 def test_no_cluster_no_status_peers(make: Callable[..., Daemon]) -> None:
     d = make()
-    assert d.active is None
+    assert d.agreement is None

@@ -6,7 +6,8 @@
 
 The channel (`register(section, provide, receive)`) sends each section's `provide()` to every
 peer about every second and calls `receive(node, payload)` with a peer's, or `receive(node, {})`
-once the peer has been silent for 3 s.
+once the peer has been silent for 3 s (and, in pyloxi.cluster.peers, when a peer's frame lacks
+the section). If the channel has `changed()`, a new local probe verdict is sent at once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class ActiveActive:
         channel.register(fingerprint.SECTION, self.fingerprints.provide,
                          self._heard(self.fingerprints.receive))
         channel.register(probeviews.SECTION, self.views.provide, self._heard(self.views.receive))
+        changed = getattr(channel, "changed", None)  # optional: "send a frame soon"
+        if callable(changed):
+            self.views.announce = changed
 
     def _heard(self, receive: Callable[[int, Mapping[str, object]], None]) -> Receive:
         def wrapped(node: int, payload: dict[str, Any]) -> None:

@@ -10,8 +10,9 @@ Each node therefore sends, in the peer channel's section "maglev" (about every s
 `{"v": 1, "tables": {service-id: digest}}`: per hash-selected service, its identity (VIP/port/
 proto, as conntrack sync names services: never a node-local id) and a short digest of its table
 *as programmed*, slot by slot translated from endpoint index (node-local) to "ip:port". A peer's
-digest is compared for the services both nodes have; a difference is logged (a warning once per
-change, and an info line when it is resolved), counted, and listed by `status()`.
+digest is compared for the services both nodes have; a difference that lasts `grace_s` (2.5 s:
+the nodes apply a change an exchange or two apart) is logged (a warning once per change, an info
+line when it is resolved), counted, and listed by `mismatches()`.
 
 A payload always carries "v": an empty dict is what the channel delivers for a peer gone silent.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 SECTION = "maglev"
 VERSION = 1
 HASHED = frozenset({Selection.HASH, Selection.PERSIST})
+# A difference must last this long to count: the nodes apply a change (a rule posted to each,
+# a probe verdict agreed on the next exchange) up to an exchange period or two apart.
+GRACE_S = 2.5
 _PROTO_NAMES = {num: name for name, num in PROTO_NUMBERS.items()}
 
 
@@ -71,8 +76,12 @@ class MaglevFingerprints:
     `programs` returns what the engine has programmed now (Engine.programs). Thread-safe: the
     channel may call from its own thread."""
 
-    def __init__(self, programs: Callable[[], Iterable[ServiceProgram]]) -> None:
+    def __init__(self, programs: Callable[[], Iterable[ServiceProgram]], *,
+                 grace_s: float = GRACE_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._programs = programs
+        self.grace_s = grace_s
+        self._clock = clock
+        self._since: dict[Mismatch, float] = {}  # differences seen, not yet confirmed
         self._lock = threading.Lock()
         # svc_id -> (program the digest was made of, digest): a table is 1021+ slots, and
         # programs are immutable, so a digest is recomputed only when the program changes.
@@ -110,22 +119,29 @@ class MaglevFingerprints:
             self._compare(self.local())
 
     def _compare(self, mine: Mapping[str, str]) -> None:
-        now: dict[tuple[str, int], Mismatch] = {}
+        now = self._clock()
+        seen: dict[Mismatch, float] = {}
+        confirmed: dict[tuple[str, int], Mismatch] = {}
         for node, theirs in self._remote.items():
             for svc, digest in theirs.items():
                 if svc in mine and mine[svc] != digest:
-                    now[(svc, node)] = Mismatch(svc, node, mine[svc], digest)
-        for key, m in now.items():
+                    m = Mismatch(svc, node, mine[svc], digest)
+                    seen[m] = self._since.get(m, now)
+                    # a standing mismatch whose digests changed stays one at once
+                    if now - seen[m] >= self.grace_s or (svc, node) in self._mismatch:
+                        confirmed[(svc, node)] = m
+        self._since = seen
+        for key, m in confirmed.items():
             if self._mismatch.get(key) != m:
                 self.mismatches_seen += 1
                 log.warning("maglev table of %s differs from node %d's (%s here, %s there): "
                             "flows moving between the nodes may change endpoint",
                             m.service, m.node, m.local, m.remote)
-        for key in self._mismatch.keys() - now.keys():
-            svc, node = key
-            log.info("maglev table of %s agrees with node %d's again (or no longer compared)",
-                     svc, node)
-        self._mismatch = now
+        for svc, node in self._mismatch.keys() - confirmed.keys():
+            if not any(m.service == svc and m.node == node for m in seen):
+                log.info("maglev table of %s agrees with node %d's again (or is no longer "
+                         "compared)", svc, node)
+        self._mismatch = confirmed
 
     def mismatches(self) -> list[Mismatch]:
         with self._lock:

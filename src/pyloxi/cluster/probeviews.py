@@ -72,6 +72,8 @@ class ProbeViews:
         self._applied: dict[str, bool] = {}
         self._overrides = 0  # times the majority began overruling a local verdict
         self._overruled: set[str] = set()  # endpoints it overrules now
+        # the channel's "send soon" (ClusterPeers.changed): peers hear a new verdict at once
+        self.announce: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ inputs
 
@@ -81,6 +83,8 @@ class ProbeViews:
             return  # an API-only host: no LB endpoint to decide on
         with self._lock:
             self._decide(changed=(target, up, reason))
+        if self.announce is not None:
+            self.announce()
 
     def provide(self) -> dict[str, object]:
         eps = {endpoint_id(t): "up" if up else "down" for t, up in self._local() if t.ep_proto}
