@@ -384,3 +384,17 @@ def test_cli_get_cluster(disagreeing: tuple[Server, list[Node]]) -> None:
                "0:down 1:up 2:up" in line for line in lines)
     js = CliRunner().invoke(cli, ["get", "cluster", "-o", "json"], env=env, prog_name="pyloxi")
     assert js.exit_code == 0 and '"probeOverrides": 1' in js.stdout
+
+
+def test_a_table_changing_under_the_read_is_read_again() -> None:
+    """The manager's dict belongs to the event loop; the channel's thread may see it change."""
+    calls = [0]
+
+    def local() -> list[tuple[ProbeTarget, bool]]:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+        return [(A, False)]
+
+    views = ProbeViews(local, lambda t, up, r: None)
+    assert views.provide() == {"v": 1, "eps": {"tcp 31.31.31.1:8080": "down"}}

@@ -75,6 +75,17 @@ class ProbeViews:
         # the channel's "send soon" (ClusterPeers.changed): peers hear a new verdict at once
         self.announce: Callable[[], None] | None = None
 
+    def _snapshot(self) -> list[tuple[ProbeTarget, bool]]:
+        """The local views, read from any thread. The probe manager's table belongs to the event
+        loop; a peer's thread reading it while the loop adds a target can see the dict change
+        size mid-iteration: read again (it is rare and short)."""
+        for _ in range(9):
+            try:
+                return list(self._local())
+            except RuntimeError:
+                continue
+        return list(self._local())
+
     # ------------------------------------------------------------ inputs
 
     def local_changed(self, target: ProbeTarget, up: bool, reason: str) -> None:
@@ -87,7 +98,7 @@ class ProbeViews:
             self.announce()
 
     def provide(self) -> dict[str, object]:
-        eps = {endpoint_id(t): "up" if up else "down" for t, up in self._local() if t.ep_proto}
+        eps = {endpoint_id(t): "up" if up else "down" for t, up in self._snapshot() if t.ep_proto}
         return {"v": VERSION, "eps": eps}
 
     def receive(self, node: int, payload: Mapping[str, object]) -> None:
@@ -119,7 +130,7 @@ class ProbeViews:
     def _decide(self, changed: tuple[ProbeTarget, bool, str] | None = None) -> None:
         """Under the lock: re-decide every local endpoint; tell the sink what moved."""
         local: dict[str, tuple[ProbeTarget, bool]] = {
-            endpoint_id(t): (t, up) for t, up in self._local() if t.ep_proto}
+            endpoint_id(t): (t, up) for t, up in self._snapshot() if t.ep_proto}
         if changed is not None:  # the manager may not show it yet: trust the event
             local[endpoint_id(changed[0])] = changed[:2]
         for ep in self._applied.keys() - local.keys():
@@ -165,13 +176,13 @@ class ProbeViews:
         """Effective state of every local endpoint (what the sink was told; up if never)."""
         with self._lock:
             return {endpoint_id(t): self._applied.get(endpoint_id(t), True)
-                    for t, _ in self._local() if t.ep_proto}
+                    for t, _ in self._snapshot() if t.ep_proto}
 
     def disagreements(self) -> list[Disagreement]:
         """Endpoints whose voters do not all agree (the local verdict included)."""
         out: list[Disagreement] = []
         with self._lock:
-            for t, mine in self._local():
+            for t, mine in self._snapshot():
                 if not t.ep_proto:
                     continue
                 ep = endpoint_id(t)
