@@ -23,11 +23,15 @@ from pyloxi import __version__
 from pyloxi.api.app import create_app
 from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
+from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.cluster import ClusterConfig, ClusterState
+from pyloxi.cluster.activeactive import ActiveActive
 from pyloxi.cluster.ctsync import CtSync
+from pyloxi.cluster.fingerprint import MaglevFingerprints
+from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.host.locks import DirLock
@@ -149,12 +153,16 @@ class Daemon:
                               serves=self._serves)
         self.bgp = self._bgp_speaker(args) if args.bgp else None
         self.ctsync: CtSync | None = None
+        self.agreement = self._agreement(args)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
         self.app = create_app(self.engine, version=__version__,
                               extra_routers=[endpoint_router(self.probes),
                                              bgp_router(self.bgp),
-                                             cistate_router(self.cluster)])
+                                             cistate_router(self.cluster),
+                                             cluster_router(
+                                                 None if self.agreement is None
+                                                 else self.agreement.status)])
         self._stop = asyncio.Event()
 
     def _rules_changed(self) -> None:
@@ -204,6 +212,29 @@ class Daemon:
         self.ctsync = CtSync(self.datapath.flow_sync())
         self.ctsync.start(nodes, index, role=self._sync_role())
         log.info("conntrack sync with %s (node %d of %d)", ",".join(peers), index, len(nodes))
+
+    def _agreement(self, args: argparse.Namespace) -> ActiveActive | None:
+        """--cluster: probe verdicts reach the engine through the cluster's majority (so one
+        node's local failure cannot make the nodes' tables differ), and the Maglev tables'
+        fingerprints are compared with the peers'; both ride the peer control channel
+        (pyloxi.cluster.peers, `self.peers` where the daemon has one)."""
+        if not self.cluster.config.peers:
+            return None
+        index = min(self.cluster.config.self_index, len(self.cluster.config.peers))
+        sink = engine_sink(self.engine,
+                           on_down=self._reset_flows if args.endpoint_down == "reset" else None)
+        views = ProbeViews(
+            local=lambda: [(t, self.probes.is_up(t.key) is not False)
+                           for t in self.probes.targets()],
+            # one worker: verdicts reach the engine in the order they were decided
+            sink=lambda target, up, reason: self._verdicts.submit(sink, target, up, reason),
+            self_index=index)
+        self.probes.on_change = views.local_changed
+        agreement = ActiveActive(MaglevFingerprints(self.engine.programs), views, index)
+        channel = getattr(self, "peers", None)  # the control channel, built before the engine
+        if channel is not None:
+            agreement.attach(channel)
+        return agreement
 
     def _serves(self, entry: LoadBalancerEntry) -> bool:
         return self.cluster.serves(entry.service_arguments.name)

@@ -443,3 +443,43 @@ def test_no_cluster_no_ctsync(make: Callable[..., Daemon], host: Host) -> None:
     d = make()
     d._start_ctsync()
     assert d.ctsync is None
+
+
+def test_cluster_verdicts_go_through_the_majority(make: Callable[..., Daemon]) -> None:
+    """--cluster: a local down verdict outvoted by the peers never reaches the engine; the peers
+    gone, the local verdict decides. GET /cluster/status shows the disagreement meanwhile."""
+    d = make("--cluster", "10.9.9.2,10.9.9.3", "--self", "0")
+    assert d.agreement is not None
+    d.engine.add_rule(rule())
+    target = ProbeTarget("10.0.11.2_tcp_8080", "10.0.11.2", "tcp", 8080, ep_proto="tcp",
+                         ep_port=8080)
+    d.probes.upsert(target)
+    views = d.agreement.views
+    for peer in (1, 2):
+        views.receive(peer, {"v": 1, "eps": {"tcp 10.0.11.2:8080": "up"}})
+    d.probes._entries[target.key].verdict.up = False  # what a failed probe leaves behind
+    d.probes.on_change(target, False, "test")  # type: ignore[misc]
+
+    def states() -> list[str]:
+        return [ep.state for ep in d.engine.list_rules()[0].endpoints]
+
+    d._verdicts.submit(lambda: None).result(WAIT_S)  # whatever was decided has been applied
+    assert states() == ["active"]
+
+    async def status() -> dict[str, Any]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=d.app),
+                                     base_url="http://x") as http:
+            return (await http.get("/netlox/v1/cluster/status")).json()
+
+    body = asyncio.run(status())
+    assert body["probeDisagreements"][0]["endpoint"] == "tcp 10.0.11.2:8080"
+    assert body["probeDisagreements"][0]["effective"] == "up"
+    views.receive(1, {})
+    views.receive(2, {})
+    d._verdicts.submit(lambda: None).result(WAIT_S)
+    assert states() == ["inactive"]
+
+
+def test_no_cluster_no_status_peers(make: Callable[..., Daemon]) -> None:
+    d = make()
+    assert d.agreement is None

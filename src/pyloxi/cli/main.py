@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 import pyloxi
 from pyloxi.cli import bgp as _bgp  # noqa: F401  (registers create/get/delete bgpneighbor)
+from pyloxi.cli import cluster as _cluster  # noqa: F401  (registers get cluster)
 from pyloxi.cli import conntrack as _conntrack  # noqa: F401  (registers get ct)
 from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/get/delete ep)
 from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)

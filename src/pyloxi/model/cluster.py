@@ -58,3 +58,59 @@ class CIStatusList(WireModel):
     model_config = wire_names(attr="Attr")
 
     attr: list[CIStatusGetEntry] = Field(default_factory=list)
+
+
+# ---- pyloxi extension: GET /netlox/v1/cluster/status (active-active agreement between nodes)
+
+
+class ClusterPeer(WireModel):
+    """A peer heard on the cluster channel: `lastSeen` seconds ago; `live` False once it has
+    been silent for the channel's timeout (3 s)."""
+
+    model_config = wire_names(index="index", last_seen="lastSeen", live="live")
+
+    index: int
+    last_seen: float
+    live: bool
+
+
+class MaglevMismatch(WireModel):
+    """A hash-selected service whose Maglev table differs between this node and `peer`."""
+
+    model_config = wire_names(service="service", peer="peer", local="local", remote="remote")
+
+    service: str
+    peer: int
+    local: str
+    remote: str
+
+
+class ProbeView(WireModel):
+    model_config = wire_names(node="node", state="state")
+
+    node: int
+    state: str  # up | down
+
+
+class ProbeDisagreement(WireModel):
+    """An endpoint the live nodes' probes do not agree on, and what the majority decided."""
+
+    model_config = wire_names(endpoint="endpoint", effective="effective", views="views")
+
+    endpoint: str
+    effective: str  # up | down
+    views: list[ProbeView] = Field(default_factory=list)
+
+
+class ClusterStatus(WireModel):
+    model_config = wire_names(self_index="self", peers="peers", mismatches="maglevMismatches",
+                              mismatch_count="maglevMismatchCount",
+                              disagreements="probeDisagreements",
+                              overrides="probeOverrides")
+
+    self_index: int = 0
+    peers: list[ClusterPeer] = Field(default_factory=list)
+    mismatches: list[MaglevMismatch] = Field(default_factory=list)
+    mismatch_count: int = 0  # mismatches that began since the start
+    disagreements: list[ProbeDisagreement] = Field(default_factory=list)
+    overrides: int = 0  # local probe verdicts the cluster's majority overruled
