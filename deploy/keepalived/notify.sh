@@ -2,11 +2,12 @@
 # keepalived notify script: tells the local pyloxi daemon this node's VRRP state, as loxilb's
 # cicd notify.sh does (POST /netlox/v1/config/cistate).
 #
-#   notify "/etc/keepalived/pyloxi-notify.sh [HA-INSTANCE [API-URL]]"
+#   notify "/etc/keepalived/pyloxi-notify.sh [HA-INSTANCE [API-URL [INSTANCE-VIP]]]"
 #
 # keepalived appends: TYPE (INSTANCE|GROUP) NAME STATE (MASTER|BACKUP|FAULT|STOP) PRIORITY.
 # HA-INSTANCE defaults to llb-inst0 (the instance of rules named without a ":instance" suffix);
-# API-URL to http://127.0.0.1:11111. A failed call is retried a few times (the daemon may be
+# API-URL to http://127.0.0.1:11111; INSTANCE-VIP (cistate's vip: the fullnat source address of
+# the instance's rules, see docs/cluster.md) to 0.0.0.0, none. A failed call is retried a few times (the daemon may be
 # restarting); the exit status is keepalived's log line, nothing more.
 set -u
 if [ "$#" -lt 4 ]; then
@@ -17,12 +18,14 @@ inst=llb-inst0
 api=http://127.0.0.1:11111
 [ "$#" -ge 5 ] && inst=$1
 [ "$#" -ge 6 ] && api=$2
+vip=0.0.0.0
+[ "$#" -ge 7 ] && vip=$3
 eval "state=\${$(($# - 1))}"
 case "$state" in
   MASTER|BACKUP|FAULT|STOP) ;;
   *) echo "pyloxi-notify: unknown state $state" >&2; exit 2 ;;
 esac
-body="{\"instance\":\"$inst\",\"state\":\"$state\",\"vip\":\"0.0.0.0\"}"
+body="{\"instance\":\"$inst\",\"state\":\"$state\",\"vip\":\"$vip\"}"
 for _ in 1 2 3 4 5; do
   if curl -sf -o /dev/null --max-time 2 -X POST -H 'Content-Type: application/json' \
       -d "$body" "$api/netlox/v1/config/cistate"; then

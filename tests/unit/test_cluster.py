@@ -240,6 +240,8 @@ NOTIFY = Path(__file__).resolve().parents[2] / "deploy" / "keepalived" / "notify
      {"instance": "inst1", "state": "BACKUP", "vip": "0.0.0.0"}),
     (["inst2", "http://10.0.0.1:8080", "GROUP", "g", "FAULT", "0"], "http://10.0.0.1:8080",
      {"instance": "inst2", "state": "FAULT", "vip": "0.0.0.0"}),
+    (["inst3", "http://10.0.0.1:8080", "10.9.9.9", "INSTANCE", "v", "MASTER", "100"],
+     "http://10.0.0.1:8080", {"instance": "inst3", "state": "MASTER", "vip": "10.9.9.9"}),
 ])
 def test_notify_script_posts_the_state(tmp_path: Path, args: list[str], url: str,
                                        body: dict[str, str]) -> None:
