@@ -43,7 +43,7 @@ from pyloxi.host.netlink import (
     source_address,
     tunnel_source,
 )
-from pyloxi.model.cluster import DEFAULT_INSTANCE
+from pyloxi.model.cluster import DEFAULT_INSTANCE, instance_of
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
@@ -179,10 +179,11 @@ class Daemon:
         speaker.prepare()  # no gobgpd, a 4.x one, no stubs: the start fails here, clearly
         return speaker
 
-    def _bgp_vips(self) -> list[str]:
-        """The addresses to announce: VIPs (and SCTP secondary IPs) of rules with bgp: true."""
-        return [v for r in self.engine.desired_rules() if r.service_arguments.bgp
-                for v in rule_vips(r)]
+    def _bgp_vips(self) -> list[tuple[str, str]]:
+        """The addresses to announce, with their HA instance: VIPs (and SCTP secondary IPs)
+        of rules with bgp: true."""
+        return [(v, instance_of(r.service_arguments.name)) for r in self.engine.desired_rules()
+                if r.service_arguments.bgp for v in rule_vips(r)]
 
     def _ha_changed(self, _before: object, _after: object) -> None:
         """An HA state changed: VIPs follow (statesync), and BGP's attributes (MASTER local-pref

@@ -40,12 +40,16 @@ def free_port() -> int:
 class Rig:
     def __init__(self, tmp: str) -> None:
         self.vips: set[str] = set()
+        self.instances: dict[str, str] = {}  # VIP -> HA instance (default llb-inst0)
         self.api = f"127.0.0.1:{free_port()}"
-        self.speaker = BgpSpeaker(self.api, timers=Timers(3, 1, 1), vips=lambda: self.vips,
+        self.speaker = BgpSpeaker(self.api, timers=Timers(3, 1, 1), vips=self.announce,
                                   log_path=os.path.join(tmp, "gobgpd.log"))
         self.speaker.start()
         wait_until(lambda: self.speaker.up, 20, what="gobgpd up")
         self.gobgp = GobgpClient(self.api)  # the test's own view of gobgpd
+
+    def announce(self) -> list[tuple[str, str]]:
+        return [(v, self.instances.get(v, "llb-inst0")) for v in self.vips]
 
     def settle(self) -> None:
         """One supervision round now (the thread would run it within half a second)."""
@@ -87,6 +91,20 @@ def test_vips_are_announced_with_the_ha_attributes_and_withdrawn(rig: Rig):
     rig.vips.clear()
     rig.settle()
     assert rig.gobgp.list_paths() == {} and rig.gobgp.list_paths(v6=True) == {}
+
+
+def test_each_vip_carries_the_attributes_of_its_rules_instance(rig: Rig):
+    rig.speaker.set_global(BgpGlobal(65001, "10.0.0.1"))
+    rig.vips |= {"10.9.9.1", "10.9.9.2"}
+    rig.instances["10.9.9.2"] = "inst1"
+    rig.speaker.set_ha_state("llb-inst0", "MASTER")
+    rig.speaker.set_ha_state("inst1", "BACKUP")
+    rig.settle()
+    assert rig.gobgp.list_paths() == {"10.9.9.1/32": (5000, 10), "10.9.9.2/32": (100, 20)}
+    rig.speaker.set_ha_state("inst1", "MASTER")
+    rig.speaker.set_ha_state("llb-inst0", "BACKUP")
+    rig.settle()
+    assert rig.gobgp.list_paths() == {"10.9.9.1/32": (100, 20), "10.9.9.2/32": (5000, 10)}
 
 
 def test_nothing_is_announced_before_the_global_config(rig: Rig):
@@ -218,7 +236,7 @@ def test_attached_gobgpd_dead_is_503_then_state_is_reapplied(tmp_path):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     proc = gobgpd()
-    speaker = BgpSpeaker(api, managed=False, vips=lambda: ["10.9.9.9"])
+    speaker = BgpSpeaker(api, managed=False, vips=lambda: [("10.9.9.9", "llb-inst0")])
     speaker.start()
     app = create_app(object(), version="0.0.0", extra_routers=[bgp_router(speaker)])
     view = GobgpClient(api)

@@ -27,7 +27,6 @@ from pyloxi.bgp import persist
 from pyloxi.bgp.config import BgpGlobal, BgpNeighbor, check_global, check_neighbor
 from pyloxi.bgp.gobgp import GobgpClient, PeerInfo
 from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry
-from pyloxi.model.cluster import DEFAULT_INSTANCE
 from pyloxi.model.errors import InvalidInput, NotFound, PyloxiError
 
 log = logging.getLogger("pyloxi.bgp")
@@ -107,7 +106,7 @@ class BgpSpeaker:
     def __init__(self, api: str = "127.0.0.1:50052", *, managed: bool = True,
                  binary: str = "gobgpd", log_path: str | None = None,
                  timers: Timers = Timers(),
-                 vips: Callable[[], Iterable[str]] = lambda: (),
+                 vips: Callable[[], Iterable[tuple[str, str]]] = lambda: (),
                  config_path: Path | None = None) -> None:
         host, _, port = api.rpartition(":")
         if managed and host not in ("127.0.0.1", "localhost", "[::1]"):
@@ -185,9 +184,8 @@ class BgpSpeaker:
         self._wake.set()
 
     def set_ha_state(self, instance: str, state: str) -> None:
-        """HA state of a cluster instance: MASTER announces with local-pref 5000 / MED 10,
-        BACKUP 100 / 20, anything else 0 / 0 (loxilb's). The paths carry the attributes of the
-        default instance (llb-inst0)."""
+        """HA state of a cluster instance: its rules' VIPs are announced with local-pref 5000 /
+        MED 10 while it is MASTER, 100 / 20 as BACKUP, 0 / 0 otherwise (loxilb's)."""
         with self._lock:
             self._ha[instance] = state.upper()
         self._wake.set()
@@ -377,8 +375,14 @@ class BgpSpeaker:
         return True
 
     def _desired_paths(self) -> dict[str, tuple[int, int]]:
-        attrs = path_attributes(self._ha.get(DEFAULT_INSTANCE))
-        return {str(ipaddress.ip_address(v)): attrs for v in self._vips_source()}
+        """VIP -> the attributes of its rule's HA instance; a VIP shared by rules of several
+        instances gets the best of them (a MASTER of any of them attracts its traffic)."""
+        want: dict[str, tuple[int, int]] = {}
+        for vip, instance in self._vips_source():
+            key = str(ipaddress.ip_address(vip))
+            attrs = path_attributes(self._ha.get(instance))
+            want[key] = max(want.get(key, attrs), attrs)
+        return want
 
     def _reconcile_paths(self) -> None:
         assert self._client is not None
