@@ -194,12 +194,6 @@ static __always_inline int new_flow_fwd(struct __sk_buff *skb, const struct pkt 
 	struct ct_val *v;
 	int rc;
 
-	/* A frame sent to another host's MAC opens no flow here: a switch floods unknown unicast
-	 * (an HA peer's port went down, its MAC aged out) and this node, an HA BACKUP whose VIPs
-	 * are not local, must not serve it; the kernel drops it (ip_rcv). Established flows
-	 * (conntrack above) are not affected. */
-	if (skb->pkt_type == PACKET_OTHERHOST)
-		return PL_PASS;
 	rc = new_flow(skb, p);
 
 	if (rc != PL_FORWARD)
@@ -216,6 +210,12 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 	__u64 now;
 	int rc;
 
+	/* A frame sent to another host's MAC is not ours to forward: a switch floods unknown
+	 * unicast (an HA peer's port went down, its MAC aged out, a port in promiscuous mode), and
+	 * an HA BACKUP holding the MASTER's synced flows would forward a duplicate of every such
+	 * packet, or serve a VIP that is not local. The kernel drops it (ip_rcv). */
+	if (skb->pkt_type == PACKET_OTHERHOST)
+		return PL_PASS;
 	p = bpf_map_lookup_elem(&pkt_map, &zero);
 	if (!p)
 		return PL_PASS;

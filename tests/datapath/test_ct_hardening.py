@@ -411,3 +411,23 @@ def test_rst_answering_a_challenge_ack_passes(h: Harness) -> None:
     # a blind RST with any other sequence number is still refused
     blind = h.run(client_pkt("R", seq=1002 + 70_000, ack=0))
     assert blind.retval == TC_ACT_SHOT and stats(h)["out_of_window"] == 1
+
+
+OTHER_MAC = "02:00:00:00:09:09"  # another host's: a switch flooded it here
+
+
+def test_frames_for_another_hosts_mac_are_left_to_the_kernel(h: Harness) -> None:
+    """An HA BACKUP holds the MASTER's synced flows; a switch flooding frames addressed to
+    the MASTER must not make it forward duplicates (established flows) or serve a VIP that
+    is not local (new flows). The kernel drops such frames; nothing is rewritten here."""
+    h.service()
+    handshake(h)
+    flows = ct_count(h)
+    data = client_pkt("PA", payload=b"x" * 10)
+    flooded = h.run(Ether(src=CLIENT_MAC, dst=OTHER_MAC) / data[IP])
+    assert flooded.retval == TC_ACT_OK
+    assert flooded.pkt[IP].dst == VIP               # not NATed: untouched
+    new = Ether(src=CLIENT_MAC, dst=OTHER_MAC) / syn(sport=40001)[IP]
+    assert h.run(new).retval == TC_ACT_OK
+    assert ct_count(h) == flows                      # no flow opened for it
+    assert h.run(data).retval == TC_ACT_REDIRECT    # the same packet to this host's MAC

@@ -2,7 +2,8 @@
 
 `bpf_fib_lookup` resolves against the namespace the calling thread is in, so the datapath tests
 and micro-benchmarks move their own thread into a namespace made for them: an LB with a client
-subnet on dp0 (10.0.1.1/24) and an endpoint subnet on dp1 (10.0.11.1/24), forwarding on, plus
+subnet on dp0 (10.0.1.1/24) and an endpoint subnet on dp1 (10.0.11.1/24), both with MAC
+LB_MAC, forwarding on, plus
 whatever neighbours, routes and addresses the caller adds. The thread goes home and the
 namespace is deleted on exit, pass or fail.
 """
@@ -17,7 +18,9 @@ from pyloxi.host.namespaces import in_netns
 
 LB_MAC = "02:00:00:00:01:01"
 BASE = (
-    f"ip link add dp0 address {LB_MAC} type veth peer name dp1",
+    # both ends have the LB's MAC: frames the tests address to LB_MAC are this host's
+    # (PACKET_HOST) on either side; the datapath ignores frames for other hosts
+    f"ip link add dp0 address {LB_MAC} type veth peer name dp1 address {LB_MAC}",
     "ip link set dp0 up", "ip link set dp1 up", "ip link set lo up",
     "ip addr add 10.0.1.1/24 dev dp0", "ip addr add 10.0.11.1/24 dev dp1",
     "sysctl -qw net.ipv4.ip_forward=1",
