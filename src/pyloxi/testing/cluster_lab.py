@@ -16,9 +16,9 @@ gratuitous ARP), its daemon becomes MASTER (MED 10), and the router drops the de
 route at its BGP hold time (3 s). The flows survive because the new MASTER has them from the
 sync: the client's TCP retransmits through it.
 
-The bridges do not flood unknown unicast toward the LB ports: a bridge that forgot the dead
-node's MAC would otherwise hand its frames to the survivor, whose datapath forwards packets of
-flows it knows whatever their destination MAC, which hides the route change being measured.
+The bridges flood unknown unicast as switches do: once lb1's ports are down, frames the router
+still sends to lb1's MAC reach lb2, whose datapath leaves frames for another host's MAC to the
+kernel (dropped), so nothing but the routing change moves the traffic.
 """
 
 from __future__ import annotations
@@ -266,7 +266,6 @@ class ClusterLab:
             lab.link(ns, "eth1", f"{LB_BACK[i]}/24", self.sw, f"l{i}b", None)
             for port, br in ((f"l{i}f", "brf"), (f"l{i}b", "brb")):
                 self.sw.run(f"ip link set {port} master {br}")
-                self.sw.run(f"bridge link set dev {port} flood off")
             ns.run(f"ip route add 10.80.1.0/24 via {ROUTER}")
             for key, value in (("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.rp_filter", 0),
                                ("net.ipv4.conf.default.rp_filter", 0)):
