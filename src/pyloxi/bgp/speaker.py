@@ -144,7 +144,8 @@ class BgpSpeaker:
     def __init__(self, api: str = "127.0.0.1:50052", *, managed: bool = True,
                  binary: str = "gobgpd", log_path: str | None = None,
                  timers: Timers = Timers(),
-                 vips: Callable[[], Iterable[str]] = lambda: ()) -> None:
+                 vips: Callable[[], Iterable[str]] = lambda: (),
+                 extra_paths: Callable[[], dict[str, tuple[int, int]]] = dict) -> None:
         host, _, port = api.rpartition(":")
         if managed and host not in ("127.0.0.1", "localhost", "[::1]"):
             raise ValueError(f"--bgp-api {api}: a gobgpd we start listens on loopback only")
@@ -154,6 +155,8 @@ class BgpSpeaker:
         self.log_path = log_path
         self.timers = timers
         self._vips_source = vips
+        # address -> (local-pref, MED) announced beside the VIPs (the cluster's instance IPs)
+        self._extra_source = extra_paths
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -209,7 +212,7 @@ class BgpSpeaker:
                 self._client.close()
 
     def changed(self) -> None:
-        """The rules changed: the supervisor re-reads the VIPs to announce."""
+        """The rules (or the extra paths) changed: the supervisor re-reads what to announce."""
         self._wake.set()
 
     def set_ha_state(self, instance: str, state: str) -> None:
@@ -397,7 +400,10 @@ class BgpSpeaker:
 
     def _desired_paths(self) -> dict[str, tuple[int, int]]:
         attrs = path_attributes(self._ha.get(DEFAULT_INSTANCE))
-        return {str(ipaddress.ip_address(v)): attrs for v in self._vips_source()}
+        want = {str(ipaddress.ip_address(a)): at for a, at in self._extra_source().items()}
+        # a VIP that is also an instance IP is announced as a VIP
+        want.update({str(ipaddress.ip_address(v)): attrs for v in self._vips_source()})
+        return want
 
     def _reconcile_paths(self) -> None:
         assert self._client is not None

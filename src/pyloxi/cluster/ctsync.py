@@ -10,13 +10,19 @@ Everything on the wire names services and endpoints by identity (VIP/port/proto,
 ip:port), never by node-local ids; the receiving datapath maps them to its own (see
 pyloxi.datapath.ebpf.ctsync).
 
-Roles: only a MASTER sends (the BACKUP drains its ring all the same, so it is not stale when
-it takes over); every node receives. `set_role` is what the HA state machine calls.
+Roles: only a MASTER sends flows (the BACKUP drains its ring all the same, so it is not stale
+when it takes over); every node receives. `set_role` is what the HA state machine calls.
+
+Control frames (pyloxi.cluster.peers): with `peers=ClusterPeers(...)` every node, whatever its
+role, connects to every peer and sends a small JSON frame about once a second and on change;
+a peer silent for 3 s counts as gone.
 
 Wire format, one frame per batch: u32 length of what follows, u64 the sender's
 CLOCK_MONOTONIC (its entries' time stamps are on that clock), u16 record size, then records
 (struct ct_sync_ev, so both nodes must run the same datapath layout; a different record size
-is refused, as loxilb refuses a different binary).
+is refused, as loxilb refuses a different binary). A record size of 0 marks a control frame:
+the body is JSON (older receivers refuse such a frame and drop the connection; flow frames are
+unchanged).
 """
 
 from __future__ import annotations
@@ -30,11 +36,17 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
+from pyloxi.cluster.peers import MAX_PAYLOAD as MAX_CONTROL
+from pyloxi.cluster.peers import ClusterPeers
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 22222
 _HDR = struct.Struct(">IQH")  # length after the u32, sender now, record size
 _MAX_FRAME = 64 << 20
+_CONTROL = 0  # record size of a control frame (JSON body)
+CONNECT_TIMEOUT_S = 0.5
+RETRY_MAX_S = 5.0
 
 
 class FlowSyncBackend(Protocol):
@@ -65,6 +77,7 @@ class _Peer:
         self.addr = addr
         self.sock: socket.socket | None = None
         self.next_try = 0.0
+        self.backoff = 0.0
         self.last_full = 0.0
 
 
@@ -73,8 +86,10 @@ class CtSync:
     accepts peers, one thread reads each peer's stream."""
 
     def __init__(self, backend: FlowSyncBackend, *, port: int = DEFAULT_PORT,
-                 batch_ms: int = 50, resync_s: float = 30.0) -> None:
+                 batch_ms: int = 50, resync_s: float = 30.0,
+                 peers: ClusterPeers | None = None) -> None:
         self.backend = backend
+        self.peers = peers
         self.port = port
         self.batch_s = min(batch_ms, 50) / 1000
         self.resync_s = resync_s
@@ -140,12 +155,22 @@ class CtSync:
     def _tick(self) -> None:
         with self._lock:
             events = self.backend.events()  # drained in every role: never stale, never full
-        if self.role != "MASTER":
+        control = None
+        if self.peers is not None:
+            self.peers.expire()
+            if self.peers.due():
+                control = self.peers.frame()
+        master = self.role == "MASTER"
+        if not master and control is None:
             return
         now = time.monotonic()
         for p in self._peers:
             if p.sock is None and not self._connect(p, now):
                 continue
+            if control is not None:
+                self._send_control(p, control)
+                if p.sock is None or not master:
+                    continue
             records = events
             if now - p.last_full >= self.resync_s:
                 with self._lock:
@@ -158,11 +183,14 @@ class CtSync:
         if now < p.next_try:
             return False
         try:
-            s = socket.create_connection(p.addr, timeout=1.0)
+            # short: the tick waits for it, and a dead peer must not delay the live ones
+            s = socket.create_connection(p.addr, timeout=CONNECT_TIMEOUT_S)
         except OSError as exc:
-            p.next_try = now + 1.0
+            p.backoff = min(max(p.backoff * 2, 1.0), RETRY_MAX_S)
+            p.next_try = now + p.backoff
             log.debug("ctsync peer %s: %s", p.addr, exc)
             return False
+        p.backoff = 0.0
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.settimeout(5.0)
         p.sock = s
@@ -184,6 +212,15 @@ class CtSync:
                 self._drop(p)
                 return
             self.sent += len(chunk)
+
+    def _send_control(self, p: _Peer, body: bytes) -> None:
+        frame = _HDR.pack(len(body) + _HDR.size - 4, time.monotonic_ns(), _CONTROL) + body
+        try:
+            assert p.sock is not None
+            p.sock.sendall(frame)
+        except OSError as exc:
+            log.info("conntrack sync: peer %s lost (%s)", p.addr, exc)
+            self._drop(p)
 
     @staticmethod
     def _drop(p: _Peer) -> None:
@@ -222,12 +259,16 @@ class CtSync:
                 buf += chunk
                 while len(buf) >= _HDR.size:
                     length, sender_now, size = _HDR.unpack_from(buf)
-                    if length > _MAX_FRAME or size == 0:
+                    if length > _MAX_FRAME or length < _HDR.size - 4:
                         log.warning("conntrack sync: bad frame from %s", addr)
                         return
                     if len(buf) < 4 + length:
                         break
                     body, buf = buf[_HDR.size:4 + length], buf[4 + length:]
+                    if size == _CONTROL:
+                        if self.peers is not None and len(body) <= MAX_CONTROL:
+                            self.peers.on_frame(body, addr)
+                        continue
                     self._receive(body, sender_now, size, addr)
 
     def _receive(self, body: bytes, sender_now: int, size: int, addr: object) -> None:
