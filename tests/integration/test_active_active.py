@@ -159,6 +159,11 @@ class AaLab:
         self.cl = lab.netns("cl")
         lab.link(self.cl, "eth0", "10.80.0.2/24", rt, "cl0", "10.80.0.1/24")
         self.cl.run("ip route add default via 10.80.0.1")
+        # counts what reaches the client from a backend's own address: a reply forwarded
+        # un-NATed (a node without the flow must drop it: `reply_miss`)
+        self.cl.run(["nft", "add table ip leak"])
+        self.cl.run(["nft", "add chain ip leak in { type filter hook input priority 0; }"])
+        self.cl.run(["nft", "add rule ip leak in ip saddr 10.82.0.0/24 counter"])
         # a clamped receive buffer: the servers cannot push the file before the failure
         self.cl.sysctl("net.ipv4.tcp_rmem", "4096 16384 65536")
         body = os.urandom(SIZE)
@@ -242,6 +247,11 @@ class AaLab:
                 f"{c['destinationPort']} {c['conntrackState']} {c['conntrackAct']} "
                 f"{c['packets']}p" for c in r.json()["ctAttr"]
                 if c["sourcePort"] in ports or c["destinationPort"] in ports]
+
+    def leaked(self) -> int:
+        """Packets the client got from a backend's own address."""
+        out = self.cl.run(["nft", "list table ip leak"]).stdout
+        return int(re.search(r"counter packets (\d+)", out).group(1))  # type: ignore[union-attr]
 
     def flows(self, i: int) -> dict[str, set[int]]:
         """Node i's established flows of the VIP by SNAT source (its own instance IP: opened
@@ -345,6 +355,7 @@ def run_failover(lab: AaLab) -> dict[str, Any]:
         "lost_on_victim": sum(1 for p in lost_ports if p in local[victim]),
         "lost_elsewhere": sum(1 for p in lost_ports if p not in local[victim]),
         "client_estab_resets": estab_resets(lab.cl) - resets,
+        "unnated_replies_at_client": lab.leaked(),
         "errors": sorted({s["err"][:60] for s in final if s["err"]}),
         "vip_route_converged_s": round(converged, 2),
         "all_done_after_failure_s": round(t_end, 1),
@@ -381,6 +392,8 @@ def test_one_node_of_three_dies_mid_transfer(aa_lab: AaLab) -> None:
     assert sum(len(x) for x in local) == FLOWS and len(set().union(*local)) == FLOWS
     # the failure was real: downloads were in flight when the node died
     assert r["in_flight_at_failure"] == FLOWS, r
+    # whatever was lost, no endpoint's reply reached the client un-NATed
+    assert r["unnated_replies_at_client"] == 0, r
     if aa_lab.sync:
         # every node had every other node's flows (sync to all peers)
         for i in range(NODES):
@@ -389,5 +402,68 @@ def test_one_node_of_three_dies_mid_transfer(aa_lab: AaLab) -> None:
         assert r["share"] >= 0.99, r
         assert r["client_estab_resets"] == 0, r
     else:
-        # without sync (and without the backup routes) the dead node's flows are lost
+        # without sync (and without the backup routes) the dead node's flows are lost; the
+        # survivors drop the endpoints' replies of flows they do not have
         assert r["survived"] < FLOWS, r
+        assert any(s.get("reply_miss") for s in r["stats_after"].values()), r
+
+
+def _next_hops(rt: Netns, ports: range) -> dict[int, str]:
+    """The router's choice for client flows 10.80.0.2:port -> VIP:80 (forwarded, L4 hash)."""
+    batch = os.path.join(tempfile.gettempdir(), f"{rt.name}-get")
+    with open(batch, "w") as f:
+        for p in ports:
+            f.write(f"route get {VIP} from 10.80.0.2 iif cl0 ipproto tcp sport {p} dport 80\n")
+    try:
+        out = rt.run(["ip", "-batch", batch]).stdout
+    finally:
+        os.unlink(batch)
+    hops = re.findall(r"via (\S+)", out)
+    assert len(hops) == len(ports), out[-500:]
+    return dict(zip(ports, hops, strict=True))
+
+
+def test_router_multipath_moves_surviving_flows_a_resilient_group_does_not() -> None:
+    """What the router does to the flows of the nodes that stay when one of three goes: a
+    plain multipath route (what BIRD and FRR install) re-hashes a share of them to another
+    node (which then needs the synced flow); a resilient next-hop group moves none."""
+    cleanup_stale("plecmp")
+    ports = range(20000, 21000)
+    moved: dict[str, tuple[int, int]] = {}
+    with Lab("plecmp") as lab:
+        rt = lab.netns("rt")
+        cl = lab.netns("cl")
+        lab.link(cl, "eth0", "10.80.0.2/24", rt, "cl0", "10.80.0.1/24")
+        rt.sysctl("net.ipv4.ip_forward", 1)
+        rt.sysctl("net.ipv4.fib_multipath_hash_policy", 1)
+        for i in (1, 2, 3):
+            node = lab.netns(f"n{i}")
+            lab.link(node, "eth0", f"10.81.{i}.2/24", rt, f"nh{i}", f"10.81.{i}.1/24")
+        hops = [f"10.81.{i}.2" for i in (1, 2, 3)]
+        for kind in ("multipath", "resilient"):
+            rt.run(["ip", "route", "flush", f"{VIP}/32"], check=False)
+            rt.run(["ip", "nexthop", "flush"], check=False)
+            if kind == "multipath":
+                rt.run(["ip", "route", "add", f"{VIP}/32",
+                        *[w for h in hops for w in ("nexthop", "via", h)]])
+            else:
+                for i, h in enumerate(hops, 1):
+                    rt.run(["ip", "nexthop", "add", "id", str(i), "via", h, "dev", f"nh{i}"])
+                rt.run(["ip", "nexthop", "add", "id", "10", "group", "1/2/3", "type",
+                        "resilient", "buckets", "64", "idle_timer", "0"])
+                rt.run(["ip", "route", "add", f"{VIP}/32", "nhid", "10"])
+            before = _next_hops(rt, ports)
+            assert set(before.values()) == set(hops)
+            if kind == "multipath":  # the node's route withdrawn: the route replaced
+                rt.run(["ip", "route", "replace", f"{VIP}/32",
+                        *[w for h in hops[:2] for w in ("nexthop", "via", h)]])
+            else:
+                rt.run(["ip", "nexthop", "del", "id", "3"])
+            after = _next_hops(rt, ports)
+            stayed = [p for p in ports if before[p] != hops[2]]
+            moved[kind] = (sum(1 for p in stayed if after[p] != before[p]), len(stayed))
+    print(f"\n[ecmp] flows of the surviving next hops moved when 1 of 3 went: "
+          f"plain multipath {moved['multipath'][0]}/{moved['multipath'][1]}, "
+          f"resilient group (64 buckets) {moved['resilient'][0]}/{moved['resilient'][1]}")
+    assert moved["resilient"][0] == 0
+    assert moved["multipath"][0] > 0
