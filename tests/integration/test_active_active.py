@@ -248,6 +248,16 @@ class AaLab:
                 f"{c['packets']}p" for c in r.json()["ctAttr"]
                 if c["sourcePort"] in ports or c["destinationPort"] in ports]
 
+    def packets(self, i: int) -> dict[tuple[str, int], int]:
+        """Node i's VIP flows: (SNAT source, client port) -> packets counted on the entry."""
+        r = self.daemons[i].api("GET", "/config/conntrack/all")
+        out = {}
+        for c in r.json()["ctAttr"]:
+            m = re.match(r"fdnat-([^,]+),", c["conntrackAct"])
+            if c["destinationIP"] == VIP and m:
+                out[(m.group(1), int(c["sourcePort"]))] = int(c["packets"])
+        return out
+
     def leaked(self) -> int:
         """Packets the client got from a backend's own address."""
         out = self.cl.run(["nft", "list table ip leak"]).stdout
@@ -326,6 +336,7 @@ def run_failover(lab: AaLab) -> dict[str, Any]:
         synced.append(set().union(*[v for k, v in f.items() if k != INSTANCE_IPS[i]]))
     victim = max(range(NODES), key=lambda i: len(local[i]))
     stats_before = [lab.stats(i) for i in range(NODES)]
+    packets_before = [lab.packets(i) for i in range(NODES)]
     at_fail = progress()
     in_flight = sum(1 for s in at_fail if not s["done"])
     lab.kill_links(victim)
@@ -343,6 +354,16 @@ def run_failover(lab: AaLab) -> dict[str, Any]:
     client.wait(timeout=180)
     t_end = time.monotonic() - t_fail
     final = progress()
+    # flows of a surviving node whose client packets the router moved to the other survivor
+    # (plain multipath re-hash): that one's synced copy carried them
+    moved = 0
+    for i in range(NODES):
+        if i == victim:
+            continue
+        now = lab.packets(i)
+        moved += sum(1 for (snat, port), n in now.items()
+                     if snat not in (INSTANCE_IPS[i], victim_ip)
+                     and n > packets_before[i].get((snat, port), n))
     ok = [s for s in final if not s["err"] and s["len"] == SIZE and s["got"] == SIZE
           and s["sha"] == lab.digest]
     by_port = {s["port"]: s for s in final}
@@ -352,6 +373,7 @@ def run_failover(lab: AaLab) -> dict[str, Any]:
         "per_node_local": [len(x) for x in local], "per_node_synced": [len(x) for x in synced],
         "victim": f"lb{victim + 1}",
         "survived": len(ok), "share": round(len(ok) / FLOWS, 4),
+        "survivors_flows_moved_by_router": moved,
         "lost_on_victim": sum(1 for p in lost_ports if p in local[victim]),
         "lost_elsewhere": sum(1 for p in lost_ports if p not in local[victim]),
         "client_estab_resets": estab_resets(lab.cl) - resets,
