@@ -148,3 +148,35 @@ def test_instance_ips_own_peers_and_bgp_paths() -> None:
                            "10.90.0.2": (100, 20)}
     ips.receive(2, {})  # gone: still announced as BACKUP
     assert ips.paths()["10.90.0.2"] == (100, 20) and told == [1]
+
+
+def test_a_stuck_peer_delays_nobody_else() -> None:
+    """A peer that accepted the connection but reads nothing (hung, or its link died with
+    the connection up): the send to it blocks until its 5 s timeout. The other peers keep
+    getting flows and control frames meanwhile, so none of them takes this node for gone."""
+    fa, fb = Fake(flows=20000), Fake()  # a 7 MB resync: more than the stuck socket takes
+    pa, pb = ClusterPeers(0), ClusterPeers(1)
+    gone: list[int] = []
+    pa.register("x", lambda: {"v": 1}, lambda n, p: None)
+    pb.register("x", lambda: {}, lambda n, p: None if p else gone.append(n))
+    nodes = _peers() + _peers()[:1]
+    host, port = nodes[2].split(":")
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.bind((host, int(port)))
+    stuck.listen(1)  # completes the handshake, never accepts, never reads
+    sa, sb = CtSync(fa, peers=pa), CtSync(fb, peers=pb)
+    try:
+        sb.start(nodes, 1, "BACKUP")
+        sa.start(nodes, 0, "MASTER")
+        wait_until(lambda: len(fb.got) == 20000, 30)
+        wait_until(lambda: sa._peers[1].connected, 30)
+        # the stuck peer's send times out (5 s) and its connection is dropped
+        wait_until(lambda: not sa._peers[1].connected, 30)
+        fa.pending = [b"\xee" * 344]
+        wait_until(lambda: len(fb.got) == 20001, 30)
+        assert gone == [] and 0 in pb.peers()
+    finally:
+        sa.stop()
+        sb.stop()
+        stuck.close()
