@@ -11,8 +11,8 @@ are source-NATed to the instance IP of the node that opened them; each node anno
 instance IP with MED 10 and its peers' (learnt on the control channel) with MED 20, and
 streams its flows to every peer (conntrack sync).
 
-N paced downloads from distinct client ports spread over the nodes; the node with the most
-flows loses its links (silently: no FIN, no RST, BGP notices by the hold timer, 3 s). Its
+N paced downloads from distinct client ports spread over the nodes; the router's first next
+hop loses its links (silently: no FIN, no RST, BGP notices by the hold timer, 3 s). Its
 flows reach the survivors (ECMP re-hash) and the backends' replies to its instance IP go to
 the survivors too (the MED-20 routes): both have the flows from the sync. Success = download
 complete, byte-identical, no reset. The control run (no --cluster: no sync, no backup routes)
@@ -334,7 +334,12 @@ def run_failover(lab: AaLab) -> dict[str, Any]:
         f = lab.flows(i)
         local.append(f.get(INSTANCE_IPS[i], set()))
         synced.append(set().union(*[v for k, v in f.items() if k != INSTANCE_IPS[i]]))
-    victim = max(range(NODES), key=lambda i: len(local[i]))
+    # The victim: the router's first next hop. A hash-threshold multipath route gives each
+    # next hop a slice of the hash space in route order; when the first goes, the second's
+    # slice shifts and a share of *its* flows moves to the third (the middle one going would
+    # move nobody else's): the harder case, where survivors' flows need their synced copies.
+    route = lab.rt.run(["ip", "-4", "route", "show", f"{VIP}/32"]).stdout
+    victim = LB_IPS.index(re.findall(r"via (\S+)", route)[0])
     stats_before = [lab.stats(i) for i in range(NODES)]
     packets_before = [lab.packets(i) for i in range(NODES)]
     at_fail = progress()
