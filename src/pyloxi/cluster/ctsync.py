@@ -47,7 +47,7 @@ _MAX_FRAME = 64 << 20
 _CONTROL = 0  # record size of a control frame (JSON body)
 CONNECT_TIMEOUT_S = 0.5
 RETRY_MAX_S = 5.0
-MAX_QUEUED = 256 << 20  # bytes waiting for one peer; beyond: reconnect and resync in full
+MAX_QUEUED = 256 << 20  # bytes still waiting for one peer: reconnect (and resync in full)
 
 
 class FlowSyncBackend(Protocol):
@@ -90,12 +90,14 @@ class _Peer:
         self.lock = threading.Lock()
         self.wake = threading.Event()
 
-    def put(self, frame: bytes, records: int) -> bool:
+    def put(self, frames: list[tuple[bytes, int]]) -> bool:
+        """Queue one batch (all of it: a full resync may be big); False, nothing queued, when
+        the peer has not taken the earlier ones (over MAX_QUEUED bytes still waiting)."""
         with self.lock:
-            if self.queued + len(frame) > MAX_QUEUED:
+            if self.queued > MAX_QUEUED:
                 return False
-            self.queue.append((frame, records))
-            self.queued += len(frame)
+            self.queue.extend(frames)
+            self.queued += sum(len(f) for f, _ in frames)
         self.wake.set()
         return True
 
@@ -228,15 +230,16 @@ class CtSync:
     def _queue(self, p: _Peer, records: list[bytes], size: int) -> None:
         """Frames of *records* (size 0: one control body) onto the peer's queue."""
         step = 1 if size == _CONTROL else 8192
+        frames = []
         for start in range(0, len(records), step):
             chunk = records[start:start + step]
             body = b"".join(chunk)
             frame = _HDR.pack(len(body) + _HDR.size - 4, time.monotonic_ns(), size) + body
-            if not p.put(frame, 0 if size == _CONTROL else len(chunk)):
-                log.warning("conntrack sync: peer %s too slow (%d MiB queued): reconnecting",
-                            p.addr, MAX_QUEUED >> 20)
-                self._drop(p)
-                return
+            frames.append((frame, 0 if size == _CONTROL else len(chunk)))
+        if not p.put(frames):
+            log.warning("conntrack sync: peer %s too slow (over %d MiB waiting): reconnecting",
+                        p.addr, MAX_QUEUED >> 20)
+            self._drop(p)
 
     def _peer_loop(self, p: _Peer) -> None:
         while not self._stop.is_set():
