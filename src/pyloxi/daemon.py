@@ -27,10 +27,13 @@ from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
-from pyloxi.cluster import ClusterConfig, ClusterState
+from pyloxi.cluster import ClusterConfig, ClusterState, Instance
 from pyloxi.cluster.activeactive import ActiveActive
 from pyloxi.cluster.ctsync import CtSync
 from pyloxi.cluster.fingerprint import MaglevFingerprints
+from pyloxi.cluster.instances import SECTION as INSTANCE_SECTION
+from pyloxi.cluster.instances import InstanceIPs
+from pyloxi.cluster.peers import ClusterPeers
 from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
@@ -143,8 +146,10 @@ class Daemon:
         # HA state: kept beside the rules, so a restarted BACKUP does not take its VIPs back
         self.cluster = ClusterState(cluster_config(args),
                                     path=Path(args.state_dir) / "cistate.json")
+        self.bgp: BgpSpeaker | None = None
+        self._active_active()
         self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,
-                             snat_source=source_address)
+                             snat_source=source_address, instance_ip=self.instance_ips.ip)
         self._verdicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdicts")
         self.probes = ProbeManager(on_change=engine_sink(
             self.engine, executor=self._verdicts,
@@ -165,6 +170,29 @@ class Daemon:
                                                  else self.agreement.status)])
         self._stop = asyncio.Event()
 
+    def _active_active(self) -> None:
+        """Instance IPs (cistate vip: the fullnat SNAT source, announced by BGP: this node's as
+        MASTER, the peers' as BACKUP) and, with --cluster, the control channel to the peers
+        (carried by conntrack sync) on which they are told."""
+        self.instance_ips = InstanceIPs(
+            self.cluster, on_peers_changed=lambda: self.bgp.changed() if self.bgp else None)
+        self.peers: ClusterPeers | None = None
+        if self.cluster.config.peers:
+            self.peers = ClusterPeers(min(self.cluster.config.self_index,
+                                          len(self.cluster.config.peers)))
+            self.peers.register(INSTANCE_SECTION, self.instance_ips.own,
+                                self.instance_ips.receive)
+
+        def instance_changed(before: Instance, after: Instance) -> None:
+            if before.vip != after.vip:
+                self.engine.replan_snat()  # new flows get the new source
+            if self.peers is not None:
+                self.peers.changed()
+            if self.bgp is not None:
+                self.bgp.changed()
+
+        self.cluster.subscribe(instance_changed)
+
     def _rules_changed(self) -> None:
         # the engine and its follower need each other: the engine is built first
         self.sync.changed()
@@ -175,6 +203,7 @@ class Daemon:
         speaker = BgpSpeaker(args.bgp_api, managed=not args.bgp_attach,
                              log_path=f"{args.state_dir}/gobgpd.log",
                              timers=args.bgp_timers, vips=self._bgp_vips,
+                             extra_paths=self.instance_ips.paths,
                              config_path=Path(args.state_dir) / "bgp.json")
         speaker.prepare()  # no gobgpd, a 4.x one, no stubs: the start fails here, clearly
         return speaker
@@ -210,7 +239,7 @@ class Daemon:
         index = min(self.cluster.config.self_index, len(peers))
         nodes = [*peers[:index], "0.0.0.0", *peers[index:]]   # this node listens on all
         self.datapath.set_nat_share(index, len(nodes))
-        self.ctsync = CtSync(self.datapath.flow_sync())
+        self.ctsync = CtSync(self.datapath.flow_sync(), peers=self.peers)
         self.ctsync.start(nodes, index, role=self._sync_role())
         log.info("conntrack sync with %s (node %d of %d)", ",".join(peers), index, len(nodes))
 
@@ -232,9 +261,8 @@ class Daemon:
             self_index=index)
         self.probes.on_change = views.local_changed
         agreement = ActiveActive(MaglevFingerprints(self.engine.programs), views, index)
-        channel = getattr(self, "peers", None)  # the control channel, built before the engine
-        if channel is not None:
-            agreement.attach(channel)
+        if self.peers is not None:  # the control channel, built before the engine
+            agreement.attach(self.peers)
         return agreement
 
     def _serves(self, entry: LoadBalancerEntry) -> bool:

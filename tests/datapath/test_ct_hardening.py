@@ -431,3 +431,43 @@ def test_frames_for_another_hosts_mac_are_left_to_the_kernel(h: Harness) -> None
     assert h.run(new).retval == TC_ACT_OK
     assert ct_count(h) == flows                      # no flow opened for it
     assert h.run(data).retval == TC_ACT_REDIRECT    # the same packet to this host's MAC
+
+
+def test_fullnat_to_an_instance_ip_and_its_lost_replies_are_dropped(h: Harness) -> None:
+    """Active-active fullnat: flows are source-NATed to the node's instance IP (not local: BGP
+    routes it to the node). An endpoint's reply that misses conntrack here (its flow lived on
+    another node and was not synced) is addressed to that non-local IP: the kernel would route
+    it on, so the datapath drops it (`reply_miss`), never forwards it un-NATed."""
+    instance_ip = "10.0.1.90"  # routed (connected subnet), not an address of this host
+    h.service(eps=EPS[:1], mode=NatMode.FULLNAT, snat=instance_ip)
+    to_ep, back = handshake(h, sport=40010)
+    assert to_ep[IP].src == instance_ip
+    assert (back[IP].src, back[IP].dst) == (VIP, CLIENT)
+    # the same flow's reply once conntrack lost it, and one for a port it never gave out
+    h.dp.ct.flush_service(1)
+    lost = ep_answer(to_ep, "A", seq=5001, ack=1001)
+    r = h.run(lost)
+    assert r.retval == TC_ACT_SHOT and stats(h)["reply_miss"] == 1
+    other = lost.copy()
+    other[TCP].dport = to_ep[TCP].sport ^ 1
+    assert h.run(Ether(bytes(other))).retval == TC_ACT_SHOT
+    assert stats(h)["reply_miss"] == 2
+
+
+def test_active_active_node_does_not_judge_windows(h: Harness) -> None:
+    """In a cluster (NAT port share of several parts) a node may see only the endpoint's side
+    of its own flow once the router re-hashed the client's packets to a peer: the client's
+    window it knows is stale, and the endpoint's FIN (on its last data segment, far beyond
+    that window) must get through, not be dropped as out of window."""
+    h.service(eps=EPS[:1], mode=NatMode.FULLNAT)
+    to_ep, _ = handshake(h, sport=40020)
+    late_fin = ep_answer(to_ep, "FA", seq=5001 + 3 * 10**9, ack=1001)
+    assert h.run(late_fin).retval == TC_ACT_SHOT  # standalone: out of window
+    assert stats(h)["out_of_window"] == 1
+    h.dp.set_nat_share(0, 3)
+    try:
+        r = h.run(late_fin)
+        assert r.retval == TC_ACT_REDIRECT and r.pkt[IP].dst == CLIENT
+        assert stats(h)["out_of_window"] == 1
+    finally:
+        h.dp.set_nat_share(0, 1)

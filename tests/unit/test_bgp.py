@@ -41,8 +41,10 @@ class Rig:
     def __init__(self, tmp: str) -> None:
         self.vips: set[str] = set()
         self.instances: dict[str, str] = {}  # VIP -> HA instance (default llb-inst0)
+        self.extra: dict[str, tuple[int, int]] = {}
         self.api = f"127.0.0.1:{free_port()}"
         self.speaker = BgpSpeaker(self.api, timers=Timers(3, 1, 1), vips=self.announce,
+                                  extra_paths=lambda: dict(self.extra),
                                   log_path=os.path.join(tmp, "gobgpd.log"))
         self.speaker.start()
         wait_until(lambda: self.speaker.up, 20, what="gobgpd up")
@@ -105,6 +107,26 @@ def test_each_vip_carries_the_attributes_of_its_rules_instance(rig: Rig):
     rig.speaker.set_ha_state("llb-inst0", "BACKUP")
     rig.settle()
     assert rig.gobgp.list_paths() == {"10.9.9.1/32": (100, 20), "10.9.9.2/32": (5000, 10)}
+
+
+def test_extra_paths_are_announced_with_their_own_attributes(rig: Rig):
+    """The cluster's instance IPs: this node's as MASTER, its peers' as BACKUP (the daemon
+    decides); diffed like the VIPs; a VIP that is also an extra path is announced as a VIP."""
+    rig.speaker.set_global(BgpGlobal(65001, "10.0.0.1"))
+    rig.vips.add("10.9.9.9")
+    rig.extra.update({"10.90.0.1": (5000, 10), "10.90.0.2": (100, 20), "fd00:90::2": (100, 20),
+                      "10.9.9.9": (100, 20)})
+    rig.settle()
+    assert rig.gobgp.list_paths() == {"10.9.9.9/32": (0, 0), "10.90.0.1/32": (5000, 10),
+                                      "10.90.0.2/32": (100, 20)}
+    assert rig.gobgp.list_paths(v6=True) == {"fd00:90::2/128": (100, 20)}
+    rig.extra["10.90.0.2"] = (5000, 10)
+    del rig.extra["fd00:90::2"]
+    rig.speaker.changed()
+    rig.settle()
+    assert rig.gobgp.list_paths() == {"10.9.9.9/32": (0, 0), "10.90.0.1/32": (5000, 10),
+                                      "10.90.0.2/32": (5000, 10)}
+    assert rig.gobgp.list_paths(v6=True) == {}
 
 
 def test_nothing_is_announced_before_the_global_config(rig: Rig):

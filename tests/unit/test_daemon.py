@@ -4,6 +4,7 @@ eBPF datapath) are replaced by fakes; the store, engine, API, probes and StateSy
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -404,8 +405,9 @@ async def test_run_serves_the_api_until_stopped(make: Callable[..., Daemon], hos
 class FakeCtSync:
     """cluster.ctsync.CtSync as the daemon drives it."""
 
-    def __init__(self, backend: object) -> None:
+    def __init__(self, backend: object, peers: object = None) -> None:
         self.backend = backend
+        self.peers = peers
         self.started: tuple[list[str], int, str] | None = None
         self.roles: list[str] = []
         self.stopped = False
@@ -423,7 +425,8 @@ class FakeCtSync:
 def test_cluster_flags_start_ctsync_and_the_ha_state_sets_its_role(
         make: Callable[..., Daemon], host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[FakeCtSync] = []
-    monkeypatch.setattr(daemon_mod, "CtSync", lambda b: made.append(FakeCtSync(b)) or made[-1])
+    monkeypatch.setattr(daemon_mod, "CtSync",
+                        lambda b, peers=None: made.append(FakeCtSync(b, peers)) or made[-1])
     shares: list[tuple[int, int]] = []
     monkeypatch.setattr(FakeDatapath, "set_nat_share",
                         lambda self, i, n: shares.append((i, n)), raising=False)
@@ -434,9 +437,33 @@ def test_cluster_flags_start_ctsync_and_the_ha_state_sets_its_role(
     # this node listens on all addresses at its index; no cistate call yet: it sends
     assert sync.started == (["10.9.9.2", "0.0.0.0"], 1, "MASTER")
     assert shares == [(1, 2)] and sync.backend == "flows"
+    assert sync.peers is d.peers and d.peers is not None and d.peers.self_index == 1
     d.cluster.set_state("llb-inst0", "BACKUP")
     d.cluster.set_state("llb-inst0", "MASTER")
     assert sync.roles == ["BACKUP", "MASTER"]
+
+
+def test_instance_ip_is_the_fullnat_source_told_to_peers_and_announced(
+        make: Callable[..., Daemon], host: Host) -> None:
+    """cistate vip = this node's instance IP: fullnat flows are source-NATed to it (re-planned
+    when it changes), the control channel tells the peers, BGP announces it (and theirs)."""
+    d = make("--cluster", "10.9.9.2", "--self", "0")
+    d.engine.add_rule(LoadBalancerEntry.model_validate({
+        "serviceArguments": {"externalIP": "20.0.0.1", "port": 80, "protocol": "tcp",
+                             "mode": 2},
+        "endpoints": [{"endpointIP": "10.0.0.5", "targetPort": 80, "weight": 1}]}))
+
+    def source() -> set[str | None]:
+        return {e.snat_ip for p in d.engine.programs() for e in p.endpoints}
+
+    assert source() == {"20.0.0.1"}  # no instance IP yet: the VIP
+    d.cluster.set_state("llb-inst0", "MASTER", "10.90.0.1")
+    assert source() == {"10.90.0.1"}
+    assert d.peers is not None
+    frame = json.loads(d.peers.frame())
+    assert frame == {"node": 0, "sections": {"instance": {"llb-inst0": "10.90.0.1"}}}
+    d.peers.on_frame(b'{"node": 1, "sections": {"instance": {"llb-inst0": "10.90.0.2"}}}')
+    assert d.instance_ips.paths() == {"10.90.0.1": (5000, 10), "10.90.0.2": (100, 20)}
 
 
 def test_no_cluster_no_ctsync(make: Callable[..., Daemon], host: Host) -> None:

@@ -109,6 +109,21 @@ static __always_inline enum pl_verdict ct_restart(const struct pkt *p, const str
 	return PL_RESTART;
 }
 
+/* A node of an active-active cluster (its NAT port range is shared: --cluster) may see a flow's
+ * two directions on different nodes: a router that re-hashes its ECMP route (a node went)
+ * moves the client's packets to a peer holding the synced copy while the endpoint's replies,
+ * sent to this node's instance IP, still come here. The window of the direction this node no
+ * longer sees is stale, so it cannot judge a RST or FIN (the endpoint's last data segment
+ * carries its FIN): as Linux's nf_conntrack_tcp_be_liberal for asymmetric paths, it does not
+ * (synced and picked-up copies are liberal anyway). */
+static __always_inline int ct_cluster_liberal(void)
+{
+	__u32 zero = 0;
+	struct nat_share *share = bpf_map_lookup_elem(&nat_share_map, &zero);
+
+	return share && share->count > 1;
+}
+
 /* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
  * FIN, flag bits, window tracking. Returns PL_CONTINUE, PL_RESTART or PL_DROP. *pvp: the
  * partner entry if the caller has it already (else NULL), on return also if it had to be looked
@@ -133,7 +148,8 @@ static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struc
 			return ct_restart(p, v, half);
 		}
 	}
-	if ((bits & (PL_CT_RST | PL_CT_FIN)) && pv && !td_in_window(v, pv, s, p->tcp_flags)) {
+	if ((bits & (PL_CT_RST | PL_CT_FIN)) && pv && !td_in_window(v, pv, s, p->tcp_flags) &&
+	    !ct_cluster_liberal()) {
 		count(PL_ST_OUT_OF_WINDOW);
 		return PL_DROP;
 	}

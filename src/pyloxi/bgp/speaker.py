@@ -107,6 +107,7 @@ class BgpSpeaker:
                  binary: str = "gobgpd", log_path: str | None = None,
                  timers: Timers = Timers(),
                  vips: Callable[[], Iterable[tuple[str, str]]] = lambda: (),
+                 extra_paths: Callable[[], dict[str, tuple[int, int]]] = dict,
                  config_path: Path | None = None) -> None:
         host, _, port = api.rpartition(":")
         if managed and host not in ("127.0.0.1", "localhost", "[::1]"):
@@ -117,6 +118,8 @@ class BgpSpeaker:
         self.log_path = log_path
         self.timers = timers
         self._vips_source = vips
+        # address -> (local-pref, MED) announced beside the VIPs (the cluster's instance IPs)
+        self._extra_source = extra_paths
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -180,7 +183,7 @@ class BgpSpeaker:
                 self._client.close()
 
     def changed(self) -> None:
-        """The rules changed: the supervisor re-reads the VIPs to announce."""
+        """The rules (or the extra paths) changed: the supervisor re-reads what to announce."""
         self._wake.set()
 
     def set_ha_state(self, instance: str, state: str) -> None:
@@ -376,13 +379,16 @@ class BgpSpeaker:
 
     def _desired_paths(self) -> dict[str, tuple[int, int]]:
         """VIP -> the attributes of its rule's HA instance; a VIP shared by rules of several
-        instances gets the best of them (a MASTER of any of them attracts its traffic)."""
+        instances gets the best of them (a MASTER of any of them attracts its traffic). The
+        extra paths (the cluster's instance IPs) come with their own attributes; an address
+        that is also a VIP is announced as a VIP."""
+        extra = {str(ipaddress.ip_address(a)): at for a, at in self._extra_source().items()}
         want: dict[str, tuple[int, int]] = {}
         for vip, instance in self._vips_source():
             key = str(ipaddress.ip_address(vip))
             attrs = path_attributes(self._ha.get(instance))
             want[key] = max(want.get(key, attrs), attrs)
-        return want
+        return {**extra, **want}
 
     def _reconcile_paths(self) -> None:
         assert self._client is not None

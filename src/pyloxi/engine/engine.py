@@ -34,6 +34,7 @@ from pyloxi.engine.conntrack import to_entry
 from pyloxi.engine.program import MAX_SERVICES, Datapath, ServiceProgram, datapath_modes
 from pyloxi.engine.rules import (
     EpState,
+    InstanceSource,
     Rule,
     build_program,
     needs_local_source,
@@ -104,6 +105,7 @@ class Engine:
         store: RuleStore | None = None,
         on_change: Callable[[], None] | None = None,
         snat_source: Callable[[str], str | None] | None = None,
+        instance_ip: InstanceSource | None = None,
         supported_modes: frozenset[NatMode] | None = None,  # None: the datapath's
         supported_protocols: frozenset[str] = frozenset({"tcp", "udp", "icmp", "sctp"}),
         max_rules: int = MAX_SERVICES - 1,
@@ -115,6 +117,7 @@ class Engine:
         self._store = store
         self._on_change = on_change
         self._snat_source = snat_source
+        self._instance_ip = instance_ip
         self._modes = supported_modes if supported_modes is not None else datapath_modes(datapath)
         self._protocols = supported_protocols
         self._max_rules = max_rules
@@ -195,7 +198,31 @@ class Engine:
             if family(src) != family(ep.ip):  # a broken source callback: never a NAT64 packet
                 raise InvalidInput(f"no local IPv{family(ep.ip)} address toward {ep.ip} "
                                    f"(got {src})")
-        return snat_planner(spec, self._snat_source)
+        return snat_planner(spec, self._snat_source, self._instance_ip)
+
+    def replan_snat(self) -> int:
+        """The instance IPs changed: fullnat rules get their new SNAT source (new flows only;
+        a flow keeps the source it was opened with). Not persisted: the rules did not change.
+        Returns how many rules were reprogrammed; a rule the datapath refuses keeps its old
+        source (logged)."""
+        done = 0
+        with self._lock:
+            for key, rule in list(self._rules.items()):
+                if rule.spec.mode != NatMode.FULLNAT:
+                    continue
+                plan = snat_planner(rule.spec, self._snat_source, self._instance_ip)
+                eps = tuple(ep if ep.removed or needs_local_source(rule.spec, ep.ip)
+                            else replace(ep, snat_ip=plan(ep.ip)) for ep in rule.eps)
+                if eps == rule.eps:
+                    continue
+                new = replace(rule, eps=eps, program=build_program(rule.spec, rule.svc_id, eps))
+                try:
+                    self._commit(rule, new)
+                except PyloxiError as exc:
+                    log.error("rule %s: new SNAT source not applied: %s", key, exc.message)
+                    continue
+                done += 1
+        return done
 
     def _check_overlap(self, spec: RuleSpec) -> None:
         k = spec.key

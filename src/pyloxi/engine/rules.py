@@ -12,7 +12,11 @@ from dataclasses import dataclass, replace
 from pyloxi.engine.program import EndpointSlot, ServiceProgram
 from pyloxi.engine.selection import build_slots
 from pyloxi.engine.validate import EndpointSpec, RuleSpec, family
+from pyloxi.model.cluster import instance_of
 from pyloxi.model.lb import NatMode
+
+# (HA instance name, address family 4|6) -> the instance IP (cistate vip) of that family, or None
+InstanceSource = Callable[[str, int], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +126,25 @@ def needs_local_source(spec: RuleSpec, ep_ip: str) -> bool:
 
 
 def snat_planner(
-    spec: RuleSpec, snat_source: Callable[[str], str | None] | None
+    spec: RuleSpec, snat_source: Callable[[str], str | None] | None,
+    instance_ip: InstanceSource | None = None,
 ) -> Callable[[str], str | None]:
-    """Source address an endpoint's flows get: none (default/dsr), the VIP or privateIP
-    (fullnat, same family), or the LB's own address toward the endpoint (onearm, NAT64; the
-    engine checked beforehand that there is one, of the endpoint's family)."""
+    """Source address an endpoint's flows get: none (default/dsr), the LB's own address toward
+    the endpoint (onearm, NAT64; the engine checked beforehand that there is one, of the
+    endpoint's family), and in fullnat (same family): privateIP if the rule gives one, else
+    the instance IP of the rule's HA instance (loxilb's: each node of a cluster has its own,
+    announced by BGP, so the endpoint's replies find the node that has the flow, or one it
+    was synced to), else the VIP."""
 
     def plan(ep_ip: str) -> str | None:
         if needs_local_source(spec, ep_ip):
             return snat_source(ep_ip) if snat_source is not None else None
         if spec.mode == NatMode.FULLNAT:
+            if not spec.entry.service_arguments.private_ip and instance_ip is not None:
+                own = instance_ip(instance_of(spec.entry.service_arguments.name),
+                                  family(ep_ip))
+                if own:
+                    return own
             return spec.dp_vip
         return None
 
