@@ -301,13 +301,53 @@ int pl_ct_delete(void *ctx)
 	return 0;
 }
 
+/* A peer's copy (PL_CT_F_SYNCED) of key k in ct_half: deleted (a flow established or ended
+ * here is no longer half-open). A live local entry is left alone. */
+static __always_inline void sync_half_drop(const struct ct_key *k, const struct ct_val *hv)
+{
+	if (hv && (hv->flags & PL_CT_F_SYNCED))
+		bpf_map_delete_elem(&ct_half, k);
+}
+
+/* PL_SYNC_NEW: a peer's half-open flow into ct_half (not counted in conn_map: half-open flows
+ * never are). An earlier synced copy is overwritten (the peer restarted the flow on the
+ * tuple); else both entries are inserted with BPF_NOEXIST, the original first, so a flow the
+ * datapath creates meanwhile wins. It ages out with the half-open timeout unless the flow's
+ * packets (or the peer's EST) establish it. */
+static __always_inline void sync_new(struct ct_sync_ev *ev, const struct ct_key *ok,
+				     const struct ct_key *rk, struct ct_val *hcur,
+				     struct ct_val *hrcur)
+{
+	int rc;
+
+	asm volatile("" : "+r"(hrcur));   /* no OR of two pointers (see ct_sync_step) */
+	if (hcur || hrcur) {   /* synced copies only: live local ones were refused before */
+		bpf_map_update_elem(&ct_half, ok, &ev->oval, BPF_ANY);
+		bpf_map_update_elem(&ct_half, rk, &ev->rval, BPF_ANY);
+		ev->result = PL_SYNC_R_REFRESHED;
+		return;
+	}
+	rc = bpf_map_update_elem(&ct_half, ok, &ev->oval, BPF_NOEXIST);
+	if (rc) {
+		ev->result = rc == -EEXIST ? PL_SYNC_R_LOCAL : PL_SYNC_R_FULL;
+		return;
+	}
+	rc = bpf_map_update_elem(&ct_half, rk, &ev->rval, BPF_NOEXIST);
+	if (rc) {
+		bpf_map_delete_elem(&ct_half, ok);
+		ev->result = rc == -EEXIST ? PL_SYNC_R_LOCAL : PL_SYNC_R_FULL;
+		return;
+	}
+	ev->result = PL_SYNC_R_INSERTED;
+}
+
 /* One flow of pl_ct_sync (a bpf_loop callback). The values come ready from the control plane:
  * local svc_id/ep_idx, PL_CT_F_SYNCED, no cached next hop, time stamps on this node's clock. */
 static long ct_sync_step(__u32 i, void *data)
 {
 	__u32 zero = 0;
 	struct ct_sync_req *req = bpf_map_lookup_elem(&ct_sync_map, &zero);
-	struct ct_val *cur, *rcur;
+	struct ct_val *cur, *rcur, *hcur, *hrcur;
 
 	if (!req || i >= PL_SYNC_BATCH)
 		return 1;
@@ -322,7 +362,31 @@ static long ct_sync_step(__u32 i, void *data)
 		ev->result = PL_SYNC_R_LOCAL;
 		return 0;
 	}
+	/* the same in the half-open table (a handshake of this node's own in progress) */
+	hcur = bpf_map_lookup_elem(&ct_half, &ok);
+	hrcur = bpf_map_lookup_elem(&ct_half, &rk);
+	if ((hcur && !(hcur->flags & PL_CT_F_SYNCED)) ||
+	    (hrcur && !(hrcur->flags & PL_CT_F_SYNCED))) {
+		ev->result = PL_SYNC_R_LOCAL;
+		return 0;
+	}
+	if (ev->type == PL_SYNC_NEW) {
+		/* established here already (the EST came first): stays. The barrier keeps clang
+		 * from testing `cur || rcur` as an OR of two pointers, which the verifier refuses. */
+		asm volatile("" : "+r"(rcur));
+		if (cur || rcur)
+			ev->result = PL_SYNC_R_EXISTS;
+		else
+			sync_new(ev, &ok, &rk, hcur, hrcur);
+		return 0;
+	}
+	/* EST and DEL: a synced half-open copy of the flow is done with (sync_half_drop, after the
+	 * ct_map insert as pl_promote does). While ct_map holds a key the datapath never looks at
+	 * ct_half for it, but the copy would come back to life once the established flow is
+	 * deleted, and hold the tuple against a new flow. */
 	if (ev->type == PL_SYNC_DEL) {
+		sync_half_drop(&rk, hrcur);
+		sync_half_drop(&ok, hcur);
 		if (!cur)
 			return 0;
 		__u32 svc_id = cur->svc_id, ep_idx = cur->ep_idx;
@@ -342,6 +406,8 @@ static long ct_sync_step(__u32 i, void *data)
 		}
 		bpf_map_update_elem(&ct_map, &ok, &ev->oval, BPF_ANY);
 		bpf_map_update_elem(&ct_map, &rk, &ev->rval, BPF_ANY);
+		sync_half_drop(&rk, hrcur);
+		sync_half_drop(&ok, hcur);
 		ev->result = PL_SYNC_R_REFRESHED;
 		return 0;
 	}
@@ -359,6 +425,8 @@ static long ct_sync_step(__u32 i, void *data)
 		return 0;
 	}
 	conn_opened(ev->oval.svc_id, ev->oval.ep_idx);
+	sync_half_drop(&rk, hrcur);
+	sync_half_drop(&ok, hcur);
 	ev->result = PL_SYNC_R_INSERTED;
 	return 0;
 }

@@ -38,9 +38,11 @@ def test_limits_agree_with_header() -> None:
     assert defs["PL_CT_DEL_BATCH"] == L.CT_DEL_BATCH
     assert (defs["PL_CT_DEL_EST"], defs["PL_CT_DEL_HALF"]) == (L.CT_DEL_EST, L.CT_DEL_HALF)
     assert defs["PL_SYNC_BATCH"] == L.SYNC_BATCH
-    assert (defs["PL_SYNC_EST"], defs["PL_SYNC_DEL"]) == (L.SYNC_EST, L.SYNC_DEL)
-    assert (defs["PL_SYNC_R_LOCAL"], defs["PL_SYNC_R_DELETED"]) == (L.SYNC_R_LOCAL,
-                                                                    L.SYNC_R_DELETED)
+    assert (defs["PL_SYNC_EST"], defs["PL_SYNC_DEL"], defs["PL_SYNC_NEW"]) == (
+        L.SYNC_EST, L.SYNC_DEL, L.SYNC_NEW)
+    assert defs["PL_SYNC_NEW_ROOM"] == L.SYNC_NEW_ROOM
+    assert (defs["PL_SYNC_R_LOCAL"], defs["PL_SYNC_R_DELETED"], defs["PL_SYNC_R_EXISTS"]) == (
+        L.SYNC_R_LOCAL, L.SYNC_R_DELETED, L.SYNC_R_EXISTS)
     stats = re.search(r"enum pl_stat \{(.*?)\};", text, re.S)
     assert stats is not None
     names = re.findall(r"PL_ST_(\w+)", stats.group(1))

@@ -10,6 +10,7 @@
 #include "pyloxi/clock.h"
 #include "pyloxi/conntrack.h"
 #include "pyloxi/ct.h"
+#include "pyloxi/ctsync.h"
 #include "pyloxi/parse.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
@@ -169,6 +170,9 @@ static __always_inline enum pl_verdict ct_create(struct __sk_buff *skb, const st
 		count(PL_ST_PICKUP);
 	svc_count_new(svc_id);
 	count(PL_ST_NEW_FLOW);
+	/* to the peers, so one taking over mid-handshake knows the flow (DSR flows do not come
+	 * here: forward-only, dsr.h, they are not synced) */
+	sync_emit_new(&p->key, sc);
 	*vp = bpf_map_lookup_elem(&ct_half, &p->key);
 	return *vp ? PL_CONTINUE : PL_DROP;
 }

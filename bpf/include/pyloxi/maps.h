@@ -139,6 +139,9 @@ enum pl_stat {
 	                        * VIP locally) */
 	PL_ST_SYNC_DROP,       /* conntrack sync event lost: ring buffer full (the next full
 	                        * resync heals it) */
+	PL_ST_SYNC_NEW_SKIP,   /* conntrack sync: a new flow's creation event not emitted, the
+	                        * ring was past PL_SYNC_NEW_ROOM (best effort: a SYN flood must
+	                        * not crowd established/delete events out) */
 	PL_ST_MAX = 32,
 };
 
@@ -377,14 +380,16 @@ struct rassoc_val {
 	__u8  pad;
 };
 
-/* Conntrack sync (ctsync.h): the datapath reports a flow's establishment and its deletion
- * through the ct_events ring buffer; the daemon streams them to its peers, which insert them
+/* Conntrack sync (ctsync.h): the datapath reports a flow's creation (best effort), its
+ * establishment and its deletion through the ct_events ring buffer; the daemon streams them to its peers, which insert them
  * with pl_ct_sync (batches in ct_sync_map). Both entries' keys and values are enough to
  * rebuild the flow: the service is named by okey's destination (VIP/port/proto), the endpoint
  * by oval's NAT destination (ip:port); svc_id and ep_idx are node-local and rewritten by the
  * receiver. */
 #define PL_SYNC_EST       1       /* ct_sync_ev.type: a flow established (promoted to ct_map) */
 #define PL_SYNC_DEL       2       /* the datapath deleted an established flow (keys only) */
+#define PL_SYNC_NEW       3       /* a flow created (half-open, in ct_half): best effort */
+#define PL_SYNC_NEW_ROOM  4       /* NEW only while the ring's unread data is below 1/this */
 #define PL_SYNC_BATCH     64
 #define PL_SYNC_RING      (4 << 20)  /* bytes of ct_events */
 
@@ -404,6 +409,7 @@ struct ct_sync_ev {
 #define PL_SYNC_R_LOCAL    3  /* a live local flow holds the key: left alone */
 #define PL_SYNC_R_FULL     4  /* ct_map full */
 #define PL_SYNC_R_DELETED  5  /* a synced flow deleted (counted closed) */
+#define PL_SYNC_R_EXISTS   6  /* NEW of a flow this node has established already: left alone */
 
 struct ct_sync_req {      /* ct_sync_map[0]: input and output of pl_ct_sync */
 	__u32 n;

@@ -1,5 +1,7 @@
 """Conntrack sync, the backend's part: read the datapath's flow events (ring buffer ct_events),
 dump every established flow (full resync), and insert the flows a peer sent (pl_ct_sync).
+Events: EST (established, into ct_map), DEL, and NEW (a flow created, best effort: its
+half-open entries, into ct_half, so a peer taking over mid-handshake knows the flow).
 
 Records travel as raw ``struct ct_sync_ev`` (maps.h): both entries' keys and values. The ids in
 them (svc_id, ep_idx) are node-local, so they never leave it as such: the service is named by
@@ -27,7 +29,8 @@ _ZERO = bytes(4)
 _MAX_DELETED = 1 << 20
 _RESULTS = {L.SYNC_R_NONE: "skipped", L.SYNC_R_INSERTED: "inserted",
             L.SYNC_R_REFRESHED: "refreshed", L.SYNC_R_LOCAL: "local_wins",
-            L.SYNC_R_FULL: "ct_full", L.SYNC_R_DELETED: "deleted"}
+            L.SYNC_R_FULL: "ct_full", L.SYNC_R_DELETED: "deleted",
+            L.SYNC_R_EXISTS: "exists"}
 
 
 @dataclass
@@ -81,7 +84,9 @@ class FlowSync:
         return out
 
     def dump(self) -> list[bytes]:
-        """Every established flow as an EST event (for a full resync)."""
+        """Every established flow as an EST event (for a full resync). Half-open flows are
+        left out: they are seconds old at most, a SYN flood fills their table with spoofed
+        ones, and the creation events are best effort by design (maps.h PL_SYNC_NEW)."""
         entries = dict(self.m.ct_map.lookup_batch())
         out = []
         for k, v in entries.items():
@@ -117,7 +122,7 @@ class FlowSync:
             if ev.type == L.SYNC_DEL:
                 ready.append(ev)
                 continue
-            if ev.type != L.SYNC_EST or ev.oval.mode == L.MODE_DSR:
+            if ev.type not in (L.SYNC_EST, L.SYNC_NEW) or ev.oval.mode == L.MODE_DSR:
                 done["skipped"] += 1
                 continue
             local = self._local_ids(ev, services)
@@ -135,8 +140,10 @@ class FlowSync:
                 age = max(0, sender_now_ns - val.last_ns)
                 val.last_ns = max(0, now - age)
                 val.created_ns = now
-                # the window state is a snapshot from the establishment: judge no RST/FIN by
-                # it (Linux's "be liberal" for flows picked up mid-stream)
+                # the window state is a snapshot from the establishment (or the SYN): judge
+                # no RST/FIN by it (Linux's "be liberal" for flows picked up mid-stream). A
+                # half-open copy is then established here by the endpoint's first answer
+                # that is not a reset, as a picked-up flow is (conntrack.h ct_half_open).
                 val.td_flags |= L.TD_LIBERAL
             ready.append(ev)
         for start in range(0, len(ready), L.SYNC_BATCH):
@@ -182,7 +189,16 @@ class FlowSync:
         if ret != 0 or raw is None:
             raise RuntimeError(f"pl_ct_sync failed ({ret})")
         out = L.CtSyncReq.from_buffer_copy(raw)
-        return Counter(_RESULTS.get(out.ev[i].result, "skipped") for i in range(len(evs)))
+        return Counter(_result(evs[i].type, out.ev[i].result) for i in range(len(evs)))
+
+
+def _result(ev_type: int, result: int) -> str:
+    """The counter name of one applied event: a NEW event's insert or refresh is a half-open
+    copy ("half_inserted"), not an established flow ("inserted")."""
+    name = _RESULTS.get(result, "skipped")
+    if ev_type == L.SYNC_NEW and result in (L.SYNC_R_INSERTED, L.SYNC_R_REFRESHED):
+        return "half_" + name
+    return name
 
 
 def _partner_key(v: L.CtVal, proto: int) -> L.CtKey:

@@ -33,10 +33,11 @@ EP_F_IPIP = 0x2  # dsr endpoint reached through IPIP (not on-link)
 CT_F_IPIP = 0x1  # ct_val.flags: dsr flow encapsulated in IPIP
 CT_F_SYNCED = 0x2  # ct_val.flags: copied from a peer by conntrack sync
 # conntrack sync (bpf/include/pyloxi/ctsync.h)
-SYNC_EST, SYNC_DEL = 1, 2
+SYNC_EST, SYNC_DEL, SYNC_NEW = 1, 2, 3
+SYNC_NEW_ROOM = 4  # NEW events only while the ring's unread data is below 1/4 of it
 SYNC_BATCH = 64
 (SYNC_R_NONE, SYNC_R_INSERTED, SYNC_R_REFRESHED, SYNC_R_LOCAL, SYNC_R_FULL,
- SYNC_R_DELETED) = range(6)
+ SYNC_R_DELETED, SYNC_R_EXISTS) = range(7)
 
 CT_SYN, CT_SYNACK, CT_ACK, CT_FIN, CT_RST, CT_SEEN = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 # SCTP: the first chunk of each packet of a direction (bpf/include/pyloxi/sctp.h)
@@ -52,6 +53,7 @@ STAT_NAMES = (
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
     "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big", "sync_drop",
+    "sync_new_skip",
 )
 
 
