@@ -168,3 +168,24 @@ def test_the_plain_listener_is_not_reachable_from_another_namespace(api: Secured
                                 f"http://{LB_CLIENT_IP}:{API_PORT}/netlox/v1/version"],
                                check=False)
     assert proc.returncode == 7, proc.stdout + proc.stderr  # 7: connection refused
+
+
+
+def test_sighup_reads_the_token_file_again(api: Secured) -> None:
+    """SIGHUP reloads the tokens (a changed file is also noticed by itself, at the next
+    request); the daemon keeps running and keeps answering."""
+    import signal
+
+    from ..waiting import wait_until
+
+    def reloads() -> int:
+        with open(api.daemon.log) as f:
+            return f.read().count(f"token file {api.token_file}: 1 tokens")
+
+    assert api.daemon.proc is not None
+    before = reloads()
+    api.daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: reloads() > before, 20, what="the token file read again")
+    assert api.daemon.proc.poll() is None
+    status, _ = api.from_client("GET", "/config/loadbalancer/all", authorization=TOKEN)
+    assert status == 200

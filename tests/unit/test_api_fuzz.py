@@ -12,6 +12,7 @@ token: every operation but the open ones answers 401 and the rule table stays em
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry  # noqa
 from pyloxi.probes import ProbeManager  # noqa: E402
 
 B = "/netlox/v1"
-EXAMPLES = 40  # per operation and mode: ~15 s for the whole document on a quiet machine
+# per operation and mode: ~15 s for the whole document on a quiet machine; raise it to hunt
+EXAMPLES = int(os.environ.get("PYLOXI_FUZZ_EXAMPLES", "40"))
 OPEN = {("GET", f"{B}/version"), ("GET", f"{B}/swagger.json"), ("GET", f"{B}/docs")}
 
 
