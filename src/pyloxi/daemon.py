@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import signal
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
-from pyloxi.api.security import TLS_CIPHERS, TokenFile, check_tls_files
+from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.cluster import ClusterConfig, ClusterState
@@ -308,16 +307,10 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), AGING_PERIOD_S)
 
     def _tls_server(self) -> uvicorn.Server | None:
-        """--tls: a second listener on the same app. SIGINT/SIGTERM stay with the plain one
-        (below); this one stops with the daemon."""
+        """--tls: a second listener on the same app; it stops with the daemon."""
         args = self.args
-        if not args.tls:
-            return None
-        config = uvicorn.Config(self.app, host=args.tls_host or args.host, port=args.tls_port,
-                                log_level="warning", lifespan="off",
-                                ssl_certfile=args.tls_certificate, ssl_keyfile=args.tls_key,
-                                ssl_ciphers=TLS_CIPHERS)
-        return _QuietServer(config)
+        return (tls_server(self.app, args.tls_host or args.host, args.tls_port,
+                           args.tls_certificate, args.tls_key) if args.tls else None)
 
     async def run(self) -> None:
         config = uvicorn.Config(self.app, host=self.args.host, port=self.args.port,
@@ -377,26 +370,10 @@ class Daemon:
             log.info("stopped; the datapath keeps forwarding established flows")
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def token_file(args: argparse.Namespace) -> TokenFile | None:
     """--manualtoken / --token-file: the tokens every request must carry (None: no check)."""
     if args.token_file is None and not args.manualtoken:
-        hosts = [args.host, *([args.tls_host or args.host] if args.tls else [])]
-        if not all(_loopback(h) for h in hosts):
+        if not loopback_only([args.host, *([args.tls_host or args.host] if args.tls else [])]):
             log.warning("the API is served beyond this host without authentication: "
                         "anyone who reaches it can change the rules (see --token-file)")
         return None

@@ -20,15 +20,19 @@ viewer, so health checks (keepalived's `curl .../version`) keep working.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+import uvicorn
 
 from pyloxi.api.guard import ASGIApp, Receive, Scope, Send, answer
 
@@ -201,3 +205,30 @@ def check_tls_files(certificate: str, key: str) -> None:
     except (ssl.SSLError, OSError) as exc:
         raise ValueError(f"--tls-certificate/--tls-key: cannot load {certificate} with "
                          f"{key}: {exc}") from None
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handlers alone: SIGINT/SIGTERM stay
+    with the daemon's plain listener (which raises them again once it has shut down)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def tls_server(app: Any, host: str, port: int, certificate: str, key: str) -> uvicorn.Server:
+    """The HTTPS listener of `app` (the daemon sets its should_exit when it stops)."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                            ssl_certfile=certificate, ssl_keyfile=key, ssl_ciphers=TLS_CIPHERS)
+    return _QuietServer(config)
+
+
+def loopback_only(hosts: Sequence[str]) -> bool:
+    """Whether every listen address is a loopback one (nobody else can reach the API)."""
+    def loopback(host: str) -> bool:
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return host == "localhost"
+
+    return all(loopback(h) for h in hosts)
