@@ -9,6 +9,9 @@
 # API-URL to http://127.0.0.1:11111; INSTANCE-VIP (cistate's vip: the fullnat source address of
 # the instance's rules, see docs/cluster.md) to 0.0.0.0, none. A failed call is retried a few times (the daemon may be
 # restarting); the exit status is keepalived's log line, nothing more.
+# With token authentication (pyloxi daemon --token-file/--manualtoken), the first token of
+# $PYLOXI_TOKEN_FILE (default /etc/loxilb/manual_token) is sent; it goes to curl on its
+# standard input, never on its command line (which every local user can read).
 set -u
 if [ "$#" -lt 4 ]; then
   echo "usage: $0 [HA-INSTANCE [API-URL]] TYPE NAME STATE PRIORITY" >&2
@@ -26,9 +29,17 @@ case "$state" in
   *) echo "pyloxi-notify: unknown state $state" >&2; exit 2 ;;
 esac
 body="{\"instance\":\"$inst\",\"state\":\"$state\",\"vip\":\"$vip\"}"
+token_file=${PYLOXI_TOKEN_FILE:-/etc/loxilb/manual_token}
+token=""
+if [ -r "$token_file" ]; then
+  token=$(sed -n '/^[[:space:]]*#/d; /[^[:space:]]/{s/[[:space:]]//g;p;q;}' "$token_file")
+fi
+auth() {  # curl's --config on stdin: printf is a shell builtin, so no argv shows the token
+  if [ -n "$token" ]; then printf 'header = "Authorization: Bearer %s"\n' "$token"; fi
+}
 for _ in 1 2 3 4 5; do
-  if curl -sf -o /dev/null --max-time 2 -X POST -H 'Content-Type: application/json' \
-      -d "$body" "$api/netlox/v1/config/cistate"; then
+  if auth | curl --config - -sf -o /dev/null --max-time 2 -X POST \
+      -H 'Content-Type: application/json' -d "$body" "$api/netlox/v1/config/cistate"; then
     exit 0
   fi
   sleep 0.2

@@ -25,6 +25,7 @@ from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
+from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.cluster import ClusterConfig, ClusterState, Instance
@@ -60,6 +61,7 @@ AGING_PERIOD_S = 5.0
 # Persisted rules that failed to apply are retried after 1 s, 2 s, 4 s … at most every minute.
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 60.0
+DEFAULT_TOKEN_FILE = "/etc/loxilb/manual_token"  # loxilb's manual-token file
 
 
 def _bgp_timers(text: str) -> Timers:
@@ -76,6 +78,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pyloxi daemon", description="Run the load balancer.")
     p.add_argument("--host", default="127.0.0.1", help="REST API address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=11111, help="REST API port (default 11111)")
+    # -- API security (loxilb's names; docs/operations.md "API security") --
+    p.add_argument("--tls", action="store_true",
+                   help="also serve the API over HTTPS on --tls-host:--tls-port")
+    p.add_argument("--tls-host", default=None,
+                   help="HTTPS API address (default: the same as --host)")
+    p.add_argument("--tls-port", type=int, default=8091, help="HTTPS API port (default 8091)")
+    p.add_argument("--tls-certificate", default="/opt/loxilb/cert/server.crt",
+                   help="certificate (PEM, chain after it) (default /opt/loxilb/cert/server.crt)")
+    p.add_argument("--tls-key", default="/opt/loxilb/cert/server.key",
+                   help="private key (PEM) (default /opt/loxilb/cert/server.key)")
+    p.add_argument("--manualtoken", action="store_true",
+                   help="every request needs a token from --token-file (loxilb's manual-token "
+                        "mode); /version and the OpenAPI document stay open")
+    p.add_argument("--token-file", default=None, metavar="PATH",
+                   help="accepted tokens, one per line, re-read on change and on SIGHUP "
+                        "(implies --manualtoken; default /etc/loxilb/manual_token)")
     p.add_argument("--state-dir", default="/var/lib/pyloxi",
                    help="where desired state is persisted (default /var/lib/pyloxi)")
     p.add_argument("--bpffs", default="/sys/fs/bpf/pyloxi",
@@ -123,6 +141,10 @@ class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         bpf_object = locate_object(args.bpf_object)  # missing: stop before touching anything
+        # so do a TLS certificate that does not load and a token file with no token in it
+        if args.tls:
+            check_tls_files(args.tls_certificate, args.tls_key)
+        self.tokens = token_file(args)
         # One daemon per state directory and per pin directory, decided before anything is
         # read, attached or written: a second daemon exits here without touching the first's
         # TC programs, maps or rules.
@@ -161,7 +183,7 @@ class Daemon:
         self.agreement = self._agreement(args)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
-        self.app = create_app(self.engine, version=__version__,
+        self.app = create_app(self.engine, version=__version__, tokens=self.tokens,
                               extra_routers=[endpoint_router(self.probes),
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
@@ -312,15 +334,24 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), AGING_PERIOD_S)
 
+    def _tls_server(self) -> uvicorn.Server | None:
+        """--tls: a second listener on the same app; it stops with the daemon."""
+        args = self.args
+        return (tls_server(self.app, args.tls_host or args.host, args.tls_port,
+                           args.tls_certificate, args.tls_key) if args.tls else None)
+
     async def run(self) -> None:
         config = uvicorn.Config(self.app, host=self.args.host, port=self.args.port,
                                 log_level="warning", lifespan="off")
         server = uvicorn.Server(config)
+        tls = self._tls_server()
         loop = asyncio.get_running_loop()
         # While serving, uvicorn holds SIGINT/SIGTERM and raises them again once it has shut
         # down: they reach these handlers then, and the rest stops.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
+        if self.tokens is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.tokens.reload)
         await self.probes.start()
         if self.bgp is not None:
             self.bgp.start()
@@ -331,11 +362,17 @@ class Daemon:
         serving = asyncio.create_task(server.serve())
         log.info("pyloxi %s serving http://%s:%d/netlox/v1", __version__, self.args.host,
                  self.args.port)
+        servings = {serving}
+        if tls is not None:
+            servings.add(asyncio.create_task(tls.serve()))
+            log.info("pyloxi serving https://%s:%d/netlox/v1", tls.config.host, tls.config.port)
         stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*servings, stop}, return_when=asyncio.FIRST_COMPLETED)
         self._stop.set()
         server.should_exit = True
-        await asyncio.gather(serving, aging, retry, return_exceptions=True)
+        if tls is not None:
+            tls.should_exit = True
+        await asyncio.gather(*servings, aging, retry, return_exceptions=True)
         self.sync.stop()
         if self.ctsync is not None:
             await asyncio.to_thread(self.ctsync.stop)
@@ -359,6 +396,16 @@ class Daemon:
         else:
             self.datapath.close()
             log.info("stopped; the datapath keeps forwarding established flows")
+
+
+def token_file(args: argparse.Namespace) -> TokenFile | None:
+    """--manualtoken / --token-file: the tokens every request must carry (None: no check)."""
+    if args.token_file is None and not args.manualtoken:
+        if not loopback_only([args.host, *([args.tls_host or args.host] if args.tls else [])]):
+            log.warning("the API is served beyond this host without authentication: "
+                        "anyone who reaches it can change the rules (see --token-file)")
+        return None
+    return TokenFile(args.token_file or DEFAULT_TOKEN_FILE)
 
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:

@@ -258,6 +258,34 @@ def test_notify_script_posts_the_state(tmp_path: Path, args: list[str], url: str
     assert json.loads(sent[sent.index("-d") + 1]) == body
 
 
+@pytest.mark.parametrize("token_file", [None, "missing", "# the API token\n\n  tok-123  \n"])
+def test_notify_script_sends_the_token_on_stdin(tmp_path: Path, token_file: str | None) -> None:
+    """With a token file the Authorization header reaches curl through --config on stdin
+    (never in argv); without one nothing is sent there."""
+    log, stdin = tmp_path / "curl.log", tmp_path / "curl.stdin"
+    fake = tmp_path / "curl"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {log}\n'
+                    f"cat > {stdin}\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin",
+           "PYLOXI_TOKEN_FILE": str(tmp_path / "tok")}
+    if token_file not in (None, "missing"):
+        (tmp_path / "tok").write_text(token_file)
+    if token_file is None:
+        env.pop("PYLOXI_TOKEN_FILE")  # the default, /etc/loxilb/manual_token: not here
+    proc = subprocess.run(["sh", str(NOTIFY), "INSTANCE", "vi_1", "MASTER", "150"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    argv = log.read_text().splitlines()
+    assert argv[:2] == ["--config", "-"]
+    assert not any("tok-123" in a or "Authorization" in a for a in argv)
+    sent = stdin.read_text()
+    if token_file not in (None, "missing"):
+        assert sent == 'header = "Authorization: Bearer tok-123"\n'
+    elif not Path("/etc/loxilb/manual_token").exists():
+        assert sent == ""
+
+
 def test_notify_script_refuses_what_it_cannot_post(tmp_path: Path) -> None:
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}  # no curl is called: none is found either
     for args in (["INSTANCE", "vi_1", "UNKNOWN", "100"], ["MASTER"]):

@@ -511,3 +511,105 @@ def test_cluster_verdicts_go_through_the_majority(make: Callable[..., Daemon]) -
 def test_no_cluster_no_status_peers(make: Callable[..., Daemon]) -> None:
     d = make()
     assert d.agreement is None
+
+
+# ------------------------------------------------------------------ API security (TLS, tokens)
+
+
+def test_parse_args_api_security() -> None:
+    args = parse_args([])
+    assert not args.tls and args.tls_host is None and args.tls_port == 8091
+    assert (args.tls_certificate, args.tls_key) == ("/opt/loxilb/cert/server.crt",
+                                                    "/opt/loxilb/cert/server.key")
+    assert not args.manualtoken and args.token_file is None
+    assert daemon_mod.token_file(args) is None
+
+
+def test_manualtoken_reads_loxilbs_file_by_default(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "manual_token"
+    path.write_text("tok-123456\n")
+    monkeypatch.setattr(daemon_mod, "DEFAULT_TOKEN_FILE", str(path))
+    tokens = daemon_mod.token_file(parse_args(["--manualtoken"]))
+    assert tokens is not None and tokens.path == path and tokens.accepts(b"tok-123456")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--tls", "--tls-certificate", "/nonexistent.crt"], "--tls-certificate"),
+    (["--token-file", "/nonexistent/tokens"], "token file"),
+])
+def test_bad_security_files_stop_before_anything_is_touched(
+        argv: list[str], host: Host, tmp_path: Path, extra: list[str], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Daemon(parse_args([*argv, *extra]))
+    assert not (tmp_path / "state").exists() and host.bpffs == [] and host.datapaths == []
+
+
+def test_a_key_that_does_not_match_stops_the_start(argv: list[str], host: Host,
+                                                   tmp_path: Path) -> None:
+    tls = pytest.importorskip("pyloxi.testing.tls")
+    if not tls.have_openssl():
+        pytest.skip("needs openssl")
+    one = tls.make_certs(tmp_path / "one")
+    two = tls.make_certs(tmp_path / "two")
+    with pytest.raises(ValueError, match="cannot load"):
+        Daemon(parse_args([*argv, "--tls", "--tls-certificate", one.cert,
+                           "--tls-key", two.key]))
+    assert host.datapaths == []
+
+
+def test_exposed_without_tokens_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    daemon_mod.token_file(parse_args(["--host", "0.0.0.0"]))
+    assert "without authentication" in caplog.text
+    caplog.clear()
+    daemon_mod.token_file(parse_args(["--tls", "--tls-host", "10.0.0.1"]))
+    assert "without authentication" in caplog.text
+    caplog.clear()
+    daemon_mod.token_file(parse_args(["--tls"]))  # both on 127.0.0.1
+    assert caplog.text == ""
+
+
+async def test_run_serves_https_and_plain_both_needing_the_token(
+        make: Callable[..., Daemon], tmp_path: Path) -> None:
+    import ssl
+
+    from pyloxi.testing.tls import have_openssl, make_certs
+    if not have_openssl():
+        pytest.skip("needs openssl")
+    certs = make_certs(tmp_path / "certs")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-abcdefgh\n")
+    port, tls_port = free_port(), free_port()
+    d = make("--port", str(port), "--tls", "--tls-port", str(tls_port), "--tls-certificate",
+             certs.cert, "--tls-key", certs.key, "--token-file", str(tokens))
+    task = asyncio.create_task(d.run())
+    https = f"https://localhost:{tls_port}/netlox/v1"
+    plain = f"http://127.0.0.1:{port}/netlox/v1"
+    body = {"serviceArguments": {"externalIP": "20.0.0.9", "port": 80, "protocol": "tcp"},
+            "endpoints": [{"endpointIP": "10.0.11.3", "targetPort": 80, "weight": 1}]}
+    auth = {"Authorization": "Bearer tok-abcdefgh"}
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=certs.ca)) as client:
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while True:  # both listeners up
+            try:
+                await client.get(f"{https}/version")
+                await client.get(f"{plain}/version")
+                break
+            except httpx.TransportError:
+                assert asyncio.get_running_loop().time() < deadline, "API never came up"
+                await asyncio.sleep(0.05)
+        for url in (https, plain):
+            resp = await client.post(f"{url}/config/loadbalancer", json=body)
+            assert resp.status_code == 401
+            assert resp.json()["message"] == "unauthenticated for invalid credentials"
+        assert d.engine.list_rules() == []
+        resp = await client.post(f"{https}/config/loadbalancer", json=body, headers=auth)
+        assert resp.status_code == 200, resp.text
+        listed = (await client.get(f"{plain}/config/loadbalancer/all", headers=auth)).json()
+        assert [r["serviceArguments"]["externalIP"] for r in listed["lbAttr"]] == ["20.0.0.9"]
+        # the https listener speaks only TLS: plain HTTP to it gets no API answer
+        with pytest.raises(httpx.HTTPError):
+            await client.get(f"http://127.0.0.1:{tls_port}/netlox/v1/version")
+    d._stop.set()
+    await asyncio.wait_for(task, WAIT_S)
+    stopped(d)

@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pyloxi.api import conntrack, lb
 from pyloxi.api.errors import LoxiRoute, install_handlers
 from pyloxi.api.guard import RequestGuard
+from pyloxi.api.security import TokenAuth, TokenCheck
 from pyloxi.model.lb import LoadBalancerEntry
 
 BASE_PATH = "/netlox/v1"
@@ -50,8 +51,41 @@ def _version_router(version: str, build_info: str) -> APIRouter:
     return router
 
 
-def _install_openapi(app: FastAPI) -> None:
-    """OpenAPI with the hand-parsed LoadBalancerEntry body schema added to the components."""
+_LOCAL_DEFS = "#/$defs/"
+_COMPONENTS = "#/components/schemas/"
+
+
+def _rebase_refs(node: Any) -> Any:
+    """`#/$defs/X` (pydantic's, relative to a model's own schema) -> `#/components/schemas/X`."""
+    if isinstance(node, dict):
+        return {k: (_COMPONENTS + v[len(_LOCAL_DEFS):]
+                    if k == "$ref" and isinstance(v, str) and v.startswith(_LOCAL_DEFS)
+                    else _rebase_refs(v))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebase_refs(v) for v in node]
+    return node
+
+
+def _hoist_body_defs(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """Request bodies declared with a model's own JSON schema (openapi_extra) carry `$defs`
+    and refs into them, which mean nothing inside the whole document (a client generator,
+    or a fuzzer, cannot resolve them): their definitions move to the components."""
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            content = op.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                body = media.get("schema")
+                if not isinstance(body, dict):
+                    continue
+                for name, sub in body.pop("$defs", {}).items():
+                    components.setdefault(name, _rebase_refs(sub))
+                media["schema"] = _rebase_refs(body)
+
+
+def _install_openapi(app: FastAPI, *, authenticated: bool = False) -> None:
+    """OpenAPI with the hand-parsed LoadBalancerEntry body schema added to the components;
+    with token authentication, loxilb's `BearerAuth` scheme on every route but the exempt."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -69,15 +103,28 @@ def _install_openapi(app: FastAPI) -> None:
         for name, sub in body.pop("$defs", {}).items():
             components.setdefault(name, sub)
         components.setdefault("LoadBalancerEntry", body)
+        _hoist_body_defs(schema, components)
+        errors = dict(_ERROR_RESPONSES)
+        if authenticated:
+            # loxilb's definition: an apiKey in the Authorization header (bare or "Bearer t")
+            schema["components"]["securitySchemes"] = {"BearerAuth": {
+                "type": "apiKey", "name": "Authorization", "in": "header"}}
+            schema["security"] = [{"BearerAuth": []}]
+            errors["401"] = "Invalid authentication credentials"
         # Failures answer loxilb's Error object; FastAPI's 422 never happens here (it is a 400).
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
         components["Error"] = _ERROR_SCHEMA
-        for item in schema.get("paths", {}).values():
-            for op in item.values():
+        exempt = _exempt_paths()
+        for path, item in schema.get("paths", {}).items():
+            for method, op in item.items():
+                if authenticated and (path, method) in exempt:
+                    op["security"] = []
                 responses = op.setdefault("responses", {})
                 responses.pop("422", None)
-                for code, why in _ERROR_RESPONSES.items():
+                for code, why in errors.items():
+                    if code == "401" and (path, method) in exempt:
+                        continue
                     responses.setdefault(
                         code,
                         {
@@ -95,14 +142,21 @@ def _install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _exempt_paths() -> set[tuple[str, str]]:
+    """(path, method) that need no token, as loxilb's `security: []` routes."""
+    return {(f"{BASE_PATH}{p}", "get") for p in ("/version", "/swagger.json", "/docs")}
+
+
 def create_app(
     engine: Any,
     *,
     version: str,
     build_info: str | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    tokens: TokenCheck | None = None,
 ) -> FastAPI:
-    """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones."""
+    """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones.
+    `tokens`: every request but the exempt ones must carry one it accepts (security.py)."""
     app = FastAPI(
         title="pyloxi REST API",
         description="loxilb-compatible REST API of pyloxi (base path /netlox/v1).",
@@ -115,6 +169,10 @@ def create_app(
     install_handlers(app)
     # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
     app.add_middleware(RequestGuard)
+    if tokens is not None:
+        # outermost: an unauthenticated request is refused before its body is even read
+        app.add_middleware(TokenAuth, tokens=tokens,
+                           exempt={path for path, _ in _exempt_paths()})
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)
@@ -122,5 +180,5 @@ def create_app(
     app.include_router(_version_router(version, build_info), prefix=BASE_PATH)
     for router in extra_routers:
         app.include_router(router, prefix=BASE_PATH)
-    _install_openapi(app)
+    _install_openapi(app, authenticated=tokens is not None)
     return app

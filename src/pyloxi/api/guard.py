@@ -182,7 +182,9 @@ class RequestGuard:
                 return b"".join(chunks)
 
 
-async def _answer(send: Send, code: int, message: str) -> None:
+async def answer(send: Send, code: int, message: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """loxilb's error object as a whole response, from middleware (before any route)."""
     payload = json.dumps(error_body(code, message), separators=(",", ":")).encode()
     await send(
         {
@@ -191,10 +193,14 @@ async def _answer(send: Send, code: int, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *(headers or ()),
             ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+_answer = answer
 
 
 def _reject_constant(name: str) -> Any:

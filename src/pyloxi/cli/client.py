@@ -9,9 +9,10 @@ Every failure the user can cause or meet ends the same way: one line on stderr, 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -39,6 +40,10 @@ DEFAULT_SERVER = "127.0.0.1"
 DEFAULT_PORT = 11111
 DEFAULT_TIMEOUT = 10.0
 ENV_API = "PYLOXI_API"  # "host", "host:port" or "http(s)://host:port"
+# The API token: never a flag's value (argv is readable by every local user in /proc).
+ENV_TOKEN = "PYLOXI_TOKEN"  # the token itself
+ENV_TOKEN_FILE = "PYLOXI_TOKEN_FILE"  # a file holding it (first line that is not a comment)
+ENV_CACERT = "PYLOXI_CACERT"  # CA (or the server's own certificate) to check https against
 OUTPUTS = ("wide", "json")
 
 
@@ -49,6 +54,8 @@ class Settings:
     scheme: str = "http"
     output: str = ""  # "" (table), "wide" or "json"
     timeout: float = DEFAULT_TIMEOUT
+    token: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -83,6 +90,48 @@ def _from_env(value: str) -> tuple[str | None, int | None, str | None]:
     return parts.hostname, port, parts.scheme
 
 
+def read_token_file(path: str, what: str = "--token-file") -> str:
+    """The first line of a token file that is neither blank nor a `#` comment."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(64 * 1024)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(f"invalid {what} {path!r}: {reason}") from None
+    for line in text.splitlines():
+        token = line.strip()
+        if token and not token.startswith("#"):
+            if not (token.isascii() and token.isprintable() and " " not in token):
+                raise InputError(f"invalid {what} {path!r}: the token is not visible ASCII")
+            return token
+    raise InputError(f"invalid {what} {path!r}: no token in it")
+
+
+def _token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
+    """--token-file, else $PYLOXI_TOKEN, else $PYLOXI_TOKEN_FILE, else none."""
+    if token_file:
+        return read_token_file(token_file)
+    if environ.get(ENV_TOKEN, "").strip():
+        token = environ[ENV_TOKEN].strip()
+        if not (token.isascii() and token.isprintable() and " " not in token):
+            raise InputError(f"invalid {ENV_TOKEN}: the token is not visible ASCII")
+        return token
+    if environ.get(ENV_TOKEN_FILE, "").strip():
+        return read_token_file(environ[ENV_TOKEN_FILE].strip(), ENV_TOKEN_FILE)
+    return None
+
+
+def _ca_file(ca_file: str | None, environ: Mapping[str, str]) -> str | None:
+    path = ca_file or environ.get(ENV_CACERT, "").strip() or None
+    if path is not None:
+        try:  # load it once here: a bad file is an input error (exit 2), nothing was sent
+            ssl.create_default_context(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InputError(f"invalid --cacert {path!r}: {reason}") from None
+    return path
+
+
 def make_settings(
     server: str | None,
     port: int | None,
@@ -90,8 +139,10 @@ def make_settings(
     timeout: float | None,
     scheme: str | None = None,
     env: Mapping[str, str] | None = None,
+    token_file: str | None = None,
+    ca_file: str | None = None,
 ) -> Settings:
-    """Flags win over PYLOXI_API, which wins over the defaults."""
+    """Flags win over PYLOXI_API (PYLOXI_TOKEN..., PYLOXI_CACERT), which win over defaults."""
     environ: Mapping[str, str] = os.environ if env is None else env
     env_server, env_port, env_scheme = _from_env(environ.get(ENV_API, ""))
     out = (output or "").lower()
@@ -110,6 +161,8 @@ def make_settings(
         scheme=sch,
         output=out,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        token=_token(token_file, environ),
+        ca_file=_ca_file(ca_file, environ),
     )
 
 
@@ -117,7 +170,8 @@ class Client(client.Client):
     """The /netlox/v1 client the CLI's settings describe."""
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(settings.base_url, timeout=settings.timeout, transport=transport)
+        super().__init__(settings.base_url, timeout=settings.timeout, transport=transport,
+                         token=settings.token, ca_file=settings.ca_file)
         self.settings = settings
 
 

@@ -29,7 +29,8 @@ from pyloxi.cli.groups import create_app, delete_app, get_app
 
 # Global options taking a value, and their spellings.
 _GLOBAL_SHORT = ("-s", "-p", "-o", "-t")
-_GLOBAL_LONG = ("--apiserver", "--port", "--output", "--timeout", "--protocol")
+_GLOBAL_LONG = ("--apiserver", "--port", "--output", "--timeout", "--protocol", "--token-file",
+                "--cacert")
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
@@ -156,12 +157,21 @@ def main(
     protocol: Annotated[
         str | None, typer.Option("--protocol", help="http | https  [default: http]")
     ] = None,
+    token_file: Annotated[
+        str | None, typer.Option("--token-file", help="file holding the API token "
+                                 "(or env PYLOXI_TOKEN / PYLOXI_TOKEN_FILE)")
+    ] = None,
+    cacert: Annotated[
+        str | None, typer.Option("--cacert", help="CA certificate to check the https API "
+                                 "against (or env PYLOXI_CACERT)")
+    ] = None,
 ) -> None:
     """Global options may also be given after the command. Env PYLOXI_API=host[:port] or URL."""
     if isinstance(ctx.command, RootGroup) and ctx.command.parses_own_args(ctx.invoked_subcommand):
         return  # a mode, not a client of the API
     with reporting():
-        ctx.obj = make_settings(apiserver, port, output, timeout, protocol)
+        ctx.obj = make_settings(apiserver, port, output, timeout, protocol,
+                                token_file=token_file, ca_file=cacert)
 
 
 @app.command("version")

@@ -17,6 +17,7 @@ from pyloxi.client.errors import (
     Conflict,
     NotFound,
     ServerError,
+    Unauthorized,
     Unreachable,
 )
 from pyloxi.client.http import AsyncClient, Client
@@ -32,6 +33,7 @@ __all__ = [
     "Conflict",
     "NotFound",
     "ServerError",
+    "Unauthorized",
     "Unreachable",
     "path_segment",
     "rule_body",

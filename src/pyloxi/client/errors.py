@@ -44,6 +44,10 @@ class Conflict(ApiError):
     """The object exists already, or clashes with one that does (409, or loxilb's "exists")."""
 
 
+class Unauthorized(ApiError):
+    """The API wants a token, or did not accept the one sent (401)."""
+
+
 class CapacityExceeded(ApiError):
     """A table or limit is full (403, what pyloxi answers for a full table)."""
 
@@ -64,6 +68,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     413: BadRequest,
     415: BadRequest,
     422: BadRequest,
+    401: Unauthorized,
     403: CapacityExceeded,
     404: NotFound,
     409: Conflict,

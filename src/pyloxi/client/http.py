@@ -6,6 +6,7 @@ two classes are the same list of one-line operations. Tests pass an httpx (Async
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any, Self, TypeVar
 
@@ -19,10 +20,23 @@ T = TypeVar("T")
 Rule = LoadBalancerEntry | Mapping[str, Any]
 
 
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """https: the server's certificate checked against `ca_file` only, if given (a private
+    CA, or the server's own self-signed certificate), else against httpx's default CAs."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
 class _Base:
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # the token goes in the Authorization header as loxilb's BearerAuth (RFC 6750 form)
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _build(self, call: Call[Any]) -> httpx.Request:
+        request = calls.build_request(call, self.base_url, self.timeout)
+        request.headers.update(self._auth)
+        return request
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url})"
@@ -32,9 +46,10 @@ class Client(_Base):
     """Blocking client of one pyloxi (or loxilb) API."""
 
     def __init__(self, base_url: str, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(base_url, timeout)
-        self._http = httpx.Client(transport=transport)
+                 transport: httpx.BaseTransport | None = None, token: str | None = None,
+                 ca_file: str | None = None) -> None:
+        super().__init__(base_url, timeout, token)
+        self._http = httpx.Client(transport=transport, verify=tls_verify(ca_file))
 
     def __enter__(self) -> Self:
         return self
@@ -46,7 +61,7 @@ class Client(_Base):
         self._http.close()
 
     def send(self, call: Call[T]) -> T:
-        request = calls.build_request(call, self.base_url, self.timeout)
+        request = self._build(call)
         try:
             resp = self._http.send(request)
         except httpx.HTTPError as exc:
@@ -123,9 +138,10 @@ class AsyncClient(_Base):
     """asyncio client of one pyloxi (or loxilb) API."""
 
     def __init__(self, base_url: str, *, timeout: float = 5.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(base_url, timeout)
-        self._http = httpx.AsyncClient(transport=transport)
+                 transport: httpx.AsyncBaseTransport | None = None, token: str | None = None,
+                 ca_file: str | None = None) -> None:
+        super().__init__(base_url, timeout, token)
+        self._http = httpx.AsyncClient(transport=transport, verify=tls_verify(ca_file))
 
     async def __aenter__(self) -> Self:
         return self
@@ -137,7 +153,7 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def send(self, call: Call[T]) -> T:
-        request = calls.build_request(call, self.base_url, self.timeout)
+        request = self._build(call)
         try:
             resp = await self._http.send(request)
         except httpx.HTTPError as exc:

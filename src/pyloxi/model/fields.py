@@ -102,8 +102,11 @@ def _prefix(value: str) -> str:
 
 # IPv4 or IPv6, canonical text ("1.2.3.4", "2001:db8::1"). Which addresses a rule can use
 # (IPv4 only for now, unicast) is the engine's check.
-IPAddress = Annotated[Address, AfterValidator(_ip)]
-OptionalIPAddress = Annotated[Address, AfterValidator(_ip_or_empty)]  # "" = none
+# The OpenAPI document says so too (formats), so clients and fuzzers send addresses.
+_IP_FORMATS: list[dict[str, Any]] = [{"format": "ipv4"}, {"format": "ipv6"}]
+IPAddress = Annotated[Address, AfterValidator(_ip), Field(json_schema_extra={"anyOf": _IP_FORMATS})]
+OptionalIPAddress = Annotated[Address, AfterValidator(_ip_or_empty),  # "" = none
+                              Field(json_schema_extra={"anyOf": [*_IP_FORMATS, {"const": ""}]})]
 # A network in canonical form: "10.1.2.3/16" -> "10.1.0.0/16", "10.1.1.1" -> "10.1.1.1/32".
 IPPrefix = Annotated[Address, AfterValidator(_prefix)]
 

@@ -1,0 +1,128 @@
+"""The API never answers 5xx: schemathesis fuzzes every operation of the served OpenAPI document.
+
+The app is the daemon's (every router), over the in-memory datapath, with a fake BGP speaker so
+the BGP routes are reached rather than answering "bgp is not enabled". Both schema-valid inputs
+(positive) and schema-violating ones (negative) are sent; a bounded number of examples per
+operation keeps the run well under a minute. Every refusal must be loxilb's error object, with
+its `code` equal to the HTTP status.
+
+A second run sends the same kind of inputs to an app with token authentication, without a
+token: every operation but the open ones answers 401 and the rule table stays empty.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis import GenerationMode  # noqa: E402
+
+from pyloxi.api import create_app  # noqa: E402
+from pyloxi.api.bgp import bgp_router  # noqa: E402
+from pyloxi.api.cistate import cistate_router  # noqa: E402
+from pyloxi.api.cluster import cluster_router  # noqa: E402
+from pyloxi.api.endpoint import endpoint_router  # noqa: E402
+from pyloxi.api.security import TokenFile  # noqa: E402
+from pyloxi.cluster import ClusterState  # noqa: E402
+from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
+from pyloxi.engine.engine import Engine  # noqa: E402
+from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry  # noqa: E402
+from pyloxi.probes import ProbeManager  # noqa: E402
+
+B = "/netlox/v1"
+# per operation and mode: ~15 s for the whole document on a quiet machine; raise it to hunt
+EXAMPLES = int(os.environ.get("PYLOXI_FUZZ_EXAMPLES", "40"))
+OPEN = {("GET", f"{B}/version"), ("GET", f"{B}/swagger.json"), ("GET", f"{B}/docs")}
+
+
+class FakeBgp:
+    """pyloxi.api.bgp.BgpControl, in memory."""
+
+    def __init__(self) -> None:
+        self.neighbors: dict[str, BGPNeigh] = {}
+
+    def api_set_global(self, cfg: BGPGlobalConfig) -> None:
+        self.global_config = cfg
+
+    def api_add_neighbor(self, neigh: BGPNeigh) -> None:
+        self.neighbors[neigh.ip_address] = neigh
+
+    def api_delete_neighbor(self, ip: str, remote_as: int) -> None:
+        self.neighbors.pop(ip, None)
+
+    def api_neighbors(self) -> list[BGPNeighGetEntry]:
+        return []
+
+
+def daemon_app(tokens: Any = None) -> tuple[Any, Engine]:
+    engine = Engine(MemoryDatapath())
+    app = create_app(engine, version="0", tokens=tokens, extra_routers=[
+        endpoint_router(ProbeManager()), bgp_router(FakeBgp()),
+        cistate_router(ClusterState()), cluster_router(None)])
+    return app, engine
+
+
+def _schema(app: Any) -> Any:
+    schema = schemathesis.openapi.from_asgi(f"{B}/swagger.json", app)
+    schema.config.generation.update(
+        modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=EXAMPLES,
+        database="none")
+    return schema
+
+
+APP, ENGINE = daemon_app()
+schema = _schema(APP)
+
+
+def assert_loxilb_error(resp: Any) -> None:
+    body = resp.json()
+    assert set(body) == {"code", "message", "result"}, body
+    assert body["code"] == resp.status_code
+    assert isinstance(body["message"], str) and body["message"]
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_input_makes_the_api_fail(case: Any) -> None:
+    resp = case.call()
+    assert resp.status_code < 500, f"{case.method} {case.formatted_path}: {resp.text}"
+    if resp.status_code >= 400:
+        assert_loxilb_error(resp)
+
+
+def _auth_app() -> tuple[Any, Engine]:
+    # A token file made at import (parametrize needs the schema then): removed at exit.
+    import atexit
+    import tempfile
+
+    directory = tempfile.TemporaryDirectory(prefix="pyloxi-fuzz-")
+    atexit.register(directory.cleanup)
+    path = Path(directory.name) / "tokens"
+    path.write_text("fuzz-token-that-nobody-sends\n")
+    return daemon_app(TokenFile(path))
+
+
+AUTH_APP, AUTH_ENGINE = _auth_app()
+auth_schema = _schema(AUTH_APP)
+
+
+@auth_schema.parametrize()
+@settings(max_examples=EXAMPLES // 4, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_without_a_token_nothing_but_the_open_routes_answers(case: Any) -> None:
+    case.headers = {k: v for k, v in (case.headers or {}).items()
+                    if k.lower() != "authorization"}
+    resp = case.call()
+    if (case.method.upper(), case.path) in OPEN:
+        assert resp.status_code < 500
+    else:
+        assert resp.status_code == 401, resp.text
+        assert_loxilb_error(resp)
+    assert AUTH_ENGINE.list_rules() == []
