@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pyloxi.api import conntrack, lb
 from pyloxi.api.errors import LoxiRoute, install_handlers
 from pyloxi.api.guard import RequestGuard
+from pyloxi.api.metrics import RequestCounter, RequestObserver
 from pyloxi.model.lb import LoadBalancerEntry
 
 BASE_PATH = "/netlox/v1"
@@ -101,8 +102,10 @@ def create_app(
     version: str,
     build_info: str | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    request_observer: RequestObserver | None = None,
 ) -> FastAPI:
-    """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones."""
+    """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones;
+    `request_observer` is told every request's method, route and status (metrics)."""
     app = FastAPI(
         title="pyloxi REST API",
         description="loxilb-compatible REST API of pyloxi (base path /netlox/v1).",
@@ -115,6 +118,8 @@ def create_app(
     install_handlers(app)
     # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
     app.add_middleware(RequestGuard)
+    if request_observer is not None:  # outermost: counts what the guard refuses too
+        app.add_middleware(RequestCounter, observer=request_observer)
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)
