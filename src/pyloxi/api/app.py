@@ -119,7 +119,7 @@ def create_app(
     # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
     app.add_middleware(RequestGuard)
     if request_observer is not None:  # outermost: counts what the guard refuses too
-        app.add_middleware(RequestCounter, observer=request_observer)
+        app.add_middleware(RequestCounter, observer=request_observer, prefix=BASE_PATH)
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)

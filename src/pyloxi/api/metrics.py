@@ -80,11 +80,15 @@ class RequestObserver(Protocol):
 
 class RequestCounter:
     """ASGI middleware: tells `observer` each HTTP request's method, matched route template
-    (None when no route matched) and response status (500 if the app failed to answer)."""
+    (None when no route matched) and response status (500 if the app failed to answer).
 
-    def __init__(self, app: ASGIApp, *, observer: RequestObserver) -> None:
+    Routers are included under `prefix`; FastAPI's included routers leave the route's own
+    template (without that prefix) in the scope, so the prefix is put back."""
+
+    def __init__(self, app: ASGIApp, *, observer: RequestObserver, prefix: str = "") -> None:
         self.app = app
         self.observer = observer
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,4 +107,6 @@ class RequestCounter:
         finally:
             # the router writes the matched route into the (shared) scope
             route = getattr(scope.get("route"), "path", None)
+            if route is not None and not route.startswith(self.prefix):
+                route = self.prefix + route
             self.observer.observe(scope.get("method", "GET"), route, status)
