@@ -9,9 +9,11 @@ and everything else in a worker thread, so a big rule table never stalls the loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pyloxi.engine.program import Flow
@@ -27,6 +29,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 VIEWS = ("flowcount", "hostcount", "lbrulecount", "newflowcount", "requestcount", "errorcount",
          "processedtraffic", "lbprocessedtraffic", "epdisttraffic", "servicedisttraffic",
          "fwdrops", "reqcountperclient")
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """A scrape allocates some 10^5 short-lived tuples and strings, none in a cycle; the cyclic
+    collector, triggered every 700 allocations, walked the whole heap (rule table included) and
+    took half the time of a 10,000-rule scrape. Reference counting still frees everything."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class MetricsDisabled(PyloxiError):
@@ -73,7 +89,7 @@ class MetricsExporter:
 
     def render(self, probes: Sequence[ProbeView] | None = None) -> bytes:
         """The Prometheus exposition (blocking: call it off the event loop)."""
-        with self._lock:
+        with self._lock, _no_gc():
             return exposition(self.collector.samples(self.collector.read(probes)))
 
     async def scrape(self) -> bytes:
@@ -85,7 +101,7 @@ class MetricsExporter:
     # --- /metrics/<view> ---
 
     def samples(self, probes: Sequence[ProbeView] | None = None) -> Samples:
-        with self._lock:
+        with self._lock, _no_gc():
             return self.collector.samples(self.collector.read(probes))
 
     async def view(self, name: str) -> dict[str, Any]:
