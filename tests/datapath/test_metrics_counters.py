@@ -43,3 +43,18 @@ def test_conntrack_summary_follows_aging(h: Harness) -> None:
     assert h.dp.conntrack_summary() == {(6, "sync-sent"): 4}
     h.dp.age_flows(now_ns=time.monotonic_ns() + 3600 * 10**9)  # all expired and deleted
     assert h.dp.conntrack_summary() == {}
+
+
+def test_array_range_read(h: Harness) -> None:
+    m = h.dp.maps["conn_map"]  # an array of (opened, closed) u64 pairs
+    m.update((7).to_bytes(4, "little"), (5).to_bytes(8, "little") + (2).to_bytes(8, "little"))
+    try:
+        raw = m.lookup_array_range(6, 3)
+        assert len(raw) == 3 * 16
+        assert raw[16:32] == (5).to_bytes(8, "little") + (2).to_bytes(8, "little")
+        assert len(m.lookup_array_range(0, 2)) == 2 * 16  # from the first index
+        n = m.max_entries
+        assert len(m.lookup_array_range(n - 2, 5)) == 2 * 16  # stops at the end
+        assert m.lookup_array_range(5, 0) == b""
+    finally:
+        m.update((7).to_bytes(4, "little"), bytes(16))
