@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
+from pyloxi.api.metrics import metrics_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
@@ -47,6 +49,7 @@ from pyloxi.host.netlink import (
     source_address,
     tunnel_source,
 )
+from pyloxi.metrics import VIEWS, MetricsExporter, Sources
 from pyloxi.model.cluster import DEFAULT_INSTANCE, instance_of
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
@@ -133,6 +136,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bgp-timers", default=Timers(), type=_bgp_timers,
                    metavar="HOLD,KEEPALIVE,RETRY",
                    help="neighbour timers in seconds (default 90,30,120)")
+    p.add_argument("-p", "--prometheus", action="store_true",
+                   help="serve Prometheus metrics at /netlox/v1/metrics from the start "
+                        "(loxilb's flag; POST/DELETE /config/metrics turn them on and off)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -183,8 +189,18 @@ class Daemon:
         self.agreement = self._agreement(args)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
+        # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
+        self.metrics = MetricsExporter(Sources(
+            rules=self.engine.rule_table, counters=self.datapath.services_counters,
+            datapath_stats=self.datapath.datapath_stats,
+            conntrack=self.datapath.conntrack_summary,
+            conntrack_capacity=lambda: self.datapath.conntrack_capacity,
+            probes=self.probes.statuses, ha=self.cluster.instances, disk_path=args.state_dir),
+            enabled=args.prometheus, flows=self.datapath.flows)
         self.app = create_app(self.engine, version=__version__, tokens=self.tokens,
-                              extra_routers=[endpoint_router(self.probes),
+                              request_observer=self.metrics.api,
+                              extra_routers=[metrics_router(self.metrics, VIEWS),
+                                             endpoint_router(self.probes),
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
                                              cluster_router(
@@ -326,7 +342,9 @@ class Daemon:
     async def _aging_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                started = time.monotonic()
                 removed = await asyncio.to_thread(self.engine.age)
+                self.metrics.aging.observe(time.monotonic() - started, removed)
                 if removed:
                     log.debug("aged out %d flows", removed)
             except Exception:  # keep aging alive; the next round retries

@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pyloxi.api import conntrack, lb
 from pyloxi.api.errors import LoxiRoute, install_handlers
 from pyloxi.api.guard import RequestGuard
+from pyloxi.api.metrics import RequestCounter, RequestObserver
 from pyloxi.api.security import TokenAuth, TokenCheck
 from pyloxi.model.lb import LoadBalancerEntry
 
@@ -154,9 +155,11 @@ def create_app(
     build_info: str | None = None,
     extra_routers: Sequence[APIRouter] = (),
     tokens: TokenCheck | None = None,
+    request_observer: RequestObserver | None = None,
 ) -> FastAPI:
     """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones.
-    `tokens`: every request but the exempt ones must carry one it accepts (security.py)."""
+    `tokens`: every request but the exempt ones must carry one it accepts (security.py).
+    `request_observer` is told every request's method, route and status (metrics)."""
     app = FastAPI(
         title="pyloxi REST API",
         description="loxilb-compatible REST API of pyloxi (base path /netlox/v1).",
@@ -170,9 +173,11 @@ def create_app(
     # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
     app.add_middleware(RequestGuard)
     if tokens is not None:
-        # outermost: an unauthenticated request is refused before its body is even read
+        # before the guard: an unauthenticated request is refused before its body is read
         app.add_middleware(TokenAuth, tokens=tokens,
                            exempt={path for path, _ in _exempt_paths()})
+    if request_observer is not None:  # outermost: counts what auth and guard refuse too
+        app.add_middleware(RequestCounter, observer=request_observer, prefix=BASE_PATH)
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)

@@ -3,6 +3,8 @@ it only records what the engine asked for (see DESIGN.md, testing rules)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
@@ -19,12 +21,15 @@ class MemoryDatapath:
     svc_id) in order), set `counters[svc_id]` and `flow_table`, and set `fail_next` to make
     the next install/remove raise that exception (once) without changing anything.
     `age_flows` drops flows in a finished state (or of services no longer installed).
+    `stats` stands for the datapath's event counters (datapath_stats), set by tests.
     """
 
     services: dict[int, ServiceProgram] = field(default_factory=dict)
     counters: dict[int, ServiceCounters] = field(default_factory=dict)
     flow_table: list[Flow] = field(default_factory=list)
     calls: list[tuple[str, int]] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+    conntrack_capacity: int = 65536
     fail_next: Exception | None = None
     closed: bool = False
 
@@ -47,6 +52,15 @@ class MemoryDatapath:
 
     def service_counters(self, prog: ServiceProgram) -> ServiceCounters:
         return self.counters.get(prog.svc_id, ServiceCounters())
+
+    def services_counters(self, progs: Iterable[ServiceProgram]) -> dict[int, ServiceCounters]:
+        return {p.svc_id: self.service_counters(p) for p in progs if p.svc_id in self.services}
+
+    def datapath_stats(self) -> dict[str, int]:
+        return dict(self.stats)
+
+    def conntrack_summary(self) -> dict[tuple[int, str], int]:
+        return dict(Counter((f.proto, f.state) for f in self.flow_table))
 
     def flows(self) -> list[Flow]:
         return list(self.flow_table)

@@ -621,6 +621,12 @@ class Engine:
         with self._lock:
             return [r.program for r in self._rules.values()]
 
+    def rule_table(self) -> list[Rule]:
+        """The installed rules themselves (frozen: spec, endpoint indexes with their liveness,
+        program), in creation order, for readers such as metrics that label by them."""
+        with self._lock:
+            return list(self._rules.values())
+
     def conntrack(self) -> list[ConntrackEntry]:
         """Every tracked flow in loxilb's strings (see engine.conntrack)."""
         with self._lock:

@@ -456,9 +456,28 @@ class EbpfDatapath:
             return ServiceCounters()
         return counters.service_counters(self.maps, dp, len(prog.endpoints))
 
+    def services_counters(self, progs: Iterable[ServiceProgram]) -> dict[int, ServiceCounters]:
+        """service_counters of many services (engine svc_id -> counters), read in batch: one
+        syscall per service and map (metrics scrapes) instead of one per endpoint."""
+        with self._lock:
+            dps = {self._dp_of[p.svc_id]: p for p in progs if p.svc_id in self._dp_of}
+        read = counters.services_counters(self.maps,
+                                          {dp: len(p.endpoints) for dp, p in dps.items()})
+        return {dps[dp].svc_id: c for dp, c in read.items()}
+
     def datapath_stats(self) -> dict[str, int]:
         """Event counters of the datapath (new flows, drops by reason, ...)."""
         return counters.datapath_stats(self.maps["stats_map"])
+
+    def conntrack_summary(self) -> dict[tuple[int, str], int]:
+        """Flows by (IP protocol, state), as the last aging sweep left them (that sweep reads
+        the whole table anyway); read now if no sweep ran yet."""
+        return self.ct.summary()
+
+    @property
+    def conntrack_capacity(self) -> int:
+        """Entries the established table holds (two per flow)."""
+        return self.maps["ct_map"].max_entries
 
     # --- conntrack ---
 

@@ -200,6 +200,21 @@ def _sctp_states(sctp: np.ndarray, o: np.ndarray, r: np.ndarray, names: np.ndarr
         left &= ~mask
 
 
+def _summarise(snap: Snapshot, names: np.ndarray,
+               gone: np.ndarray) -> dict[tuple[int, str], int]:
+    """Flows (original-direction entries) by (protocol, state), leaving out entries `gone`."""
+    keep = snap.vals["dir"] == L.DIR_ORIG
+    keep[gone] = False
+    protos = snap.keys["proto"][keep]
+    states = names[keep].astype("U16")
+    out: dict[tuple[int, str], int] = {}
+    for p in np.unique(protos):
+        uniq, counts = np.unique(states[protos == p], return_counts=True)
+        for name, n in zip(uniq, counts, strict=True):
+            out[(int(p), str(name))] = int(n)
+    return out
+
+
 def _ages(now_ns: int, last: np.ndarray) -> np.ndarray:
     """now - last in signed 64 bits, never below 0: an entry stamped after `now` (clocks read on
     other CPUs) is simply fresh, and nothing wraps around on a machine booted a moment ago."""
@@ -220,6 +235,7 @@ class ConntrackTable:
         # conntrack sync (ctsync.py): told the (original, reply) keys of every established flow
         # the control plane deleted (aging, flushes), which the datapath's ring never sees
         self.on_deleted: Callable[[list[tuple[bytes, bytes]]], None] | None = None
+        self._summary: dict[tuple[int, str], int] | None = None  # by the last aging sweep
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.map, self.half)
@@ -292,13 +308,15 @@ class ConntrackTable:
                                  for j, i in enumerate(gone)])
         return deleted
 
-    def expired(self, snap: Snapshot, idle_timeout: dict[int, int], now_ns: int) -> np.ndarray:
+    def expired(self, snap: Snapshot, idle_timeout: dict[int, int], now_ns: int,
+                states: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Indexes of the snapshot's entries that are expired at `now_ns` (a flow's two entries
-        share `last` and state, so both are in or both are out)."""
+        share `last` and state, so both are in or both are out). `states`: flow_states(snap)
+        if the caller has it already."""
         if not len(snap):
             return np.zeros(0, dtype=np.int64)
         v, partner = snap.vals, snap.partner
-        _, timeout = flow_states(snap)
+        _, timeout = states if states is not None else flow_states(snap)
         svc = v["svc_id"].astype(np.int64)
         if idle_timeout:
             ids = np.fromiter(idle_timeout.keys(), dtype=np.int64)
@@ -329,15 +347,31 @@ class ConntrackTable:
             int(np.count_nonzero((d == L.DIR_REPLY) & (snap.partner[gone] < 0)))
 
     def age(self, idle_timeout: dict[int, int], now_ns: int) -> int:
-        """Delete expired flows (both entries); returns the number of flows removed."""
+        """Delete expired flows (both entries); returns the number of flows removed. Leaves
+        the flows that stay counted by protocol and state in `summary()` (metrics)."""
         snap = self.snapshot()
-        idx = self.expired(snap, idle_timeout, now_ns)
+        states = flow_states(snap) if len(snap) else None
+        idx = self.expired(snap, idle_timeout, now_ns, states)
+        deleted = self._delete(snap, idx) if len(idx) else np.zeros(0, dtype=bool)
+        if states is not None:
+            self._summary = _summarise(snap, states[0], idx[deleted])
+        else:
+            self._summary = {}
         if not len(idx):
             return 0
-        deleted = self._delete(snap, idx)
         log.debug("conntrack aging: %d of %d entries expired, %d deleted", len(idx), len(snap),
                   int(np.count_nonzero(deleted)))
         return self._flows_removed(snap, idx, deleted)
+
+    def summary(self) -> dict[tuple[int, str], int]:
+        """Flows by (IP protocol, loxilb state name) as the last aging sweep left them; a fresh
+        read when none ran yet. Metrics reuse the sweep's snapshot: a scrape costs no extra
+        pass over a table of hundreds of thousands of entries."""
+        if self._summary is None:
+            snap = self.snapshot()
+            self._summary = _summarise(snap, flow_states(snap)[0], np.zeros(0, dtype=np.int64)) \
+                if len(snap) else {}
+        return dict(self._summary)
 
     def flush_endpoint(self, ip: bytes, port: int) -> int:
         """Delete every flow going to endpoint ip:port (`ip`: its 16 bytes as `layout.addr`

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.libbpf.maps import Map
 from pyloxi.engine.program import EndpointCounters, ServiceCounters
@@ -33,6 +35,39 @@ def service_counters(maps: Mapping[str, Map], dp: int, n_endpoints: int) -> Serv
     new = sum(int.from_bytes(r[:8], "little")
               for r in maps["svc_new"].lookup_percpu(_u32(dp)) or [])
     return ServiceCounters(packets=tp, bytes=tb, new_flows=new, endpoints=tuple(eps))
+
+
+def services_counters(maps: Mapping[str, Map],
+                      services: Mapping[int, int]) -> dict[int, ServiceCounters]:
+    """service_counters of many services at once (`services`: dp id -> endpoints): each
+    service's endpoint counters are one contiguous range of ep_stats and conn_map, read with one
+    batch call each, and svc_new is read once over the ids in use. The per-CPU slots are
+    summed here, never touched by the packet path's CPUs beyond their own increments."""
+    if not services:
+        return {}
+    stats, conns, new_map = maps["ep_stats"], maps["conn_map"], maps["svc_new"]
+    ncpu = stats.value_blob_size // 16  # struct counters: 16 bytes, no per-CPU padding
+    lo, hi = min(services), max(services)
+    new_raw = np.frombuffer(new_map.lookup_array_range(lo, hi - lo + 1), dtype="<u8")
+    new_slot = new_map.value_blob_size // 8
+    new_per = new_raw.reshape(-1, new_slot).sum(axis=1) if len(new_raw) else new_raw
+    out: dict[int, ServiceCounters] = {}
+    for dp, n in services.items():
+        n = min(n, L.MAX_EPS)
+        base = L.ep_gid(dp, 0)
+        # ep_stats: n blobs of ncpu slots of (packets, bytes), each slot padded to `slot` bytes
+        per = np.frombuffer(stats.lookup_array_range(base, n), dtype="<u8")
+        per = per.reshape(n, ncpu, 2).sum(axis=1) if n else \
+            np.zeros((0, 2), dtype=np.uint64)
+        oc = np.frombuffer(conns.lookup_array_range(base, n), dtype="<u8").reshape(-1, 2)
+        eps = tuple(EndpointCounters(packets=int(per[i, 0]), bytes=int(per[i, 1]),
+                                     active_flows=max(0, int(oc[i, 0]) - int(oc[i, 1])))
+                    for i in range(len(per)))
+        i = dp - lo
+        out[dp] = ServiceCounters(
+            packets=int(per[:, 0].sum()), bytes=int(per[:, 1].sum()),
+            new_flows=int(new_per[i]) if i < len(new_per) else 0, endpoints=eps)
+    return out
 
 
 def datapath_stats(stats_map: Map) -> dict[str, int]:

@@ -309,6 +309,35 @@ class Map:
             ctypes.memmove(token_in, token_out, len(token_out))
             first = False
 
+    def lookup_array_range(self, start: int, count: int) -> bytes:
+        """Values of array indexes ``start .. start+count-1`` packed back to back (per-CPU: whole
+        blobs), in one ``bpf_map_lookup_batch`` call: an array's batch token is the index read
+        last, so a token of ``start - 1`` resumes at ``start``. Metrics read a service's
+        endpoint counters this way, one syscall per service instead of one per endpoint."""
+        if count <= 0:
+            return b""
+        if self.key_size != 4:
+            raise BpfError(_errno.EINVAL, f"map {self.name!r}: not an array (key size)")
+        vs = self.value_blob_size
+        vals = ctypes.create_string_buffer(vs * count)
+        keys = ctypes.create_string_buffer(4 * count)
+        token_in = ctypes.create_string_buffer((start - 1).to_bytes(4, "little"), 8) \
+            if start > 0 else None
+        token_out = ctypes.create_string_buffer(8)
+        got = 0
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
+        while got < count:
+            n = c_uint32(count - got)
+            ret = bpf_map_lookup_batch(self._fd(), token_in, token_out, keys,
+                                       ctypes.byref(vals, got * vs), ctypes.byref(n), opts)
+            if ret < 0 and ret != -_errno.ENOENT:
+                check(ret, f"bpf_map_lookup_batch({self.name}) at {start + got}")
+            got += n.value
+            if ret == -_errno.ENOENT or n.value == 0:  # end of the array
+                break
+            token_in = ctypes.create_string_buffer(token_out.raw, 8)
+        return vals.raw[: got * vs]
+
     def _walk_items(self) -> Iterator[tuple[bytes, bytes]]:
         for key in self.keys():
             value = self.lookup(key)
