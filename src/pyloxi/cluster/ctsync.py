@@ -2,7 +2,8 @@
 that takes over forwards the established connections instead of resetting them.
 
 Event-driven: the datapath reports each flow's creation (best effort: only while the ring has
-room to spare), its establishment and its deletion through a ring buffer (bpf/include/pyloxi/ctsync.h); this loop drains it every `batch_ms` (≤ 50 ms) and sends
+room to spare), its establishment and its deletion through a ring buffer
+(bpf/include/pyloxi/ctsync.h); this loop drains it every `batch_ms` (≤ 50 ms) and sends
 the batch over TCP (port 22222, loxilb's) to every peer. A peer gets a full resync (every
 established flow) when its connection comes up and every `resync_s` after that: it heals
 events the ring dropped when full (stats_map `sync_drop`) and refreshes the peer's copies.
