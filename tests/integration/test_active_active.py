@@ -429,10 +429,9 @@ def test_one_node_of_three_dies_mid_transfer(aa_lab: AaLab) -> None:
         assert r["share"] >= 0.99, r
         assert r["client_estab_resets"] == 0, r
     else:
-        # without sync (and without the backup routes) the dead node's flows are lost; the
-        # survivors drop the endpoints' replies of flows they do not have
+        # without sync (and without the backup routes) the dead node's flows are lost (and,
+        # above, none of their replies leaked un-NATed)
         assert r["survived"] < FLOWS, r
-        assert any(s.get("reply_miss") for s in r["stats_after"].values()), r
 
 
 def _next_hops(rt: Netns, ports: range) -> dict[int, str]:
