@@ -14,28 +14,34 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyloxi.testing.cluster_lab import SIZE, ClusterLab, Failover, report
+from pyloxi.testing.cluster_lab import GATEWAY, SIZE, ClusterLab, Failover, report
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(b) is None for b in ("keepalived", "gobgpd", "bird", "nginx")),
     reason="needs keepalived, gobgpd, bird2 and nginx (scripts/install-deps)")
 
 
-def run(sync: bool) -> Failover:
-    lab = ClusterLab(sync=sync)
+def run(sync: bool, mode: int = 0) -> Failover:
+    lab = ClusterLab(sync=sync, mode=mode)
     try:
         lab.start()
         result = lab.download_through_failure()
-        print(f"\ncluster failover, sync={sync}: {json.dumps(report(result))}")
+        print(f"\ncluster failover, mode={mode} sync={sync}: {json.dumps(report(result))}")
         assert lab.nodes[1].ha_state() == "MASTER"  # keepalived -> notify -> cistate
         return result
     finally:
         lab.close()
 
 
-@pytest.fixture(scope="module")
-def synced() -> Iterator[Failover]:
-    yield run(sync=True)
+@pytest.fixture(scope="module", params=[0, 1], ids=["default", "onearm"])
+def synced(request: pytest.FixtureRequest) -> Iterator[Failover]:
+    """default mode, and onearm whose SNAT source is the instance IP keepalived moves."""
+    result = run(sync=True, mode=request.param)
+    if request.param == 1:  # SNATed to the floating instance IP, not lb1's own address
+        assert result.action.startswith(f"fdnat-{GATEWAY},"), result.action
+    else:
+        assert result.action.startswith("dnat-"), result.action
+    yield result
 
 
 def test_download_survives_the_masters_death(synced: Failover) -> None:

@@ -201,17 +201,18 @@ class Engine:
         return snat_planner(spec, self._snat_source, self._instance_ip)
 
     def replan_snat(self) -> int:
-        """The instance IPs changed: fullnat rules get their new SNAT source (new flows only;
-        a flow keeps the source it was opened with). Not persisted: the rules did not change.
-        Returns how many rules were reprogrammed; a rule the datapath refuses keeps its old
-        source (logged)."""
+        """The instance IPs changed: fullnat and onearm rules get their new SNAT source (new
+        flows only; a flow keeps the source it was opened with). Not persisted: the rules did
+        not change. Returns how many rules were reprogrammed; a rule the datapath refuses keeps
+        its old source (logged)."""
         done = 0
         with self._lock:
             for key, rule in list(self._rules.items()):
-                if rule.spec.mode != NatMode.FULLNAT:
+                if rule.spec.mode not in (NatMode.FULLNAT, NatMode.ONEARM):
                     continue
                 plan = snat_planner(rule.spec, self._snat_source, self._instance_ip)
-                eps = tuple(ep if ep.removed or needs_local_source(rule.spec, ep.ip)
+                eps = tuple(ep if ep.removed or (rule.spec.mode == NatMode.FULLNAT
+                                                 and needs_local_source(rule.spec, ep.ip))
                             else replace(ep, snat_ip=plan(ep.ip)) for ep in rule.eps)
                 if eps == rule.eps:
                     continue

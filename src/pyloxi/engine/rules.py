@@ -129,20 +129,27 @@ def snat_planner(
     spec: RuleSpec, snat_source: Callable[[str], str | None] | None,
     instance_ip: InstanceSource | None = None,
 ) -> Callable[[str], str | None]:
-    """Source address an endpoint's flows get: none (default/dsr), the LB's own address toward
-    the endpoint (onearm, NAT64; the engine checked beforehand that there is one, of the
-    endpoint's family), and in fullnat (same family): privateIP if the rule gives one, else
-    the instance IP of the rule's HA instance (loxilb's: each node of a cluster has its own,
-    announced by BGP, so the endpoint's replies find the node that has the flow, or one it
-    was synced to), else the VIP."""
+    """Source address an endpoint's flows get: none (default/dsr); in onearm and fullnat the
+    instance IP of the rule's HA instance, of the endpoint's family, when it has one (loxilb's:
+    a floating address that follows the MASTER, or in active-active each node's own, announced
+    by BGP, so the endpoint's replies find the node that has the flow, or one it was synced
+    to; fullnat: unless the rule gives a privateIP); otherwise the LB's own address toward the
+    endpoint (onearm, NAT64; the engine checked beforehand that there is one, of the
+    endpoint's family) or, in fullnat, privateIP or the VIP."""
+
+    def instance_source(ep_ip: str) -> str | None:
+        if instance_ip is None:
+            return None
+        return instance_ip(instance_of(spec.entry.service_arguments.name), family(ep_ip))
 
     def plan(ep_ip: str) -> str | None:
+        if spec.mode == NatMode.ONEARM:
+            return instance_source(ep_ip) or (snat_source(ep_ip) if snat_source else None)
         if needs_local_source(spec, ep_ip):
             return snat_source(ep_ip) if snat_source is not None else None
         if spec.mode == NatMode.FULLNAT:
-            if not spec.entry.service_arguments.private_ip and instance_ip is not None:
-                own = instance_ip(instance_of(spec.entry.service_arguments.name),
-                                  family(ep_ip))
+            if not spec.entry.service_arguments.private_ip:
+                own = instance_source(ep_ip)
                 if own:
                     return own
             return spec.dp_vip

@@ -6,9 +6,11 @@
 Everything a user would run: on each LB node a full `pyloxi daemon --bgp --cluster <peer>
 --self N` (gobgpd under it, conntrack sync over the front link) and keepalived with the shipped
 notify script (VRRPv3, 100 ms adverts on the front link; the backends' gateway 10.80.3.1 is its
-virtual address). The router learns the VIP from both nodes over eBGP: MED 10 from the MASTER,
-20 from the BACKUP, so it routes to the MASTER. The same rule (default mode, round robin) is
-posted to both daemons.
+virtual address, and the notify script posts it as the instance IP: the SNAT source of onearm
+and fullnat rules, so their flows' replies follow the MASTER too). The router learns the VIP
+from both nodes over eBGP: MED 10 from the MASTER, 20 from the BACKUP, so it routes to the
+MASTER. The same rule (round robin; default mode unless `mode` says otherwise) is posted to
+both daemons.
 
 A node "dies" by its switch ports going down (no FIN, no BGP NOTIFICATION, no VRRP goodbye).
 The other node's keepalived becomes MASTER after ~0.4 s (the backends' gateway moves with a
@@ -88,7 +90,7 @@ vrrp_instance llb-inst0 {{
     virtual_ipaddress {{
         {gateway}/24 dev eth1
     }}
-    notify "{notify} llb-inst0 http://127.0.0.1:{api}"
+    notify "{notify} llb-inst0 http://127.0.0.1:{api} {gateway}"
 }}
 """
 
@@ -225,13 +227,15 @@ class Failover:
     takeover_s: float | None  # longest stall of the download after the failure
     flow_age_s: float       # the flow's age (since the answer began) when the MASTER died
     synced_on_backup: bool  # the BACKUP had the flow (from the sync) before the failure
+    action: str             # the synced flow's NAT action on the BACKUP ("" if none)
     converged_s: float | None  # failure -> the router routes to the survivor only
     exit_code: int | None
 
 
 class ClusterLab:
-    def __init__(self, *, sync: bool = True, hash_seed: int | None = None,
+    def __init__(self, *, sync: bool = True, mode: int = 0, hash_seed: int | None = None,
                  prefix: str = "plcl") -> None:
+        self.mode = mode  # the rule's: 0 default, 1 onearm, 2 fullnat
         self.lab = Lab(prefix)
         self.tmp = tempfile.mkdtemp(prefix=f"{self.lab.tag}-")
         try:
@@ -308,7 +312,7 @@ class ClusterLab:
             node.post("/config/bgp/global", {"routerId": LB_FRONT[i], "localAs": LB_AS})
             node.post("/config/bgp/neigh", {"ipAddress": ROUTER, "remoteAs": RT_AS})
         rule = {"serviceArguments": {"externalIP": VIP, "port": 80, "protocol": "tcp",
-                                     "sel": 0, "mode": 0, "bgp": True, "name": "web"},
+                                     "sel": 0, "mode": self.mode, "bgp": True, "name": "web"},
                 "endpoints": [{"endpointIP": ip, "targetPort": 80, "weight": 1}
                               for ip in BACKENDS]}
         for node in self.nodes:
@@ -368,7 +372,7 @@ class ClusterLab:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         # what the sync gave the BACKUP before the failure (it keeps it: the sender is gone)
-        synced = bool(backup.flows()) if master.sync else False
+        synced_flows = backup.flows() if master.sync else []
         t_fail = time.monotonic()
         self.kill(0)
         at_fail = os.path.getsize(out)
@@ -389,7 +393,8 @@ class ClusterLab:
             same = hashlib.sha256(f.read()).hexdigest() == self.digest
         router.join()
         return Failover(client.returncode == 0 and same, self.estab_resets() - resets,
-                        at_fail, takeover, t_fail - t_start, synced,
+                        at_fail, takeover, t_fail - t_start, bool(synced_flows),
+                        str(synced_flows[0]["conntrackAct"]) if synced_flows else "",
                         converged[0] if converged else None, client.returncode)
 
     def close(self) -> None:
@@ -402,6 +407,6 @@ def report(result: Failover) -> dict[str, object]:
             "in_flight_bytes": result.in_flight_bytes,
             "takeover_s": None if result.takeover_s is None else round(result.takeover_s, 3),
             "flow_age_s": round(result.flow_age_s, 3),
-            "synced_on_backup": result.synced_on_backup,
+            "synced_on_backup": result.synced_on_backup, "action": result.action,
             "converged_s": None if result.converged_s is None else round(result.converged_s, 1),
             "exit_code": result.exit_code}
