@@ -4,8 +4,9 @@ Each node has its own instance IP per HA instance: the cistate `vip` posted for 
 and onearm flows are source-NATed to it (pyloxi.engine.rules.snat_planner), so an endpoint's
 replies go to an address that BGP routes to this node. The node announces its own instance
 IPs with the MASTER attributes while the instance is served here (MASTER, NOT_DEFINED), and
-every peer's with the BACKUP attributes (MED 20): when a node dies its routes go and the router sends the
-replies for its instance IP to the survivors, which have its flows from conntrack sync.
+every peer's with the BACKUP attributes (MED 20): when a node dies its routes go and the
+router sends the replies for its instance IP to the survivors, which have its flows from
+conntrack sync.
 
 The peers' instance IPs arrive on the control channel (pyloxi.cluster.peers, section
 "instance": `{instance name: ip}`). A peer that goes silent is exactly the one whose IP must
