@@ -76,3 +76,19 @@ def test_page_needs_no_token_but_the_data_does(tmp_path: Path) -> None:
 def test_not_in_the_openapi_document() -> None:
     paths = client().get("/netlox/v1/swagger.json").json()["paths"]
     assert not any(p.startswith("/ui") for p in paths)
+
+
+def test_request_metrics_name_the_page_by_its_own_path() -> None:
+    seen: list[tuple[str, str | None, int]] = []
+
+    class Observer:
+        def observe(self, method: str, route: str | None, status: int) -> None:
+            seen.append((method, route, status))
+
+    http = TestClient(create_app(Engine(MemoryDatapath()), version="0",
+                                 request_observer=Observer()))
+    http.get("/ui")
+    http.get("/ui/static/ui.js")
+    http.get("/netlox/v1/version")
+    assert seen == [("GET", "/ui", 200), ("GET", "/ui/static/{name}", 200),
+                    ("GET", "/netlox/v1/version", 200)]

@@ -178,7 +178,8 @@ def create_app(
         app.add_middleware(TokenAuth, tokens=tokens,
                            exempt={path for path, _ in _exempt_paths()} | ui.exempt_paths())
     if request_observer is not None:  # outermost: counts what auth and guard refuse too
-        app.add_middleware(RequestCounter, observer=request_observer, prefix=BASE_PATH)
+        app.add_middleware(RequestCounter, observer=request_observer, prefix=BASE_PATH,
+                           unprefixed=ui.ROUTES)
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)

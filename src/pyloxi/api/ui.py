@@ -46,6 +46,10 @@ def exempt_paths() -> set[str]:
     return {UI_PATH, f"{UI_PATH}/", *(f"{STATIC_PATH}/{name}" for name in STATIC_FILES)}
 
 
+# the route templates, for the request metrics (they are not under the API's base path)
+ROUTES: Final = frozenset({UI_PATH, f"{UI_PATH}/", STATIC_PATH + "/{name}"})
+
+
 def ui_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
