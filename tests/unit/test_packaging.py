@@ -64,4 +64,5 @@ def test_wheel_carries_the_datapath(tmp_path: Path) -> None:
         # generated at build time (make bgp-stubs), not committed
         assert "pyloxi/bgp/apipb/gobgp_pb2_grpc.py" in names
     assert "pyloxi/testing/demo.py" in names and "pyloxi/py.typed" in names
+    assert {"pyloxi/ui/index.html", "pyloxi/ui/ui.js", "pyloxi/ui/ui.css"} <= set(names)
     assert not any(n.startswith(("bpf/", "tests/")) for n in names)

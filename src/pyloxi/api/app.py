@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from pyloxi.api import conntrack, lb
+from pyloxi.api import conntrack, lb, ui
 from pyloxi.api.errors import LoxiRoute, install_handlers
 from pyloxi.api.guard import RequestGuard
 from pyloxi.api.metrics import RequestCounter, RequestObserver
@@ -159,7 +159,8 @@ def create_app(
 ) -> FastAPI:
     """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones.
     `tokens`: every request but the exempt ones must carry one it accepts (security.py).
-    `request_observer` is told every request's method, route and status (metrics)."""
+    `request_observer` is told every request's method, route and status (metrics).
+    The web view (api/ui.py) is served at /ui beside the API."""
     app = FastAPI(
         title="pyloxi REST API",
         description="loxilb-compatible REST API of pyloxi (base path /netlox/v1).",
@@ -175,9 +176,10 @@ def create_app(
     if tokens is not None:
         # before the guard: an unauthenticated request is refused before its body is read
         app.add_middleware(TokenAuth, tokens=tokens,
-                           exempt={path for path, _ in _exempt_paths()})
+                           exempt={path for path, _ in _exempt_paths()} | ui.exempt_paths())
     if request_observer is not None:  # outermost: counts what auth and guard refuse too
-        app.add_middleware(RequestCounter, observer=request_observer, prefix=BASE_PATH)
+        app.add_middleware(RequestCounter, observer=request_observer, prefix=BASE_PATH,
+                           unprefixed=ui.ROUTES)
     if build_info is None:
         build_info = f"pyloxi {version} (python {platform.python_version()})"
     app.include_router(lb.router, prefix=BASE_PATH)
@@ -185,5 +187,7 @@ def create_app(
     app.include_router(_version_router(version, build_info), prefix=BASE_PATH)
     for router in extra_routers:
         app.include_router(router, prefix=BASE_PATH)
+    # the web view (/ui), outside the API's base path and its OpenAPI document
+    app.include_router(ui.ui_router())
     _install_openapi(app, authenticated=tokens is not None)
     return app

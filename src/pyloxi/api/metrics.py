@@ -15,7 +15,7 @@ a RequestObserver (pyloxi.metrics.ApiStats in the daemon).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Response
@@ -83,12 +83,15 @@ class RequestCounter:
     (None when no route matched) and response status (500 if the app failed to answer).
 
     Routers are included under `prefix`; FastAPI's included routers leave the route's own
-    template (without that prefix) in the scope, so the prefix is put back."""
+    template (without that prefix) in the scope, so the prefix is put back; but not to the
+    templates in `unprefixed` (routes mounted outside the prefix, such as the web view's)."""
 
-    def __init__(self, app: ASGIApp, *, observer: RequestObserver, prefix: str = "") -> None:
+    def __init__(self, app: ASGIApp, *, observer: RequestObserver, prefix: str = "",
+                 unprefixed: Iterable[str] = ()) -> None:
         self.app = app
         self.observer = observer
         self.prefix = prefix
+        self.unprefixed = frozenset(unprefixed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,6 +110,7 @@ class RequestCounter:
         finally:
             # the router writes the matched route into the (shared) scope
             route = getattr(scope.get("route"), "path", None)
-            if route is not None and not route.startswith(self.prefix):
+            if route is not None and not route.startswith(self.prefix) \
+                    and route not in self.unprefixed:
                 route = self.prefix + route
             self.observer.observe(scope.get("method", "GET"), route, status)
