@@ -13,8 +13,18 @@ from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
 from pyloxi.engine.firewall import FwRuleProgram
 from pyloxi.testing.lab.dpns import LB_MAC
 
-from .conftest import (CLIENT, CLIENT2, CLIENT_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, VIP,
-                       Harness, ep_answer, syn)
+from .conftest import (
+    CLIENT,
+    CLIENT2,
+    CLIENT_MAC,
+    TC_ACT_OK,
+    TC_ACT_REDIRECT,
+    TC_ACT_SHOT,
+    VIP,
+    Harness,
+    ep_answer,
+    syn,
+)
 
 ANY = (0, 65535)
 
