@@ -29,6 +29,13 @@ _INTS = {"minSourcePort", "maxSourcePort", "minDestinationPort", "maxDestination
          "protocol", "preference"}
 
 
+# The query is read by hand (_rule_from_query: loxilb's parameter names), so declared here.
+_DELETE_OPENAPI: dict[str, Any] = {"parameters": [
+    {"name": n, "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 0} if n in _INTS else {"type": "string"}}
+    for n in _QUERY]}
+
+
 class FirewallControl(Protocol):
     def add(self, entry: FirewallEntry) -> None: ...
     def delete(self, args: FirewallRuleEntry) -> None: ...
@@ -77,7 +84,8 @@ def firewall_router(fw: FirewallControl) -> APIRouter:
     def list_fw() -> dict[str, Any]:
         return {"fwAttr": [e.wire() for e in fw.list()]}
 
-    @router.delete("", summary="Delete a firewall rule (its key as query parameters)")
+    @router.delete("", summary="Delete a firewall rule (its key as query parameters)",
+                   openapi_extra=_DELETE_OPENAPI)
     def delete_fw(request: Request) -> dict[str, str]:
         fw.delete(_rule_from_query(request))
         return SUCCESS
