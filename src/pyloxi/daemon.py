@@ -56,7 +56,7 @@ from pyloxi.model.cluster import DEFAULT_INSTANCE, instance_of
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
-from pyloxi.store import SqliteStore
+from pyloxi.store import SqliteStore, load_firewall, save_firewall
 
 log = logging.getLogger("pyloxi.daemon")
 
@@ -191,8 +191,9 @@ class Daemon:
         self.agreement = self._agreement(args)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
-        # not persisted yet: a (re)started daemon starts with no firewall rules
-        self.firewall = Firewall(self.datapath)
+        fw_path = Path(args.state_dir) / "firewall.json"
+        self.firewall = Firewall(self.datapath, saved=load_firewall(fw_path),
+                                 save=lambda rules: save_firewall(fw_path, rules))
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,

@@ -1,6 +1,7 @@
 """Firewall with the real daemon and real traffic: a drop rule blocks the client's connections
 to a VIP, an allow rule of higher preference lets them through again, deleting the rules
-restores the service; each rule's counter in GET /config/firewall/all."""
+restores the service; each rule's counter in GET /config/firewall/all; the rules survive a
+restart."""
 
 from __future__ import annotations
 
@@ -78,3 +79,13 @@ def test_bad_rule_is_400_and_changes_nothing(fw: DaemonHandle) -> None:
                                             "opts": {"drop": True}})
     assert r.status_code == 400 and "nosuch0" in r.text
     assert rules(fw) == {}
+
+
+def test_rules_survive_a_daemon_restart(fw: DaemonHandle) -> None:
+    eps = ",".join(f"{backend_ip(i)}:1" for i in (1, 2, 3))
+    fw.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={eps}")
+    fw.cli("create", "firewall", f"--firewallRule={DROP}", "--drop")
+    fw.restart()
+    assert list(rules(fw)) == [100]
+    assert served(fw, 1) == ["ERR"]
+    assert packets(rules(fw)[100]) >= 1

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ from pyloxi.api import create_app
 from pyloxi.api.firewall import firewall_router
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine.firewall import Firewall
+from pyloxi.model.errors import PyloxiError
+from pyloxi.model.firewall import FirewallEntry, FirewallRuleEntry
+from pyloxi.store import load_firewall, save_firewall
 
 URL = "/netlox/v1/config/firewall"
 
@@ -104,3 +108,54 @@ def test_datapath_refusal_is_400_and_undone(http: TestClient, dp: MemoryDatapath
 def test_bad_delete_query_is_400(http: TestClient) -> None:
     r = http.delete(URL, params={"sourceIP": "10.0.0.0/8", "preference": "x"})
     assert r.status_code == 400
+
+
+def test_saved_on_every_change_and_restored(tmp_path: Path) -> None:
+    path = tmp_path / "firewall.json"
+    dp = MemoryDatapath()
+    fw_table = Firewall(dp, save=lambda rules: save_firewall(path, rules))
+    fw_table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8", "preference": 1})))
+    fw_table.add(FirewallEntry.model_validate(
+        fw({"sourceIP": "10.1.0.0/16", "preference": 9}, allow=True, fwMark=5)))
+    saved = load_firewall(path)
+    assert [e.rule_arguments.preference for e in saved] == [9, 1]
+    # a new daemon: the same rules, in the same order, on a fresh datapath
+    dp2 = MemoryDatapath()
+    again = Firewall(dp2, saved=saved)
+    assert [(p.src, p.allow, p.mark) for p in dp2.firewall] == [
+        ("10.1.0.0/16", True, 5), ("10.0.0.0/8", False, 0)]
+    assert [e.wire() for e in again.list()] == [e.wire() for e in fw_table.list()]
+    fw_table.delete(FirewallRuleEntry.model_validate({"sourceIP": "10.0.0.0/8",
+                                                      "preference": 1}))
+    assert [e.rule_arguments.preference for e in load_firewall(path)] == [9]
+
+
+def test_a_saved_rule_that_no_longer_installs_is_left_out() -> None:
+    dp = MemoryDatapath()
+    good = FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8"}))
+    bad = FirewallEntry.model_validate(fw({"sourceIP": "10.1.0.0/16"}, trap=True))
+    table = Firewall(dp, saved=[bad, good])
+    assert [p.src for p in dp.firewall] == ["10.0.0.0/8"] and len(table.list()) == 1
+
+
+def test_unreadable_file_starts_empty(tmp_path: Path) -> None:
+    path = tmp_path / "firewall.json"
+    assert load_firewall(path) == []
+    path.write_text("{not json")
+    assert load_firewall(path) == []
+    path.write_text('{"fwAttr": [{"ruleArguments": {"sourceIP": "x"}, "opts": {}}, '
+                    '{"ruleArguments": {"sourceIP": "10.0.0.0/8"}, "opts": {"drop": true}}]}')
+    assert [e.rule_arguments.source_ip for e in load_firewall(path)] == ["10.0.0.0/8"]
+
+
+def test_save_failure_is_500_and_undone() -> None:
+    dp = MemoryDatapath()
+
+    def broken(_rules: list[FirewallEntry]) -> None:
+        raise OSError("disk full")
+
+    table = Firewall(dp, save=broken)
+    with pytest.raises(PyloxiError) as exc:
+        table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8"})))
+    assert exc.value.code == 500 and "disk full" in exc.value.message
+    assert dp.firewall == [] and table.list() == []

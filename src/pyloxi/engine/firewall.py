@@ -9,14 +9,17 @@ whole ordered list on every change (`set_firewall`), written as one table it swa
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from pyloxi.model.errors import CapacityExceeded, Conflict, InvalidInput, NotFound, PyloxiError
 from pyloxi.model.firewall import FirewallEntry, FirewallOptionEntry, FirewallRuleEntry
 from pyloxi.model.limits import PORT_MAX
+
+log = logging.getLogger("pyloxi.firewall")
 
 MAX_FW_RULES = 256  # PL_FW_MAX in bpf/include/pyloxi/maps.h
 _PORT_PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
@@ -96,27 +99,53 @@ class _Rule:
 
 
 class Firewall:
-    """The rule table. Thread-safe; every change reaches the datapath before it returns (a
-    change the datapath refuses is undone and reported)."""
+    """The rule table. Thread-safe; every change reaches the datapath, then `save` (the whole
+    rule list, in judging order), before it returns; a change either refuses is undone and
+    reported (datapath: 400, save: 500)."""
 
-    def __init__(self, datapath: FirewallDatapath) -> None:
+    def __init__(self, datapath: FirewallDatapath, *, saved: Sequence[FirewallEntry] = (),
+                 save: Callable[[list[FirewallEntry]], None] | None = None) -> None:
+        """`saved`: the rules `save` wrote last, installed again (one that no longer installs,
+        e.g. its interface is gone, is logged and left out). The datapath's table is replaced
+        whole: rules an earlier daemon left there and nobody saved are gone."""
         self._dp = datapath
         self._rules: dict[RuleKey, _Rule] = {}
         self._lock = threading.Lock()
         self._seq = 0
-        datapath.set_firewall([])  # rules are not persisted: a new table starts empty
+        self._save: Callable[[list[FirewallEntry]], None] | None = None
+        datapath.set_firewall([])
+        for entry in saved:
+            try:
+                self.add(entry)
+            except PyloxiError as exc:
+                log.warning("saved firewall rule %s not restored: %s",
+                            entry.rule_arguments.wire(), exc.message)
+        self._save = save
 
     def _ordered(self) -> list[_Rule]:
         return sorted(self._rules.values(),
                       key=lambda r: (-r.entry.rule_arguments.preference, r.seq))
 
     def _program(self) -> None:
+        """The table to the datapath, then to disk; on a disk failure the datapath is given
+        back the table as it was (by the caller's undo: _apply)."""
         try:
             self._dp.set_firewall([r.prog for r in self._ordered()])
         except PyloxiError:
             raise
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"firewall rule refused by the datapath: {exc}") from exc
+        if self._save is not None:
+            try:
+                self._save([r.entry for r in self._ordered()])
+            except OSError as exc:
+                raise PyloxiError(500, f"firewall rules not saved: {exc}") from exc
+
+    def _restore_datapath(self) -> None:
+        try:
+            self._dp.set_firewall([r.prog for r in self._ordered()])
+        except Exception:
+            log.exception("firewall rollback in the datapath failed")
 
     def add(self, entry: FirewallEntry) -> None:
         args = entry.rule_arguments
@@ -141,6 +170,7 @@ class Firewall:
                 self._program()
             except Exception:
                 del self._rules[key]
+                self._restore_datapath()
                 raise
 
     def delete(self, args: FirewallRuleEntry) -> None:
@@ -153,6 +183,7 @@ class Firewall:
                 self._program()
             except Exception:
                 self._rules[key] = rule
+                self._restore_datapath()
                 raise
 
     def list(self) -> list[FirewallEntry]:
