@@ -159,3 +159,26 @@ def test_save_failure_is_500_and_undone() -> None:
         table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8"})))
     assert exc.value.code == 500 and "disk full" in exc.value.message
     assert dp.firewall == [] and table.list() == []
+
+
+class _NoGone(MemoryDatapath):
+    """A datapath where interface gone0 does not exist (as the eBPF one: ValueError)."""
+
+    def set_firewall(self, rules: Any) -> None:
+        if any(r.ifname == "gone0" for r in rules):
+            raise ValueError("no interface named 'gone0'")
+        super().set_firewall(rules)
+
+
+def test_restore_is_one_swap_and_skips_a_rule_the_datapath_refuses() -> None:
+    a = FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8", "preference": 5}))
+    b = FirewallEntry.model_validate(fw({"portName": "gone0", "preference": 4}))
+    c = FirewallEntry.model_validate(fw({"sourceIP": "10.1.0.0/16", "preference": 3},
+                                        allow=True))
+    dp = MemoryDatapath()
+    Firewall(dp, saved=[a, c])
+    assert len(dp.firewall) == 2
+    dp2 = _NoGone()
+    table = Firewall(dp2, saved=[a, b, c])
+    assert [p.src for p in dp2.firewall] == ["10.0.0.0/8", "10.1.0.0/16"]
+    assert [e.rule_arguments.preference for e in table.list()] == [5, 3]

@@ -113,14 +113,33 @@ class Firewall:
         self._lock = threading.Lock()
         self._seq = 0
         self._save: Callable[[list[FirewallEntry]], None] | None = None
-        datapath.set_firewall([])
+        self._restore(saved)
+        self._save = save
+
+    def _restore(self, saved: Sequence[FirewallEntry]) -> None:
+        """All saved rules in one swap of the datapath's table (the table of an earlier daemon
+        stays live until then); if the datapath refuses the set, rule by rule, without the
+        ones it refuses."""
         for entry in saved:
+            try:
+                self._insert(entry)
+            except PyloxiError as exc:
+                log.warning("saved firewall rule %s not restored: %s",
+                            entry.rule_arguments.wire(), exc.message)
+        try:
+            self._dp.set_firewall([r.prog for r in self._ordered()])
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("saved firewall rules refused as a set (%s): restored one by one", exc)
+        kept = [r.entry for r in self._ordered()]
+        self._rules.clear()
+        self._dp.set_firewall([])
+        for entry in kept:
             try:
                 self.add(entry)
             except PyloxiError as exc:
                 log.warning("saved firewall rule %s not restored: %s",
                             entry.rule_arguments.wire(), exc.message)
-        self._save = save
 
     def _ordered(self) -> list[_Rule]:
         return sorted(self._rules.values(),
@@ -148,30 +167,35 @@ class Firewall:
             log.exception("firewall rollback in the datapath failed")
 
     def add(self, entry: FirewallEntry) -> None:
-        args = entry.rule_arguments
-        sport, dport = _check_args(args)
-        allow = _action(entry.opts)
-        key = rule_key(args)
         with self._lock:
-            if key in self._rules:
-                raise Conflict("fwrule-exists")
-            used = {r.prog.id for r in self._rules.values()}
-            free = next((i for i in range(MAX_FW_RULES) if i not in used), None)
-            if free is None:
-                raise CapacityExceeded(f"firewall full: {MAX_FW_RULES} rules")
-            prog = FwRuleProgram(id=free, src=args.source_ip, dst=args.destination_ip,
-                                 sport=sport, dport=dport, proto=args.protocol,
-                                 ifname=args.port_name, allow=allow, mark=entry.opts.fw_mark)
-            clean = entry.model_copy(update={
-                "opts": entry.opts.model_copy(update={"counter": "", "drop": not allow})})
-            self._seq += 1
-            self._rules[key] = _Rule(clean, prog, self._seq)
+            key = self._insert(entry)
             try:
                 self._program()
             except Exception:
                 del self._rules[key]
                 self._restore_datapath()
                 raise
+
+    def _insert(self, entry: FirewallEntry) -> RuleKey:
+        """Check `entry` and put it in the table (not yet in the datapath). Lock held."""
+        args = entry.rule_arguments
+        sport, dport = _check_args(args)
+        allow = _action(entry.opts)
+        key = rule_key(args)
+        if key in self._rules:
+            raise Conflict("fwrule-exists")
+        used = {r.prog.id for r in self._rules.values()}
+        free = next((i for i in range(MAX_FW_RULES) if i not in used), None)
+        if free is None:
+            raise CapacityExceeded(f"firewall full: {MAX_FW_RULES} rules")
+        prog = FwRuleProgram(id=free, src=args.source_ip, dst=args.destination_ip,
+                             sport=sport, dport=dport, proto=args.protocol,
+                             ifname=args.port_name, allow=allow, mark=entry.opts.fw_mark)
+        clean = entry.model_copy(update={
+            "opts": entry.opts.model_copy(update={"counter": "", "drop": not allow})})
+        self._seq += 1
+        self._rules[key] = _Rule(clean, prog, self._seq)
+        return key
 
     def delete(self, args: FirewallRuleEntry) -> None:
         key = rule_key(args)
