@@ -7,6 +7,7 @@ import socket
 import struct
 
 from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
@@ -16,11 +17,14 @@ from pyloxi.testing.lab.dpns import LB_MAC
 from .conftest import (
     CLIENT,
     CLIENT2,
+    CLIENT6,
     CLIENT_MAC,
+    EPS6,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
     TC_ACT_SHOT,
     VIP,
+    VIP6,
     Harness,
     ep_answer,
     syn,
@@ -128,3 +132,19 @@ def test_reused_rule_id_starts_from_zero(h: Harness) -> None:
     h.dp.set_firewall([])
     h.dp.set_firewall([rule(5, src="192.0.2.0/24")])
     assert h.dp.firewall_counters() == {5: (0, 0)}
+
+
+def test_ipv6_prefixes(h: Harness) -> None:
+    h.service(vip=VIP6, eps=EPS6[:1])
+
+    def syn6(sport: int) -> Ether:
+        return Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=CLIENT6, dst=VIP6) / TCP(
+            sport=sport, dport=80, flags="S", seq=1000)
+
+    # an IPv4 "everything" does not catch IPv6
+    h.dp.set_firewall([rule(0, src="0.0.0.0/0")])
+    assert h.run(syn6(1000)).retval == TC_ACT_REDIRECT
+    h.dp.set_firewall([rule(1, src="2001:db8:1::/64", dst=f"{VIP6}/128")])
+    assert h.run(syn6(1001)).retval == TC_ACT_SHOT
+    h.dp.set_firewall([rule(1, src="2001:db8:2::/64")])
+    assert h.run(syn6(1002)).retval == TC_ACT_REDIRECT
