@@ -3,7 +3,7 @@
  * pyloxi datapath: TC clsact ingress on every LB-facing interface.
  *
  *   parse -> conntrack hit?  yes: account, rewrite, route, redirect            (fast path)
- *                            no:  service lookup -> allowed sources -> select endpoint
+ *                            no:  firewall -> service lookup -> allowed sources -> select endpoint
  *                                 -> NAT rewrites -> two conntrack entries
  *                                 -> rewrite, route, redirect                  (new flow)
  * IPv4 and IPv6 alike; a flow whose endpoint is of the other family (NAT64) changes family in
@@ -35,6 +35,7 @@
 #include "pyloxi/fwd.h"
 #include "pyloxi/icmp.h"
 #include "pyloxi/dsr.h"
+#include "pyloxi/firewall.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -194,6 +195,9 @@ static __always_inline int new_flow_fwd(struct __sk_buff *skb, const struct pkt 
 	struct ct_val *v;
 	int rc;
 
+	rc = fw_check(skb, p);   /* firewall.h: before the service lookup, on conntrack misses */
+	if (rc != PL_CONTINUE)
+		return rc;
 	rc = new_flow(skb, p);
 
 	if (rc != PL_FORWARD)

@@ -26,6 +26,7 @@ from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
+from pyloxi.api.firewall import firewall_router
 from pyloxi.api.metrics import metrics_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
@@ -40,6 +41,7 @@ from pyloxi.cluster.peers import ClusterPeers
 from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
+from pyloxi.engine.firewall import Firewall
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netlink import (
@@ -54,7 +56,7 @@ from pyloxi.model.cluster import DEFAULT_INSTANCE, instance_of
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
-from pyloxi.store import SqliteStore
+from pyloxi.store import SqliteStore, load_firewall, save_firewall
 
 log = logging.getLogger("pyloxi.daemon")
 
@@ -189,6 +191,9 @@ class Daemon:
         self.agreement = self._agreement(args)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
+        fw_path = Path(args.state_dir) / "firewall.json"
+        self.firewall = Firewall(self.datapath, saved=load_firewall(fw_path),
+                                 save=lambda rules: save_firewall(fw_path, rules))
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,
@@ -203,6 +208,7 @@ class Daemon:
                                              endpoint_router(self.probes),
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
+                                             firewall_router(self.firewall),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])

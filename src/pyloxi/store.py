@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from pyloxi.engine import Put, StoreFailure, StoreOp, entry_store_key
 from pyloxi.engine.validate import drop_unsupported
 from pyloxi.model.base import REFUSED_VALUE_ERRORS
+from pyloxi.model.firewall import FirewallEntry
 from pyloxi.model.lb import LoadBalancerEntry, LoadBalancerList
 
 log = logging.getLogger("pyloxi.store")
@@ -478,3 +479,33 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_firewall(path: Path) -> list[FirewallEntry]:
+    """The firewall rules `save_firewall` wrote ({"fwAttr": [...]}, loxicmd's FWconfig form);
+    none when the file is missing. A rule this version refuses, or an unreadable file, is
+    logged and left out: the daemon still starts."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("firewall file %s unreadable, starting with no rules: %s", path, exc)
+        return []
+    items = data.get("fwAttr") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        log.warning("firewall file %s: no fwAttr list, starting with no rules", path)
+        return []
+    out = []
+    for item in items:
+        try:
+            out.append(FirewallEntry.model_validate(item))
+        except ValidationError as exc:
+            log.warning("firewall file %s: rule %r left out: %s", path, item, exc)
+    return out
+
+
+def save_firewall(path: Path, rules: list[FirewallEntry]) -> None:
+    body = [r.model_dump(by_alias=True, mode="json", exclude={"opts": {"counter"}})
+            for r in rules]
+    write_atomic(path, json.dumps({"fwAttr": body}) + "\n")

@@ -142,6 +142,7 @@ enum pl_stat {
 	PL_ST_SYNC_NEW_SKIP,   /* conntrack sync: a new flow's creation event not emitted, the
 	                        * ring was past PL_SYNC_NEW_ROOM (best effort: a SYN flood must
 	                        * not crowd established/delete events out) */
+	PL_ST_FW_DROP,         /* dropped by a firewall rule (firewall.h) */
 	PL_ST_MAX = 32,
 };
 
@@ -417,6 +418,37 @@ struct ct_sync_req {      /* ct_sync_map[0]: input and output of pl_ct_sync */
 	struct ct_sync_ev ev[PL_SYNC_BATCH];
 };
 
+/* Firewall (firewall.h): rules sorted by preference, judged on a conntrack miss only (replies
+ * and later packets of a flow the firewall let open pass on their conntrack entry). A rule set
+ * is written whole into the fw_map entry that is not live, then fw_gen is flipped (one aligned
+ * store), so a packet sees the old or the new rule set, never a mix. */
+#define PL_FW_MAX         256     /* rules */
+#define PL_FW_DROP        0       /* fw_rule.action */
+#define PL_FW_ALLOW       1
+
+struct fw_rule {
+	union pl_addr saddr;  /* already masked */
+	union pl_addr smask;  /* all zero: any source (either family) */
+	union pl_addr daddr;
+	union pl_addr dmask;
+	__u16 sport_lo;       /* host order, inclusive; 0..65535: any */
+	__u16 sport_hi;
+	__u16 dport_lo;
+	__u16 dport_hi;
+	__u32 ifindex;        /* ingress interface; 0: any */
+	__u32 mark;           /* allow: skb->mark set to it when non-zero */
+	__u32 id;             /* the rule's slot in fw_stats (stable while the rule lives) */
+	__u8  proto;          /* IP protocol; 0: any */
+	__u8  action;         /* PL_FW_* */
+	__u8  pad[2];
+};
+
+struct fw_table {         /* fw_map[gen] */
+	__u32 n;              /* rules used, at most PL_FW_MAX */
+	__u32 pad;
+	struct fw_rule rule[PL_FW_MAX];
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -437,5 +469,6 @@ _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
+_Static_assert(sizeof(struct fw_rule) == 88, "fw_rule");
 
 #endif

@@ -194,4 +194,29 @@ struct {
 	__type(value, struct ct_sync_req);
 } ct_sync_map SEC(".maps");
 
+/* Firewall (firewall.h, struct fw_table): two rule sets, fw_gen[0] names the live one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct fw_table);
+	PINNED;
+} fw_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	PINNED;
+} fw_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_FW_MAX);
+	__type(key, __u32);
+	__type(value, struct counters);
+	PINNED;
+} fw_stats SEC(".maps");   /* per rule id: packets and bytes the rule matched */
+
 #endif

@@ -21,6 +21,7 @@ from pyloxi.cli import bgp as _bgp  # noqa: F401  (registers create/get/delete b
 from pyloxi.cli import cluster as _cluster  # noqa: F401  (registers get cluster)
 from pyloxi.cli import conntrack as _conntrack  # noqa: F401  (registers get ct)
 from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/get/delete ep)
+from pyloxi.cli import firewall as _firewall  # noqa: F401  (registers create/get/delete fw)
 from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
 from pyloxi.cli import render

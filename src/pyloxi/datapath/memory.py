@@ -4,9 +4,10 @@ it only records what the engine asked for (see DESIGN.md, testing rules)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from pyloxi.engine.firewall import FwRuleProgram
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 
 # States the fake treats as finished when asked to age flows.
@@ -32,6 +33,8 @@ class MemoryDatapath:
     conntrack_capacity: int = 65536
     fail_next: Exception | None = None
     closed: bool = False
+    firewall: list[FwRuleProgram] = field(default_factory=list)  # set_firewall's last list
+    fw_counters: dict[int, tuple[int, int]] = field(default_factory=dict)  # set by tests
 
     def _maybe_fail(self) -> None:
         if self.fail_next is not None:
@@ -75,3 +78,10 @@ class MemoryDatapath:
 
     def close(self) -> None:
         self.closed = True
+
+    def set_firewall(self, rules: Sequence[FwRuleProgram]) -> None:
+        self._maybe_fail()
+        self.firewall = list(rules)
+
+    def firewall_counters(self) -> dict[int, tuple[int, int]]:
+        return {r.id: self.fw_counters.get(r.id, (0, 0)) for r in self.firewall}

@@ -157,8 +157,8 @@ DROP_REASONS: dict[str, str] = {
     "xlate_refused": "nat64_untranslatable",
     "dsr_too_big": "dsr_too_big",
     "sync_drop": "sync_event_lost",
-    # not in this datapath yet; counted as soon as the datapath has them
     "fw_drop": "firewall",
+    # not in this datapath yet; counted as soon as the datapath has them
     "policer_drop": "policer",
 }
 FW_DROP = "fw_drop"

@@ -53,6 +53,7 @@ from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
 from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
 from pyloxi.datapath.ebpf.versions import build_version, reused_slots
+from pyloxi.engine.firewall import FwRuleProgram
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 from pyloxi.model.lb import NatMode, Selection
 
@@ -61,7 +62,8 @@ log = logging.getLogger(__name__)
 PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
-             "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events")
+             "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events",
+             "fw_map", "fw_gen", "fw_stats")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
@@ -141,6 +143,8 @@ class EbpfDatapath:
                                  self.obj.map("ct_del_map"), self.obj.program_fd("pl_ct_delete"))
         self._ep_addrs = EndpointAddrs(self.maps["ep_addr_map"])
         self._sync: FlowSync | None = None
+        self._fw_ids: set[int] = set()  # rule ids (fw_stats slots) of the live rule set
+        self._fw_flipped = 0  # epoch of the last fw_gen flip (see _quiesce)
 
     # --- attach ---
 
@@ -446,6 +450,53 @@ class EbpfDatapath:
             if orphans:
                 log.info("removed %d services left by an earlier daemon", len(orphans))
             return len(orphans)
+
+    # --- firewall (bpf/include/pyloxi/firewall.h) ---
+
+    def set_firewall(self, rules: Sequence[FwRuleProgram]) -> None:
+        """Make `rules` (in judging order) the live rule set: written whole into the table
+        that is not live, then fw_gen flipped. An unknown interface name: ValueError."""
+        if len(rules) > L.FW_MAX:
+            raise ValueError(f"more than {L.FW_MAX} firewall rules")
+        table = L.FwTable(n=len(rules))
+        for i, r in enumerate(rules):
+            try:
+                ifindex = socket.if_nametoindex(r.ifname) if r.ifname else 0
+            except OSError:
+                raise ValueError(f"no interface named {r.ifname!r}") from None
+            saddr, smask = L.fw_prefix(r.src)
+            daddr, dmask = L.fw_prefix(r.dst)
+            table.rule[i] = L.FwRule(
+                saddr=saddr, smask=smask, daddr=daddr, dmask=dmask,
+                sport_lo=r.sport[0], sport_hi=r.sport[1], dport_lo=r.dport[0],
+                dport_hi=r.dport[1], ifindex=ifindex, mark=r.mark, id=r.id, proto=r.proto,
+                action=L.FW_ALLOW if r.allow else L.FW_DROP)
+        with self._lock:
+            m = self.maps
+            for rid in {r.id for r in rules} - self._fw_ids:  # a reused id starts at zero
+                m["fw_stats"].update(_u32(rid), bytes(m["fw_stats"].value_blob_size))
+            live = int.from_bytes(m["fw_gen"].lookup(_u32(0)) or bytes(4), "little") & 1
+            # the table about to be rewritten was live before the last flip: no packet may
+            # still be reading it
+            if self._fw_flipped >= self._epoch:
+                self._grace()
+            m["fw_map"].update(_u32(live ^ 1), bytes(table))
+            m["fw_gen"].update(_u32(0), _u32(live ^ 1))
+            self._fw_flipped = self._epoch
+            self._fw_ids = {r.id for r in rules}
+
+    def firewall_counters(self) -> dict[int, tuple[int, int]]:
+        """(packets, bytes) matched by each rule id of the live set, summed over CPUs."""
+        with self._lock:
+            ids = sorted(self._fw_ids)
+        out = {}
+        for rid in ids:
+            p = b = 0
+            for raw in self.maps["fw_stats"].lookup_percpu(_u32(rid)) or []:
+                c = L.Counters.from_buffer_copy(raw)
+                p, b = p + c.packets, b + c.bytes
+            out[rid] = (p, b)
+        return out
 
     # --- counters ---
 

@@ -53,7 +53,7 @@ STAT_NAMES = (
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
     "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big", "sync_drop",
-    "sync_new_skip",
+    "sync_new_skip", "fw_drop",
 )
 
 
@@ -301,6 +301,34 @@ CT_DEL_REQ_DTYPE = np.dtype({
     "itemsize": ctypes.sizeof(CtDelReq)})
 
 #: struct name in maps.h -> its mirror, for the BTF layout test
+FW_MAX = 256  # PL_FW_MAX: firewall rules
+FW_DROP, FW_ALLOW = 0, 1  # fw_rule.action
+
+
+class FwRule(ctypes.Structure):
+    _fields_ = [("saddr", Addr), ("smask", Addr), ("daddr", Addr), ("dmask", Addr),
+                ("sport_lo", ctypes.c_uint16), ("sport_hi", ctypes.c_uint16),
+                ("dport_lo", ctypes.c_uint16), ("dport_hi", ctypes.c_uint16),
+                ("ifindex", ctypes.c_uint32), ("mark", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("proto", ctypes.c_uint8), ("action", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 2)]
+
+
+class FwTable(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("rule", FwRule * FW_MAX)]
+
+
+def fw_prefix(cidr: str) -> tuple[Addr, Addr]:
+    """(network, mask) of a prefix as fw_rule holds them: an IPv4 /N is a /96+N of its
+    IPv4-mapped address; "" (any address of either family): all zero."""
+    if not cidr:
+        return Addr(), Addr()
+    net = ipaddress.ip_network(cidr, strict=False)
+    bits = net.prefixlen + (96 if net.version == 4 else 0)
+    mask = ((1 << bits) - 1) << (128 - bits) if bits else 0
+    return pl_addr(str(net.network_address)), Addr.from_buffer_copy(mask.to_bytes(16, "big"))
+
+
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "pl_addr": Addr, "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
     "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
@@ -311,6 +339,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "mh_val": MhVal, "assoc_key": AssocKey, "assoc_val": AssocVal,
     "rassoc_key": RassocKey, "rassoc_val": RassocVal,
     "ct_sync_ev": CtSyncEv, "ct_sync_req": CtSyncReq, "nat_share": NatShare,
+    "fw_rule": FwRule, "fw_table": FwTable,
 }
 
 

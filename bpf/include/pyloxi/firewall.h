@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/*
+ * Firewall (loxilb's /config/firewall): an ordered rule list (fw_map, sorted by preference by
+ * the control plane), judged only for packets no conntrack entry knows, before the service
+ * lookup. Established flows never get here, so the replies and later packets of a flow that a
+ * rule let open pass on its conntrack entry (stateful), and the fast path costs nothing. The
+ * first matching rule decides: drop, or allow (optionally setting skb->mark). No match: the
+ * packet goes on (loxilb's default). Each match is counted per rule (fw_stats, per CPU).
+ * Traffic the load balancer does not track (not to a service) is judged packet by packet.
+ */
+#ifndef PYLOXI_FIREWALL_H
+#define PYLOXI_FIREWALL_H
+
+#include <bpf/bpf_endian.h>
+#include "pyloxi/tables.h"
+#include "pyloxi/parse.h"
+#include "pyloxi/stats.h"
+#include "pyloxi/verdict.h"
+
+struct fw_ctx {           /* bpf_loop's context: the packet's tuple, copied (stack) */
+	struct ct_key key;
+	__u32 gen;
+	__u32 ifindex;
+	__s32 hit;            /* index of the first matching rule, -1: none */
+};
+
+static __always_inline int fw_addr_match(const union pl_addr *a, const union pl_addr *net,
+					 const union pl_addr *mask)
+{
+	return (a->w[0] & mask->w[0]) == net->w[0] && (a->w[1] & mask->w[1]) == net->w[1] &&
+	       (a->w[2] & mask->w[2]) == net->w[2] && (a->w[3] & mask->w[3]) == net->w[3];
+}
+
+static long fw_step(__u32 i, void *data)
+{
+	struct fw_ctx *c = data;
+	struct fw_table *t = bpf_map_lookup_elem(&fw_map, &c->gen);
+	struct fw_rule *r;
+	__u16 sp, dp;
+
+	if (!t || i >= PL_FW_MAX)
+		return 1;
+	r = &t->rule[i];
+	if (r->proto && r->proto != c->key.proto)
+		return 0;
+	if (r->ifindex && r->ifindex != c->ifindex)
+		return 0;
+	sp = bpf_ntohs(c->key.sport);
+	dp = bpf_ntohs(c->key.dport);
+	if (sp < r->sport_lo || sp > r->sport_hi || dp < r->dport_lo || dp > r->dport_hi)
+		return 0;
+	if (!fw_addr_match(&c->key.saddr, &r->saddr, &r->smask) ||
+	    !fw_addr_match(&c->key.daddr, &r->daddr, &r->dmask))
+		return 0;
+	c->hit = i;
+	return 1;
+}
+
+/* PL_CONTINUE (no rule, or an allow rule), or PL_DROP. Not inlined: its frame is not added to
+ * the new-flow call chain's. */
+static __noinline int fw_check(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&fw_gen, &zero);
+	struct fw_table *t;
+	struct fw_rule *r;
+	struct counters *st;
+	struct fw_ctx c;
+	__u32 id;
+
+	if (!gen)
+		return PL_CONTINUE;
+	c.gen = *gen & 1;
+	t = bpf_map_lookup_elem(&fw_map, &c.gen);
+	if (!t || t->n == 0)
+		return PL_CONTINUE;
+	c.key = p->key;
+	c.ifindex = skb->ifindex;
+	c.hit = -1;
+	bpf_loop(t->n > PL_FW_MAX ? PL_FW_MAX : t->n, fw_step, &c, 0);
+	if (c.hit < 0 || c.hit >= PL_FW_MAX)
+		return PL_CONTINUE;
+	r = &t->rule[c.hit];
+	id = r->id;
+	st = bpf_map_lookup_elem(&fw_stats, &id);
+	if (st) {
+		st->packets += 1;
+		st->bytes += p->len;
+	}
+	if (r->action != PL_FW_ALLOW) {
+		count(PL_ST_FW_DROP);
+		return PL_DROP;
+	}
+	if (r->mark)
+		skb->mark = r->mark;
+	return PL_CONTINUE;
+}
+
+#endif

@@ -1,0 +1,150 @@
+"""Firewall in the kernel (bpf/include/pyloxi/firewall.h): rules judged in order on a
+conntrack miss, before the service lookup; drop, allow, mark; per-rule counters."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
+from pyloxi.engine.firewall import FwRuleProgram
+from pyloxi.testing.lab.dpns import LB_MAC
+
+from .conftest import (
+    CLIENT,
+    CLIENT2,
+    CLIENT6,
+    CLIENT_MAC,
+    EPS6,
+    TC_ACT_OK,
+    TC_ACT_REDIRECT,
+    TC_ACT_SHOT,
+    VIP,
+    VIP6,
+    Harness,
+    ep_answer,
+    syn,
+)
+
+ANY = (0, 65535)
+
+
+def rule(rid: int, *, src: str = "", dst: str = "", sport: tuple[int, int] = ANY,
+         dport: tuple[int, int] = ANY, proto: int = 0, ifname: str = "", allow: bool = False,
+         mark: int = 0) -> FwRuleProgram:
+    return FwRuleProgram(id=rid, src=src, dst=dst, sport=sport, dport=dport, proto=proto,
+                         ifname=ifname, allow=allow, mark=mark)
+
+
+def fw_drops(h: Harness) -> int:
+    return h.dp.datapath_stats()["fw_drop"]
+
+
+def test_drop_rule_drops_a_new_flow_and_counts(h: Harness) -> None:
+    h.service()
+    assert h.run(syn(sport=1000)).retval == TC_ACT_REDIRECT  # no rules: load balanced
+    h.dp.set_firewall([rule(3, src=f"{CLIENT}/32")])
+    pkt = syn(sport=1001)
+    assert h.run(pkt).retval == TC_ACT_SHOT
+    assert h.run(syn(src=CLIENT2, sport=1001)).retval == TC_ACT_REDIRECT  # other source
+    assert h.dp.firewall_counters() == {3: (1, len(pkt))}
+    assert fw_drops(h) == 1
+    h.dp.set_firewall([])  # deleted: the client gets through again
+    assert h.run(syn(sport=1002)).retval == TC_ACT_REDIRECT
+
+
+def test_allow_with_higher_preference_wins_over_drop(h: Harness) -> None:
+    h.service()
+    # judged in list order: the engine puts the highest preference first
+    h.dp.set_firewall([rule(1, src=f"{CLIENT}/32", allow=True), rule(2, src="10.0.1.0/24")])
+    assert h.run(syn(sport=1000)).retval == TC_ACT_REDIRECT
+    assert h.run(syn(src=CLIENT2, sport=1000)).retval == TC_ACT_SHOT
+    h.dp.set_firewall([rule(2, src="10.0.1.0/24"), rule(1, src=f"{CLIENT}/32", allow=True)])
+    assert h.run(syn(sport=1001)).retval == TC_ACT_SHOT
+    c = h.dp.firewall_counters()
+    assert c[1][0] == 1 and c[2][0] == 2
+
+
+def test_ports_proto_and_prefix_match(h: Harness) -> None:
+    h.service()
+    h.service(port=53, proto=17)
+    h.dp.set_firewall([rule(0, dst=f"{VIP}/32", dport=(80, 80), sport=(1000, 1999), proto=6)])
+    assert h.run(syn(sport=1500)).retval == TC_ACT_SHOT
+    assert h.run(syn(sport=2000)).retval == TC_ACT_REDIRECT  # source port outside the range
+
+    def udp(sport: int) -> Ether:  # each a new flow (a known one passes on its conntrack)
+        return Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=VIP) / UDP(sport=sport,
+                                                                                 dport=53)
+
+    assert h.run(udp(1500)).retval == TC_ACT_REDIRECT  # another protocol
+    h.dp.set_firewall([rule(0, dst="20.0.0.0/8", proto=17)])
+    assert h.run(udp(1501)).retval == TC_ACT_SHOT
+    h.dp.set_firewall([rule(0, dst="20.1.0.0/16", proto=17)])
+    assert h.run(udp(1502)).retval == TC_ACT_REDIRECT
+
+
+def test_input_interface(h: Harness) -> None:
+    h.service()
+    h.dp.set_firewall([rule(0, ifname="dp1")])
+    assert h.run(syn(sport=1000), iface="dp0").retval == TC_ACT_REDIRECT
+    assert h.run(syn(sport=1001), iface="dp1").retval == TC_ACT_SHOT
+
+
+def test_reply_of_an_allowed_flow_passes(h: Harness) -> None:
+    """Stateful: a flow opened before a drop rule (or allowed) keeps working both ways."""
+    h.service()
+    out = h.run(syn(sport=1000))
+    assert out.retval == TC_ACT_REDIRECT
+    # drop everything from the endpoints' side and from the client
+    h.dp.set_firewall([rule(0, src="10.0.0.0/8")])
+    assert h.run(ep_answer(out.pkt, "SA")).retval == TC_ACT_REDIRECT  # the reply: conntrack
+    ack = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=VIP) / TCP(
+        sport=1000, dport=80, flags="A", seq=1001, ack=5001, window=65535)
+    assert h.run(ack).retval == TC_ACT_REDIRECT
+    assert h.run(syn(sport=1001)).retval == TC_ACT_SHOT  # a new flow is judged
+    assert h.dp.firewall_counters()[0][0] == 1
+
+
+def test_allow_sets_the_mark(h: Harness) -> None:
+    h.service()
+    h.dp.set_firewall([rule(0, src=f"{CLIENT}/32", allow=True, mark=0x2a)])
+    ifindex = socket.if_nametoindex("dp0")
+    ctx = struct.pack("<36xII", ifindex, ifindex).ljust(192, b"\0")
+    out = prog_test_run(h.dp.prog_fd, bytes(syn(sport=1000)), ctx=ctx, data_size_out=4096)
+    assert out.retval == TC_ACT_REDIRECT
+    assert out.ctx is not None and struct.unpack_from("<I", out.ctx, 8)[0] == 0x2a
+
+
+def test_not_a_service_is_judged_too(h: Harness) -> None:
+    h.dp.set_firewall([rule(0, dst=f"{VIP}/32", dport=(22, 22), proto=6)])
+    assert h.run(syn(dport=22)).retval == TC_ACT_SHOT
+    assert h.run(syn(dport=23)).retval == TC_ACT_OK  # no rule, no service: the kernel's
+
+
+def test_reused_rule_id_starts_from_zero(h: Harness) -> None:
+    h.dp.set_firewall([rule(5, dst=f"{VIP}/32")])
+    h.run(syn(sport=1000))
+    assert h.dp.firewall_counters()[5][0] == 1
+    h.dp.set_firewall([])
+    h.dp.set_firewall([rule(5, src="192.0.2.0/24")])
+    assert h.dp.firewall_counters() == {5: (0, 0)}
+
+
+def test_ipv6_prefixes(h: Harness) -> None:
+    h.service(vip=VIP6, eps=EPS6[:1])
+
+    def syn6(sport: int) -> Ether:
+        return Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=CLIENT6, dst=VIP6) / TCP(
+            sport=sport, dport=80, flags="S", seq=1000)
+
+    # an IPv4 "everything" does not catch IPv6
+    h.dp.set_firewall([rule(0, src="0.0.0.0/0")])
+    assert h.run(syn6(1000)).retval == TC_ACT_REDIRECT
+    h.dp.set_firewall([rule(1, src="2001:db8:1::/64", dst=f"{VIP6}/128")])
+    assert h.run(syn6(1001)).retval == TC_ACT_SHOT
+    h.dp.set_firewall([rule(1, src="2001:db8:2::/64")])
+    assert h.run(syn6(1002)).retval == TC_ACT_REDIRECT

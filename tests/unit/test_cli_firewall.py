@@ -1,0 +1,73 @@
+"""`pyloxi create|get|delete firewall` end to end: real HTTP to the API app (uvicorn on
+127.0.0.1) with the firewall table on the in-memory datapath."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from tests.waiting import wait_until
+from typer.testing import CliRunner
+
+from pyloxi.api import create_app
+from pyloxi.api.firewall import firewall_router
+from pyloxi.cli.main import app as cli
+from pyloxi.datapath.memory import MemoryDatapath
+from pyloxi.engine.firewall import Firewall
+
+RULE = "sourceIP:10.1.2.0/24,destinationIP:20.0.0.1/32,minDestinationPort:80,protocol:6," \
+       "preference:200"
+
+
+@pytest.fixture
+def rig() -> Iterator[tuple[MemoryDatapath, CliRunner, dict[str, str]]]:
+    dp = MemoryDatapath()
+    app = create_app(object(), version="0", extra_routers=[firewall_router(Firewall(dp))])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 10, interval=0.01, what="uvicorn started")
+    try:
+        yield dp, CliRunner(), {"PYLOXI_API": f"127.0.0.1:{sock.getsockname()[1]}"}
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        sock.close()
+
+
+def test_create_get_delete(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None:
+    dp, runner, env = rig
+    r = runner.invoke(cli, ["create", "firewall", f"--firewallRule={RULE}", "--allow",
+                            "--setmark=10"], env=env)
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    assert [(p.src, p.dst, p.dport, p.proto, p.allow, p.mark) for p in dp.firewall] == [
+        ("10.1.2.0/24", "20.0.0.1/32", (80, 80), 6, True, 10)]
+    r = runner.invoke(cli, ["create", "fw", "--firewallRule=sourceIP:10.0.0.0/8", "--drop"],
+                      env=env)
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(cli, ["get", "firewall", "-o", "json"], env=env)
+    got = json.loads(r.stdout)["fwAttr"]
+    assert [e["ruleArguments"]["sourceIP"] for e in got] == ["10.1.2.0/24", "10.0.0.0/8"]
+    r = runner.invoke(cli, ["get", "firewall"], env=env)
+    assert r.exit_code == 0 and "10.1.2.0/24" in r.stdout and "drop" in r.stdout
+    r = runner.invoke(cli, ["delete", "firewall", f"--firewallRule={RULE}"], env=env)
+    assert r.exit_code == 0, r.stderr
+    assert [p.src for p in dp.firewall] == ["10.0.0.0/8"]
+
+
+def test_refusals(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None:
+    dp, runner, env = rig
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=source:1.2.3.4", "--drop"],
+                      env=env)
+    assert r.exit_code == 2 and "sourceIP" in r.stderr
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
+                            "--snat=10.10.10.1,3030"], env=env)
+    assert r.exit_code == 1 and "doSnat not supported yet" in r.stderr
+    assert dp.firewall == []

@@ -1,0 +1,184 @@
+"""/config/firewall over the API with the in-memory datapath: what the datapath is given
+(order, ranges, actions), loxilb's error answers, and bad rules refused with nothing changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pyloxi.api import create_app
+from pyloxi.api.firewall import firewall_router
+from pyloxi.datapath.memory import MemoryDatapath
+from pyloxi.engine.firewall import Firewall
+from pyloxi.model.errors import PyloxiError
+from pyloxi.model.firewall import FirewallEntry, FirewallRuleEntry
+from pyloxi.store import load_firewall, save_firewall
+
+URL = "/netlox/v1/config/firewall"
+
+
+@pytest.fixture
+def dp() -> MemoryDatapath:
+    return MemoryDatapath()
+
+
+@pytest.fixture
+def http(dp: MemoryDatapath) -> Iterator[TestClient]:
+    app = create_app(object(), version="0", extra_routers=[firewall_router(Firewall(dp))])
+    with TestClient(app) as client:
+        yield client
+
+
+def fw(args: dict[str, Any], **opts: Any) -> dict[str, Any]:
+    return {"ruleArguments": args, "opts": opts}
+
+
+def test_create_list_delete(http: TestClient, dp: MemoryDatapath) -> None:
+    r = http.post(URL, json=fw({"sourceIP": "10.0.0.0/8", "preference": 100}, drop=True))
+    assert r.status_code == 200, r.text
+    r = http.post(URL, json=fw({"sourceIP": "10.1.2.3/32", "destinationIP": "20.0.0.1/32",
+                                "minDestinationPort": 80, "maxDestinationPort": 90,
+                                "protocol": 6, "preference": 200}, allow=True, fwMark=7))
+    assert r.status_code == 200, r.text
+    # highest preference first
+    assert [(p.src, p.allow, p.mark, p.dport, p.proto) for p in dp.firewall] == [
+        ("10.1.2.3/32", True, 7, (80, 90), 6), ("10.0.0.0/8", False, 0, (0, 65535), 0)]
+    dp.fw_counters[dp.firewall[1].id] = (3, 180)
+    got = http.get(f"{URL}/all").json()["fwAttr"]
+    assert [e["ruleArguments"]["preference"] for e in got] == [200, 100]
+    assert got[1]["opts"]["counter"] == "3:180" and got[1]["opts"]["drop"] is True
+    assert got[0]["opts"]["fwMark"] == 7
+    r = http.delete(URL, params={"sourceIP": "10.0.0.0/8", "preference": 100})
+    assert r.status_code == 200, r.text
+    assert [p.src for p in dp.firewall] == ["10.1.2.3/32"]
+    r = http.delete(URL, params={"sourceIP": "10.0.0.0/8", "preference": 100})
+    assert r.status_code == 404
+
+
+def test_same_rule_twice_is_409(http: TestClient) -> None:
+    body = fw({"sourceIP": "10.0.0.0/8"}, drop=True)
+    assert http.post(URL, json=body).status_code == 200
+    r = http.post(URL, json=body)
+    assert r.status_code == 409 and "fwrule-exists" in r.text
+
+
+def test_no_action_is_drop(http: TestClient, dp: MemoryDatapath) -> None:
+    assert http.post(URL, json=fw({"sourceIP": "10.0.0.0/8"})).status_code == 200
+    assert dp.firewall[0].allow is False
+
+
+@pytest.mark.parametrize("body,why", [
+    (fw({"sourceIP": "10.0.0.300/8"}, drop=True), "not an IP prefix"),
+    (fw({"destinationIP": "nonsense"}, drop=True), "not an IP prefix"),
+    (fw({"minSourcePort": 90, "maxSourcePort": 80, "protocol": 6}, drop=True), "min 90 > max 80"),
+    (fw({"minDestinationPort": 70000, "protocol": 6}, drop=True), "65535"),
+    (fw({"minDestinationPort": 80}, drop=True), "need protocol"),
+    (fw({"protocol": 300}, drop=True), "255"),
+    (fw({"sourceIP": "10.0.0.0/8", "destinationIP": "2001:db8::/32"}, drop=True), "families"),
+    (fw({"sourceIP": "10.0.0.0/8"}, allow=True, drop=True), "exclusive"),
+    (fw({"sourceIP": "10.0.0.0/8"}, drop=True, fwMark=3), "fwMark needs the allow"),
+    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True, toIP="1.2.3.4"), "doSnat not supported yet"),
+    (fw({"sourceIP": "10.0.0.0/8"}, trap=True), "trap not supported yet"),
+    (fw({"sourceIP": "10.0.0.0/8"}, redirect=True, redirectPortName="eth1"), "redirect"),
+    (fw({"sourceIP": "10.0.0.0/8"}, allow=True, record=True), "record not supported yet"),
+    ({"opts": {"drop": True}}, "ruleArguments"),
+])
+def test_bad_rules_are_400_and_change_nothing(http: TestClient, dp: MemoryDatapath,
+                                              body: dict[str, Any], why: str) -> None:
+    assert http.post(URL, json=fw({"sourceIP": "192.0.2.0/24"}, allow=True)).status_code == 200
+    before = list(dp.firewall)
+    r = http.post(URL, json=body)
+    assert r.status_code == 400, r.text
+    assert why in r.text
+    assert dp.firewall == before
+    assert len(http.get(f"{URL}/all").json()["fwAttr"]) == 1
+
+
+def test_datapath_refusal_is_400_and_undone(http: TestClient, dp: MemoryDatapath) -> None:
+    dp.fail_next = ValueError("no interface named 'nope0'")
+    r = http.post(URL, json=fw({"portName": "nope0"}, drop=True))
+    assert r.status_code == 400 and "nope0" in r.text
+    assert http.get(f"{URL}/all").json()["fwAttr"] == []
+
+
+def test_bad_delete_query_is_400(http: TestClient) -> None:
+    r = http.delete(URL, params={"sourceIP": "10.0.0.0/8", "preference": "x"})
+    assert r.status_code == 400
+
+
+def test_saved_on_every_change_and_restored(tmp_path: Path) -> None:
+    path = tmp_path / "firewall.json"
+    dp = MemoryDatapath()
+    fw_table = Firewall(dp, save=lambda rules: save_firewall(path, rules))
+    fw_table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8", "preference": 1})))
+    fw_table.add(FirewallEntry.model_validate(
+        fw({"sourceIP": "10.1.0.0/16", "preference": 9}, allow=True, fwMark=5)))
+    saved = load_firewall(path)
+    assert [e.rule_arguments.preference for e in saved] == [9, 1]
+    # a new daemon: the same rules, in the same order, on a fresh datapath
+    dp2 = MemoryDatapath()
+    again = Firewall(dp2, saved=saved)
+    assert [(p.src, p.allow, p.mark) for p in dp2.firewall] == [
+        ("10.1.0.0/16", True, 5), ("10.0.0.0/8", False, 0)]
+    assert [e.wire() for e in again.list()] == [e.wire() for e in fw_table.list()]
+    fw_table.delete(FirewallRuleEntry.model_validate({"sourceIP": "10.0.0.0/8",
+                                                      "preference": 1}))
+    assert [e.rule_arguments.preference for e in load_firewall(path)] == [9]
+
+
+def test_a_saved_rule_that_no_longer_installs_is_left_out() -> None:
+    dp = MemoryDatapath()
+    good = FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8"}))
+    bad = FirewallEntry.model_validate(fw({"sourceIP": "10.1.0.0/16"}, trap=True))
+    table = Firewall(dp, saved=[bad, good])
+    assert [p.src for p in dp.firewall] == ["10.0.0.0/8"] and len(table.list()) == 1
+
+
+def test_unreadable_file_starts_empty(tmp_path: Path) -> None:
+    path = tmp_path / "firewall.json"
+    assert load_firewall(path) == []
+    path.write_text("{not json")
+    assert load_firewall(path) == []
+    path.write_text('{"fwAttr": [{"ruleArguments": {"sourceIP": "x"}, "opts": {}}, '
+                    '{"ruleArguments": {"sourceIP": "10.0.0.0/8"}, "opts": {"drop": true}}]}')
+    assert [e.rule_arguments.source_ip for e in load_firewall(path)] == ["10.0.0.0/8"]
+
+
+def test_save_failure_is_500_and_undone() -> None:
+    dp = MemoryDatapath()
+
+    def broken(_rules: list[FirewallEntry]) -> None:
+        raise OSError("disk full")
+
+    table = Firewall(dp, save=broken)
+    with pytest.raises(PyloxiError) as exc:
+        table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8"})))
+    assert exc.value.code == 500 and "disk full" in exc.value.message
+    assert dp.firewall == [] and table.list() == []
+
+
+class _NoGone(MemoryDatapath):
+    """A datapath where interface gone0 does not exist (as the eBPF one: ValueError)."""
+
+    def set_firewall(self, rules: Any) -> None:
+        if any(r.ifname == "gone0" for r in rules):
+            raise ValueError("no interface named 'gone0'")
+        super().set_firewall(rules)
+
+
+def test_restore_is_one_swap_and_skips_a_rule_the_datapath_refuses() -> None:
+    a = FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8", "preference": 5}))
+    b = FirewallEntry.model_validate(fw({"portName": "gone0", "preference": 4}))
+    c = FirewallEntry.model_validate(fw({"sourceIP": "10.1.0.0/16", "preference": 3},
+                                        allow=True))
+    dp = MemoryDatapath()
+    Firewall(dp, saved=[a, c])
+    assert len(dp.firewall) == 2
+    dp2 = _NoGone()
+    table = Firewall(dp2, saved=[a, b, c])
+    assert [p.src for p in dp2.firewall] == ["10.0.0.0/8", "10.1.0.0/16"]
+    assert [e.rule_arguments.preference for e in table.list()] == [5, 3]
