@@ -16,9 +16,11 @@ from pyloxi.api import create_app
 from pyloxi.api.metrics import metrics_router
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine.engine import Engine
+from pyloxi.engine.firewall import Firewall
 from pyloxi.engine.program import EndpointCounters, Flow, ServiceCounters
 from pyloxi.metrics import CATALOG, VIEWS, MetricsExporter, Sources, series_names
 from pyloxi.metrics.text import exposition
+from pyloxi.model.firewall import FirewallEntry
 from pyloxi.model.lb import LoadBalancerEntry
 
 B = "/netlox/v1"
@@ -68,11 +70,13 @@ class World:
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.dp)
+        self.firewall = Firewall(self.dp)
         self.exporter = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.dp.services_counters,
             datapath_stats=self.dp.datapath_stats, conntrack=self.dp.conntrack_summary,
             conntrack_capacity=lambda: self.dp.conntrack_capacity,
-            probes=lambda: self.probes, ha=lambda: self.ha), enabled=True, flows=self.dp.flows)
+            probes=lambda: self.probes, firewall=self.firewall.list, ha=lambda: self.ha),
+            enabled=True, flows=self.dp.flows)
 
     def svc_id(self, vip: str) -> int:
         return next(p.svc_id for p in self.dp.services.values() if p.vip == vip)
@@ -174,6 +178,23 @@ def test_drop_reasons_and_datapath_events(world: World) -> None:
     for name in ("total_errors", "loxilb_errors_total"):
         assert value(s, name) == 7
     assert value(s, "pyloxi_new_flows_total") == 11
+
+
+def test_firewall_rules_and_drops_per_rule(world: World) -> None:
+    for pref, action in ((200, {"drop": True}), (100, {"allow": True})):
+        world.firewall.add(FirewallEntry.model_validate({
+            "ruleArguments": {"sourceIP": "10.0.0.0/8", "protocol": 6,
+                              "minDestinationPort": 80, "maxDestinationPort": 80,
+                              "preference": pref}, "opts": action}))
+    drop_id = next(r.id for r in world.dp.firewall if not r.allow)
+    allow_id = next(r.id for r in world.dp.firewall if r.allow)
+    world.dp.fw_counters = {drop_id: (7, 420), allow_id: (3, 180)}
+    s = world.scrape()
+    assert value(s, "loxilb_firewall_rules") == 2
+    label = "10.0.0.0/8->any proto 6 dport 80-80 pref 200"
+    for name in ("total_fw_drops_per_rule", "loxilb_fw_rule_drop_packets_total"):
+        assert value(s, name, fw_rule=label) == 7  # the allow rule's packets are not drops
+        assert len(s[name]) == 1
 
 
 def test_new_flows_between_collections(world: World) -> None:

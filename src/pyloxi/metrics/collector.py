@@ -24,6 +24,7 @@ from pyloxi.engine.program import ServiceCounters, ServiceProgram
 from pyloxi.engine.rules import Rule
 from pyloxi.metrics.counters import AgingSample, AgingStats, ApiStats
 from pyloxi.metrics.names import CATALOG, DROP_REASONS, FW_DROP
+from pyloxi.model.firewall import FirewallEntry
 
 # family name -> [(label values in the family's label order, value)]
 Samples = dict[str, list[tuple[tuple[str, ...], float]]]
@@ -85,6 +86,10 @@ def _zero() -> int:
     return 0
 
 
+def _no_firewall() -> Sequence[FirewallEntry]:
+    return ()
+
+
 def _no_probes() -> Sequence[ProbeView]:
     return ()
 
@@ -104,6 +109,7 @@ class Sources:
     conntrack: Callable[[], Mapping[tuple[int, str], int]] = _no_conntrack
     conntrack_capacity: Callable[[], int] = _zero
     probes: Callable[[], Sequence[ProbeView]] = _no_probes
+    firewall: Callable[[], Sequence[FirewallEntry]] = _no_firewall  # with their counters
     ha: Callable[[], Sequence[InstanceView]] = _no_ha
     api: ApiStats = field(default_factory=ApiStats)
     aging: AgingStats = field(default_factory=AgingStats)
@@ -135,6 +141,7 @@ class Reading:
     capacity: int
     probes: Sequence[ProbeView]
     ha: Sequence[InstanceView]
+    firewall: Sequence[FirewallEntry]
     api: dict[tuple[str, str, str], int]
     aging: AgingSample
     new_flows: int  # since the previous reading
@@ -180,6 +187,22 @@ def _rule_labels(rule: Rule) -> RuleLabels:
     # the rule's key: with block and host, it tells apart rules on one VIP, port and protocol
     return RuleLabels(rule=str(rule.spec.key), name=a.name, service=a.name or f"{vip}:{ports}",
                       proto=proto, endpoints=tuple(eps))
+
+
+def fw_rule_label(fw: FirewallEntry) -> str:
+    """A firewall rule as the `fw_rule` label names it: its match, as compact as it goes."""
+    a = fw.rule_arguments
+    parts = [f"{a.source_ip or 'any'}->{a.destination_ip or 'any'}"]
+    if a.protocol:
+        parts.append(f"proto {a.protocol}")
+    if a.min_source_port or a.max_source_port:
+        parts.append(f"sport {a.min_source_port}-{a.max_source_port}")
+    if a.min_destination_port or a.max_destination_port:
+        parts.append(f"dport {a.min_destination_port}-{a.max_destination_port}")
+    if a.port_name:
+        parts.append(f"in {a.port_name}")
+    parts.append(f"pref {a.preference}")
+    return " ".join(parts)
 
 
 class _Cpu:
@@ -253,6 +276,7 @@ class Collector:
             rules=rows, stats=src.datapath_stats(), conntrack=src.conntrack(),
             capacity=src.conntrack_capacity(),
             probes=probes if probes is not None else src.probes(), ha=src.ha(),
+            firewall=src.firewall(),
             api=src.api.snapshot(), aging=src.aging.snapshot(), new_flows=0,
             new_flows_rate=0.0, cpu_percent=self._cpu.percent(),
             memory_percent=_memory_percent(), disk_percent=_disk_percent(src.disk_path))
@@ -387,7 +411,12 @@ class Collector:
             put("pyloxi_datapath_drops", n, reason)
         both("total_errors", "loxilb_errors", sum(drops.values()))
         both("total_fw_drops", "loxilb_fw_drop_packets", r.stats.get(FW_DROP, 0))
-        put("loxilb_firewall_rules", 0)
+        put("loxilb_firewall_rules", len(r.firewall))
+        for fw in r.firewall:
+            if fw.opts.drop:
+                pk, _, _by = fw.opts.counter.partition(":")
+                both("total_fw_drops_per_rule", "loxilb_fw_rule_drop_packets",
+                     int(pk or 0), fw_rule_label(fw))
         for event, n in r.stats.items():
             put("pyloxi_datapath_events", n, event)
         a = r.aging

@@ -78,7 +78,7 @@ _LOXILB_CANONICAL_ONLY: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("loxilb_conntrack_stat_resets", "counter", (), "Counter resets (pyloxi never resets: 0)."),
     ("loxilb_closed_connections_processed", "counter", (),
      "Flows removed by conntrack aging."),
-    ("loxilb_firewall_rules", "gauge", (), "Firewall rules (none in pyloxi's datapath yet)."),
+    ("loxilb_firewall_rules", "gauge", (), "Firewall rules."),
     ("loxilb_system_cpu_utilization_percent", "gauge", (),
      "CPU busy since the previous collection, percent."),
     ("loxilb_system_memory_utilization_percent", "gauge", (), "Memory in use, percent."),
