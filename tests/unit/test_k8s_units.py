@@ -1,6 +1,10 @@
-"""kube agent pieces without I/O: flags/config file, annotations, IPAM, endpoints, rule bodies."""
+"""kube agent pieces without Kubernetes: flags/config file (and the token it sends), annotations,
+IPAM, endpoints, rule bodies."""
 
 from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -8,6 +12,7 @@ from pyloxi.client import rule_body
 from pyloxi.k8s import agent as agent_mod
 from pyloxi.k8s import annotations as ann
 from pyloxi.k8s import backends, reconcile, status
+from pyloxi.k8s.agent import loxi_clients
 from pyloxi.k8s.config import AgentConfig, ConfigError, parse_args, parse_pools
 from pyloxi.k8s.ipam import AddressInUse, Ipam, PoolExhausted
 from pyloxi.model.enums import NatMode, Selection
@@ -55,6 +60,52 @@ def test_unknown_config_key(tmp_path):
     f.write_text("loxiUrl: http://x\n")
     with pytest.raises(ConfigError, match="unknown key"):
         parse_args(["--config", str(f)])
+
+
+async def test_the_agent_sends_the_token_of_its_token_file(tmp_path):
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"version": "v"}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        token_file = tmp_path / "token"
+        token_file.write_text("# the API token\nk8s-agent-token-1\n")
+        url = f"--loxiURL=http://127.0.0.1:{server.server_port}"
+        for argv, expected in (([url, f"--loxiTokenFile={token_file}"],
+                                "Bearer k8s-agent-token-1"), ([url], None)):
+            [client] = loxi_clients(parse_args(argv))
+            async with client:
+                assert await client.get("/version") == {"version": "v"}
+            assert seen.pop() == expected
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("key, content, needle", [
+    ("--loxiTokenFile", None, "No such file"),
+    ("--loxiTokenFile", "# only a comment\n", "no token in it"),
+    ("--loxiCACert", None, "cannot be read"),
+])
+def test_unusable_token_or_ca_files_stop_the_agent(tmp_path, key, content, needle):
+    path = tmp_path / "f"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=needle):
+        parse_args([f"{key}={path}"])
 
 
 def test_main_reports_config_errors(capsys):

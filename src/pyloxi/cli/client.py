@@ -21,7 +21,7 @@ import typer
 
 from pyloxi import client
 from pyloxi.cli.parse import InputError
-from pyloxi.client import API_PREFIX, ApiError, path_segment
+from pyloxi.client import API_PREFIX, ApiError, path_segment, tokens
 
 __all__ = [
     "API_PREFIX",
@@ -91,20 +91,10 @@ def _from_env(value: str) -> tuple[str | None, int | None, str | None]:
 
 
 def read_token_file(path: str, what: str = "--token-file") -> str:
-    """The first line of a token file that is neither blank nor a `#` comment."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(64 * 1024)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(f"invalid {what} {path!r}: {reason}") from None
-    for line in text.splitlines():
-        token = line.strip()
-        if token and not token.startswith("#"):
-            if not (token.isascii() and token.isprintable() and " " not in token):
-                raise InputError(f"invalid {what} {path!r}: the token is not visible ASCII")
-            return token
-    raise InputError(f"invalid {what} {path!r}: no token in it")
+        return tokens.read_token_file(path, what)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
@@ -113,7 +103,7 @@ def _token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
         return read_token_file(token_file)
     if environ.get(ENV_TOKEN, "").strip():
         token = environ[ENV_TOKEN].strip()
-        if not (token.isascii() and token.isprintable() and " " not in token):
+        if not tokens.visible_ascii(token):
             raise InputError(f"invalid {ENV_TOKEN}: the token is not visible ASCII")
         return token
     if environ.get(ENV_TOKEN_FILE, "").strip():

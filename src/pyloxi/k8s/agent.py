@@ -17,7 +17,7 @@ from typing import Any
 
 from pyloxi.client import ApiError, AsyncClient
 from pyloxi.k8s import backends
-from pyloxi.k8s.config import AgentConfig, ConfigError, parse_args, parse_peers
+from pyloxi.k8s.config import AgentConfig, ConfigError, loxi_token, parse_args, parse_peers
 from pyloxi.k8s.informer import Informer, Obj, cancel_all, obj_key
 from pyloxi.k8s.kube import KubeClient
 from pyloxi.k8s.roles import PERIOD, ClusterRoles
@@ -40,6 +40,13 @@ def _node_view(node: Obj) -> tuple[bool, str, str]:
     """What of a Node a rule depends on (heartbeats change the rest)."""
     return (backends.node_ready(node), repr((node.get("status") or {}).get("addresses")),
             repr((node.get("metadata") or {}).get("labels")))
+
+
+def loxi_clients(cfg: AgentConfig) -> list[AsyncClient]:
+    """A client of each pyloxi instance, with the token and CA of a secured API."""
+    token = loxi_token(cfg)
+    return [AsyncClient(u, timeout=cfg.loxi_timeout, token=token,
+                        ca_file=cfg.loxi_ca_cert or None) for u in cfg.loxi_urls]
 
 
 class Agent:
@@ -69,8 +76,7 @@ class Agent:
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        self.loxi.extend(AsyncClient(u, timeout=self.cfg.loxi_timeout)
-                         for u in self.cfg.loxi_urls)
+        self.loxi.extend(loxi_clients(self.cfg))
         if self.cfg.set_roles or self.cfg.set_bgp:
             # roles and BGP need nothing from Kubernetes: they start before the informers sync
             self.roles = ClusterRoles(self.loxi, vip=self.cfg.set_roles,

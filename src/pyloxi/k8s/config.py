@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from pyloxi.client.tokens import read_token_file
 
 DEFAULT_CLASS = "loxilb.io/loxilb"
 DEFAULT_POOL = "defaultPool"
@@ -43,6 +46,10 @@ class AgentConfig:
     kubeconfig: str = ""  # empty => in-cluster config
     resync_period: float = 60.0  # seconds
     loxi_timeout: float = 5.0  # seconds per REST call to a pyloxi instance
+    # pyloxi's secured API (`pyloxi daemon --token-file`, `--tls`): the bearer token's file and
+    # the CA that signed the daemons' certificates (pyloxi's own keys; kube-loxilb has none)
+    loxi_token_file: str = ""
+    loxi_ca_cert: str = ""
     watch_timeout: int = 300  # timeoutSeconds of one watch request
     log_level: str = "info"
     # kube-loxilb's cluster roles: the instance VIP sent with cistate ("" = no role election)
@@ -69,6 +76,8 @@ _OPTIONS: list[tuple[str, str, str, str]] = [
     ("--kubeconfig", "kubeconfig", "kubeconfig", "str"),
     ("--resyncPeriod", "resyncPeriod", "resync_period", "float"),
     ("--loxiTimeout", "loxiTimeout", "loxi_timeout", "float"),
+    ("--loxiTokenFile", "loxiTokenFile", "loxi_token_file", "str"),
+    ("--loxiCACert", "loxiCACert", "loxi_ca_cert", "str"),
     ("--logLevel", "logLevel", "log_level", "str"),
     ("--setRoles", "setRoles", "set_roles", "str"),
     ("--setBGP", "setBGP", "set_bgp", "int"),
@@ -193,6 +202,20 @@ def validate(cfg: AgentConfig) -> None:
     peers = parse_peers(cfg.ext_bgp_peers)
     if peers and not cfg.set_bgp:
         raise ConfigError("extBGPPeers needs setBGP (the local AS)")
+    if cfg.loxi_token_file:
+        loxi_token(cfg)  # readable and holding a token, or the agent does not start
+    if cfg.loxi_ca_cert and not os.access(cfg.loxi_ca_cert, os.R_OK):
+        raise ConfigError(f"loxiCACert {cfg.loxi_ca_cert!r} cannot be read")
+
+
+def loxi_token(cfg: AgentConfig) -> str | None:
+    """The bearer token for pyloxi's API, read from loxiTokenFile (None: no token)."""
+    if not cfg.loxi_token_file:
+        return None
+    try:
+        return read_token_file(cfg.loxi_token_file, "loxiTokenFile")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_peers(spec: str) -> list[tuple[str, int]]:
