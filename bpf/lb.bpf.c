@@ -112,7 +112,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	/* service */
 	if (p->key.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)
 		return PL_PASS;
-	ver = svc_lookup(&p->key, &svc_id, &ver_id);
+	ver = svc_lookup(&p->key, skb->mark, &svc_id, &ver_id);
 	if (!ver)
 		return PL_PASS;
 	if (!svc_allows(&ver->cfg, ver_id, &p->key.saddr)) {

@@ -79,7 +79,7 @@ class Harness:
                 slots: tuple[int, ...] | None = None, active: list[bool] | None = None,
                 snat: str | None = None, port_max: int | None = None,
                 allowed: tuple[str, ...] = (), weights: list[int] | None = None,
-                vip: str = VIP) -> ServiceProgram:
+                vip: str = VIP, block: int = 0) -> ServiceProgram:
         eps = eps or EPS[:1]
         active = active or [True] * len(eps)
         weights = weights or [1] * len(eps)
@@ -92,7 +92,8 @@ class Harness:
         prog = ServiceProgram(
             svc_id=self._next_id, name=f"t{self._next_id}", vip=vip, proto=proto, port_min=port,
             port_max=port if port_max is None else port_max, mode=mode, sel=sel,
-            endpoints=endpoints, slots=slots, idle_timeout=240, allowed_sources=allowed)
+            endpoints=endpoints, slots=slots, idle_timeout=240, allowed_sources=allowed,
+            block=block)
         self._next_id += 1
         self.dp.install_service(prog)
         return prog

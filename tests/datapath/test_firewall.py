@@ -19,6 +19,7 @@ from .conftest import (
     CLIENT2,
     CLIENT6,
     CLIENT_MAC,
+    EPS,
     EPS6,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
@@ -117,6 +118,26 @@ def test_allow_sets_the_mark(h: Harness) -> None:
     out = prog_test_run(h.dp.prog_fd, bytes(syn(sport=1000)), ctx=ctx, data_size_out=4096)
     assert out.retval == TC_ACT_REDIRECT
     assert out.ctx is not None and struct.unpack_from("<I", out.ctx, 8)[0] == 0x2a
+
+
+def test_the_mark_steers_to_the_rule_of_that_block(h: Harness) -> None:
+    """loxilb's fwMark + LB block: marked clients reach the rule of their block, the others
+    (and marks without a rule of their own) the rule without one."""
+    plain = h.service(eps=[EPS[0]])
+    blocked = h.service(eps=[EPS[1]], block=7)
+    h.dp.set_firewall([rule(0, src=f"{CLIENT}/32", allow=True, mark=7)])
+    assert h.run(syn(sport=1000)).pkt[IP].dst == EPS[1]
+    assert h.run(syn(src=CLIENT2, sport=1000)).pkt[IP].dst == EPS[0]
+    h.dp.set_firewall([rule(0, src=f"{CLIENT}/32", allow=True, mark=9)])
+    assert h.run(syn(sport=1001)).pkt[IP].dst == EPS[0]
+    # the two rules share VIP, port and protocol: removing one leaves the other's key alone
+    h.dp.set_firewall([rule(0, src=f"{CLIENT}/32", allow=True, mark=7)])
+    h.dp.remove_service(plain)
+    assert h.run(syn(sport=1002)).pkt[IP].dst == EPS[1]
+    assert h.run(syn(src=CLIENT2, sport=1002)).retval == TC_ACT_OK  # no rule of its own
+    h.dp.remove_service(blocked)
+    h.service(eps=[EPS[2]])
+    assert h.run(syn(sport=1003)).pkt[IP].dst == EPS[2]  # marked, no block 7 rule: fallback
 
 
 def test_not_a_service_is_judged_too(h: Harness) -> None:

@@ -1,7 +1,7 @@
 """Firewall with the real daemon and real traffic: a drop rule blocks the client's connections
 to a VIP, an allow rule of higher preference lets them through again, deleting the rules
 restores the service; each rule's counter in GET /config/firewall/all; the rules survive a
-restart."""
+restart; a mark steers to the LB rule of that block."""
 
 from __future__ import annotations
 
@@ -89,3 +89,19 @@ def test_rules_survive_a_daemon_restart(fw: DaemonHandle) -> None:
     assert list(rules(fw)) == [100]
     assert served(fw, 1) == ["ERR"]
     assert packets(rules(fw)[100]) >= 1
+
+
+def test_a_mark_steers_the_client_to_the_rule_of_that_block(fw: DaemonHandle) -> None:
+    """loxilb's fwMark with an LB rule's block (`--mark`): the marked client's connections go
+    to the block's endpoints, everyone else's to the rule without a block."""
+    fw.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={backend_ip(1)}:1")
+    fw.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={backend_ip(2)}:1",
+           "--mark=10")
+    assert served(fw, 2) == ["be1", "be1"]
+    fw.cli("create", "firewall", f"--firewallRule={ALLOW}", "--allow", "--setmark=10")
+    assert served(fw, 2) == ["be2", "be2"]
+    fw.cli("delete", "firewall", f"--firewallRule={ALLOW}")
+    assert served(fw, 1) == ["be1"]
+    # each rule keeps its own datapath entry: deleting the blocked one leaves the other
+    fw.cli("delete", "lb", ROUTED_VIP, "--tcp=80", "--mark=10")
+    assert served(fw, 1) == ["be1"]

@@ -151,11 +151,13 @@ struct ep_conn {          /* conn_map[ep_gid(svc_id, idx)] (stats.h): active = o
 	__u64 closed;         /* atomically added by the datapath and by pl_ct_delete */
 };
 
-struct svc_key {          /* svc_map key: one per VIP, protocol and port */
+struct svc_key {          /* svc_map key: one per VIP, protocol, port and block */
 	union pl_addr vip;
 	__u16 port;           /* 0 for icmp */
 	__u8  proto;
 	__u8  family;         /* PL_AF_* of the VIP */
+	__u32 mark;           /* the rule's `block`: packets whose skb->mark (the firewall's
+			       * fwMark) is this; 0: every packet */
 };
 
 struct svc_val {          /* never rewritten while the service lives (see svc_ver) */
@@ -454,7 +456,7 @@ struct fw_table {         /* fw_map[gen] */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
 _Static_assert(sizeof(struct ct_key) == 40, "ct_key");
 _Static_assert(sizeof(struct ct_val) == 128, "ct_val");
-_Static_assert(sizeof(struct svc_key) == 20, "svc_key");
+_Static_assert(sizeof(struct svc_key) == 24, "svc_key");
 _Static_assert(sizeof(struct svc_cfg) == 32, "svc_cfg");
 _Static_assert(sizeof(struct ep_val) == 40, "ep_val");
 _Static_assert(sizeof(struct ep_addr_key) == 20, "ep_addr_key");

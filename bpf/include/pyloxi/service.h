@@ -19,14 +19,21 @@ static __always_inline struct svc_ver *svc_version(__u32 svc_id, __u32 *ver_id)
 	return bpf_map_lookup_elem(&ver_map, ver_id);
 }
 
-/* The service of a packet to VIP:port/proto (the tuple `k` as received), or NULL. */
-static __always_inline struct svc_ver *svc_lookup(const struct ct_key *k, __u32 *svc_id,
-						  __u32 *ver_id)
+/* The service of a packet to VIP:port/proto (the tuple `k` as received), or NULL. A marked
+ * packet (the firewall's fwMark, or anything before us that set skb->mark) goes to the rule of
+ * that block if there is one, else to the rule without a block, as loxilb steers marked
+ * traffic (its rule key holds the block). */
+static __always_inline struct svc_ver *svc_lookup(const struct ct_key *k, __u32 mark,
+						  __u32 *svc_id, __u32 *ver_id)
 {
 	struct svc_key sk = { .vip = k->daddr, .port = k->dport, .proto = k->proto,
-			      .family = k->family };
+			      .family = k->family, .mark = mark };
 	struct svc_val *sv = bpf_map_lookup_elem(&svc_map, &sk);
 
+	if (!sv && mark) {
+		sk.mark = 0;
+		sv = bpf_map_lookup_elem(&svc_map, &sk);
+	}
 	if (!sv)
 		return NULL;
 	*svc_id = sv->svc_id;

@@ -55,6 +55,7 @@ class ServiceProgram:
     allowed_sources: tuple[str, ...] = ()  # source CIDRs; empty means everyone
     # SCTP multihoming: extra VIPs of the same service (same ports, endpoints and flows)
     secondary_vips: tuple[str, ...] = ()
+    block: int = 0  # the rule's block: it serves packets carrying this mark (0: any packet)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ def build_program(spec: RuleSpec, svc_id: int, eps: Sequence[EpState]) -> Servic
         idle_timeout=spec.idle_timeout,
         allowed_sources=spec.allowed_sources,
         secondary_vips=spec.secondary_vips,
+        block=spec.key.block,
     )
 
 

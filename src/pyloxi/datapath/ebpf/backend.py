@@ -234,7 +234,7 @@ class EbpfDatapath:
     def _svc_key(prog: ServiceProgram, port: int, vip_text: str | None = None) -> L.SvcKey:
         vip, fam = L.addr(vip_text or prog.vip)
         return L.SvcKey(vip=L.Addr.from_buffer_copy(vip), port=L.port_n(port), proto=prog.proto,
-                        family=fam)
+                        family=fam, mark=prog.block)
 
     def _ports(self, prog: ServiceProgram) -> range:
         return range(prog.port_min, max(prog.port_min, prog.port_max) + 1)

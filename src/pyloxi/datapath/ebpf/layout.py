@@ -116,7 +116,7 @@ class Addr(ctypes.Union):
 
 class SvcKey(ctypes.Structure):
     _fields_ = [("vip", Addr), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
-                ("family", ctypes.c_uint8)]
+                ("family", ctypes.c_uint8), ("mark", ctypes.c_uint32)]
 
 
 class SvcVal(ctypes.Structure):
