@@ -584,8 +584,11 @@ class HostNetConfig:
             peers: dict[int, list[str]] = {link.index: [] for link in vx}
             if vx:
                 for n in self._fdb_rows(ipr):
+                    # the configured peers: the all-zeros entry's remotes (learned entries
+                    # name the same VTEPs per MAC, and stay until they age out)
                     dst = n.get_attr("NDA_DST")
-                    if dst and n["ifindex"] in peers and dst not in peers[n["ifindex"]]:
+                    if (dst and n["ifindex"] in peers and n.get_attr("NDA_LLADDR") == ZERO_MAC
+                            and dst not in peers[n["ifindex"]]):
                         peers[n["ifindex"]].append(dst)
             return [VxlanEntry(vxlan_name=link.name, ep_intf=names.get(link.vxlan_link, ""),
                                vxlan_id=link.vni, peer_ip=peers[link.index]) for link in vx]
