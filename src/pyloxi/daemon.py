@@ -28,6 +28,7 @@ from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.api.firewall import firewall_router
 from pyloxi.api.metrics import metrics_router
+from pyloxi.api.netcfg import netcfg_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
@@ -44,6 +45,7 @@ from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
+from pyloxi.host.netcfg import HostNetConfig
 from pyloxi.host.netlink import (
     VipPlumber,
     default_interfaces,
@@ -210,6 +212,8 @@ class Daemon:
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
                                              firewall_router(self.firewall),
+                                             netcfg_router(HostNetConfig(
+                                                 lambda: self.datapath.attached)),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])

@@ -21,6 +21,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
+from netfake import FakeNetConfig  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
 from pyloxi.api import create_app  # noqa: E402
@@ -29,6 +30,7 @@ from pyloxi.api.cistate import cistate_router  # noqa: E402
 from pyloxi.api.cluster import cluster_router  # noqa: E402
 from pyloxi.api.endpoint import endpoint_router  # noqa: E402
 from pyloxi.api.firewall import firewall_router  # noqa: E402
+from pyloxi.api.netcfg import netcfg_router  # noqa: E402
 from pyloxi.api.security import TokenFile  # noqa: E402
 from pyloxi.cluster import ClusterState  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
@@ -67,7 +69,8 @@ def daemon_app(tokens: Any = None) -> tuple[Any, Engine]:
     app = create_app(engine, version="0", tokens=tokens, extra_routers=[
         endpoint_router(ProbeManager()), bgp_router(FakeBgp()),
         cistate_router(ClusterState()), cluster_router(None),
-        firewall_router(Firewall(MemoryDatapath()))])
+        firewall_router(Firewall(MemoryDatapath())),
+        netcfg_router(FakeNetConfig("eth0", "eth1"))])
     return app, engine
 
 
