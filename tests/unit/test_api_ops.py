@@ -499,3 +499,52 @@ async def test_cors_with_tokens_preflight_needs_none_requests_do(tmp_path: Path)
     assert resp.headers["access-control-allow-origin"] == SITE  # ...and can read why it failed
     assert env.engine.list_rules() == []
     await env.http.aclose()
+
+
+# ------------------------------------------------------------------------------ daemon wiring
+
+
+def test_daemon_log_flags() -> None:
+    from pyloxi.daemon import parse_args
+
+    assert parse_args([]).log_level == "info" and parse_args([]).log_file is None
+    args = parse_args(["--loglevel", "NOTICE", "--log-file", "/tmp/x/pyloxi.log",
+                       "--log-max-size", "10", "--log-max-backups", "2", "--log-no-compress"])
+    assert (args.log_level, args.log_file, args.log_max_size, args.log_max_backups,
+            args.log_no_compress) == ("notice", "/tmp/x/pyloxi.log", 10, 2, True)
+    assert parse_args(["--log-level", "trace"]).log_level == "trace"
+    with pytest.raises(SystemExit):
+        parse_args(["--log-level", "loud"])
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_setup_logs_to_stderr_and_the_file_or_the_ring(tmp_path: Path, with_file: bool) -> None:
+    import io
+
+    from pyloxi import oplog
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level, logging.getLogger("pyloxi").level)
+    stream = io.StringIO()
+    path = tmp_path / "logs" / "pyloxi.log" if with_file else None
+    try:
+        levels, source = oplog.setup("warning", log_file=str(path) if path else None,
+                                     stream=stream)
+        logging.getLogger("pyloxi.test-setup").info("not at warning")
+        logging.getLogger("pyloxi.test-setup").warning("kept %d", 1)
+        levels.set("info")
+        logging.getLogger("pyloxi.test-setup").info("now at info")
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before[0]:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(before[1])
+        logging.getLogger("pyloxi").setLevel(before[2])
+    assert "kept 1" in stream.getvalue() and "not at warning" not in stream.getvalue()
+    page = source.page(lines=10)
+    assert [line.rsplit(": ", 1)[1] for line in page.logs] == ["now at info", "kept 1"]
+    assert page.log_file == ("pyloxi.log" if with_file else "memory")
+    assert " WARNING pyloxi.test-setup: kept 1" in page.logs[1]
+    if path is not None:
+        assert "kept 1" in path.read_text()
