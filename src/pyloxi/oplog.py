@@ -48,6 +48,7 @@ assert set(LEVELS) == set(LOG_LEVELS)
 PYLOXI_LOGGER: Final = "pyloxi"
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RING_LINES: Final = 10_000
+MAX_RING_LINE: Final = 4096  # characters kept of one line in memory
 MEMORY_LOG: Final = "memory"  # the name GET /logs gives the in-memory ring
 
 DEFAULT_LINES: Final = 100
@@ -123,6 +124,8 @@ class LogRing(logging.Handler):
             return
         with self._ring_lock:
             for line in text.splitlines() or [""]:
+                if len(line) > MAX_RING_LINE:  # the ring's memory is bounded by lines x this
+                    line = line[:MAX_RING_LINE] + "..."
                 self._lines.append((self._total, line))
                 self._total += len(line.encode("utf-8", "backslashreplace")) + 1
 

@@ -548,3 +548,16 @@ def test_setup_logs_to_stderr_and_the_file_or_the_ring(tmp_path: Path, with_file
     assert " WARNING pyloxi.test-setup: kept 1" in page.logs[1]
     if path is not None:
         assert "kept 1" in path.read_text()
+
+
+def test_the_memory_log_is_bounded() -> None:
+    source, logger = ring_with([])
+    ring = source.ring
+    assert ring is not None
+    for i in range(150):  # capacity 100 lines
+        logger.info("x" * 10_000 if i == 149 else f"line {i}")
+    lines, total = ring.snapshot()
+    assert len(lines) == 100 and lines[0][1].endswith("line 50")
+    assert len(lines[-1][1]) <= 4096 + 3 and total > lines[-1][0]
+    page = source.page(lines=10_000)
+    assert page.logs[-1] == "INFO line 50" and page.next_offset == 0
