@@ -146,8 +146,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="serve Prometheus metrics at /netlox/v1/metrics from the start "
                         "(loxilb's flag; POST/DELETE /config/metrics turn them on and off)")
     p.add_argument("--log-level", "--loglevel", dest="log_level", default="info",
-                   choices=LOG_LEVELS, type=str.lower,
-                   help="loxilb's level names; changed at run time by POST /config/params")
+                   choices=LOG_LEVELS, type=str.lower, metavar="LEVEL",
+                   help=f"{', '.join(LOG_LEVELS)} (default info); changed at run time by "
+                        "POST /config/params")
     p.add_argument("--log-file", default=None, metavar="PATH",
                    help="also log to this file (rotated; served by GET /logs and "
                         "/log-archives). Without it the last lines are kept in memory")
