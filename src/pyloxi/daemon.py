@@ -20,15 +20,17 @@ from pathlib import Path
 
 import uvicorn
 
-from pyloxi import __version__
+from pyloxi import __version__, oplog
 from pyloxi.api.app import create_app
 from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.api.firewall import firewall_router
+from pyloxi.api.logs import logs_router
 from pyloxi.api.metrics import metrics_router
 from pyloxi.api.netcfg import netcfg_router
+from pyloxi.api.params import params_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
@@ -56,6 +58,8 @@ from pyloxi.host.netlink import (
 from pyloxi.metrics import VIEWS, MetricsExporter, Sources
 from pyloxi.model.cluster import DEFAULT_INSTANCE, instance_of
 from pyloxi.model.lb import LoadBalancerEntry
+from pyloxi.model.status import LOG_LEVELS
+from pyloxi.oplog import LogControl, LogSource
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
 from pyloxi.store import SqliteStore, load_firewall, save_firewall
@@ -143,13 +147,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-p", "--prometheus", action="store_true",
                    help="serve Prometheus metrics at /netlox/v1/metrics from the start "
                         "(loxilb's flag; POST/DELETE /config/metrics turn them on and off)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", "--loglevel", dest="log_level", default="info",
+                   choices=LOG_LEVELS, type=str.lower, metavar="LEVEL",
+                   help=f"{', '.join(LOG_LEVELS)} (default info); changed at run time by "
+                        "POST /config/params")
+    p.add_argument("--log-file", default=None, metavar="PATH",
+                   help="also log to this file (rotated; served by GET /logs and "
+                        "/log-archives). Without it the last lines are kept in memory")
+    p.add_argument("--log-max-size", type=int, default=50, metavar="MB",
+                   help="rotate the log file beyond this size (default 50; 0: never)")
+    p.add_argument("--log-max-backups", type=int, default=4, metavar="N",
+                   help="rotated log files kept (default 4, at least 1)")
+    p.add_argument("--log-no-compress", action="store_true", help="do not gzip rotated logs")
     return p.parse_args(argv)
 
 
 class Daemon:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace,
+                 logs: tuple[LogControl, LogSource] | None = None) -> None:
         self.args = args
+        self.log_levels, self.log_source = logs or (LogControl(args.log_level), LogSource())
         bpf_object = locate_object(args.bpf_object)  # missing: stop before touching anything
         # so do a TLS certificate that does not load and a token file with no token in it
         if args.tls:
@@ -214,6 +231,8 @@ class Daemon:
                                              firewall_router(self.firewall),
                                              netcfg_router(HostNetConfig(
                                                  lambda: self.datapath.attached)),
+                                             params_router(self.log_levels),
+                                             logs_router(self.log_source),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])
@@ -450,14 +469,19 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs = oplog.setup(args.log_level, log_file=args.log_file, max_mb=args.log_max_size,
+                           backups=args.log_max_backups, compress=not args.log_no_compress,
+                           stream=sys.stderr)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"cannot start: {exc}\n")
+        return 1
     try:
         # namespaces first: everything started afterwards (threads, sockets) inherits them
         if args.netns:
             enter_netns(args.netns)
         share_host_mounts()
-        daemon = Daemon(args)
+        daemon = Daemon(args, logs)
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -30,19 +30,23 @@ from pyloxi.api.cistate import cistate_router  # noqa: E402
 from pyloxi.api.cluster import cluster_router  # noqa: E402
 from pyloxi.api.endpoint import endpoint_router  # noqa: E402
 from pyloxi.api.firewall import firewall_router  # noqa: E402
+from pyloxi.api.logs import logs_router  # noqa: E402
 from pyloxi.api.netcfg import netcfg_router  # noqa: E402
+from pyloxi.api.params import params_router  # noqa: E402
 from pyloxi.api.security import TokenFile  # noqa: E402
 from pyloxi.cluster import ClusterState  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
 from pyloxi.engine.engine import Engine  # noqa: E402
 from pyloxi.engine.firewall import Firewall  # noqa: E402
 from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry  # noqa: E402
+from pyloxi.oplog import LogControl, LogRing, LogSource  # noqa: E402
 from pyloxi.probes import ProbeManager  # noqa: E402
 
 B = "/netlox/v1"
 # per operation and mode: ~15 s for the whole document on a quiet machine; raise it to hunt
 EXAMPLES = int(os.environ.get("PYLOXI_FUZZ_EXAMPLES", "40"))
-OPEN = {("GET", f"{B}/version"), ("GET", f"{B}/swagger.json"), ("GET", f"{B}/docs")}
+OPEN = {("GET", f"{B}/version"), ("GET", f"{B}/swagger.json"), ("GET", f"{B}/docs"),
+        ("GET", f"{B}/meta")}
 
 
 class FakeBgp:
@@ -70,7 +74,8 @@ def daemon_app(tokens: Any = None) -> tuple[Any, Engine]:
         endpoint_router(ProbeManager()), bgp_router(FakeBgp()),
         cistate_router(ClusterState()), cluster_router(None),
         firewall_router(Firewall(MemoryDatapath())),
-        netcfg_router(FakeNetConfig("eth0", "eth1"))])
+        netcfg_router(FakeNetConfig("eth0", "eth1")),
+        params_router(LogControl(logger="pyloxi.fuzz")), logs_router(LogSource(ring=LogRing()))])
     return app, engine
 
 

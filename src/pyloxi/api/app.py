@@ -15,10 +15,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from pyloxi.api import conntrack, lb, ui
+from pyloxi.api.cors import CorsMiddleware, CorsOrigins, cors_router
 from pyloxi.api.errors import LoxiRoute, install_handlers
 from pyloxi.api.guard import RequestGuard
+from pyloxi.api.meta import meta_router
 from pyloxi.api.metrics import RequestCounter, RequestObserver
+from pyloxi.api.nodegraph import nodegraph_router
 from pyloxi.api.security import TokenAuth, TokenCheck
+from pyloxi.api.status import status_router
 from pyloxi.model.lb import LoadBalancerEntry
 
 BASE_PATH = "/netlox/v1"
@@ -145,7 +149,7 @@ def _install_openapi(app: FastAPI, *, authenticated: bool = False) -> None:
 
 def _exempt_paths() -> set[tuple[str, str]]:
     """(path, method) that need no token, as loxilb's `security: []` routes."""
-    return {(f"{BASE_PATH}{p}", "get") for p in ("/version", "/swagger.json", "/docs")}
+    return {(f"{BASE_PATH}{p}", "get") for p in ("/version", "/swagger.json", "/docs", "/meta")}
 
 
 def create_app(
@@ -177,6 +181,9 @@ def create_app(
         # before the guard: an unauthenticated request is refused before its body is read
         app.add_middleware(TokenAuth, tokens=tokens,
                            exempt={path for path, _ in _exempt_paths()} | ui.exempt_paths())
+    # CORS (cors.py) outside auth and guard: a preflight carries no token and no body
+    app.state.cors = CorsOrigins()
+    app.add_middleware(CorsMiddleware, origins=app.state.cors)
     if request_observer is not None:  # outermost: counts what auth and guard refuse too
         app.add_middleware(RequestCounter, observer=request_observer, prefix=BASE_PATH,
                            unprefixed=ui.ROUTES)
@@ -185,6 +192,8 @@ def create_app(
     app.include_router(lb.router, prefix=BASE_PATH)
     app.include_router(conntrack.router, prefix=BASE_PATH)
     app.include_router(_version_router(version, build_info), prefix=BASE_PATH)
+    for router in (status_router(), meta_router(BASE_PATH), nodegraph_router(), cors_router()):
+        app.include_router(router, prefix=BASE_PATH)
     for router in extra_routers:
         app.include_router(router, prefix=BASE_PATH)
     # the web view (/ui), outside the API's base path and its OpenAPI document

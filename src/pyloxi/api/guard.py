@@ -15,9 +15,10 @@ Limits (each answers loxilb's error object, and a refused request changes nothin
 Cross-site requests (CSRF): a browser sends a cross-origin request without asking first (a
 "simple request") only for GET/HEAD/POST with a form or text/plain content type (or none).
 GETs change nothing here; a POST must be application/json, which a browser sends cross-site
-only after a CORS preflight; DELETE always needs a preflight. The API sends no CORS headers,
-so every preflight fails (405) and the browser never sends the request. A page on another
-origin therefore cannot change the rule table through a user's browser.
+only after a CORS preflight; DELETE always needs a preflight. The API sends CORS headers only
+to origins added through /config/cors (api/cors.py), so every other preflight fails (405) and
+the browser never sends the request. A page on an origin not allowed therefore cannot change
+the rule table through a user's browser.
 """
 
 from __future__ import annotations

@@ -26,8 +26,10 @@ from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
 from pyloxi.cli import netcfg as _netcfg  # noqa: F401  (route, ip, neighbor, fdb, vlan, vxlan, port)
 from pyloxi.cli import render
+from pyloxi.cli import status as _status  # noqa: F401  (registers set/get log-level, process ...)
 from pyloxi.cli.client import client_for, make_settings, reporting
-from pyloxi.cli.groups import create_app, delete_app, get_app
+from pyloxi.cli.completion import completion
+from pyloxi.cli.groups import create_app, delete_app, get_app, set_app
 
 # Global options taking a value, and their spellings.
 _GLOBAL_SHORT = ("-s", "-p", "-o", "-t")
@@ -201,3 +203,5 @@ def version(
 app.add_typer(create_app, name="create")
 app.add_typer(get_app, name="get")
 app.add_typer(delete_app, name="delete")
+app.add_typer(set_app, name="set")
+app.command("completion")(completion)
