@@ -24,12 +24,14 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
 from pyloxi.api import create_app  # noqa: E402
+from pyloxi.api.auth import AuthApi  # noqa: E402
 from pyloxi.api.bgp import bgp_router  # noqa: E402
 from pyloxi.api.cistate import cistate_router  # noqa: E402
 from pyloxi.api.cluster import cluster_router  # noqa: E402
 from pyloxi.api.endpoint import endpoint_router  # noqa: E402
 from pyloxi.api.firewall import firewall_router  # noqa: E402
 from pyloxi.api.security import TokenFile  # noqa: E402
+from pyloxi.api.users import UserStore  # noqa: E402
 from pyloxi.cluster import ClusterState  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
 from pyloxi.engine.engine import Engine  # noqa: E402
@@ -40,7 +42,9 @@ from pyloxi.probes import ProbeManager  # noqa: E402
 B = "/netlox/v1"
 # per operation and mode: ~15 s for the whole document on a quiet machine; raise it to hunt
 EXAMPLES = int(os.environ.get("PYLOXI_FUZZ_EXAMPLES", "40"))
-OPEN = {("GET", f"{B}/version"), ("GET", f"{B}/swagger.json"), ("GET", f"{B}/docs")}
+OPEN = {("GET", f"{B}/version"), ("GET", f"{B}/swagger.json"), ("GET", f"{B}/docs"),
+        ("POST", f"{B}/auth/login"), ("GET", f"{B}/oauth/{{provider}}"),
+        ("GET", f"{B}/oauth/{{provider}}/callback"), ("GET", f"{B}/oauth/{{provider}}/token")}
 
 
 class FakeBgp:
@@ -62,12 +66,14 @@ class FakeBgp:
         return []
 
 
-def daemon_app(tokens: Any = None) -> tuple[Any, Engine]:
+def daemon_app(tokens: Any = None, users: UserStore | None = None) -> tuple[Any, Engine]:
     engine = Engine(MemoryDatapath())
-    app = create_app(engine, version="0", tokens=tokens, extra_routers=[
+    auth = AuthApi(tokens, users)
+    app = create_app(engine, version="0", tokens=auth.check, open_calls=auth.open_calls,
+                     viewer_may=auth.viewer_may, extra_routers=[
         endpoint_router(ProbeManager()), bgp_router(FakeBgp()),
         cistate_router(ClusterState()), cluster_router(None),
-        firewall_router(Firewall(MemoryDatapath()))])
+        firewall_router(Firewall(MemoryDatapath())), *auth.routers])
     return app, engine
 
 
@@ -109,7 +115,8 @@ def _auth_app() -> tuple[Any, Engine]:
     atexit.register(directory.cleanup)
     path = Path(directory.name) / "tokens"
     path.write_text("fuzz-token-that-nobody-sends\n")
-    return daemon_app(TokenFile(path))
+    users = UserStore(Path(directory.name) / "users.json", scrypt_n=2**4)
+    return daemon_app(TokenFile(path), users)
 
 
 AUTH_APP, AUTH_ENGINE = _auth_app()

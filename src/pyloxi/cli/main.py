@@ -24,9 +24,10 @@ from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/ge
 from pyloxi.cli import firewall as _firewall  # noqa: F401  (registers create/get/delete fw)
 from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
+from pyloxi.cli import login as _login  # noqa: F401  (registers set login/logout/refresh)
 from pyloxi.cli import render
 from pyloxi.cli.client import client_for, make_settings, reporting
-from pyloxi.cli.groups import create_app, delete_app, get_app
+from pyloxi.cli.groups import create_app, delete_app, get_app, set_app
 
 # Global options taking a value, and their spellings.
 _GLOBAL_SHORT = ("-s", "-p", "-o", "-t")
@@ -172,7 +173,8 @@ def main(
         return  # a mode, not a client of the API
     with reporting():
         ctx.obj = make_settings(apiserver, port, output, timeout, protocol,
-                                token_file=token_file, ca_file=cacert)
+                                token_file=token_file, ca_file=cacert,
+                                token_optional=ctx.invoked_subcommand == "set")
 
 
 @app.command("version")
@@ -200,3 +202,4 @@ def version(
 app.add_typer(create_app, name="create")
 app.add_typer(get_app, name="get")
 app.add_typer(delete_app, name="delete")
+app.add_typer(set_app, name="set")
