@@ -7,7 +7,8 @@ operation keeps the run well under a minute. Every refusal must be loxilb's erro
 its `code` equal to the HTTP status.
 
 A second run sends the same kind of inputs to an app with token authentication, without a
-token: every operation but the open ones answers 401 and the rule table stays empty.
+token: every operation but the open ones answers 401 and the rule table stays empty. A third
+fuzzes the /auth and /oauth routes of an app with --userservice, as an admin.
 """
 
 from __future__ import annotations
@@ -136,3 +137,34 @@ def test_without_a_token_nothing_but_the_open_routes_answers(case: Any) -> None:
         assert resp.status_code == 401, resp.text
         assert_loxilb_error(resp)
     assert AUTH_ENGINE.list_rules() == []
+
+
+def _users_app() -> tuple[Any, str]:
+    """An app with --userservice, called with an admin's manual token (which no fuzzed logout
+    or password change revokes): the user routes reached for real."""
+    import atexit
+    import tempfile
+
+    directory = tempfile.TemporaryDirectory(prefix="pyloxi-fuzz-users-")
+    atexit.register(directory.cleanup)
+    users = UserStore(Path(directory.name) / "users.json", scrypt_n=2**4)
+    users.add("admin", "Fuzz!admin-pw1", "admin")
+    path = Path(directory.name) / "tokens"
+    path.write_text("fuzz-admin-token\n")
+    app, _engine = daemon_app(TokenFile(path), users)
+    return app, "fuzz-admin-token"
+
+
+USERS_APP, ADMIN_TOKEN = _users_app()
+users_schema = _schema(USERS_APP).include(path_regex="/(auth|oauth)/")
+
+
+@users_schema.parametrize()
+@settings(max_examples=EXAMPLES // 2, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_input_makes_the_user_routes_fail(case: Any) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": ADMIN_TOKEN}
+    resp = case.call()
+    assert resp.status_code < 500, f"{case.method} {case.formatted_path}: {resp.text}"
+    if resp.status_code >= 400:
+        assert_loxilb_error(resp)

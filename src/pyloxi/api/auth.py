@@ -117,7 +117,8 @@ def users_router(users: UserStore) -> APIRouter:
     router = APIRouter(prefix="/auth", tags=["auth"], route_class=LoxiRoute)
 
     @router.post("/login", summary="Log in: a token for the user's name and password",
-                 openapi_extra=_body(LoginBody))
+                 openapi_extra=_body(LoginBody),
+                 responses={401: {"description": "wrong username or password"}})
     async def login(request: Request) -> dict[str, Any]:
         body = await _parse(request, LoginBody, "a User")
         token, _expires = await run_in_threadpool(users.login, body.username, body.password)
