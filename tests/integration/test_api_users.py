@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_login_rule_logout_and_the_token_is_refused(users: Users) -> None:
     login = users.cli("set", "login", "--user", "admin", stdin=ADMIN_PW + "\n")
     assert login.returncode == 0, login.stdout + login.stderr
     assert "Login Success" in login.stdout
-    token = open(users.token_file).read().strip()
+    token = Path(users.token_file).read_text().strip()
     assert token and token not in login.stdout + login.stderr
     assert os.stat(users.token_file).st_mode & 0o077 == 0
 
@@ -92,5 +93,5 @@ def test_login_rule_logout_and_the_token_is_refused(users: Users) -> None:
     assert users.cli("delete", "lb", ROUTED_VIP, "--tcp=80").returncode == 0
     assert users.cli("set", "logout").returncode == 0
 
-    stored = open(os.path.join(users.daemon.state, "users.json")).read()
+    stored = (Path(users.daemon.state) / "users.json").read_text()
     assert ADMIN_PW not in stored and token not in stored and "scrypt$" in stored
