@@ -70,10 +70,6 @@ class Principal:
 MANUAL_PRINCIPAL: Final = Principal("manual-token", "admin")
 
 
-class Identifies(TokenCheck, Protocol):
-    def identify(self, token: bytes) -> Principal | None: ...
-
-
 def _digest(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()
 
