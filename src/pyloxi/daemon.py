@@ -22,6 +22,7 @@ import uvicorn
 
 from pyloxi import __version__, oplog
 from pyloxi.api.app import create_app
+from pyloxi.api.auth import AuthApi
 from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
@@ -32,6 +33,7 @@ from pyloxi.api.metrics import metrics_router
 from pyloxi.api.netcfg import netcfg_router
 from pyloxi.api.params import params_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
+from pyloxi.api.users import user_store
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.cluster import ClusterConfig, ClusterState, Instance
@@ -105,6 +107,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--token-file", default=None, metavar="PATH",
                    help="accepted tokens, one per line, re-read on change and on SIGHUP "
                         "(implies --manualtoken; default /etc/loxilb/manual_token)")
+    p.add_argument("--userservice", action="store_true",
+                   help="users log in (POST /auth/login) for expiring tokens; users kept hashed "
+                        "in <state-dir>/users.json (loxilb's flag; docs/operations.md)")
+    p.add_argument("--admin-password-file", default=None, metavar="PATH",
+                   help="with --userservice and no user yet: create user admin with the "
+                        "password in this file")
+    p.add_argument("--oauth2", action="store_true",
+                   help="loxilb's OAuth2 mode: accepted, but no provider can be configured "
+                        "(/oauth/* answer 'not configured')")
+    p.add_argument("--oauth2provider", default="google", help=argparse.SUPPRESS)
     p.add_argument("--state-dir", default="/var/lib/pyloxi",
                    help="where desired state is persisted (default /var/lib/pyloxi)")
     p.add_argument("--bpffs", default="/sys/fs/bpf/pyloxi",
@@ -182,6 +194,10 @@ class Daemon:
         # file stops the start with the running datapath as it was.
         self.store = SqliteStore(args.state_dir)
         keys, entries = self.store.load()
+        self.auth = AuthApi(self.tokens, user_store(args.state_dir, args.admin_password_file)
+                            if args.userservice else None,
+                            manual_path=self.tokens.path if self.tokens else None,
+                            oauth2=args.oauth2, oauth2_providers=args.oauth2provider.split(","))
         interfaces = [i for i in args.interfaces.split(",") if i] or default_interfaces()
         prepare_host(interfaces)
         # the interfaces also tell where to find a live datapath to adopt if pins are gone
@@ -222,7 +238,8 @@ class Daemon:
             probes=self.probes.statuses, firewall=self.firewall.list, ha=self.cluster.instances,
             disk_path=args.state_dir),
             enabled=args.prometheus, flows=self.datapath.flows)
-        self.app = create_app(self.engine, version=__version__, tokens=self.tokens,
+        self.app = create_app(self.engine, version=__version__, tokens=self.auth.check,
+                              open_calls=self.auth.open_calls, viewer_may=self.auth.viewer_may,
                               request_observer=self.metrics.api,
                               extra_routers=[metrics_router(self.metrics, VIEWS),
                                              endpoint_router(self.probes),
@@ -233,6 +250,7 @@ class Daemon:
                                                  lambda: self.datapath.attached)),
                                              params_router(self.log_levels),
                                              logs_router(self.log_source),
+                                             *self.auth.routers,
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])
@@ -449,7 +467,8 @@ class Daemon:
 def token_file(args: argparse.Namespace) -> TokenFile | None:
     """--manualtoken / --token-file: the tokens every request must carry (None: no check)."""
     if args.token_file is None and not args.manualtoken:
-        if not loopback_only([args.host, *([args.tls_host or args.host] if args.tls else [])]):
+        listens = [args.host, *([args.tls_host or args.host] if args.tls else [])]
+        if not args.userservice and not loopback_only(listens):
             log.warning("the API is served beyond this host without authentication: "
                         "anyone who reaches it can change the rules (see --token-file)")
         return None

@@ -7,7 +7,8 @@ operation keeps the run well under a minute. Every refusal must be loxilb's erro
 its `code` equal to the HTTP status.
 
 A second run sends the same kind of inputs to an app with token authentication, without a
-token: every operation but the open ones answers 401 and the rule table stays empty.
+token: every operation but the open ones answers 401 and the rule table stays empty. A third
+fuzzes the /auth and /oauth routes of an app with --userservice, as an admin.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from netfake import FakeNetConfig  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
 from pyloxi.api import create_app  # noqa: E402
+from pyloxi.api.auth import AuthApi  # noqa: E402
 from pyloxi.api.bgp import bgp_router  # noqa: E402
 from pyloxi.api.cistate import cistate_router  # noqa: E402
 from pyloxi.api.cluster import cluster_router  # noqa: E402
@@ -34,6 +36,7 @@ from pyloxi.api.logs import logs_router  # noqa: E402
 from pyloxi.api.netcfg import netcfg_router  # noqa: E402
 from pyloxi.api.params import params_router  # noqa: E402
 from pyloxi.api.security import TokenFile  # noqa: E402
+from pyloxi.api.users import UserStore  # noqa: E402
 from pyloxi.cluster import ClusterState  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
 from pyloxi.engine.engine import Engine  # noqa: E402
@@ -46,7 +49,9 @@ B = "/netlox/v1"
 # per operation and mode: ~15 s for the whole document on a quiet machine; raise it to hunt
 EXAMPLES = int(os.environ.get("PYLOXI_FUZZ_EXAMPLES", "40"))
 OPEN = {("GET", f"{B}/version"), ("GET", f"{B}/swagger.json"), ("GET", f"{B}/docs"),
-        ("GET", f"{B}/meta")}
+        ("GET", f"{B}/meta"),
+        ("POST", f"{B}/auth/login"), ("GET", f"{B}/oauth/{{provider}}"),
+        ("GET", f"{B}/oauth/{{provider}}/callback"), ("GET", f"{B}/oauth/{{provider}}/token")}
 
 
 class FakeBgp:
@@ -68,14 +73,17 @@ class FakeBgp:
         return []
 
 
-def daemon_app(tokens: Any = None) -> tuple[Any, Engine]:
+def daemon_app(tokens: Any = None, users: UserStore | None = None) -> tuple[Any, Engine]:
     engine = Engine(MemoryDatapath())
-    app = create_app(engine, version="0", tokens=tokens, extra_routers=[
+    auth = AuthApi(tokens, users)
+    app = create_app(engine, version="0", tokens=auth.check, open_calls=auth.open_calls,
+                     viewer_may=auth.viewer_may, extra_routers=[
         endpoint_router(ProbeManager()), bgp_router(FakeBgp()),
         cistate_router(ClusterState()), cluster_router(None),
         firewall_router(Firewall(MemoryDatapath())),
         netcfg_router(FakeNetConfig("eth0", "eth1")),
-        params_router(LogControl(logger="pyloxi.fuzz")), logs_router(LogSource(ring=LogRing()))])
+        params_router(LogControl(logger="pyloxi.fuzz")), logs_router(LogSource(ring=LogRing())),
+        *auth.routers])
     return app, engine
 
 
@@ -117,7 +125,8 @@ def _auth_app() -> tuple[Any, Engine]:
     atexit.register(directory.cleanup)
     path = Path(directory.name) / "tokens"
     path.write_text("fuzz-token-that-nobody-sends\n")
-    return daemon_app(TokenFile(path))
+    users = UserStore(Path(directory.name) / "users.json", scrypt_n=2**4)
+    return daemon_app(TokenFile(path), users)
 
 
 AUTH_APP, AUTH_ENGINE = _auth_app()
@@ -137,3 +146,34 @@ def test_without_a_token_nothing_but_the_open_routes_answers(case: Any) -> None:
         assert resp.status_code == 401, resp.text
         assert_loxilb_error(resp)
     assert AUTH_ENGINE.list_rules() == []
+
+
+def _users_app() -> tuple[Any, str]:
+    """An app with --userservice, called with an admin's manual token (which no fuzzed logout
+    or password change revokes): the user routes reached for real."""
+    import atexit
+    import tempfile
+
+    directory = tempfile.TemporaryDirectory(prefix="pyloxi-fuzz-users-")
+    atexit.register(directory.cleanup)
+    users = UserStore(Path(directory.name) / "users.json", scrypt_n=2**4)
+    users.add("admin", "Fuzz!admin-pw1", "admin")
+    path = Path(directory.name) / "tokens"
+    path.write_text("fuzz-admin-token\n")
+    app, _engine = daemon_app(TokenFile(path), users)
+    return app, "fuzz-admin-token"
+
+
+USERS_APP, ADMIN_TOKEN = _users_app()
+users_schema = _schema(USERS_APP).include(path_regex="/(auth|oauth)/")
+
+
+@users_schema.parametrize()
+@settings(max_examples=EXAMPLES // 2, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_input_makes_the_user_routes_fail(case: Any) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": ADMIN_TOKEN}
+    resp = case.call()
+    assert resp.status_code < 500, f"{case.method} {case.formatted_path}: {resp.text}"
+    if resp.status_code >= 400:
+        assert_loxilb_error(resp)

@@ -88,7 +88,8 @@ def _hoist_body_defs(schema: dict[str, Any], components: dict[str, Any]) -> None
                 media["schema"] = _rebase_refs(body)
 
 
-def _install_openapi(app: FastAPI, *, authenticated: bool = False) -> None:
+def _install_openapi(app: FastAPI, *, authenticated: bool = False,
+                     open_calls: Sequence[tuple[str, str]] = ()) -> None:
     """OpenAPI with the hand-parsed LoadBalancerEntry body schema added to the components;
     with token authentication, loxilb's `BearerAuth` scheme on every route but the exempt."""
 
@@ -122,6 +123,9 @@ def _install_openapi(app: FastAPI, *, authenticated: bool = False) -> None:
         components["Error"] = _ERROR_SCHEMA
         exempt = _exempt_paths()
         for path, item in schema.get("paths", {}).items():
+            exempt |= {(path, m.lower()) for m, p in open_calls
+                       if path == BASE_PATH + p or (p.endswith("/") and
+                                                    path.startswith(BASE_PATH + p))}
             for method, op in item.items():
                 if authenticated and (path, method) in exempt:
                     op["security"] = []
@@ -160,10 +164,14 @@ def create_app(
     extra_routers: Sequence[APIRouter] = (),
     tokens: TokenCheck | None = None,
     request_observer: RequestObserver | None = None,
+    open_calls: Sequence[tuple[str, str]] = (),
+    viewer_may: Sequence[tuple[str, str]] = (),
 ) -> FastAPI:
     """The API app. `extra_routers` are mounted under /netlox/v1 beside the built-in ones.
     `tokens`: every request but the exempt ones must carry one it accepts (security.py).
     `request_observer` is told every request's method, route and status (metrics).
+    `open_calls`, `viewer_may`: (METHOD, path under /netlox/v1) that need no token, and that a
+    viewer may call beside reads (security.TokenAuth; api/auth.py's AuthApi has them).
     The web view (api/ui.py) is served at /ui beside the API."""
     app = FastAPI(
         title="pyloxi REST API",
@@ -180,7 +188,9 @@ def create_app(
     if tokens is not None:
         # before the guard: an unauthenticated request is refused before its body is read
         app.add_middleware(TokenAuth, tokens=tokens,
-                           exempt={path for path, _ in _exempt_paths()} | ui.exempt_paths())
+                           exempt={path for path, _ in _exempt_paths()} | ui.exempt_paths(),
+                           open_calls=[(m, BASE_PATH + p) for m, p in open_calls],
+                           viewer_may=[(m, BASE_PATH + p) for m, p in viewer_may])
     # CORS (cors.py) outside auth and guard: a preflight carries no token and no body
     app.state.cors = CorsOrigins()
     app.add_middleware(CorsMiddleware, origins=app.state.cors)
@@ -198,5 +208,5 @@ def create_app(
         app.include_router(router, prefix=BASE_PATH)
     # the web view (/ui), outside the API's base path and its OpenAPI document
     app.include_router(ui.ui_router())
-    _install_openapi(app, authenticated=tokens is not None)
+    _install_openapi(app, authenticated=tokens is not None, open_calls=open_calls)
     return app

@@ -15,7 +15,12 @@ Failures answer loxilb's error object with 401: without a header `unauthenticate
 credentials` (go-openapi's words), with a wrong token `invalid token` (loxilb's
 ManualTokenValidate; loxilb itself turns that one into a 500, a bug not copied here). Exempt
 (as loxilb's `security: []` routes): GET/HEAD of /version and of the OpenAPI document and its
-viewer, so health checks (keepalived's `curl .../version`) keep working.
+viewer, so health checks (keepalived's `curl .../version`) keep working; routers add their own
+(`open_calls`: loxilb's POST /auth/login, GET /oauth/...).
+
+A check that also `identify`s a token (api/users.py: login sessions beside the manual tokens)
+puts the caller's `Principal` in the request's state. A `viewer` may only read (GET/HEAD) and
+log out, as in loxilb (handler/auth.go Authorized); anything else answers 403.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import ssl
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -40,6 +46,7 @@ log = logging.getLogger("pyloxi.api.security")
 
 MISSING_CREDENTIALS: Final = "unauthenticated for invalid credentials"
 INVALID_TOKEN: Final = "invalid token"
+PERMISSION_DENIED: Final = "Permission denied"  # loxilb's words (handler/auth.go)
 MAX_TOKEN_BYTES: Final = 4096
 # the TLS listener's ciphers for TLS 1.2 (1.3 suites are not affected): forward secrecy and
 # AEAD only. uvicorn's default ("TLSv1") would replace Python's safer default list.
@@ -48,6 +55,19 @@ TLS_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 class TokenCheck(Protocol):
     def accepts(self, token: bytes) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request's token belongs to. `session`: the digest of a login token (None for a
+    manual token), which logout revokes and refresh replaces."""
+
+    name: str
+    role: str  # "admin" or "viewer"
+    session: bytes | None = None
+
+
+MANUAL_PRINCIPAL: Final = Principal("manual-token", "admin")
 
 
 def _digest(token: bytes) -> bytes:
@@ -162,16 +182,26 @@ class TokenAuth:
     """ASGI middleware: a request without an accepted token gets 401 before anything reads its
     body or routes it; `exempt` paths (GET/HEAD only) need none."""
 
-    def __init__(self, app: ASGIApp, *, tokens: TokenCheck, exempt: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, *, tokens: TokenCheck, exempt: Iterable[str],
+                 open_calls: Iterable[tuple[str, str]] = (),
+                 viewer_may: Iterable[tuple[str, str]] = ()) -> None:
+        """`open_calls`: (METHOD, path) that need no token; a path ending in "/" opens every
+        path under it. `viewer_may`: (METHOD, path) a viewer may call beside GET/HEAD."""
         self.app = app
         self.tokens = tokens
         self.exempt = frozenset(exempt)
+        self.open_calls = frozenset((m.upper(), p) for m, p in open_calls)
+        self.viewer_may = frozenset((m.upper(), p) for m, p in viewer_may)
+
+    def _open(self, method: str, path: str) -> bool:
+        if method in ("GET", "HEAD") and path in self.exempt:
+            return True
+        return any(m == method and (path == p or (p.endswith("/") and path.startswith(p)))
+                   for m, p in self.open_calls)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            scope.get("method", "GET").upper() in ("GET", "HEAD")
-            and scope.get("path") in self.exempt
-        ):
+        method = str(scope.get("method", "GET")).upper()
+        if scope["type"] != "http" or self._open(method, str(scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
         header = None
@@ -183,10 +213,23 @@ class TokenAuth:
             await _refuse(send, MISSING_CREDENTIALS)
             return
         token = presented_token(header)
-        if len(token) > MAX_TOKEN_BYTES or not self.tokens.accepts(token):
+        who = None if len(token) > MAX_TOKEN_BYTES else self._identify(token)
+        if who is None:
             await _refuse(send, INVALID_TOKEN)
             return
+        if who.role != "admin" and method not in ("GET", "HEAD") \
+                and (method, scope.get("path")) not in self.viewer_may:
+            await answer(send, 403, PERMISSION_DENIED)
+            return
+        scope.setdefault("state", {})["principal"] = who  # request.state.principal
         await self.app(scope, receive, send)
+
+    def _identify(self, token: bytes) -> Principal | None:
+        identify = getattr(self.tokens, "identify", None)
+        if identify is not None:
+            who: Principal | None = identify(token)
+            return who
+        return MANUAL_PRINCIPAL if self.tokens.accepts(token) else None
 
 
 async def _refuse(send: Send, message: str) -> None:

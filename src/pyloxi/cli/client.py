@@ -44,6 +44,10 @@ ENV_API = "PYLOXI_API"  # "host", "host:port" or "http(s)://host:port"
 ENV_TOKEN = "PYLOXI_TOKEN"  # the token itself
 ENV_TOKEN_FILE = "PYLOXI_TOKEN_FILE"  # a file holding it (first line that is not a comment)
 ENV_CACERT = "PYLOXI_CACERT"  # CA (or the server's own certificate) to check https against
+# Where `pyloxi set login` keeps its token (mode 0600) when neither --token-file nor
+# PYLOXI_TOKEN_FILE names a file, and where the CLI looks last: $XDG_CONFIG_HOME/pyloxi/token.
+# Not loxicmd's /tmp/loxilbtoken: a fixed name in /tmp can be planted or read by others.
+TOKEN_FILE_NAME = "pyloxi/token"
 OUTPUTS = ("wide", "json")
 
 
@@ -56,6 +60,7 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     token: str | None = field(default=None, repr=False)
     ca_file: str | None = None
+    token_path: str = ""  # the file login writes and logout removes (default_token_file)
 
     @property
     def base_url(self) -> str:
@@ -97,9 +102,25 @@ def read_token_file(path: str, what: str = "--token-file") -> str:
         raise InputError(str(exc)) from None
 
 
-def _token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
-    """--token-file, else $PYLOXI_TOKEN, else $PYLOXI_TOKEN_FILE, else none."""
+def default_token_file(environ: Mapping[str, str]) -> str:
+    base = environ.get("XDG_CONFIG_HOME", "").strip() or os.path.join(
+        environ.get("HOME", "").strip() or os.path.expanduser("~"), ".config")
+    return os.path.join(base, TOKEN_FILE_NAME)
+
+
+def token_path(token_file: str | None, environ: Mapping[str, str]) -> str:
+    """The token's file: --token-file, else $PYLOXI_TOKEN_FILE, else the login default."""
+    return token_file or environ.get(ENV_TOKEN_FILE, "").strip() or default_token_file(environ)
+
+
+def _token(token_file: str | None, environ: Mapping[str, str],
+           optional: bool = False) -> str | None:
+    """--token-file, else $PYLOXI_TOKEN, else $PYLOXI_TOKEN_FILE, else the file `pyloxi set
+    login` wrote, if any. `optional` (the login verbs): a file that does not exist yet is no
+    token rather than an error."""
     if token_file:
+        if optional and not os.path.exists(token_file):
+            return None
         return read_token_file(token_file)
     if environ.get(ENV_TOKEN, "").strip():
         token = environ[ENV_TOKEN].strip()
@@ -107,7 +128,13 @@ def _token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
             raise InputError(f"invalid {ENV_TOKEN}: the token is not visible ASCII")
         return token
     if environ.get(ENV_TOKEN_FILE, "").strip():
-        return read_token_file(environ[ENV_TOKEN_FILE].strip(), ENV_TOKEN_FILE)
+        path = environ[ENV_TOKEN_FILE].strip()
+        if optional and not os.path.exists(path):
+            return None
+        return read_token_file(path, ENV_TOKEN_FILE)
+    default = default_token_file(environ)
+    if os.path.exists(default):
+        return read_token_file(default, "token file (pyloxi set login)")
     return None
 
 
@@ -131,6 +158,7 @@ def make_settings(
     env: Mapping[str, str] | None = None,
     token_file: str | None = None,
     ca_file: str | None = None,
+    token_optional: bool = False,
 ) -> Settings:
     """Flags win over PYLOXI_API (PYLOXI_TOKEN..., PYLOXI_CACERT), which win over defaults."""
     environ: Mapping[str, str] = os.environ if env is None else env
@@ -151,8 +179,9 @@ def make_settings(
         scheme=sch,
         output=out,
         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
-        token=_token(token_file, environ),
+        token=_token(token_file, environ, token_optional),
         ca_file=_ca_file(ca_file, environ),
+        token_path=token_path(token_file, environ),
     )
 
 

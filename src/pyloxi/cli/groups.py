@@ -15,4 +15,4 @@ import typer
 create_app = typer.Typer(help="Create an object (lb, ...).", no_args_is_help=True)
 get_app = typer.Typer(help="Show objects (lb, ct, ...).", no_args_is_help=True)
 delete_app = typer.Typer(help="Delete an object (lb, ...).", no_args_is_help=True)
-set_app = typer.Typer(help="Set a parameter (log-level).", no_args_is_help=True)
+set_app = typer.Typer(help="Set a value (log-level, login, logout, refresh).", no_args_is_help=True)

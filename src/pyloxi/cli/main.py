@@ -24,6 +24,7 @@ from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/ge
 from pyloxi.cli import firewall as _firewall  # noqa: F401  (registers create/get/delete fw)
 from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
+from pyloxi.cli import login as _login  # noqa: F401  (registers set login/logout/refresh)
 from pyloxi.cli import netcfg as _netcfg  # noqa: F401  (route, ip, neighbor, fdb, vlan, vxlan, port)
 from pyloxi.cli import render
 from pyloxi.cli import status as _status  # noqa: F401  (registers set/get log-level, process ...)
@@ -175,7 +176,8 @@ def main(
         return  # a mode, not a client of the API
     with reporting():
         ctx.obj = make_settings(apiserver, port, output, timeout, protocol,
-                                token_file=token_file, ca_file=cacert)
+                                token_file=token_file, ca_file=cacert,
+                                token_optional=ctx.invoked_subcommand == "set")
 
 
 @app.command("version")
