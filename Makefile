@@ -14,7 +14,7 @@ BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Wall -Werror 
               -I bpf/include -I /usr/include/$(shell uname -m)-linux-gnu
 
 .PHONY: deps build datapath-object bgp-stubs demo demo-cluster test test-unit test-datapath test-integration bench lint \
-        clean
+        api-coverage clean
 
 deps: .venv/.deps-ok
 .venv/.deps-ok: pyproject.toml scripts/install-deps
@@ -65,6 +65,10 @@ test-integration: build
 
 bench: build
 	$(PY) -m bench.run
+
+# the loxilb coverage table at the end of docs/api.md (a unit test checks it is up to date)
+api-coverage: deps
+	$(PY) scripts/api_coverage.py
 
 lint: deps
 	.venv/bin/ruff check src tests bench

@@ -319,8 +319,9 @@ async def test_config_metrics_turns_the_exporter_on_and_off(api: Api) -> None:
     assert (await http.get(f"{B}/config/metrics")).json() == {"prometheus": False}
     resp = await http.post(f"{B}/config/metrics", headers=JSON)
     assert resp.status_code == 200 and resp.json() == {"result": "Success"}
-    # loxilb: 400 when already on
-    assert (await http.post(f"{B}/config/metrics", headers=JSON)).status_code == 400
+    # loxilb (handler/prometheus.go): 200 and a result saying so when already on
+    resp = await http.post(f"{B}/config/metrics", headers=JSON)
+    assert resp.status_code == 200 and resp.json() == {"result": "Prometheus is already enabled."}
     assert (await http.get(f"{B}/config/metrics")).json() == {"prometheus": True}
     resp = await http.get(f"{B}/metrics")
     assert resp.status_code == 200
@@ -328,7 +329,8 @@ async def test_config_metrics_turns_the_exporter_on_and_off(api: Api) -> None:
     assert 'pyloxi_rule_packets_total{rule="20.0.0.1:80/tcp",name="web",proto="tcp"} 30' \
         in resp.text
     assert (await http.delete(f"{B}/config/metrics")).json() == {"result": "Success"}
-    assert (await http.delete(f"{B}/config/metrics")).status_code == 400
+    resp = await http.delete(f"{B}/config/metrics")
+    assert resp.status_code == 200 and resp.json() == {"result": "Prometheus is already disabled."}
     assert (await http.get(f"{B}/metrics")).status_code == 503
 
 

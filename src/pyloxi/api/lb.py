@@ -6,6 +6,7 @@ import ipaddress
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from pyloxi.api.deps import EngineDep
@@ -57,8 +58,13 @@ def create_lb(engine: EngineDep, entry: LbEntryDep) -> dict[str, str]:
 
 
 @router.get("/all", summary="List every load-balancer rule", response_model=LoadBalancerList)
-def list_lb(engine: EngineDep) -> dict[str, Any]:
-    return {"lbAttr": [e.wire() for e in engine.list_rules()]}
+def list_lb(engine: EngineDep) -> JSONResponse:
+    rules = [e.wire() for e in engine.list_rules()]
+    for rule in rules:
+        # loxilb's model omits an empty probetype (`omitempty`); "" is not in its swagger's enum
+        if rule["serviceArguments"].get("probetype") == "":
+            del rule["serviceArguments"]["probetype"]
+    return JSONResponse({"lbAttr": rules})
 
 
 @router.delete("/all", summary="Delete every load-balancer rule")

@@ -2,8 +2,8 @@
 
 - GET    /metrics              Prometheus text; 503 while the exporter is off
 - GET    /config/metrics       {"prometheus": bool}
-- POST   /config/metrics       turn the exporter on (400 if it already is)
-- DELETE /config/metrics       turn it off (400 if it already is)
+- POST   /config/metrics       turn the exporter on (200 "already enabled" if it is)
+- DELETE /config/metrics       turn it off (200 "already disabled" if it is)
 - GET    /metrics/<view>       loxilb's JSON views (flowcount, hostcount, ...), legacy names
 
 The api layer does not import pyloxi.metrics (a sibling layer); the daemon hands in its
@@ -52,11 +52,15 @@ def metrics_router(exporter: Exporter, views: Sequence[str]) -> APIRouter:
 
     @router.post("/config/metrics", summary="Turn the Prometheus exporter on")
     async def turn_on() -> dict[str, str]:
+        if exporter.enabled:  # loxilb: 200 with this result (handler/prometheus.go)
+            return {"result": "Prometheus is already enabled."}
         exporter.turn_on()
         return SUCCESS
 
     @router.delete("/config/metrics", summary="Turn the Prometheus exporter off")
     async def turn_off() -> dict[str, str]:
+        if not exporter.enabled:
+            return {"result": "Prometheus is already disabled."}
         exporter.turn_off()
         return SUCCESS
 

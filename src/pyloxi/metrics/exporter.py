@@ -69,7 +69,7 @@ class MetricsExporter:
         """Fed by the daemon's conntrack aging loop."""
         return self.collector.sources.aging
 
-    # --- /config/metrics (loxilb: 400 when already in the asked state) ---
+    # --- /config/metrics (the API answers loxilb's 200 "already ..." without calling these) ---
 
     @property
     def enabled(self) -> bool:
