@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Which of loxilb's REST operations pyloxi serves: the table at the end of docs/api.md.
 
-Reads loxilb's swagger (tests/data/loxilb-swagger.yml, a copy of loxilb's api/swagger.yml) and
-pyloxi's OpenAPI document, built in-process from the app the API fuzz test fuzzes
+Reads loxilb's swagger (tests/data/loxilb-swagger.yml: loxilb's api/swagger.yml as of its commit
+64045de) and pyloxi's OpenAPI document, built in-process from the app the API fuzz test fuzzes
 (tests/unit/test_api_fuzz.py `daemon_app`: every router the daemon mounts) or fetched from a
 running daemon (--url). Writes the generated section between the markers at the end of
 docs/api.md (appended if missing).
@@ -14,10 +14,11 @@ Every loxilb operation must be served, unless NOT_SERVED (kept by hand) says why
 PENDING_IN_OTHER_BRANCHES (temporary). A table entry for an operation that is served, or an
 operation missing with no reason, is an error: the tables cannot go stale either.
 
-DIVERGENCES are where pyloxi answers as loxilb does but loxilb's own answers do not follow its
-swagger (checked in loxilb's handler code). tests/unit/test_loxilb_conformance.py validates
-pyloxi's answers against the swagger with these patches applied (`conformance_swagger`), and
-allows the statuses they name.
+DIVERGENCES are where pyloxi's answers do not follow loxilb's swagger: mostly where loxilb's own
+answers do not either (checked in loxilb's handler code), else deliberately. EXTENSIONS are the
+fields pyloxi adds to loxilb's answers. tests/unit/test_loxilb_conformance.py validates pyloxi's
+answers against the swagger with both applied and no other field allowed (`conformance_swagger`),
+and allows the statuses the DIVERGENCES name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import logging
 import re
 import sys
+import textwrap
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +85,9 @@ PENDING_IN_OTHER_BRANCHES: dict[Op, str] = {
 
 @dataclass(frozen=True)
 class Divergence:
-    """loxilb answers `ops` in a way its swagger does not describe; pyloxi answers as loxilb."""
+    """pyloxi's answers to `ops` do not follow loxilb's swagger: mostly where loxilb's own answers
+    do not either (checked in its handlers; pyloxi answers as loxilb), else deliberately (`why`
+    says so)."""
 
     ops: tuple[Op, ...]
     why: str
@@ -101,10 +105,44 @@ DIVERGENCES: tuple[Divergence, ...] = (
                  ("/definitions/LoadbalanceEntry/properties/allowedSources",
                   {"x-nullable": True}))),
     Divergence(
+        ops=(("GET", "/auth/users"),),
+        why="deliberate: a user's password (its scrypt hash) is never answered; loxilb answers "
+            "the stored one, which its swagger requires",
+        patches=(("/definitions/User", {"required": ["username"]}),)),
+    Divergence(
         ops=(("GET", "/metrics"),),
         why="503 while Prometheus is turned off (loxilb's handler/prometheus.go; the swagger "
             "lists 200 only)",
         statuses=frozenset({503})),
+)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """pyloxi answers fields that loxilb's schema at `definition` does not have (deliberate:
+    loxilb's clients ignore them). Any other field that loxilb's schema does not name fails the
+    conformance test: a misspelled field name is a divergence."""
+
+    ops: tuple[Op, ...]
+    definition: str  # JSON pointer into the swagger
+    fields: dict[str, dict[str, Any]]  # name -> schema
+    why: str
+
+
+EXTENSIONS: tuple[Extension, ...] = (
+    Extension(
+        ops=(("GET", "/config/endpoint/all"),),
+        definition="/definitions/EndPointGetEntry",
+        fields={"lastProbeTime": {"type": "string"}, "lastProbeResult": {"type": "string"},
+                "reason": {"type": "string"}},
+        why="when the last probe ran, its result, and why the endpoint is in its state"),
+    Extension(
+        ops=(("GET", "/oauth/{provider}"), ("GET", "/oauth/{provider}/callback"),
+             ("GET", "/oauth/{provider}/token")),
+        definition="/definitions/OauthErrorResponse",
+        fields={"code": {"type": "integer"}, "result": {"type": "string"}},
+        why="in a refusal: every pyloxi refusal is loxilb's error object, where loxilb's OAuth "
+            "handlers answer `{message}` alone"),
 )
 
 
@@ -116,15 +154,38 @@ def load_swagger(path: Path = SWAGGER) -> dict[str, Any]:
     return doc
 
 
-def conformance_swagger(path: Path = SWAGGER) -> dict[str, Any]:
-    """loxilb's swagger with the DIVERGENCES' patches applied: what loxilb really answers."""
+def _at(doc: dict[str, Any], pointer: str) -> Any:
+    node: Any = doc
+    for part in pointer.strip("/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _closed(node: Any) -> None:
+    """Every object schema that names its properties gets no others."""
+    if isinstance(node, dict):
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _closed(value)
+    elif isinstance(node, list):
+        for value in node:
+            _closed(value)
+
+
+def conformance_swagger(path: Path = SWAGGER, *, closed: bool = True) -> dict[str, Any]:
+    """loxilb's swagger with the DIVERGENCES' patches applied (what loxilb really answers) and
+    pyloxi's EXTENSIONS added; `closed`: no object may carry a field its schema does not name
+    (the swagger's own objects are open: a wrong field name would pass unseen)."""
     doc = copy.deepcopy(load_swagger(path))
     for div in DIVERGENCES:
         for pointer, keys in div.patches:
-            node: Any = doc
-            for part in pointer.strip("/").split("/"):
-                node = node[part.replace("~1", "/").replace("~0", "~")]
-            node.update(keys)
+            _at(doc, pointer).update(keys)
+    for ext in EXTENSIONS:
+        _at(doc, ext.definition)["properties"].update(copy.deepcopy(ext.fields))
+    if closed:
+        _closed(doc["definitions"])
+        _closed(doc["paths"])
     return doc
 
 
@@ -188,6 +249,8 @@ class Coverage:
 def coverage(swagger: dict[str, Any], openapi: dict[str, Any]) -> Coverage:
     served = {(m, shape(p)): (m, p) for m, p in served_operations(openapi)}
     differs = {op: d.why for d in DIVERGENCES for op in d.ops}
+    extends = {op: f"adds {', '.join(f'`{f}`' for f in e.fields)} ({e.why})"
+               for e in EXTENSIONS for op in e.ops}
     rows, errors = [], []
     listed = set()
     for op in loxilb_operations(swagger):
@@ -198,8 +261,8 @@ def coverage(swagger: dict[str, Any], openapi: dict[str, Any]) -> Coverage:
             table = "NOT_SERVED" if op in NOT_SERVED else "PENDING_IN_OTHER_BRANCHES"
             errors.append(f"{op[0]} {op[1]} is served: remove it from {table}")
         if is_served:
-            row = (Row(op, "differs", differs[op]) if op in differs
-                   else Row(op, "served"))
+            why = "; ".join(w for w in (differs.get(op), extends.get(op)) if w)
+            row = Row(op, "differs" if op in differs else "served", why)
         elif op in NOT_SERVED:
             row = Row(op, "not served", NOT_SERVED[op])
         elif op in PENDING_IN_OTHER_BRANCHES:
@@ -210,11 +273,15 @@ def coverage(swagger: dict[str, Any], openapi: dict[str, Any]) -> Coverage:
         rows.append(row)
     known = {r.op for r in rows}
     tables = {"NOT_SERVED": NOT_SERVED, "PENDING_IN_OTHER_BRANCHES": PENDING_IN_OTHER_BRANCHES,
-              "DIVERGENCES": differs}
+              "DIVERGENCES": differs, "EXTENSIONS": extends}
     errors += [f"{name} names {m} {p}, which loxilb's swagger does not list"
                for name, table in tables.items() for m, p in table if (m, p) not in known]
     pyloxi_only = sorted(op for key, op in served.items() if key not in listed)
     return Coverage(rows, pyloxi_only, errors)
+
+
+def _wrap(paragraph: str) -> str:
+    return textwrap.fill(paragraph, width=100, break_long_words=False, break_on_hyphens=False)
 
 
 def _cell(text: str) -> str:
@@ -230,20 +297,23 @@ def render(cov: Coverage) -> str:
         BEGIN,
         "## Coverage of loxilb's API (generated)",
         "",
-        "Generated by `make api-coverage` (scripts/api_coverage.py) from loxilb's swagger "
+        _wrap("Generated by `make api-coverage` (scripts/api_coverage.py) from loxilb's swagger "
         "(tests/data/loxilb-swagger.yml) and pyloxi's served OpenAPI document "
         f"(`GET {BASE_PATH}/swagger.json`); do not edit by hand. "
         "tests/unit/test_loxilb_conformance.py sends schemathesis cases built from loxilb's "
-        "swagger to pyloxi and validates the answers against loxilb's schemas.",
+        "swagger to pyloxi and validates the answers against loxilb's schemas."),
         "",
-        f"**{served} of {total} loxilb operations served ({100 * served // total}%)**, "
+        _wrap(f"**{served} of {total} loxilb operations served ({100 * served // total}%)**, "
         f"{differs} of them with a documented difference"
-        + (f"; {pending} being added in other branches" if pending else "") + ".",
+        + (f"; {pending} being added in other branches" if pending else "") + "."),
         "",
-        "In every row, as in loxilb: a POST or DELETE that succeeds answers HTTP 200 "
+        _wrap("In every row, as in loxilb: a POST or DELETE that succeeds answers HTTP 200 "
         '`{"result": "Success"}` (loxilb\'s swagger says 204), and a failure answers loxilb\'s '
-        "error object `{code, message, result}` with HTTP status `code`. *differs*: loxilb's "
-        "own answers do not follow its swagger there; pyloxi answers as loxilb does.",
+        "error object `{code, message, result}` with HTTP status `code`. *differs*: pyloxi's "
+        "answers do not follow loxilb's swagger there, because loxilb's own do not (pyloxi "
+        "answers as loxilb), or deliberately. The differences common to every route (status "
+        "codes, a POST's Content-Type) are under *Responses* and *Differences from loxilb* "
+        "above."),
         "",
         "| Method | Path | pyloxi |",
         "| --- | --- | --- |",
@@ -252,8 +322,8 @@ def render(cov: Coverage) -> str:
         status = r.status if not r.why else f"{r.status}: {r.why}"
         lines.append(f"| {r.op[0]} | `{r.op[1]}` | {_cell(status)} |")
     if cov.pyloxi_only:
-        lines += ["", "pyloxi-only operations: "
-                  + ", ".join(f"`{m} {p}`" for m, p in cov.pyloxi_only) + "."]
+        lines += ["", _wrap("pyloxi-only operations: "
+                        + ", ".join(f"`{m} {p}`" for m, p in cov.pyloxi_only) + ".")]
     lines.append(END)
     return "\n".join(lines) + "\n"
 

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance  # noq
 from starlette.routing import Match  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from test_api_coverage import coverage_module  # noqa: E402
-from test_api_fuzz import assert_loxilb_error, daemon_app  # noqa: E402
+from test_api_fuzz import _users_app, assert_loxilb_error, daemon_app  # noqa: E402
 
 B = "/netlox/v1"
 EXAMPLES = int(os.environ.get("PYLOXI_CONFORMANCE_EXAMPLES", "10"))
@@ -88,11 +88,11 @@ def _seeded_app() -> Any:
 APP = _seeded_app()
 
 
-def _loxilb_schema() -> Any:
+def _loxilb_schema(app: Any) -> Any:
     raw = coverage.conformance_swagger()
     raw["host"], raw["schemes"] = "testserver", ["http"]
     schema = schemathesis.openapi.from_dict(raw)
-    schema.app = APP
+    schema.app = app
     # positive only: what loxilb's swagger allows, sent to see what pyloxi answers (the fuzz
     # test sends the rest)
     schema.config.generation.update(modes=[GenerationMode.POSITIVE], max_examples=EXAMPLES,
@@ -100,20 +100,20 @@ def _loxilb_schema() -> Any:
     return schema
 
 
-schema = _loxilb_schema()
+schema = _loxilb_schema(APP)
+# the user routes, of an app with --userservice (APP answers them 404 "not enabled")
+USERS_APP, ADMIN_TOKEN = _users_app()
+users_schema = _loxilb_schema(USERS_APP).include(path_regex="^/auth/")
 
 
-def routed(method: str, path: str) -> bool:
+def routed(app: Any, method: str, path: str) -> bool:
     """Whether some route of the app takes this path (for any method: a wrong method is 405)."""
     scope = {"type": "http", "method": method, "path": path, "root_path": "",
              "query_string": b"", "headers": []}
-    return any(route.matches(scope)[0] != Match.NONE for route in APP.router.routes)
+    return any(route.matches(scope)[0] != Match.NONE for route in app.router.routes)
 
 
-@schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
-def test_pyloxi_answers_as_loxilbs_swagger_says(case: Any) -> None:
+def check(app: Any, case: Any) -> None:
     op = (case.method.upper(), case.operation.path)
     if op in UNSERVED:
         pytest.skip(UNSERVED[op])
@@ -121,6 +121,22 @@ def test_pyloxi_answers_as_loxilbs_swagger_says(case: Any) -> None:
     where = f"{case.method} {case.formatted_path}: {resp.status_code} {resp.text[:300]}"
     assert resp.status_code < 500 or resp.status_code in ALLOWED_STATUSES.get(op, ()), where
     if resp.status_code == 404:
-        assert routed(op[0], unquote(urlsplit(resp.request.url).path)), f"route not found: {where}"
+        assert routed(app, op[0], unquote(urlsplit(resp.request.url).path)), \
+            f"route not found: {where}"
         assert_loxilb_error(resp)
     case.validate_response(resp, checks=[response_schema_conformance])
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_pyloxi_answers_as_loxilbs_swagger_says(case: Any) -> None:
+    check(APP, case)
+
+
+@users_schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_the_user_routes_answer_as_loxilbs_swagger_says(case: Any) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": ADMIN_TOKEN}
+    check(USERS_APP, case)
