@@ -220,15 +220,21 @@ def pyloxi_openapi(url: str | None = None) -> dict[str, Any]:
         if str(extra) not in sys.path:
             sys.path.insert(0, str(extra))
     # the fuzz module warns about its throw-away token files on import: not our concern here
-    logging.getLogger("pyloxi").setLevel(logging.ERROR)
+    # (the level is put back: a test process goes on using the logger)
+    logger = logging.getLogger("pyloxi")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from test_api_fuzz import daemon_app  # type: ignore[import-not-found]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from test_api_fuzz import daemon_app  # type: ignore[import-not-found]
 
-        app, _engine = daemon_app()
-        openapi: dict[str, Any] = app.openapi()
+            app, _engine = daemon_app()
+            openapi: dict[str, Any] = app.openapi()
+    finally:
+        logger.setLevel(level)
     return openapi
 
 

@@ -33,6 +33,8 @@ from starlette.testclient import TestClient  # noqa: E402
 from test_api_coverage import coverage_module  # noqa: E402
 from test_api_fuzz import _users_app, assert_loxilb_error, daemon_app  # noqa: E402
 
+from pyloxi.engine.program import Flow  # noqa: E402
+
 B = "/netlox/v1"
 EXAMPLES = int(os.environ.get("PYLOXI_CONFORMANCE_EXAMPLES", "10"))
 
@@ -77,11 +79,20 @@ SEEDS: list[tuple[str, dict[str, Any]]] = [
 
 
 def _seeded_app() -> Any:
-    app, _engine = daemon_app()
+    app, engine = daemon_app()
     client = TestClient(app)
     for path, body in SEEDS:
         resp = client.post(B + path, json=body)
         assert resp.status_code == 200, (path, resp.text)
+    # two tracked flows of the first rule, for GET /config/conntrack/all
+    datapath = engine._dp  # the fuzz app's MemoryDatapath
+    svc_id = next(p.svc_id for p in datapath.services.values() if p.vip == "20.20.20.1")
+    datapath.flow_table = [
+        Flow("192.168.1.5", "20.20.20.1", 40000, 80, 6, "est", svc_id, "31.31.31.1", 8080,
+             None, 0, 12, 3400),
+        Flow("192.168.1.6", "20.20.20.1", 40001, 80, 6, "closed-wait", svc_id, "31.31.31.1",
+             8080, None, 0, 3, 180)]
+    assert len(client.get(f"{B}/config/conntrack/all").json()["ctAttr"]) == 2
     return app
 
 
