@@ -151,3 +151,15 @@ def test_pyloxi_answers_as_loxilbs_swagger_says(case: Any) -> None:
 def test_the_user_routes_answer_as_loxilbs_swagger_says(case: Any) -> None:
     case.headers = {**(case.headers or {}), "Authorization": ADMIN_TOKEN}
     check(USERS_APP, case)
+
+
+@pytest.mark.parametrize("path", ["/config/cors/%0A0", "/config/cors/0%0A",
+                                  "/config/loadbalancer/name/%0Ax"])
+def test_a_path_parameter_with_a_newline_reaches_its_route(path: str) -> None:
+    """Found by the run above: the cors route's `path` parameter (`.*`) stopped at a newline,
+    so the request matched no route (404 Not Found) or lost the newline."""
+    resp = TestClient(APP).delete(B + path)
+    assert routed(APP, "DELETE", unquote(B + path))
+    assert resp.status_code in (400, 404), resp.text
+    assert_loxilb_error(resp)
+    assert resp.json()["message"] != "Not Found"

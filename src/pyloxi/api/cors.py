@@ -34,11 +34,28 @@ from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
 from pyloxi.api.guard import ASGIApp, Message, Receive, Scope, Send, read_json_object, show_value
 from pyloxi.model.errors import CapacityExceeded, Conflict, InvalidInput, NotFound
 from pyloxi.model.status import MAX_CORS_ORIGINS, CorsEntry, CorsList
+
+
+class _AnyText(Convertor[str]):
+    """Starlette's `path`, newlines included: `path` (`.*`) stops at a newline, so an origin
+    with an encoded newline (`%0A`) matched no route (404) or lost a trailing newline."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
 
 ALLOW_METHODS = b"GET, POST, PUT, DELETE, OPTIONS"
 ALLOW_HEADERS = b"Content-Type, Authorization, X-Requested-With"
@@ -183,7 +200,7 @@ def cors_router() -> APIRouter:
         _origins(request).add(entry.cors)
         return SUCCESS
 
-    @router.delete("/{cors_url:path}", summary="Stop allowing an origin")
+    @router.delete("/{cors_url:anytext}", summary="Stop allowing an origin")
     def delete_cors(request: Request, cors_url: str) -> dict[str, str]:
         # the origin arrives percent-encoded (http%3A%2F%2Fhost) or with its slashes as is
         _origins(request).remove(unquote(cors_url))
