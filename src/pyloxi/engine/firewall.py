@@ -37,8 +37,10 @@ class FwRuleProgram:
     dport: tuple[int, int]
     proto: int  # 0: any
     ifname: str  # "": any
-    allow: bool  # else drop
+    allow: bool  # else drop (unless snat_ip)
     mark: int  # allow: skb->mark, 0: none
+    snat_ip: str = ""  # egress SNAT (doSnat): the new source address; "": not an SNAT rule
+    snat_port: int = 0  # its port, host order; 0: allocated as fullnat allocates
 
 
 class FirewallDatapath(Protocol):
