@@ -4,10 +4,15 @@ allocated as fullnat allocates (or exactly toPort); its replies are translated b
 
 from __future__ import annotations
 
+import os
+import time
+
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from pyloxi.datapath.ebpf import layout as L
+from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.engine.conntrack import to_entry
 from pyloxi.engine.firewall import FwRuleProgram
 from pyloxi.testing.lab.dpns import LB_MAC
@@ -20,6 +25,7 @@ from .conftest import (
     EP_MAC,
     EPS,
     EPS6,
+    OBJ,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
     TC_ACT_SHOT,
@@ -172,3 +178,33 @@ def test_rule_removed_new_flows_are_not_translated_established_ones_go_on(h: Har
     # the established flow keeps its translation (conntrack), a new one is the kernel's
     assert h.run(server_reply(out.pkt)).pkt[IP].dst == CLIENT
     assert h.run(out_syn(sport=40002)).retval == TC_ACT_OK
+
+
+def test_synced_egress_flow_continues_on_a_peer_without_active_rules(netns: str) -> None:
+    """Conntrack sync: node A's egress flow (established) goes to node B, a BACKUP whose
+    onDefault rules are not in its datapath; B then translates both directions as A did."""
+    a = Harness(EbpfDatapath(f"/sys/fs/bpf/pl{os.getpid()}-ea", obj_path=OBJ))
+    b = Harness(EbpfDatapath(f"/sys/fs/bpf/pl{os.getpid()}-eb", obj_path=OBJ))
+    try:
+        a.dp.set_firewall([snat_rule()])
+        out = a.run(out_syn(sport=40000))
+        a.run(server_reply(out.pkt))
+        ack = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=SERVER, ttl=64) / TCP(
+            sport=40000, dport=80, flags="A", seq=1001, ack=5001, window=65535)
+        assert a.run(ack).retval == TC_ACT_REDIRECT
+        evs = a.dp.flow_sync().events()
+        assert L.SYNC_EST in [L.CtSyncEv.from_buffer_copy(e).type for e in evs]
+        done = b.dp.flow_sync().apply(evs, time.monotonic_ns())
+        assert done["inserted"] == 1 and not done["unknown_service"]
+        data = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=SERVER, ttl=64) / TCP(
+            sport=40000, dport=80, flags="PA", seq=1001, ack=5001, window=65535) / b"x"
+        on_b = b.run(data)
+        assert on_b.retval == TC_ACT_REDIRECT
+        assert (on_b.pkt[IP].src, on_b.pkt[TCP].sport) == (TO_IP, out.pkt[TCP].sport)
+        back = b.run(server_reply(on_b.pkt, flags="A"))
+        assert back.retval == TC_ACT_REDIRECT
+        assert (back.pkt[IP].dst, back.pkt[TCP].dport) == (CLIENT, 40000)
+        assert [f.egress for f in b.dp.flows()] == [True]
+    finally:
+        a.dp.destroy()
+        b.dp.destroy()
