@@ -185,14 +185,15 @@ class Daemon:
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
         self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes,
-                              serves=self._serves)
+                              serves=self._serves,
+                              extra_vips=lambda: self.firewall.local_ips())
         self.bgp = self._bgp_speaker(args) if args.bgp else None
         self.ctsync: CtSync | None = None
         self.agreement = self._agreement(args)
         fw_path = Path(args.state_dir) / "firewall.json"
         self.firewall = Firewall(self.datapath, saved=load_firewall(fw_path),
                                  save=lambda rules: save_firewall(fw_path, rules),
-                                 backup=self._backup())
+                                 backup=self._backup(), on_change=self.sync.ha_changed)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
@@ -325,7 +326,8 @@ class Daemon:
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
         # drops stale VIPs, and those of instances this node does not serve
-        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)})
+        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)} |
+                       self.firewall.local_ips())
         self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 

@@ -13,6 +13,8 @@ import pytest
 
 from pyloxi.testing.lab.topology import backend_ip
 
+from tests.waiting import wait_until
+
 from .conftest import DaemonHandle
 from .traffic import http_answers, udp_answers
 
@@ -38,6 +40,11 @@ def seen_by_server(d: DaemonHandle, n: int = 2) -> list[tuple[str, str]]:
     return http_answers(d.topo.backends[0], SERVER, n)
 
 
+def to_ip_local(d: DaemonHandle) -> bool:
+    out = d.topo.lb.run(["ip", "route", "show", "table", "local", TO_IP], check=False).stdout
+    return TO_IP in out
+
+
 def flows(d: DaemonHandle) -> list[dict[str, Any]]:
     r = d.api("GET", "/config/conntrack/all")
     assert r.status_code == 200, r.text
@@ -50,6 +57,8 @@ def test_pod_egress_is_translated_and_follows_the_ha_state(egress: DaemonHandle)
 
     egress.cli("create", "firewall", f"--firewallRule={RULE}", f"--snat={TO_IP}", "--egress")
     assert seen_by_server(egress, 3) == [("be2", TO_IP)] * 3
+    # the SNAT address is this node's while it is not BACKUP (made local like a VIP)
+    wait_until(lambda: to_ip_local(egress), 10, what="toIP local on the MASTER")
     # UDP and ICMP echo too; the flows list as the hidden rule loxilb would make
     assert udp_answers(egress.topo.backends[0], SERVER, 2) == ["be2", "be2"]
     ping = egress.topo.backends[0].run(["ping", "-c", "1", "-W", "3", SERVER], check=False)
@@ -65,15 +74,22 @@ def test_pod_egress_is_translated_and_follows_the_ha_state(egress: DaemonHandle)
     # BACKUP: the egress rule is withdrawn, new connections are no longer translated
     set_state(egress, "BACKUP")
     assert seen_by_server(egress) == [("be2", POD_IP)] * 2
+    wait_until(lambda: not to_ip_local(egress), 10, what="toIP gone on the BACKUP")
     # MASTER: translated again
     set_state(egress, "MASTER")
     assert seen_by_server(egress) == [("be2", TO_IP)] * 2
+    wait_until(lambda: to_ip_local(egress), 10, what="toIP back on the MASTER")
+    # deleted: the address goes with the rule
+    egress.cli("delete", "firewall", f"--firewallRule={RULE}")
+    wait_until(lambda: not to_ip_local(egress), 10, what="toIP gone with its rule")
+    assert seen_by_server(egress) == [("be2", POD_IP)] * 2
 
 
 def test_plain_snat_ignores_the_ha_state_and_survives_a_restart(egress: DaemonHandle) -> None:
     egress.cli("create", "firewall", f"--firewallRule={RULE}", f"--snat={TO_IP}")
     set_state(egress, "BACKUP")
     assert seen_by_server(egress) == [("be2", TO_IP)] * 2   # not onDefault: always on
+    assert not to_ip_local(egress)   # and its address is the operator's to route
     egress.restart()
     assert seen_by_server(egress) == [("be2", TO_IP)] * 2
 

@@ -211,7 +211,9 @@ def test_snat_rule_reaches_the_datapath_and_lists(http: TestClient, dp: MemoryDa
 
 def test_on_default_rules_follow_the_ha_state() -> None:
     dp = MemoryDatapath()
-    table = Firewall(dp, backup=True)  # a BACKUP starting
+    changes: list[set[str]] = []
+    table = Firewall(dp, backup=True,  # a BACKUP starting
+                     on_change=lambda: changes.append(table.local_ips()))
     table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/24", "preference": 2},
                                               doSnat=True, toIP="192.0.2.10", onDefault=True)))
     table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.1.0/24", "preference": 1},
@@ -223,6 +225,8 @@ def test_on_default_rules_follow_the_ha_state() -> None:
     assert [p.snat_ip for p in dp.firewall] == ["192.0.2.10", "192.0.2.11"]
     table.set_backup(True)
     assert [p.snat_ip for p in dp.firewall] == ["192.0.2.11"]
+    # the egress SNAT address is this node's only while not BACKUP (plain SNAT's: never)
+    assert changes == [set(), {"192.0.2.10"}, set()]
 
 
 def test_egress_rules_over_cistate(dp: MemoryDatapath) -> None:

@@ -139,13 +139,15 @@ class Firewall:
 
     def __init__(self, datapath: FirewallDatapath, *, saved: Sequence[FirewallEntry] = (),
                  save: Callable[[list[FirewallEntry]], None] | None = None,
-                 backup: bool = False) -> None:
+                 backup: bool = False, on_change: Callable[[], None] | None = None) -> None:
         """`saved`: the rules `save` wrote last, installed again (one that no longer installs,
         e.g. its interface is gone, is logged and left out). The datapath's table is replaced
         whole: rules an earlier daemon left there and nobody saved are gone. `backup`: this
-        node is HA BACKUP (see set_backup)."""
+        node is HA BACKUP (see set_backup). `on_change`: called after the rules or the HA state
+        changed what `local_ips` returns (the daemon's VIP follower recounts)."""
         self._dp = datapath
         self._backup = backup
+        self._on_change = on_change
         self._rules: dict[RuleKey, _Rule] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -188,6 +190,20 @@ class Firewall:
         return [r.prog for r in self._ordered()
                 if not (self._backup and r.entry.opts.on_default)]
 
+    def local_ips(self) -> set[str]:
+        """The SNAT addresses this node must own: toIP of each onDefault rule while the rule is
+        active here (not BACKUP), so the replies of egress flows come to the MASTER; made local
+        and announced like VIPs (the daemon's VIP follower). A plain doSnat rule's toIP is the
+        operator's to route."""
+        with self._lock:
+            if self._backup:
+                return set()
+            return {r.prog.snat_ip for r in self._rules.values() if r.entry.opts.on_default}
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
     def set_backup(self, backup: bool) -> None:
         """The HA state of this node's default instance changed: BACKUP withdraws the onDefault
         rules from the datapath (new flows are no longer translated here; flows already open
@@ -204,6 +220,7 @@ class Firewall:
             except (OSError, ValueError) as exc:
                 log.error("egress rules not %s: %s", "withdrawn" if backup else "restored", exc)
                 return
+        self._changed()
         log.info("egress (onDefault) SNAT rules %s", "withdrawn: BACKUP" if backup else "active")
 
     def _program(self) -> None:
@@ -236,6 +253,8 @@ class Firewall:
                 del self._rules[key]
                 self._restore_datapath()
                 raise
+        if entry.opts.on_default:
+            self._changed()
 
     def _insert(self, entry: FirewallEntry) -> RuleKey:
         """Check `entry` and put it in the table (not yet in the datapath). Lock held."""
@@ -272,6 +291,8 @@ class Firewall:
                 self._rules[key] = rule
                 self._restore_datapath()
                 raise
+        if rule.entry.opts.on_default:
+            self._changed()
 
     def list(self) -> list[FirewallEntry]:
         with self._lock:
