@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from pyloxi.testing.lab.topology import backend_ip
-
 from tests.waiting import wait_until
 
 from .conftest import DaemonHandle
