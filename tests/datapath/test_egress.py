@@ -31,9 +31,11 @@ from .conftest import (
     TC_ACT_SHOT,
     VIP,
     Harness,
+    csum6_ok,
     csum_ok,
     syn,
 )
+from .test_icmp import all_csums_ok, icmp_about, inner, tuple_of
 
 ANY = (0, 65535)
 TO_IP = "10.0.11.100"   # the SNAT address: on the outside (endpoint) subnet's side
@@ -208,3 +210,44 @@ def test_synced_egress_flow_continues_on_a_peer_without_active_rules(netns: str)
     finally:
         a.dp.destroy()
         b.dp.destroy()
+
+
+def test_icmp_error_about_an_egress_flow_reaches_the_pod(h: Harness) -> None:
+    """The server's port unreachable, sent to toIP about what the LB emitted: the pod gets it
+    about the packet it sent (its own address and port quoted)."""
+    h.dp.set_firewall([snat_rule()])
+    req = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=SERVER, ttl=64) / UDP(
+        sport=33333, dport=53) / b"question"
+    sent = h.run(req).pkt
+    assert sent[IP].src == TO_IP
+    out = h.run(icmp_about(sent, src=SERVER, mac=EP_MAC, code=3))
+    assert out.retval == TC_ACT_REDIRECT
+    assert (out.pkt[IP].src, out.pkt[IP].dst) == (SERVER, CLIENT)
+    assert tuple_of(inner(out.pkt)) == (CLIENT, SERVER, 33333, 53)
+    assert all_csums_ok(out.pkt)
+
+
+def test_ipv6_egress(h: Harness) -> None:
+    to6 = "2001:db8:11::100"
+    h.dp.set_firewall([snat_rule(src="2001:db8:1::/64", to_ip=to6)])
+    p6 = Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=CLIENT6, dst=EPS6[0], hlim=64) / TCP(
+        sport=40000, dport=80, flags="S", seq=1000)
+    out = h.run(p6)
+    assert out.retval == TC_ACT_REDIRECT
+    assert (out.pkt[IPv6].src, out.pkt[IPv6].dst) == (to6, EPS6[0])
+    r = Ether(src=EP_MAC, dst=LB_MAC) / IPv6(src=EPS6[0], dst=to6, hlim=64) / TCP(
+        sport=80, dport=out.pkt[TCP].sport, flags="SA", seq=5000, ack=1001)
+    back = h.run(r)
+    assert back.retval == TC_ACT_REDIRECT
+    assert (back.pkt[IPv6].dst, back.pkt[TCP].dport) == (CLIENT6, 40000)
+    assert csum6_ok(out.pkt) and csum6_ok(back.pkt)
+
+
+def test_egress_flows_age_out(h: Harness) -> None:
+    h.dp.set_firewall([snat_rule()])
+    u = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=SERVER, ttl=64) / UDP(
+        sport=5353, dport=53)
+    assert h.run(u).retval == TC_ACT_REDIRECT
+    assert len(h.dp.flows()) == 1
+    assert h.dp.age_flows(time.monotonic_ns() + 3600 * 10**9) == 1
+    assert h.dp.flows() == []
