@@ -4,6 +4,11 @@ datapath holds. Pure: the datapath is reached through `FirewallDatapath`.
 Rules are keyed by all of their match fields and the preference (loxilb's rule key); the rule
 with the highest preference is judged first, ties in creation order. The datapath gets the
 whole ordered list on every change (`set_firewall`), written as one table it swaps in.
+
+A `doSnat` rule is egress SNAT (docs/operations.md "Egress SNAT"): its flows' source becomes
+toIP (and toPort, or an allocated port). `onDefault` rules are given to the datapath only
+while this node is not HA BACKUP (`set_backup`), and their toIP is then this node's to own
+(`local_ips`).
 """
 
 from __future__ import annotations
