@@ -36,6 +36,7 @@
 #include "pyloxi/icmp.h"
 #include "pyloxi/dsr.h"
 #include "pyloxi/firewall.h"
+#include "pyloxi/egress.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -97,8 +98,9 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 	return transmit(skb, v, nh, &hop);
 }
 
-/* A packet no conntrack entry knows: service -> select -> NAT -> conntrack -> forward. */
-static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
+/* A packet no conntrack entry knows: service -> select -> NAT -> conntrack -> forward.
+ * `egress`: a firewall SNAT rule matched, for a packet no service claims (egress.h). */
+static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int egress)
 {
 	struct flow_scratch *sc;
 	struct svc_ver *ver;
@@ -113,6 +115,13 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	if (p->key.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)
 		return PL_PASS;
 	ver = svc_lookup(&p->key, skb->mark, &svc_id, &ver_id);
+	if (!ver && egress) {
+		now = pl_now();
+		rc = egress_open(skb, p, now, &v);
+		if (rc != PL_CONTINUE)
+			return rc;
+		return forward(skb, p, v, now);
+	}
 	if (!ver)
 		return PL_PASS;
 	if (!svc_allows(&ver->cfg, ver_id, &p->key.saddr)) {
@@ -196,9 +205,9 @@ static __always_inline int new_flow_fwd(struct __sk_buff *skb, const struct pkt 
 	int rc;
 
 	rc = fw_check(skb, p);   /* firewall.h: before the service lookup, on conntrack misses */
-	if (rc != PL_CONTINUE)
+	if (rc != PL_CONTINUE && rc != PL_EGRESS)
 		return rc;
-	rc = new_flow(skb, p);
+	rc = new_flow(skb, p, rc == PL_EGRESS);
 
 	if (rc != PL_FORWARD)
 		return rc;

@@ -220,15 +220,17 @@ class Daemon:
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
         self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes,
-                              serves=self._serves)
+                              serves=self._serves,
+                              extra_vips=lambda: self.firewall.local_ips())
         self.bgp = self._bgp_speaker(args) if args.bgp else None
         self.ctsync: CtSync | None = None
         self.agreement = self._agreement(args)
-        self.cluster.subscribe(self._ha_changed)
-        self._restore(keys, entries)
         fw_path = Path(args.state_dir) / "firewall.json"
         self.firewall = Firewall(self.datapath, saved=load_firewall(fw_path),
-                                 save=lambda rules: save_firewall(fw_path, rules))
+                                 save=lambda rules: save_firewall(fw_path, rules),
+                                 backup=self._backup(), on_change=self.sync.ha_changed)
+        self.cluster.subscribe(self._ha_changed)
+        self._restore(keys, entries)
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,
@@ -304,11 +306,16 @@ class Daemon:
         """An HA state changed: VIPs follow (statesync), and BGP's attributes (MASTER local-pref
         5000 / MED 10, BACKUP 100 / 20)."""
         self.sync.ha_changed()
+        self.firewall.set_backup(self._backup())  # egress (onDefault) SNAT follows the MASTER
         if self.ctsync is not None:
             self.ctsync.set_role(self._sync_role())
         if self.bgp is not None:
             for inst in self.cluster.instances():
                 self.bgp.set_ha_state(inst.name, inst.state)
+
+    def _backup(self) -> bool:
+        """loxilb: onDefault (egress) SNAT rules are active unless the instance is BACKUP."""
+        return self.cluster.instance(DEFAULT_INSTANCE).state == "BACKUP"
 
     def _sync_role(self) -> str:
         """Conntrack sync sends while this node serves the default instance (MASTER, or no
@@ -361,7 +368,8 @@ class Daemon:
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
         # drops stale VIPs, and those of instances this node does not serve
-        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)})
+        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)} |
+                       self.firewall.local_ips())
         self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 

@@ -143,6 +143,9 @@ enum pl_stat {
 	                        * ring was past PL_SYNC_NEW_ROOM (best effort: a SYN flood must
 	                        * not crowd established/delete events out) */
 	PL_ST_FW_DROP,         /* dropped by a firewall rule (firewall.h) */
+	PL_ST_EGRESS_REFUSED,  /* egress SNAT (egress.h): a packet that cannot open a flow (TCP
+	                        * without SYN, e.g. a flow lost mid-stream): dropped, never
+	                        * forwarded with the untranslated source */
 	PL_ST_MAX = 32,
 };
 
@@ -427,6 +430,14 @@ struct ct_sync_req {      /* ct_sync_map[0]: input and output of pl_ct_sync */
 #define PL_FW_MAX         256     /* rules */
 #define PL_FW_DROP        0       /* fw_rule.action */
 #define PL_FW_ALLOW       1
+#define PL_FW_SNAT        2       /* egress SNAT (loxilb doSnat, egress.h) */
+
+/* Egress SNAT flows have no service: their conntrack entries carry this reserved svc_id, one
+ * past the last service id, so every per-service table (ep_stats, conn_map, svc_new) misses
+ * it and counts nothing, and a peer (conntrack sync) takes them as they are. Their ep_idx is
+ * PL_EGRESS_F_FIXED when the source port is the rule's toPort (else allocated). */
+#define PL_SVC_EGRESS     PL_MAX_SERVICES
+#define PL_EGRESS_F_FIXED 1
 
 struct fw_rule {
 	union pl_addr saddr;  /* already masked */
@@ -443,6 +454,12 @@ struct fw_rule {
 	__u8  proto;          /* IP protocol; 0: any */
 	__u8  action;         /* PL_FW_* */
 	__u8  pad[2];
+	/* PL_FW_SNAT: the new source (family snat_family; packets of the other family do not
+	 * match the rule) and its port (network order; 0: allocated as fullnat allocates) */
+	union pl_addr snat_ip;
+	__u16 snat_port;
+	__u8  snat_family;
+	__u8  pad2;
 };
 
 struct fw_table {         /* fw_map[gen] */
@@ -471,6 +488,6 @@ _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
-_Static_assert(sizeof(struct fw_rule) == 88, "fw_rule");
+_Static_assert(sizeof(struct fw_rule) == 108, "fw_rule");
 
 #endif

@@ -466,11 +466,14 @@ class EbpfDatapath:
                 raise ValueError(f"no interface named {r.ifname!r}") from None
             saddr, smask = L.fw_prefix(r.src)
             daddr, dmask = L.fw_prefix(r.dst)
+            action = L.FW_SNAT if r.snat_ip else L.FW_ALLOW if r.allow else L.FW_DROP
+            snat_ip, snat_family = L.addr(r.snat_ip) if r.snat_ip else (bytes(16), 0)
             table.rule[i] = L.FwRule(
                 saddr=saddr, smask=smask, daddr=daddr, dmask=dmask,
                 sport_lo=r.sport[0], sport_hi=r.sport[1], dport_lo=r.dport[0],
                 dport_hi=r.dport[1], ifindex=ifindex, mark=r.mark, id=r.id, proto=r.proto,
-                action=L.FW_ALLOW if r.allow else L.FW_DROP)
+                action=action, snat_ip=L.Addr.from_buffer_copy(snat_ip),
+                snat_port=L.port_n(r.snat_port), snat_family=snat_family)
         with self._lock:
             m = self.maps
             for rid in {r.id for r in rules} - self._fw_ids:  # a reused id starts at zero

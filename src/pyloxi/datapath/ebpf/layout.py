@@ -53,7 +53,7 @@ STAT_NAMES = (
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
     "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big", "sync_drop",
-    "sync_new_skip", "fw_drop",
+    "sync_new_skip", "fw_drop", "egress_refused",
 )
 
 
@@ -302,7 +302,9 @@ CT_DEL_REQ_DTYPE = np.dtype({
 
 #: struct name in maps.h -> its mirror, for the BTF layout test
 FW_MAX = 256  # PL_FW_MAX: firewall rules
-FW_DROP, FW_ALLOW = 0, 1  # fw_rule.action
+FW_DROP, FW_ALLOW, FW_SNAT = 0, 1, 2  # fw_rule.action
+SVC_EGRESS = MAX_SERVICES  # PL_SVC_EGRESS: ct_val.svc_id of egress SNAT flows
+EGRESS_F_FIXED = 1  # PL_EGRESS_F_FIXED: ct_val.ep_idx, the source port is the rule's toPort
 
 
 class FwRule(ctypes.Structure):
@@ -311,7 +313,8 @@ class FwRule(ctypes.Structure):
                 ("dport_lo", ctypes.c_uint16), ("dport_hi", ctypes.c_uint16),
                 ("ifindex", ctypes.c_uint32), ("mark", ctypes.c_uint32), ("id", ctypes.c_uint32),
                 ("proto", ctypes.c_uint8), ("action", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8 * 2)]
+                ("pad", ctypes.c_uint8 * 2), ("snat_ip", Addr), ("snat_port", ctypes.c_uint16),
+                ("snat_family", ctypes.c_uint8), ("pad2", ctypes.c_uint8)]
 
 
 class FwTable(ctypes.Structure):
