@@ -28,6 +28,7 @@ from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.api.firewall import firewall_router
 from pyloxi.api.metrics import metrics_router
+from pyloxi.api.policy import policy_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
@@ -42,6 +43,7 @@ from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
+from pyloxi.engine.policer import Policers
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netlink import (
@@ -56,7 +58,13 @@ from pyloxi.model.cluster import DEFAULT_INSTANCE, instance_of
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
-from pyloxi.store import SqliteStore, load_firewall, save_firewall
+from pyloxi.store import (
+    SqliteStore,
+    load_firewall,
+    load_policies,
+    save_firewall,
+    save_policies,
+)
 
 log = logging.getLogger("pyloxi.daemon")
 
@@ -194,6 +202,9 @@ class Daemon:
         fw_path = Path(args.state_dir) / "firewall.json"
         self.firewall = Firewall(self.datapath, saved=load_firewall(fw_path),
                                  save=lambda rules: save_firewall(fw_path, rules))
+        pol_path = Path(args.state_dir) / "policy.json"
+        self.policers = Policers(self.datapath, saved=load_policies(pol_path),
+                                 save=lambda pols: save_policies(pol_path, pols))
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,
@@ -209,6 +220,7 @@ class Daemon:
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
                                              firewall_router(self.firewall),
+                                             policy_router(self.policers),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
 from pyloxi.engine.policer import BYTES_PER_MBIT, PolicerProgram
@@ -32,7 +33,8 @@ from .conftest import (
     handshake,
 )
 
-FRAME = 1500  # bytes per test packet (skb->len: what a policer counts)
+FRAME = 1514  # bytes per test frame: 1500 IP bytes (what a policer counts)
+IPB = FRAME - 14
 RATE = 8 * BYTES_PER_MBIT  # 8 Mbit/s, loxilb's minimum: 1,000,000 bytes per second
 CBS = 15_000  # 10 frames; EBS = 2 x CBS
 # one clock tick of refill (coarse clock; HZ >= 100) at RATE, in frames
@@ -46,8 +48,8 @@ def pol(pid: int = 1, *, srtcm: bool = False, port: str = "", rule: str = "",
 
 
 def pad_to(pkt: Ether, size: int) -> bytes:
-    raw = bytes(pkt)
-    return raw + bytes(size - len(raw))
+    """`pkt` with a payload that makes the frame `size` bytes (the IP length covers it)."""
+    return bytes(pkt / Raw(bytes(size - len(pkt))))
 
 
 def udp_frame() -> bytes:
@@ -86,7 +88,7 @@ def test_port_bucket_drains_drops_red_and_refills(h: Harness, srtcm: bool,
     assert burst_frames <= ok <= burst_frames + TICK_FRAMES
     assert ok + dropped == 200
     assert h.dp.datapath_stats()["policer_drop"] == dropped
-    assert h.dp.policer_counters()[1] == (ok, ok * FRAME, dropped, dropped * FRAME)
+    assert h.dp.policer_counters()[1] == (ok, ok * IPB, dropped, dropped * IPB)
     # refill: 0.3 s earns 300,000 bytes, far more than the buckets hold
     time.sleep(0.3)
     assert burst(h, data, 200) == TC_ACT_SHOT

@@ -119,7 +119,7 @@ static __noinline int dsr_forward(struct __sk_buff *skb, const struct pkt *p, st
 	int nh, ipip;
 
 	ipip = v->flags & PL_CT_F_IPIP;
-	if (pol_svc_red(v->svc_id, p->len, now))   /* policer.h: the rule's QoS policer */
+	if (pol_svc_red(v->svc_id, p->l3len, now))   /* policer.h: the rule's QoS policer */
 		return PL_DROP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);

@@ -6,6 +6,7 @@
  * it, pol_port: checked first thing in lb()) or to an LB rule (every packet of its flows, both
  * directions, on one bucket: pol_svc by the flow's service id, checked where a flow's packet is
  * forwarded).
+ * Sizes are IP bytes (IP header and payload, no Ethernet header), as routers' policers count.
  *
  * One policer's buckets are shared by every CPU: refill and take happen under the bpf_spin_lock
  * in its pol_val (a few arithmetic operations, no helper call inside). Traffic no policer
@@ -120,7 +121,7 @@ static __always_inline int pol_port_red(struct __sk_buff *skb)
 		return 0;
 	ifindex = skb->ifindex;
 	id = bpf_map_lookup_elem(&pol_port, &ifindex);
-	return id ? pol_police(*id, skb->len, pl_now()) : 0;
+	return id && skb->len > 14 ? pol_police(*id, skb->len - 14, pl_now()) : 0;
 }
 
 /* LB rule policer: 1 when this packet of a flow of service svc_id is red. */

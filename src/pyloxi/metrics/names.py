@@ -158,7 +158,6 @@ DROP_REASONS: dict[str, str] = {
     "dsr_too_big": "dsr_too_big",
     "sync_drop": "sync_event_lost",
     "fw_drop": "firewall",
-    # not in this datapath yet; counted as soon as the datapath has them
     "policer_drop": "policer",
 }
 FW_DROP = "fw_drop"
