@@ -50,15 +50,15 @@ def test_create_list_delete(http: TestClient, dp: MemoryDatapath) -> None:
                                 excessBlkSize=7))
     assert r.status_code == 200, r.text
     a, b = sorted(dp.policers.values(), key=lambda p: p.id)
-    # 100 Mbit/s = 12,500,000 bytes/s; CBS 0: 20 ms of it; EBS always 2 x CBS
+    # 100 Mbit/s = 12,500,000 bytes/s; CBS 0: 100 ms of it; EBS always 2 x CBS
     assert (a.srtcm, a.cir, a.pir, a.cbs, a.ebs, a.port, a.rule) == (
-        False, 12_500_000, 12_500_000, 250_000, 500_000, "eth0", "")
+        False, 12_500_000, 12_500_000, 1_250_000, 2_500_000, "eth0", "")
     assert (b.srtcm, b.cir, b.cbs, b.ebs, b.port, b.rule) == (
         True, 6_250_000, 60_000, 120_000, "", "web")
     dp.pol_counters[a.id] = (10, 15000, 3, 4500)
     got = {e["policyIdent"]: e for e in http.get(f"{URL}/all").json()["polAttr"]}
-    assert got["pol-eth0"]["policyInfo"]["committedBlkSize"] == 250_000
-    assert got["pol-eth0"]["policyInfo"]["excessBlkSize"] == 500_000
+    assert got["pol-eth0"]["policyInfo"]["committedBlkSize"] == 1_250_000
+    assert got["pol-eth0"]["policyInfo"]["excessBlkSize"] == 2_500_000
     assert got["pol-eth0"]["stats"] == {"packetsOK": 10, "bytesOK": 15000,
                                         "packetsDropped": 3, "bytesDropped": 4500}
     assert got["pol-web"]["targetObject"] == {"attachment": 2, "polObjName": "web"}
@@ -73,7 +73,7 @@ def test_same_info_409_other_info_replaces(http: TestClient, dp: MemoryDatapath)
     r = http.post(URL, json=pol())
     assert r.status_code == 409 and "pol-exists" in r.text
     # the default CBS written out (as GET shows it) is the same info too
-    r = http.post(URL, json=pol(committedBlkSize=250_000, excessBlkSize=500_000))
+    r = http.post(URL, json=pol(committedBlkSize=1_250_000, excessBlkSize=2_500_000))
     assert r.status_code == 409
     (old,) = dp.policers.values()
     assert http.post(URL, json=pol(committedInfoRate=50)).status_code == 200
@@ -132,7 +132,7 @@ def test_saved_on_every_change_and_restored(tmp_path: Path) -> None:
     again = MemoryDatapath()
     restored = Policers(again, saved=load_policies(path))
     assert [p.policy_ident for p in restored.list()] == ["r"]
-    assert [(p.rule, p.cbs) for p in again.policers.values()] == [("web", 250_000)]
+    assert [(p.rule, p.cbs) for p in again.policers.values()] == [("web", 1_250_000)]
 
 
 def test_unreadable_file_and_bad_entries(tmp_path: Path) -> None:

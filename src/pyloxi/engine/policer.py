@@ -3,7 +3,7 @@ holds. Pure: the datapath is reached through `PolicerDatapath`.
 
 loxilb's facts kept: rates in Mbps (at least 8), EBS always 2 x CBS (`excessBlkSize` ignored),
 same ident with the same info is 409 "pol-exists", with other info it replaces the policer.
-pyloxi's own choices (docs/operations.md, "QoS policers"): CBS 0 means 20 ms at the committed
+X at the committed
 rate (loxilb's 30,000,000 bytes lets a 100 Mbit/s policer pass 480 Mbit before it bites);
 a target takes one policer; a rule target is by the rule's name and may not exist yet (the
 policer attaches when a rule of that name is created, and again when it comes back).
@@ -35,7 +35,7 @@ MIN_RATE_MBPS = 8  # loxilb's minimum
 MAX_RATE_MBPS = 400_000  # keeps the datapath's arithmetic inside 64 bits
 MIN_BLK_SIZE = 1518  # a bucket must hold a full Ethernet frame, or big packets never pass
 MAX_BLK_SIZE = 1_000_000_000
-DEFAULT_BURST_MS = 20  # CBS 0: this much traffic at the committed rate
+DEFAULT_BURST_MS = 100  # CBS 0: this much traffic at the committed rate (TCP needs it)
 BYTES_PER_MBIT = 125_000
 
 
