@@ -211,7 +211,8 @@ class Daemon:
             datapath_stats=self.datapath.datapath_stats,
             conntrack=self.datapath.conntrack_summary,
             conntrack_capacity=lambda: self.datapath.conntrack_capacity,
-            probes=self.probes.statuses, ha=self.cluster.instances, disk_path=args.state_dir),
+            probes=self.probes.statuses, ha=self.cluster.instances, disk_path=args.state_dir,
+            policers=self.policers.list),
             enabled=args.prometheus, flows=self.datapath.flows)
         self.app = create_app(self.engine, version=__version__, tokens=self.tokens,
                               request_observer=self.metrics.api,

@@ -159,3 +159,29 @@ def test_save_failure_is_500_and_undone() -> None:
         table.add(PolicyEntry.model_validate(pol()))
     assert exc.value.code == 500 and "disk full" in exc.value.message
     assert dp.policers == {} and table.list() == []
+
+
+def test_policer_counters_in_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pyloxi.engine.engine import Engine
+    from pyloxi.metrics import MetricsExporter, Sources
+
+    dp = MemoryDatapath()
+    table = Policers(dp)
+    table.add(PolicyEntry.model_validate(pol()))
+    dp.pol_counters[1] = (10, 15000, 3, 4500)
+    dp.stats = {"policer_drop": 3}
+    engine = Engine(dp)
+    exporter = MetricsExporter(Sources(rules=engine.rule_table, counters=dp.services_counters,
+                                       datapath_stats=dp.datapath_stats,
+                                       policers=table.list), enabled=True)
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(exporter.render().decode())
+           for s in fam.samples}
+    pol_ok = (("policy", "pol-eth0"), ("result", "ok"))
+    pol_dropped = (("policy", "pol-eth0"), ("result", "dropped"))
+    assert got[("pyloxi_policer_packets_total", pol_ok)] == 10
+    assert got[("pyloxi_policer_packets_total", pol_dropped)] == 3
+    assert got[("pyloxi_policer_bytes_total", pol_dropped)] == 4500
+    assert got[("pyloxi_datapath_drops_total", (("reason", "policer"),))] == 3

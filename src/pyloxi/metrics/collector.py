@@ -24,6 +24,7 @@ from pyloxi.engine.program import ServiceCounters, ServiceProgram
 from pyloxi.engine.rules import Rule
 from pyloxi.metrics.counters import AgingSample, AgingStats, ApiStats
 from pyloxi.metrics.names import CATALOG, DROP_REASONS, FW_DROP
+from pyloxi.model.policy import PolicyEntry, PolicyStats
 
 # family name -> [(label values in the family's label order, value)]
 Samples = dict[str, list[tuple[tuple[str, ...], float]]]
@@ -108,6 +109,8 @@ class Sources:
     api: ApiStats = field(default_factory=ApiStats)
     aging: AgingStats = field(default_factory=AgingStats)
     disk_path: str = "/"
+    # QoS policers with their counters (pyloxi.engine.policer.Policers.list)
+    policers: Callable[[], Sequence[PolicyEntry]] = tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,7 @@ class Reading:
     memory_percent: float
     disk_percent: float
     seconds: float = 0.0  # time read() took
+    policers: Sequence[PolicyEntry] = ()
 
     @property
     def new_flows_total(self) -> int:
@@ -266,6 +270,7 @@ class Collector:
         if len(self._labels) > 2 * len(rules) + 64:  # forget removed rules now and then
             live = {r.svc_id for r in rules}
             self._labels = {k: v for k, v in self._labels.items() if k in live}
+        reading.policers = src.policers()
         reading.seconds = time.perf_counter() - t0
         return reading
 
@@ -388,6 +393,12 @@ class Collector:
         both("total_errors", "loxilb_errors", sum(drops.values()))
         both("total_fw_drops", "loxilb_fw_drop_packets", r.stats.get(FW_DROP, 0))
         put("loxilb_firewall_rules", 0)
+        for pol in r.policers:
+            st = pol.stats or PolicyStats()
+            for result, pk, by in (("ok", st.packets_ok, st.bytes_ok),
+                                   ("dropped", st.packets_dropped, st.bytes_dropped)):
+                put("pyloxi_policer_packets", pk, pol.policy_ident, result)
+                put("pyloxi_policer_bytes", by, pol.policy_ident, result)
         for event, n in r.stats.items():
             put("pyloxi_datapath_events", n, event)
         a = r.aging

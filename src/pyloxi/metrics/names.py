@@ -137,6 +137,10 @@ _PYLOXI: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "1 for the HA state this node is in, per instance."),
     ("pyloxi_ha_serving", "gauge", ("instance",),
      "1 if this node serves the instance's VIPs (MASTER, or no state set)."),
+    ("pyloxi_policer_packets", "counter", ("policy", "result"),
+     "Packets a QoS policer let through (result ok) or dropped (result dropped)."),
+    ("pyloxi_policer_bytes", "counter", ("policy", "result"),
+     "IP bytes a QoS policer let through (result ok) or dropped (result dropped)."),
     ("pyloxi_scrape_duration_seconds", "gauge", (),
      "Time the previous collection took to read the state and build the samples."),
 )
