@@ -7,8 +7,10 @@ takes to fill (it can never hold more than full)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import threading
 import time
 from dataclasses import replace
 
@@ -183,3 +185,32 @@ def test_rule_policer_follows_the_rule_name_across_delete_and_recreate(h: Harnes
     h.dp.remove_policer(1)
     assert run_each(h, [data_frame(43000, 5000 + i) for i in range(40)], "dp0") == \
         [TC_ACT_REDIRECT] * 40
+
+
+def test_two_cpus_share_one_bucket(h: Harness) -> None:
+    """Bursts from two threads pinned to different CPUs at once: together they get the bucket
+    once (plus what the elapsed time refilled), not once each."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    attach_dp0(h)
+    # 20,000 frames in the peak bucket: both CPUs take tokens for the whole burst (a lost
+    # update without the lock shows as more frames passed than the bucket held)
+    h.dp.set_policer(pol(port="dp0", cbs=15_000_000))
+    data = udp_frame()
+
+    def run(cpu: int) -> None:
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        burst(h, data, 15_000)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in cpus[:2]]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    ok, dropped = counts(h)
+    assert ok + dropped == 30_000
+    refill = int(elapsed * RATE / IPB) + TICK_FRAMES
+    assert 20_000 <= ok <= 20_000 + refill, (ok, refill)
