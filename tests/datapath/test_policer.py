@@ -19,6 +19,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
 from pyloxi.engine.policer import BYTES_PER_MBIT, PolicerProgram
 from pyloxi.testing.lab.dpns import LB_MAC
@@ -27,6 +28,7 @@ from .conftest import (
     CLIENT,
     CLIENT_MAC,
     EP_MAC,
+    OBJ,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
     TC_ACT_SHOT,
@@ -214,3 +216,24 @@ def test_two_cpus_share_one_bucket(h: Harness) -> None:
     assert ok + dropped == 30_000
     refill = int(elapsed * RATE / IPB) + TICK_FRAMES
     assert 20_000 <= ok <= 20_000 + refill, (ok, refill)
+
+
+def test_a_new_daemon_starts_without_the_old_ones_policers(h: Harness) -> None:
+    """The maps are pinned: a datapath opened again (a restarted daemon) must not keep
+    policing for policers nobody installs again (the saved ones come back from policy.json)."""
+    attach_dp0(h)
+    prog = h.service()
+    h.dp.set_policer(pol(port="dp0"))
+    h.dp.set_policer(pol(2, rule=prog.name, cbs=1518))
+    data = udp_frame()
+    assert burst(h, data, 100) == TC_ACT_SHOT
+    again = EbpfDatapath(h.dp.pin_dir, obj_path=OBJ)
+    try:
+        h2 = Harness(again)
+        assert burst(h2, data, 100) == TC_ACT_OK  # the interface policer is gone
+        again.install_service(prog)  # the rule, installed again: no policer named it
+        handshake(h2, sport=44000)
+        assert run_each(h2, [data_frame(44000, 1001 + i) for i in range(40)], "dp0") == \
+            [TC_ACT_REDIRECT] * 40
+    finally:
+        again.close()
