@@ -37,6 +37,7 @@
 #include "pyloxi/dsr.h"
 #include "pyloxi/firewall.h"
 #include "pyloxi/egress.h"
+#include "pyloxi/policer.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -60,6 +61,8 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 
 	/* What a router does with a packet it cannot forward, before touching it: the answer
 	 * quotes the header its sender sent. */
+	if (pol_svc_red(v->svc_id, p->l3len, now))   /* policer.h: the rule's QoS policer */
+		return PL_DROP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
 	nh = next_hop(skb, p, v, now, &hop);
@@ -229,6 +232,8 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 	 * packet, or serve a VIP that is not local. The kernel drops it (ip_rcv). */
 	if (skb->pkt_type == PACKET_OTHERHOST)
 		return PL_PASS;
+	if (pol_port_red(skb))   /* policer.h: the interface's QoS policer */
+		return PL_DROP;
 	p = bpf_map_lookup_elem(&pkt_map, &zero);
 	if (!p)
 		return PL_PASS;

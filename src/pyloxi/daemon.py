@@ -32,6 +32,7 @@ from pyloxi.api.logs import logs_router
 from pyloxi.api.metrics import metrics_router
 from pyloxi.api.netcfg import netcfg_router
 from pyloxi.api.params import params_router
+from pyloxi.api.policy import policy_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.api.users import user_store
 from pyloxi.bgp import BgpSpeaker, Timers
@@ -47,6 +48,7 @@ from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
+from pyloxi.engine.policer import Policers
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netcfg import HostNetConfig
@@ -64,7 +66,13 @@ from pyloxi.model.status import LOG_LEVELS
 from pyloxi.oplog import LogControl, LogSource
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
-from pyloxi.store import SqliteStore, load_firewall, save_firewall
+from pyloxi.store import (
+    SqliteStore,
+    load_firewall,
+    load_policies,
+    save_firewall,
+    save_policies,
+)
 
 log = logging.getLogger("pyloxi.daemon")
 
@@ -231,6 +239,9 @@ class Daemon:
                                  backup=self._backup(), on_change=self.sync.ha_changed)
         self.cluster.subscribe(self._ha_changed)
         self._restore(keys, entries)
+        pol_path = Path(args.state_dir) / "policy.json"
+        self.policers = Policers(self.datapath, saved=load_policies(pol_path),
+                                 save=lambda pols: save_policies(pol_path, pols))
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,
@@ -238,7 +249,7 @@ class Daemon:
             conntrack=self.datapath.conntrack_summary,
             conntrack_capacity=lambda: self.datapath.conntrack_capacity,
             probes=self.probes.statuses, firewall=self.firewall.list, ha=self.cluster.instances,
-            disk_path=args.state_dir),
+            disk_path=args.state_dir, policers=self.policers.list),
             enabled=args.prometheus, flows=self.datapath.flows)
         self.app = create_app(self.engine, version=__version__, tokens=self.auth.check,
                               open_calls=self.auth.open_calls, viewer_may=self.auth.viewer_may,
@@ -253,6 +264,7 @@ class Daemon:
                                              params_router(self.log_levels),
                                              logs_router(self.log_source),
                                              *self.auth.routers,
+                                             policy_router(self.policers),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])

@@ -17,6 +17,7 @@
 #define PYLOXI_MAPS_H
 
 #include <linux/types.h>
+#include <linux/bpf.h>   /* struct bpf_spin_lock (pol_val) */
 
 #define PL_MAX_SERVICES   16384   /* service ids 1..PL_MAX_SERVICES-1 */
 #define PL_MAX_EPS        64      /* endpoints per service */
@@ -146,6 +147,7 @@ enum pl_stat {
 	PL_ST_EGRESS_REFUSED,  /* egress SNAT (egress.h): a packet that cannot open a flow (TCP
 	                        * without SYN, e.g. a flow lost mid-stream): dropped, never
 	                        * forwarded with the untranslated source */
+	PL_ST_POLICER_DROP,    /* red: dropped by a QoS policer (policer.h) */
 	PL_ST_MAX = 32,
 };
 
@@ -468,6 +470,39 @@ struct fw_table {         /* fw_map[gen] */
 	struct fw_rule rule[PL_FW_MAX];
 };
 
+/* QoS policers (policer.h, loxilb's /config/policy): token buckets, one pol_val per policer id
+ * (1..PL_POL_MAX-1; 0: none), attached to interfaces (pol_port) or LB rules (pol_svc). */
+#define PL_POL_MAX        8192    /* policer ids, loxilb's maximum */
+#define PL_POL_TRTCM      0       /* pol_val.type: two rate three colour (RFC 2698) */
+#define PL_POL_SRTCM      1       /* single rate three colour (RFC 2697) */
+
+struct pol_val {          /* pol_map[id]; the control plane writes it whole with BPF_F_LOCK */
+	struct bpf_spin_lock lock;
+	__u32 type;           /* PL_POL_* */
+	__u64 rate_c;         /* committed rate, bytes per second */
+	__u64 rate_e;         /* trTCM: peak rate (bucket e is the peak bucket); srTCM: unused */
+	__u64 size_c;         /* committed burst size (CBS), bytes */
+	__u64 size_e;         /* trTCM: peak burst size; srTCM: excess burst size (EBS), bytes */
+	__u64 fill_c_ns;      /* time to fill bucket c from empty (trTCM; srTCM: c and e): longer
+	                       * gaps are clamped to it, so elapsed * rate cannot overflow */
+	__u64 fill_e_ns;      /* the same for bucket e (trTCM) */
+	__u64 tok_c;          /* tokens (bytes) in each bucket */
+	__u64 tok_e;
+	__u64 last_ns;        /* pl_now() of the last refill; 0: buckets full on the next packet */
+};
+
+struct pol_counters {     /* pol_stats[id] (per CPU) */
+	__u64 ok_packets;     /* green or yellow: passed */
+	__u64 ok_bytes;
+	__u64 drop_packets;   /* red: dropped */
+	__u64 drop_bytes;
+};
+
+struct pol_cfg {          /* pol_cfg_map[0] */
+	__u32 nports;         /* entries in pol_port: 0 skips the per-packet interface lookup */
+	__u32 pad;
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -489,5 +524,7 @@ _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
 _Static_assert(sizeof(struct fw_rule) == 108, "fw_rule");
+_Static_assert(sizeof(struct pol_val) == 80, "pol_val");
+_Static_assert(sizeof(struct pol_counters) == 32, "pol_counters");
 
 #endif

@@ -26,6 +26,7 @@ from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
 from pyloxi.cli import login as _login  # noqa: F401  (registers set login/logout/refresh)
 from pyloxi.cli import netcfg as _netcfg  # noqa: F401  (route, ip, neighbor, fdb, vlan, vxlan, port)
+from pyloxi.cli import policy as _policy  # noqa: F401  (registers create/get/delete policy)
 from pyloxi.cli import render
 from pyloxi.cli import status as _status  # noqa: F401  (registers set/get log-level, process ...)
 from pyloxi.cli.client import client_for, make_settings, reporting

@@ -25,6 +25,7 @@ from pyloxi.engine.rules import Rule
 from pyloxi.metrics.counters import AgingSample, AgingStats, ApiStats
 from pyloxi.metrics.names import CATALOG, DROP_REASONS, FW_DROP
 from pyloxi.model.firewall import FirewallEntry
+from pyloxi.model.policy import PolicyEntry, PolicyStats
 
 # family name -> [(label values in the family's label order, value)]
 Samples = dict[str, list[tuple[tuple[str, ...], float]]]
@@ -114,6 +115,8 @@ class Sources:
     api: ApiStats = field(default_factory=ApiStats)
     aging: AgingStats = field(default_factory=AgingStats)
     disk_path: str = "/"
+    # QoS policers with their counters (pyloxi.engine.policer.Policers.list)
+    policers: Callable[[], Sequence[PolicyEntry]] = tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ class Reading:
     memory_percent: float
     disk_percent: float
     seconds: float = 0.0  # time read() took
+    policers: Sequence[PolicyEntry] = ()
 
     @property
     def new_flows_total(self) -> int:
@@ -290,6 +294,7 @@ class Collector:
         if len(self._labels) > 2 * len(rules) + 64:  # forget removed rules now and then
             live = {r.svc_id for r in rules}
             self._labels = {k: v for k, v in self._labels.items() if k in live}
+        reading.policers = src.policers()
         reading.seconds = time.perf_counter() - t0
         return reading
 
@@ -414,9 +419,15 @@ class Collector:
         put("loxilb_firewall_rules", len(r.firewall))
         for fw in r.firewall:
             if fw.opts.drop:
-                pk, _, _by = fw.opts.counter.partition(":")
+                dropped = fw.opts.counter.partition(":")[0]
                 both("total_fw_drops_per_rule", "loxilb_fw_rule_drop_packets",
-                     int(pk or 0), fw_rule_label(fw))
+                     int(dropped or 0), fw_rule_label(fw))
+        for pol in r.policers:
+            st = pol.stats or PolicyStats()
+            for result, pk, by in (("ok", st.packets_ok, st.bytes_ok),
+                                   ("dropped", st.packets_dropped, st.bytes_dropped)):
+                put("pyloxi_policer_packets", pk, pol.policy_ident, result)
+                put("pyloxi_policer_bytes", by, pol.policy_ident, result)
         for event, n in r.stats.items():
             put("pyloxi_datapath_events", n, event)
         a = r.aging

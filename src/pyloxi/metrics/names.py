@@ -137,6 +137,10 @@ _PYLOXI: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "1 for the HA state this node is in, per instance."),
     ("pyloxi_ha_serving", "gauge", ("instance",),
      "1 if this node serves the instance's VIPs (MASTER, or no state set)."),
+    ("pyloxi_policer_packets", "counter", ("policy", "result"),
+     "Packets a QoS policer let through (result ok) or dropped (result dropped)."),
+    ("pyloxi_policer_bytes", "counter", ("policy", "result"),
+     "IP bytes a QoS policer let through (result ok) or dropped (result dropped)."),
     ("pyloxi_scrape_duration_seconds", "gauge", (),
      "Time the previous collection took to read the state and build the samples."),
 )
@@ -159,7 +163,6 @@ DROP_REASONS: dict[str, str] = {
     "sync_drop": "sync_event_lost",
     "fw_drop": "firewall",
     "egress_refused": "egress_midstream",
-    # not in this datapath yet; counted as soon as the datapath has them
     "policer_drop": "policer",
 }
 FW_DROP = "fw_drop"

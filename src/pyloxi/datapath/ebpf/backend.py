@@ -48,12 +48,13 @@ from pyloxi.datapath.ebpf.ctsync import FlowSync, SyncMaps
 from pyloxi.datapath.ebpf.epaddrs import EndpointAddrs
 from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
 from pyloxi.datapath.ebpf.libbpf.errors import BpfError
-from pyloxi.datapath.ebpf.libbpf.maps import Map
+from pyloxi.datapath.ebpf.libbpf.maps import BPF_F_LOCK, Map
 from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
 from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
 from pyloxi.datapath.ebpf.versions import build_version, reused_slots
 from pyloxi.engine.firewall import FwRuleProgram
+from pyloxi.engine.policer import PolicerProgram
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 from pyloxi.model.lb import NatMode, Selection
 
@@ -63,10 +64,17 @@ PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events",
-             "fw_map", "fw_gen", "fw_stats")
+             "fw_map", "fw_gen", "fw_stats",
+             "pol_map", "pol_port", "pol_svc", "pol_cfg_map", "pol_stats")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
+
+
+def _fill_ns(size: int, rate: int) -> int:
+    """Nanoseconds a token bucket of `size` bytes takes to fill at `rate` bytes/s (rounded up):
+    the datapath clamps the time since a bucket's last packet to it (policer.h)."""
+    return -(-size * 10**9 // rate)
 _SCTP = 132
 
 
@@ -145,6 +153,12 @@ class EbpfDatapath:
         self._sync: FlowSync | None = None
         self._fw_ids: set[int] = set()  # rule ids (fw_stats slots) of the live rule set
         self._fw_flipped = 0  # epoch of the last fw_gen flip (see _quiesce)
+        self._pols: dict[int, PolicerProgram] = {}  # policer id -> what it is (policer.h)
+        self._pol_ports: dict[int, int] = {}  # ifindex -> policer id (pol_port's content)
+        # interface policers an earlier daemon left: gone until the saved policers come back
+        # (rule policers are rewritten as each service is installed)
+        self.maps["pol_port"].delete_batch(list(self.maps["pol_port"].keys()))
+        self._pol_nports()
 
     # --- attach ---
 
@@ -303,6 +317,7 @@ class EbpfDatapath:
                 log.warning("endpoint addresses of service %d not recorded: %s", dp, exc)
             self._dp_of[prog.svc_id] = dp
             self._progs[dp] = prog
+            self._pol_svc(dp, prog.name)
 
     def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
                  prog: ServiceProgram, undo: Undo) -> dict[int, set[bytes]]:
@@ -435,6 +450,7 @@ class EbpfDatapath:
         if persist:
             self._forget_affinity(persist)
         for dp, _prog in gone:
+            self._pol_svc(dp, None)
             self._zero_counters(dp)
             self._flipped.pop(dp, None)
             # Versions are cleared after the next grace period (with any affinity a packet
@@ -499,6 +515,82 @@ class EbpfDatapath:
                 c = L.Counters.from_buffer_copy(raw)
                 p, b = p + c.packets, b + c.bytes
             out[rid] = (p, b)
+        return out
+
+    # --- QoS policers (bpf/include/pyloxi/policer.h) ---
+
+    def _pol_svc(self, dp: int, name: str | None) -> None:
+        """pol_svc[dp]: the policer of the rule named `name` (None: a removed service), or 0."""
+        pid = next((p.id for p in self._pols.values() if name and p.rule == name), 0)
+        self.maps["pol_svc"].update(_u32(dp), _u32(pid))
+
+    def set_policer(self, pol: PolicerProgram) -> None:
+        """Create or replace policer `pol.id` (buckets full) and attach it to its target: an
+        interface this datapath is attached to (else ValueError, nothing changed), or every
+        service, now and later, of the rule named `pol.rule`."""
+        ifindex = 0
+        if pol.port:
+            try:
+                ifindex = socket.if_nametoindex(pol.port)
+            except OSError:
+                raise ValueError(f"no interface named {pol.port!r}") from None
+            if ifindex not in self.attached:
+                raise ValueError(f"interface {pol.port!r} is not one the datapath is attached "
+                                 "to (--interfaces)")
+        val = L.PolVal(type=L.POL_SRTCM if pol.srtcm else L.POL_TRTCM, rate_c=pol.cir,
+                       rate_e=pol.pir, size_c=pol.cbs, size_e=pol.ebs,
+                       fill_c_ns=_fill_ns(pol.cbs + (pol.ebs if pol.srtcm else 0), pol.cir),
+                       fill_e_ns=_fill_ns(pol.ebs, pol.pir), tok_c=pol.cbs, tok_e=pol.ebs,
+                       last_ns=0)
+        with self._lock:
+            m = self.maps
+            old = self._pols.get(pol.id)
+            if old is None:  # a reused id starts at zero
+                m["pol_stats"].update(_u32(pol.id), bytes(m["pol_stats"].value_blob_size))
+            m["pol_map"].update(_u32(pol.id), bytes(val), BPF_F_LOCK)
+            self._pols[pol.id] = pol
+            if old is not None and (old.port, old.rule) != (pol.port, pol.rule):
+                self._pol_detach(old)
+            if ifindex:
+                m["pol_port"].update(_u32(ifindex), _u32(pol.id))
+                self._pol_ports[ifindex] = pol.id
+                self._pol_nports()
+            for dp, prog in self._progs.items():
+                if pol.rule and prog.name == pol.rule:
+                    self._pol_svc(dp, prog.name)
+
+    def _pol_detach(self, pol: PolicerProgram) -> None:
+        for ifindex, pid in list(self._pol_ports.items()):
+            if pid == pol.id:
+                self.maps["pol_port"].delete(_u32(ifindex))
+                del self._pol_ports[ifindex]
+        self._pol_nports()
+        for dp, prog in self._progs.items():
+            if pol.rule and prog.name == pol.rule:
+                self._pol_svc(dp, prog.name)
+
+    def _pol_nports(self) -> None:
+        self.maps["pol_cfg_map"].update(_u32(0), bytes(L.PolCfg(nports=len(self._pol_ports))))
+
+    def remove_policer(self, pol_id: int) -> None:
+        with self._lock:
+            pol = self._pols.pop(pol_id, None)
+            if pol is not None:
+                self._pol_detach(pol)
+
+    def policer_counters(self) -> dict[int, tuple[int, int, int, int]]:
+        """(packets ok, bytes ok, packets dropped, bytes dropped) of each policer, summed over
+        CPUs."""
+        with self._lock:
+            ids = sorted(self._pols)
+        out = {}
+        for pid in ids:
+            c = [0, 0, 0, 0]
+            for raw in self.maps["pol_stats"].lookup_percpu(_u32(pid)) or []:
+                v = L.PolCounters.from_buffer_copy(raw)
+                c = [c[0] + v.ok_packets, c[1] + v.ok_bytes, c[2] + v.drop_packets,
+                     c[3] + v.drop_bytes]
+            out[pid] = (c[0], c[1], c[2], c[3])
         return out
 
     # --- counters ---
