@@ -23,6 +23,7 @@
 #include "pyloxi/icmp.h"
 #include "pyloxi/nat.h"
 #include "pyloxi/stats.h"
+#include "pyloxi/mirror.h"
 
 #define PL_IPIP_HLEN 20
 
@@ -117,6 +118,7 @@ static __noinline int dsr_forward(struct __sk_buff *skb, const struct pkt *p, st
 	struct hop hop = {};
 	int nh, ipip;
 
+	mirr_rule(skb, v->svc_id);   /* mirror.h */
 	ipip = v->flags & PL_CT_F_IPIP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);

@@ -329,6 +329,19 @@ def fw_prefix(cidr: str) -> tuple[Addr, Addr]:
     return pl_addr(str(net.network_address)), Addr.from_buffer_copy(mask.to_bytes(16, "big"))
 
 
+MIRR_MAX = 32  # PL_MIRR_MAX: mirrors
+MIRR_SPAN, MIRR_RSPAN = 0, 1  # mirr_cfg.type
+
+
+class MirrCfg(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("vlan", ctypes.c_uint16),
+                ("type", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class MirrGate(ctypes.Structure):
+    _fields_ = [("ports", ctypes.c_uint32), ("rules", ctypes.c_uint32)]
+
+
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "pl_addr": Addr, "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
     "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
@@ -340,6 +353,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "rassoc_key": RassocKey, "rassoc_val": RassocVal,
     "ct_sync_ev": CtSyncEv, "ct_sync_req": CtSyncReq, "nat_share": NatShare,
     "fw_rule": FwRule, "fw_table": FwTable,
+    "mirr_cfg": MirrCfg, "mirr_gate": MirrGate,
 }
 
 
