@@ -28,6 +28,7 @@ from pyloxi.api.cluster import cluster_router
 from pyloxi.api.endpoint import endpoint_router
 from pyloxi.api.firewall import firewall_router
 from pyloxi.api.metrics import metrics_router
+from pyloxi.api.mirror import mirror_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
@@ -42,6 +43,7 @@ from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
+from pyloxi.engine.mirror import Mirrors
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netlink import (
@@ -56,7 +58,13 @@ from pyloxi.model.cluster import DEFAULT_INSTANCE, instance_of
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
-from pyloxi.store import SqliteStore, load_firewall, save_firewall
+from pyloxi.store import (
+    SqliteStore,
+    load_firewall,
+    load_mirrors,
+    save_firewall,
+    save_mirrors,
+)
 
 log = logging.getLogger("pyloxi.daemon")
 
@@ -194,13 +202,18 @@ class Daemon:
         fw_path = Path(args.state_dir) / "firewall.json"
         self.firewall = Firewall(self.datapath, saved=load_firewall(fw_path),
                                  save=lambda rules: save_firewall(fw_path, rules))
+        mirr_path = Path(args.state_dir) / "mirror.json"
+        self.mirrors = Mirrors(self.datapath, ports=lambda: interfaces,
+                               saved=load_mirrors(mirr_path),
+                               save=lambda mirrors: save_mirrors(mirr_path, mirrors))
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,
             datapath_stats=self.datapath.datapath_stats,
             conntrack=self.datapath.conntrack_summary,
             conntrack_capacity=lambda: self.datapath.conntrack_capacity,
-            probes=self.probes.statuses, ha=self.cluster.instances, disk_path=args.state_dir),
+            probes=self.probes.statuses, ha=self.cluster.instances, disk_path=args.state_dir,
+            mirrors=self.mirrors.counters),
             enabled=args.prometheus, flows=self.datapath.flows)
         self.app = create_app(self.engine, version=__version__, tokens=self.tokens,
                               request_observer=self.metrics.api,
@@ -209,6 +222,7 @@ class Daemon:
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
                                              firewall_router(self.firewall),
+                                             mirror_router(self.mirrors),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])

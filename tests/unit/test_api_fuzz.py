@@ -29,11 +29,13 @@ from pyloxi.api.cistate import cistate_router  # noqa: E402
 from pyloxi.api.cluster import cluster_router  # noqa: E402
 from pyloxi.api.endpoint import endpoint_router  # noqa: E402
 from pyloxi.api.firewall import firewall_router  # noqa: E402
+from pyloxi.api.mirror import mirror_router  # noqa: E402
 from pyloxi.api.security import TokenFile  # noqa: E402
 from pyloxi.cluster import ClusterState  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
 from pyloxi.engine.engine import Engine  # noqa: E402
 from pyloxi.engine.firewall import Firewall  # noqa: E402
+from pyloxi.engine.mirror import Mirrors  # noqa: E402
 from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry  # noqa: E402
 from pyloxi.probes import ProbeManager  # noqa: E402
 
@@ -67,7 +69,8 @@ def daemon_app(tokens: Any = None) -> tuple[Any, Engine]:
     app = create_app(engine, version="0", tokens=tokens, extra_routers=[
         endpoint_router(ProbeManager()), bgp_router(FakeBgp()),
         cistate_router(ClusterState()), cluster_router(None),
-        firewall_router(Firewall(MemoryDatapath()))])
+        firewall_router(Firewall(MemoryDatapath())),
+        mirror_router(Mirrors(MemoryDatapath(interfaces=frozenset({"eth0", "eth1"}))))])
     return app, engine
 
 

@@ -24,6 +24,7 @@ from pyloxi.cli import endpoint as _endpoint  # noqa: F401  (registers create/ge
 from pyloxi.cli import firewall as _firewall  # noqa: F401  (registers create/get/delete fw)
 from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
+from pyloxi.cli import mirror as _mirror  # noqa: F401  (registers create/get/delete mirror)
 from pyloxi.cli import render
 from pyloxi.cli.client import client_for, make_settings, reporting
 from pyloxi.cli.groups import create_app, delete_app, get_app

@@ -151,7 +151,7 @@ class Mirrors:
             old = self._mirrors.get(ident)
             if old is not None and old[0].mirror_info == entry.mirror_info:
                 raise Conflict("mirr-exists error")
-            for other, (e, p) in self._mirrors.items():
+            for other, (_e, p) in self._mirrors.items():
                 if other != ident and p.on_rule == on_rule and p.target == target:
                     raise Conflict(f"mirr-exists error: {target!r} is mirrored by {other!r}")
             if old is not None:
@@ -172,6 +172,13 @@ class Mirrors:
                 raise NotFound("no such mirror error")
             self._change(ident, None)
 
+    def counters(self) -> list[tuple[str, int, int]]:
+        """(ident, packets, bytes) of every mirror, for metrics."""
+        with self._lock:
+            items = [(ident, p.slot) for ident, (_e, p) in self._mirrors.items()]
+            counters = self._dp.mirror_counters()
+        return [(ident, *counters.get(slot, (0, 0))) for ident, slot in items]
+
     def list(self) -> list[MirrorGetEntry]:
         with self._lock:
             items = list(self._mirrors.values())
@@ -184,10 +191,3 @@ class Mirrors:
                                       target_object=entry.target_object, sync=0,
                                       counter=f"{pk}:{by}"))
         return out
-
-    def counters(self) -> list[tuple[str, int, int]]:
-        """(ident, packets, bytes) of every mirror, for metrics."""
-        with self._lock:
-            items = [(ident, p.slot) for ident, (_e, p) in self._mirrors.items()]
-            counters = self._dp.mirror_counters()
-        return [(ident, *counters.get(slot, (0, 0))) for ident, slot in items]
