@@ -13,17 +13,25 @@ from collections.abc import Iterator
 
 import pytest
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from pyloxi.engine.mirror import MirrorProgram
+from pyloxi.model.lb import NatMode
+from pyloxi.testing.lab.dpns import LB_MAC
 
 from .conftest import (
     CLIENT,
+    CLIENT6,
+    CLIENT_MAC,
     EPS,
+    EPS6,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
     VIP,
+    VIP6,
     Harness,
+    csum6_ok,
     csum_ok,
     ep_answer,
     syn,
@@ -175,3 +183,25 @@ def test_unknown_interface_changes_nothing(h: Harness, cap: Capture) -> None:
     pkt = syn(dport=22)
     h.run(pkt)
     assert [f for f, _v in cap.frames()] == [bytes(pkt)]
+
+
+def test_rule_mirror_with_fullnat_and_ipv6_keeps_the_rewrites(h: Harness, cap: Capture) -> None:
+    full = h.service(mode=NatMode.FULLNAT)
+    v6 = h.service(vip=VIP6, eps=EPS6[:1])
+    h.dp.set_mirrors([rule_mirror(full.name, slot=0), rule_mirror(v6.name, slot=1)])
+    s = syn(sport=6000)
+    out = h.run(s)
+    assert out.retval == TC_ACT_REDIRECT and csum_ok(out.pkt)
+    assert (out.pkt[IP].src, out.pkt[IP].dst) == (VIP, EPS[0])  # both addresses rewritten
+    reply = ep_answer(out.pkt, "SA")
+    back = h.run(reply)
+    assert back.retval == TC_ACT_REDIRECT and csum_ok(back.pkt)
+    assert (back.pkt[IP].src, back.pkt[IP].dst, back.pkt[TCP].dport) == (VIP, CLIENT, 6000)
+    s6 = Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=CLIENT6, dst=VIP6) / TCP(
+        sport=6001, dport=80, flags="S", seq=1000)
+    out6 = h.run(s6)
+    assert out6.retval == TC_ACT_REDIRECT and out6.pkt[IPv6].dst == EPS6[0]
+    assert csum6_ok(out6.pkt)
+    # IPv4 copies only in Capture.frames: the IPv6 one is seen in the counter
+    assert [f for f, _v in cap.frames()] == [bytes(s), bytes(reply)]
+    assert h.dp.mirror_counters() == {0: (2, len(s) + len(reply)), 1: (1, len(s6))}
