@@ -6,6 +6,7 @@ verdict and rewrite must be what they are without the mirror."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import struct
 import subprocess
@@ -146,8 +147,18 @@ def test_a_rule_created_or_removed_later_follows_its_name(h: Harness, cap: Captu
     pkt = syn(sport=3000)
     assert h.run(pkt).retval == TC_ACT_REDIRECT
     assert [f for f, _v in cap.frames()] == [bytes(pkt)]
+    renamed = dataclasses.replace(prog, name="other")
+    h.dp.install_service(renamed)  # renamed: no longer the mirrored rule
+    pkt2 = syn(sport=3001)
+    assert h.run(pkt2).retval == TC_ACT_REDIRECT
+    assert cap.frames() == []
+    h.dp.install_service(prog)  # back
+    pkt3 = syn(sport=3002)
+    assert h.run(pkt3).retval == TC_ACT_REDIRECT
+    assert [f for f, _v in cap.frames()] == [bytes(pkt3)]
     h.dp.remove_service(prog)
-    assert h.dp.maps["mirr_svc"].lookup(prog.svc_id.to_bytes(4, "little")) is None
+    assert list(h.dp.maps["mirr_svc"]) == []
+    assert h.dp.maps["mirr_gate"].lookup(bytes(4)) == bytes(8)  # no mirrored service left
 
 
 def test_rspan_tags_the_copy_only(h: Harness, cap: Capture) -> None:

@@ -311,7 +311,7 @@ class EbpfDatapath:
                 log.warning("endpoint addresses of service %d not recorded: %s", dp, exc)
             self._dp_of[prog.svc_id] = dp
             self._progs[dp] = prog
-            self._mirr_sync_rules()
+            self._mirr_touch(dp)
 
     def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
                  prog: ServiceProgram, undo: Undo) -> dict[int, set[bytes]]:
@@ -426,7 +426,7 @@ class EbpfDatapath:
             if dp is None:
                 return
             self._remove_dps([(dp, self._progs.pop(dp))])
-            self._mirr_sync_rules()
+            self._mirr_touch(dp)
 
     def _remove_dps(self, gone: list[tuple[int, ServiceProgram | None]]) -> None:
         """Remove services (None: left by an earlier daemon, keys known from the maps)."""
@@ -538,24 +538,38 @@ class EbpfDatapath:
                     mp["mirr_map"].update(_u32(slot), bytes(L.MirrCfg()))
             self._mirr_slots = set(cfgs)
 
-    def _mirr_sync_rules(self, ports: int | None = None) -> None:
-        """mirr_svc: every service of a mirrored rule name -> its mirror's slot (services come
-        and go, and are renamed); mirr_gate counted again. Lock held; `ports`: the count of
-        port mirrors when it changed. Nothing to do, and nothing done, with no rule mirror."""
+    def _mirr_sync_rules(self, ports: int) -> None:
+        """mirr_svc: every service of a mirrored rule name -> its mirror's slot; mirr_gate
+        written with `ports` port mirrors. Lock held."""
         m = self.maps
         want = {_u32(dp): _u32(self._mirr_rules[p.name]) for dp, p in self._progs.items()
-                if p.name in self._mirr_rules} if self._mirr_rules else {}
-        if ports is None and want == self._mirr_svc:
-            return
+                if p.name in self._mirr_rules}
         for k, v in want.items():
             if self._mirr_svc.get(k) != v:
                 m["mirr_svc"].update(k, v)
         m["mirr_svc"].delete_batch([k for k in self._mirr_svc if k not in want])
         self._mirr_svc = want
-        if ports is None:
-            ports = L.MirrGate.from_buffer_copy(
-                m["mirr_gate"].lookup(_u32(0)) or bytes(ctypes.sizeof(L.MirrGate))).ports
         m["mirr_gate"].update(_u32(0), bytes(L.MirrGate(ports=ports, rules=len(want))))
+
+    def _mirr_touch(self, dp: int) -> None:
+        """mirr_svc for service dp, just installed (its name may be mirrored, or no longer) or
+        removed. Lock held; O(1), nothing written unless its entry changes."""
+        prog = self._progs.get(dp)
+        slot = self._mirr_rules.get(prog.name) if prog is not None else None
+        key, want = _u32(dp), None if slot is None else _u32(slot)
+        if self._mirr_svc.get(key) == want:
+            return
+        m = self.maps
+        if want is None:
+            m["mirr_svc"].delete(key)
+            del self._mirr_svc[key]
+        else:
+            m["mirr_svc"].update(key, want)
+            self._mirr_svc[key] = want
+        gate = L.MirrGate.from_buffer_copy(
+            m["mirr_gate"].lookup(_u32(0)) or bytes(ctypes.sizeof(L.MirrGate)))
+        gate.rules = len(self._mirr_svc)
+        m["mirr_gate"].update(_u32(0), bytes(gate))
 
     def mirror_counters(self) -> dict[int, tuple[int, int]]:
         """(packets, bytes) sent to the mirror port by each live slot, summed over CPUs."""
