@@ -34,6 +34,7 @@
 #include "pyloxi/sctp_flow.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/icmp.h"
+#include "pyloxi/mirror.h"
 #include "pyloxi/dsr.h"
 #include "pyloxi/firewall.h"
 #include "pyloxi/egress.h"
@@ -58,6 +59,7 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 	struct hop hop = {};
 	int nh, rc;
 
+	mirr_rule(skb, v->svc_id);   /* mirror.h: the packet as received, before NAT */
 
 	/* What a router does with a packet it cannot forward, before touching it: the answer
 	 * quotes the header its sender sent. */
@@ -226,6 +228,7 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 	__u64 now;
 	int rc;
 
+	mirr_port_in(skb);   /* mirror.h: every frame, before parsing (the clone may move data) */
 	/* A frame sent to another host's MAC is not ours to forward: a switch floods unknown
 	 * unicast (an HA peer's port went down, its MAC aged out, a port in promiscuous mode), and
 	 * an HA BACKUP holding the MASTER's synced flows would forward a duplicate of every such

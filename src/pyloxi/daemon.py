@@ -30,6 +30,7 @@ from pyloxi.api.endpoint import endpoint_router
 from pyloxi.api.firewall import firewall_router
 from pyloxi.api.logs import logs_router
 from pyloxi.api.metrics import metrics_router
+from pyloxi.api.mirror import mirror_router
 from pyloxi.api.netcfg import netcfg_router
 from pyloxi.api.params import params_router
 from pyloxi.api.policy import policy_router
@@ -48,6 +49,7 @@ from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
+from pyloxi.engine.mirror import Mirrors
 from pyloxi.engine.policer import Policers
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
@@ -69,8 +71,10 @@ from pyloxi.statesync import StateSync, rule_vips
 from pyloxi.store import (
     SqliteStore,
     load_firewall,
+    load_mirrors,
     load_policies,
     save_firewall,
+    save_mirrors,
     save_policies,
 )
 
@@ -242,6 +246,10 @@ class Daemon:
         pol_path = Path(args.state_dir) / "policy.json"
         self.policers = Policers(self.datapath, saved=load_policies(pol_path),
                                  save=lambda pols: save_policies(pol_path, pols))
+        mirr_path = Path(args.state_dir) / "mirror.json"
+        self.mirrors = Mirrors(self.datapath, ports=lambda: interfaces,
+                               saved=load_mirrors(mirr_path),
+                               save=lambda mirrors: save_mirrors(mirr_path, mirrors))
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,
@@ -249,7 +257,8 @@ class Daemon:
             conntrack=self.datapath.conntrack_summary,
             conntrack_capacity=lambda: self.datapath.conntrack_capacity,
             probes=self.probes.statuses, firewall=self.firewall.list, ha=self.cluster.instances,
-            disk_path=args.state_dir, policers=self.policers.list),
+            disk_path=args.state_dir, policers=self.policers.list,
+            mirrors=self.mirrors.counters),
             enabled=args.prometheus, flows=self.datapath.flows)
         self.app = create_app(self.engine, version=__version__, tokens=self.auth.check,
                               open_calls=self.auth.open_calls, viewer_may=self.auth.viewer_may,
@@ -265,6 +274,7 @@ class Daemon:
                                              logs_router(self.log_source),
                                              *self.auth.routers,
                                              policy_router(self.policers),
+                                             mirror_router(self.mirrors),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])

@@ -33,6 +33,7 @@ from pyloxi.api.cluster import cluster_router  # noqa: E402
 from pyloxi.api.endpoint import endpoint_router  # noqa: E402
 from pyloxi.api.firewall import firewall_router  # noqa: E402
 from pyloxi.api.logs import logs_router  # noqa: E402
+from pyloxi.api.mirror import mirror_router  # noqa: E402
 from pyloxi.api.netcfg import netcfg_router  # noqa: E402
 from pyloxi.api.params import params_router  # noqa: E402
 from pyloxi.api.policy import policy_router  # noqa: E402
@@ -42,6 +43,7 @@ from pyloxi.cluster import ClusterState  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
 from pyloxi.engine.engine import Engine  # noqa: E402
 from pyloxi.engine.firewall import Firewall  # noqa: E402
+from pyloxi.engine.mirror import Mirrors  # noqa: E402
 from pyloxi.engine.policer import Policers  # noqa: E402
 from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry  # noqa: E402
 from pyloxi.oplog import LogControl, LogRing, LogSource  # noqa: E402
@@ -85,7 +87,8 @@ def daemon_app(tokens: Any = None, users: UserStore | None = None) -> tuple[Any,
         firewall_router(Firewall(MemoryDatapath())),
         netcfg_router(FakeNetConfig("eth0", "eth1")),
         params_router(LogControl(logger="pyloxi.fuzz")), logs_router(LogSource(ring=LogRing())),
-        *auth.routers, policy_router(Policers(MemoryDatapath()))])
+        *auth.routers, policy_router(Policers(MemoryDatapath())),
+        mirror_router(Mirrors(MemoryDatapath(interfaces=frozenset({"eth0", "eth1"}))))])
     return app, engine
 
 

@@ -24,6 +24,7 @@
 #include "pyloxi/nat.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/policer.h"
+#include "pyloxi/mirror.h"
 
 #define PL_IPIP_HLEN 20
 
@@ -118,6 +119,7 @@ static __noinline int dsr_forward(struct __sk_buff *skb, const struct pkt *p, st
 	struct hop hop = {};
 	int nh, ipip;
 
+	mirr_rule(skb, v->svc_id);   /* mirror.h */
 	ipip = v->flags & PL_CT_F_IPIP;
 	if (pol_svc_red(v->svc_id, p->l3len, now))   /* policer.h: the rule's QoS policer */
 		return PL_DROP;

@@ -503,6 +503,26 @@ struct pol_cfg {          /* pol_cfg_map[0] */
 	__u32 pad;
 };
 
+/* Mirror (mirror.h): loxilb's /config/mirror. A mirror is a slot of mirr_map; what it watches
+ * points at the slot: an interface (mirr_port, by ingress ifindex) or a load-balancer rule
+ * (mirr_svc, by service id). mirr_gate says whether any of either kind exists, so traffic
+ * with no mirror pays one array lookup. */
+#define PL_MIRR_MAX       32      /* mirrors (loxilb's limit) */
+#define PL_MIRR_SPAN      0       /* mirr_cfg.type: the packet as it is */
+#define PL_MIRR_RSPAN     1       /* with an 802.1Q tag (mirr_cfg.vlan) pushed */
+
+struct mirr_cfg {         /* mirr_map[slot] */
+	__u32 ifindex;        /* the mirror port: clones leave through it; 0: slot unused */
+	__u16 vlan;           /* RSPAN: the VLAN id of the tag pushed on the clone */
+	__u8  type;           /* PL_MIRR_* */
+	__u8  pad;
+};
+
+struct mirr_gate {        /* mirr_gate[0]: how many watched objects of each kind */
+	__u32 ports;          /* entries in mirr_port */
+	__u32 rules;          /* entries in mirr_svc */
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -524,6 +544,7 @@ _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
 _Static_assert(sizeof(struct fw_rule) == 108, "fw_rule");
+_Static_assert(sizeof(struct mirr_cfg) == 8, "mirr_cfg");
 _Static_assert(sizeof(struct pol_val) == 80, "pol_val");
 _Static_assert(sizeof(struct pol_counters) == 32, "pol_counters");
 

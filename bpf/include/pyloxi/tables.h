@@ -261,4 +261,45 @@ struct {
 	PINNED;
 } pol_stats SEC(".maps");
 
+/* Mirror (mirror.h, struct mirr_cfg): mirrors by slot, what each watches, their counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MIRR_MAX);
+	__type(key, __u32);
+	__type(value, struct mirr_cfg);
+	PINNED;
+} mirr_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mirr_gate);
+	PINNED;
+} mirr_gate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_MIRR_MAX);
+	__type(key, __u32);     /* ingress ifindex */
+	__type(value, __u32);   /* mirror slot */
+	PINNED;
+} mirr_port SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_MAX_SERVICES);
+	__type(key, __u32);     /* service (dp) id: every service of the mirrored rule name */
+	__type(value, __u32);   /* mirror slot */
+	PINNED;
+} mirr_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_MIRR_MAX);
+	__type(key, __u32);
+	__type(value, struct counters);
+	PINNED;
+} mirr_stats SEC(".maps");   /* per slot: packets and bytes cloned to the mirror port */
+
 #endif

@@ -25,6 +25,7 @@ from pyloxi.cli import firewall as _firewall  # noqa: F401  (registers create/ge
 from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
 from pyloxi.cli import login as _login  # noqa: F401  (registers set login/logout/refresh)
+from pyloxi.cli import mirror as _mirror  # noqa: F401  (registers create/get/delete mirror)
 from pyloxi.cli import netcfg as _netcfg  # noqa: F401  (route, ip, neighbor, fdb, vlan, vxlan, port)
 from pyloxi.cli import policy as _policy  # noqa: F401  (registers create/get/delete policy)
 from pyloxi.cli import render

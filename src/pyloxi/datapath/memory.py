@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyloxi.engine.firewall import FwRuleProgram
+from pyloxi.engine.mirror import MirrorProgram
 from pyloxi.engine.policer import PolicerProgram
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 
@@ -35,6 +36,9 @@ class MemoryDatapath:
     fail_next: Exception | None = None
     closed: bool = False
     firewall: list[FwRuleProgram] = field(default_factory=list)  # set_firewall's last list
+    mirrors: list[MirrorProgram] = field(default_factory=list)  # set_mirrors' last list
+    mirr_counters: dict[int, tuple[int, int]] = field(default_factory=dict)  # set by tests
+    interfaces: frozenset[str] | None = None  # known interface names; None: any name exists
     fw_counters: dict[int, tuple[int, int]] = field(default_factory=dict)  # set by tests
     policers: dict[int, PolicerProgram] = field(default_factory=dict)  # by policer id
     attached: tuple[str, ...] = ("eth0", "eth1")  # interfaces a port policer may target
@@ -86,6 +90,17 @@ class MemoryDatapath:
     def set_firewall(self, rules: Sequence[FwRuleProgram]) -> None:
         self._maybe_fail()
         self.firewall = list(rules)
+
+    def set_mirrors(self, mirrors: Sequence[MirrorProgram]) -> None:
+        self._maybe_fail()
+        for m in mirrors:  # as the eBPF backend: an interface that does not exist
+            for name in (m.port, *(() if m.on_rule else (m.target,))):
+                if self.interfaces is not None and name not in self.interfaces:
+                    raise ValueError(f"no interface named {name!r}")
+        self.mirrors = list(mirrors)
+
+    def mirror_counters(self) -> dict[int, tuple[int, int]]:
+        return {m.slot: self.mirr_counters.get(m.slot, (0, 0)) for m in self.mirrors}
 
     def firewall_counters(self) -> dict[int, tuple[int, int]]:
         return {r.id: self.fw_counters.get(r.id, (0, 0)) for r in self.firewall}

@@ -99,6 +99,10 @@ def _no_ha() -> Sequence[InstanceView]:
     return ()
 
 
+def _no_mirrors() -> Sequence[tuple[str, int, int]]:
+    return ()
+
+
 @dataclass
 class Sources:
     """Where a collection reads from. `probes` is called in the event loop's thread (the probe
@@ -112,6 +116,7 @@ class Sources:
     probes: Callable[[], Sequence[ProbeView]] = _no_probes
     firewall: Callable[[], Sequence[FirewallEntry]] = _no_firewall  # with their counters
     ha: Callable[[], Sequence[InstanceView]] = _no_ha
+    mirrors: Callable[[], Sequence[tuple[str, int, int]]] = _no_mirrors  # (ident, pkts, bytes)
     api: ApiStats = field(default_factory=ApiStats)
     aging: AgingStats = field(default_factory=AgingStats)
     disk_path: str = "/"
@@ -154,6 +159,7 @@ class Reading:
     disk_percent: float
     seconds: float = 0.0  # time read() took
     policers: Sequence[PolicyEntry] = ()
+    mirrors: Sequence[tuple[str, int, int]] = ()  # (ident, packets, bytes) per mirror
 
     @property
     def new_flows_total(self) -> int:
@@ -283,7 +289,8 @@ class Collector:
             firewall=src.firewall(),
             api=src.api.snapshot(), aging=src.aging.snapshot(), new_flows=0,
             new_flows_rate=0.0, cpu_percent=self._cpu.percent(),
-            memory_percent=_memory_percent(), disk_percent=_disk_percent(src.disk_path))
+            memory_percent=_memory_percent(), disk_percent=_disk_percent(src.disk_path),
+            mirrors=src.mirrors())
         now, total = time.monotonic(), reading.new_flows_total
         if self._last_new is not None:
             then, before = self._last_new
@@ -462,6 +469,9 @@ class Collector:
         put("loxilb_system_cpu_utilization_percent", r.cpu_percent)
         put("loxilb_system_memory_utilization_percent", r.memory_percent)
         put("loxilb_system_disk_utilization_percent", r.disk_percent)
+        for ident, packets, nbytes in r.mirrors:
+            put("pyloxi_mirror_packets", packets, ident)
+            put("pyloxi_mirror_bytes", nbytes, ident)
 
 
 class _Put(Protocol):

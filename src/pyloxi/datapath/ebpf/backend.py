@@ -54,6 +54,7 @@ from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
 from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
 from pyloxi.datapath.ebpf.versions import build_version, reused_slots
 from pyloxi.engine.firewall import FwRuleProgram
+from pyloxi.engine.mirror import MirrorProgram
 from pyloxi.engine.policer import PolicerProgram
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 from pyloxi.model.lb import NatMode, Selection
@@ -65,7 +66,8 @@ MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events",
              "fw_map", "fw_gen", "fw_stats",
-             "pol_map", "pol_port", "pol_svc", "pol_cfg_map", "pol_stats")
+             "pol_map", "pol_port", "pol_svc", "pol_cfg_map", "pol_stats",
+             "mirr_map", "mirr_gate", "mirr_port", "mirr_svc", "mirr_stats")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
@@ -145,6 +147,12 @@ class EbpfDatapath:
         self._epoch = 0
         self._flipped: dict[int, int] = {dp: 0 for dp in self._orphans}
         self._retired: dict[int, int] = {}
+        # slots of the live mirrors (an earlier daemon's: their counters go on if restored)
+        self._mirr_slots: set[int] = {
+            int.from_bytes(k, "little") for k, v in self.maps["mirr_map"].items()
+            if L.MirrCfg.from_buffer_copy(v).ifindex}
+        self._mirr_rules: dict[str, int] = {}  # LB rule name -> slot of the mirror watching it
+        self._mirr_svc: dict[bytes, bytes] = dict(self.maps["mirr_svc"].items())  # its copy
         self.attached: list[int] = []
         # ct_del_map is not pinned (it holds nothing between runs), so not in MAP_NAMES
         self.ct = ConntrackTable(self.maps["ct_map"], self.maps["ct_half"],
@@ -318,6 +326,7 @@ class EbpfDatapath:
             self._dp_of[prog.svc_id] = dp
             self._progs[dp] = prog
             self._pol_svc(dp, prog.name)
+            self._mirr_touch(dp)
 
     def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
                  prog: ServiceProgram, undo: Undo) -> dict[int, set[bytes]]:
@@ -432,6 +441,7 @@ class EbpfDatapath:
             if dp is None:
                 return
             self._remove_dps([(dp, self._progs.pop(dp))])
+            self._mirr_touch(dp)
 
     def _remove_dps(self, gone: list[tuple[int, ServiceProgram | None]]) -> None:
         """Remove services (None: left by an earlier daemon, keys known from the maps)."""
@@ -593,6 +603,82 @@ class EbpfDatapath:
             out[pid] = (c[0], c[1], c[2], c[3])
         return out
 
+    # --- mirror (bpf/include/pyloxi/mirror.h) ---
+
+    def set_mirrors(self, mirrors: Sequence[MirrorProgram]) -> None:
+        """Make `mirrors` the live set (what an earlier daemon left is replaced). An unknown
+        mirror port or target interface: ValueError, nothing changed."""
+        if len(mirrors) > L.MIRR_MAX:
+            raise ValueError(f"more than {L.MIRR_MAX} mirrors")
+        cfgs: dict[int, L.MirrCfg] = {}
+        ports: dict[bytes, bytes] = {}
+        for m in mirrors:
+            cfgs[m.slot] = L.MirrCfg(ifindex=_ifindex(m.port, "mirror port"), vlan=m.vlan,
+                                     type=L.MIRR_RSPAN if m.vlan else L.MIRR_SPAN)
+            if not m.on_rule:
+                ports[_u32(_ifindex(m.target, "mirrored interface"))] = _u32(m.slot)
+        with self._lock:
+            mp = self.maps
+            for slot in set(cfgs) - self._mirr_slots:  # a reused slot starts at zero
+                mp["mirr_stats"].update(_u32(slot), bytes(mp["mirr_stats"].value_blob_size))
+            for slot, cfg in cfgs.items():  # the mirror before anything points at it
+                mp["mirr_map"].update(_u32(slot), bytes(cfg))
+            mp["mirr_port"].delete_batch([k for k in mp["mirr_port"] if k not in ports])
+            for k, v in ports.items():
+                mp["mirr_port"].update(k, v)
+            self._mirr_rules = {m.target: m.slot for m in mirrors if m.on_rule}
+            self._mirr_sync_rules(ports=len(ports))
+            for slot in range(L.MIRR_MAX):  # unused slots: a packet finding one sends nothing
+                if slot not in cfgs:
+                    mp["mirr_map"].update(_u32(slot), bytes(L.MirrCfg()))
+            self._mirr_slots = set(cfgs)
+
+    def _mirr_sync_rules(self, ports: int) -> None:
+        """mirr_svc: every service of a mirrored rule name -> its mirror's slot; mirr_gate
+        written with `ports` port mirrors. Lock held."""
+        m = self.maps
+        want = {_u32(dp): _u32(self._mirr_rules[p.name]) for dp, p in self._progs.items()
+                if p.name in self._mirr_rules}
+        for k, v in want.items():
+            if self._mirr_svc.get(k) != v:
+                m["mirr_svc"].update(k, v)
+        m["mirr_svc"].delete_batch([k for k in self._mirr_svc if k not in want])
+        self._mirr_svc = want
+        m["mirr_gate"].update(_u32(0), bytes(L.MirrGate(ports=ports, rules=len(want))))
+
+    def _mirr_touch(self, dp: int) -> None:
+        """mirr_svc for service dp, just installed (its name may be mirrored, or no longer) or
+        removed. Lock held; O(1), nothing written unless its entry changes."""
+        prog = self._progs.get(dp)
+        slot = self._mirr_rules.get(prog.name) if prog is not None else None
+        key, want = _u32(dp), None if slot is None else _u32(slot)
+        if self._mirr_svc.get(key) == want:
+            return
+        m = self.maps
+        if want is None:
+            m["mirr_svc"].delete(key)
+            del self._mirr_svc[key]
+        else:
+            m["mirr_svc"].update(key, want)
+            self._mirr_svc[key] = want
+        gate = L.MirrGate.from_buffer_copy(
+            m["mirr_gate"].lookup(_u32(0)) or bytes(ctypes.sizeof(L.MirrGate)))
+        gate.rules = len(self._mirr_svc)
+        m["mirr_gate"].update(_u32(0), bytes(gate))
+
+    def mirror_counters(self) -> dict[int, tuple[int, int]]:
+        """(packets, bytes) sent to the mirror port by each live slot, summed over CPUs."""
+        with self._lock:
+            slots = sorted(self._mirr_slots)
+        out = {}
+        for slot in slots:
+            p = b = 0
+            for raw in self.maps["mirr_stats"].lookup_percpu(_u32(slot)) or []:
+                c = L.Counters.from_buffer_copy(raw)
+                p, b = p + c.packets, b + c.bytes
+            out[slot] = (p, b)
+        return out
+
     # --- counters ---
 
     def service_counters(self, prog: ServiceProgram) -> ServiceCounters:
@@ -686,3 +772,10 @@ class EbpfDatapath:
 
 def _u32(v: int) -> bytes:
     return v.to_bytes(4, "little")
+
+
+def _ifindex(name: str, what: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise ValueError(f"no interface named {name!r} ({what})") from None

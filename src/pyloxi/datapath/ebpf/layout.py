@@ -355,6 +355,19 @@ class PolCfg(ctypes.Structure):
     _fields_ = [("nports", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
+MIRR_MAX = 32  # PL_MIRR_MAX: mirrors
+MIRR_SPAN, MIRR_RSPAN = 0, 1  # mirr_cfg.type
+
+
+class MirrCfg(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("vlan", ctypes.c_uint16),
+                ("type", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class MirrGate(ctypes.Structure):
+    _fields_ = [("ports", ctypes.c_uint32), ("rules", ctypes.c_uint32)]
+
+
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "pl_addr": Addr, "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
     "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
@@ -366,6 +379,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "rassoc_key": RassocKey, "rassoc_val": RassocVal,
     "ct_sync_ev": CtSyncEv, "ct_sync_req": CtSyncReq, "nat_share": NatShare,
     "fw_rule": FwRule, "fw_table": FwTable,
+    "mirr_cfg": MirrCfg, "mirr_gate": MirrGate,
     "pol_val": PolVal, "pol_counters": PolCounters, "pol_cfg": PolCfg,
 }
 
