@@ -37,7 +37,8 @@ pytestmark = [
 ]
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def podman(*args: str, check: bool = True,
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)}: {proc.stdout}{proc.stderr}")
