@@ -74,6 +74,7 @@ def daemonset_caps() -> list[str]:
 def image() -> Iterator[str]:
     tag = f"localhost/pyloxi-test:{os.getpid()}"
     ctx = ROOT / "build" / "image-test"
+    ctx.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "IMAGE": tag, "CTX": str(ctx), "PY": sys.executable}
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-image")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=840)
@@ -98,6 +99,10 @@ def test_image_carries_the_daemon_the_agent_the_datapath_and_gobgpd(image: str) 
     lines = proc.stdout.split("\n")
     assert lines[0].endswith("/site-packages/pyloxi/bpf/lb.bpf.o"), proc.stdout
     assert "gobgpd version 3." in proc.stdout
+    # the kube agent as deployment.yaml runs it: nobody, read-only root, no capabilities
+    agent = podman("run", "--rm", "--network=none", *run_flags(), "--user", "65534",
+                   "--read-only", "--cap-drop=all", image, "kube-agent", "--help")
+    assert "--config" in agent.stdout
 
 
 def logs(name: str) -> str:
