@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from pyloxi.api.app import create_app
 from pyloxi.api.bfd import bfd_router
+from pyloxi.cli import client as cli_client
+from pyloxi.cli.main import app as cli
 from pyloxi.cluster.bfd import (
     Bfd,
     Packet,
@@ -260,3 +263,31 @@ def test_received_packets_need_ttl_255(rig: Any) -> None:
 
 async def _deliver(bfd: Bfd, data: bytes, ttl: int) -> None:
     bfd.packet_in(data, "127.0.0.2", ttl)
+
+
+def test_cli_create_get_set_delete_bfd(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    bfd, http, _, _ = rig
+    monkeypatch.setattr(cli_client, "transport_override", http._transport)
+    monkeypatch.delenv("PYLOXI_API", raising=False)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["create", "bfd", "127.0.0.2", "--instance=llb-inst0",
+                            "--sourceIP=127.0.0.1", "--interval=200000", "--retryCount=3"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["get", "bfd"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split()[:3] == ["Instance", "RemoteIP", "SourceIP"]
+    row = lines[1].split()
+    assert row[:3] == ["llb-inst0", "127.0.0.2", "127.0.0.1"]
+    assert row[4:] == ["200000", "3", "BFDDown"]
+    r = runner.invoke(cli, ["set", "bfd", "127.0.0.2", "--interval=400000", "--retryCount=4"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(runner.invoke(cli, ["get", "bfd", "-o", "json"]).output)["Attr"][0]
+    assert (got["interval"], got["retryCount"]) == (400000, 4)
+    r = runner.invoke(cli, ["create", "bfd", "127.0.0.3", "--interval=5000"])
+    assert r.exit_code == 2 and "100000" in r.output           # refused before any call
+    r = runner.invoke(cli, ["delete", "bfd", "127.0.0.2"])
+    assert r.exit_code == 0, r.output
+    assert bfd.list() == []
+    r = runner.invoke(cli, ["delete", "bfd", "127.0.0.2"])
+    assert r.exit_code == 1 and "no bfd session" in r.output
