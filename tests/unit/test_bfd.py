@@ -103,6 +103,7 @@ def test_detection_time_is_remote_multiplier_times_agreed_interval() -> None:
     assert a.state == DOWN and a.diag == 1
     # a's discriminator is now the peer's + 1: it stays MASTER when the peer returns
     assert a.local_disc == discriminator(B) + 1
+    assert a.packet().your_disc == 0          # RFC 5880 §6.8.1: forgotten after the silence
 
 
 def test_peer_returning_after_a_takeover_becomes_backup() -> None:
@@ -119,6 +120,19 @@ def test_peer_returning_after_a_takeover_becomes_backup() -> None:
     assert (a.role, b2.role) == (MASTER, BACKUP)
     # a (already MASTER) confirms MASTER on Up; the returning b never claims MASTER
     assert roles == [MASTER, None, None, BACKUP, None, None]
+
+
+def test_both_sides_losing_each_other_settle_on_one_master() -> None:
+    a, b = pair()
+    exchange(a, b, 0.0)
+    exchange(a, b, 0.0)
+    assert (a.expire(5.0), b.expire(5.0)) == (MASTER, MASTER)   # the link was cut
+    for t in (6.0, 6.1, 6.2):
+        exchange(a, b, t)                                        # the link is back
+    assert (a.state, b.state) == (UP, UP)
+    assert sorted((a.role, b.role)) == [BACKUP, MASTER]
+    # each took the other's discriminator + 1: a (BACKUP before the cut) ends MASTER
+    assert a.role == MASTER
 
 
 def test_admin_down_from_the_peer_makes_this_node_master_at_once() -> None:

@@ -224,7 +224,11 @@ class Session:
             return None
         before = self.state
         self._down(DIAG_EXPIRED)
-        return self._elect(self.state, before)
+        role = self._elect(self.state, before)
+        # §6.8.1: the peer's discriminator is forgotten once a detection time passed in
+        # silence; our packets then carry Your Discriminator 0, which a restarted peer accepts
+        self.remote_disc = 0
+        return role
 
     def _down(self, diag: int) -> None:
         was_up = self.state == UP
