@@ -305,3 +305,29 @@ def test_cli_create_get_set_delete_bfd(rig: Any, monkeypatch: pytest.MonkeyPatch
     assert bfd.list() == []
     r = runner.invoke(cli, ["delete", "bfd", "127.0.0.2"])
     assert r.exit_code == 1 and "no bfd session" in r.output
+
+
+def test_a_saved_session_that_cannot_start_yet_is_kept_and_retried(tmp_path: Path) -> None:
+    """At boot the source address may not be there yet: the session is listed (Down) and kept
+    in the file (it is retried every RETRY_S); deleting it removes it."""
+    path = tmp_path / "bfd.json"
+    path.write_text(json.dumps({"Attr": [
+        {"instance": "llb-inst0", "remoteIp": "127.0.0.2", "sourceIp": "192.0.2.77",
+         "interval": 200000, "retryCount": 3}]}))
+
+    async def run() -> tuple[list[Any], list[Any], Any]:
+        bfd = Bfd(lambda *_: None, path=path, port=0)
+        await bfd.start()
+        listed = bfd.list()
+        bfd.add(BfdEntry(remote_ip="127.0.0.3", source_ip="127.0.0.1"))  # saves both
+        saved = json.loads(path.read_text())["Attr"]
+        bfd.delete("127.0.0.2")
+        after = bfd.list()
+        await bfd.stop()
+        return listed, after, saved
+
+    listed, after, saved = asyncio.run(run())
+    assert [(e.remote_ip, e.source_ip, e.state) for e in listed] == [
+        ("127.0.0.2", "192.0.2.77", "BFDDown")]
+    assert sorted(e["remoteIp"] for e in saved) == ["127.0.0.2", "127.0.0.3"]
+    assert [e.remote_ip for e in after] == ["127.0.0.3"]

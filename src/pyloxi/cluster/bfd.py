@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
@@ -60,6 +61,7 @@ JITTER = 0.25
 # Diagnostic codes (RFC 5880 §4.1)
 DIAG_NONE, DIAG_EXPIRED, DIAG_NEIGHBOR_DOWN, DIAG_ADMIN_DOWN = 0, 1, 3, 7
 UINT32 = 2**32
+RETRY_S = 5.0  # a saved session that could not start (its address not there yet) is retried
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)  # Linux's value; Python 3.11 lacks the name
 
 
@@ -356,7 +358,7 @@ def _sender(source: str, remote: str, port: int) -> socket.socket:
                 sock.bind((source, random.randint(*SOURCE_PORTS)))
                 break
             except OSError as exc:
-                if exc.errno == 99:  # EADDRNOTAVAIL: not an address of this host
+                if exc.errno == errno.EADDRNOTAVAIL:  # not an address of this host
                     raise InvalidInput(f"invalid sourceIp {source}: not an address of this "
                                        "host") from None
         else:
@@ -394,11 +396,16 @@ class Bfd:
         self._sessions: dict[str, _Running] = {}
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        saved = load_configs(path) if path is not None else None
+        self._retry: asyncio.Task[None] | None = None
+        # Configured but not running: before start(), or their start failed (e.g. the source
+        # address is not configured yet at boot): retried every RETRY_S, listed, and saved.
+        self._waiting: dict[str, SessionConfig] = {}
         # loxilb: BFDconfig.txt replaces --ka; here the saved sessions win for their peers
-        self._pending = list(saved or [])
-        if ka is not None and all(c.remote != ka.remote for c in self._pending):
-            self._pending.append(replace(ka, from_flag=True))
+        saved = load_configs(path) if path is not None else None
+        for config in saved or []:
+            self._waiting[config.remote] = config
+        if ka is not None and ka.remote not in self._waiting:
+            self._waiting[ka.remote] = replace(ka, from_flag=True)
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -407,12 +414,25 @@ class Bfd:
     # -- lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        pending, self._pending = self._pending, []
-        for config in pending:
+        self._start_waiting(first=True)
+        self._retry = self._loop.create_task(self._retry_loop())
+
+    def _start_waiting(self, first: bool = False) -> None:
+        for remote, config in list(self._waiting.items()):
             try:
                 self._start_session(config)
             except PyloxiError as exc:
-                log.error("BFD session with %s not started: %s", config.remote, exc.message)
+                if first:
+                    log.error("BFD session with %s not started (retried every %.0f s): %s",
+                              remote, RETRY_S, exc.message)
+                continue
+            del self._waiting[remote]
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_S)
+            if self._waiting:
+                self._start_waiting()
 
     def _listen(self) -> None:
         """UDP 3784 is opened with the first session (a node without BFD holds no port)."""
@@ -434,6 +454,8 @@ class Bfd:
 
     async def stop(self) -> None:
         """Tell each peer AdminDown (it takes over at once) and close."""
+        if self._retry is not None:
+            self._retry.cancel()
         for remote in list(self._sessions):
             self._end(remote)
         if self._listener is not None and self._loop is not None:
@@ -445,7 +467,14 @@ class Bfd:
     def add(self, entry: BfdEntry) -> None:
         config = config_of(entry)
         running = self._sessions.get(config.remote)
-        if running is not None:
+        waiting = self._waiting.get(config.remote)
+        if waiting is not None:
+            if waiting.instance != config.instance or \
+                    (waiting.interval_us, waiting.multiplier) == (config.interval_us,
+                                                                  config.multiplier):
+                raise Conflict("bfd existing session")
+            self._waiting[config.remote] = replace(config, source=waiting.source)
+        elif running is not None:
             if running.config.instance != config.instance:
                 raise Conflict("bfd existing session")
             s = running.session
@@ -456,7 +485,7 @@ class Bfd:
             log.info("BFD %s: interval %d us, multiplier %d", config.remote,
                      config.interval_us, config.multiplier)
         elif self._loop is None:
-            self._pending.append(config)
+            self._waiting[config.remote] = config
         else:
             self._start_session(config)
         self._save()
@@ -466,6 +495,11 @@ class Bfd:
             remote = str(ipaddress.IPv4Address(remote))
         except ValueError:
             raise InvalidInput(f"invalid remote IP {remote[:64]!r}") from None
+        waiting = self._waiting.get(remote)
+        if waiting is not None and (not instance or waiting.instance == instance):
+            del self._waiting[remote]
+            self._save()
+            return
         running = self._sessions.get(remote)
         if running is None or (instance and running.config.instance != instance):
             raise NotFound("no bfd session")
@@ -473,14 +507,16 @@ class Bfd:
         self._save()
 
     def list(self) -> list[BfdGetEntry]:
-        out = []
-        for remote, r in sorted(self._sessions.items()):
-            out.append(BfdGetEntry(instance=r.config.instance, remote_ip=remote,
-                                   source_ip=r.session.source, port=self.port,
-                                   interval=r.session.interval_us,
-                                   retry_count=r.session.multiplier,
-                                   state=STATE_NAMES[r.session.state]))
-        return out
+        out = [BfdGetEntry(instance=r.config.instance, remote_ip=remote,
+                           source_ip=r.session.source, port=self.port,
+                           interval=r.session.interval_us, retry_count=r.session.multiplier,
+                           state=STATE_NAMES[r.session.state])
+               for remote, r in self._sessions.items()]
+        out += [BfdGetEntry(instance=c.instance, remote_ip=remote, source_ip=c.source,
+                            port=self.port, interval=c.interval_us, retry_count=c.multiplier,
+                            state=STATE_NAMES[DOWN])  # not started yet: retried
+                for remote, c in self._waiting.items()]
+        return sorted(out, key=lambda e: ipaddress.IPv4Address(e.remote_ip))
 
     # -- internals
     def _start_session(self, config: SessionConfig) -> None:
@@ -580,7 +616,7 @@ class Bfd:
     def _save(self) -> None:
         if self.path is None:
             return
-        configs = [r.config for r in self._sessions.values()] + self._pending
+        configs = [r.config for r in self._sessions.values()] + list(self._waiting.values())
         data = {"Attr": [c.entry().wire() for c in configs if not c.from_flag]}
         try:
             write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True))
