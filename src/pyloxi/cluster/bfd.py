@@ -348,7 +348,10 @@ def _route_source(remote: str) -> str:
 
 
 def _sender(source: str, remote: str, port: int) -> socket.socket:
-    """A connected UDP socket from `source` and a port in 49152-65535 (RFC 5881 §4), TTL 255."""
+    """A connected UDP socket from `source` and a port in 49152-65535 (RFC 5881 §4), TTL 255.
+
+    That is the datapath's NAT port range too; no harm: BFD is never answered on this port
+    (each side sends to the other's 3784), and a flow NATed to the same port goes elsewhere."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
