@@ -6,7 +6,8 @@ lb1 gets its session from `--ka`, lb2 from `pyloxi create bfd` (the REST API). B
 the higher address (lb2) is MASTER, lb1 BACKUP, and the MASTER's rule VIP is local, the
 BACKUP's is not. lb2 is killed with SIGKILL: lb1 becomes MASTER (the measured time is printed,
 not asserted) and takes the VIP. lb2 comes back (its session from <state-dir>/bfd.json) as
-BACKUP: the node that took over stays MASTER (loxilb's discriminator rule).
+BACKUP: the node that took over stays MASTER (loxilb's discriminator rule). Then the link
+between them is cut (both serve) and healed: one MASTER again, the one BACKUP before the cut.
 """
 
 from __future__ import annotations
@@ -122,3 +123,16 @@ def test_bfd_elects_and_fails_over(nodes: tuple[Node, Node]) -> None:
     assert lb1.ha() == "MASTER"
     lb2.wait("VIP withdrawn", lambda: not lb2.vip_local())
     assert lb1.vip_local()
+
+    # the link between them is cut: each loses the other and serves (a partition); healed,
+    # they settle on one MASTER again (loxilb's rule: the one that was BACKUP before the cut)
+    lb1.ns.run("ip link set eth0 down")
+    lb2.wait("MASTER", lambda: lb2.ha() == "MASTER")
+    assert lb1.ha() == "MASTER"
+    lb1.ns.run("ip link set eth0 up")
+    for node in (lb1, lb2):
+        node.wait("BFD Up", node.bfd_up)
+    lb1.wait("BACKUP", lambda: lb1.ha() == "BACKUP")
+    assert lb2.ha() == "MASTER"
+    lb1.wait("VIP withdrawn", lambda: not lb1.vip_local())
+    assert lb2.vip_local()
