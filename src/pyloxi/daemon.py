@@ -23,6 +23,7 @@ import uvicorn
 from pyloxi import __version__, oplog
 from pyloxi.api.app import create_app
 from pyloxi.api.auth import AuthApi
+from pyloxi.api.bfd import bfd_router
 from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
@@ -35,11 +36,13 @@ from pyloxi.api.netcfg import netcfg_router
 from pyloxi.api.params import params_router
 from pyloxi.api.policy import policy_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
+from pyloxi.api.session import session_router
 from pyloxi.api.users import user_store
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.cluster import ClusterConfig, ClusterState, Instance
 from pyloxi.cluster.activeactive import ActiveActive
+from pyloxi.cluster.bfd import Bfd, SessionConfig, parse_ka
 from pyloxi.cluster.ctsync import CtSync
 from pyloxi.cluster.fingerprint import MaglevFingerprints
 from pyloxi.cluster.instances import SECTION as INSTANCE_SECTION
@@ -99,6 +102,13 @@ def _bgp_timers(text: str) -> Timers:
     return Timers(hold, keepalive, retry)
 
 
+def _ka(text: str) -> SessionConfig:
+    try:
+        return parse_ka(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pyloxi daemon", description="Run the load balancer.")
     p.add_argument("--host", default="127.0.0.1", help="REST API address (default 127.0.0.1)")
@@ -155,6 +165,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="comma-separated addresses of the cluster's other nodes (conntrack sync)")
     p.add_argument("--self", dest="self_index", type=int, default=0, metavar="N",
                    help="this node's index in the cluster (default 0)")
+    p.add_argument("-k", "--ka", default=None, type=_ka, metavar="REMOTE:SOURCE:INTERVAL",
+                   help="built-in BFD with the peer REMOTE from SOURCE (0.0.0.0: the route's "
+                        "source), every INTERVAL us (>= 100000, default 200000); the HA state "
+                        "follows it (docs/cluster.md \"Built-in BFD\")")
     p.add_argument("--clusterinterface", default="", metavar="IF",
                    help="interface of the cluster network")
     # -- bgp (pyloxi.bgp) --
@@ -223,6 +237,8 @@ class Daemon:
         # HA state: kept beside the rules, so a restarted BACKUP does not take its VIPs back
         self.cluster = ClusterState(cluster_config(args),
                                     path=Path(args.state_dir) / "cistate.json")
+        # built-in BFD: its election sets the HA state, as keepalived's notify script would
+        self.bfd = Bfd(self._bfd_decided, path=Path(args.state_dir) / "bfd.json", ka=args.ka)
         self.bgp: BgpSpeaker | None = None
         self._active_active()
         self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,
@@ -267,6 +283,8 @@ class Daemon:
                                              endpoint_router(self.probes),
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
+                                             bfd_router(self.bfd),
+                                             session_router(),
                                              firewall_router(self.firewall),
                                              netcfg_router(HostNetConfig(
                                                  lambda: self.datapath.attached)),
@@ -302,6 +320,10 @@ class Daemon:
                 self.bgp.changed()
 
         self.cluster.subscribe(instance_changed)
+
+    def _bfd_decided(self, instance: str, state: str) -> None:
+        """BFD's election: the instance's state changes, its VIP is kept."""
+        self.cluster.set_state(instance, state, self.cluster.instance(instance).vip)
 
     def _rules_changed(self) -> None:
         # the engine and its follower need each other: the engine is built first
@@ -452,6 +474,7 @@ class Daemon:
         if self.bgp is not None:
             self.bgp.start()
         self._start_ctsync()
+        await self.bfd.start()
         self.sync.start(loop)  # its first round hands the restored rules' targets to the probes
         aging = asyncio.create_task(self._aging_loop())
         retry = asyncio.create_task(self._retry_loop())
@@ -469,6 +492,7 @@ class Daemon:
         if tls is not None:
             tls.should_exit = True
         await asyncio.gather(*servings, aging, retry, return_exceptions=True)
+        await self.bfd.stop()  # the peers hear AdminDown and take over at once
         self.sync.stop()
         if self.ctsync is not None:
             await asyncio.to_thread(self.ctsync.stop)

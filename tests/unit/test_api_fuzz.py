@@ -27,6 +27,7 @@ from schemathesis import GenerationMode  # noqa: E402
 
 from pyloxi.api import create_app  # noqa: E402
 from pyloxi.api.auth import AuthApi  # noqa: E402
+from pyloxi.api.bfd import bfd_router  # noqa: E402
 from pyloxi.api.bgp import bgp_router  # noqa: E402
 from pyloxi.api.cistate import cistate_router  # noqa: E402
 from pyloxi.api.cluster import cluster_router  # noqa: E402
@@ -38,8 +39,10 @@ from pyloxi.api.netcfg import netcfg_router  # noqa: E402
 from pyloxi.api.params import params_router  # noqa: E402
 from pyloxi.api.policy import policy_router  # noqa: E402
 from pyloxi.api.security import TokenFile  # noqa: E402
+from pyloxi.api.session import session_router  # noqa: E402
 from pyloxi.api.users import UserStore  # noqa: E402
 from pyloxi.cluster import ClusterState  # noqa: E402
+from pyloxi.cluster.bfd import Bfd  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
 from pyloxi.engine.engine import Engine  # noqa: E402
 from pyloxi.engine.firewall import Firewall  # noqa: E402
@@ -84,6 +87,7 @@ def daemon_app(tokens: Any = None, users: UserStore | None = None) -> tuple[Any,
                      viewer_may=auth.viewer_may, extra_routers=[
         endpoint_router(ProbeManager()), bgp_router(FakeBgp()),
         cistate_router(ClusterState()), cluster_router(None),
+        bfd_router(Bfd(lambda _i, _s: None)), session_router(),
         firewall_router(Firewall(MemoryDatapath())),
         netcfg_router(FakeNetConfig("eth0", "eth1")),
         params_router(LogControl(logger="pyloxi.fuzz")), logs_router(LogSource(ring=LogRing())),
@@ -116,7 +120,9 @@ def assert_loxilb_error(resp: Any) -> None:
           suppress_health_check=list(HealthCheck))
 def test_no_input_makes_the_api_fail(case: Any) -> None:
     resp = case.call()
-    assert resp.status_code < 500, f"{case.method} {case.formatted_path}: {resp.text}"
+    # 501 is the deliberate answer of the GTP session routes (no GTP-U datapath)
+    if not (resp.status_code == 501 and "/config/session" in case.path):
+        assert resp.status_code < 500, f"{case.method} {case.formatted_path}: {resp.text}"
     if resp.status_code >= 400:
         assert_loxilb_error(resp)
 
