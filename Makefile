@@ -10,10 +10,12 @@ BPF_SRC := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/pyloxi/*.h)
 # golang-github-osrg-gobgp-dev 3.10, package apipb); gobgp 4.x protos do not talk to 3.10.
 GOBGP_PROTO ?= /usr/share/gocode/src/github.com/osrg/gobgp/api
 BGP_STUBS   := src/pyloxi/bgp/apipb
+# the image deploy/ runs (deploy/kubernetes/*.yaml); `make image IMAGE=...` for another tag
+IMAGE ?= ghcr.io/pyloxi/pyloxi:latest
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
               -I bpf/include -I /usr/include/$(shell uname -m)-linux-gnu
 
-.PHONY: deps build datapath-object bgp-stubs demo demo-cluster test test-unit test-datapath test-integration bench lint \
+.PHONY: deps build datapath-object bgp-stubs demo demo-cluster test test-unit test-datapath test-integration bench lint image \
         api-coverage clean
 
 deps: .venv/.deps-ok
@@ -62,6 +64,10 @@ test-datapath: build
 
 test-integration: build
 	$(PY) -m pytest -q tests/integration
+
+# the container image (deploy/image/Containerfile): Debian root by mmdebstrap, podman build
+image: build
+	IMAGE=$(IMAGE) PY=$(PY) bash scripts/build-image
 
 bench: build
 	$(PY) -m bench.run

@@ -34,8 +34,11 @@
 #include "pyloxi/sctp_flow.h"
 #include "pyloxi/fwd.h"
 #include "pyloxi/icmp.h"
+#include "pyloxi/mirror.h"
 #include "pyloxi/dsr.h"
 #include "pyloxi/firewall.h"
+#include "pyloxi/egress.h"
+#include "pyloxi/policer.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -56,9 +59,12 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 	struct hop hop = {};
 	int nh, rc;
 
+	mirr_rule(skb, v->svc_id);   /* mirror.h: the packet as received, before NAT */
 
 	/* What a router does with a packet it cannot forward, before touching it: the answer
 	 * quotes the header its sender sent. */
+	if (pol_svc_red(v->svc_id, p->l3len, now))   /* policer.h: the rule's QoS policer */
+		return PL_DROP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
 	nh = next_hop(skb, p, v, now, &hop);
@@ -97,8 +103,9 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 	return transmit(skb, v, nh, &hop);
 }
 
-/* A packet no conntrack entry knows: service -> select -> NAT -> conntrack -> forward. */
-static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
+/* A packet no conntrack entry knows: service -> select -> NAT -> conntrack -> forward.
+ * `egress`: a firewall SNAT rule matched, for a packet no service claims (egress.h). */
+static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int egress)
 {
 	struct flow_scratch *sc;
 	struct svc_ver *ver;
@@ -113,6 +120,13 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p)
 	if (p->key.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)
 		return PL_PASS;
 	ver = svc_lookup(&p->key, skb->mark, &svc_id, &ver_id);
+	if (!ver && egress) {
+		now = pl_now();
+		rc = egress_open(skb, p, now, &v);
+		if (rc != PL_CONTINUE)
+			return rc;
+		return forward(skb, p, v, now);
+	}
 	if (!ver)
 		return PL_PASS;
 	if (!svc_allows(&ver->cfg, ver_id, &p->key.saddr)) {
@@ -196,9 +210,9 @@ static __always_inline int new_flow_fwd(struct __sk_buff *skb, const struct pkt 
 	int rc;
 
 	rc = fw_check(skb, p);   /* firewall.h: before the service lookup, on conntrack misses */
-	if (rc != PL_CONTINUE)
+	if (rc != PL_CONTINUE && rc != PL_EGRESS)
 		return rc;
-	rc = new_flow(skb, p);
+	rc = new_flow(skb, p, rc == PL_EGRESS);
 
 	if (rc != PL_FORWARD)
 		return rc;
@@ -214,12 +228,15 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 	__u64 now;
 	int rc;
 
+	mirr_port_in(skb);   /* mirror.h: every frame, before parsing (the clone may move data) */
 	/* A frame sent to another host's MAC is not ours to forward: a switch floods unknown
 	 * unicast (an HA peer's port went down, its MAC aged out, a port in promiscuous mode), and
 	 * an HA BACKUP holding the MASTER's synced flows would forward a duplicate of every such
 	 * packet, or serve a VIP that is not local. The kernel drops it (ip_rcv). */
 	if (skb->pkt_type == PACKET_OTHERHOST)
 		return PL_PASS;
+	if (pol_port_red(skb))   /* policer.h: the interface's QoS policer */
+		return PL_DROP;
 	p = bpf_map_lookup_elem(&pkt_map, &zero);
 	if (!p)
 		return PL_PASS;

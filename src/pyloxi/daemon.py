@@ -23,6 +23,7 @@ import uvicorn
 from pyloxi import __version__, oplog
 from pyloxi.api.app import create_app
 from pyloxi.api.auth import AuthApi
+from pyloxi.api.bfd import bfd_router
 from pyloxi.api.bgp import bgp_router
 from pyloxi.api.cistate import cistate_router
 from pyloxi.api.cluster import cluster_router
@@ -30,14 +31,18 @@ from pyloxi.api.endpoint import endpoint_router
 from pyloxi.api.firewall import firewall_router
 from pyloxi.api.logs import logs_router
 from pyloxi.api.metrics import metrics_router
+from pyloxi.api.mirror import mirror_router
 from pyloxi.api.netcfg import netcfg_router
 from pyloxi.api.params import params_router
+from pyloxi.api.policy import policy_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
+from pyloxi.api.session import session_router
 from pyloxi.api.users import user_store
 from pyloxi.bgp import BgpSpeaker, Timers
 from pyloxi.bpf import locate_object
 from pyloxi.cluster import ClusterConfig, ClusterState, Instance
 from pyloxi.cluster.activeactive import ActiveActive
+from pyloxi.cluster.bfd import Bfd, SessionConfig, parse_ka
 from pyloxi.cluster.ctsync import CtSync
 from pyloxi.cluster.fingerprint import MaglevFingerprints
 from pyloxi.cluster.instances import SECTION as INSTANCE_SECTION
@@ -47,6 +52,8 @@ from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
+from pyloxi.engine.mirror import Mirrors
+from pyloxi.engine.policer import Policers
 from pyloxi.host.locks import DirLock
 from pyloxi.host.namespaces import enter_netns, share_host_mounts
 from pyloxi.host.netcfg import HostNetConfig
@@ -64,7 +71,15 @@ from pyloxi.model.status import LOG_LEVELS
 from pyloxi.oplog import LogControl, LogSource
 from pyloxi.probes import ProbeManager, ProbeTarget, engine_sink
 from pyloxi.statesync import StateSync, rule_vips
-from pyloxi.store import SqliteStore, load_firewall, save_firewall
+from pyloxi.store import (
+    SqliteStore,
+    load_firewall,
+    load_mirrors,
+    load_policies,
+    save_firewall,
+    save_mirrors,
+    save_policies,
+)
 
 log = logging.getLogger("pyloxi.daemon")
 
@@ -85,6 +100,13 @@ def _bgp_timers(text: str) -> Timers:
     if min(hold, keepalive, retry) < 1 or keepalive >= hold:
         raise argparse.ArgumentTypeError(f"{text!r}: all >= 1 s and keepalive < hold")
     return Timers(hold, keepalive, retry)
+
+
+def _ka(text: str) -> SessionConfig:
+    try:
+        return parse_ka(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -143,6 +165,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="comma-separated addresses of the cluster's other nodes (conntrack sync)")
     p.add_argument("--self", dest="self_index", type=int, default=0, metavar="N",
                    help="this node's index in the cluster (default 0)")
+    p.add_argument("-k", "--ka", default=None, type=_ka, metavar="REMOTE:SOURCE:INTERVAL",
+                   help="built-in BFD with the peer REMOTE from SOURCE (0.0.0.0: the route's "
+                        "source), every INTERVAL us (>= 100000, default 200000); the HA state "
+                        "follows it (docs/cluster.md \"Built-in BFD\")")
     p.add_argument("--clusterinterface", default="", metavar="IF",
                    help="interface of the cluster network")
     # -- bgp (pyloxi.bgp) --
@@ -211,6 +237,8 @@ class Daemon:
         # HA state: kept beside the rules, so a restarted BACKUP does not take its VIPs back
         self.cluster = ClusterState(cluster_config(args),
                                     path=Path(args.state_dir) / "cistate.json")
+        # built-in BFD: its election sets the HA state, as keepalived's notify script would
+        self.bfd = Bfd(self._bfd_decided, path=Path(args.state_dir) / "bfd.json", ka=args.ka)
         self.bgp: BgpSpeaker | None = None
         self._active_active()
         self.engine = Engine(self.datapath, store=self.store, on_change=self._rules_changed,
@@ -220,15 +248,24 @@ class Daemon:
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
         self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes,
-                              serves=self._serves)
+                              serves=self._serves,
+                              extra_vips=lambda: self.firewall.local_ips())
         self.bgp = self._bgp_speaker(args) if args.bgp else None
         self.ctsync: CtSync | None = None
         self.agreement = self._agreement(args)
-        self.cluster.subscribe(self._ha_changed)
-        self._restore(keys, entries)
         fw_path = Path(args.state_dir) / "firewall.json"
         self.firewall = Firewall(self.datapath, saved=load_firewall(fw_path),
-                                 save=lambda rules: save_firewall(fw_path, rules))
+                                 save=lambda rules: save_firewall(fw_path, rules),
+                                 backup=self._backup(), on_change=self.sync.ha_changed)
+        self.cluster.subscribe(self._ha_changed)
+        self._restore(keys, entries)
+        pol_path = Path(args.state_dir) / "policy.json"
+        self.policers = Policers(self.datapath, saved=load_policies(pol_path),
+                                 save=lambda pols: save_policies(pol_path, pols))
+        mirr_path = Path(args.state_dir) / "mirror.json"
+        self.mirrors = Mirrors(self.datapath, ports=lambda: interfaces,
+                               saved=load_mirrors(mirr_path),
+                               save=lambda mirrors: save_mirrors(mirr_path, mirrors))
         # metrics: read when scraped (the datapath's per-CPU counters in batch), never polled
         self.metrics = MetricsExporter(Sources(
             rules=self.engine.rule_table, counters=self.datapath.services_counters,
@@ -236,7 +273,8 @@ class Daemon:
             conntrack=self.datapath.conntrack_summary,
             conntrack_capacity=lambda: self.datapath.conntrack_capacity,
             probes=self.probes.statuses, firewall=self.firewall.list, ha=self.cluster.instances,
-            disk_path=args.state_dir),
+            disk_path=args.state_dir, policers=self.policers.list,
+            mirrors=self.mirrors.counters),
             enabled=args.prometheus, flows=self.datapath.flows)
         self.app = create_app(self.engine, version=__version__, tokens=self.auth.check,
                               open_calls=self.auth.open_calls, viewer_may=self.auth.viewer_may,
@@ -245,12 +283,16 @@ class Daemon:
                                              endpoint_router(self.probes),
                                              bgp_router(self.bgp),
                                              cistate_router(self.cluster),
+                                             bfd_router(self.bfd),
+                                             session_router(),
                                              firewall_router(self.firewall),
                                              netcfg_router(HostNetConfig(
                                                  lambda: self.datapath.attached)),
                                              params_router(self.log_levels),
                                              logs_router(self.log_source),
                                              *self.auth.routers,
+                                             policy_router(self.policers),
+                                             mirror_router(self.mirrors),
                                              cluster_router(
                                                  None if self.agreement is None
                                                  else self.agreement.status)])
@@ -279,6 +321,10 @@ class Daemon:
 
         self.cluster.subscribe(instance_changed)
 
+    def _bfd_decided(self, instance: str, state: str) -> None:
+        """BFD's election: the instance's state changes, its VIP is kept."""
+        self.cluster.set_state(instance, state, self.cluster.instance(instance).vip)
+
     def _rules_changed(self) -> None:
         # the engine and its follower need each other: the engine is built first
         self.sync.changed()
@@ -304,11 +350,16 @@ class Daemon:
         """An HA state changed: VIPs follow (statesync), and BGP's attributes (MASTER local-pref
         5000 / MED 10, BACKUP 100 / 20)."""
         self.sync.ha_changed()
+        self.firewall.set_backup(self._backup())  # egress (onDefault) SNAT follows the MASTER
         if self.ctsync is not None:
             self.ctsync.set_role(self._sync_role())
         if self.bgp is not None:
             for inst in self.cluster.instances():
                 self.bgp.set_ha_state(inst.name, inst.state)
+
+    def _backup(self) -> bool:
+        """loxilb: onDefault (egress) SNAT rules are active unless the instance is BACKUP."""
+        return self.cluster.instance(DEFAULT_INSTANCE).state == "BACKUP"
 
     def _sync_role(self) -> str:
         """Conntrack sync sends while this node serves the default instance (MASTER, or no
@@ -361,7 +412,8 @@ class Daemon:
         self.datapath.prune_orphans()
         rules = self.engine.desired_rules()
         # drops stale VIPs, and those of instances this node does not serve
-        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)})
+        self.vips.sync({v for r in rules if self._serves(r) for v in rule_vips(r)} |
+                       self.firewall.local_ips())
         self.sync.changed()
         log.info("restored %d of %d persisted rules", len(entries) - len(errors), len(entries))
 
@@ -422,6 +474,7 @@ class Daemon:
         if self.bgp is not None:
             self.bgp.start()
         self._start_ctsync()
+        await self.bfd.start()
         self.sync.start(loop)  # its first round hands the restored rules' targets to the probes
         aging = asyncio.create_task(self._aging_loop())
         retry = asyncio.create_task(self._retry_loop())
@@ -439,6 +492,7 @@ class Daemon:
         if tls is not None:
             tls.should_exit = True
         await asyncio.gather(*servings, aging, retry, return_exceptions=True)
+        await self.bfd.stop()  # the peers hear AdminDown and take over at once
         self.sync.stop()
         if self.ctsync is not None:
             await asyncio.to_thread(self.ctsync.stop)

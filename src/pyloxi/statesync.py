@@ -66,8 +66,12 @@ class StateSync:
 
     def __init__(self, vips: VipTable, rules: Callable[[], list[LoadBalancerEntry]],
                  probes: ProbeRules,
-                 serves: Callable[[LoadBalancerEntry], bool] | None = None) -> None:
+                 serves: Callable[[LoadBalancerEntry], bool] | None = None,
+                 extra_vips: Callable[[], set[str]] | None = None) -> None:
         self.vips = vips
+        # addresses local beside the rules' VIPs (egress SNAT addresses): counted on each
+        # recount, so whoever changes them calls ha_changed()
+        self.extra_vips = extra_vips or set
         self.rules = rules  # the engine's entries, as stored (no copies)
         self.probes = probes
         self.serves = serves or (lambda _entry: True)  # whether a rule's VIPs are local here
@@ -151,6 +155,7 @@ class StateSync:
         self._seen = current
         if recount:  # served or not changed under the rules we hold: count from scratch
             refs = Counter(v for r in rules if self.serves(r) for v in rule_vips(r))
+            refs.update(self.extra_vips())
             appeared = set(refs) - set(self._vip_refs)
             vanished = set(self._vip_refs) - set(refs)
             self._vip_refs = refs

@@ -32,6 +32,8 @@ from pyloxi.engine.validate import drop_unsupported
 from pyloxi.model.base import REFUSED_VALUE_ERRORS
 from pyloxi.model.firewall import FirewallEntry
 from pyloxi.model.lb import LoadBalancerEntry, LoadBalancerList
+from pyloxi.model.mirror import MirrorEntry
+from pyloxi.model.policy import PolicyEntry
 
 log = logging.getLogger("pyloxi.store")
 
@@ -509,3 +511,59 @@ def save_firewall(path: Path, rules: list[FirewallEntry]) -> None:
     body = [r.model_dump(by_alias=True, mode="json", exclude={"opts": {"counter"}})
             for r in rules]
     write_atomic(path, json.dumps({"fwAttr": body}) + "\n")
+
+
+def load_mirrors(path: Path) -> list[MirrorEntry]:
+    """The mirrors `save_mirrors` wrote ({"mirrAttr": [...]}); none when the file is missing.
+    A mirror this version refuses, or an unreadable file, is logged and left out."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("mirror file %s unreadable, starting with no mirrors: %s", path, exc)
+        return []
+    items = data.get("mirrAttr") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        log.warning("mirror file %s: no mirrAttr list, starting with no mirrors", path)
+        return []
+    out = []
+    for item in items:
+        try:
+            out.append(MirrorEntry.model_validate(item))
+        except ValidationError as exc:
+            log.warning("mirror file %s: mirror %r left out: %s", path, item, exc)
+    return out
+
+
+def save_mirrors(path: Path, mirrors: list[MirrorEntry]) -> None:
+    body = [m.wire() for m in mirrors]
+    write_atomic(path, json.dumps({"mirrAttr": body}) + "\n")
+
+
+def load_policies(path: Path) -> list[PolicyEntry]:
+    """The policers `save_policies` wrote ({"polAttr": [...]}); none when the file is missing.
+    One this version refuses, or an unreadable file, is logged and left out."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("policy file %s unreadable, starting with no policers: %s", path, exc)
+        return []
+    items = data.get("polAttr") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        log.warning("policy file %s: no polAttr list, starting with no policers", path)
+        return []
+    out = []
+    for item in items:
+        try:
+            out.append(PolicyEntry.model_validate(item))
+        except ValidationError as exc:
+            log.warning("policy file %s: policer %r left out: %s", path, item, exc)
+    return out
+
+
+def save_policies(path: Path, pols: list[PolicyEntry]) -> None:
+    body = [p.model_dump(by_alias=True, mode="json", exclude={"stats"}) for p in pols]
+    write_atomic(path, json.dumps({"polAttr": body}) + "\n")

@@ -268,3 +268,19 @@ def test_l2_dsr_over_ipv6_keeps_vip_and_ports(hd: Harness) -> None:
     keys, vals, table = entries(hd)
     assert len(vals) == 1 and table[0] == L.CT_DEL_HALF and vals[0]["mode"] == L.MODE_DSR
     assert L.addr_text(vals[0]["nat_daddr"]) in EPS6[:2]
+
+
+def test_rule_policer_polices_dsr_flows(hd: Harness) -> None:
+    """A QoS policer on a dsr rule (policer.h, called from dsr_forward): its forward-only
+    flows drain the bucket (2 frames) and are dropped when red, as NAT flows are."""
+    from pyloxi.engine.policer import PolicerProgram
+
+    dsr(hd, EPS[:1])
+    hd.dp.set_policer(PolicerProgram(id=1, srtcm=False, cir=1_000_000, pir=1_000_000, cbs=1518,
+                                     ebs=3036, port="", rule="t1"))
+    assert hd.run(syn()).retval == TC_ACT_REDIRECT
+    verdicts = [hd.run(ack(seq=1001 + 1400 * i, payload=bytes(1400))).retval
+                for i in range(40)]
+    assert TC_ACT_SHOT in verdicts
+    okp, _, drp, _ = hd.dp.policer_counters()[1]
+    assert (okp, drp) == (1 + verdicts.count(TC_ACT_REDIRECT), verdicts.count(TC_ACT_SHOT))

@@ -10,6 +10,7 @@ import pytest
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.engine import program
 from pyloxi.engine.firewall import MAX_FW_RULES
+from pyloxi.engine.mirror import MAX_MIRRORS
 
 from .btf import btf_struct_layout
 from .conftest import OBJ, ROOT
@@ -44,6 +45,8 @@ def test_limits_agree_with_header() -> None:
     assert defs["PL_SYNC_NEW_ROOM"] == L.SYNC_NEW_ROOM
     assert defs["PL_FW_MAX"] == L.FW_MAX == MAX_FW_RULES
     assert (defs["PL_FW_DROP"], defs["PL_FW_ALLOW"]) == (L.FW_DROP, L.FW_ALLOW)
+    assert defs["PL_MIRR_MAX"] == L.MIRR_MAX == MAX_MIRRORS
+    assert (defs["PL_MIRR_SPAN"], defs["PL_MIRR_RSPAN"]) == (L.MIRR_SPAN, L.MIRR_RSPAN)
     assert (defs["PL_SYNC_R_LOCAL"], defs["PL_SYNC_R_DELETED"], defs["PL_SYNC_R_EXISTS"]) == (
         L.SYNC_R_LOCAL, L.SYNC_R_DELETED, L.SYNC_R_EXISTS)
     stats = re.search(r"enum pl_stat \{(.*?)\};", text, re.S)

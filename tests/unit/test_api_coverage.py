@@ -48,7 +48,7 @@ def _openapi(*ops: tuple[str, str]) -> dict[str, Any]:
 
 SWAGGER = {"paths": {
     "/config/a/{name}": {"get": {}, "delete": {}},
-    "/config/policy/all": {"get": {}},
+    "/config/export": {"get": {}},
     "/config/bgp/policy/apply": {"post": {}},
 }}
 
@@ -59,7 +59,7 @@ def test_served_operations_match_by_method_and_path_shape() -> None:
     status = {r.op: r.status for r in cov.rows}
     assert status[("GET", "/config/a/{name}")] == "served"
     assert status[("DELETE", "/config/a/{name}")] == "served"
-    assert status[("GET", "/config/policy/all")] == "pending"
+    assert status[("GET", "/config/export")] == "pending"
     assert status[("POST", "/config/bgp/policy/apply")] == "not served"
     assert cov.pyloxi_only == [("GET", "/extra")]
     # the tables name operations this small swagger does not have: only those errors
@@ -75,8 +75,8 @@ def test_an_unserved_operation_without_a_reason_is_an_error() -> None:
 def test_a_served_operation_left_in_the_tables_is_an_error() -> None:
     cov = coverage.coverage(SWAGGER, _openapi(
         ("GET", "/config/a/{name}"), ("DELETE", "/config/a/{name}"),
-        ("GET", "/config/policy/all"), ("POST", "/config/bgp/policy/apply")))
-    assert "GET /config/policy/all is served: remove it from PENDING_IN_OTHER_BRANCHES" \
+        ("GET", "/config/export"), ("POST", "/config/bgp/policy/apply")))
+    assert "GET /config/export is served: remove it from PENDING_IN_OTHER_BRANCHES" \
         in cov.errors
     assert "POST /config/bgp/policy/apply is served: remove it from NOT_SERVED" in cov.errors
 

@@ -68,6 +68,35 @@ def test_refusals(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None
                       env=env)
     assert r.exit_code == 2 and "sourceIP" in r.stderr
     r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
-                            "--snat=10.10.10.1,3030"], env=env)
-    assert r.exit_code == 1 and "doSnat not supported yet" in r.stderr
+                            "--snat=10.10.10.1,3030", "--setmark=4"], env=env)
+    assert r.exit_code == 1 and "fwMark not allowed together with doSnat" in r.stderr
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
+                            "--snat=nonsense"], env=env)
+    assert r.exit_code == 1 and "not an IP address" in r.stderr
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
+                            "--trap"], env=env)
+    assert r.exit_code == 1 and "trap not supported yet" in r.stderr
     assert dp.firewall == []
+
+
+def test_snat_and_egress(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None:
+    dp, runner, env = rig
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
+                            "--snat=10.10.10.1,3030"], env=env)
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(cli, ["create", "firewall",
+                            "--firewallRule=sourceIP:10.2.0.0/16,preference:5",
+                            "--snat=10.10.10.2", "--egress"], env=env)
+    assert r.exit_code == 0, r.stderr
+    assert [(p.src, p.snat_ip, p.snat_port) for p in dp.firewall] == [
+        ("10.2.0.0/16", "10.10.10.2", 0), ("10.0.0.0/8", "10.10.10.1", 3030)]
+    got = json.loads(runner.invoke(cli, ["get", "fw", "-o", "json"], env=env).stdout)["fwAttr"]
+    assert [(e["opts"]["doSnat"], e["opts"]["toIP"], e["opts"]["toPort"],
+             e["opts"]["onDefault"], e["opts"]["drop"]) for e in got] == [
+        (True, "10.10.10.2", 0, True, False), (True, "10.10.10.1", 3030, False, False)]
+    r = runner.invoke(cli, ["get", "firewall"], env=env)
+    assert "snat-10.10.10.1:3030" in r.stdout and "snat-10.10.10.2:0 (egress)" in r.stdout
+    r = runner.invoke(cli, ["delete", "firewall",
+                            "--firewallRule=sourceIP:10.2.0.0/16,preference:5"], env=env)
+    assert r.exit_code == 0, r.stderr
+    assert [p.snat_ip for p in dp.firewall] == ["10.10.10.1"]

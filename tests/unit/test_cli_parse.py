@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyloxi.cli.client import ENV_API, Settings, make_settings
+from pyloxi.cli.client import ENV_API, Settings, default_token_file, make_settings
 from pyloxi.cli.lb import build_rules, delete_calls
 from pyloxi.cli.main import hoist_global_options
 from pyloxi.cli.parse import (
@@ -272,7 +272,8 @@ def test_hoist_global_options(args: list[str], want: list[str]) -> None:
 
 
 def test_settings_precedence() -> None:
-    assert make_settings(None, None, None, None, env={}) == Settings()
+    assert make_settings(None, None, None, None, env={}) == Settings(
+        token_path=default_token_file({}))  # where `pyloxi set login` keeps its token
     s = make_settings(None, None, "JSON", None, env={ENV_API: "10.0.0.5:2222"})
     assert (s.server, s.port, s.json, s.base_url) == (
         "10.0.0.5",

@@ -81,7 +81,18 @@ def test_no_action_is_drop(http: TestClient, dp: MemoryDatapath) -> None:
     (fw({"sourceIP": "10.0.0.0/8", "destinationIP": "2001:db8::/32"}, drop=True), "families"),
     (fw({"sourceIP": "10.0.0.0/8"}, allow=True, drop=True), "exclusive"),
     (fw({"sourceIP": "10.0.0.0/8"}, drop=True, fwMark=3), "fwMark needs the allow"),
-    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True, toIP="1.2.3.4"), "doSnat not supported yet"),
+    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True), "doSnat needs toIP"),
+    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True, toIP="1.2.3"), "not an IP address"),
+    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True, toIP="0.0.0.0"), "cannot be a source"),
+    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True, toIP="2001:db8::1"), "family"),
+    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True, toIP="1.2.3.4", fwMark=3),
+     "fwMark not allowed together with doSnat"),
+    (fw({"sourceIP": "10.0.0.0/8"}, doSnat=True, toIP="1.2.3.4", allow=True),
+     "action of its own"),
+    (fw({"sourceIP": "10.0.0.0/8", "protocol": 1}, doSnat=True, toIP="1.2.3.4", toPort=80),
+     "toPort needs protocol"),
+    (fw({"sourceIP": "10.0.0.0/8"}, onDefault=True, allow=True), "onDefault (--egress) needs"),
+    (fw({"sourceIP": "10.0.0.0/8"}, toIP="1.2.3.4"), "toIP and toPort need doSnat"),
     (fw({"sourceIP": "10.0.0.0/8"}, trap=True), "trap not supported yet"),
     (fw({"sourceIP": "10.0.0.0/8"}, redirect=True, redirectPortName="eth1"), "redirect"),
     (fw({"sourceIP": "10.0.0.0/8"}, allow=True, record=True), "record not supported yet"),
@@ -182,3 +193,62 @@ def test_restore_is_one_swap_and_skips_a_rule_the_datapath_refuses() -> None:
     table = Firewall(dp2, saved=[a, b, c])
     assert [p.src for p in dp2.firewall] == ["10.0.0.0/8", "10.1.0.0/16"]
     assert [e.rule_arguments.preference for e in table.list()] == [5, 3]
+
+
+def test_snat_rule_reaches_the_datapath_and_lists(http: TestClient, dp: MemoryDatapath) -> None:
+    r = http.post(URL, json=fw({"sourceIP": "10.0.0.0/24", "preference": 10}, doSnat=True,
+                               toIP="192.0.2.10", toPort=3030))
+    assert r.status_code == 200, r.text
+    [p] = dp.firewall
+    assert (p.src, p.snat_ip, p.snat_port, p.allow) == ("10.0.0.0/24", "192.0.2.10", 3030, False)
+    [e] = http.get(f"{URL}/all").json()["fwAttr"]
+    assert e["opts"]["doSnat"] is True and e["opts"]["drop"] is False
+    assert (e["opts"]["toIP"], e["opts"]["toPort"]) == ("192.0.2.10", 3030)
+    # IPv6: toIP of the rule's family
+    r = http.post(URL, json=fw({"sourceIP": "2001:db8::/64"}, doSnat=True, toIP="2001:db8:1::9"))
+    assert r.status_code == 200, r.text
+
+
+def test_on_default_rules_follow_the_ha_state() -> None:
+    dp = MemoryDatapath()
+    changes: list[set[str]] = []
+    table = Firewall(dp, backup=True,  # a BACKUP starting
+                     on_change=lambda: changes.append(table.local_ips()))
+    table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/24", "preference": 2},
+                                              doSnat=True, toIP="192.0.2.10", onDefault=True)))
+    table.add(FirewallEntry.model_validate(fw({"sourceIP": "10.0.1.0/24", "preference": 1},
+                                              doSnat=True, toIP="192.0.2.11")))
+    # BACKUP: the egress rule is kept (listed) but not in the datapath; the plain SNAT is
+    assert [p.snat_ip for p in dp.firewall] == ["192.0.2.11"]
+    assert len(table.list()) == 2
+    table.set_backup(False)  # MASTER
+    assert [p.snat_ip for p in dp.firewall] == ["192.0.2.10", "192.0.2.11"]
+    table.set_backup(True)
+    assert [p.snat_ip for p in dp.firewall] == ["192.0.2.11"]
+    # the egress SNAT address is this node's only while not BACKUP (plain SNAT's: never)
+    assert changes == [set(), {"192.0.2.10"}, set()]
+
+
+def test_egress_rules_over_cistate(dp: MemoryDatapath) -> None:
+    """The daemon's wiring in small: cistate changes reach Firewall.set_backup."""
+    from pyloxi.api.cistate import cistate_router
+    from pyloxi.cluster.state import ClusterState
+    from pyloxi.model.cluster import DEFAULT_INSTANCE
+
+    cluster = ClusterState()
+    table = Firewall(dp)
+    cluster.subscribe(lambda _b, _a: table.set_backup(
+        cluster.instance(DEFAULT_INSTANCE).state == "BACKUP"))
+    app = create_app(object(), version="0",
+                     extra_routers=[firewall_router(table), cistate_router(cluster)])
+    with TestClient(app) as client:
+        r = client.post(URL, json=fw({"sourceIP": "10.0.0.0/24"}, doSnat=True,
+                                     toIP="192.0.2.10", onDefault=True))
+        assert r.status_code == 200, r.text
+        assert len(dp.firewall) == 1  # NOT_DEFINED: not BACKUP, active
+        body = {"instance": DEFAULT_INSTANCE, "state": "BACKUP", "vip": "0.0.0.0"}
+        assert client.post("/netlox/v1/config/cistate", json=body).status_code == 200
+        assert dp.firewall == []
+        body["state"] = "MASTER"
+        assert client.post("/netlox/v1/config/cistate", json=body).status_code == 200
+        assert [p.snat_ip for p in dp.firewall] == ["192.0.2.10"]

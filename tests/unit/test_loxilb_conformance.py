@@ -74,6 +74,13 @@ SEEDS: list[tuple[str, dict[str, Any]]] = [
     ("/config/tunnel/vxlan/50/peer", {"peerIP": "10.2.2.2"}),
     ("/config/cors", {"cors": ["http://example.com"]}),
     ("/config/bgp/neigh", {"ipAddress": "10.3.3.3", "remoteAs": 65001}),
+    ("/config/policy", {"policyIdent": "seed-pol",
+                        "policyInfo": {"type": 0, "colorAware": False, "peakInfoRate": 100,
+                                       "committedInfoRate": 100},
+                        "targetObject": {"attachment": 1, "polObjName": "eth0"}}),
+    ("/config/mirror", {"mirrorIdent": "seed-mirr",
+                        "mirrorInfo": {"type": 0, "port": "eth1", "vlan": 0},
+                        "targetObject": {"attachment": 1, "mirrObjName": "eth0"}}),
     ("/config/metrics", {}),  # Prometheus on: GET /metrics answers 200
 ]
 

@@ -17,11 +17,13 @@ from pyloxi.api.metrics import metrics_router
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine.engine import Engine
 from pyloxi.engine.firewall import Firewall
+from pyloxi.engine.mirror import Mirrors
 from pyloxi.engine.program import EndpointCounters, Flow, ServiceCounters
 from pyloxi.metrics import CATALOG, VIEWS, MetricsExporter, Sources, series_names
 from pyloxi.metrics.text import exposition
 from pyloxi.model.firewall import FirewallEntry
 from pyloxi.model.lb import LoadBalancerEntry
+from pyloxi.model.mirror import MirrorEntry
 
 B = "/netlox/v1"
 JSON = {"content-type": "application/json"}  # every POST declares it (api.guard: CSRF)
@@ -391,3 +393,20 @@ async def test_json_views_use_loxilbs_field_names(api: Api) -> None:
     assert svc["dns"] == {"value": 5, "ratio": pytest.approx(5 / 35)}
     assert await get("fwdrops") == {"total_fw_drops": 0, "total_fw_drops_per_rule": []}
     assert await get("reqcountperclient") == {"1.1.1.1": 2, "1.1.1.2": 1}
+
+
+def test_mirror_counters() -> None:
+    dp = MemoryDatapath(interfaces=frozenset({"eth0", "mir0"}))
+    mirrors = Mirrors(dp)
+    mirrors.add(MirrorEntry.model_validate({
+        "mirrorIdent": "tap", "mirrorInfo": {"type": 0, "port": "mir0"},
+        "targetObject": {"attachment": 1, "mirrObjName": "eth0"}}))
+    dp.mirr_counters[0] = (7, 700)
+    engine = Engine(dp)
+    exporter = MetricsExporter(Sources(rules=engine.rule_table, counters=dp.services_counters,
+                                       mirrors=mirrors.counters), enabled=True, flows=dp.flows)
+    samples = {(s.name, s.labels.get("mirror")): s.value
+               for fam in text_string_to_metric_families(exporter.render().decode())
+               for s in fam.samples}
+    assert samples[("pyloxi_mirror_packets_total", "tap")] == 7
+    assert samples[("pyloxi_mirror_bytes_total", "tap")] == 700

@@ -71,6 +71,11 @@ __noinline int pl_reclaim(struct flow_scratch *sc, int half)
 	return 0;
 }
 
+/* ct_create's `snat`: how the translated source port is chosen */
+#define PL_SNAT_NONE  0   /* the source is not translated: the client's port */
+#define PL_SNAT_ALLOC 1   /* a free NAT port (the client's own first, if in range and free) */
+#define PL_SNAT_FIXED 2   /* exactly sc->fwd.nat_sport (egress toPort): one try */
+
 /* Insert the reply entry sc->rev into ct_half, choosing a free NAT source port when the source
  * is translated (in sc->fwd's rewrite). The reply tuple must be free in both tables: ct_map is
  * looked up first, so a taken tuple there would steal the new flow's replies. Returns 0 when
@@ -79,13 +84,13 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
 {
 	struct ct_val *fv;
 	__u16 sport;
-	__u32 tries = snat ? PL_NAT_TRIES : 1;
+	__u32 tries = snat == PL_SNAT_ALLOC ? PL_NAT_TRIES : 1;
 	__u8 proto;
 
 	if (!sc || !key)
 		return -1;
 	fv = &sc->fwd;
-	sport = key->sport;
+	sport = snat == PL_SNAT_FIXED ? fv->nat_sport : key->sport;
 	proto = key->proto;
 	__u32 lo = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_MIN : PL_NAT_PORT_MIN;
 	__u32 span = fv->mode == PL_MODE_FULLNAT ? PL_VIP_PORT_SPAN : PL_NAT_PORT_SPAN;
@@ -103,7 +108,8 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
 		 * then random candidates, fresh for every attempt, so a retransmitted SYN does not
 		 * retry the same taken ports. */
 		__u16 cand = sport;
-		if (snat && (i > 0 || bpf_ntohs(sport) < lo || bpf_ntohs(sport) >= lo + span))
+		if (snat == PL_SNAT_ALLOC &&
+		    (i > 0 || bpf_ntohs(sport) < lo || bpf_ntohs(sport) >= lo + span))
 			cand = bpf_htons(lo + bpf_get_prandom_u32() % span);
 		fv->nat_sport = cand;
 		partner_key(fv, proto, &sc->rk);
@@ -117,8 +123,8 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
 
 /*
  * Create the flow of packet `p` from the two entries in `sc`, whose rewrites are set (nat.h):
- * their bookkeeping, TCP state, then the reply entry (on a free tuple; `snat`: the source is
- * translated, so its port may change) and the original-direction entry. Returns PL_CONTINUE
+ * their bookkeeping, TCP state, then the reply entry (on a free tuple; `snat`: PL_SNAT_*, how
+ * the translated source's port is chosen) and the original-direction entry. Returns PL_CONTINUE
  * with *vp the entry of `p` (the flow's, or another CPU's that created it first), PL_PASS when
  * there is no free tuple (the VIP is local: the client gets a RST or port-unreachable, not
  * silence) or PL_DROP.

@@ -23,6 +23,8 @@
 #include "pyloxi/icmp.h"
 #include "pyloxi/nat.h"
 #include "pyloxi/stats.h"
+#include "pyloxi/policer.h"
+#include "pyloxi/mirror.h"
 
 #define PL_IPIP_HLEN 20
 
@@ -117,7 +119,10 @@ static __noinline int dsr_forward(struct __sk_buff *skb, const struct pkt *p, st
 	struct hop hop = {};
 	int nh, ipip;
 
+	mirr_rule(skb, v->svc_id);   /* mirror.h */
 	ipip = v->flags & PL_CT_F_IPIP;
+	if (pol_svc_red(v->svc_id, p->l3len, now))   /* policer.h: the rule's QoS policer */
+		return PL_DROP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
 	/* hop.mtu: the egress MTU of a packet too big (no variable of its own: this frame counts

@@ -4,8 +4,8 @@
  * the control plane), judged only for packets no conntrack entry knows, before the service
  * lookup. Established flows never get here, so the replies and later packets of a flow that a
  * rule let open pass on its conntrack entry (stateful), and the fast path costs nothing. The
- * first matching rule decides: drop, or allow (optionally setting skb->mark). No match: the
- * packet goes on (loxilb's default). Each match is counted per rule (fw_stats, per CPU).
+ * first matching rule decides: drop, allow (optionally setting skb->mark), or SNAT (egress.h).
+ * No match: the packet goes on (loxilb's default). Each match is counted per rule (fw_stats, per CPU).
  * Traffic the load balancer does not track (not to a service) is judged packet by packet.
  */
 #ifndef PYLOXI_FIREWALL_H
@@ -13,6 +13,7 @@
 
 #include <bpf/bpf_endian.h>
 #include "pyloxi/tables.h"
+#include "pyloxi/nat.h"
 #include "pyloxi/parse.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/verdict.h"
@@ -45,6 +46,8 @@ static long fw_step(__u32 i, void *data)
 		return 0;
 	if (r->ifindex && r->ifindex != c->ifindex)
 		return 0;
+	if (r->action == PL_FW_SNAT && r->snat_family != c->key.family)
+		return 0;   /* a source of the other family cannot be given */
 	sp = bpf_ntohs(c->key.sport);
 	dp = bpf_ntohs(c->key.dport);
 	if (sp < r->sport_lo || sp > r->sport_hi || dp < r->dport_lo || dp > r->dport_hi)
@@ -56,7 +59,24 @@ static long fw_step(__u32 i, void *data)
 	return 1;
 }
 
-/* PL_CONTINUE (no rule, or an allow rule), or PL_DROP. Not inlined: its frame is not added to
+/* An SNAT rule matched: the egress flow's rewrites into the scratch entries, where new_flow
+ * finds them (egress.h). An echo keeps no fixed port: its identifier is allocated. */
+static __always_inline int fw_snat(const struct pkt *p, const struct fw_rule *r)
+{
+	__u32 zero = 0;
+	struct flow_scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	__u16 port = p->key.proto == IPPROTO_ICMP ? 0 : r->snat_port;
+
+	if (!sc)
+		return PL_DROP;
+	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
+	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
+	nat_egress(&sc->fwd, &sc->rev, p, &r->snat_ip, port);
+	sc->fwd.ep_idx = port ? PL_EGRESS_F_FIXED : 0;
+	return PL_EGRESS;
+}
+
+/* PL_CONTINUE (no rule, or an allow rule), PL_EGRESS (an SNAT rule) or PL_DROP. Not inlined: its frame is not added to
  * the new-flow call chain's. */
 static __noinline int fw_check(struct __sk_buff *skb, const struct pkt *p)
 {
@@ -87,6 +107,8 @@ static __noinline int fw_check(struct __sk_buff *skb, const struct pkt *p)
 		st->packets += 1;
 		st->bytes += p->len;
 	}
+	if (r->action == PL_FW_SNAT)
+		return fw_snat(p, r);
 	if (r->action != PL_FW_ALLOW) {
 		count(PL_ST_FW_DROP);
 		return PL_DROP;

@@ -17,6 +17,7 @@
 #define PYLOXI_MAPS_H
 
 #include <linux/types.h>
+#include <linux/bpf.h>   /* struct bpf_spin_lock (pol_val) */
 
 #define PL_MAX_SERVICES   16384   /* service ids 1..PL_MAX_SERVICES-1 */
 #define PL_MAX_EPS        64      /* endpoints per service */
@@ -143,6 +144,10 @@ enum pl_stat {
 	                        * ring was past PL_SYNC_NEW_ROOM (best effort: a SYN flood must
 	                        * not crowd established/delete events out) */
 	PL_ST_FW_DROP,         /* dropped by a firewall rule (firewall.h) */
+	PL_ST_EGRESS_REFUSED,  /* egress SNAT (egress.h): a packet that cannot open a flow (TCP
+	                        * without SYN, e.g. a flow lost mid-stream): dropped, never
+	                        * forwarded with the untranslated source */
+	PL_ST_POLICER_DROP,    /* red: dropped by a QoS policer (policer.h) */
 	PL_ST_MAX = 32,
 };
 
@@ -427,6 +432,14 @@ struct ct_sync_req {      /* ct_sync_map[0]: input and output of pl_ct_sync */
 #define PL_FW_MAX         256     /* rules */
 #define PL_FW_DROP        0       /* fw_rule.action */
 #define PL_FW_ALLOW       1
+#define PL_FW_SNAT        2       /* egress SNAT (loxilb doSnat, egress.h) */
+
+/* Egress SNAT flows have no service: their conntrack entries carry this reserved svc_id, one
+ * past the last service id, so every per-service table (ep_stats, conn_map, svc_new) misses
+ * it and counts nothing, and a peer (conntrack sync) takes them as they are. Their ep_idx is
+ * PL_EGRESS_F_FIXED when the source port is the rule's toPort (else allocated). */
+#define PL_SVC_EGRESS     PL_MAX_SERVICES
+#define PL_EGRESS_F_FIXED 1
 
 struct fw_rule {
 	union pl_addr saddr;  /* already masked */
@@ -443,12 +456,71 @@ struct fw_rule {
 	__u8  proto;          /* IP protocol; 0: any */
 	__u8  action;         /* PL_FW_* */
 	__u8  pad[2];
+	/* PL_FW_SNAT: the new source (family snat_family; packets of the other family do not
+	 * match the rule) and its port (network order; 0: allocated as fullnat allocates) */
+	union pl_addr snat_ip;
+	__u16 snat_port;
+	__u8  snat_family;
+	__u8  pad2;
 };
 
 struct fw_table {         /* fw_map[gen] */
 	__u32 n;              /* rules used, at most PL_FW_MAX */
 	__u32 pad;
 	struct fw_rule rule[PL_FW_MAX];
+};
+
+/* QoS policers (policer.h, loxilb's /config/policy): token buckets, one pol_val per policer id
+ * (1..PL_POL_MAX-1; 0: none), attached to interfaces (pol_port) or LB rules (pol_svc). */
+#define PL_POL_MAX        8192    /* policer ids, loxilb's maximum */
+#define PL_POL_TRTCM      0       /* pol_val.type: two rate three colour (RFC 2698) */
+#define PL_POL_SRTCM      1       /* single rate three colour (RFC 2697) */
+
+struct pol_val {          /* pol_map[id]; the control plane writes it whole with BPF_F_LOCK */
+	struct bpf_spin_lock lock;
+	__u32 type;           /* PL_POL_* */
+	__u64 rate_c;         /* committed rate, bytes per second */
+	__u64 rate_e;         /* trTCM: peak rate (bucket e is the peak bucket); srTCM: unused */
+	__u64 size_c;         /* committed burst size (CBS), bytes */
+	__u64 size_e;         /* trTCM: peak burst size; srTCM: excess burst size (EBS), bytes */
+	__u64 fill_c_ns;      /* time to fill bucket c from empty (trTCM; srTCM: c and e): longer
+	                       * gaps are clamped to it, so elapsed * rate cannot overflow */
+	__u64 fill_e_ns;      /* the same for bucket e (trTCM) */
+	__u64 tok_c;          /* tokens (bytes) in each bucket */
+	__u64 tok_e;
+	__u64 last_ns;        /* pl_now() of the last refill; 0: buckets full on the next packet */
+};
+
+struct pol_counters {     /* pol_stats[id] (per CPU) */
+	__u64 ok_packets;     /* green or yellow: passed */
+	__u64 ok_bytes;
+	__u64 drop_packets;   /* red: dropped */
+	__u64 drop_bytes;
+};
+
+struct pol_cfg {          /* pol_cfg_map[0] */
+	__u32 nports;         /* entries in pol_port: 0 skips the per-packet interface lookup */
+	__u32 pad;
+};
+
+/* Mirror (mirror.h): loxilb's /config/mirror. A mirror is a slot of mirr_map; what it watches
+ * points at the slot: an interface (mirr_port, by ingress ifindex) or a load-balancer rule
+ * (mirr_svc, by service id). mirr_gate says whether any of either kind exists, so traffic
+ * with no mirror pays one array lookup. */
+#define PL_MIRR_MAX       32      /* mirrors (loxilb's limit) */
+#define PL_MIRR_SPAN      0       /* mirr_cfg.type: the packet as it is */
+#define PL_MIRR_RSPAN     1       /* with an 802.1Q tag (mirr_cfg.vlan) pushed */
+
+struct mirr_cfg {         /* mirr_map[slot] */
+	__u32 ifindex;        /* the mirror port: clones leave through it; 0: slot unused */
+	__u16 vlan;           /* RSPAN: the VLAN id of the tag pushed on the clone */
+	__u8  type;           /* PL_MIRR_* */
+	__u8  pad;
+};
+
+struct mirr_gate {        /* mirr_gate[0]: how many watched objects of each kind */
+	__u32 ports;          /* entries in mirr_port */
+	__u32 rules;          /* entries in mirr_svc */
 };
 
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
@@ -471,6 +543,9 @@ _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
-_Static_assert(sizeof(struct fw_rule) == 88, "fw_rule");
+_Static_assert(sizeof(struct fw_rule) == 108, "fw_rule");
+_Static_assert(sizeof(struct mirr_cfg) == 8, "mirr_cfg");
+_Static_assert(sizeof(struct pol_val) == 80, "pol_val");
+_Static_assert(sizeof(struct pol_counters) == 32, "pol_counters");
 
 #endif

@@ -75,6 +75,23 @@ static __always_inline void nat_flow(struct ct_val *fv, struct ct_val *rv, const
 	rv->nat_dport = p->key.proto == IPPROTO_ICMP ? 0 : p->key.sport;
 }
 
+/* The rewrites of an egress SNAT flow (egress.h): only the source changes, to `ip`, its port
+ * to `port` (network order) or, when 0, the client's port for now (ct_create allocates one);
+ * replies back to the tuple the client sent. */
+static __always_inline void nat_egress(struct ct_val *fv, struct ct_val *rv, const struct pkt *p,
+				       const union pl_addr *ip, __u16 port)
+{
+	fv->nat_saddr = *ip;
+	fv->nat_daddr = p->key.daddr;
+	fv->nat_family = rv->nat_family = p->key.family;
+	fv->nat_sport = port ? port : p->key.sport;
+	fv->nat_dport = p->key.dport;
+	rv->nat_saddr = p->key.daddr;
+	rv->nat_daddr = p->key.saddr;
+	rv->nat_sport = p->key.proto == IPPROTO_ICMP ? p->key.sport : p->key.dport;
+	rv->nat_dport = p->key.proto == IPPROTO_ICMP ? 0 : p->key.sport;
+}
+
 /*
  * The CRC32c of an SCTP packet (`sh`: its common header, `len` bytes long with its chunks)
  * whose ports changed by `diff` (crc32c.h). A zero field is left alone: that is a packet whose

@@ -219,4 +219,87 @@ struct {
 	PINNED;
 } fw_stats SEC(".maps");   /* per rule id: packets and bytes the rule matched */
 
+/* QoS policers (policer.h, struct pol_val): buckets by policer id, what each interface and each
+ * service (dp id) is policed by (0: nothing), per-policer counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_POL_MAX);
+	__type(key, __u32);
+	__type(value, struct pol_val);
+	PINNED;
+} pol_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);     /* ifindex */
+	__type(value, __u32);   /* policer id */
+	PINNED;
+} pol_port SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MAX_SERVICES);
+	__type(key, __u32);     /* service (dp) id */
+	__type(value, __u32);   /* policer id; 0: none */
+	PINNED;
+} pol_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pol_cfg);
+	PINNED;
+} pol_cfg_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_POL_MAX);
+	__type(key, __u32);
+	__type(value, struct pol_counters);
+	PINNED;
+} pol_stats SEC(".maps");
+
+/* Mirror (mirror.h, struct mirr_cfg): mirrors by slot, what each watches, their counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_MIRR_MAX);
+	__type(key, __u32);
+	__type(value, struct mirr_cfg);
+	PINNED;
+} mirr_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mirr_gate);
+	PINNED;
+} mirr_gate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_MIRR_MAX);
+	__type(key, __u32);     /* ingress ifindex */
+	__type(value, __u32);   /* mirror slot */
+	PINNED;
+} mirr_port SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_MAX_SERVICES);
+	__type(key, __u32);     /* service (dp) id: every service of the mirrored rule name */
+	__type(value, __u32);   /* mirror slot */
+	PINNED;
+} mirr_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_MIRR_MAX);
+	__type(key, __u32);
+	__type(value, struct counters);
+	PINNED;
+} mirr_stats SEC(".maps");   /* per slot: packets and bytes cloned to the mirror port */
+
 #endif

@@ -20,6 +20,8 @@ enum pl_verdict {
 	PL_RESTART  = -2,                /* the tuple's flow is over: the packet opens a new one */
 	PL_FORWARD  = -3,                /* new_flow made the packet's entry (DSR): the pipeline
 	                                  * forwards it, one call level up (the stack) */
+	PL_EGRESS   = -4,                /* a firewall SNAT rule matched (egress.h): the packet
+	                                  * opens an egress flow unless a service claims it */
 };
 
 /* The verdict of a bpf_redirect*() result (TC_ACT_REDIRECT, or TC_ACT_SHOT on bad arguments). */

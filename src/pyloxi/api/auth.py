@@ -171,11 +171,16 @@ def disabled_users_router() -> APIRouter:
     def user_not_enabled(user_id: str) -> None:
         raise NotFound(NOT_ENABLED)
 
-    for path, methods in ((LOGIN, ["POST"]), (LOGOUT, ["POST"]), ("/users", ["GET", "POST"])):
-        router.add_api_route(path.removeprefix("/auth"), not_enabled, methods=methods,
-                             summary="(needs --userservice)")
-    router.add_api_route("/users/{user_id}", user_not_enabled, methods=["PUT", "DELETE"],
-                         summary="(needs --userservice)")
+    # one route per method: each operation gets its own id in the OpenAPI document
+    for path, method in ((LOGIN, "POST"), (LOGOUT, "POST"), ("/users", "GET"), ("/users", "POST")):
+        router.add_api_route(path.removeprefix("/auth"), not_enabled, methods=[method],
+                             summary="(needs --userservice)",
+                             operation_id=f"{method.lower()}_{path.strip('/').replace('/', '_')}"
+                                          "_not_enabled")
+    for method in ("PUT", "DELETE"):
+        router.add_api_route("/users/{user_id}", user_not_enabled, methods=[method],
+                             summary="(needs --userservice)",
+                             operation_id=f"{method.lower()}_auth_user_not_enabled")
     return router
 
 

@@ -2,12 +2,15 @@
 
     pyloxi create firewall --firewallRule="sourceIP:1.2.3.2/32,destinationIP:2.3.1.2/32,preference:200" --allow [--setmark=10]
     pyloxi create firewall --firewallRule="..." --drop
+    pyloxi create firewall --firewallRule="sourceIP:10.0.0.0/24" --snat=10.10.10.1[,3030] [--egress]
     pyloxi get firewall [-o json]
     pyloxi delete firewall --firewallRule="sourceIP:1.2.3.2/32,destinationIP:2.3.1.2/32,preference:200"
 
 Rule keys: sourceIP, destinationIP, minSourcePort, maxSourcePort, minDestinationPort,
-maxDestinationPort, protocol, portName, preference. loxicmd's --trap, --redirect, --snat and
---record are sent as loxilb would; the daemon refuses them (not supported yet).
+maxDestinationPort, protocol, portName, preference. --snat=IP[,port] is egress SNAT (doSnat,
+toIP, toPort; port 0 or none: allocated); --egress (onDefault) makes it active only while this
+node is not HA BACKUP. loxicmd's --trap, --redirect and --record are sent as loxilb would; the
+daemon refuses them (not supported yet).
 """  # noqa: E501
 
 from __future__ import annotations
@@ -72,7 +75,10 @@ def create_firewall(
     drop: Annotated[bool, typer.Option("--drop", help="drop matching packets")] = False,
     trap: Annotated[bool, typer.Option("--trap", help="(not supported yet)")] = False,
     redirect: Annotated[str, typer.Option("--redirect", help="(not supported yet)")] = "",
-    snat: Annotated[str, typer.Option("--snat", help="IP[,port] (not supported yet)")] = "",
+    snat: Annotated[str, typer.Option("--snat", help="IP[,port]: egress SNAT to IP (port: "
+                                      "exactly that source port; none: allocated)")] = "",
+    egress: Annotated[bool, typer.Option("--egress", help="with --snat: only while this "
+                                         "node is not HA BACKUP (onDefault)")] = False,
     record: Annotated[bool, typer.Option("--record", help="(not supported yet)")] = False,
     setmark: Annotated[int, typer.Option("--setmark", help="with --allow: skb mark")] = 0,
 ) -> None:
@@ -84,7 +90,8 @@ def create_firewall(
             opts = FirewallOptionEntry(
                 allow=allow, drop=drop, trap=trap, redirect=bool(redirect),
                 redirect_port_name=redirect, record=record, fw_mark=setmark,
-                do_snat=bool(snat), to_ip=to_ip, to_port=int(to_port or 0))
+                do_snat=bool(snat), to_ip=to_ip.strip(), to_port=int(to_port or 0),
+                on_default=egress)
         except (ValidationError, ValueError) as exc:
             raise InputError(f"bad option: {exc}") from None
         entry = FirewallEntry(rule_arguments=args, opts=opts)
@@ -92,6 +99,12 @@ def create_firewall(
             client.post(FW_PATH, entry.model_dump(by_alias=True, mode="json",
                                                   exclude={"opts": {"counter"}}))
     typer.echo("created firewall rule")
+
+
+def _action(o: FirewallOptionEntry) -> str:
+    if o.do_snat:
+        return f"snat-{o.to_ip}:{o.to_port}" + (" (egress)" if o.on_default else "")
+    return "allow" if o.allow else "drop"
 
 
 def _ports(lo: int, hi: int) -> str:
@@ -116,7 +129,7 @@ def get_firewall(ctx: typer.Context) -> None:
                      _ports(a.min_source_port, a.max_source_port),
                      _ports(a.min_destination_port, a.max_destination_port),
                      a.protocol or "any", a.port_name or "any", a.preference,
-                     "allow" if o.allow else "drop", o.fw_mark or "", o.counter])
+                     _action(o), o.fw_mark or "", o.counter])
     render.print_table(FW_COLUMNS, rows)
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 
 import pyloxi
+from pyloxi.cli import bfd as _bfd  # noqa: F401  (registers create/get/set/delete bfd)
 from pyloxi.cli import bgp as _bgp  # noqa: F401  (registers create/get/delete bgpneighbor)
 from pyloxi.cli import cluster as _cluster  # noqa: F401  (registers get cluster)
 from pyloxi.cli import conntrack as _conntrack  # noqa: F401  (registers get ct)
@@ -25,8 +26,11 @@ from pyloxi.cli import firewall as _firewall  # noqa: F401  (registers create/ge
 from pyloxi.cli import ha as _ha  # noqa: F401  (registers get ha)
 from pyloxi.cli import lb as _lb  # noqa: F401  (registers create/get/delete lb)
 from pyloxi.cli import login as _login  # noqa: F401  (registers set login/logout/refresh)
+from pyloxi.cli import mirror as _mirror  # noqa: F401  (registers create/get/delete mirror)
 from pyloxi.cli import netcfg as _netcfg  # noqa: F401  (route, ip, neighbor, fdb, vlan, vxlan, port)
+from pyloxi.cli import policy as _policy  # noqa: F401  (registers create/get/delete policy)
 from pyloxi.cli import render
+from pyloxi.cli import session as _session  # noqa: F401  (session, sessionulcl)
 from pyloxi.cli import status as _status  # noqa: F401  (registers set/get log-level, process ...)
 from pyloxi.cli.client import client_for, make_settings, reporting
 from pyloxi.cli.completion import completion

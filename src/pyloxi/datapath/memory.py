@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyloxi.engine.firewall import FwRuleProgram
+from pyloxi.engine.mirror import MirrorProgram
+from pyloxi.engine.policer import PolicerProgram
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 
 # States the fake treats as finished when asked to age flows.
@@ -34,7 +36,13 @@ class MemoryDatapath:
     fail_next: Exception | None = None
     closed: bool = False
     firewall: list[FwRuleProgram] = field(default_factory=list)  # set_firewall's last list
+    mirrors: list[MirrorProgram] = field(default_factory=list)  # set_mirrors' last list
+    mirr_counters: dict[int, tuple[int, int]] = field(default_factory=dict)  # set by tests
+    interfaces: frozenset[str] | None = None  # known interface names; None: any name exists
     fw_counters: dict[int, tuple[int, int]] = field(default_factory=dict)  # set by tests
+    policers: dict[int, PolicerProgram] = field(default_factory=dict)  # by policer id
+    attached: tuple[str, ...] = ("eth0", "eth1")  # interfaces a port policer may target
+    pol_counters: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)  # tests
 
     def _maybe_fail(self) -> None:
         if self.fail_next is not None:
@@ -83,5 +91,28 @@ class MemoryDatapath:
         self._maybe_fail()
         self.firewall = list(rules)
 
+    def set_mirrors(self, mirrors: Sequence[MirrorProgram]) -> None:
+        self._maybe_fail()
+        for m in mirrors:  # as the eBPF backend: an interface that does not exist
+            for name in (m.port, *(() if m.on_rule else (m.target,))):
+                if self.interfaces is not None and name not in self.interfaces:
+                    raise ValueError(f"no interface named {name!r}")
+        self.mirrors = list(mirrors)
+
+    def mirror_counters(self) -> dict[int, tuple[int, int]]:
+        return {m.slot: self.mirr_counters.get(m.slot, (0, 0)) for m in self.mirrors}
+
     def firewall_counters(self) -> dict[int, tuple[int, int]]:
         return {r.id: self.fw_counters.get(r.id, (0, 0)) for r in self.firewall}
+
+    def set_policer(self, pol: PolicerProgram) -> None:
+        self._maybe_fail()
+        if pol.port and pol.port not in self.attached:
+            raise ValueError(f"interface {pol.port!r} is not one the datapath is attached to")
+        self.policers[pol.id] = pol
+
+    def remove_policer(self, pol_id: int) -> None:
+        self.policers.pop(pol_id, None)
+
+    def policer_counters(self) -> dict[int, tuple[int, int, int, int]]:
+        return {i: self.pol_counters.get(i, (0, 0, 0, 0)) for i in self.policers}

@@ -30,7 +30,10 @@ def _weight(prog: ServiceProgram | None, flow: Flow) -> int:
 def conntrack_act(prog: ServiceProgram | None, flow: Flow) -> str:
     """loxilb's action string: `dnat-<ep>:<port>:w<weight>` (DNAT only),
     `fdnat-<snat>,<ep>:<port>:w<weight>` (fullnat/onearm), `ddsr-<ep>:<port>:w<weight>` (dsr).
-    Without a program (a flow outliving its rule) the mode is inferred from the flow's SNAT."""
+    Without a program (a flow outliving its rule) the mode is inferred from the flow's SNAT.
+    An egress SNAT flow (firewall doSnat): `snat-<toIP>:<port>`."""
+    if flow.egress:
+        return f"snat-{flow.snat_ip}:{flow.snat_port}"
     target = f"{flow.ep_ip}:{flow.ep_port}:w{_weight(prog, flow)}"
     if prog is not None and prog.mode == NatMode.DSR:
         return f"ddsr-{target}"
@@ -50,5 +53,14 @@ def to_entry(prog: ServiceProgram | None, flow: Flow) -> ConntrackEntry:
         conntrack_act=conntrack_act(prog, flow),
         packets=flow.packets,
         bytes=flow.bytes,
-        serv_name=(prog.name if prog is not None and prog.name else "-"),
+        serv_name=_serv_name(prog, flow),
     )
+
+
+def _serv_name(prog: ServiceProgram | None, flow: Flow) -> str:
+    """The rule's name; an egress SNAT flow is named as loxilb names the hidden rule its SNAT
+    firewall rule makes, `snat:<toIP>:<toPort>` (0: the port is allocated)."""
+    if flow.egress:
+        return f"snat:{flow.snat_ip}:{flow.snat_port if flow.egress_fixed else 0}"
+    return prog.name if prog is not None and prog.name else "-"
+

@@ -4,6 +4,11 @@ datapath holds. Pure: the datapath is reached through `FirewallDatapath`.
 Rules are keyed by all of their match fields and the preference (loxilb's rule key); the rule
 with the highest preference is judged first, ties in creation order. The datapath gets the
 whole ordered list on every change (`set_firewall`), written as one table it swaps in.
+
+A `doSnat` rule is egress SNAT (docs/operations.md "Egress SNAT"): its flows' source becomes
+toIP (and toPort, or an allocated port). `onDefault` rules are given to the datapath only
+while this node is not HA BACKUP (`set_backup`), and their toIP is then this node's to own
+(`local_ips`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ log = logging.getLogger("pyloxi.firewall")
 
 MAX_FW_RULES = 256  # PL_FW_MAX in bpf/include/pyloxi/maps.h
 _PORT_PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
-_UNSUPPORTED = ("trap", "redirect", "do_snat", "record", "on_default")
+_UNSUPPORTED = ("trap", "redirect", "record")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +42,10 @@ class FwRuleProgram:
     dport: tuple[int, int]
     proto: int  # 0: any
     ifname: str  # "": any
-    allow: bool  # else drop
+    allow: bool  # else drop (unless snat_ip)
     mark: int  # allow: skb->mark, 0: none
+    snat_ip: str = ""  # egress SNAT (doSnat): the new source address; "": not an SNAT rule
+    snat_port: int = 0  # its port, host order; 0: allocated as fullnat allocates
 
 
 class FirewallDatapath(Protocol):
@@ -60,17 +67,49 @@ def _range(lo: int, hi: int, what: str) -> tuple[int, int]:
 
 
 def _action(opts: FirewallOptionEntry) -> bool:
-    """True: allow, False: drop; refuses what is not supported or contradictory."""
+    """True: allow, False: drop or SNAT (_snat); refuses what is not supported or
+    contradictory."""
     unsupported = [name for name in _UNSUPPORTED if getattr(opts, name)]
     if unsupported:
-        wire = {"do_snat": "doSnat", "on_default": "onDefault"}
-        names = ", ".join(wire.get(n, n) for n in unsupported)
-        raise InvalidInput(f"firewall option {names} not supported yet")
+        raise InvalidInput(f"firewall option {', '.join(unsupported)} not supported yet")
     if opts.allow and opts.drop:
         raise InvalidInput("firewall rule: allow and drop are exclusive, give one action")
+    if opts.do_snat and (opts.allow or opts.drop):
+        raise InvalidInput("firewall rule: doSnat is an action of its own, not with allow or "
+                           "drop")
+    if opts.fw_mark and opts.do_snat:
+        raise InvalidInput("firewall rule: fwMark not allowed together with doSnat")
     if opts.fw_mark and not opts.allow:
         raise InvalidInput("firewall rule: fwMark needs the allow action")
+    if opts.on_default and not opts.do_snat:
+        raise InvalidInput("firewall rule: onDefault (--egress) needs doSnat")
+    if not opts.do_snat and (opts.to_ip or opts.to_port):
+        raise InvalidInput("firewall rule: toIP and toPort need doSnat")
     return opts.allow  # no action: drop (loxilb's default)
+
+
+def _snat(args: FirewallRuleEntry, opts: FirewallOptionEntry) -> tuple[str, int]:
+    """(toIP, toPort) of a doSnat rule, checked; ("", 0) for other rules."""
+    if not opts.do_snat:
+        return "", 0
+    if not opts.to_ip:
+        raise InvalidInput("firewall rule: doSnat needs toIP (masquerade to the interface "
+                           "address is not supported)")
+    try:
+        ip = ipaddress.ip_address(opts.to_ip)
+    except ValueError:
+        raise InvalidInput(f"firewall rule: toIP {opts.to_ip[:60]!r} is not an IP address") \
+            from None
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
+        raise InvalidInput(f"firewall rule: toIP {ip} cannot be a source address")
+    fams = {ipaddress.ip_network(p).version for p in (args.source_ip, args.destination_ip) if p}
+    if fams and fams != {ip.version}:
+        raise InvalidInput(f"firewall rule: toIP {ip} is not of the family of sourceIP/"
+                           "destinationIP")
+    if opts.to_port and args.protocol and args.protocol not in _PORT_PROTOS:
+        raise InvalidInput("firewall rule: toPort needs protocol 6 (tcp), 17 (udp) or 132 "
+                           f"(sctp), not {args.protocol}")
+    return str(ip), opts.to_port
 
 
 def _check_args(args: FirewallRuleEntry) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -104,11 +143,16 @@ class Firewall:
     reported (datapath: 400, save: 500)."""
 
     def __init__(self, datapath: FirewallDatapath, *, saved: Sequence[FirewallEntry] = (),
-                 save: Callable[[list[FirewallEntry]], None] | None = None) -> None:
+                 save: Callable[[list[FirewallEntry]], None] | None = None,
+                 backup: bool = False, on_change: Callable[[], None] | None = None) -> None:
         """`saved`: the rules `save` wrote last, installed again (one that no longer installs,
         e.g. its interface is gone, is logged and left out). The datapath's table is replaced
-        whole: rules an earlier daemon left there and nobody saved are gone."""
+        whole: rules an earlier daemon left there and nobody saved are gone. `backup`: this
+        node is HA BACKUP (see set_backup). `on_change`: called after the rules or the HA state
+        changed what `local_ips` returns (the daemon's VIP follower recounts)."""
         self._dp = datapath
+        self._backup = backup
+        self._on_change = on_change
         self._rules: dict[RuleKey, _Rule] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -127,7 +171,7 @@ class Firewall:
                 log.warning("saved firewall rule %s not restored: %s",
                             entry.rule_arguments.wire(), exc.message)
         try:
-            self._dp.set_firewall([r.prog for r in self._ordered()])
+            self._dp.set_firewall(self._programs())
             return
         except (OSError, ValueError) as exc:
             log.warning("saved firewall rules refused as a set (%s): restored one by one", exc)
@@ -145,11 +189,50 @@ class Firewall:
         return sorted(self._rules.values(),
                       key=lambda r: (-r.entry.rule_arguments.preference, r.seq))
 
+    def _programs(self) -> list[FwRuleProgram]:
+        """What the datapath holds: every rule in judging order, but the onDefault (egress)
+        SNAT rules only while this node is not BACKUP (loxilb: they follow the MASTER)."""
+        return [r.prog for r in self._ordered()
+                if not (self._backup and r.entry.opts.on_default)]
+
+    def local_ips(self) -> set[str]:
+        """The SNAT addresses this node must own: toIP of each onDefault rule while the rule is
+        active here (not BACKUP), so the replies of egress flows come to the MASTER; made local
+        and announced like VIPs (the daemon's VIP follower). A plain doSnat rule's toIP is the
+        operator's to route."""
+        with self._lock:
+            if self._backup:
+                return set()
+            return {r.prog.snat_ip for r in self._rules.values() if r.entry.opts.on_default}
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def set_backup(self, backup: bool) -> None:
+        """The HA state of this node's default instance changed: BACKUP withdraws the onDefault
+        rules from the datapath (new flows are no longer translated here; flows already open
+        keep their conntrack entries), anything else puts them back. A datapath that refuses
+        is logged: the table stays as it was."""
+        with self._lock:
+            if backup == self._backup:
+                return
+            self._backup = backup
+            if not any(r.entry.opts.on_default for r in self._rules.values()):
+                return
+            try:
+                self._dp.set_firewall(self._programs())
+            except (OSError, ValueError) as exc:
+                log.error("egress rules not %s: %s", "withdrawn" if backup else "restored", exc)
+                return
+        self._changed()
+        log.info("egress (onDefault) SNAT rules %s", "withdrawn: BACKUP" if backup else "active")
+
     def _program(self) -> None:
         """The table to the datapath, then to disk; on a disk failure the datapath is given
         back the table as it was (by the caller's undo: _apply)."""
         try:
-            self._dp.set_firewall([r.prog for r in self._ordered()])
+            self._dp.set_firewall(self._programs())
         except PyloxiError:
             raise
         except (OSError, ValueError) as exc:
@@ -162,7 +245,7 @@ class Firewall:
 
     def _restore_datapath(self) -> None:
         try:
-            self._dp.set_firewall([r.prog for r in self._ordered()])
+            self._dp.set_firewall(self._programs())
         except Exception:
             log.exception("firewall rollback in the datapath failed")
 
@@ -175,6 +258,8 @@ class Firewall:
                 del self._rules[key]
                 self._restore_datapath()
                 raise
+        if entry.opts.on_default:
+            self._changed()
 
     def _insert(self, entry: FirewallEntry) -> RuleKey:
         """Check `entry` and put it in the table (not yet in the datapath). Lock held."""
@@ -188,11 +273,13 @@ class Firewall:
         free = next((i for i in range(MAX_FW_RULES) if i not in used), None)
         if free is None:
             raise CapacityExceeded(f"firewall full: {MAX_FW_RULES} rules")
+        snat_ip, snat_port = _snat(args, entry.opts)
         prog = FwRuleProgram(id=free, src=args.source_ip, dst=args.destination_ip,
                              sport=sport, dport=dport, proto=args.protocol,
-                             ifname=args.port_name, allow=allow, mark=entry.opts.fw_mark)
-        clean = entry.model_copy(update={
-            "opts": entry.opts.model_copy(update={"counter": "", "drop": not allow})})
+                             ifname=args.port_name, allow=allow, mark=entry.opts.fw_mark,
+                             snat_ip=snat_ip, snat_port=snat_port)
+        clean = entry.model_copy(update={"opts": entry.opts.model_copy(update={
+            "counter": "", "drop": not allow and not snat_ip, "to_ip": snat_ip})})
         self._seq += 1
         self._rules[key] = _Rule(clean, prog, self._seq)
         return key
@@ -209,6 +296,8 @@ class Firewall:
                 self._rules[key] = rule
                 self._restore_datapath()
                 raise
+        if rule.entry.opts.on_default:
+            self._changed()
 
     def list(self) -> list[FirewallEntry]:
         with self._lock:

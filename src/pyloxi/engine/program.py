@@ -90,6 +90,9 @@ class Flow:
     snat_port: int
     packets: int
     bytes: int
+    # an egress SNAT flow (firewall doSnat): no service; snat_ip:snat_port is its source
+    egress: bool = False
+    egress_fixed: bool = False  # its port is the rule's toPort (else allocated)
 
 
 # NAT modes a datapath handles unless it says otherwise (a `supported_modes` attribute).

@@ -275,6 +275,10 @@ def validate(
 
     An empty endpoint list passes (the engine decides: 400 on create, delete on update)."""
     a = entry.service_arguments
+    if a.egress:  # before the address check: loxilb's egress rules have VIP 0.0.0.0
+        raise InvalidInput("egress rules (egress: true, loxilb's VXLAN cluster egress) not "
+                           "supported; for egress SNAT use a firewall rule with doSnat "
+                           "(pyloxi create firewall --snat=IP --egress)")
     key = parse_key(a.external_ip, a.port, a.protocol, a.port_max, a.block, a.host)
     if key.protocol not in supported_protocols:
         raise InvalidInput(f"protocol {key.protocol} not supported")
@@ -287,8 +291,6 @@ def validate(
         raise InvalidInput("only hash selection (sel=1) is allowed for dsr mode")
     if a.security != 0:
         raise InvalidInput("security (TLS) needs fullproxy mode, not supported")
-    if a.egress:
-        raise InvalidInput("egress rules not supported")
     if a.proxy_protocol_v2:
         if key.protocol != Protocol.TCP:
             raise InvalidInput("proxyprotocolv2 is only allowed with tcp")

@@ -25,6 +25,7 @@ from pyloxi.engine.rules import Rule
 from pyloxi.metrics.counters import AgingSample, AgingStats, ApiStats
 from pyloxi.metrics.names import CATALOG, DROP_REASONS, FW_DROP
 from pyloxi.model.firewall import FirewallEntry
+from pyloxi.model.policy import PolicyEntry, PolicyStats
 
 # family name -> [(label values in the family's label order, value)]
 Samples = dict[str, list[tuple[tuple[str, ...], float]]]
@@ -98,6 +99,10 @@ def _no_ha() -> Sequence[InstanceView]:
     return ()
 
 
+def _no_mirrors() -> Sequence[tuple[str, int, int]]:
+    return ()
+
+
 @dataclass
 class Sources:
     """Where a collection reads from. `probes` is called in the event loop's thread (the probe
@@ -111,9 +116,12 @@ class Sources:
     probes: Callable[[], Sequence[ProbeView]] = _no_probes
     firewall: Callable[[], Sequence[FirewallEntry]] = _no_firewall  # with their counters
     ha: Callable[[], Sequence[InstanceView]] = _no_ha
+    mirrors: Callable[[], Sequence[tuple[str, int, int]]] = _no_mirrors  # (ident, pkts, bytes)
     api: ApiStats = field(default_factory=ApiStats)
     aging: AgingStats = field(default_factory=AgingStats)
     disk_path: str = "/"
+    # QoS policers with their counters (pyloxi.engine.policer.Policers.list)
+    policers: Callable[[], Sequence[PolicyEntry]] = tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,8 @@ class Reading:
     memory_percent: float
     disk_percent: float
     seconds: float = 0.0  # time read() took
+    policers: Sequence[PolicyEntry] = ()
+    mirrors: Sequence[tuple[str, int, int]] = ()  # (ident, packets, bytes) per mirror
 
     @property
     def new_flows_total(self) -> int:
@@ -279,7 +289,8 @@ class Collector:
             firewall=src.firewall(),
             api=src.api.snapshot(), aging=src.aging.snapshot(), new_flows=0,
             new_flows_rate=0.0, cpu_percent=self._cpu.percent(),
-            memory_percent=_memory_percent(), disk_percent=_disk_percent(src.disk_path))
+            memory_percent=_memory_percent(), disk_percent=_disk_percent(src.disk_path),
+            mirrors=src.mirrors())
         now, total = time.monotonic(), reading.new_flows_total
         if self._last_new is not None:
             then, before = self._last_new
@@ -290,6 +301,7 @@ class Collector:
         if len(self._labels) > 2 * len(rules) + 64:  # forget removed rules now and then
             live = {r.svc_id for r in rules}
             self._labels = {k: v for k, v in self._labels.items() if k in live}
+        reading.policers = src.policers()
         reading.seconds = time.perf_counter() - t0
         return reading
 
@@ -414,9 +426,15 @@ class Collector:
         put("loxilb_firewall_rules", len(r.firewall))
         for fw in r.firewall:
             if fw.opts.drop:
-                pk, _, _by = fw.opts.counter.partition(":")
+                dropped = fw.opts.counter.partition(":")[0]
                 both("total_fw_drops_per_rule", "loxilb_fw_rule_drop_packets",
-                     int(pk or 0), fw_rule_label(fw))
+                     int(dropped or 0), fw_rule_label(fw))
+        for pol in r.policers:
+            st = pol.stats or PolicyStats()
+            for result, pk, by in (("ok", st.packets_ok, st.bytes_ok),
+                                   ("dropped", st.packets_dropped, st.bytes_dropped)):
+                put("pyloxi_policer_packets", pk, pol.policy_ident, result)
+                put("pyloxi_policer_bytes", by, pol.policy_ident, result)
         for event, n in r.stats.items():
             put("pyloxi_datapath_events", n, event)
         a = r.aging
@@ -451,6 +469,9 @@ class Collector:
         put("loxilb_system_cpu_utilization_percent", r.cpu_percent)
         put("loxilb_system_memory_utilization_percent", r.memory_percent)
         put("loxilb_system_disk_utilization_percent", r.disk_percent)
+        for ident, packets, nbytes in r.mirrors:
+            put("pyloxi_mirror_packets", packets, ident)
+            put("pyloxi_mirror_bytes", nbytes, ident)
 
 
 class _Put(Protocol):

@@ -125,6 +125,9 @@ _PYLOXI: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "Average round-trip time of the recent successful probes."),
     ("pyloxi_probe_consecutive_failures", "gauge", _PROBE, "Failed probes in a row."),
     ("pyloxi_probes", "counter", _PROBE, "Probes sent."),
+    ("pyloxi_mirror_packets", "counter", ("mirror",),
+     "Packets a mirror copied to its mirror port."),
+    ("pyloxi_mirror_bytes", "counter", ("mirror",), "Bytes a mirror copied to its mirror port."),
     ("pyloxi_api_requests", "counter", ("method", "route", "code"), "REST API requests."),
     ("pyloxi_api_errors", "counter", ("method", "route", "code"),
      "REST API requests answered with a 4xx or 5xx status."),
@@ -137,6 +140,10 @@ _PYLOXI: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "1 for the HA state this node is in, per instance."),
     ("pyloxi_ha_serving", "gauge", ("instance",),
      "1 if this node serves the instance's VIPs (MASTER, or no state set)."),
+    ("pyloxi_policer_packets", "counter", ("policy", "result"),
+     "Packets a QoS policer let through (result ok) or dropped (result dropped)."),
+    ("pyloxi_policer_bytes", "counter", ("policy", "result"),
+     "IP bytes a QoS policer let through (result ok) or dropped (result dropped)."),
     ("pyloxi_scrape_duration_seconds", "gauge", (),
      "Time the previous collection took to read the state and build the samples."),
 )
@@ -158,7 +165,7 @@ DROP_REASONS: dict[str, str] = {
     "dsr_too_big": "dsr_too_big",
     "sync_drop": "sync_event_lost",
     "fw_drop": "firewall",
-    # not in this datapath yet; counted as soon as the datapath has them
+    "egress_refused": "egress_midstream",
     "policer_drop": "policer",
 }
 FW_DROP = "fw_drop"

@@ -48,12 +48,14 @@ from pyloxi.datapath.ebpf.ctsync import FlowSync, SyncMaps
 from pyloxi.datapath.ebpf.epaddrs import EndpointAddrs
 from pyloxi.datapath.ebpf.libbpf.bpffs import is_bpffs, mount_bpffs
 from pyloxi.datapath.ebpf.libbpf.errors import BpfError
-from pyloxi.datapath.ebpf.libbpf.maps import Map
+from pyloxi.datapath.ebpf.libbpf.maps import BPF_F_LOCK, Map
 from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
 from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
 from pyloxi.datapath.ebpf.versions import build_version, reused_slots
 from pyloxi.engine.firewall import FwRuleProgram
+from pyloxi.engine.mirror import MirrorProgram
+from pyloxi.engine.policer import PolicerProgram
 from pyloxi.engine.program import Flow, ServiceCounters, ServiceProgram
 from pyloxi.model.lb import NatMode, Selection
 
@@ -63,10 +65,18 @@ PROGRAM = "pyloxi_lb"
 MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events",
-             "fw_map", "fw_gen", "fw_stats")
+             "fw_map", "fw_gen", "fw_stats",
+             "pol_map", "pol_port", "pol_svc", "pol_cfg_map", "pol_stats",
+             "mirr_map", "mirr_gate", "mirr_port", "mirr_svc", "mirr_stats")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
+
+
+def _fill_ns(size: int, rate: int) -> int:
+    """Nanoseconds a token bucket of `size` bytes takes to fill at `rate` bytes/s (rounded up):
+    the datapath clamps the time since a bucket's last packet to it (policer.h)."""
+    return -(-size * 10**9 // rate)
 _SCTP = 132
 
 
@@ -137,6 +147,12 @@ class EbpfDatapath:
         self._epoch = 0
         self._flipped: dict[int, int] = {dp: 0 for dp in self._orphans}
         self._retired: dict[int, int] = {}
+        # slots of the live mirrors (an earlier daemon's: their counters go on if restored)
+        self._mirr_slots: set[int] = {
+            int.from_bytes(k, "little") for k, v in self.maps["mirr_map"].items()
+            if L.MirrCfg.from_buffer_copy(v).ifindex}
+        self._mirr_rules: dict[str, int] = {}  # LB rule name -> slot of the mirror watching it
+        self._mirr_svc: dict[bytes, bytes] = dict(self.maps["mirr_svc"].items())  # its copy
         self.attached: list[int] = []
         # ct_del_map is not pinned (it holds nothing between runs), so not in MAP_NAMES
         self.ct = ConntrackTable(self.maps["ct_map"], self.maps["ct_half"],
@@ -145,6 +161,12 @@ class EbpfDatapath:
         self._sync: FlowSync | None = None
         self._fw_ids: set[int] = set()  # rule ids (fw_stats slots) of the live rule set
         self._fw_flipped = 0  # epoch of the last fw_gen flip (see _quiesce)
+        self._pols: dict[int, PolicerProgram] = {}  # policer id -> what it is (policer.h)
+        self._pol_ports: dict[int, int] = {}  # ifindex -> policer id (pol_port's content)
+        # interface policers an earlier daemon left: gone until the saved policers come back
+        # (rule policers are rewritten as each service is installed)
+        self.maps["pol_port"].delete_batch(list(self.maps["pol_port"].keys()))
+        self._pol_nports()
 
     # --- attach ---
 
@@ -303,6 +325,8 @@ class EbpfDatapath:
                 log.warning("endpoint addresses of service %d not recorded: %s", dp, exc)
             self._dp_of[prog.svc_id] = dp
             self._progs[dp] = prog
+            self._pol_svc(dp, prog.name)
+            self._mirr_touch(dp)
 
     def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
                  prog: ServiceProgram, undo: Undo) -> dict[int, set[bytes]]:
@@ -417,6 +441,7 @@ class EbpfDatapath:
             if dp is None:
                 return
             self._remove_dps([(dp, self._progs.pop(dp))])
+            self._mirr_touch(dp)
 
     def _remove_dps(self, gone: list[tuple[int, ServiceProgram | None]]) -> None:
         """Remove services (None: left by an earlier daemon, keys known from the maps)."""
@@ -435,6 +460,7 @@ class EbpfDatapath:
         if persist:
             self._forget_affinity(persist)
         for dp, _prog in gone:
+            self._pol_svc(dp, None)
             self._zero_counters(dp)
             self._flipped.pop(dp, None)
             # Versions are cleared after the next grace period (with any affinity a packet
@@ -466,11 +492,14 @@ class EbpfDatapath:
                 raise ValueError(f"no interface named {r.ifname!r}") from None
             saddr, smask = L.fw_prefix(r.src)
             daddr, dmask = L.fw_prefix(r.dst)
+            action = L.FW_SNAT if r.snat_ip else L.FW_ALLOW if r.allow else L.FW_DROP
+            snat_ip, snat_family = L.addr(r.snat_ip) if r.snat_ip else (bytes(16), 0)
             table.rule[i] = L.FwRule(
                 saddr=saddr, smask=smask, daddr=daddr, dmask=dmask,
                 sport_lo=r.sport[0], sport_hi=r.sport[1], dport_lo=r.dport[0],
                 dport_hi=r.dport[1], ifindex=ifindex, mark=r.mark, id=r.id, proto=r.proto,
-                action=L.FW_ALLOW if r.allow else L.FW_DROP)
+                action=action, snat_ip=L.Addr.from_buffer_copy(snat_ip),
+                snat_port=L.port_n(r.snat_port), snat_family=snat_family)
         with self._lock:
             m = self.maps
             for rid in {r.id for r in rules} - self._fw_ids:  # a reused id starts at zero
@@ -496,6 +525,158 @@ class EbpfDatapath:
                 c = L.Counters.from_buffer_copy(raw)
                 p, b = p + c.packets, b + c.bytes
             out[rid] = (p, b)
+        return out
+
+    # --- QoS policers (bpf/include/pyloxi/policer.h) ---
+
+    def _pol_svc(self, dp: int, name: str | None) -> None:
+        """pol_svc[dp]: the policer of the rule named `name` (None: a removed service), or 0."""
+        pid = next((p.id for p in self._pols.values() if name and p.rule == name), 0)
+        self.maps["pol_svc"].update(_u32(dp), _u32(pid))
+
+    def set_policer(self, pol: PolicerProgram) -> None:
+        """Create or replace policer `pol.id` (buckets full) and attach it to its target: an
+        interface this datapath is attached to (else ValueError, nothing changed), or every
+        service, now and later, of the rule named `pol.rule`."""
+        ifindex = 0
+        if pol.port:
+            try:
+                ifindex = socket.if_nametoindex(pol.port)
+            except OSError:
+                raise ValueError(f"no interface named {pol.port!r}") from None
+            if ifindex not in self.attached:
+                raise ValueError(f"interface {pol.port!r} is not one the datapath is attached "
+                                 "to (--interfaces)")
+        val = L.PolVal(type=L.POL_SRTCM if pol.srtcm else L.POL_TRTCM, rate_c=pol.cir,
+                       rate_e=pol.pir, size_c=pol.cbs, size_e=pol.ebs,
+                       fill_c_ns=_fill_ns(pol.cbs + (pol.ebs if pol.srtcm else 0), pol.cir),
+                       fill_e_ns=_fill_ns(pol.ebs, pol.pir), tok_c=pol.cbs, tok_e=pol.ebs,
+                       last_ns=0)
+        with self._lock:
+            m = self.maps
+            old = self._pols.get(pol.id)
+            if old is None:  # a reused id starts at zero
+                m["pol_stats"].update(_u32(pol.id), bytes(m["pol_stats"].value_blob_size))
+            m["pol_map"].update(_u32(pol.id), bytes(val), BPF_F_LOCK)
+            self._pols[pol.id] = pol
+            if old is not None and (old.port, old.rule) != (pol.port, pol.rule):
+                self._pol_detach(old)
+            if ifindex:
+                m["pol_port"].update(_u32(ifindex), _u32(pol.id))
+                self._pol_ports[ifindex] = pol.id
+                self._pol_nports()
+            for dp, prog in self._progs.items():
+                if pol.rule and prog.name == pol.rule:
+                    self._pol_svc(dp, prog.name)
+
+    def _pol_detach(self, pol: PolicerProgram) -> None:
+        for ifindex, pid in list(self._pol_ports.items()):
+            if pid == pol.id:
+                self.maps["pol_port"].delete(_u32(ifindex))
+                del self._pol_ports[ifindex]
+        self._pol_nports()
+        for dp, prog in self._progs.items():
+            if pol.rule and prog.name == pol.rule:
+                self._pol_svc(dp, prog.name)
+
+    def _pol_nports(self) -> None:
+        self.maps["pol_cfg_map"].update(_u32(0), bytes(L.PolCfg(nports=len(self._pol_ports))))
+
+    def remove_policer(self, pol_id: int) -> None:
+        with self._lock:
+            pol = self._pols.pop(pol_id, None)
+            if pol is not None:
+                self._pol_detach(pol)
+
+    def policer_counters(self) -> dict[int, tuple[int, int, int, int]]:
+        """(packets ok, bytes ok, packets dropped, bytes dropped) of each policer, summed over
+        CPUs."""
+        with self._lock:
+            ids = sorted(self._pols)
+        out = {}
+        for pid in ids:
+            c = [0, 0, 0, 0]
+            for raw in self.maps["pol_stats"].lookup_percpu(_u32(pid)) or []:
+                v = L.PolCounters.from_buffer_copy(raw)
+                c = [c[0] + v.ok_packets, c[1] + v.ok_bytes, c[2] + v.drop_packets,
+                     c[3] + v.drop_bytes]
+            out[pid] = (c[0], c[1], c[2], c[3])
+        return out
+
+    # --- mirror (bpf/include/pyloxi/mirror.h) ---
+
+    def set_mirrors(self, mirrors: Sequence[MirrorProgram]) -> None:
+        """Make `mirrors` the live set (what an earlier daemon left is replaced). An unknown
+        mirror port or target interface: ValueError, nothing changed."""
+        if len(mirrors) > L.MIRR_MAX:
+            raise ValueError(f"more than {L.MIRR_MAX} mirrors")
+        cfgs: dict[int, L.MirrCfg] = {}
+        ports: dict[bytes, bytes] = {}
+        for m in mirrors:
+            cfgs[m.slot] = L.MirrCfg(ifindex=_ifindex(m.port, "mirror port"), vlan=m.vlan,
+                                     type=L.MIRR_RSPAN if m.vlan else L.MIRR_SPAN)
+            if not m.on_rule:
+                ports[_u32(_ifindex(m.target, "mirrored interface"))] = _u32(m.slot)
+        with self._lock:
+            mp = self.maps
+            for slot in set(cfgs) - self._mirr_slots:  # a reused slot starts at zero
+                mp["mirr_stats"].update(_u32(slot), bytes(mp["mirr_stats"].value_blob_size))
+            for slot, cfg in cfgs.items():  # the mirror before anything points at it
+                mp["mirr_map"].update(_u32(slot), bytes(cfg))
+            mp["mirr_port"].delete_batch([k for k in mp["mirr_port"] if k not in ports])
+            for k, v in ports.items():
+                mp["mirr_port"].update(k, v)
+            self._mirr_rules = {m.target: m.slot for m in mirrors if m.on_rule}
+            self._mirr_sync_rules(ports=len(ports))
+            for slot in range(L.MIRR_MAX):  # unused slots: a packet finding one sends nothing
+                if slot not in cfgs:
+                    mp["mirr_map"].update(_u32(slot), bytes(L.MirrCfg()))
+            self._mirr_slots = set(cfgs)
+
+    def _mirr_sync_rules(self, ports: int) -> None:
+        """mirr_svc: every service of a mirrored rule name -> its mirror's slot; mirr_gate
+        written with `ports` port mirrors. Lock held."""
+        m = self.maps
+        want = {_u32(dp): _u32(self._mirr_rules[p.name]) for dp, p in self._progs.items()
+                if p.name in self._mirr_rules}
+        for k, v in want.items():
+            if self._mirr_svc.get(k) != v:
+                m["mirr_svc"].update(k, v)
+        m["mirr_svc"].delete_batch([k for k in self._mirr_svc if k not in want])
+        self._mirr_svc = want
+        m["mirr_gate"].update(_u32(0), bytes(L.MirrGate(ports=ports, rules=len(want))))
+
+    def _mirr_touch(self, dp: int) -> None:
+        """mirr_svc for service dp, just installed (its name may be mirrored, or no longer) or
+        removed. Lock held; O(1), nothing written unless its entry changes."""
+        prog = self._progs.get(dp)
+        slot = self._mirr_rules.get(prog.name) if prog is not None else None
+        key, want = _u32(dp), None if slot is None else _u32(slot)
+        if self._mirr_svc.get(key) == want:
+            return
+        m = self.maps
+        if want is None:
+            m["mirr_svc"].delete(key)
+            del self._mirr_svc[key]
+        else:
+            m["mirr_svc"].update(key, want)
+            self._mirr_svc[key] = want
+        gate = L.MirrGate.from_buffer_copy(
+            m["mirr_gate"].lookup(_u32(0)) or bytes(ctypes.sizeof(L.MirrGate)))
+        gate.rules = len(self._mirr_svc)
+        m["mirr_gate"].update(_u32(0), bytes(gate))
+
+    def mirror_counters(self) -> dict[int, tuple[int, int]]:
+        """(packets, bytes) sent to the mirror port by each live slot, summed over CPUs."""
+        with self._lock:
+            slots = sorted(self._mirr_slots)
+        out = {}
+        for slot in slots:
+            p = b = 0
+            for raw in self.maps["mirr_stats"].lookup_percpu(_u32(slot)) or []:
+                c = L.Counters.from_buffer_copy(raw)
+                p, b = p + c.packets, b + c.bytes
+            out[slot] = (p, b)
         return out
 
     # --- counters ---
@@ -591,3 +772,10 @@ class EbpfDatapath:
 
 def _u32(v: int) -> bytes:
     return v.to_bytes(4, "little")
+
+
+def _ifindex(name: str, what: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise ValueError(f"no interface named {name!r} ({what})") from None

@@ -254,6 +254,7 @@ class ConntrackTable:
             snat = bytes(v["nat_saddr"][i]) != bytes(k["saddr"][i]) and \
                 int(v["mode"][i]) != L.MODE_DSR
             proto = int(k["proto"][i])
+            egress = int(v["svc_id"][i]) == L.SVC_EGRESS
             out.append(Flow(
                 src=L.addr_text(k["saddr"][i]), dst=L.addr_text(k["daddr"][i]),
                 sport=L.n_port(int(k["sport"][i])),
@@ -264,7 +265,8 @@ class ConntrackTable:
                 ep_port=0 if proto == ICMP else L.n_port(int(v["nat_dport"][i])),
                 snat_ip=L.addr_text(v["nat_saddr"][i]) if snat else None,
                 snat_port=L.n_port(int(v["nat_sport"][i])) if snat else 0,
-                packets=packets, bytes=nbytes,
+                packets=packets, bytes=nbytes, egress=egress,
+                egress_fixed=egress and int(v["ep_idx"][i]) == L.EGRESS_F_FIXED,
             ))
         return out
 

@@ -6,7 +6,8 @@ half-open entries, into ct_half, so a peer taking over mid-handshake knows the f
 Records travel as raw ``struct ct_sync_ev`` (maps.h): both entries' keys and values. The ids in
 them (svc_id, ep_idx) are node-local, so they never leave it as such: the service is named by
 the original key's destination (VIP, port, protocol: exactly its svc_map key) and the endpoint
-by the original value's NAT destination (ip:port). The receiver finds its own ids by those,
+by the original value's NAT destination (ip:port); an egress SNAT flow (svc_id PL_SVC_EGRESS)
+has no service and is taken as it is. The receiver finds its own ids by those,
 drops the sender's next-hop cache, puts the time stamps on its own clock, marks the entries
 PL_CT_F_SYNCED and inserts them with BPF_NOEXIST: a live local flow always wins.
 """
@@ -153,6 +154,12 @@ class FlowSync:
 
     def _local_ids(self, ev: L.CtSyncEv,
                    services: dict[bytes, tuple[int, L.SvcVer] | None]) -> tuple[int, int] | None:
+        if ev.oval.svc_id == L.SVC_EGRESS:
+            # an egress SNAT flow has no service: its reserved id means the same on every
+            # node, and its rewrite (toIP, port from this sender's share of the range) is all
+            # it needs; taken whether or not this node's SNAT rules are active (a BACKUP's
+            # are not), so the flow goes on when this node takes over
+            return L.SVC_EGRESS, ev.oval.ep_idx
         k = ev.okey
         skey = bytes(L.SvcKey(vip=k.daddr, port=k.dport, proto=k.proto, family=k.family))
         if skey not in services:

@@ -53,7 +53,7 @@ STAT_NAMES = (
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
     "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big", "sync_drop",
-    "sync_new_skip", "fw_drop",
+    "sync_new_skip", "fw_drop", "egress_refused", "policer_drop",
 )
 
 
@@ -302,7 +302,9 @@ CT_DEL_REQ_DTYPE = np.dtype({
 
 #: struct name in maps.h -> its mirror, for the BTF layout test
 FW_MAX = 256  # PL_FW_MAX: firewall rules
-FW_DROP, FW_ALLOW = 0, 1  # fw_rule.action
+FW_DROP, FW_ALLOW, FW_SNAT = 0, 1, 2  # fw_rule.action
+SVC_EGRESS = MAX_SERVICES  # PL_SVC_EGRESS: ct_val.svc_id of egress SNAT flows
+EGRESS_F_FIXED = 1  # PL_EGRESS_F_FIXED: ct_val.ep_idx, the source port is the rule's toPort
 
 
 class FwRule(ctypes.Structure):
@@ -311,7 +313,8 @@ class FwRule(ctypes.Structure):
                 ("dport_lo", ctypes.c_uint16), ("dport_hi", ctypes.c_uint16),
                 ("ifindex", ctypes.c_uint32), ("mark", ctypes.c_uint32), ("id", ctypes.c_uint32),
                 ("proto", ctypes.c_uint8), ("action", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8 * 2)]
+                ("pad", ctypes.c_uint8 * 2), ("snat_ip", Addr), ("snat_port", ctypes.c_uint16),
+                ("snat_family", ctypes.c_uint8), ("pad2", ctypes.c_uint8)]
 
 
 class FwTable(ctypes.Structure):
@@ -329,6 +332,42 @@ def fw_prefix(cidr: str) -> tuple[Addr, Addr]:
     return pl_addr(str(net.network_address)), Addr.from_buffer_copy(mask.to_bytes(16, "big"))
 
 
+POL_MAX = 8192  # PL_POL_MAX: policer ids 1..POL_MAX-1 (0: none)
+POL_TRTCM, POL_SRTCM = 0, 1  # pol_val.type
+POL_PORTS = 256  # pol_port max_entries
+
+
+class PolVal(ctypes.Structure):
+    _fields_ = [("lock", ctypes.c_uint32), ("type", ctypes.c_uint32),
+                ("rate_c", ctypes.c_uint64), ("rate_e", ctypes.c_uint64),
+                ("size_c", ctypes.c_uint64), ("size_e", ctypes.c_uint64),
+                ("fill_c_ns", ctypes.c_uint64), ("fill_e_ns", ctypes.c_uint64),
+                ("tok_c", ctypes.c_uint64), ("tok_e", ctypes.c_uint64),
+                ("last_ns", ctypes.c_uint64)]
+
+
+class PolCounters(ctypes.Structure):
+    _fields_ = [("ok_packets", ctypes.c_uint64), ("ok_bytes", ctypes.c_uint64),
+                ("drop_packets", ctypes.c_uint64), ("drop_bytes", ctypes.c_uint64)]
+
+
+class PolCfg(ctypes.Structure):
+    _fields_ = [("nports", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+MIRR_MAX = 32  # PL_MIRR_MAX: mirrors
+MIRR_SPAN, MIRR_RSPAN = 0, 1  # mirr_cfg.type
+
+
+class MirrCfg(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("vlan", ctypes.c_uint16),
+                ("type", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class MirrGate(ctypes.Structure):
+    _fields_ = [("ports", ctypes.c_uint32), ("rules", ctypes.c_uint32)]
+
+
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "pl_addr": Addr, "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
     "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
@@ -340,6 +379,8 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "rassoc_key": RassocKey, "rassoc_val": RassocVal,
     "ct_sync_ev": CtSyncEv, "ct_sync_req": CtSyncReq, "nat_share": NatShare,
     "fw_rule": FwRule, "fw_table": FwTable,
+    "mirr_cfg": MirrCfg, "mirr_gate": MirrGate,
+    "pol_val": PolVal, "pol_counters": PolCounters, "pol_cfg": PolCfg,
 }
 
 
