@@ -80,6 +80,10 @@ def content_type_problem(value: bytes | None) -> str | None:
     return None
 
 
+def _is_form(value: bytes | None) -> bool:
+    return value is not None and value.split(b";")[0].strip().lower() == b"multipart/form-data"
+
+
 def show_value(value: str, limit: int = 64) -> str:
     """A client-supplied value for an error message: quoted, escaped, bounded."""
     text = value if len(value) <= limit else value[:limit] + "..."
@@ -114,9 +118,12 @@ class RequestGuard:
     partial body, and an over-long one is refused before anything parses it.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES,
+                 form_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_body = max_body
+        # paths that also take multipart/form-data (a file upload: POST /config/import)
+        self.form_paths = form_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,7 +142,11 @@ class RequestGuard:
             return
         method = scope.get("method", "GET").upper()
         if (method in BODY_METHODS or length > 0 or chunked) and _routed(scope):
-            problem = content_type_problem(_header(scope, b"content-type"))
+            content_type = _header(scope, b"content-type")
+            problem = content_type_problem(content_type)
+            if (problem is not None and scope.get("path") in self.form_paths
+                    and _is_form(content_type)):
+                problem = None
             if problem is not None:
                 await _answer(send, 415, problem)
                 return

@@ -1,0 +1,203 @@
+"""GET /config/export and POST /config/import against the in-memory app (rules on
+datapath.memory, endpoints on a ProbeManager, firewall, cistate)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from pyloxi.api import create_app
+from pyloxi.api.cistate import cistate_router
+from pyloxi.api.endpoint import endpoint_router
+from pyloxi.api.firewall import firewall_router
+from pyloxi.api.security import TokenCheck
+from pyloxi.cluster import ClusterState
+from pyloxi.datapath.memory import MemoryDatapath
+from pyloxi.engine import Engine
+from pyloxi.engine.firewall import Firewall
+from pyloxi.probes import ProbeManager
+
+B = "/netlox/v1"
+RULE = {"serviceArguments": {"externalIP": "20.0.0.1", "port": 80, "protocol": "tcp",
+                             "sel": 0, "name": "web", "inactiveTimeOut": 120, "block": 3,
+                             "host": "", "security": 0},
+        "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 8080, "weight": 1},
+                      {"endpointIP": "10.0.0.2", "targetPort": 8080, "weight": 2}]}
+RULE2 = {"serviceArguments": {"externalIP": "20.0.0.2", "port": 53, "portMax": 60,
+                              "protocol": "udp", "sel": 1},
+         "endpoints": [{"endpointIP": "10.0.0.3", "targetPort": 53, "weight": 1}]}
+FW = {"ruleArguments": {"sourceIP": "10.1.0.0/16", "destinationIP": "20.0.0.1/32",
+                        "minDestinationPort": 80, "maxDestinationPort": 80, "protocol": 6,
+                        "preference": 100},
+      "opts": {"drop": True}}
+EP = {"hostName": "10.0.0.9", "name": "web9", "probeType": "tcp", "probePort": 8080,
+      "probeDuration": 30, "inactiveReTries": 2}
+
+
+def build_app(*, tokens: TokenCheck | None = None,
+              extra: list[APIRouter] | None = None) -> Any:
+    return create_app(Engine(MemoryDatapath()), version="0", tokens=tokens, extra_routers=[
+        endpoint_router(ProbeManager()), cistate_router(ClusterState()),
+        firewall_router(Firewall(MemoryDatapath())), *(extra or [])])
+
+
+@pytest.fixture
+def http() -> Iterator[TestClient]:
+    with TestClient(build_app()) as client:
+        yield client
+
+
+def configure(http: TestClient) -> None:
+    for path, body in (("/config/loadbalancer", RULE), ("/config/loadbalancer", RULE2),
+                       ("/config/firewall", FW), ("/config/endpoint", EP)):
+        r = http.post(B + path, json=body)
+        assert r.status_code == 200, r.text
+
+
+def listings(http: TestClient) -> dict[str, Any]:
+    out = {}
+    for path in ("/config/loadbalancer/all", "/config/firewall/all", "/config/endpoint/all",
+                 "/config/cistate/all"):
+        r = http.get(B + path)
+        assert r.status_code == 200
+        out[path] = r.json()
+    return out
+
+
+def test_export_uses_loxilb_file_names(http: TestClient) -> None:
+    configure(http)
+    r = http.get(B + "/config/export")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"].startswith("attachment; filename=loxilb-config-")
+    assert r.headers["content-disposition"].endswith(".json")
+    data = r.json()
+    assert {"loadbalancer", "cluster", "endpoint", "firewall", "timestamp", "version"} <= set(data)
+    assert "mirror" not in data and "policy" not in data  # no such routes here: nothing
+    web = next(x for x in data["loadbalancer"] if x["serviceArguments"]["name"] == "web")
+    serv = web["serviceArguments"]
+    # loxilb's internal LbServiceArg names
+    assert serv["inactiveTimeout"] == 120 and "lbsec" in serv and "path" in serv
+    assert "security" not in serv and "host" not in serv
+    assert all("counters" in ep for ep in web["endpoints"])
+    assert set(data["cluster"][0]) == {"instance", "haState", "Addr"}
+    assert data["firewall"][0]["ruleArguments"]["sourceIP"] == "10.1.0.0/16"
+
+
+def test_export_components_filter(http: TestClient) -> None:
+    configure(http)
+    data = http.get(B + "/config/export", params={"components": "firewall,policy"}).json()
+    assert set(data) == {"firewall", "timestamp", "version"}
+    r = http.get(B + "/config/export", params={"components": "firewall,bogus"})
+    assert r.status_code == 400 and "bogus" in r.json()["message"]
+
+
+def test_import_round_trip_to_a_fresh_app(http: TestClient) -> None:
+    configure(http)
+    exported = http.get(B + "/config/export").content
+    before = listings(http)
+    with TestClient(build_app()) as fresh:
+        r = fresh.post(B + "/config/import",
+                       files={"configuration": ("c.json", exported, "application/json")})
+        assert (r.status_code, r.json()) == (200, {"result": "Success"}), r.text
+        assert listings(fresh) == before
+
+
+def test_import_replaces_what_was_there(http: TestClient) -> None:
+    configure(http)
+    exported = http.get(B + "/config/export").json()
+    before = listings(http)
+    other = {"serviceArguments": {"externalIP": "30.0.0.1", "port": 443, "protocol": "tcp"},
+             "endpoints": [{"endpointIP": "10.9.9.9", "targetPort": 443, "weight": 1}]}
+    assert http.post(B + "/config/loadbalancer", json=other).status_code == 200
+    assert http.delete(B + "/config/loadbalancer/externalipaddress/20.0.0.2/port/53/portmax/60"
+                           "/protocol/udp").status_code == 200
+    r = http.post(B + "/config/import", json=exported)  # a JSON body works too
+    assert r.status_code == 200, r.text
+    assert listings(http) == before
+
+
+def test_bad_file_is_400_and_changes_nothing(http: TestClient) -> None:
+    configure(http)
+    before = listings(http)
+    bad_rule = {"serviceArguments": {"externalIP": "not-an-ip", "port": 80, "protocol": "tcp"}}
+    for payload in (b"{not json", b"[1,2]", json.dumps({"loadbalancer": {"x": 1}}).encode(),
+                    json.dumps({"loadbalancer": [RULE, bad_rule]}).encode(),
+                    json.dumps({"firewall": [{"ruleArguments": {"protocol": "tcp?"}}]}).encode()):
+        r = http.post(B + "/config/import",
+                      files={"configuration": ("c.json", payload, "application/json")})
+        assert r.status_code == 400, (payload, r.text)
+    r = http.post(B + "/config/import", files={"other": ("c.json", b"{}", "application/json")})
+    assert r.status_code == 400 and "configuration" in r.json()["message"]
+    assert listings(http) == before
+
+
+def test_failed_add_restores_the_backup(http: TestClient) -> None:
+    configure(http)
+    before = listings(http)
+    # entries the model takes, but the engine refuses the second (TLS without fullproxy)
+    # after the first was added
+    a = {"serviceArguments": {"externalIP": "40.0.0.1", "port": 80, "protocol": "tcp"},
+         "endpoints": [{"endpointIP": "10.4.0.1", "targetPort": 80, "weight": 1}]}
+    b = {"serviceArguments": {"externalIP": "40.0.0.2", "port": 80, "protocol": "tcp",
+                              "lbsec": 1},
+         "endpoints": [{"endpointIP": "10.4.0.2", "targetPort": 80, "weight": 1}]}
+    r = http.post(B + "/config/import", json={"loadbalancer": [a, b], "firewall": []})
+    assert r.status_code >= 400, r.text
+    body = r.json()
+    assert "loadbalancer[1]" in body["message"] and "restored" in body["message"]
+    assert listings(http) == before
+
+
+def test_import_of_a_component_this_server_lacks_fails_and_restores(http: TestClient) -> None:
+    configure(http)
+    before = listings(http)
+    mirror = {"Ident": "m1", "Info": {"MirrType": 0, "MirrPort": "eth1"},
+              "Target": {"AttachMent": 1, "MirrObjName": "eth0"}}
+    r = http.post(B + "/config/import", json={"loadbalancer": [RULE], "mirror": [mirror]})
+    assert r.status_code == 404, r.text
+    assert "mirror[0]" in r.json()["message"]
+    assert listings(http) == before
+
+
+def test_export_reports_a_failing_component() -> None:
+    broken = APIRouter(prefix="/config")
+
+    @broken.get("/policy/all")
+    def fail() -> None:
+        raise RuntimeError("policer table unreadable")
+
+    with TestClient(build_app(extra=[broken]), raise_server_exceptions=False) as client:
+        r = client.get(B + "/config/export")
+        assert r.status_code == 500
+        assert r.json()["message"].startswith("export failed: policy: listing /config/policy/all")
+        # the other components still export when policy is not asked for
+        assert client.get(B + "/config/export",
+                          params={"components": "loadbalancer"}).status_code == 200
+
+
+def test_import_carries_the_callers_token() -> None:
+    class Check:
+        def accepts(self, token: bytes) -> bool:
+            return token == b"s3cret"
+
+    with TestClient(build_app(tokens=Check())) as client:
+        assert client.get(B + "/config/export").status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        r = client.post(B + "/config/import", json={"loadbalancer": [RULE]}, headers=auth)
+        assert r.status_code == 200, r.text
+        got = client.get(B + "/config/loadbalancer/all", headers=auth).json()["lbAttr"]
+        assert [x["serviceArguments"]["externalIP"] for x in got] == ["20.0.0.1"]
+
+
+def test_cross_site_form_import_is_refused(http: TestClient) -> None:
+    r = http.post(B + "/config/import", headers={"Origin": "http://evil.example"},
+                  files={"configuration": ("c.json", b"{}", "application/json")})
+    assert r.status_code == 403
+    r = http.post(B + "/config/import", headers={"Origin": "http://testserver"},
+                  files={"configuration": ("c.json", b"{}", "application/json")})
+    assert r.status_code == 200, r.text
