@@ -28,6 +28,7 @@ from pyloxi.cli import login as _login  # noqa: F401  (registers set login/logou
 from pyloxi.cli import netcfg as _netcfg  # noqa: F401  (route, ip, neighbor, fdb, vlan, vxlan, port)
 from pyloxi.cli import render
 from pyloxi.cli import status as _status  # noqa: F401  (registers set/get log-level, process ...)
+from pyloxi.cli.backup import apply, save
 from pyloxi.cli.client import client_for, make_settings, reporting
 from pyloxi.cli.completion import completion
 from pyloxi.cli.groups import create_app, delete_app, get_app, set_app
@@ -206,4 +207,6 @@ app.add_typer(create_app, name="create")
 app.add_typer(get_app, name="get")
 app.add_typer(delete_app, name="delete")
 app.add_typer(set_app, name="set")
+app.command("save")(save)
+app.command("apply")(apply)
 app.command("completion")(completion)
