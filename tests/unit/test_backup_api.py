@@ -41,9 +41,10 @@ EP = {"hostName": "10.0.0.9", "name": "web9", "probeType": "tcp", "probePort": 8
 
 def build_app(*, tokens: TokenCheck | None = None,
               extra: list[APIRouter] | None = None) -> Any:
+    # `extra` first: its routes shadow the real ones of the same path
     return create_app(Engine(MemoryDatapath()), version="0", tokens=tokens, extra_routers=[
-        endpoint_router(ProbeManager()), cistate_router(ClusterState()),
-        firewall_router(Firewall(MemoryDatapath())), *(extra or [])])
+        *(extra or []), endpoint_router(ProbeManager()), cistate_router(ClusterState()),
+        firewall_router(Firewall(MemoryDatapath()))])
 
 
 @pytest.fixture
@@ -201,3 +202,57 @@ def test_cross_site_form_import_is_refused(http: TestClient) -> None:
     r = http.post(B + "/config/import", headers={"Origin": "http://testserver"},
                   files={"configuration": ("c.json", b"{}", "application/json")})
     assert r.status_code == 200, r.text
+
+
+def test_form_bodies_only_on_import(http: TestClient) -> None:
+    r = http.post(B + "/config/loadbalancer",
+                  files={"configuration": ("c.json", json.dumps(RULE).encode(), "text/plain")})
+    assert r.status_code == 415
+    assert http.get(B + "/config/loadbalancer/all").json().get("lbAttr", []) == []
+
+
+def test_loxilb_export_file_imports() -> None:
+    """A file as loxilb writes it (internal names, Go's casing, output fields) imports."""
+    from_loxilb = {
+        "loadbalancer": [{"serviceArguments": {
+            "externalIP": "20.0.0.9", "privateIP": "", "port": 8080, "portMax": 0,
+            "protocol": "tcp", "block": 0, "sel": 0, "bgp": False, "monitor": False,
+            "oper": 0, "lbsec": 0, "mode": 0, "inactiveTimeout": 60, "managed": False,
+            "probetype": "", "probeport": 0, "probereq": "", "proberesp": "",
+            "probeTimeout": 0, "probeRetries": 0, "name": "n1", "persistTimeout": 10800,
+            "snat": False, "path": "", "proxyprotocolv2": False, "egress": False},
+            "secondaryIPs": None, "allowedSources": None,
+            "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1,
+                           "state": "active", "counters": "0:0"}]}],
+        "endpoint": [dict(EP, minDelay="1ms", avgDelay="1ms", maxDelay="1ms",
+                          currState="ok")],
+        "firewall": [dict(FW, opts=dict(FW["opts"], counter="5:300"))],
+        "timestamp": "2026-01-01T00:00:00Z", "version": "v0.9.8"}
+    with TestClient(build_app()) as client:
+        r = client.post(B + "/config/import", files={
+            "configuration": ("c.json", json.dumps(from_loxilb).encode(), "application/json")})
+        assert r.status_code == 200, r.text
+        got = client.get(B + "/config/loadbalancer/all").json()["lbAttr"]
+        assert [(x["serviceArguments"]["name"], x["serviceArguments"]["inactiveTimeOut"])
+                for x in got] == [("n1", 60)]
+        assert [e["name"] for e in client.get(B + "/config/endpoint/all").json()["Attr"]] == [
+            "web9"]
+        assert len(client.get(B + "/config/firewall/all").json()["fwAttr"]) == 1
+
+
+def test_failed_clear_restores_the_backup() -> None:
+    """A delete refused while clearing: what was deleted comes back, the refusal answers."""
+    stubborn = APIRouter(prefix="/config")
+
+    @stubborn.delete("/firewall")
+    def refuse() -> None:
+        raise RuntimeError("firewall table locked")
+
+    with TestClient(build_app(extra=[stubborn]), raise_server_exceptions=False) as client:
+        configure(client)
+        before = listings(client)
+        r = client.post(B + "/config/import", json={"loadbalancer": [RULE2]})
+        assert r.status_code == 500, r.text
+        assert "firewall: removing an entry failed" in r.json()["message"]
+        assert "restored" in r.json()["message"]
+        assert listings(client) == before

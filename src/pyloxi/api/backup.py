@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -32,7 +33,7 @@ from fastapi.responses import JSONResponse, Response
 import pyloxi
 from pyloxi.api.errors import SUCCESS, LoxiRoute, error_response
 from pyloxi.api.guard import read_json_object
-from pyloxi.client import ApiError, AsyncClient, NotFound
+from pyloxi.client import ApiError, AsyncClient, Conflict, NotFound
 from pyloxi.client.backup import (
     CLEAR_ORDER,
     EXPORTED,
@@ -90,14 +91,15 @@ async def dump(api: AsyncClient, components: tuple[Exported, ...] = EXPORTED) ->
         items = await _list(api, comp)
         if items:  # loxilb's DumpFile: omitempty
             out[comp.name] = [comp.to_mod(i) for i in items]
-    out["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    out["timestamp"] = datetime.now().astimezone().isoformat(timespec="seconds")  # RFC 3339
     out["version"] = pyloxi.__version__
     return out
 
 
-async def _clear(api: AsyncClient) -> None:
+async def _clear(api: AsyncClient, errors: list[str] | None = None) -> None:
     """Remove what an import replaces (loxilb's DeleteAllConfiguration; cluster state is kept).
-    Entries that are gone already (an endpoint made by a deleted rule) are no failure."""
+    Entries that are gone already (an endpoint made by a deleted rule) are no failure. A
+    refusal raises ComponentError, or, restoring (`errors` given), is noted and passed."""
     for name in CLEAR_ORDER:
         comp = EXPORTED_BY_NAME[name]
         if comp.delete is None:
@@ -106,18 +108,26 @@ async def _clear(api: AsyncClient) -> None:
             try:
                 await api.send(comp.delete(item))
             except ApiError as exc:
-                raise ComponentError(exc.status or 500,
-                                     f"{name}: removing an entry failed: {exc.message}") from None
+                message = f"{name}: removing an entry failed: {exc.message}"
+                if errors is None:
+                    raise ComponentError(exc.status or 500, message) from None
+                errors.append(message)
 
 
-async def _add(api: AsyncClient, bodies: dict[str, list[Item]]) -> None:
+async def _add(api: AsyncClient, bodies: dict[str, list[Item]],
+               errors: list[str] | None = None) -> None:
+    """Create the entries; restoring (`errors` given), an entry that is there already (one
+    that could not be removed) is no failure, and a refusal is noted and passed."""
     for comp in EXPORTED:
         for n, body in enumerate(bodies.get(comp.name, [])):
             try:
                 await api.post(comp.post_path, body)
             except ApiError as exc:
-                raise ComponentError(exc.status or 500,
-                                     f"{comp.name}[{n}]: {exc.message}") from None
+                message = f"{comp.name}[{n}]: {exc.message}"
+                if errors is None:
+                    raise ComponentError(exc.status or 500, message) from None
+                if not isinstance(exc, Conflict):
+                    errors.append(message)
 
 
 async def import_config(api: AsyncClient, data: Any) -> None:
@@ -126,17 +136,24 @@ async def import_config(api: AsyncClient, data: Any) -> None:
     backup = await dump(api)
     log.info("import: backup of the configuration before the import: %s",
              json.dumps(backup, separators=(",", ":")))
-    await _clear(api)
     try:
+        await _clear(api)
         await _add(api, bodies)
     except ComponentError as exc:
         log.warning("import failed (%s): restoring the configuration it replaced", exc.message)
-        try:
-            await _clear(api)
-            await _add(api, read_import(backup))
-        except (ComponentError, BadConfigFile) as again:
-            exc.message += f"; restoring the previous configuration failed too: {again}"
-            log.error("import: restore failed: %s", again)
+        # an entry that cannot be removed is only logged: if it is one of the backup's, adding
+        # it back finds it there; what the backup cannot add is the restore's failure
+        stuck: list[str] = []
+        await _clear(api, stuck)
+        for message in stuck:
+            log.error("import: restoring: %s", message)
+        errors: list[str] = []
+        await _add(api, read_import(backup), errors)
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            exc.message += f"; restoring the previous configuration was incomplete: " \
+                           f"{errors[0]}{more}"
+            log.error("import: restore incomplete: %s", "; ".join(errors))
         else:
             exc.message += "; the previous configuration was restored"
         raise
