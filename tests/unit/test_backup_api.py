@@ -256,3 +256,21 @@ def test_failed_clear_restores_the_backup() -> None:
         assert "firewall: removing an entry failed" in r.json()["message"]
         assert "restored" in r.json()["message"]
         assert listings(client) == before
+
+
+def test_rule_probe_settings_survive_export_import(http: TestClient) -> None:
+    """Unlike loxicmd's lbconfig.txt, the export keeps a rule's own probe settings."""
+    monitored = {"serviceArguments": {"externalIP": "20.0.0.3", "port": 80, "protocol": "tcp",
+                                      "monitor": True, "probetype": "tcp", "probeport": 8080,
+                                      "probeTimeout": 5, "probeRetries": 3},
+                 "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]}
+    r = http.post(B + "/config/loadbalancer", json=monitored)
+    assert r.status_code == 200, r.text
+    exported = http.get(B + "/config/export").content
+    with TestClient(build_app()) as fresh:
+        r = fresh.post(B + "/config/import", content=exported,
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        got = fresh.get(B + "/config/loadbalancer/all").json()["lbAttr"][0]["serviceArguments"]
+        assert (got["monitor"], got["probetype"], got["probeport"], got["probeTimeout"],
+                got["probeRetries"]) == (True, "tcp", 8080, 5, 3)
