@@ -274,3 +274,15 @@ def test_rule_probe_settings_survive_export_import(http: TestClient) -> None:
         got = fresh.get(B + "/config/loadbalancer/all").json()["lbAttr"][0]["serviceArguments"]
         assert (got["monitor"], got["probetype"], got["probeport"], got["probeTimeout"],
                 got["probeRetries"]) == (True, "tcp", 8080, 5, 3)
+
+
+def test_import_takes_files_over_the_body_limit(http: TestClient) -> None:
+    big = json.dumps({"loadbalancer": [RULE], "timestamp": "x" * (3 << 20)}).encode()
+    r = http.post(B + "/config/import",
+                  files={"configuration": ("c.json", big, "application/json")})
+    assert r.status_code == 200, r.text[:200]
+    assert len(http.get(B + "/config/loadbalancer/all").json()["lbAttr"]) == 1
+    # elsewhere the 1 MiB limit holds
+    r = http.post(B + "/config/loadbalancer", content=big,
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 413

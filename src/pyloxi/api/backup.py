@@ -17,6 +17,7 @@ back, and the refusal is answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -217,7 +218,8 @@ def backup_router() -> APIRouter:
         body = await request.body()
         content_type = request.headers.get("content-type", "")
         if content_type.lower().startswith("multipart/form-data"):
-            body = _form_field(body, content_type, FORM_FIELD)
+            # off the event loop: a file may be megabytes
+            body = await asyncio.to_thread(_form_field, body, content_type, FORM_FIELD)
         data = await read_json_object(body, "an export file")
         try:
             async with _loopback(request) as api:
