@@ -211,3 +211,60 @@ def test_save_and_apply_usage(runner: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("{nope")
     r = runner.invoke(cli, ["apply", "--firewall", str(tmp_path / "x.txt")], env=env)
     assert r.exit_code == 2 and "not JSON" in r.stderr
+
+
+def net_app() -> Any:
+    from tests.unit.netfake import FakeNetConfig
+
+    from pyloxi.api.netcfg import netcfg_router
+    return build_app(extra=[netcfg_router(FakeNetConfig("eth0", "eth1"))])
+
+
+def test_save_ip_and_apply_per_intf(runner: CliRunner, tmp_path: Path) -> None:
+    with serve(net_app()) as a, serve(net_app()) as b:
+        for path, body in (("/config/ipv4address", {"dev": "eth1", "ipAddress": "10.1.1.1/24"}),
+                           ("/config/ipv4address", {"dev": "eth1", "ipAddress": "10.1.2.1/24"}),
+                           ("/config/neighbor", {"ipAddress": "10.1.1.9", "dev": "eth1",
+                                                 "macAddress": "02:00:00:00:00:09"}),
+                           ("/config/route", {"destinationIPNet": "192.168.7.0/24",
+                                              "gateway": "10.1.1.254", "protocol": "static"})):
+            r = httpx.post(url(a, path), json=body)
+            assert r.status_code == 200, r.text
+        r = runner.invoke(cli, ["save", "--ip", "-c", str(tmp_path)], env=a)
+        assert r.exit_code == 0, (r.stdout, r.stderr)
+        eth1 = tmp_path / "ipconfig" / "eth1"
+        assert (eth1 / "type").read_text() == "phy"
+        assert (eth1 / "ipv4addr").read_text() == "10.1.1.1/24\n10.1.2.1/24\n"
+        assert (eth1 / "ipv4neigh").read_text() == "10.1.1.9 lladdr 02:00:00:00:00:09\n"
+        assert (eth1 / "ipv4route").read_text() == "192.168.7.0/24 via 10.1.1.254\n"
+        assert not (tmp_path / "ipconfig" / "lo").exists()
+
+        # -r: the routes only
+        r = runner.invoke(cli, ["apply", "--per-intf", "eth1", "-r", "-c",
+                                str(tmp_path / "ipconfig")], env=b)
+        assert r.exit_code == 0, r.stderr
+        assert "Route Configuration applied for - eth1" in r.stdout
+        assert [x["destinationIPNet"] for x in httpx.get(url(b, "/config/route/all")).json()[
+            "routeAttr"]] == ["192.168.7.0/24"]
+        assert not any(x["ipAddress"] for x in httpx.get(url(b, "/config/ipv4address/all")
+                                                        ).json()["ipAttr"] if x["dev"] == "eth1")
+        r = runner.invoke(cli, ["apply", "--per-intf", "eth1", "-c",
+                                str(tmp_path / "ipconfig")], env=b)
+        assert r.exit_code == 0, (r.stdout, r.stderr)
+        assert "Configuration applied for - eth1" in r.stdout
+        for path in ("/config/ipv4address/all", "/config/neighbor/all", "/config/route/all"):
+            assert httpx.get(url(b, path)).json() == httpx.get(url(a, path)).json(), path
+        # again: everything is there already, no failure
+        r = runner.invoke(cli, ["apply", "--per-intf", "eth1", "-c",
+                                str(tmp_path / "ipconfig")], env=b)
+        assert r.exit_code == 0, r.stderr
+
+        # a second save keeps the first as ipconfig.bk
+        r = runner.invoke(cli, ["save", "--ip", "-c", str(tmp_path)], env=b)
+        assert r.exit_code == 0
+        assert (tmp_path / "ipconfig.bk" / "eth1" / "ipv4route").exists()
+        r = runner.invoke(cli, ["apply", "--per-intf", "eth9", "-c",
+                                str(tmp_path / "ipconfig")], env=b)
+        assert r.exit_code == 2 and "no saved configuration for eth9" in r.stderr
+        r = runner.invoke(cli, ["apply", "--ip", str(eth1 / "ipv4addr")], env=b)
+        assert r.exit_code == 2 and "shell command" in r.stderr

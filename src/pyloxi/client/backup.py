@@ -15,6 +15,7 @@ call of one kind of object; adding a kind of object to the backups is one entry 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,7 +23,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from pyloxi.client.calls import Call, attr_list, loadbalancer_path, path_segment
-from pyloxi.client.errors import NotFound
+from pyloxi.client.errors import Conflict, NotFound
 from pyloxi.model.cluster import CIStatusEntry
 from pyloxi.model.endpoint import EndPoint
 from pyloxi.model.firewall import FirewallEntry
@@ -433,3 +434,92 @@ def yaml_call(doc: Any) -> Call[None]:
         # loxicmd's yaml names the host URL `path` (LoadBalancerService yaml tag)
         spec = lb_body(spec)
     return Call("POST", path, body=spec)
+
+
+# ---- loxicmd save --ip / apply --per-intf: ipconfig/<interface>/ ---------------------------------
+
+IPCONFIG_LISTS: Final = (("ports", "/config/port/all", "portAttr"),
+                         ("addresses", "/config/ipv4address/all", "ipAttr"),
+                         ("neighbors", "/config/neighbor/all", "neighborAttr"),
+                         ("routes", "/config/route/all", "routeAttr"))
+
+
+def _route_dev(gateway: str, networks: Mapping[str, list[ipaddress.IPv4Network]]) -> str | None:
+    """The interface whose subnet holds the gateway (the route's own device is not listed)."""
+    try:
+        gw = ipaddress.ip_address(gateway)
+    except ValueError:
+        return None
+    return next((dev for dev, nets in networks.items() if any(gw in n for n in nets)), None)
+
+
+def ipconfig_files(lists: Mapping[str, list[Item]]) -> dict[str, dict[str, str]]:
+    """loxicmd's ipconfig/<if>/ files from the API's listings ({name: [entries]} as named in
+    IPCONFIG_LISTS): `type` (phy), `mtu` (when not 1500), `ipv4addr` ("a.b.c.d/n" lines),
+    `ipv4neigh` ("ip lladdr mac"), `ipv4route` ("dst via gw": static routes only, under the
+    interface whose subnet holds the gateway). loopback is left out."""
+    files: dict[str, dict[str, list[str]]] = {}
+    networks: dict[str, list[ipaddress.IPv4Network]] = {}
+    for port in lists.get("ports", []):
+        name = str(_get(port, "portName", default=""))
+        if not name or name == "lo":
+            continue
+        entry = files.setdefault(name, {"type": ["phy"]})
+        mtu = _get(_obj(port, "portHardwareInformation"), "mtu", default=0)
+        if mtu and mtu != 1500:
+            entry["mtu"] = [str(mtu)]
+    for item in lists.get("addresses", []):
+        dev = str(_get(item, "dev", default=""))
+        if dev not in files:
+            continue
+        for addr in _get(item, "ipAddress", default=None) or []:
+            iface = ipaddress.ip_interface(addr)
+            if iface.version == 4:
+                files[dev].setdefault("ipv4addr", []).append(str(addr))
+                networks.setdefault(dev, []).append(iface.network)
+    for item in lists.get("neighbors", []):
+        dev = str(_get(item, "dev", default=""))
+        if dev in files:
+            files[dev].setdefault("ipv4neigh", []).append(
+                f"{_get(item, 'ipAddress')} lladdr {_get(item, 'macAddress')}")
+    for item in lists.get("routes", []):
+        gateway = str(_get(item, "gateway", default="") or "")
+        if str(_get(item, "protocol", default="")) != "static" or not gateway or "," in gateway:
+            continue
+        where = _route_dev(gateway, networks)
+        if where is not None:
+            files[where].setdefault("ipv4route", []).append(
+                f"{_get(item, 'destinationIPNet')} via {gateway}")
+    return {dev: {name: "".join(f"{line}\n" for line in lines) if name not in ("type", "mtu")
+                  else lines[0] for name, lines in entry.items()}
+            for dev, entry in files.items()}
+
+
+def per_intf_calls(ifname: str, files: Mapping[str, str], *, routes_only: bool = False
+                   ) -> list[Call[None]]:
+    """What `apply --per-intf IF [-r]` sends for one interface's files: loxicmd runs
+    `ip addr add`, `ip neigh add ... permanent`, `ip route replace ... proto static`; pyloxi
+    makes the same changes through the API (an entry that is there already is no failure)."""
+    calls: list[Call[None]] = []
+
+    def lines(name: str) -> list[list[str]]:
+        return [line.split() for line in files.get(name, "").splitlines() if line.strip()]
+
+    if not routes_only:
+        for words in lines("ipv4addr"):
+            calls.append(Call("POST", "/config/ipv4address",
+                              body={"dev": ifname, "ipAddress": words[0]}, done_if=(Conflict,)))
+        for words in lines("ipv4neigh"):
+            if len(words) < 3 or words[1] != "lladdr":
+                raise BadConfigFile(f"{ifname}/ipv4neigh: {' '.join(words)!r} is not "
+                                    "'IP lladdr MAC'")
+            calls.append(Call("POST", "/config/neighbor",
+                              body={"ipAddress": words[0], "dev": ifname,
+                                    "macAddress": words[2]}, done_if=(Conflict,)))
+    for words in lines("ipv4route"):
+        if len(words) < 3 or words[1] != "via":
+            raise BadConfigFile(f"{ifname}/ipv4route: {' '.join(words)!r} is not 'PREFIX via GW'")
+        calls.append(Call("POST", "/config/route",
+                          body={"destinationIPNet": words[0], "gateway": words[2],
+                                "protocol": "static"}, done_if=(Conflict,)))
+    return calls
