@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,6 +101,9 @@ def test_save_apply_and_import_to_a_fresh_daemon(fresh: LbTopology) -> None:
               "--firewall", f"{conf}/FWconfig.txt", "--endpoint", f"{conf}/EPconfig.txt")
         assert listings(b) == before
         check_traffic(b)
+        # the interfaces' saved addresses are the lab's, there already: no failure
+        assert "10.0.1.1/24" in Path(conf, "ipconfig", "eth0", "ipv4addr").read_text()
+        b.cli("apply", "--per-intf", "eth0", "-c", f"{conf}/ipconfig/")
 
         # the export file, imported into an emptied daemon
         b.cli("delete", "lb", "--all")
