@@ -135,8 +135,10 @@ async def import_config(api: AsyncClient, data: Any) -> None:
     """Replace the configuration by `data` (an export file), or leave it as it was."""
     bodies = read_import(data)  # BadConfigFile: nothing changed
     backup = await dump(api)
-    log.info("import: backup of the configuration before the import: %s",
-             json.dumps(backup, separators=(",", ":")))
+    counts = ", ".join(f"{len(v)} {k}" for k, v in backup.items() if isinstance(v, list))
+    log.info("import: replacing the configuration (%s)", counts or "empty")
+    # the whole backup only at debug: it can be megabytes
+    log.debug("import: the configuration replaced: %s", json.dumps(backup, separators=(",", ":")))
     try:
         await _clear(api)
         await _add(api, bodies)
