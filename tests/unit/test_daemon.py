@@ -18,6 +18,7 @@ import pyloxi.daemon as daemon_mod
 from pyloxi.bpf import ObjectMissing
 from pyloxi.daemon import Daemon, main, parse_args
 from pyloxi.datapath.memory import MemoryDatapath
+from pyloxi.engine.program import ServiceProgram
 from pyloxi.host.locks import LockError
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.probes.types import ProbeTarget
@@ -45,7 +46,7 @@ class FakeDatapath(MemoryDatapath):
                                        "ct_entries": ct_entries,
                                        "ct_half_entries": ct_half_entries,
                                        "interfaces": list(interfaces)}
-        self.fail_next = type(self).fail_first_install
+        self.fail_install = type(self).fail_first_install
         self.attached: list[str] = []
         self.pruned = 0
         self.destroyed = False
@@ -53,6 +54,13 @@ class FakeDatapath(MemoryDatapath):
 
     def attach(self, interfaces: Sequence[str]) -> None:
         self.attached = list(interfaces)
+
+    def install_service(self, prog: ServiceProgram) -> None:
+        # the first service install fails, not the tables (firewall...) set up before it
+        if self.fail_install is not None:
+            exc, self.fail_install = self.fail_install, None
+            raise exc
+        super().install_service(prog)
 
     def prune_orphans(self) -> None:
         self.pruned += 1

@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from pyloxi.api import conntrack, lb, ui
+from pyloxi.api.backup import IMPORT_PATH, backup_router
 from pyloxi.api.cors import CorsMiddleware, CorsOrigins, cors_router
 from pyloxi.api.errors import LoxiRoute, install_handlers
 from pyloxi.api.guard import RequestGuard
@@ -184,7 +185,7 @@ def create_app(
     app.state.engine = engine
     install_handlers(app)
     # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, form_paths=frozenset({BASE_PATH + IMPORT_PATH}))
     if tokens is not None:
         # before the guard: an unauthenticated request is refused before its body is read
         app.add_middleware(TokenAuth, tokens=tokens,
@@ -202,7 +203,8 @@ def create_app(
     app.include_router(lb.router, prefix=BASE_PATH)
     app.include_router(conntrack.router, prefix=BASE_PATH)
     app.include_router(_version_router(version, build_info), prefix=BASE_PATH)
-    for router in (status_router(), meta_router(BASE_PATH), nodegraph_router(), cors_router()):
+    for router in (status_router(), meta_router(BASE_PATH), nodegraph_router(), cors_router(),
+                   backup_router()):
         app.include_router(router, prefix=BASE_PATH)
     for router in extra_routers:
         app.include_router(router, prefix=BASE_PATH)

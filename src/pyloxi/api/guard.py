@@ -7,7 +7,8 @@ Limits (each answers loxilb's error object, and a refused request changes nothin
 - Content-Type: POST, PUT and PATCH must declare `application/json` (charset, if given,
   UTF-8), with or without a body; so must any other request that carries a body (415). loxilb
   (go-openapi, `consumes: application/json`) refuses other types with 415 as well.
-- Body: at most MAX_BODY_BYTES (413), read before the app runs.
+- Body: at most MAX_BODY_BYTES (413; MAX_FILE_BYTES on `form_paths`), read before the app
+  runs.
 - JSON (in `parse_json_object`): UTF-8 text, no NaN/Infinity, nesting at most MAX_JSON_DEPTH
   (400, never a RecursionError), no lone surrogates in any key or value (400), an object at the
   top.
@@ -36,6 +37,8 @@ from pyloxi.model.base import text_problem
 from pyloxi.model.errors import InvalidInput
 
 MAX_BODY_BYTES: Final = 1024 * 1024
+# a whole configuration (POST /config/import, the form_paths) may be much larger than one object
+MAX_FILE_BYTES: Final = 16 * 1024 * 1024
 MAX_JSON_DEPTH: Final = 32  # a LoadbalanceEntry is 3 deep
 # Bodies above this are parsed in a worker thread: a 1 MiB document costs ~0.4 s of CPU, which
 # must not stall the event loop (and every other request) while it is checked.
@@ -80,6 +83,10 @@ def content_type_problem(value: bytes | None) -> str | None:
     return None
 
 
+def _is_form(value: bytes | None) -> bool:
+    return value is not None and value.split(b";")[0].strip().lower() == b"multipart/form-data"
+
+
 def show_value(value: str, limit: int = 64) -> str:
     """A client-supplied value for an error message: quoted, escaped, bounded."""
     text = value if len(value) <= limit else value[:limit] + "..."
@@ -114,9 +121,12 @@ class RequestGuard:
     partial body, and an over-long one is refused before anything parses it.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES,
+                 form_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_body = max_body
+        # paths that also take multipart/form-data (a file upload: POST /config/import)
+        self.form_paths = form_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,20 +145,25 @@ class RequestGuard:
             return
         method = scope.get("method", "GET").upper()
         if (method in BODY_METHODS or length > 0 or chunked) and _routed(scope):
-            problem = content_type_problem(_header(scope, b"content-type"))
+            content_type = _header(scope, b"content-type")
+            problem = content_type_problem(content_type)
+            if (problem is not None and scope.get("path") in self.form_paths
+                    and _is_form(content_type)):
+                problem = None
             if problem is not None:
                 await _answer(send, 415, problem)
                 return
-        if length > self.max_body:
-            await _answer(send, 413, self._too_large())
+        limit = MAX_FILE_BYTES if scope.get("path") in self.form_paths else self.max_body
+        if length > limit:
+            await _answer(send, 413, self._too_large(limit))
             return
         if not (length > 0 or chunked):
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read(receive)
+            body = await self._read(receive, limit)
         except RequestTooLarge:
-            await _answer(send, 413, self._too_large())
+            await _answer(send, 413, self._too_large(limit))
             return
         if body is None:
             return  # the client went away mid-body: nobody to answer
@@ -164,10 +179,10 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    def _too_large(self) -> str:
-        return f"request body larger than {self.max_body} bytes"
+    def _too_large(self, limit: int) -> str:
+        return f"request body larger than {limit} bytes"
 
-    async def _read(self, receive: Receive) -> bytes | None:
+    async def _read(self, receive: Receive, limit: int) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -176,7 +191,7 @@ class RequestGuard:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > limit:
                 raise RequestTooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -32,6 +32,7 @@ from pyloxi.cli import policy as _policy  # noqa: F401  (registers create/get/de
 from pyloxi.cli import render
 from pyloxi.cli import session as _session  # noqa: F401  (session, sessionulcl)
 from pyloxi.cli import status as _status  # noqa: F401  (registers set/get log-level, process ...)
+from pyloxi.cli.backup import apply, save
 from pyloxi.cli.client import client_for, make_settings, reporting
 from pyloxi.cli.completion import completion
 from pyloxi.cli.groups import create_app, delete_app, get_app, set_app
@@ -210,4 +211,6 @@ app.add_typer(create_app, name="create")
 app.add_typer(get_app, name="get")
 app.add_typer(delete_app, name="delete")
 app.add_typer(set_app, name="set")
+app.command("save")(save)
+app.command("apply")(apply)
 app.command("completion")(completion)
