@@ -202,6 +202,23 @@ class GobgpClient:
                                                  direction=pb.ResetPeerRequest.BOTH),
                              timeout=RPC_TIMEOUT_S)
 
+    def list_policies(self) -> list[str]:
+        pb = self._pb
+        return [r.policy.name for r in self._stub.ListPolicy(pb.ListPolicyRequest(),
+                                                             timeout=RPC_TIMEOUT_S)]
+
+    def get_assignment(self, direction: str) -> tuple[list[str], str]:
+        """The global RIB's (policy names, default action "accept"/"reject") of a direction."""
+        pb = self._pb
+        want = pb.IMPORT if direction == "import" else pb.EXPORT
+        for r in self._stub.ListPolicyAssignment(
+                pb.ListPolicyAssignmentRequest(name="global", direction=want),
+                timeout=RPC_TIMEOUT_S):
+            a = r.assignment
+            return ([p.name for p in a.policies],
+                    "reject" if a.default_action == pb.REJECT else "accept")
+        return [], "accept"
+
     def _match(self, name: str, option: str) -> Any:
         pb = self._pb
         kind = {"all": pb.MatchSet.ALL, "invert": pb.MatchSet.INVERT}.get(option.lower(),
