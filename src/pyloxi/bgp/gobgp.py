@@ -202,6 +202,32 @@ class GobgpClient:
                                                  direction=pb.ResetPeerRequest.BOTH),
                              timeout=RPC_TIMEOUT_S)
 
+    def adj_out(self) -> dict[str, set[str]]:
+        """Established peer -> the prefixes gobgpd sends it, as its export policy stands now
+        (gobgpd computes ADJ_OUT on demand)."""
+        import grpc
+
+        pb = self._pb
+        out: dict[str, set[str]] = {}
+        for peer in self.list_peers():
+            if peer.state != "established":
+                continue
+            sent: set[str] = set()
+            for afi in (pb.Family.AFI_IP, pb.Family.AFI_IP6):
+                family = pb.Family(afi=afi, safi=pb.Family.SAFI_UNICAST)
+                try:
+                    for resp in self._stub.ListPath(
+                            pb.ListPathRequest(table_type=pb.ADJ_OUT, name=peer.address,
+                                               family=family), timeout=RPC_TIMEOUT_S):
+                        sent.add(str(resp.destination.prefix))
+                except grpc.RpcError as exc:
+                    if exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise
+                    # a family the session did not negotiate: nothing sent in it
+            out[peer.address] = sent
+        return out
+
     def list_policies(self) -> list[str]:
         pb = self._pb
         return [r.policy.name for r in self._stub.ListPolicy(pb.ListPolicyRequest(),

@@ -368,16 +368,26 @@ class BgpSpeaker:
             raise BgpUnavailable(f"bgp: gobgpd not answering: {msg}") from None
         raise InvalidInput(f"bgp {what}: {msg}") from None
 
-    @staticmethod
-    def _push_policy(client: GobgpClient, book: PolicyBook) -> None:
+    def _push_policy(self, client: GobgpClient, book: PolicyBook) -> None:
         """gobgpd's sets, policies and global assignments made those of `book`, then every
-        session re-evaluated (gobgpd applies a changed policy to routes already sent only on
-        a soft reset)."""
+        session re-evaluated: gobgpd applies a changed policy to what it already sent only on
+        a soft reset, and gobgpd 3.10's soft reset sends what is newly accepted but does not
+        withdraw what is newly rejected. Those paths of ours are withdrawn and announced again
+        (the withdrawal passes every export policy; the announcement only the accepting
+        ones): a neighbour that still accepts one sees it flap once."""
+        before = client.adj_out()
         image = book.image()
         client.set_policies(image)
         for direction in DIRECTIONS:
             client.set_assignment(direction, image.chains[direction], image.default[direction])
         client.soft_reset()
+        after = client.adj_out()
+        stale = {pfx for peer, sent in before.items() for pfx in sent - after.get(peer, set())}
+        for vip, attrs in self._applied_paths.items():
+            if f"{vip}/{ipaddress.ip_address(vip).max_prefixlen}" in stale:
+                log.info("bgp: re-announce %s (an export policy now rejects it)", vip)
+                client.delete_path(vip)
+                client.add_path(vip, *attrs)
 
     def _add_peer(self, client: GobgpClient, n: BgpNeighbor) -> None:
         t = self.timers
