@@ -42,6 +42,7 @@ from pyloxi.api.policy import policy_router  # noqa: E402
 from pyloxi.api.security import TokenFile  # noqa: E402
 from pyloxi.api.session import session_router  # noqa: E402
 from pyloxi.api.users import UserStore  # noqa: E402
+from pyloxi.bgp.policy import PolicyBook  # noqa: E402
 from pyloxi.cluster import ClusterState  # noqa: E402
 from pyloxi.cluster.bfd import Bfd  # noqa: E402
 from pyloxi.datapath.memory import MemoryDatapath  # noqa: E402
@@ -68,6 +69,7 @@ class FakeBgp:
 
     def __init__(self) -> None:
         self.neighbors: dict[str, BGPNeigh] = {}
+        self.policy = PolicyBook()
 
     def api_set_global(self, cfg: BGPGlobalConfig) -> None:
         self.global_config = cfg
@@ -80,6 +82,31 @@ class FakeBgp:
 
     def api_neighbors(self) -> list[BGPNeighGetEntry]:
         return []
+
+    # policies: the speaker's own book (its checks are what is fuzzed), without gobgpd
+    def api_add_defined_set(self, kind: str, s: Any) -> None:
+        self.policy.add_set(kind, s)
+
+    def api_delete_defined_set(self, kind: str, name: str) -> None:
+        self.policy.delete_set(kind, name)
+
+    def api_defined_sets(self, kind: str, name: str) -> list[Any]:
+        return self.policy.get_sets(kind, name)
+
+    def api_add_policy(self, d: Any) -> None:
+        self.policy.add_policy(d)
+
+    def api_delete_policy(self, name: str) -> None:
+        self.policy.delete_policy(name)
+
+    def api_policies(self) -> list[Any]:
+        return list(self.policy.policies.values())
+
+    def api_apply_policy(self, req: Any) -> None:
+        self.policy.apply(req, set(self.neighbors))
+
+    def api_unapply_policy(self, req: Any) -> None:
+        self.policy.unapply(req)
 
 
 def daemon_app(tokens: Any = None, users: UserStore | None = None) -> tuple[Any, Engine]:

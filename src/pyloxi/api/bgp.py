@@ -4,6 +4,12 @@
 - GET    /config/bgp/neigh/all         {"bgpNeiAttr": [BGPNeighGetEntry]}
 - POST   /config/bgp/neigh             body BGPNeigh {ipAddress, remoteAs, remotePort, ...}
 - DELETE /config/bgp/neigh/{ip}        query remoteAs
+- GET|DELETE /config/bgp/policy/definedsets/{defineset_type}/{type_name}  ("all": every set)
+- POST   /config/bgp/policy/definedsets/{defineset_type}  body BGPPolicyDefinedSetsMod
+- GET    /config/bgp/policy/definitions/all   {"bgpPolicyAttr": [BGPPolicyDefinitionsMod]}
+- POST   /config/bgp/policy/definitions       body BGPPolicyDefinitionsMod
+- DELETE /config/bgp/policy/definitions/{policy_name}
+- POST|DELETE /config/bgp/policy/apply        body BGPApplyPolicyToNeighborMod
 
 Built around a speaker passed in (pyloxi.bgp.BgpSpeaker, seen through the `BgpControl`
 protocol so the API layer does not import the bgp layer); None: the daemon runs without
@@ -20,7 +26,18 @@ from starlette.concurrency import run_in_threadpool
 
 from pyloxi.api.errors import SUCCESS, LoxiRoute, validation_reason
 from pyloxi.api.guard import read_json_object
-from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry, BGPNeighList
+from pyloxi.model.bgp import (
+    BGPApplyPolicyToNeighborMod,
+    BGPGlobalConfig,
+    BGPNeigh,
+    BGPNeighGetEntry,
+    BGPNeighList,
+    BGPPolicyDefinedSetGetEntry,
+    BGPPolicyDefinedSetList,
+    BGPPolicyDefinedSetsMod,
+    BGPPolicyDefinitionsList,
+    BGPPolicyDefinitionsMod,
+)
 from pyloxi.model.errors import InvalidInput, PyloxiError
 
 
@@ -29,6 +46,14 @@ class BgpControl(Protocol):
     def api_add_neighbor(self, neigh: BGPNeigh) -> None: ...
     def api_delete_neighbor(self, ip: str, remote_as: int) -> None: ...
     def api_neighbors(self) -> list[BGPNeighGetEntry]: ...
+    def api_add_defined_set(self, kind: str, s: BGPPolicyDefinedSetsMod) -> None: ...
+    def api_delete_defined_set(self, kind: str, name: str) -> None: ...
+    def api_defined_sets(self, kind: str, name: str) -> list[BGPPolicyDefinedSetGetEntry]: ...
+    def api_add_policy(self, d: BGPPolicyDefinitionsMod) -> None: ...
+    def api_delete_policy(self, name: str) -> None: ...
+    def api_policies(self) -> list[BGPPolicyDefinitionsMod]: ...
+    def api_apply_policy(self, req: BGPApplyPolicyToNeighborMod) -> None: ...
+    def api_unapply_policy(self, req: BGPApplyPolicyToNeighborMod) -> None: ...
 
 
 class BgpDisabled(PyloxiError):
@@ -84,6 +109,64 @@ def bgp_router(speaker: BgpControl | None) -> APIRouter:
         remote_as: int = Query(default=0, alias="remoteAs", ge=0, le=4294967295),
     ) -> dict[str, str]:
         need().api_delete_neighbor(ip_address, remote_as)
+        return SUCCESS
+
+    # -- policies ---------------------------------------------------------------------------
+    @router.get("/policy/definedsets/{defineset_type}/{type_name}",
+                summary="BGP defined sets of a type (type_name 'all': every one)")
+    def get_defined_sets(defineset_type: str, type_name: str) -> dict[str, Any]:
+        return BGPPolicyDefinedSetList(
+            attr=need().api_defined_sets(defineset_type, type_name)).wire()
+
+    @router.delete("/policy/definedsets/{defineset_type}/{type_name}",
+                   summary="Delete a BGP defined set")
+    def delete_defined_set(defineset_type: str, type_name: str) -> dict[str, str]:
+        need().api_delete_defined_set(defineset_type, type_name)
+        return SUCCESS
+
+    @router.post("/policy/definedsets/{defineset_type}",
+                 summary="Add a BGP defined set (prefix, neighbor, community, extcommunity, "
+                         "largecommunity, aspath)",
+                 openapi_extra=_body_openapi(BGPPolicyDefinedSetsMod))
+    async def add_defined_set(defineset_type: str, request: Request) -> dict[str, str]:
+        control = need()
+        s = await _read(request, BGPPolicyDefinedSetsMod, "BGPPolicyDefinedSetsMod")
+        await run_in_threadpool(control.api_add_defined_set, defineset_type, s)
+        return SUCCESS
+
+    @router.get("/policy/definitions/all", summary="BGP policy definitions")
+    def get_policies() -> dict[str, Any]:
+        return BGPPolicyDefinitionsList(attr=need().api_policies()).wire()
+
+    @router.post("/policy/definitions", summary="Add a BGP policy",
+                 openapi_extra=_body_openapi(BGPPolicyDefinitionsMod))
+    async def add_policy(request: Request) -> dict[str, str]:
+        control = need()
+        d = await _read(request, BGPPolicyDefinitionsMod, "BGPPolicyDefinitionsMod")
+        await run_in_threadpool(control.api_add_policy, d)
+        return SUCCESS
+
+    @router.delete("/policy/definitions/{policy_name}", summary="Delete a BGP policy")
+    def delete_policy(policy_name: str) -> dict[str, str]:
+        need().api_delete_policy(policy_name)
+        return SUCCESS
+
+    @router.post("/policy/apply",
+                 summary="Apply BGP policies to a neighbour's (or 'global') import or export",
+                 openapi_extra=_body_openapi(BGPApplyPolicyToNeighborMod))
+    async def apply_policy(request: Request) -> dict[str, str]:
+        control = need()
+        req = await _read(request, BGPApplyPolicyToNeighborMod, "BGPApplyPolicyToNeighborMod")
+        await run_in_threadpool(control.api_apply_policy, req)
+        return SUCCESS
+
+    @router.delete("/policy/apply",
+                   summary="Remove applied BGP policies (none listed: all of that direction)",
+                   openapi_extra=_body_openapi(BGPApplyPolicyToNeighborMod))
+    async def unapply_policy(request: Request) -> dict[str, str]:
+        control = need()
+        req = await _read(request, BGPApplyPolicyToNeighborMod, "BGPApplyPolicyToNeighborMod")
+        await run_in_threadpool(control.api_unapply_policy, req)
         return SUCCESS
 
     return router

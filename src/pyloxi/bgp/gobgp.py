@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyloxi.bgp.policy import Image
+    from pyloxi.model.bgp import BGPPolicyDefinitionsStatement
 
 RPC_TIMEOUT_S = 5.0
+# DefinedType of gobgp.proto, by pyloxi.bgp.policy's set type
+_DEFINED_TYPES = {"prefix": 0, "neighbor": 1, "aspath": 3, "community": 4, "extcommunity": 5,
+                  "largecommunity": 6}
 
 
 class StubsMissing(RuntimeError):
@@ -153,3 +160,163 @@ class GobgpClient:
                         med = int(m.med)
                 out[str(resp.destination.prefix)] = (lp, med)
         return out
+
+    # -- policies -------------------------------------------------------------------------------
+    def set_policies(self, image: Image) -> None:
+        """Replace every defined set and policy of gobgpd at once (SetPolicies: gobgpd checks
+        the whole of it before it swaps; a refusal changes nothing). The assignments are kept
+        by name: `set_assignment` follows."""
+        pb = self._pb
+        sets = []
+        for kind, by_name in image.sets.items():
+            for s in by_name.values():
+                prefixes = []
+                for p in s.prefix_list:
+                    lo, _, hi = p.masklength_range.partition("..")
+                    prefixes.append(pb.Prefix(ip_prefix=p.ip_prefix, mask_length_min=int(lo),
+                                              mask_length_max=int(hi)))
+                sets.append(pb.DefinedSet(defined_type=_DEFINED_TYPES[kind], name=s.name,
+                                          list=list(s.members), prefixes=prefixes))
+        policies = [pb.Policy(name=p.name, statements=[self._statement(st)
+                                                       for st in p.statements])
+                    for p in image.policies]
+        self._stub.SetPolicies(pb.SetPoliciesRequest(defined_sets=sets, policies=policies),
+                               timeout=RPC_TIMEOUT_S)
+
+    def set_assignment(self, direction: str, policies: list[str], default: str) -> None:
+        """The global RIB's chain of policies for a direction and its default action."""
+        pb = self._pb
+        assign = pb.PolicyAssignment(
+            name="global",
+            direction=pb.IMPORT if direction == "import" else pb.EXPORT,
+            policies=[pb.Policy(name=n) for n in policies],
+            default_action=pb.REJECT if default == "reject" else pb.ACCEPT)
+        self._stub.SetPolicyAssignment(pb.SetPolicyAssignmentRequest(assignment=assign),
+                                       timeout=RPC_TIMEOUT_S)
+
+    def soft_reset(self) -> None:
+        """Every established session re-evaluated against the policies, both ways: gobgpd
+        applies a changed policy to what it sends and takes only after this."""
+        pb = self._pb
+        self._stub.ResetPeer(pb.ResetPeerRequest(address="all", soft=True,
+                                                 direction=pb.ResetPeerRequest.BOTH),
+                             timeout=RPC_TIMEOUT_S)
+
+    def adj_out(self) -> dict[str, set[str]]:
+        """Established peer -> the prefixes gobgpd sends it, as its export policy stands now
+        (gobgpd computes ADJ_OUT on demand)."""
+        import grpc
+
+        pb = self._pb
+        out: dict[str, set[str]] = {}
+        for peer in self.list_peers():
+            if peer.state != "established":
+                continue
+            sent: set[str] = set()
+            for afi in (pb.Family.AFI_IP, pb.Family.AFI_IP6):
+                family = pb.Family(afi=afi, safi=pb.Family.SAFI_UNICAST)
+                try:
+                    for resp in self._stub.ListPath(
+                            pb.ListPathRequest(table_type=pb.ADJ_OUT, name=peer.address,
+                                               family=family), timeout=RPC_TIMEOUT_S):
+                        sent.add(str(resp.destination.prefix))
+                except grpc.RpcError as exc:
+                    if exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise
+                    # a family the session did not negotiate: nothing sent in it
+            out[peer.address] = sent
+        return out
+
+    def list_policies(self) -> list[str]:
+        pb = self._pb
+        return [r.policy.name for r in self._stub.ListPolicy(pb.ListPolicyRequest(),
+                                                             timeout=RPC_TIMEOUT_S)]
+
+    def get_assignment(self, direction: str) -> tuple[list[str], str]:
+        """The global RIB's (policy names, default action "accept"/"reject") of a direction."""
+        pb = self._pb
+        want = pb.IMPORT if direction == "import" else pb.EXPORT
+        for r in self._stub.ListPolicyAssignment(
+                pb.ListPolicyAssignmentRequest(name="global", direction=want),
+                timeout=RPC_TIMEOUT_S):
+            a = r.assignment
+            return ([p.name for p in a.policies],
+                    "reject" if a.default_action == pb.REJECT else "accept")
+        return [], "accept"
+
+    def _match(self, name: str, option: str) -> Any:
+        pb = self._pb
+        kind = {"all": pb.MatchSet.ALL, "invert": pb.MatchSet.INVERT}.get(option.lower(),
+                                                                          pb.MatchSet.ANY)
+        return pb.MatchSet(name=name, type=kind)
+
+    def _statement(self, st: BGPPolicyDefinitionsStatement) -> Any:
+        """loxilb's mapping of a statement (gobgpclient.go AddPolicyDefinitions)."""
+        pb = self._pb
+        c, b = st.conditions, st.conditions.bgp_conditions
+        cond = pb.Conditions()
+        if c.match_prefix_set.prefix_set:
+            cond.prefix_set.CopyFrom(self._match(c.match_prefix_set.prefix_set,
+                                                 c.match_prefix_set.match_set_option))
+        if c.match_neighbor_set.neighbor_set:
+            cond.neighbor_set.CopyFrom(self._match(c.match_neighbor_set.neighbor_set,
+                                                   c.match_neighbor_set.match_set_option))
+        for target, ref in ((cond.as_path_set, (b.match_as_path_set.as_path_set,
+                                                b.match_as_path_set.match_set_options)),
+                            (cond.community_set, (b.match_community_set.community_set,
+                                                  b.match_community_set.match_set_options)),
+                            (cond.ext_community_set,
+                             (b.match_ext_community_set.community_set,
+                              b.match_ext_community_set.match_set_options)),
+                            (cond.large_community_set,
+                             (b.match_large_community_set.community_set,
+                              b.match_large_community_set.match_set_options))):
+            if ref[0]:
+                target.CopyFrom(self._match(*ref))
+        for afi in b.afi_safi_in:
+            v6 = afi.lower().startswith("ipv6")
+            cond.afi_safi_in.append(pb.Family(afi=pb.Family.AFI_IP6 if v6 else pb.Family.AFI_IP,
+                                              safi=pb.Family.SAFI_UNICAST))
+        if b.as_path_length.operator:
+            cond.as_path_length.CopyFrom(pb.AsPathLength(
+                type={"eq": pb.AsPathLength.EQ, "ge": pb.AsPathLength.GE,
+                      "le": pb.AsPathLength.LE}[b.as_path_length.operator.lower()],
+                length=b.as_path_length.value))
+        cond.rpki_result = {"not-found": 1, "valid": 2, "invalid": 3}.get(b.rpki.lower(), 0)
+        cond.route_type = {"internal": pb.Conditions.ROUTE_TYPE_INTERNAL,
+                           "external": pb.Conditions.ROUTE_TYPE_EXTERNAL,
+                           "local": pb.Conditions.ROUTE_TYPE_LOCAL}.get(
+                               b.route_type.lower(), pb.Conditions.ROUTE_TYPE_NONE)
+        cond.next_hop_in_list.extend(b.next_hop_in_list)
+
+        a = st.actions.bgp_actions
+        act = pb.Actions(route_action={"accept-route": pb.ACCEPT, "reject-route": pb.REJECT}.get(
+            st.actions.route_disposition.lower(), pb.NONE))
+        for target, sc in ((act.community, a.set_community),
+                           (act.ext_community, a.set_ext_community),
+                           (act.large_community, a.set_large_community)):
+            if sc.set_community_method:
+                target.CopyFrom(pb.CommunityAction(
+                    type={"add": pb.CommunityAction.ADD, "remove": pb.CommunityAction.REMOVE}.get(
+                        sc.options.lower(), pb.CommunityAction.REPLACE),
+                    communities=list(sc.set_community_method)))
+        if a.set_med:
+            # "+n"/"-n" adds to the MED (gobgp's syntax); a plain number replaces it (loxilb)
+            relative = a.set_med[0] in "+-"
+            act.med.CopyFrom(pb.MedAction(
+                type=pb.MedAction.MOD if relative else pb.MedAction.REPLACE,
+                value=int(a.set_med)))
+        if a.set_local_perf:
+            act.local_pref.CopyFrom(pb.LocalPrefAction(value=a.set_local_perf))
+        if a.set_next_hop:
+            act.nexthop.CopyFrom(pb.NexthopAction(
+                address="" if a.set_next_hop in ("self", "unchanged") else a.set_next_hop,
+                self=a.set_next_hop == "self", unchanged=a.set_next_hop == "unchanged"))
+        pp = a.set_as_path_prepend
+        if pp.asn:
+            last = pp.asn == "last-as"
+            act.as_prepend.CopyFrom(pb.AsPrependAction(asn=0 if last else int(pp.asn),
+                                                       repeat=pp.repeat_n,
+                                                       use_left_most=last))
+        return pb.Statement(name=st.name, conditions=cond, actions=act)

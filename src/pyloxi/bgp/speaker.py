@@ -26,7 +26,16 @@ from typing import Any
 from pyloxi.bgp import persist
 from pyloxi.bgp.config import BgpGlobal, BgpNeighbor, check_global, check_neighbor
 from pyloxi.bgp.gobgp import GobgpClient, PeerInfo
-from pyloxi.model.bgp import BGPGlobalConfig, BGPNeigh, BGPNeighGetEntry
+from pyloxi.bgp.policy import DIRECTIONS, PolicyBook
+from pyloxi.model.bgp import (
+    BGPApplyPolicyToNeighborMod,
+    BGPGlobalConfig,
+    BGPNeigh,
+    BGPNeighGetEntry,
+    BGPPolicyDefinedSetGetEntry,
+    BGPPolicyDefinedSetsMod,
+    BGPPolicyDefinitionsMod,
+)
 from pyloxi.model.errors import InvalidInput, NotFound, PyloxiError
 
 log = logging.getLogger("pyloxi.bgp")
@@ -133,6 +142,7 @@ class BgpSpeaker:
         self._global: BgpGlobal | None = None
         self._neighbors: dict[str, BgpNeighbor] = {}
         self._ha: dict[str, str] = {}
+        self._policy = PolicyBook()
         # applied to the running gobgpd
         self._applied_global: BgpGlobal | None = None
         self._applied_neighbors: set[str] = set()
@@ -142,6 +152,7 @@ class BgpSpeaker:
         if config_path is not None:
             self._global, neighbors = persist.load(config_path)
             self._neighbors = {n.address: n for n in neighbors}
+            self._policy = persist.load_policy(config_path)
             if self._global is not None:
                 log.info("bgp: restored global config (AS %d) and %d neighbours from %s",
                          self._global.asn, len(neighbors), config_path)
@@ -205,6 +216,7 @@ class BgpSpeaker:
                     self._applied_paths.clear()
                 if self._applied_global is None:
                     client.start(g.asn, g.router_id, g.listen_port)
+                    self._push_policy(client, self._policy)  # StartBgp empties gobgpd's
             except Exception as exc:
                 self._fail("global config", exc)
             self._global = self._applied_global = g
@@ -280,6 +292,56 @@ class BgpSpeaker:
                 updowntime=_duration(live.uptime_s) if live and live.uptime_s else ""))
         return out
 
+    # -- policies (loxilb's /config/bgp/policy/*) --------------------------------------------
+    def _change_policy(self, change: Callable[[PolicyBook], None]) -> None:
+        """`change` made on a copy (it raises, nothing changed, on bad input); the copy's image
+        given to gobgpd; kept and saved once gobgpd took it."""
+        with self._lock:
+            if self._global is None:
+                raise InvalidInput("bgp: no global config (POST /config/bgp/global first)")
+            new = self._policy.clone()
+            change(new)
+            client = self._need_up()
+            if self._applied_global is None:  # being re-applied: the policies come with it
+                raise BgpUnavailable(f"bgp: gobgpd at {self.api} is restarting")
+            try:
+                self._push_policy(client, new)
+            except Exception as exc:
+                try:  # gobgpd may have taken the sets and policies but not the assignments
+                    self._push_policy(client, self._policy)
+                except Exception as again:
+                    log.error("bgp: restoring the policies in gobgpd failed: %s",
+                              _grpc_error(again)[1])
+                self._fail("policy", exc)
+            self._policy = new
+            self._save()
+
+    def api_add_defined_set(self, kind: str, s: BGPPolicyDefinedSetsMod) -> None:
+        self._change_policy(lambda book: book.add_set(kind, s))
+
+    def api_delete_defined_set(self, kind: str, name: str) -> None:
+        self._change_policy(lambda book: book.delete_set(kind, name))
+
+    def api_defined_sets(self, kind: str, name: str) -> list[BGPPolicyDefinedSetGetEntry]:
+        with self._lock:
+            return self._policy.get_sets(kind, name)
+
+    def api_add_policy(self, d: BGPPolicyDefinitionsMod) -> None:
+        self._change_policy(lambda book: book.add_policy(d))
+
+    def api_delete_policy(self, name: str) -> None:
+        self._change_policy(lambda book: book.delete_policy(name))
+
+    def api_policies(self) -> list[BGPPolicyDefinitionsMod]:
+        with self._lock:
+            return list(self._policy.policies.values())
+
+    def api_apply_policy(self, req: BGPApplyPolicyToNeighborMod) -> None:
+        self._change_policy(lambda book: book.apply(req, set(self._neighbors)))
+
+    def api_unapply_policy(self, req: BGPApplyPolicyToNeighborMod) -> None:
+        self._change_policy(lambda book: book.unapply(req))
+
     @property
     def up(self) -> bool:
         return self._up
@@ -289,7 +351,8 @@ class BgpSpeaker:
         """After gobgpd took the change, before the API answers: an acknowledged change
         survives a crash. A failed write is a 500 (gobgpd has it, the disk does not)."""
         if self._config_path is not None:
-            persist.save(self._config_path, self._global, list(self._neighbors.values()))
+            persist.save(self._config_path, self._global, list(self._neighbors.values()),
+                         self._policy)
 
     def _need_up(self) -> GobgpClient:
         if not self._up or self._client is None:
@@ -304,6 +367,27 @@ class BgpSpeaker:
             self._wake.set()
             raise BgpUnavailable(f"bgp: gobgpd not answering: {msg}") from None
         raise InvalidInput(f"bgp {what}: {msg}") from None
+
+    def _push_policy(self, client: GobgpClient, book: PolicyBook) -> None:
+        """gobgpd's sets, policies and global assignments made those of `book`, then every
+        session re-evaluated: gobgpd applies a changed policy to what it already sent only on
+        a soft reset, and gobgpd 3.10's soft reset sends what is newly accepted but does not
+        withdraw what is newly rejected. Those paths of ours are withdrawn and announced again
+        (the withdrawal passes every export policy; the announcement only the accepting
+        ones): a neighbour that still accepts one sees it flap once."""
+        before = client.adj_out()
+        image = book.image()
+        client.set_policies(image)
+        for direction in DIRECTIONS:
+            client.set_assignment(direction, image.chains[direction], image.default[direction])
+        client.soft_reset()
+        after = client.adj_out()
+        stale = {pfx for peer, sent in before.items() for pfx in sent - after.get(peer, set())}
+        for vip, attrs in self._applied_paths.items():
+            if f"{vip}/{ipaddress.ip_address(vip).max_prefixlen}" in stale:
+                log.info("bgp: re-announce %s (an export policy now rejects it)", vip)
+                client.delete_path(vip)
+                client.add_path(vip, *attrs)
 
     def _add_peer(self, client: GobgpClient, n: BgpNeighbor) -> None:
         t = self.timers
@@ -365,6 +449,7 @@ class BgpSpeaker:
                     client.stop()
                 g = self._global
                 client.start(g.asn, g.router_id, g.listen_port)
+                self._push_policy(client, self._policy)
                 self._applied_global = g
             if self._applied_global is not None:
                 for addr, n in self._neighbors.items():
