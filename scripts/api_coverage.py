@@ -10,9 +10,9 @@ docs/api.md (appended if missing).
     scripts/api_coverage.py            regenerate the section (make api-coverage)
     scripts/api_coverage.py --check    exit 1 if the section is stale (a unit test runs this)
 
-Every loxilb operation must be served, unless NOT_SERVED (kept by hand) says why, or it is in
-PENDING_IN_OTHER_BRANCHES (temporary). A table entry for an operation that is served, or an
-operation missing with no reason, is an error: the tables cannot go stale either.
+Every loxilb operation must be served, unless NOT_SERVED (kept by hand) says why. A table entry
+for an operation that is served, or an operation missing with no reason, is an error: the tables
+cannot go stale either.
 
 DIVERGENCES are where pyloxi's answers do not follow loxilb's swagger: mostly where loxilb's own
 answers do not either (checked in loxilb's handler code), else deliberately. EXTENSIONS are the
@@ -46,23 +46,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 Op = tuple[str, str]  # (METHOD, loxilb's path template under the base path)
 
 # Hand-kept: loxilb operations pyloxi does not serve, and why. Nothing else may be missing.
-_BGP_POLICY = ("not implemented yet: pyloxi's BGP speaker announces VIPs and manages "
-               "neighbors; it does not drive gobgpd's policy API (defined sets, policy "
-               "definitions, apply)")
-NOT_SERVED: dict[Op, str] = {
-    ("GET", "/config/bgp/policy/definedsets/{defineset_type}/{type_name}"): _BGP_POLICY,
-    ("DELETE", "/config/bgp/policy/definedsets/{defineset_type}/{type_name}"): _BGP_POLICY,
-    ("POST", "/config/bgp/policy/definedsets/{defineset_type}"): _BGP_POLICY,
-    ("GET", "/config/bgp/policy/definitions/all"): _BGP_POLICY,
-    ("POST", "/config/bgp/policy/definitions"): _BGP_POLICY,
-    ("DELETE", "/config/bgp/policy/definitions/{policy_name}"): _BGP_POLICY,
-    ("POST", "/config/bgp/policy/apply"): _BGP_POLICY,
-    ("DELETE", "/config/bgp/policy/apply"): _BGP_POLICY,
-}
-
-# TEMPORARY: operations being added in other branches (the value names the branch). Remove an
-# entry when its branch is merged (then `make api-coverage`).
-PENDING_IN_OTHER_BRANCHES: dict[Op, str] = {}
+NOT_SERVED: dict[Op, str] = {}
 
 
 @dataclass(frozen=True)
@@ -247,7 +231,7 @@ def pyloxi_openapi(url: str | None = None) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Row:
     op: Op
-    status: str  # served | differs | not served | pending | MISSING
+    status: str  # served | differs | not served | MISSING
     why: str = ""
 
 
@@ -270,9 +254,8 @@ def coverage(swagger: dict[str, Any], openapi: dict[str, Any]) -> Coverage:
         key = (op[0], shape(op[1]))
         listed.add(key)
         is_served = key in served
-        if is_served and (op in NOT_SERVED or op in PENDING_IN_OTHER_BRANCHES):
-            table = "NOT_SERVED" if op in NOT_SERVED else "PENDING_IN_OTHER_BRANCHES"
-            errors.append(f"{op[0]} {op[1]} is served: remove it from {table}")
+        if is_served and op in NOT_SERVED:
+            errors.append(f"{op[0]} {op[1]} is served: remove it from NOT_SERVED")
         if is_served:
             why = "; ".join(w for w in (differs.get(op), extends.get(op)) if w)
             status = ("not served" if op in refused else "differs" if op in differs
@@ -280,15 +263,12 @@ def coverage(swagger: dict[str, Any], openapi: dict[str, Any]) -> Coverage:
             row = Row(op, status, why)
         elif op in NOT_SERVED:
             row = Row(op, "not served", NOT_SERVED[op])
-        elif op in PENDING_IN_OTHER_BRANCHES:
-            row = Row(op, "pending", f"being added in {PENDING_IN_OTHER_BRANCHES[op]}")
         else:
             row = Row(op, "MISSING", "no reason given")
             errors.append(f"{op[0]} {op[1]} is not served and NOT_SERVED gives no reason")
         rows.append(row)
     known = {r.op for r in rows}
-    tables = {"NOT_SERVED": NOT_SERVED, "PENDING_IN_OTHER_BRANCHES": PENDING_IN_OTHER_BRANCHES,
-              "DIVERGENCES": differs, "EXTENSIONS": extends}
+    tables = {"NOT_SERVED": NOT_SERVED, "DIVERGENCES": differs, "EXTENSIONS": extends}
     errors += [f"{name} names {m} {p}, which loxilb's swagger does not list"
                for name, table in tables.items() for m, p in table if (m, p) not in known]
     pyloxi_only = sorted(op for key, op in served.items() if key not in listed)
@@ -307,7 +287,6 @@ def render(cov: Coverage) -> str:
     total = len(cov.rows)
     served = sum(r.status in ("served", "differs") for r in cov.rows)
     differs = sum(r.status == "differs" for r in cov.rows)
-    pending = sum(r.status == "pending" for r in cov.rows)
     lines = [
         BEGIN,
         "## Coverage of loxilb's API (generated)",
@@ -319,8 +298,7 @@ def render(cov: Coverage) -> str:
         "swagger to pyloxi and validates the answers against loxilb's schemas."),
         "",
         _wrap(f"**{served} of {total} loxilb operations served ({100 * served // total}%)**, "
-        f"{differs} of them with a documented difference"
-        + (f"; {pending} being added in other branches" if pending else "") + "."),
+        f"{differs} of them with a documented difference."),
         "",
         _wrap("In every row, as in loxilb: a POST or DELETE that succeeds answers HTTP 200 "
         '`{"result": "Success"}` (loxilb\'s swagger says 204), and a failure answers loxilb\'s '

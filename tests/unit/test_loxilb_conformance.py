@@ -12,7 +12,7 @@ loxilb operation, with a bounded number of examples (PYLOXI_CONFORMANCE_EXAMPLES
   do not (scripts/api_coverage.py DIVERGENCES patches the schema to what loxilb answers).
 
 Operations pyloxi does not serve are skipped only through scripts/api_coverage.py's NOT_SERVED
-and PENDING_IN_OTHER_BRANCHES (whose entries that are served make test_api_coverage fail).
+(whose entries that are served make test_api_coverage fail).
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ EXAMPLES = int(os.environ.get("PYLOXI_CONFORMANCE_EXAMPLES", "10"))
 
 coverage = coverage_module()
 UNSERVED: dict[tuple[str, str], str] = {
-    **{op: f"not served: {why}" for op, why in coverage.NOT_SERVED.items()},
-    **{op: f"pending in branch {branch}"
-       for op, branch in coverage.PENDING_IN_OTHER_BRANCHES.items()}}
+    op: f"not served: {why}" for op, why in coverage.NOT_SERVED.items()}
 ALLOWED_STATUSES: dict[tuple[str, str], frozenset[int]] = {
     op: d.statuses for d in coverage.DIVERGENCES for op in d.ops}
 
