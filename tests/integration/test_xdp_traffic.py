@@ -13,6 +13,7 @@ import pytest
 from pyloxi.datapath.ebpf.counters import datapath_stats
 from pyloxi.datapath.ebpf.libbpf.maps import Map
 from pyloxi.testing.lab import LbTopology
+from pyloxi.testing.lab.netns import Netns
 from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
 from ..waiting import wait_until
@@ -27,7 +28,7 @@ def _lb_ifaces(topo: LbTopology) -> list[str]:
     return ["eth0", *(f"eth{i}" for i in range(1, len(topo.backends) + 1))]
 
 
-def _senders(topo: LbTopology) -> list[tuple[object, str]]:
+def _senders(topo: LbTopology) -> list[tuple[Netns, str]]:
     return [(topo.client, "eth0"), *((be, "eth0") for be in topo.backends)]
 
 
@@ -40,7 +41,7 @@ def fresh(topo: LbTopology) -> Iterator[LbTopology]:
             topo.lb.run(["tc", "qdisc", "del", "dev", ifname, "clsact"], check=False)
             topo.lb.run(["ip", "link", "set", "dev", ifname, "xdpgeneric", "off"], check=False)
         for ns, ifname in _senders(topo):
-            ns.run(["ethtool", "-K", ifname, "tx", "on"], check=False)  # type: ignore[attr-defined]
+            ns.run(["ethtool", "-K", ifname, "tx", "on"], check=False)
 
     reset()
     yield topo
@@ -81,7 +82,7 @@ def test_switch_to_xdp_keeps_flows_and_xdp_forwards(fresh: LbTopology) -> None:
         # Senders in the namespaces leave TCP checksums to the (veth) device: such packets
         # are TC's (xdp.h). With offload off they carry full checksums, and XDP forwards.
         for ns, ifname in _senders(topo):
-            ns.run(["ethtool", "-K", ifname, "tx", "off"])  # type: ignore[attr-defined]
+            ns.run(["ethtool", "-K", ifname, "tx", "off"])
         answers = http_answers(topo.client, ROUTED_VIP, 12)
         assert len(answers) == 12
         assert {be for be, _ in answers} == {"be1", "be2", "be3"}
