@@ -142,8 +142,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--netns", default="", help="run inside this named network namespace")
     p.add_argument("--datapath", choices=DATAPATHS, default="tc",
                    help="tc (default): the TC program alone; xdp: also the XDP fast path of "
-                        "established flows on every interface (native, generic on veth); "
-                        "auto: xdp where it attaches, tc alone elsewhere")
+                        "established flows on every interface (native where the driver has "
+                        "it, else generic); auto: native XDP where the driver has it, tc "
+                        "alone elsewhere (veth too)")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="detach and unpin the datapath on exit (flows stop); default keeps it")
     p.add_argument("--endpoint-down", choices=["drain", "reset"], default="drain",

@@ -19,6 +19,7 @@ from scapy.packet import Packet, Raw
 
 from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
+from pyloxi.datapath.ebpf.xdpattach import XdpPorts
 from pyloxi.engine.program import ServiceProgram
 from pyloxi.model.lb import NatMode, Selection
 
@@ -430,3 +431,28 @@ def test_partial_checksum_counted(h: Harness) -> None:
     assert h.dp.datapath_stats()["xdp_partial"] == 1
     # TC forwards it (its helper knows the skb's checksum state)
     assert h.run(pkt).retval == TC_ACT_REDIRECT
+
+
+def _xdp_shown(iface: str) -> str:
+    import subprocess
+    return subprocess.run(["ip", "-d", "link", "show", "dev", iface], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_attach_modes_on_veth(h: Harness) -> None:
+    """--datapath on the test's veths: auto leaves them to TC alone, xdp attaches generic XDP
+    and enables it in xdp_ports, tc (a restarted daemon) takes an earlier program off."""
+    ports = h.dp.maps["xdp_ports"]
+    key = socket.if_nametoindex("dp0").to_bytes(4, "little")
+    assert h.dp.xdp.attach("dp0", "auto") is None
+    assert "xdpgeneric" not in _xdp_shown("dp0") and ports.lookup(key) is None
+    assert h.dp.xdp.attach("dp0", "xdp") == "generic"
+    assert "xdpgeneric" in _xdp_shown("dp0")
+    assert L.XdpPort.from_buffer_copy(ports.lookup(key) or b"").mac[:] == list(
+        bytes.fromhex(LB_MAC.replace(":", "")))
+    other = XdpPorts(h.dp.xdp_prog_fd, ports)   # another daemon's view: not its own attach
+    assert other.attach("dp0", "tc") is None
+    assert "xdpgeneric" not in _xdp_shown("dp0") and ports.lookup(key) is None
+    h.dp.xdp.attach("dp0", "xdp")
+    assert other.attach("dp0", "auto") is None   # auto on veth: the earlier program goes too
+    assert "xdpgeneric" not in _xdp_shown("dp0")

@@ -3,16 +3,19 @@
 * ``tc`` (the default in this step): TC alone; an XDP program an earlier daemon attached is
   taken off.
 * ``xdp``: XDP on every interface, beside TC (which stays attached in every mode: XDP hands it
-  everything but established flows' plain packets); an interface XDP cannot be attached to
-  is an error.
-* ``auto``: as ``xdp``, but an interface XDP cannot be attached to keeps TC alone (logged).
+  everything but established flows' plain packets): native where the driver has it, else
+  generic; an interface XDP cannot be attached to is an error.
+* ``auto``: native XDP where the driver has it, TC alone elsewhere (logged), veth included.
 
-Native (driver) mode where the driver has it, except on veth: generic there. Native XDP on veth
-redirects into a veth only when the target's peer runs NAPI (an XDP program or GRO on it, in
-another namespace that is not ours to configure), else the frames are dropped (-ENXIO); and a
-redirected frame loses the skb's checksum state. Generic XDP redirects through the ordinary
-transmit path and keeps the skb (../shared/reference/datapath-notes.md §7.8). Packets with
-partial checksums are TC's in both modes (xdp.h).
+Generic, not native, on veth under ``xdp``. Native XDP on veth redirects into a veth only when
+the target's peer runs NAPI (an XDP program or GRO on it, in another namespace that is not ours
+to configure), else the frames are dropped (-ENXIO); and a redirected frame loses the skb's
+checksum state. Generic XDP redirects through the ordinary transmit path and keeps the skb
+(../shared/reference/datapath-notes.md §7.8). But generic XDP runs after the skb exists and
+copies every cloned skb (each TCP data segment: TCP keeps a clone) before the program sees it:
+measured through the lab (bench/xdp_e2e.py), iperf3 lost about a quarter of its throughput
+against TC alone, so ``auto`` leaves veth to TC. Packets with partial checksums are TC's in
+every mode (xdp.h).
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ class XdpPorts:
         self.ports.update(ifindex.to_bytes(4, "little"),
                           bytes(L.XdpPort(mac=(ctypes.c_uint8 * 6)(*if_mac(name)))))
         first = preferred_mode(name)
-        modes = [first] if first == "generic" else ["native", "generic"]
+        if datapath == "auto":   # generic XDP only costs (module text)
+            modes = [] if first == "generic" else ["native"]
+        else:
+            modes = [first] if first == "generic" else ["native", "generic"]
         err: BpfError | None = None
         for mode in modes:
             try:
@@ -108,11 +114,15 @@ class XdpPorts:
             self.modes[ifindex] = mode
             log.info("xdp fast path on %s (ifindex %d, %s)", name, ifindex, mode)
             return mode
-        self.ports.delete(ifindex.to_bytes(4, "little"))
+        self.detach_one(ifindex)   # and an earlier daemon's program, if any
         if datapath == "xdp":
             assert err is not None
             raise err
-        log.warning("xdp not attached to %s (%s): tc only there", name, err)
+        if err is None:
+            log.info("xdp not attached to %s (veth: generic xdp only costs): tc only there",
+                     name)
+        else:
+            log.warning("xdp not attached to %s (%s): tc only there", name, err)
         return None
 
     def detach_one(self, ifindex: int) -> None:
