@@ -47,12 +47,13 @@ FAMILIES = {4: (CLIENT, VIP, EPS[0], LB4_EP_SIDE), 6: (CLIENT6, VIP6, EPS6[0], L
 TCP_P, UDP_P = 6, 17
 
 
-def enable(h: Harness, *ifaces: str) -> None:
-    """XDP serves these interfaces (what XdpPorts.attach writes, without attaching)."""
+def enable(h: Harness, *ifaces: str, native: bool = False) -> None:
+    """XDP serves these interfaces (what XdpPorts.attach writes, without attaching); generic
+    mode unless `native`."""
     mac = (ctypes.c_uint8 * 6)(*bytes.fromhex(LB_MAC.replace(":", "")))
     for name in ifaces or ("dp0", "dp1"):
         key = socket.if_nametoindex(name).to_bytes(4, "little")
-        h.dp.maps["xdp_ports"].update(key, bytes(L.XdpPort(mac=mac)))
+        h.dp.maps["xdp_ports"].update(key, bytes(L.XdpPort(mac=mac, native=native)))
 
 
 def xdp(h: Harness, pkt: Packet, iface: str | None = None) -> Result:
@@ -407,6 +408,23 @@ def test_interface_not_served_passes(h: Harness) -> None:
     enable(h, "dp0")
     assert xdp(h, pkt).retval == XDP_REDIRECT
     assert xdp(h, flow.ep_pkt(b"y")).retval == XDP_PASS   # dp1 not served
+
+
+def test_native_port_redirects_only_to_a_native_port(h: Harness) -> None:
+    """A frame received in native mode may only be redirected to a port in native mode (the
+    target driver's XDP transmit); generic mode redirects anywhere. Else TC forwards it."""
+    service(h, 4, TCP_P, NatMode.DEFAULT)
+    flow = Flow(h, 4, TCP_P)
+    pkt = flow.client_pkt(b"x")   # dp0 -> dp1
+    enable(h, "dp0", native=True)
+    assert xdp(h, pkt).retval == XDP_PASS   # dp1 not served
+    enable(h, "dp1")
+    assert xdp(h, pkt).retval == XDP_PASS   # dp1 generic
+    enable(h, "dp1", native=True)
+    assert xdp(h, pkt).retval == XDP_REDIRECT
+    h.dp.maps["xdp_ports"].delete(socket.if_nametoindex("dp1").to_bytes(4, "little"))
+    enable(h, "dp0")
+    assert xdp(h, pkt).retval == XDP_REDIRECT   # generic: to any device
 
 
 def test_mirror_or_policer_configured_passes(h: Harness) -> None:

@@ -530,7 +530,8 @@ struct mirr_gate {        /* mirr_gate[0]: how many watched objects of each kind
 
 struct xdp_port {         /* xdp_ports[ifindex]: XDP serves this interface (xdp.h) */
 	__u8  mac[6];         /* the interface's own MAC: frames to other hosts are not ours */
-	__u16 pad;
+	__u8  native;         /* attached in native (driver) mode */
+	__u8  pad;
 };
 
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test

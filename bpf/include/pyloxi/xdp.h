@@ -46,7 +46,7 @@ static __always_inline int csum_looks_partial(const struct pkt *p, __u16 check)
 /* Frames of this interface XDP may look at: it serves the interface, the frame is sent to the
  * interface's own MAC (TC leaves PACKET_OTHERHOST frames to the kernel; multicast and
  * broadcast: TC's too), and no mirror or interface policer wants every frame. */
-static __always_inline int xdp_ours(struct xdp_md *ctx, const struct ethhdr *eth)
+static __always_inline struct xdp_port *xdp_ours(struct xdp_md *ctx, const struct ethhdr *eth)
 {
 	__u32 ifindex = ctx->ingress_ifindex, zero = 0;
 	struct xdp_port *port = bpf_map_lookup_elem(&xdp_ports, &ifindex);
@@ -54,15 +54,30 @@ static __always_inline int xdp_ours(struct xdp_md *ctx, const struct ethhdr *eth
 	struct pol_cfg *pc;
 
 	if (!port)
-		return 0;
+		return NULL;
 	if (*(__u32 *)eth->h_dest != *(__u32 *)port->mac ||
 	    *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(port->mac + 4))
-		return 0;
+		return NULL;
 	mg = bpf_map_lookup_elem(&mirr_gate, &zero);
 	if (mg && (mg->ports | mg->rules))
-		return 0;
+		return NULL;
 	pc = bpf_map_lookup_elem(&pol_cfg_map, &zero);
-	return !(pc && pc->nports);
+	return pc && pc->nports ? NULL : port;
+}
+
+/* May a frame that arrived on `in` be redirected to ifindex `out`? Generic XDP redirects
+ * through the ordinary transmit path, to any device. Native XDP hands the frame to the target
+ * driver's XDP transmit, which only a device in native mode is sure to have (a veth needs NAPI
+ * on its peer, other devices may lack it: the frame would be dropped): to such a port only,
+ * else TC forwards. */
+static __always_inline int xdp_can_redirect(const struct xdp_port *in, __u32 out)
+{
+	struct xdp_port *to;
+
+	if (!in->native)
+		return 1;
+	to = bpf_map_lookup_elem(&xdp_ports, &out);
+	return to && to->native;
 }
 
 /* The fast path; returns an XDP action. */
@@ -71,6 +86,7 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
+	struct xdp_port *port;
 	struct tcp_seg s = {};
 	struct ct_val *v;
 	__u32 *pol, addr_diff, port_diff;
@@ -79,7 +95,10 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	__u64 now;
 	int mangled0, rc;
 
-	if ((void *)(eth + 1) > data_end || !xdp_ours(ctx, eth))
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	port = xdp_ours(ctx, eth);
+	if (!port)
 		return XDP_PASS;
 	if (parse_frame(data, data_end, data_end - data, &p) != PARSE_OK ||
 	    p.frag != PL_FRAG_NONE || p.ttl <= 1)
@@ -102,7 +121,7 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	/* The next hop as TC cached it; a stale or missing one, or a packet the cached MTU does
 	 * not let through at a glance (TC's exact check needs the skb): TC's. */
 	if (!v->fib_ifindex || now - v->fib_ns >= PL_FIB_CACHE_NS ||
-	    p.len > v->fib_mtu + ETH_HLEN)
+	    p.len > v->fib_mtu + ETH_HLEN || !xdp_can_redirect(port, v->fib_ifindex))
 		return XDP_PASS;
 	/* the L4 header, checked before anything is written */
 	check = data + ((p.l4off + (p.key.proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)

@@ -374,7 +374,8 @@ XDP_PORTS = 256  # PL_XDP_PORTS: interfaces the XDP program serves
 class XdpPort(ctypes.Structure):
     """xdp_ports[ifindex]: the interface's own MAC (bpf/include/pyloxi/xdp.h)."""
 
-    _fields_ = [("mac", ctypes.c_uint8 * 6), ("pad", ctypes.c_uint16)]
+    _fields_ = [("mac", ctypes.c_uint8 * 6), ("native", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8)]
 
 
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {

@@ -93,9 +93,6 @@ class XdpPorts:
         if datapath == "tc":
             self.detach_one(ifindex)
             return None
-        # the map entry first: a program attached without it passes everything (harmless)
-        self.ports.update(ifindex.to_bytes(4, "little"),
-                          bytes(L.XdpPort(mac=(ctypes.c_uint8 * 6)(*if_mac(name)))))
         first = preferred_mode(name)
         if datapath == "auto":   # generic XDP only costs (module text)
             modes = [] if first == "generic" else ["native"]
@@ -112,6 +109,10 @@ class XdpPorts:
             if _ours(ifindex, other):   # an earlier daemon's program in the other mode
                 xdp_detach(ifindex, other)
             self.modes[ifindex] = mode
+            # enabled once attached (until then the program passes every frame of it); the
+            # mode says where a native port's frames may be redirected to (xdp.h)
+            self.ports.update(ifindex.to_bytes(4, "little"), bytes(L.XdpPort(
+                mac=(ctypes.c_uint8 * 6)(*if_mac(name)), native=mode == "native")))
             log.info("xdp fast path on %s (ifindex %d, %s)", name, ifindex, mode)
             return mode
         self.detach_one(ifindex)   # and an earlier daemon's program, if any
