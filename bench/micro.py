@@ -15,7 +15,14 @@ Methods (see docs/benchmarks.md):
   timer read; the same repeat=1 loop over the empty program is reported beside it as that floor.
   Conntrack is emptied (untimed) every 100,000 flows, so the LRU never evicts.
 - not for a VIP: a TCP packet to a backend address; the program passes it (TC_ACT_OK).
-- floor: bench/empty.bpf.c (`return TC_ACT_OK`), same packet, same repeat count.
+- floor: bench/empty.bpf.c (`return TC_ACT_OK`), same packet, same repeat count; xdp_empty:
+  its XDP twin (`return XDP_PASS`).
+- xdp_*: the same established packets through pyloxi_xdp (bpf/include/pyloxi/xdp.h), the flow
+  made by the TC program as above. The loop's packet is addressed to the endpoint's MAC, which
+  xdp_ports lists as dp0's own: XDP leaves that MAC in place (the next hop's), so every
+  repetition is again "to this host". The next hop cached in the entry lives a second, and
+  only TC refreshes it: one untimed TC run per XDP call keeps it fresh. xdp_pass: a packet XDP
+  hands to TC (a conntrack miss), its cost added to every such packet.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ EMPTY_OBJ = os.path.join(ROOT, "build", "bench-empty.bpf.o")
 CLIENT, VIP, VIP_E, EP = "10.0.1.2", "20.0.0.100", "20.0.0.200", "10.0.11.2"
 CLIENT_MAC, EP_MAC = "02:00:00:00:01:02", "02:00:00:00:11:02"
 TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
+XDP_PASS, XDP_REDIRECT = 2, 4
 # IPv6: the same shapes (identity service for the established loop, a chain of VIPs for new
 # flows) and a NAT64 service (IPv6 VIP, the IPv4 endpoint EP)
 CLIENT6, VIP6, VIP_E6, EP6 = "fd00:1::2", "fd00:20::100", "fd00:20::200", "fd00:11::2"
@@ -103,6 +111,65 @@ def establish(fd: int, ctx: bytes, client: str, vip: str, sport: int, vport: int
 def ctx_for(iface: str) -> bytes:
     ifindex = socket.if_nametoindex(iface)
     return struct.pack("<36xII", ifindex, ifindex).ljust(192, b"\0")
+
+
+def xdp_ctx_for(iface: str, pkt: bytes) -> bytes:
+    """struct xdp_md for BPF_PROG_TEST_RUN of pkt: data, data_end (the packet's length),
+    data_meta, ingress_ifindex, rx_queue_index, egress_ifindex."""
+    return struct.pack("<6I", 0, len(pkt), 0, socket.if_nametoindex(iface), 0, 0)
+
+
+def xdp_serve(dp, iface: str, mac: str) -> None:  # type: ignore[no-untyped-def]
+    """XDP serves iface, whose own MAC it takes to be `mac` (see the module's text)."""
+    import ctypes
+
+    from pyloxi.datapath.ebpf import layout as L
+    raw = (ctypes.c_uint8 * 6)(*bytes.fromhex(mac.replace(":", "")))
+    dp.maps["xdp_ports"].update(socket.if_nametoindex(iface).to_bytes(4, "little"),
+                                bytes(L.XdpPort(mac=raw)))
+
+
+def to_mac(pkt: bytes, mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", "")) + pkt[6:]
+
+
+def xdp_loop_ns(dp, pkt: bytes, tc_pkt: bytes, total: int) -> tuple[float, set[int]]:  # type: ignore[no-untyped-def]
+    """loop_ns for pyloxi_xdp. A call in which the cached next hop went stale (XDP passed
+    the rest of its repetitions) is not counted: one untimed TC run of tc_pkt (same flow)
+    refreshes it, and the call is made again."""
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
+    calls = max(1, total // CHAIN)
+    ns, rvs, done, stale = 0, set(), 0, 0
+    xctx, tctx = xdp_ctx_for("dp0", pkt), ctx_for("dp0")
+    while done < calls:
+        r = prog_test_run(dp.xdp_prog_fd, pkt, ctx=xctx, repeat=CHAIN, data_size_out=256)
+        if r.retval == XDP_PASS and stale < calls // 10 + 10:
+            stale += 1
+            prog_test_run(dp.prog_fd, tc_pkt, ctx=tctx, data_size_out=256)
+            continue
+        ns += r.duration_ns
+        rvs.add(r.retval)
+        done += 1
+    return ns / calls, rvs
+
+
+def xdp_once_ns(dp, pkt: bytes, n: int) -> tuple[np.ndarray, set[int]]:  # type: ignore[no-untyped-def]
+    """once_ns for pyloxi_xdp on dp0, a run that found the next hop stale redone after an
+    untimed TC run of the same packet (as xdp_loop_ns)."""
+    from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
+    out = np.empty(n, dtype=np.float64)
+    rvs, j, stale = set(), 0, 0
+    xctx, tctx = xdp_ctx_for("dp0", pkt), ctx_for("dp0")
+    while j < n:
+        r = prog_test_run(dp.xdp_prog_fd, pkt, ctx=xctx, repeat=1, data_size_out=256)
+        if r.retval == XDP_PASS and stale < n // 100 + 10:
+            stale += 1
+            prog_test_run(dp.prog_fd, pkt, ctx=tctx, data_size_out=256)
+            continue
+        out[j] = r.duration_ns
+        rvs.add(r.retval)
+        j += 1
+    return out, rvs
 
 
 def service(dp, svc_id: int, vip: str, ep: str, port: int, target: int,  # type: ignore[no-untyped-def]
@@ -194,6 +261,8 @@ def bench_packets(repeats: int, new_flows: int) -> dict[str, object]:
         stat = lambda: dp.datapath_stats()["new_flow"]  # noqa: E731
         # floor: the empty program (kernel loop); cold = one run per call, minus the timer read
         res["empty_ns"], _ = repeat_ns(efd, other, ctx0, repeats)
+        res["xdp_empty_ns"], _ = repeat_ns(empty.program_fd("empty_xdp"), other,
+                                           xdp_ctx_for("dp0", other), repeats)
         d, _ = once_ns(efd, [other] * n1, ctx0)
         timer = max(0.0, float(d.mean()) - float(res["empty_ns"]))  # type: ignore[arg-type]
         res["timer_overhead_ns"] = timer
@@ -212,12 +281,26 @@ def bench_packets(repeats: int, new_flows: int) -> dict[str, object]:
         assert rvs == {TC_ACT_REDIRECT}, f"established loops returned {rvs}"
         assert stat() == made, "established loops made flows"
         res["established_ns"], res["established_runs"] = ns, runs
+        xdp_serve(dp, "dp0", EP_MAC)
+        ns, rvs = xdp_loop_ns(dp, to_mac(est, EP_MAC), est, repeats)
+        assert rvs == {XDP_REDIRECT}, f"xdp established loops returned {rvs}"
+        assert stat() == made, "xdp established loops made flows"
+        res["xdp_established_ns"] = ns
         # established, cold: an ordinary DNAT flow (VIP -> 10.0.11.2:8080), one run per call
         once_ns(dp.prog_fd, [tcp_packet(CLIENT, VIP, 40002, 80, "S")], ctx0)
         establish(dp.prog_fd, ctx0, CLIENT, VIP, 40002, 80, EP, 8080)
         d, rvs = once_ns(dp.prog_fd, [tcp_packet(CLIENT, VIP, 40002, 80, "A")] * n1, ctx0)
         assert rvs == {TC_ACT_REDIRECT}, rvs
         res["established_cold_ns"] = float(d.mean() - timer)
+        xdp_serve(dp, "dp0", LB_MAC)
+        cold = tcp_packet(CLIENT, VIP, 40002, 80, "A")
+        d, rvs = xdp_once_ns(dp, cold, n1)
+        assert rvs == {XDP_REDIRECT}, rvs
+        res["xdp_established_cold_ns"] = float(d.mean() - timer)
+        ns, rv = repeat_ns(dp.xdp_prog_fd, other, xdp_ctx_for("dp0", other),
+                            repeats)
+        assert rv == XDP_PASS
+        res["xdp_pass_ns"] = ns
         # new flow: the chain, a new client port per call; conntrack emptied (untimed) now and then
         ct = dp.maps["ct_map"]
         calls = max(1, new_flows // CHAIN)
@@ -272,6 +355,11 @@ def bench_packets6(repeats: int, new_flows: int) -> dict[str, object]:
         assert rvs == {TC_ACT_REDIRECT}, f"v6 established loops returned {rvs}"
         assert stat() == made, "v6 established loops made flows"
         res["established6_ns"] = ns
+        xdp_serve(dp, "dp0", EP_MAC)
+        est6 = tcp_packet(CLIENT6, VIP_E6, 40000, 80, "A", ttl=255)
+        ns, rvs = xdp_loop_ns(dp, to_mac(est6, EP_MAC), est6, repeats)
+        assert rvs == {XDP_REDIRECT}, f"v6 xdp established loops returned {rvs}"
+        res["xdp_established6_ns"] = ns
         ct = dp.maps["ct_map"]
         calls, total, before = max(1, new_flows // CHAIN), 0, stat()
         for c in range(calls):

@@ -130,6 +130,14 @@ def micro_table(res: dict) -> str:
             ("NAT64 established, IPv4 -> IPv6 (timer read included)", "-",
              p["nat64_4to6_cold_ns"]),
         ]
+    if "xdp_established_ns" in p:   # the XDP fast path (bpf/include/pyloxi/xdp.h)
+        rows += [
+            ("empty XDP program (`return XDP_PASS`)", p["xdp_empty_ns"], "-"),
+            ("XDP: established flow (the same packet as TC's)", p["xdp_established_ns"],
+             p["xdp_established_cold_ns"]),
+            ("XDP: IPv6 established flow", p["xdp_established6_ns"], "-"),
+            ("XDP: handed to TC (conntrack miss; XDP's part)", p["xdp_pass_ns"], "-"),
+        ]
     lines = ["| packet | ns/packet, kernel loop | ns/packet, one run per call (cold) |",
              "|---|---|---|"]
     for name, warm, cold in rows:

@@ -9,6 +9,8 @@
  * IPv4 and IPv6 alike; a flow whose endpoint is of the other family (NAT64) changes family in
  * the rewrite (xlate.h). Anything that is not ours (ARP, neighbour discovery, no flow, no
  * service) goes to the kernel untouched.
+ * pyloxi_xdp (xdp.h), where attached, forwards established flows' plain packets before this
+ * program runs, from the same tables.
  * Each stage lives in a header of its own (include/pyloxi/); this file is the pipeline.
  */
 #include <linux/bpf.h>
@@ -39,6 +41,7 @@
 #include "pyloxi/firewall.h"
 #include "pyloxi/egress.h"
 #include "pyloxi/policer.h"
+#include "pyloxi/xdp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -301,6 +304,14 @@ SEC("tc")
 int pyloxi_lb(struct __sk_buff *skb)
 {
 	return tc_action(lb(skb));
+}
+
+/* The XDP fast path of established flows (xdp.h), on the interfaces the control plane lists in
+ * xdp_ports; everything else passes to pyloxi_lb untouched. */
+SEC("xdp")
+int pyloxi_xdp(struct xdp_md *ctx)
+{
+	return xdp_fast(ctx);
 }
 
 /* Run by the control plane (BPF_PROG_TEST_RUN) to delete conntrack entries a snapshot saw,

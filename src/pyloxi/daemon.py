@@ -50,6 +50,7 @@ from pyloxi.cluster.instances import InstanceIPs
 from pyloxi.cluster.peers import ClusterPeers
 from pyloxi.cluster.probeviews import ProbeViews
 from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
+from pyloxi.datapath.ebpf.xdpattach import DATAPATHS
 from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
 from pyloxi.engine.mirror import Mirrors
@@ -149,6 +150,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="compiled datapath object (default: $PYLOXI_BPF_OBJECT, else the one "
                         "installed with pyloxi)")
     p.add_argument("--netns", default="", help="run inside this named network namespace")
+    p.add_argument("--datapath", choices=DATAPATHS, default="tc",
+                   help="tc (default): the TC program alone; xdp: also the XDP fast path of "
+                        "established flows on every interface (native where the driver has "
+                        "it, else generic); auto: native XDP where the driver has it, tc "
+                        "alone elsewhere (veth too)")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="detach and unpin the datapath on exit (flows stop); default keeps it")
     p.add_argument("--endpoint-down", choices=["drain", "reset"], default="drain",
@@ -232,7 +238,7 @@ class Daemon:
                                      ct_half_entries=args.conntrack_half_open,
                                      interfaces=interfaces,
                                      dsr_tunnel_source=tunnel_source)
-        self.datapath.attach(interfaces)
+        self.datapath.attach(interfaces, args.datapath)
         self.vips = VipPlumber(interfaces)
         # HA state: kept beside the rules, so a restarted BACKUP does not take its VIPs back
         self.cluster = ClusterState(cluster_config(args),

@@ -124,6 +124,24 @@ static __always_inline int ct_cluster_liberal(void)
 	return share && share->count > 1;
 }
 
+/* What every TCP segment a flow accepts leaves in its entry: window tracking and flag bits
+ * (`bits`: tcp_bits(flags)). All XDP's conntrack does for a TCP segment (xdp.h). */
+static __always_inline void ct_tcp_track(struct ct_val *v, const struct tcp_seg *s, __u8 flags,
+					 __u32 bits)
+{
+	td_update(v, s, flags);
+	if ((v->seen & bits) != bits)
+		__sync_fetch_and_or(&v->seen, bits);
+}
+
+/* The last-seen time stamp aging reads, written at most once a second (a clean cache line).
+ * Signed: another CPU may have stamped it with a clock read just after ours. */
+static __always_inline void ct_stamp(struct ct_val *v, __u64 now)
+{
+	if ((__s64)(now - v->last_ns) > (__s64)NSEC_PER_SEC)
+		v->last_ns = now;
+}
+
 /* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
  * FIN, flag bits, window tracking. Returns PL_CONTINUE, PL_RESTART or PL_DROP. *pvp: the
  * partner entry if the caller has it already (else NULL), on return also if it had to be looked
@@ -158,9 +176,7 @@ static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struc
 		if (v->td_wsopt != ws)
 			v->td_wsopt = ws;
 	}
-	td_update(v, s, p->tcp_flags);
-	if ((v->seen & bits) != bits)
-		__sync_fetch_and_or(&v->seen, bits);
+	ct_tcp_track(v, s, p->tcp_flags, bits);
 	*pvp = pv;
 	return PL_CONTINUE;
 }
@@ -220,9 +236,7 @@ static __always_inline enum pl_verdict ct_established(struct __sk_buff *skb, con
 	} else if (!(v->seen & PL_CT_SEEN)) {
 		__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
 	}
-	/* Signed: another CPU may have stamped it with a clock read just after ours. */
-	if ((__s64)(now - v->last_ns) > (__s64)NSEC_PER_SEC)
-		v->last_ns = now;
+	ct_stamp(v, now);
 	return PL_CONTINUE;
 }
 

@@ -64,13 +64,12 @@ struct tcp_seg {
 	__u32 doff;           /* header length in bytes */
 };
 
-/* Read the sequence fields of the TCP packet `p`. The payload length comes from the IP length,
- * not skb->len: Ethernet pads short frames. Returns -1 if the headers are not there. */
-static __always_inline int tcp_segment(struct __sk_buff *skb, const struct pkt *p,
-				       struct tcp_seg *s)
+/* Read the sequence fields of the TCP packet `p` in the frame starting at `data`. The payload
+ * length comes from the IP length, not the frame's: Ethernet pads short frames. Returns -1 if
+ * the headers are not there. (TC and XDP: tcp_segment, xdp.h.) */
+static __always_inline int tcp_segment_in(void *data, void *data_end, const struct pkt *p,
+					  struct tcp_seg *s)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct tcphdr *th = data + (p->l4off & 0xff);   /* bounded for the verifier */
 
 	if ((void *)(th + 1) > data_end)
@@ -84,6 +83,12 @@ static __always_inline int tcp_segment(struct __sk_buff *skb, const struct pkt *
 	__u32 len = tot > hdrs ? tot - hdrs : 0;
 	s->end = s->seq + len + !!th->syn + !!th->fin;
 	return 0;
+}
+
+static __always_inline int tcp_segment(struct __sk_buff *skb, const struct pkt *p,
+				       struct tcp_seg *s)
+{
+	return tcp_segment_in((void *)(long)skb->data, (void *)(long)skb->data_end, p, s);
 }
 
 struct wsopt_ctx {

@@ -148,6 +148,9 @@ enum pl_stat {
 	                        * without SYN, e.g. a flow lost mid-stream): dropped, never
 	                        * forwarded with the untranslated source */
 	PL_ST_POLICER_DROP,    /* red: dropped by a QoS policer (policer.h) */
+	PL_ST_XDP_FWD,         /* forwarded by the XDP fast path (xdp.h) */
+	PL_ST_XDP_PARTIAL,     /* XDP: an established flow's packet whose L4 checksum looks
+	                        * partial (a local sender's offload seed): to TC (xdp.h) */
 	PL_ST_MAX = 32,
 };
 
@@ -523,6 +526,14 @@ struct mirr_gate {        /* mirr_gate[0]: how many watched objects of each kind
 	__u32 rules;          /* entries in mirr_svc */
 };
 
+#define PL_XDP_PORTS 256
+
+struct xdp_port {         /* xdp_ports[ifindex]: XDP serves this interface (xdp.h) */
+	__u8  mac[6];         /* the interface's own MAC: frames to other hosts are not ours */
+	__u8  native;         /* attached in native (driver) mode */
+	__u8  pad;
+};
+
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test
  * checks every offset; these keep implicit padding out at compile time). */
 _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
@@ -545,6 +556,7 @@ _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
 _Static_assert(sizeof(struct fw_rule) == 108, "fw_rule");
 _Static_assert(sizeof(struct mirr_cfg) == 8, "mirr_cfg");
+_Static_assert(sizeof(struct xdp_port) == 8, "xdp_port");
 _Static_assert(sizeof(struct pol_val) == 80, "pol_val");
 _Static_assert(sizeof(struct pol_counters) == 32, "pol_counters");
 

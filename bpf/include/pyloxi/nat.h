@@ -138,52 +138,46 @@ static __always_inline int store_ports(const struct pkt *p, __u16 *l4, void *dat
 	return 0;
 }
 
-/*
- * Rewrite the IPv4 tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
- * helper calls at most: the L4 checksum by an address diff (pseudo-header: the helper also
- * handles CHECKSUM_PARTIAL seeds) and by a port diff (which the helper rightly skips for
- * CHECKSUM_PARTIAL). The IPv4 header checksum and the fields are plain stores. Returns -1 when
- * the headers are not there, a helper failed or the TTL has run out (callers answer TTL <= 1
- * before they get here).
- */
-static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt *p,
-					 __u32 saddr, __u32 daddr, __u16 sport, __u16 dport)
+/* The two L4 checksum diffs of an IPv4 tuple rewrite: addresses (pseudo-header) and ports. */
+static __always_inline void tuple_diff4(const struct pkt *p, __u32 saddr, __u32 daddr,
+					__u16 sport, __u16 dport, __u32 *addr_diff,
+					__u32 *port_diff)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-	/* a later fragment has no L4 header: addresses only */
-	__u32 csum_off = p->frag == PL_FRAG_LATER ? 0 : l4_csum_off(p);
-	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	__u32 addr_diff = 0, port_diff = 0, ttl_word_old, ttl_word_new;
+	__u32 ad = 0;
 
-	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
+	ad = csum_replace(ad, addr_v4(&p->key.saddr), saddr);
+	*addr_diff = csum_replace(ad, addr_v4(&p->key.daddr), daddr);
+	*port_diff = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
+				  l4_ports(p->key.proto, sport, dport));
+}
+
+/* The L4 checksum diffs of an IPv6 rewrite to entry v's tuple. -1 when bpf_csum_diff fails. */
+static __always_inline int tuple_diff6(const struct pkt *p, const struct ct_val *v,
+				       __u32 *addr_diff, __u32 *port_diff)
+{
+	__s64 ad = bpf_csum_diff((__be32 *)&p->key.saddr, 32, (__be32 *)&v->nat_saddr, 32, 0);
+
+	if (ad < 0)
 		return -1;
-	/* TTL shares a 16-bit word with the protocol */
-	ttl_word_old = bpf_htons((__u16)ip->ttl << 8);
-	ttl_word_new = bpf_htons((__u16)(ip->ttl - 1) << 8);
+	*addr_diff = ad;
+	*port_diff = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
+				  l4_ports(p->key.proto, v->nat_sport, v->nat_dport));
+	return 0;
+}
 
-	addr_diff = csum_replace(addr_diff, addr_v4(&p->key.saddr), saddr);
-	addr_diff = csum_replace(addr_diff, addr_v4(&p->key.daddr), daddr);
-	port_diff = csum_replace(port_diff, l4_ports(p->key.proto, p->key.sport, p->key.dport),
-				 l4_ports(p->key.proto, sport, dport));
+/* The stores of an IPv4 rewrite, after the L4 checksum: TTL, header checksum (always complete,
+ * never offloaded: updated in place, RFC 1624 style), addresses, ports. */
+static __always_inline int store_tuple4(void *data, void *data_end, const struct pkt *p,
+					__u32 addr_diff, __u32 saddr, __u32 daddr, __u16 sport,
+					__u16 dport)
+{
+	struct iphdr *ip = data + sizeof(struct ethhdr);
 
-	if (csum_off) {
-		if (p->key.proto != IPPROTO_ICMP && addr_diff &&
-		    bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mangled0))
-			return -1;
-		if (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, mangled0))
-			return -1;
-	}
-
-	/* the helpers invalidated packet pointers: reload, re-check, store */
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
 		return -1;
-	/* The IPv4 header checksum is always complete (never offloaded): update it in place,
-	 * RFC 1624 style, instead of a helper call. */
+	/* TTL shares a 16-bit word with the protocol */
+	__u32 ttl_word_old = bpf_htons((__u16)ip->ttl << 8);
+	__u32 ttl_word_new = bpf_htons((__u16)(ip->ttl - 1) << 8);
 	__u32 sum = csum_replace(addr_diff, ttl_word_old, ttl_word_new);
 	sum = csum_add(sum, (__u16)~ip->check);
 	sum = (sum & 0xffff) + (sum >> 16);
@@ -199,6 +193,57 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 			   bpf_ntohs(ip->tot_len) - (p->l4off - p->l3off), sport, dport);
 }
 
+/* The stores of an IPv6 rewrite to entry v's tuple, after the L4 checksum. */
+static __always_inline int store_tuple6(void *data, void *data_end, const struct pkt *p,
+					const struct ct_val *v)
+{
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+
+	if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1)
+		return -1;
+	ip6->hop_limit--;
+	__builtin_memcpy(&ip6->saddr, &v->nat_saddr, 16);
+	__builtin_memcpy(&ip6->daddr, &v->nat_daddr, 16);
+	if (p->frag == PL_FRAG_LATER)
+		return 0;
+	return store_ports(p, data + (p->l4off & 0xff), data_end,
+			   p->l3len - (p->l4off - p->l3off), v->nat_sport, v->nat_dport);
+}
+
+/*
+ * Rewrite the IPv4 tuple to (saddr, daddr, sport, dport) and decrement the TTL, with two checksum
+ * helper calls at most: the L4 checksum by an address diff (pseudo-header: the helper also
+ * handles CHECKSUM_PARTIAL seeds) and by a port diff (which the helper rightly skips for
+ * CHECKSUM_PARTIAL). The IPv4 header checksum and the fields are plain stores. Returns -1 when
+ * the headers are not there, a helper failed or the TTL has run out (callers answer TTL <= 1
+ * before they get here). XDP's rewrite (xdp.h) shares the diffs and the stores.
+ */
+static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt *p,
+					 __u32 saddr, __u32 daddr, __u16 sport, __u16 dport)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	/* a later fragment has no L4 header: addresses only */
+	__u32 csum_off = p->frag == PL_FRAG_LATER ? 0 : l4_csum_off(p);
+	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u32 addr_diff, port_diff;
+
+	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
+		return -1;
+	tuple_diff4(p, saddr, daddr, sport, dport, &addr_diff, &port_diff);
+	if (csum_off) {
+		if (p->key.proto != IPPROTO_ICMP && addr_diff &&
+		    bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mangled0))
+			return -1;
+		if (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, mangled0))
+			return -1;
+	}
+	/* the helpers invalidated packet pointers: reload (store_tuple4 re-checks) */
+	return store_tuple4((void *)(long)skb->data, (void *)(long)skb->data_end, p, addr_diff,
+			    saddr, daddr, sport, dport);
+}
+
 /*
  * NAT66: rewrite the IPv6 tuple to entry v's (its addresses and ports) and decrement the hop
  * limit. Every L4 checksum of IPv6 (TCP, UDP, ICMPv6) covers a pseudo-header with both
@@ -209,19 +254,11 @@ static __always_inline int rewrite_tuple(struct __sk_buff *skb, const struct pkt
 static __noinline int rewrite_tuple6(struct __sk_buff *skb, const struct pkt *p,
 				     const struct ct_val *v)
 {
-	void *data, *data_end;
-	struct ipv6hdr *ip6;
 	__u32 csum_off = p->frag == PL_FRAG_LATER ? 0 : l4_csum_off(p);
 	__u64 mangled0 = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	__s64 addr_diff;
-	__u32 port_diff;
+	__u32 addr_diff, port_diff;
 
-	if (!p || !v)
-		return -1;
-	addr_diff = bpf_csum_diff((__be32 *)&p->key.saddr, 32, (__be32 *)&v->nat_saddr, 32, 0);
-	port_diff = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
-				 l4_ports(p->key.proto, v->nat_sport, v->nat_dport));
-	if (addr_diff < 0)
+	if (!p || !v || tuple_diff6(p, v, &addr_diff, &port_diff))
 		return -1;
 	if (csum_off) {
 		if (addr_diff && bpf_l4_csum_replace(skb, csum_off, 0, addr_diff,
@@ -230,18 +267,26 @@ static __noinline int rewrite_tuple6(struct __sk_buff *skb, const struct pkt *p,
 		if (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, mangled0))
 			return -1;
 	}
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	ip6 = data + sizeof(struct ethhdr);
-	if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1)
-		return -1;
-	ip6->hop_limit--;
-	__builtin_memcpy(&ip6->saddr, &v->nat_saddr, 16);
-	__builtin_memcpy(&ip6->daddr, &v->nat_daddr, 16);
-	if (p->frag == PL_FRAG_LATER)
-		return 0;
-	return store_ports(p, data + (p->l4off & 0xff), data_end,
-			   p->l3len - (p->l4off - p->l3off), v->nat_sport, v->nat_dport);
+	return store_tuple6((void *)(long)skb->data, (void *)(long)skb->data_end, p, v);
+}
+
+/*
+ * What bpf_l4_csum_replace(skb, off, 0, diff, flags) does to the checksum at `check` of a
+ * packet whose checksum is complete (the kernel's csum_replace_by_diff, to the bit: XDP must
+ * leave the bytes TC would): ~fold(diff + ~check), the 32-bit ~ of the unfolded field. UDP
+ * (`mangled0`): a 0 checksum (IPv4: none) stays 0, and a result of 0 is written 0xffff.
+ */
+static __always_inline void csum_apply_diff(__u16 *check, __u32 diff, int mangled0)
+{
+	if (mangled0 && !*check)
+		return;
+	__u32 sum = csum_add(diff, ~(__u32)*check);
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	*check = (__u16)~sum;
+	if (mangled0 && !*check)
+		*check = 0xffff;
 }
 
 #endif

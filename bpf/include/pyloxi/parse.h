@@ -138,10 +138,10 @@ static __always_inline int parse_l4(struct pkt *p, void *l4, void *data_end)
 	return PARSE_NOT_OURS;
 }
 
-static __always_inline void pkt_init(struct pkt *p, struct __sk_buff *skb, __u8 family)
+static __always_inline void pkt_init(struct pkt *p, __u32 len, __u8 family)
 {
 	p->l3off = sizeof(struct ethhdr);
-	p->len = skb->len;
+	p->len = len;
 	p->key.family = family;
 	p->key.pad[0] = p->key.pad[1] = 0;
 	p->tcp_flags = 0;
@@ -152,14 +152,13 @@ static __always_inline void pkt_init(struct pkt *p, struct __sk_buff *skb, __u8 
 	p->sctp_vtag = 0;
 }
 
-static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p, void *data,
-				      void *data_end)
+static __always_inline int parse_ipv4(__u32 len, struct pkt *p, void *data, void *data_end)
 {
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 
 	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
 		return PARSE_NOT_OURS;
-	pkt_init(p, skb, PL_AF_INET);
+	pkt_init(p, len, PL_AF_INET);
 	p->l4off = sizeof(struct ethhdr) + ip->ihl * 4;
 	p->l3len = bpf_ntohs(ip->tot_len);
 	addr_set_v4(&p->key.saddr, ip->saddr);
@@ -184,8 +183,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p, void
  * for us); a fragment header gives the fragment's offset and id. Anything else before the L4
  * header is the kernel's (PARSE_EXT_PASS).
  */
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, void *data,
-				      void *data_end)
+static __always_inline int parse_ipv6(__u32 len, struct pkt *p, void *data, void *data_end)
 {
 	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 	__u32 off = sizeof(struct ethhdr) + sizeof(*ip6);
@@ -193,7 +191,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, void
 
 	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
 		return PARSE_NOT_OURS;
-	pkt_init(p, skb, PL_AF_INET6);
+	pkt_init(p, len, PL_AF_INET6);
 	__builtin_memcpy(&p->key.saddr, &ip6->saddr, 16);
 	__builtin_memcpy(&p->key.daddr, &ip6->daddr, 16);
 	p->ttl = ip6->hop_limit;
@@ -242,19 +240,24 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, void
 	return parse_l4(p, data + (off & 0xff), data_end);
 }
 
-static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+/* The frame [data, data_end), `len` bytes long (skb->len: with a GSO packet's payload beyond
+ * data_end), into p. TC and XDP parse with this one function. */
+static __always_inline int parse_frame(void *data, void *data_end, __u32 len, struct pkt *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
 		return PARSE_NOT_OURS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(skb, p, data, data_end);
+		return parse_ipv4(len, p, data, data_end);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(skb, p, data, data_end);
+		return parse_ipv6(len, p, data, data_end);
 	return PARSE_NOT_OURS;
+}
+
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+{
+	return parse_frame((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len, p);
 }
 
 #endif

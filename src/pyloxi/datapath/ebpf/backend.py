@@ -53,6 +53,8 @@ from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
 from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
 from pyloxi.datapath.ebpf.versions import build_version, reused_slots
+from pyloxi.datapath.ebpf.xdpattach import PROGRAM as XDP_PROGRAM
+from pyloxi.datapath.ebpf.xdpattach import XdpPorts
 from pyloxi.engine.firewall import FwRuleProgram
 from pyloxi.engine.mirror import MirrorProgram
 from pyloxi.engine.policer import PolicerProgram
@@ -67,7 +69,7 @@ MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new",
              "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events",
              "fw_map", "fw_gen", "fw_stats",
              "pol_map", "pol_port", "pol_svc", "pol_cfg_map", "pol_stats",
-             "mirr_map", "mirr_gate", "mirr_port", "mirr_svc", "mirr_stats")
+             "mirr_map", "mirr_gate", "mirr_port", "mirr_svc", "mirr_stats", "xdp_ports")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
@@ -132,6 +134,7 @@ class EbpfDatapath:
             for m in adopted:
                 m.close()  # the object holds its own dups
         self.prog_fd = self.obj.program_fd(PROGRAM)
+        self.xdp_prog_fd = self.obj.program_fd(XDP_PROGRAM)  # the fast path (xdpattach.py)
         self.maps: dict[str, Map] = {name: self.obj.map(name) for name in MAP_NAMES}
         self._lock = threading.RLock()
         self._dp_of: dict[int, int] = {}  # engine svc_id -> dp id
@@ -154,6 +157,7 @@ class EbpfDatapath:
         self._mirr_rules: dict[str, int] = {}  # LB rule name -> slot of the mirror watching it
         self._mirr_svc: dict[bytes, bytes] = dict(self.maps["mirr_svc"].items())  # its copy
         self.attached: list[int] = []
+        self.xdp = XdpPorts(self.xdp_prog_fd, self.maps["xdp_ports"])
         # ct_del_map is not pinned (it holds nothing between runs), so not in MAP_NAMES
         self.ct = ConntrackTable(self.maps["ct_map"], self.maps["ct_half"],
                                  self.obj.map("ct_del_map"), self.obj.program_fd("pl_ct_delete"))
@@ -170,15 +174,19 @@ class EbpfDatapath:
 
     # --- attach ---
 
-    def attach(self, ifnames: Iterable[str]) -> None:
-        """TC ingress on each interface; replaces an earlier program atomically (restart)."""
+    def attach(self, ifnames: Iterable[str], datapath: str = "tc") -> None:
+        """TC ingress on each interface; replaces an earlier program atomically (restart).
+        *datapath* ("tc", "xdp", "auto"): the XDP fast path too (xdpattach.py), TC first so
+        that XDP always has TC behind it."""
         for name in ifnames:
             ifindex = socket.if_nametoindex(name)
             tc_attach(ifindex, self.prog_fd, ingress=True)
             self.attached.append(ifindex)
             log.info("datapath attached to %s (ifindex %d)", name, ifindex)
+            self.xdp.attach(name, datapath)
 
     def detach(self) -> None:
+        self.xdp.detach()
         for ifindex in self.attached:
             try:
                 tc_detach(ifindex, ingress=True)

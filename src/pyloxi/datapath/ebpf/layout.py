@@ -53,7 +53,7 @@ STAT_NAMES = (
     "fib_pass", "syn_reuse", "fragment", "reclaim", "ct_full", "reply_miss", "pickup",
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
     "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big", "sync_drop",
-    "sync_new_skip", "fw_drop", "egress_refused", "policer_drop",
+    "sync_new_skip", "fw_drop", "egress_refused", "policer_drop", "xdp_fwd", "xdp_partial",
 )
 
 
@@ -368,6 +368,16 @@ class MirrGate(ctypes.Structure):
     _fields_ = [("ports", ctypes.c_uint32), ("rules", ctypes.c_uint32)]
 
 
+XDP_PORTS = 256  # PL_XDP_PORTS: interfaces the XDP program serves
+
+
+class XdpPort(ctypes.Structure):
+    """xdp_ports[ifindex]: the interface's own MAC (bpf/include/pyloxi/xdp.h)."""
+
+    _fields_ = [("mac", ctypes.c_uint8 * 6), ("native", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8)]
+
+
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "pl_addr": Addr, "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
     "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
@@ -381,6 +391,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "fw_rule": FwRule, "fw_table": FwTable,
     "mirr_cfg": MirrCfg, "mirr_gate": MirrGate,
     "pol_val": PolVal, "pol_counters": PolCounters, "pol_cfg": PolCfg,
+    "xdp_port": XdpPort,
 }
 
 

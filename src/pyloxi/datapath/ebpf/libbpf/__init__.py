@@ -8,6 +8,7 @@ One module per kind of thing:
 * :mod:`.objects` — :class:`BpfObject` (open with map pinning, reuse live maps, load);
 * :mod:`.info` — program ids and info, programs reached again by id;
 * :mod:`.tc` — TC clsact attach/detach/query;
+* :mod:`.xdp` — XDP attach/detach/query, native or generic;
 * :mod:`.testrun` — ``BPF_PROG_TEST_RUN``;
 * :mod:`.bpffs` — the bpf filesystem maps are pinned on.
 
@@ -23,6 +24,7 @@ from .maps import BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, Map, MapType, pos
 from .objects import BpfObject
 from .tc import tc_attach, tc_attached_prog_id, tc_detach, tc_hook_destroy
 from .testrun import TestRunResult, prog_test_run, run_syscall_prog
+from .xdp import xdp_attach, xdp_attached_prog_id, xdp_detach
 
 __all__ = [
     "BPF_ANY",
@@ -47,4 +49,7 @@ __all__ = [
     "tc_attached_prog_id",
     "tc_detach",
     "tc_hook_destroy",
+    "xdp_attach",
+    "xdp_attached_prog_id",
+    "xdp_detach",
 ]

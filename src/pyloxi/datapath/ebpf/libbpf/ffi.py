@@ -224,6 +224,10 @@ bpf_tc_hook_destroy = _proto("bpf_tc_hook_destroy", c_int, ctypes.POINTER(TcHook
 bpf_tc_attach = _proto("bpf_tc_attach", c_int, ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts))
 bpf_tc_detach = _proto("bpf_tc_detach", c_int, ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts))
 bpf_tc_query = _proto("bpf_tc_query", c_int, ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts))
+# xdp (libbpf.h; opts NULL: attach/replace whatever is there)
+bpf_xdp_attach = _proto("bpf_xdp_attach", c_int, c_int, c_int, c_uint32, c_void_p)
+bpf_xdp_detach = _proto("bpf_xdp_detach", c_int, c_int, c_uint32, c_void_p)
+bpf_xdp_query_id = _proto("bpf_xdp_query_id", c_int, c_int, c_int, ctypes.POINTER(c_uint32))
 # libc
 vsnprintf = libc.vsnprintf
 vsnprintf.restype = c_int
