@@ -123,7 +123,7 @@ def client(ns: Netns, out: str, n: int, clients: int, offset: int = 0) -> dict[s
 
 
 def pyspy(pid: int, out: str) -> subprocess.Popen[bytes]:
-    exe = shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
+    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--format",
                              "speedscope", "--output", out, "--threads", "--nonblocking", "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

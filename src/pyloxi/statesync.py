@@ -123,8 +123,9 @@ class StateSync:
     def changed(self) -> None:
         """The engine's on_change: called under its lock, so it only raises a flag."""
         with self._cond:
-            self._pending = True
-            self._cond.notify_all()
+            if not self._pending:  # one wake-up per follow, not one thread switch per create
+                self._pending = True
+                self._cond.notify_all()
 
     def ha_changed(self) -> None:
         """A ClusterState listener: which rules' VIPs are local may have changed."""
