@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import signal
@@ -53,6 +54,7 @@ from pyloxi.datapath.ebpf.backend import EbpfDatapath, _ensure_bpffs
 from pyloxi.datapath.ebpf.xdpattach import DATAPATHS
 from pyloxi.engine import Engine
 from pyloxi.engine.firewall import Firewall
+from pyloxi.engine.heap import freeze_after_slow_collections
 from pyloxi.engine.mirror import Mirrors
 from pyloxi.engine.policer import Policers
 from pyloxi.host.locks import DirLock
@@ -254,7 +256,7 @@ class Daemon:
             self.engine, executor=self._verdicts,
             on_down=self._reset_flows if args.endpoint_down == "reset" else None))
         self.sync = StateSync(self.vips, rules=self.engine.entries, probes=self.probes,
-                              serves=self._serves,
+                              serves=self._serves, changes=self.engine.drain_changes,
                               extra_vips=lambda: self.firewall.local_ips())
         self.bgp = self._bgp_speaker(args) if args.bgp else None
         self.ctsync: CtSync | None = None
@@ -564,6 +566,11 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 1
+    # Full gc pauses must not grow with the rule table (engine.heap explains the trade): what
+    # the start built, restored rules included, lives as long as the process.
+    gc.collect()
+    gc.freeze()
+    freeze_after_slow_collections()
     try:
         asyncio.run(daemon.run())
     finally:

@@ -67,8 +67,15 @@ class StateSync:
     def __init__(self, vips: VipTable, rules: Callable[[], list[LoadBalancerEntry]],
                  probes: ProbeRules,
                  serves: Callable[[LoadBalancerEntry], bool] | None = None,
-                 extra_vips: Callable[[], set[str]] | None = None) -> None:
+                 extra_vips: Callable[[], set[str]] | None = None,
+                 changes: Callable[[], list[tuple[LoadBalancerEntry, bool]] | None] | None = None
+                 ) -> None:
         self.vips = vips
+        # the engine's drain_changes(): what entered/left the table since the last call (None:
+        # read `rules` whole). Without it every follow diffs the whole table: O(rules) work
+        # ten times a second during a bulk create.
+        self.changes = changes
+        self._synced = False  # a whole-table follow has happened: deltas apply on top of it
         # addresses local beside the rules' VIPs (egress SNAT addresses): counted on each
         # recount, so whoever changes them calls ha_changed()
         self.extra_vips = extra_vips or set
@@ -116,8 +123,9 @@ class StateSync:
     def changed(self) -> None:
         """The engine's on_change: called under its lock, so it only raises a flag."""
         with self._cond:
-            self._pending = True
-            self._cond.notify_all()
+            if not self._pending:  # one wake-up per follow, not one thread switch per create
+                self._pending = True
+                self._cond.notify_all()
 
     def ha_changed(self) -> None:
         """A ClusterState listener: which rules' VIPs are local may have changed."""
@@ -131,8 +139,16 @@ class StateSync:
             with self._cond:
                 pending, self._pending = self._pending, False
                 recount, self._recount = self._recount, False
-            if pending:
+            if not pending:
+                return
+            delta = self.changes() if self.changes is not None else None
+            if delta is None or recount or not self._synced:
+                # drained first, read after: a change in between is in both, and applying a
+                # delta is idempotent (see _follow_delta)
                 self._follow(self.rules(), recount=recount)
+                self._synced = True
+            else:
+                self._follow_delta(delta)
 
     def _run(self) -> None:
         while True:
@@ -147,12 +163,35 @@ class StateSync:
             with self._cond:  # let a burst gather: diffs are O(rules)
                 self._cond.wait_for(lambda: self._stopping, self.FOLLOW_INTERVAL_S)
 
+    def _follow_delta(self, delta: list[tuple[LoadBalancerEntry, bool]]) -> None:
+        """Like _follow, from the entries that entered/left the table since the last follow
+        (in order). An entry already seen entering, or not seen leaving, is skipped."""
+        added: dict[int, LoadBalancerEntry] = {}
+        gone: dict[int, LoadBalancerEntry] = {}
+        for entry, present in delta:
+            i = id(entry)  # the delta holds the entry: its id is not reused meanwhile
+            if present and i not in self._seen:
+                self._seen[i] = entry
+                if gone.pop(i, None) is None:
+                    added[i] = entry
+            elif not present and i in self._seen:
+                del self._seen[i]
+                if added.pop(i, None) is None:
+                    gone[i] = entry
+        if added or gone:
+            self._apply(list(added.values()), list(gone.values()), self._seen.values(),
+                        recount=False)
+
     def _follow(self, rules: list[LoadBalancerEntry], *, recount: bool = False) -> None:
         """VIPs and probe targets follow the rules (VIPs: only those of served rules)."""
         current = {id(r): r for r in rules}
         added = [r for i, r in current.items() if i not in self._seen]
         gone = [r for i, r in self._seen.items() if i not in current]
         self._seen = current
+        self._apply(added, gone, rules, recount=recount)
+
+    def _apply(self, added: list[LoadBalancerEntry], gone: list[LoadBalancerEntry],
+               rules: Iterable[LoadBalancerEntry], *, recount: bool) -> None:
         if recount:  # served or not changed under the rules we hold: count from scratch
             refs = Counter(v for r in rules if self.serves(r) for v in rule_vips(r))
             refs.update(self.extra_vips())

@@ -300,3 +300,45 @@ def test_follows_a_real_engine(vips: FakeVips, probes: FakeProbes) -> None:
     sync.flush()
     assert vips.local == {"20.0.0.2"}
     assert vips.changes[-1] == (set(), {"20.0.0.1"})
+
+
+def test_follows_the_engine_by_its_deltas(vips: FakeVips, probes: FakeProbes) -> None:
+    """With the engine's drain_changes the follower applies only what changed: the same VIPs
+    as a whole-table diff, through creates, an update, deletes and an overflowed log."""
+    sync: StateSync
+
+    def changed() -> None:
+        sync.changed()
+
+    engine = Engine(MemoryDatapath(), on_change=changed)
+    reads: list[int] = []
+
+    def entries() -> list[LoadBalancerEntry]:
+        reads.append(1)
+        return engine.entries()
+
+    sync = StateSync(vips, rules=entries, probes=probes, changes=engine.drain_changes)
+    engine.add_rule(rule(vip="20.0.0.1"))
+    sync.flush()  # the first follow reads the table whole
+    assert vips.local == {"20.0.0.1"} and len(reads) == 1
+    engine.add_rule(rule(vip="20.0.0.2"))
+    engine.add_rule(rule(vip="20.0.0.3"))
+    engine.delete_rule("20.0.0.3", 80, "tcp")  # created and deleted between two follows
+    sync.flush()
+    assert vips.local == {"20.0.0.1", "20.0.0.2"} and len(reads) == 1
+    engine.add_rule(rule(vip="20.0.0.2", eps=("31.31.31.9",)))  # update: a new entry object
+    engine.delete_rule("20.0.0.1", 80, "tcp")
+    sync.flush()
+    assert vips.local == {"20.0.0.2"} and len(reads) == 1
+    assert vips.changes[-1] == (set(), {"20.0.0.1"})
+    engine.delete_rule("20.0.0.2", 80, "tcp")
+    sync.flush()
+    assert vips.local == set() and len(reads) == 1
+    # more changes than the log keeps (past 1,024 and the table's size): read whole again
+    for i in range(700):
+        engine.add_rule(rule(vip=f"21.0.{i >> 8}.{i & 255}"))
+    for i in range(0, 700, 2):
+        engine.delete_rule(f"21.0.{i >> 8}.{i & 255}", 80, "tcp")
+    sync.flush()
+    assert len(reads) == 2 and len(vips.local) == 350
+    assert "21.0.0.1" in vips.local and "21.0.0.0" not in vips.local

@@ -136,6 +136,11 @@ class Engine:
         # Persisted rules that did not apply (at boot): kept in the store, retried, listed in
         # no table. store key -> entry.
         self._parked: dict[str, LoadBalancerEntry] = {}
+        # Entries that entered (True) or left (False) the table since the last
+        # `drain_changes()`, in order, so a follower sees only what changed instead of diffing
+        # the whole table on each change (O(rules) per create). None: too many undrained
+        # (nobody drains, or a bulk change): the next drain says "resync from entries()".
+        self._deltas: list[tuple[LoadBalancerEntry, bool]] | None = []
 
     # ---------------------------------------------------------------- rule changes
 
@@ -242,11 +247,16 @@ class Engine:
     def _put(self, rule: Rule) -> None:
         """Insert or replace a rule in the table (and the address index)."""
         key = rule.spec.key
-        if key in self._rules:
-            self._unindex(self._rules[key])
+        old = self._rules.get(key)
+        if old is not None:
+            self._unindex(old)
         self._rules[key] = rule
         for addr in self._addresses(rule):
             self._by_addr.setdefault(addr, set()).add(key)
+        if old is None or old.spec.entry is not rule.spec.entry:
+            if old is not None:
+                self._delta(old.spec.entry, False)
+            self._delta(rule.spec.entry, True)
 
     def _unindex(self, rule: Rule) -> None:
         for addr in self._addresses(rule):
@@ -257,7 +267,25 @@ class Engine:
                     del self._by_addr[addr]
 
     def _drop(self, key: RuleKey) -> None:
-        self._unindex(self._rules.pop(key))
+        rule = self._rules.pop(key)
+        self._unindex(rule)
+        self._delta(rule.spec.entry, False)
+
+    def _delta(self, entry: LoadBalancerEntry, present: bool) -> None:
+        if self._deltas is None:
+            return
+        self._deltas.append((entry, present))
+        if len(self._deltas) > max(1024, len(self._rules)):  # a resync is cheaper now
+            self._deltas = None
+
+    def drain_changes(self) -> list[tuple[LoadBalancerEntry, bool]] | None:
+        """The entries that entered (True) or left (False) the table since the last call, in
+        order (the entry objects themselves: a changed rule is a new object), or None when
+        too many piled up: then read `entries()` whole. Either way the log starts afresh.
+        A follower should drain first and read `entries()` after, when it reads both."""
+        with self._lock:
+            out, self._deltas = self._deltas, []
+        return out
 
     def _create(self, spec: RuleSpec) -> _Change:
         if len(self._rules) >= self._max_rules:

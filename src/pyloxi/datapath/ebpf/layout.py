@@ -67,6 +67,10 @@ def addr(text: str | None) -> tuple[bytes, int]:
     ::ffff:a.b.c.d with AF_INET, IPv6 as is with AF_INET6; None or "" -> (16 zero bytes, 0)."""
     if not text:
         return ADDR_ZERO, 0
+    try:  # the common case, ~10x faster than ipaddress (a rule create converts ~20 addresses)
+        return _V4_MAPPED + socket.inet_pton(socket.AF_INET, text), AF_INET
+    except OSError:  # not dotted-quad IPv4 (glibc, like ipaddress, refuses leading zeros)
+        pass
     ip = ipaddress.ip_address(text)
     if ip.version == 4:
         return _V4_MAPPED + ip.packed, AF_INET
