@@ -320,6 +320,8 @@ class EbpfDatapath:
                 return  # already live (e.g. the engine's undo after a clean rollback)
             undo = Undo()
             try:
+                # the rule's policer before its packets can arrive, undone with the rest
+                self._pol_svc(dp, prog.name, undo)
                 allow = self._install(dp, fresh, adopted, old, prog, undo)
             except BaseException:
                 undo.rollback()
@@ -333,8 +335,7 @@ class EbpfDatapath:
                 log.warning("endpoint addresses of service %d not recorded: %s", dp, exc)
             self._dp_of[prog.svc_id] = dp
             self._progs[dp] = prog
-            self._pol_svc(dp, prog.name)
-            self._mirr_touch(dp)
+            self._mirr_touch_logged(dp)
 
     def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
                  prog: ServiceProgram, undo: Undo) -> dict[int, set[bytes]]:
@@ -449,7 +450,7 @@ class EbpfDatapath:
             if dp is None:
                 return
             self._remove_dps([(dp, self._progs.pop(dp))])
-            self._mirr_touch(dp)
+            self._mirr_touch_logged(dp)
 
     def _remove_dps(self, gone: list[tuple[int, ServiceProgram | None]]) -> None:
         """Remove services (None: left by an earlier daemon, keys known from the maps)."""
@@ -537,10 +538,17 @@ class EbpfDatapath:
 
     # --- QoS policers (bpf/include/pyloxi/policer.h) ---
 
-    def _pol_svc(self, dp: int, name: str | None) -> None:
-        """pol_svc[dp]: the policer of the rule named `name` (None: a removed service), or 0."""
+    def _pol_svc(self, dp: int, name: str | None, undo: Undo | None = None) -> None:
+        """pol_svc[dp]: the policer of the rule named `name` (None: a removed service), or 0.
+        Written only if it changes; through `undo` when part of an install."""
         pid = next((p.id for p in self._pols.values() if name and p.rule == name), 0)
-        self.maps["pol_svc"].update(_u32(dp), _u32(pid))
+        m, key, want = self.maps["pol_svc"], _u32(dp), _u32(pid)
+        if m.lookup(key) == want:
+            return
+        if undo is not None:
+            undo.put(m, key, want)
+        else:
+            m.update(key, want)
 
     def set_policer(self, pol: PolicerProgram) -> None:
         """Create or replace policer `pol.id` (buckets full) and attach it to its target: an
@@ -653,6 +661,14 @@ class EbpfDatapath:
         m["mirr_svc"].delete_batch([k for k in self._mirr_svc if k not in want])
         self._mirr_svc = want
         m["mirr_gate"].update(_u32(0), bytes(L.MirrGate(ports=ports, rules=len(want))))
+
+    def _mirr_touch_logged(self, dp: int) -> None:
+        """_mirr_touch after a service change that is done: a failure here must not report
+        the change as failed (the rule serves); the mirror of that one rule is what suffers."""
+        try:
+            self._mirr_touch(dp)
+        except OSError as exc:
+            log.warning("mirror entry of service %d not updated: %s", dp, exc)
 
     def _mirr_touch(self, dp: int) -> None:
         """mirr_svc for service dp, just installed (its name may be mirrored, or no longer) or
