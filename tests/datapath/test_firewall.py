@@ -1,15 +1,18 @@
 """Firewall in the kernel (bpf/include/pyloxi/firewall.h): rules judged in order on a
-conntrack miss, before the service lookup; drop, allow, mark; per-rule counters."""
+conntrack miss, before the service lookup; drop, allow, mark, trap, redirect; per-rule
+counters."""
 
 from __future__ import annotations
 
 import socket
 import struct
 
+import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from pyloxi.datapath.ebpf import layout as L
 from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
 from pyloxi.engine.firewall import FwRuleProgram
 from pyloxi.testing.lab.dpns import LB_MAC
@@ -169,3 +172,55 @@ def test_ipv6_prefixes(h: Harness) -> None:
     assert h.run(syn6(1001)).retval == TC_ACT_SHOT
     h.dp.set_firewall([rule(1, src="2001:db8:2::/64")])
     assert h.run(syn6(1002)).retval == TC_ACT_REDIRECT
+
+
+def _live_rules(h: Harness) -> list[L.FwRule]:
+    m = h.dp.maps
+    live = int.from_bytes(m["fw_gen"].lookup(struct.pack("<I", 0)) or bytes(4), "little") & 1
+    raw = m["fw_map"].lookup(struct.pack("<I", live))
+    assert raw is not None
+    table = L.FwTable.from_buffer_copy(raw)
+    return list(table.rule[:table.n])
+
+
+def test_redirect_sends_the_packet_out_of_the_named_interface_unchanged(h: Harness) -> None:
+    h.service()  # a VIP packet too: the redirect wins over load balancing
+    h.dp.set_firewall([FwRuleProgram(id=4, src=f"{CLIENT}/32", dst="", sport=ANY, dport=ANY,
+                                     proto=0, ifname="", allow=False, mark=0, redirect="dp1")])
+    # BPF_PROG_TEST_RUN does not report bpf_redirect's target: the rule the program reads
+    # holds the named interface's index
+    assert [(r.action, r.out_ifindex) for r in _live_rules(h)] == [
+        (L.FW_REDIRECT, socket.if_nametoindex("dp1"))]
+    pkt = syn(sport=1000)
+    out = prog_test_run(h.dp.prog_fd, bytes(pkt), data_size_out=4096,
+                        ctx=struct.pack("<36xII", *[socket.if_nametoindex("dp0")] * 2)
+                        .ljust(192, b"\0"))
+    assert out.retval == TC_ACT_REDIRECT
+    assert out.data == bytes(pkt)  # no NAT, no MAC rewrite
+    assert h.run(syn(src=CLIENT2, sport=1000)).pkt[IP].dst == EPS[0]  # not matched: LB
+    assert h.dp.firewall_counters() == {4: (1, len(pkt))}
+    assert fw_drops(h) == 0
+
+
+def test_redirect_to_an_unknown_interface_is_refused(h: Harness) -> None:
+    h.dp.set_firewall([rule(1, src=f"{CLIENT}/32")])
+    with pytest.raises(ValueError, match="nope0"):
+        h.dp.set_firewall([FwRuleProgram(id=2, src="", dst="", sport=ANY, dport=ANY, proto=0,
+                                         ifname="", allow=False, mark=0, redirect="nope0")])
+    assert h.run(syn(sport=1000)).retval == TC_ACT_SHOT  # the old set is still live
+
+
+def test_trap_passes_a_vip_packet_to_the_host_untouched(h: Harness) -> None:
+    h.service()
+    h.dp.set_firewall([FwRuleProgram(id=6, src=f"{CLIENT}/32", dst=f"{VIP}/32", sport=ANY,
+                                     dport=(80, 80), proto=6, ifname="", allow=False, mark=0,
+                                     trap=True)])
+    assert [r.action for r in _live_rules(h)] == [L.FW_TRAP]
+    pkt = syn(sport=1000)
+    for n in (1, 2):  # no conntrack entry: the next packet is judged (and trapped) again
+        out = h.run(pkt)
+        assert out.retval == TC_ACT_OK
+        assert bytes(out.pkt) == bytes(pkt)  # not NATed to the endpoint
+        assert h.dp.firewall_counters() == {6: (n, n * len(pkt))}
+    assert h.run(syn(src=CLIENT2, sport=1000)).pkt[IP].dst == EPS[0]  # not matched: LB
+    assert fw_drops(h) == 0

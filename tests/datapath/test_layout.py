@@ -45,6 +45,8 @@ def test_limits_agree_with_header() -> None:
     assert defs["PL_SYNC_NEW_ROOM"] == L.SYNC_NEW_ROOM
     assert defs["PL_FW_MAX"] == L.FW_MAX == MAX_FW_RULES
     assert (defs["PL_FW_DROP"], defs["PL_FW_ALLOW"]) == (L.FW_DROP, L.FW_ALLOW)
+    assert (defs["PL_FW_SNAT"], defs["PL_FW_TRAP"], defs["PL_FW_REDIRECT"]) == (
+        L.FW_SNAT, L.FW_TRAP, L.FW_REDIRECT)
     assert defs["PL_MIRR_MAX"] == L.MIRR_MAX == MAX_MIRRORS
     assert (defs["PL_MIRR_SPAN"], defs["PL_MIRR_RSPAN"]) == (L.MIRR_SPAN, L.MIRR_RSPAN)
     assert (defs["PL_SYNC_R_LOCAL"], defs["PL_SYNC_R_DELETED"], defs["PL_SYNC_R_EXISTS"]) == (

@@ -25,7 +25,7 @@ RULE = "sourceIP:10.1.2.0/24,destinationIP:20.0.0.1/32,minDestinationPort:80,pro
 
 @pytest.fixture
 def rig() -> Iterator[tuple[MemoryDatapath, CliRunner, dict[str, str]]]:
-    dp = MemoryDatapath()
+    dp = MemoryDatapath(interfaces=frozenset({"eth0", "eth1"}))
     app = create_app(object(), version="0", extra_routers=[firewall_router(Firewall(dp))])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -74,9 +74,30 @@ def test_refusals(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None
                             "--snat=nonsense"], env=env)
     assert r.exit_code == 1 and "not an IP address" in r.stderr
     r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
-                            "--trap"], env=env)
-    assert r.exit_code == 1 and "trap not supported yet" in r.stderr
+                            "--record"], env=env)
+    assert r.exit_code == 1 and "record (packet tracing) is not supported" in r.stderr
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
+                            "--redirect=nope0"], env=env)
+    assert r.exit_code == 1 and "no interface named 'nope0'" in r.stderr
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
+                            "--trap", "--drop"], env=env)
+    assert r.exit_code == 1 and "trap is an action of its own" in r.stderr
     assert dp.firewall == []
+
+
+def test_trap_and_redirect(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None:
+    dp, runner, env = rig
+    r = runner.invoke(cli, ["create", "firewall", "--firewallRule=sourceIP:10.0.0.0/8",
+                            "--trap"], env=env)
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(cli, ["create", "firewall",
+                            "--firewallRule=sourceIP:10.1.0.0/16,preference:5",
+                            "--redirect=eth1"], env=env)
+    assert r.exit_code == 0, r.stderr
+    assert [(p.src, p.trap, p.redirect) for p in dp.firewall] == [
+        ("10.1.0.0/16", False, "eth1"), ("10.0.0.0/8", True, "")]
+    r = runner.invoke(cli, ["get", "firewall"], env=env)
+    assert "redirect-eth1" in r.stdout and "trap" in r.stdout and "drop" not in r.stdout
 
 
 def test_snat_and_egress(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None:

@@ -93,9 +93,16 @@ def test_no_action_is_drop(http: TestClient, dp: MemoryDatapath) -> None:
      "toPort needs protocol"),
     (fw({"sourceIP": "10.0.0.0/8"}, onDefault=True, allow=True), "onDefault (--egress) needs"),
     (fw({"sourceIP": "10.0.0.0/8"}, toIP="1.2.3.4"), "toIP and toPort need doSnat"),
-    (fw({"sourceIP": "10.0.0.0/8"}, trap=True), "trap not supported yet"),
-    (fw({"sourceIP": "10.0.0.0/8"}, redirect=True, redirectPortName="eth1"), "redirect"),
-    (fw({"sourceIP": "10.0.0.0/8"}, allow=True, record=True), "record not supported yet"),
+    (fw({"sourceIP": "10.0.0.0/8"}, allow=True, record=True),
+     "record (packet tracing) is not supported"),
+    (fw({"sourceIP": "10.0.0.0/8"}, trap=True, drop=True), "trap is an action of its own"),
+    (fw({"sourceIP": "10.0.0.0/8"}, trap=True, fwMark=3), "fwMark needs the allow"),
+    (fw({"sourceIP": "10.0.0.0/8"}, redirect=True, redirectPortName="eth1", allow=True),
+     "redirect is an action of its own"),
+    (fw({"sourceIP": "10.0.0.0/8"}, redirect=True, trap=True, redirectPortName="eth1"),
+     "action of its own"),
+    (fw({"sourceIP": "10.0.0.0/8"}, redirect=True), "redirect needs redirectPortName"),
+    (fw({"sourceIP": "10.0.0.0/8"}, redirectPortName="eth1"), "redirectPortName needs redirect"),
     ({"opts": {"drop": True}}, "ruleArguments"),
 ])
 def test_bad_rules_are_400_and_change_nothing(http: TestClient, dp: MemoryDatapath,
@@ -144,7 +151,7 @@ def test_saved_on_every_change_and_restored(tmp_path: Path) -> None:
 def test_a_saved_rule_that_no_longer_installs_is_left_out() -> None:
     dp = MemoryDatapath()
     good = FirewallEntry.model_validate(fw({"sourceIP": "10.0.0.0/8"}))
-    bad = FirewallEntry.model_validate(fw({"sourceIP": "10.1.0.0/16"}, trap=True))
+    bad = FirewallEntry.model_validate(fw({"sourceIP": "10.1.0.0/16"}, record=True))
     table = Firewall(dp, saved=[bad, good])
     assert [p.src for p in dp.firewall] == ["10.0.0.0/8"] and len(table.list()) == 1
 
@@ -252,3 +259,30 @@ def test_egress_rules_over_cistate(dp: MemoryDatapath) -> None:
         body["state"] = "MASTER"
         assert client.post("/netlox/v1/config/cistate", json=body).status_code == 200
         assert [p.snat_ip for p in dp.firewall] == ["192.0.2.10"]
+
+
+def test_trap_and_redirect_reach_the_datapath_and_list(http: TestClient,
+                                                       dp: MemoryDatapath) -> None:
+    dp.interfaces = frozenset({"eth0", "eth1"})
+    r = http.post(URL, json=fw({"sourceIP": "10.0.0.0/8", "preference": 2}, trap=True))
+    assert r.status_code == 200, r.text
+    r = http.post(URL, json=fw({"sourceIP": "10.1.0.0/16", "preference": 3}, redirect=True,
+                               redirectPortName="eth1"))
+    assert r.status_code == 200, r.text
+    assert [(p.src, p.trap, p.redirect, p.allow, p.snat_ip) for p in dp.firewall] == [
+        ("10.1.0.0/16", False, "eth1", False, ""), ("10.0.0.0/8", True, "", False, "")]
+    got = [e["opts"] for e in http.get(f"{URL}/all").json()["fwAttr"]]
+    assert [(o["redirect"], o["redirectPortName"], o["trap"], o["drop"]) for o in got] == [
+        (True, "eth1", False, False), (False, "", True, False)]
+
+
+def test_redirect_to_an_unknown_interface_is_400_and_changes_nothing(
+        http: TestClient, dp: MemoryDatapath) -> None:
+    dp.interfaces = frozenset({"eth0", "eth1"})
+    assert http.post(URL, json=fw({"sourceIP": "192.0.2.0/24"}, allow=True)).status_code == 200
+    before = list(dp.firewall)
+    r = http.post(URL, json=fw({"sourceIP": "10.0.0.0/8"}, redirect=True,
+                               redirectPortName="nope0"))
+    assert r.status_code == 400 and "no interface named 'nope0'" in r.text, r.text
+    assert dp.firewall == before
+    assert len(http.get(f"{URL}/all").json()["fwAttr"]) == 1

@@ -4,7 +4,10 @@
  * the control plane), judged only for packets no conntrack entry knows, before the service
  * lookup. Established flows never get here, so the replies and later packets of a flow that a
  * rule let open pass on its conntrack entry (stateful), and the fast path costs nothing. The
- * first matching rule decides: drop, allow (optionally setting skb->mark), or SNAT (egress.h).
+ * first matching rule decides: drop, allow (optionally setting skb->mark), SNAT (egress.h),
+ * trap (to the host's own stack untouched, no load balancing: loxilb's "to the control plane")
+ * or redirect (out of the named interface untouched). Neither trap nor redirect makes a
+ * conntrack entry: each of their packets is judged again.
  * No match: the packet goes on (loxilb's default). Each match is counted per rule (fw_stats, per CPU).
  * Traffic the load balancer does not track (not to a service) is judged packet by packet.
  */
@@ -76,7 +79,8 @@ static __always_inline int fw_snat(const struct pkt *p, const struct fw_rule *r)
 	return PL_EGRESS;
 }
 
-/* PL_CONTINUE (no rule, or an allow rule), PL_EGRESS (an SNAT rule) or PL_DROP. Not inlined: its frame is not added to
+/* PL_CONTINUE (no rule, or an allow rule), PL_EGRESS (an SNAT rule), PL_PASS (trap),
+ * PL_REDIRECT (redirect) or PL_DROP. Not inlined: its frame is not added to
  * the new-flow call chain's. */
 static __noinline int fw_check(struct __sk_buff *skb, const struct pkt *p)
 {
@@ -109,6 +113,10 @@ static __noinline int fw_check(struct __sk_buff *skb, const struct pkt *p)
 	}
 	if (r->action == PL_FW_SNAT)
 		return fw_snat(p, r);
+	if (r->action == PL_FW_TRAP)
+		return PL_PASS;
+	if (r->action == PL_FW_REDIRECT)
+		return redirected(bpf_redirect(r->out_ifindex, 0));
 	if (r->action != PL_FW_ALLOW) {
 		count(PL_ST_FW_DROP);
 		return PL_DROP;

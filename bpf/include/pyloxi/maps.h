@@ -436,6 +436,8 @@ struct ct_sync_req {      /* ct_sync_map[0]: input and output of pl_ct_sync */
 #define PL_FW_DROP        0       /* fw_rule.action */
 #define PL_FW_ALLOW       1
 #define PL_FW_SNAT        2       /* egress SNAT (loxilb doSnat, egress.h) */
+#define PL_FW_TRAP        3       /* to the host's own stack as it is, no load balancing */
+#define PL_FW_REDIRECT    4       /* out of out_ifindex as it is (bpf_redirect) */
 
 /* Egress SNAT flows have no service: their conntrack entries carry this reserved svc_id, one
  * past the last service id, so every per-service table (ep_stats, conn_map, svc_new) misses
@@ -465,6 +467,7 @@ struct fw_rule {
 	__u16 snat_port;
 	__u8  snat_family;
 	__u8  pad2;
+	__u32 out_ifindex;    /* PL_FW_REDIRECT: the interface the packet leaves by */
 };
 
 struct fw_table {         /* fw_map[gen] */
@@ -554,7 +557,7 @@ _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
 _Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
-_Static_assert(sizeof(struct fw_rule) == 108, "fw_rule");
+_Static_assert(sizeof(struct fw_rule) == 112, "fw_rule");
 _Static_assert(sizeof(struct mirr_cfg) == 8, "mirr_cfg");
 _Static_assert(sizeof(struct xdp_port) == 8, "xdp_port");
 _Static_assert(sizeof(struct pol_val) == 80, "pol_val");

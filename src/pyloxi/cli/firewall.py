@@ -3,14 +3,17 @@
     pyloxi create firewall --firewallRule="sourceIP:1.2.3.2/32,destinationIP:2.3.1.2/32,preference:200" --allow [--setmark=10]
     pyloxi create firewall --firewallRule="..." --drop
     pyloxi create firewall --firewallRule="sourceIP:10.0.0.0/24" --snat=10.10.10.1[,3030] [--egress]
+    pyloxi create firewall --firewallRule="..." --trap
+    pyloxi create firewall --firewallRule="..." --redirect=eth1
     pyloxi get firewall [-o json]
     pyloxi delete firewall --firewallRule="sourceIP:1.2.3.2/32,destinationIP:2.3.1.2/32,preference:200"
 
 Rule keys: sourceIP, destinationIP, minSourcePort, maxSourcePort, minDestinationPort,
 maxDestinationPort, protocol, portName, preference. --snat=IP[,port] is egress SNAT (doSnat,
 toIP, toPort; port 0 or none: allocated); --egress (onDefault) makes it active only while this
-node is not HA BACKUP. loxicmd's --trap, --redirect and --record are sent as loxilb would; the
-daemon refuses them (not supported yet).
+node is not HA BACKUP. --trap: matching packets go to this host's own stack untouched (no
+load balancing); --redirect=IFACE: out of that interface untouched. loxicmd's --record is sent
+as loxilb would; the daemon refuses it (packet tracing is not supported).
 """  # noqa: E501
 
 from __future__ import annotations
@@ -73,13 +76,16 @@ def create_firewall(
     rule: RuleOpt,
     allow: Annotated[bool, typer.Option("--allow", help="forward matching packets")] = False,
     drop: Annotated[bool, typer.Option("--drop", help="drop matching packets")] = False,
-    trap: Annotated[bool, typer.Option("--trap", help="(not supported yet)")] = False,
-    redirect: Annotated[str, typer.Option("--redirect", help="(not supported yet)")] = "",
+    trap: Annotated[bool, typer.Option("--trap", help="to this host's own stack, "
+                                       "untouched (no load balancing)")] = False,
+    redirect: Annotated[str, typer.Option("--redirect", help="IFACE: out of that interface, "
+                                           "untouched")] = "",
     snat: Annotated[str, typer.Option("--snat", help="IP[,port]: egress SNAT to IP (port: "
                                       "exactly that source port; none: allocated)")] = "",
     egress: Annotated[bool, typer.Option("--egress", help="with --snat: only while this "
                                          "node is not HA BACKUP (onDefault)")] = False,
-    record: Annotated[bool, typer.Option("--record", help="(not supported yet)")] = False,
+    record: Annotated[bool, typer.Option("--record", help="(refused: packet tracing is not "
+                                         "supported)")] = False,
     setmark: Annotated[int, typer.Option("--setmark", help="with --allow: skb mark")] = 0,
 ) -> None:
     """Add a firewall rule (no action: drop)."""
@@ -104,6 +110,10 @@ def create_firewall(
 def _action(o: FirewallOptionEntry) -> str:
     if o.do_snat:
         return f"snat-{o.to_ip}:{o.to_port}" + (" (egress)" if o.on_default else "")
+    if o.redirect:
+        return f"redirect-{o.redirect_port_name}"
+    if o.trap:
+        return "trap"
     return "allow" if o.allow else "drop"
 
 

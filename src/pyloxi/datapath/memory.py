@@ -89,6 +89,10 @@ class MemoryDatapath:
 
     def set_firewall(self, rules: Sequence[FwRuleProgram]) -> None:
         self._maybe_fail()
+        for r in rules:  # as the eBPF backend: an interface that does not exist
+            for name in (r.ifname, r.redirect):
+                if name and self.interfaces is not None and name not in self.interfaces:
+                    raise ValueError(f"no interface named {name!r}")
         self.firewall = list(rules)
 
     def set_mirrors(self, mirrors: Sequence[MirrorProgram]) -> None:

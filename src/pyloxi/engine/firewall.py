@@ -9,6 +9,11 @@ A `doSnat` rule is egress SNAT (docs/operations.md "Egress SNAT"): its flows' so
 toIP (and toPort, or an allocated port). `onDefault` rules are given to the datapath only
 while this node is not HA BACKUP (`set_backup`), and their toIP is then this node's to own
 (`local_ips`).
+
+`trap` sends a matching packet to the host's own stack untouched (no load balancing: loxilb's
+"to the control plane"); `redirect` + `redirectPortName` sends it out of that interface
+untouched (an unknown interface: the datapath refuses, 400). `record` (loxilb's packet
+tracing) is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ log = logging.getLogger("pyloxi.firewall")
 
 MAX_FW_RULES = 256  # PL_FW_MAX in bpf/include/pyloxi/maps.h
 _PORT_PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
-_UNSUPPORTED = ("trap", "redirect", "record")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +46,12 @@ class FwRuleProgram:
     dport: tuple[int, int]
     proto: int  # 0: any
     ifname: str  # "": any
-    allow: bool  # else drop (unless snat_ip)
+    allow: bool  # else drop (unless snat_ip, trap or redirect)
     mark: int  # allow: skb->mark, 0: none
     snat_ip: str = ""  # egress SNAT (doSnat): the new source address; "": not an SNAT rule
     snat_port: int = 0  # its port, host order; 0: allocated as fullnat allocates
+    trap: bool = False  # to the host's own stack untouched, no load balancing
+    redirect: str = ""  # out of this interface untouched; "": not a redirect rule
 
 
 class FirewallDatapath(Protocol):
@@ -67,16 +73,25 @@ def _range(lo: int, hi: int, what: str) -> tuple[int, int]:
 
 
 def _action(opts: FirewallOptionEntry) -> bool:
-    """True: allow, False: drop or SNAT (_snat); refuses what is not supported or
-    contradictory."""
-    unsupported = [name for name in _UNSUPPORTED if getattr(opts, name)]
-    if unsupported:
-        raise InvalidInput(f"firewall option {', '.join(unsupported)} not supported yet")
+    """True: allow, False: drop, trap, redirect or SNAT (_snat); refuses what is not
+    supported or contradictory."""
+    if opts.record:  # loxilb's packet dump/trace of matching packets: nothing here does that
+        raise InvalidInput("firewall option record (packet tracing) is not supported")
     if opts.allow and opts.drop:
         raise InvalidInput("firewall rule: allow and drop are exclusive, give one action")
-    if opts.do_snat and (opts.allow or opts.drop):
-        raise InvalidInput("firewall rule: doSnat is an action of its own, not with allow or "
-                           "drop")
+    for name, given in (("doSnat", opts.do_snat), ("trap", opts.trap),
+                        ("redirect", opts.redirect)):
+        others = [o for o, on in (("allow", opts.allow), ("drop", opts.drop),
+                                  ("trap", opts.trap), ("redirect", opts.redirect),
+                                  ("doSnat", opts.do_snat)) if on and o != name]
+        if given and others:
+            raise InvalidInput(f"firewall rule: {name} is an action of its own, not with "
+                               f"{' or '.join(others)}")
+    if opts.redirect and not opts.redirect_port_name:
+        raise InvalidInput("firewall rule: redirect needs redirectPortName (the interface "
+                           "the packets leave by)")
+    if opts.redirect_port_name and not opts.redirect:
+        raise InvalidInput("firewall rule: redirectPortName needs redirect")
     if opts.fw_mark and opts.do_snat:
         raise InvalidInput("firewall rule: fwMark not allowed together with doSnat")
     if opts.fw_mark and not opts.allow:
@@ -277,9 +292,11 @@ class Firewall:
         prog = FwRuleProgram(id=free, src=args.source_ip, dst=args.destination_ip,
                              sport=sport, dport=dport, proto=args.protocol,
                              ifname=args.port_name, allow=allow, mark=entry.opts.fw_mark,
-                             snat_ip=snat_ip, snat_port=snat_port)
+                             snat_ip=snat_ip, snat_port=snat_port, trap=entry.opts.trap,
+                             redirect=entry.opts.redirect_port_name)
+        other = bool(snat_ip) or entry.opts.trap or entry.opts.redirect  # an action not drop
         clean = entry.model_copy(update={"opts": entry.opts.model_copy(update={
-            "counter": "", "drop": not allow and not snat_ip, "to_ip": snat_ip})})
+            "counter": "", "drop": not allow and not other, "to_ip": snat_ip})})
         self._seq += 1
         self._rules[key] = _Rule(clean, prog, self._seq)
         return key

@@ -490,7 +490,8 @@ class EbpfDatapath:
 
     def set_firewall(self, rules: Sequence[FwRuleProgram]) -> None:
         """Make `rules` (in judging order) the live rule set: written whole into the table
-        that is not live, then fw_gen flipped. An unknown interface name: ValueError."""
+        that is not live, then fw_gen flipped. An unknown interface name (portName or a
+        redirect's): ValueError."""
         if len(rules) > L.FW_MAX:
             raise ValueError(f"more than {L.FW_MAX} firewall rules")
         table = L.FwTable(n=len(rules))
@@ -501,14 +502,20 @@ class EbpfDatapath:
                 raise ValueError(f"no interface named {r.ifname!r}") from None
             saddr, smask = L.fw_prefix(r.src)
             daddr, dmask = L.fw_prefix(r.dst)
-            action = L.FW_SNAT if r.snat_ip else L.FW_ALLOW if r.allow else L.FW_DROP
+            try:
+                out_ifindex = socket.if_nametoindex(r.redirect) if r.redirect else 0
+            except OSError:
+                raise ValueError(f"no interface named {r.redirect!r}") from None
+            action = (L.FW_SNAT if r.snat_ip else L.FW_REDIRECT if r.redirect
+                      else L.FW_TRAP if r.trap else L.FW_ALLOW if r.allow else L.FW_DROP)
             snat_ip, snat_family = L.addr(r.snat_ip) if r.snat_ip else (bytes(16), 0)
             table.rule[i] = L.FwRule(
                 saddr=saddr, smask=smask, daddr=daddr, dmask=dmask,
                 sport_lo=r.sport[0], sport_hi=r.sport[1], dport_lo=r.dport[0],
                 dport_hi=r.dport[1], ifindex=ifindex, mark=r.mark, id=r.id, proto=r.proto,
                 action=action, snat_ip=L.Addr.from_buffer_copy(snat_ip),
-                snat_port=L.port_n(r.snat_port), snat_family=snat_family)
+                snat_port=L.port_n(r.snat_port), snat_family=snat_family,
+                out_ifindex=out_ifindex)
         with self._lock:
             m = self.maps
             for rid in {r.id for r in rules} - self._fw_ids:  # a reused id starts at zero

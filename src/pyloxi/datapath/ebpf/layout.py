@@ -306,7 +306,7 @@ CT_DEL_REQ_DTYPE = np.dtype({
 
 #: struct name in maps.h -> its mirror, for the BTF layout test
 FW_MAX = 256  # PL_FW_MAX: firewall rules
-FW_DROP, FW_ALLOW, FW_SNAT = 0, 1, 2  # fw_rule.action
+FW_DROP, FW_ALLOW, FW_SNAT, FW_TRAP, FW_REDIRECT = 0, 1, 2, 3, 4  # fw_rule.action
 SVC_EGRESS = MAX_SERVICES  # PL_SVC_EGRESS: ct_val.svc_id of egress SNAT flows
 EGRESS_F_FIXED = 1  # PL_EGRESS_F_FIXED: ct_val.ep_idx, the source port is the rule's toPort
 
@@ -318,7 +318,8 @@ class FwRule(ctypes.Structure):
                 ("ifindex", ctypes.c_uint32), ("mark", ctypes.c_uint32), ("id", ctypes.c_uint32),
                 ("proto", ctypes.c_uint8), ("action", ctypes.c_uint8),
                 ("pad", ctypes.c_uint8 * 2), ("snat_ip", Addr), ("snat_port", ctypes.c_uint16),
-                ("snat_family", ctypes.c_uint8), ("pad2", ctypes.c_uint8)]
+                ("snat_family", ctypes.c_uint8), ("pad2", ctypes.c_uint8),
+                ("out_ifindex", ctypes.c_uint32)]
 
 
 class FwTable(ctypes.Structure):
