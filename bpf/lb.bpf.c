@@ -66,7 +66,7 @@ static __always_inline enum pl_verdict forward(struct __sk_buff *skb, const stru
 
 	/* What a router does with a packet it cannot forward, before touching it: the answer
 	 * quotes the header its sender sent. */
-	if (pol_svc_red(v->svc_id, p->l3len, now))   /* policer.h: the rule's QoS policer */
+	if (pol_flow_red(p, v, now))   /* policer.h: the rule's, endpoint's, client's policers */
 		return PL_DROP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);

@@ -1,5 +1,6 @@
 """QoS policers in the kernel (bpf/include/pyloxi/policer.h): token buckets drain, red packets
-are dropped and counted, buckets refill over time; interface and LB-rule attachments.
+are dropped and counted, buckets refill over time; interface, LB-rule, endpoint and client
+attachments.
 
 Counts, not times: a burst sent with `repeat` (one syscall, microseconds) drains a bucket with
 at most one clock tick of refill; a refill is checked after sleeping far longer than the bucket
@@ -22,12 +23,15 @@ from scapy.packet import Raw
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
 from pyloxi.engine.policer import BYTES_PER_MBIT, PolicerProgram
+from pyloxi.engine.program import NatMode
 from pyloxi.testing.lab.dpns import LB_MAC
 
 from .conftest import (
     CLIENT,
+    CLIENT2,
     CLIENT_MAC,
     EP_MAC,
+    EPS,
     OBJ,
     TC_ACT_OK,
     TC_ACT_REDIRECT,
@@ -234,6 +238,119 @@ def test_a_new_daemon_starts_without_the_old_ones_policers(h: Harness) -> None:
         again.install_service(prog)  # the rule, installed again: no policer named it
         handshake(h2, sport=44000)
         assert run_each(h2, [data_frame(44000, 1001 + i) for i in range(40)], "dp0") == \
+            [TC_ACT_REDIRECT] * 40
+    finally:
+        again.close()
+
+
+def tcp_frame(sport: int, seq: int, *, src: str = CLIENT, dport: int = 80) -> bytes:
+    return pad_to(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=src, dst=VIP, ttl=64) /
+                  TCP(sport=sport, dport=dport, flags="A", seq=seq, ack=5001,
+                      window=65535), FRAME)
+
+
+def test_endpoint_policer_polices_only_that_endpoints_flows(h: Harness) -> None:
+    """Attachment 3 (pyloxi extension): the flows of one endpoint, both directions, whatever
+    rule sent them there, on one bucket; the service's other endpoints are untouched."""
+    h.service(eps=EPS)  # rr over three endpoints
+    to_ep = {}
+    for sport in (45000, 45001, 45002):
+        sent, _ = handshake(h, sport=sport)
+        to_ep[sport] = sent
+    assert {p[IP].dst for p in to_ep.values()} == set(EPS)
+    policed = next(s for s, p in to_ep.items() if p[IP].dst == EPS[0])
+    h.dp.set_policer(replace(pol(cbs=1518), ep_ip=EPS[0], ep_port=8080))
+    verdicts = run_each(h, [tcp_frame(policed, 1001 + i) for i in range(40)], "dp0")
+    assert verdicts[:2] == [TC_ACT_REDIRECT] * 2
+    assert TC_ACT_SHOT in verdicts
+    replies = run_each(h, [reply_frame(to_ep[policed])] * 20, "dp1")
+    assert TC_ACT_SHOT in replies
+    ok, dropped = counts(h)
+    assert ok == verdicts.count(TC_ACT_REDIRECT) + replies.count(TC_ACT_REDIRECT)
+    assert dropped == verdicts.count(TC_ACT_SHOT) + replies.count(TC_ACT_SHOT)
+    for sport in to_ep:
+        if sport != policed:  # the other endpoints' flows: never policed
+            assert run_each(h, [tcp_frame(sport, 1001 + i) for i in range(40)], "dp0") == \
+                [TC_ACT_REDIRECT] * 40
+    assert counts(h) == (ok, dropped)
+    # another rule created later with the endpoint: its flows share the endpoint's bucket
+    h.service(port=81, eps=[EPS[0]])
+    handshake(h, sport=45100, dport=81)
+    other = run_each(h, [tcp_frame(45100, 1001 + i, dport=81) for i in range(40)], "dp0")
+    assert TC_ACT_SHOT in other
+    assert counts(h)[1] > dropped
+    # another port of the address is another endpoint: not policed
+    h.service(port=82, eps=[EPS[0]], target=9090)
+    handshake(h, sport=45200, dport=82)
+    assert run_each(h, [tcp_frame(45200, 1001 + i, dport=82) for i in range(40)], "dp0") == \
+        [TC_ACT_REDIRECT] * 40
+    # the policer gone: the endpoint's flows pass
+    h.dp.remove_policer(1)
+    assert run_each(h, [tcp_frame(policed, 5000 + i) for i in range(40)], "dp0") == \
+        [TC_ACT_REDIRECT] * 40
+
+
+def test_endpoint_policer_of_any_port(h: Harness) -> None:
+    h.service(eps=[EPS[0]], target=9090)
+    h.dp.set_policer(replace(pol(cbs=1518), ep_ip=EPS[0]))  # "IP": any port
+    handshake(h, sport=45300)
+    assert TC_ACT_SHOT in run_each(h, [tcp_frame(45300, 1001 + i) for i in range(40)], "dp0")
+
+
+@pytest.mark.parametrize("mode", [NatMode.DEFAULT, NatMode.FULLNAT])
+def test_client_policer_polices_only_that_clients_flows(h: Harness, mode: NatMode) -> None:
+    """Attachment 4 (pyloxi extension): one client's flows, both directions (its replies are
+    recognised whatever address they come back to: fullnat's go to the VIP)."""
+    h.service(mode=mode)
+    to_ep, _ = handshake(h, sport=46000)
+    handshake(h, src=CLIENT2, sport=46001)
+    h.dp.set_policer(replace(pol(cbs=1518), client=CLIENT))
+    verdicts = run_each(h, [tcp_frame(46000, 1001 + i) for i in range(40)], "dp0")
+    assert verdicts[:2] == [TC_ACT_REDIRECT] * 2
+    assert TC_ACT_SHOT in verdicts
+    replies = run_each(h, [reply_frame(to_ep)] * 20, "dp1")
+    assert TC_ACT_SHOT in replies
+    ok, dropped = counts(h)
+    assert dropped == verdicts.count(TC_ACT_SHOT) + replies.count(TC_ACT_SHOT)
+    # the other client: never policed
+    assert run_each(h, [tcp_frame(46001, 1001 + i, src=CLIENT2) for i in range(40)],
+                    "dp0") == [TC_ACT_REDIRECT] * 40
+    assert counts(h) == (ok, dropped)
+    # moved to the other client: the first one passes again
+    h.dp.set_policer(replace(pol(cbs=1518), client=CLIENT2))
+    assert run_each(h, [tcp_frame(46000, 5000 + i) for i in range(40)], "dp0") == \
+        [TC_ACT_REDIRECT] * 40
+    assert TC_ACT_SHOT in run_each(h, [tcp_frame(46001, 5000 + i, src=CLIENT2)
+                                       for i in range(40)], "dp0")
+
+
+def test_rule_and_client_policers_both_apply(h: Harness) -> None:
+    """A packet meets every policer that covers it: each takes its tokens, red in any drops."""
+    prog = h.service()
+    handshake(h, sport=47000)
+    h.dp.set_policer(pol(1, rule=prog.name, cbs=1518))
+    h.dp.set_policer(replace(pol(2, cbs=150_000), client=CLIENT))  # never red here
+    verdicts = run_each(h, [tcp_frame(47000, 1001 + i) for i in range(40)], "dp0")
+    assert TC_ACT_SHOT in verdicts
+    passed = verdicts.count(TC_ACT_REDIRECT)
+    assert counts(h, 1) == (passed, verdicts.count(TC_ACT_SHOT))
+    assert counts(h, 2) == (40, 0)  # the client's bucket saw every packet
+
+
+def test_a_new_daemon_starts_without_the_old_endpoint_and_client_policers(h: Harness) -> None:
+    prog = h.service()
+    h.dp.set_policer(replace(pol(cbs=1518), ep_ip=EPS[0]))
+    h.dp.set_policer(replace(pol(2, cbs=1518), client=CLIENT))
+    assert len(list(h.dp.maps["pol_ep"].keys())) == 1
+    assert len(list(h.dp.maps["pol_client"].keys())) == 1
+    again = EbpfDatapath(h.dp.pin_dir, obj_path=OBJ)
+    try:
+        h2 = Harness(again)
+        assert list(again.maps["pol_ep"].keys()) == []
+        assert list(again.maps["pol_client"].keys()) == []
+        again.install_service(prog)  # nothing targets its endpoint any more
+        handshake(h2, sport=48000)
+        assert run_each(h2, [tcp_frame(48000, 1001 + i) for i in range(40)], "dp0") == \
             [TC_ACT_REDIRECT] * 40
     finally:
         again.close()

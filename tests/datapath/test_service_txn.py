@@ -19,6 +19,7 @@ from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.datapath.ebpf.libbpf.errors import BpfError
 from pyloxi.datapath.ebpf.libbpf.maps import Map
 from pyloxi.engine import Engine
+from pyloxi.engine.policer import PolicerProgram
 from pyloxi.engine.program import EndpointSlot, ServiceProgram
 from pyloxi.model.errors import CapacityExceeded
 from pyloxi.model.lb import LoadBalancerEntry, NatMode, Selection
@@ -27,7 +28,7 @@ from .conftest import CLIENT, EPS, OBJ, TC_ACT_OK, TC_ACT_REDIRECT, VIP, Harness
 
 # Small tables, so a port range can fill the service-key table part-way.
 SMALL = {"svc_map": 64, "gen_map": 32, "ver_map": 64}
-STATE_MAPS = ("svc_map", "gen_map", "ver_map", "allow_map", "aff_map")
+STATE_MAPS = ("svc_map", "gen_map", "ver_map", "allow_map", "aff_map", "pol_ep")
 
 
 @pytest.fixture
@@ -179,6 +180,26 @@ def test_any_failed_write_rolls_back(small: Harness) -> None:
     fresh = prog(2, eps=EPS[1:2], port=90, port_max=95, allowed=("10.0.1.2/32",))
     assert _fail_at_every_write(h, lambda: h.dp.install_service(fresh)) >= 3
     assert balanced(h, 93) == EPS[1]
+
+
+def test_failed_install_leaves_endpoint_policers_as_they_were(small: Harness) -> None:
+    """pol_ep (an endpoint policer's entries, by service and endpoint index) is written in the
+    install transaction: a failed update leaves it as it was, a done one moves it."""
+    h = small
+    h.dp.set_policer(PolicerProgram(id=1, srtcm=False, cir=10**6, pir=10**6, cbs=1518,
+                                    ebs=3036, port="", rule="", ep_ip=EPS[1], ep_port=8080))
+    h.dp.install_service(prog(1, eps=EPS[:2]))
+
+    def pol_ep() -> dict[int, int]:
+        return {int.from_bytes(k, "little"): int.from_bytes(v, "little")
+                for k, v in h.dp.maps["pol_ep"].lookup_batch(65536)}
+    dp = next(iter(pol_ep())) // L.MAX_EPS
+    assert pol_ep() == {dp * L.MAX_EPS + 1: 1}
+    update = prog(1, eps=[EPS[1], EPS[2]])  # the policed endpoint now at index 0
+    assert _fail_at_every_write(h, lambda: h.dp.install_service(update)) >= 3
+    assert pol_ep() == {dp * L.MAX_EPS: 1}
+    h.dp.remove_service(update)
+    assert pol_ep() == {}
 
 
 # --- a packet never sees half a service ---

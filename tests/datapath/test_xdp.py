@@ -437,6 +437,10 @@ def test_mirror_or_policer_configured_passes(h: Harness) -> None:
     h.dp.maps["mirr_gate"].update((0).to_bytes(4, "little"), bytes(L.MirrGate()))
     h.dp.maps["pol_cfg_map"].update((0).to_bytes(4, "little"), bytes(L.PolCfg(nports=1)))
     assert xdp(h, pkt).retval == XDP_PASS
+    # endpoint and client policers' buckets are TC's too
+    for cfg in (L.PolCfg(nclients=1), L.PolCfg(neps=1)):
+        h.dp.maps["pol_cfg_map"].update((0).to_bytes(4, "little"), bytes(cfg))
+        assert xdp(h, pkt).retval == XDP_PASS
     h.dp.maps["pol_cfg_map"].update((0).to_bytes(4, "little"), bytes(L.PolCfg()))
     assert xdp(h, pkt).retval == XDP_REDIRECT
 

@@ -91,6 +91,14 @@ def test_same_info_409_other_info_replaces(http: TestClient, dp: MemoryDatapath)
     (pol(type=2), "type 2"),
     (pol(committedBlkSize=1000), "committedBlkSize 1000"),
     (pol(attachment=0), "attachment 0"),
+    (pol(attachment=5), "attachment 5"),
+    (pol(target="web", attachment=3), "expected IP or IP:PORT"),
+    (pol(target="10.0.0.1:0", attachment=3), "expected IP or IP:PORT"),
+    (pol(target="10.0.0.1:70000", attachment=3), "expected IP or IP:PORT"),
+    (pol(target="10.0.0.300:80", attachment=3), "not an IP address"),
+    (pol(target="2001:db8::1:80:x", attachment=3), "expected IP or IP:PORT"),
+    (pol(target="10.0.0.1:80", attachment=4), "not an IP address"),
+    (pol(target="10.0.0.0/24", attachment=4), "not an IP address"),
     (pol(target=""), "polObjName"),
     (pol(target="eth9"), "not one the datapath is attached to"),
     (pol(""), "policyIdent"),
@@ -114,6 +122,27 @@ def test_a_target_takes_one_policer(http: TestClient) -> None:
     assert r.status_code == 409 and "already has policer 'a'" in r.text
     # a port and a rule of the same name are different targets
     assert http.post(URL, json=pol("c", attachment=2)).status_code == 200
+
+
+def test_endpoint_and_client_targets(http: TestClient, dp: MemoryDatapath) -> None:
+    """pyloxi extensions: 3 an endpoint ("IP", any port, or "IP:PORT"), 4 a client ("IP")."""
+    for ident, target, attachment in (("ep", "10.0.0.1:8080", 3), ("ep-any", "10.0.0.1", 3),
+                                      ("ep6", "[2001:DB8::1]:80", 3), ("cl", "10.0.1.2", 4),
+                                      ("cl6", "2001:db8::0:2", 4)):
+        r = http.post(URL, json=pol(ident, target=target, attachment=attachment))
+        assert r.status_code == 200, r.text
+    got = {(p.ep_ip, p.ep_port, p.client, p.port, p.rule) for p in dp.policers.values()}
+    assert got == {("10.0.0.1", 8080, "", "", ""), ("10.0.0.1", 0, "", "", ""),
+                   ("2001:db8::1", 80, "", "", ""), ("", 0, "10.0.1.2", "", ""),
+                   ("", 0, "2001:db8::2", "", "")}
+    listed = {e["policyIdent"]: e["targetObject"]
+              for e in http.get(f"{URL}/all").json()["polAttr"]}
+    assert listed["ep"] == {"attachment": 3, "polObjName": "10.0.0.1:8080"}
+    # one address spelled two ways is one target
+    r = http.post(URL, json=pol("cl-again", target="2001:DB8::2", attachment=4))
+    assert r.status_code == 409 and "already has policer 'cl6'" in r.text
+    # a client and an endpoint of the same address are different targets
+    assert http.post(URL, json=pol("x", target="10.0.1.2", attachment=3)).status_code == 200
 
 
 def test_rule_target_may_not_exist_yet(http: TestClient, dp: MemoryDatapath) -> None:

@@ -121,7 +121,7 @@ static __noinline int dsr_forward(struct __sk_buff *skb, const struct pkt *p, st
 
 	mirr_rule(skb, v->svc_id);   /* mirror.h */
 	ipip = v->flags & PL_CT_F_IPIP;
-	if (pol_svc_red(v->svc_id, p->l3len, now))   /* policer.h: the rule's QoS policer */
+	if (pol_flow_red(p, v, now))   /* policer.h: the rule's, endpoint's, client's policers */
 		return PL_DROP;
 	if (p->ttl <= 1)
 		return icmp_answer(skb, p, v, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);

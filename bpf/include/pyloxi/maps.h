@@ -477,7 +477,10 @@ struct fw_table {         /* fw_map[gen] */
 };
 
 /* QoS policers (policer.h, loxilb's /config/policy): token buckets, one pol_val per policer id
- * (1..PL_POL_MAX-1; 0: none), attached to interfaces (pol_port) or LB rules (pol_svc). */
+ * (1..PL_POL_MAX-1; 0: none), attached to interfaces (pol_port), LB rules (pol_svc), endpoints
+ * (pol_ep) or clients (pol_client). */
+#define PL_POL_EPS        65536   /* pol_ep entries: (service, endpoint index) pairs policed */
+#define PL_POL_CLIENTS    1024    /* pol_client entries */
 #define PL_POL_MAX        8192    /* policer ids, loxilb's maximum */
 #define PL_POL_TRTCM      0       /* pol_val.type: two rate three colour (RFC 2698) */
 #define PL_POL_SRTCM      1       /* single rate three colour (RFC 2697) */
@@ -506,7 +509,15 @@ struct pol_counters {     /* pol_stats[id] (per CPU) */
 
 struct pol_cfg {          /* pol_cfg_map[0] */
 	__u32 nports;         /* entries in pol_port: 0 skips the per-packet interface lookup */
+	__u32 nclients;       /* client policers (pol_client): 0 skips the per-packet lookup */
+	__u32 neps;           /* endpoint policers (pol_ep): 0 skips the per-packet lookup */
 	__u32 pad;
+};
+
+struct pol_client_key {   /* pol_client: a client's address (pyloxi extension, attachment 4) */
+	union pl_addr ip;
+	__u8  family;         /* PL_AF_* */
+	__u8  pad[3];
 };
 
 /* Mirror (mirror.h): loxilb's /config/mirror. A mirror is a slot of mirr_map; what it watches
@@ -562,5 +573,6 @@ _Static_assert(sizeof(struct mirr_cfg) == 8, "mirr_cfg");
 _Static_assert(sizeof(struct xdp_port) == 8, "xdp_port");
 _Static_assert(sizeof(struct pol_val) == 80, "pol_val");
 _Static_assert(sizeof(struct pol_counters) == 32, "pol_counters");
+_Static_assert(sizeof(struct pol_client_key) == 20, "pol_client_key");
 
 #endif

@@ -5,12 +5,16 @@
  * policer, PL_ST_POLICER_DROP). A policer is attached to an interface (every IP packet entering
  * it, pol_port: checked first thing in lb()) or to an LB rule (every packet of its flows, both
  * directions, on one bucket: pol_svc by the flow's service id, checked where a flow's packet is
- * forwarded).
+ * forwarded). pyloxi extensions: to an endpoint (every packet of the flows a service sent to
+ * it, both directions, whatever the rule: pol_ep by the flow's service id and endpoint index)
+ * and to a client (every packet of its flows: pol_client by its address). A packet meets each
+ * policer that covers it, each takes its tokens, red in any drops it.
  * Sizes are IP bytes (IP header and payload, no Ethernet header), as routers' policers count.
  *
  * One policer's buckets are shared by every CPU: refill and take happen under the bpf_spin_lock
  * in its pol_val (a few arithmetic operations, no helper call inside). Traffic no policer
- * covers costs one array lookup per packet (pol_cfg_map for interfaces, pol_svc for rules).
+ * covers costs one array lookup per packet (pol_cfg_map for interfaces; pol_svc for rules and
+ * pol_cfg_map for endpoints and clients, per flow packet).
  */
 #ifndef PYLOXI_POLICER_H
 #define PYLOXI_POLICER_H
@@ -20,6 +24,7 @@
 #include "pyloxi/tables.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/clock.h"
+#include "pyloxi/parse.h"
 
 #define PL_NS 1000000000ULL
 
@@ -130,6 +135,45 @@ static __always_inline int pol_svc_red(__u32 svc_id, __u32 len, __u64 now)
 	__u32 *id = bpf_map_lookup_elem(&pol_svc, &svc_id);
 
 	return id && *id ? pol_police(*id, len, now) : 0;
+}
+
+/* Every policer of this packet of flow entry v: its rule's, its endpoint's, its client's. Each
+ * one met is applied (takes the packet's tokens); 1 when any says red. Not inlined: its frame
+ * (the client key) stays off the forwarding path's. */
+static __noinline int pol_flow_red(const struct pkt *p, const struct ct_val *v, __u64 now)
+{
+	struct pol_client_key ck = {};
+	struct pol_cfg *cfg;
+	__u32 zero = 0, slot, *id;
+	int red;
+
+	red = pol_svc_red(v->svc_id, p->l3len, now);
+	if (v->svc_id >= PL_MAX_SERVICES)   /* egress SNAT flows: no rule, endpoint or client */
+		return red;
+	cfg = bpf_map_lookup_elem(&pol_cfg_map, &zero);
+	if (!cfg)
+		return red;
+	if (cfg->neps) {
+		slot = v->svc_id * PL_MAX_EPS + v->ep_idx;
+		id = bpf_map_lookup_elem(&pol_ep, &slot);
+		if (id && *id)
+			red |= pol_police(*id, p->l3len, now);
+	}
+	if (cfg->nclients) {
+		/* the client: the original direction's source; a reply goes to it (its rewritten
+		 * destination, in the client's family: NAT64 and SNAT modes included) */
+		if (v->dir == PL_DIR_REPLY) {
+			ck.ip = v->nat_daddr;
+			ck.family = v->nat_family;
+		} else {
+			ck.ip = p->key.saddr;
+			ck.family = p->key.family;
+		}
+		id = bpf_map_lookup_elem(&pol_client, &ck);
+		if (id && *id)
+			red |= pol_police(*id, p->l3len, now);
+	}
+	return red;
 }
 
 #endif

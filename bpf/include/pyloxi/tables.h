@@ -219,8 +219,9 @@ struct {
 	PINNED;
 } fw_stats SEC(".maps");   /* per rule id: packets and bytes the rule matched */
 
-/* QoS policers (policer.h, struct pol_val): buckets by policer id, what each interface and each
- * service (dp id) is policed by (0: nothing), per-policer counters. */
+/* QoS policers (policer.h, struct pol_val): buckets by policer id, what each interface, each
+ * service (dp id), each endpoint of a service and each client is policed by (0: nothing),
+ * per-policer counters. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PL_POL_MAX);
@@ -244,6 +245,22 @@ struct {
 	__type(value, __u32);   /* policer id; 0: none */
 	PINNED;
 } pol_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_POL_EPS);
+	__type(key, __u32);     /* service (dp) id * PL_MAX_EPS + endpoint index */
+	__type(value, __u32);   /* policer id */
+	PINNED;
+} pol_ep SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PL_POL_CLIENTS);
+	__type(key, struct pol_client_key);
+	__type(value, __u32);   /* policer id */
+	PINNED;
+} pol_client SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

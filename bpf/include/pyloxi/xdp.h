@@ -62,7 +62,8 @@ static __always_inline struct xdp_port *xdp_ours(struct xdp_md *ctx, const struc
 	if (mg && (mg->ports | mg->rules))
 		return NULL;
 	pc = bpf_map_lookup_elem(&pol_cfg_map, &zero);
-	return pc && pc->nports ? NULL : port;
+	/* interface, endpoint and client policers: TC's (endpoint and client ones are rare) */
+	return pc && (pc->nports | pc->nclients | pc->neps) ? NULL : port;
 }
 
 /* May a frame that arrived on `in` be redirected to ifindex `out`? Generic XDP redirects

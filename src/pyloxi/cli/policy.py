@@ -5,7 +5,8 @@
     pyloxi delete policy pol-hs0
 
 --rate is <peak>:<committed> in Mbps; --target <name>:<attachment> (1 an interface, 2 an LB
-rule by its name); --block-size <committed>:<excess> bytes (the excess size is ignored: it is
+rule by its name; pyloxi extensions: 3 an endpoint, IP or IP:PORT, e.g. --target=10.0.0.5:8080:3,
+4 a client IP); --block-size <committed>:<excess> bytes (the excess size is ignored: it is
 always twice the committed one, as in loxilb); --pol-type 0 trTCM, 1 srTCM.
 """  # noqa: E501
 
@@ -26,7 +27,7 @@ from pyloxi.model.policy import PolicyEntry, PolicyInfo, PolicyList, PolicyObj
 POL_PATH = "/config/policy"
 POL_COLUMNS = ("Ident", "Type", "PeakRate", "CommittedRate", "CBS", "EBS", "Target",
                "Attachment", "Passed", "Dropped")
-_ATTACH = {1: "port", 2: "rule"}
+_ATTACH = {1: "port", 2: "rule", 3: "endpoint", 4: "client"}
 
 
 def _pair(text: str, what: str) -> tuple[int, int]:
@@ -41,7 +42,8 @@ def create_policy(
     ctx: typer.Context,
     ident: Annotated[str, typer.Argument(help="the policer's name")],
     rate: Annotated[str, typer.Option("--rate", help="<peak>:<committed> Mbps")],
-    target: Annotated[str, typer.Option("--target", help="<name>:<attachment> (1 port, 2 rule)")],
+    target: Annotated[str, typer.Option(
+        "--target", help="<name>:<attachment> (1 port, 2 rule, 3 endpoint, 4 client)")],
     block_size: Annotated[str, typer.Option("--block-size",
                                             help="<committed>:<excess> bytes")] = "0:0",
     color: Annotated[bool, typer.Option("--color", help="colour aware (accepted; blind)")] = False,

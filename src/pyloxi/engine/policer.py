@@ -3,14 +3,17 @@ holds. Pure: the datapath is reached through `PolicerDatapath`.
 
 loxilb's facts kept: rates in Mbps (at least 8), EBS always 2 x CBS (`excessBlkSize` ignored),
 same ident with the same info is 409 "pol-exists", with other info it replaces the policer.
-X at the committed
-rate (loxilb's 30,000,000 bytes lets a 100 Mbit/s policer pass 480 Mbit before it bites);
-a target takes one policer; a rule target is by the rule's name and may not exist yet (the
+Not loxilb's: CBS 0 means 100 ms at the committed
+rate (loxilb's 30,000,000 bytes lets a 100 Mbit/s policer pass 480 Mbit before it bites).
+A target takes one policer; a rule target is by the rule's name and may not exist yet (the
 policer attaches when a rule of that name is created, and again when it comes back).
+pyloxi extensions: attachment 3, an endpoint ("IP" or "IP:PORT", of any rule), and 4, a client
+("IP"); their addresses are kept canonical, so one address spelled two ways is one target.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -19,6 +22,8 @@ from typing import Protocol
 
 from pyloxi.model.errors import CapacityExceeded, Conflict, InvalidInput, NotFound, PyloxiError
 from pyloxi.model.policy import (
+    ATTACH_CLIENT,
+    ATTACH_ENDPOINT,
     ATTACH_PORT,
     ATTACH_RULE,
     POL_SRTCM,
@@ -51,6 +56,10 @@ class PolicerProgram:
     ebs: int  # excess (srTCM) or peak (trTCM) burst size: 2 x cbs
     port: str  # interface name, or ""
     rule: str  # LB rule name, or ""
+    # pyloxi extensions: an endpoint (its flows, of any rule) or a client (its flows)
+    ep_ip: str = ""  # endpoint address, canonical text, or ""
+    ep_port: int = 0  # endpoint port; 0: any port of ep_ip
+    client: str = ""  # client address, canonical text, or ""
 
 
 class PolicerDatapath(Protocol):
@@ -82,24 +91,60 @@ def normalize(info: PolicyInfo) -> PolicyInfo:
     return info.model_copy(update={"committed_blk_size": cbs, "excess_blk_size": 2 * cbs})
 
 
+def _ip(text: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise InvalidInput(f"policy targetObject.polObjName {what!r}: not an IP address "
+                           f"(attachment {ATTACH_ENDPOINT}: IP or IP:PORT, "
+                           f"{ATTACH_CLIENT}: IP)") from None
+
+
+def endpoint_target(name: str) -> tuple[str, int]:
+    """An endpoint policer's polObjName -> (canonical address, port; 0: any): "IP", "IP:PORT",
+    "[IPv6]:PORT" (a bare IPv6 address is an address, not IP:PORT)."""
+    try:
+        return str(ipaddress.ip_address(name)), 0
+    except ValueError:
+        pass
+    host, sep, port = name.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address with a port needs its brackets
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InvalidInput(f"policy targetObject.polObjName {name!r}: expected IP or IP:PORT "
+                           "(port 1..65535; IPv6: [IP]:PORT)")
+    return _ip(host, name), int(port)
+
+
 def _target(entry: PolicyEntry) -> tuple[int, str]:
+    """(attachment, target): endpoint and client targets in canonical form, so that two
+    spellings of one address are one target."""
     t = entry.target_object
-    if t.attachment not in (ATTACH_PORT, ATTACH_RULE):
-        raise InvalidInput(f"policy attachment {t.attachment} unknown: 1 (port) or 2 (LB rule, "
-                           "by its name)")
+    if t.attachment not in (ATTACH_PORT, ATTACH_RULE, ATTACH_ENDPOINT, ATTACH_CLIENT):
+        raise InvalidInput(f"policy attachment {t.attachment} unknown: 1 (port), 2 (LB rule, "
+                           "by its name), 3 (endpoint, IP or IP:PORT), 4 (client, IP)")
     if not t.pol_obj_name:
         raise InvalidInput("policy targetObject.polObjName missing")
+    if t.attachment == ATTACH_ENDPOINT:
+        ip, port = endpoint_target(t.pol_obj_name)
+        return t.attachment, (f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}") if port else ip
+    if t.attachment == ATTACH_CLIENT:
+        return t.attachment, _ip(t.pol_obj_name, t.pol_obj_name)
     return t.attachment, t.pol_obj_name
 
 
 def program(pol_id: int, entry: PolicyEntry) -> PolicerProgram:
     info = entry.policy_info
     kind, name = _target(entry)
+    ep = endpoint_target(name) if kind == ATTACH_ENDPOINT else ("", 0)
     return PolicerProgram(
         id=pol_id, srtcm=info.type == POL_SRTCM,
         cir=info.committed_info_rate * BYTES_PER_MBIT, pir=info.peak_info_rate * BYTES_PER_MBIT,
         cbs=info.committed_blk_size, ebs=info.excess_blk_size,
-        port=name if kind == ATTACH_PORT else "", rule=name if kind == ATTACH_RULE else "")
+        port=name if kind == ATTACH_PORT else "", rule=name if kind == ATTACH_RULE else "",
+        ep_ip=ep[0], ep_port=ep[1], client=name if kind == ATTACH_CLIENT else "")
 
 
 @dataclass(slots=True)

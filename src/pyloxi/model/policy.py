@@ -15,6 +15,8 @@ __all__ = ["PolicyEntry", "PolicyInfo", "PolicyList", "PolicyObj", "PolicyStats"
 
 POL_TRTCM, POL_SRTCM = 0, 1  # policyInfo.type
 ATTACH_PORT, ATTACH_RULE = 1, 2  # targetObject.attachment (loxilb's code, not its swagger)
+# pyloxi extensions: an endpoint ("IP" or "IP:PORT"), a client ("IP")
+ATTACH_ENDPOINT, ATTACH_CLIENT = 3, 4
 
 
 class PolicyInfo(WireModel):
@@ -35,7 +37,7 @@ class PolicyInfo(WireModel):
 class PolicyObj(WireModel):
     model_config = wire_names(attachment="attachment", pol_obj_name="polObjName")
 
-    attachment: UInt32  # 1 port, 2 LB rule (by its name)
+    attachment: UInt32  # 1 port, 2 LB rule (by its name), 3 endpoint, 4 client (extensions)
     pol_obj_name: Name
 
 

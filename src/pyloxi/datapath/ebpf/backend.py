@@ -68,11 +68,15 @@ MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events",
              "fw_map", "fw_gen", "fw_stats",
-             "pol_map", "pol_port", "pol_svc", "pol_cfg_map", "pol_stats",
+             "pol_map", "pol_port", "pol_svc", "pol_ep", "pol_client", "pol_cfg_map", "pol_stats",
              "mirr_map", "mirr_gate", "mirr_port", "mirr_svc", "mirr_stats", "xdp_ports")
 _AFF_KEY = np.dtype([("svc_id", "<u4"), ("saddr", "V16")])
 _AFF_VAL = np.dtype([("last_ns", "<u8"), ("ep_idx", "<u4"), ("pad", "<u4")])
 _ONE = (1).to_bytes(4, "little")
+
+
+def _pol_target(p: PolicerProgram) -> tuple[str, str, str, int, str]:
+    return p.port, p.rule, p.ep_ip, p.ep_port, p.client
 
 
 def _fill_ns(size: int, rate: int) -> int:
@@ -167,10 +171,14 @@ class EbpfDatapath:
         self._fw_flipped = 0  # epoch of the last fw_gen flip (see _quiesce)
         self._pols: dict[int, PolicerProgram] = {}  # policer id -> what it is (policer.h)
         self._pol_ports: dict[int, int] = {}  # ifindex -> policer id (pol_port's content)
-        # interface policers an earlier daemon left: gone until the saved policers come back
-        # (rule policers are rewritten as each service is installed)
-        self.maps["pol_port"].delete_batch(list(self.maps["pol_port"].keys()))
-        self._pol_nports()
+        # dp -> {pol_ep key: policer id}: pol_ep's content, by service
+        self._pol_eps: dict[int, dict[int, int]] = {}
+        self._pol_clients: dict[bytes, int] = {}  # pol_client's content
+        # interface, endpoint and client policers an earlier daemon left: gone until the saved
+        # policers come back (rule policers are rewritten as each service is installed)
+        for name in ("pol_port", "pol_ep", "pol_client"):
+            self.maps[name].delete_batch(list(self.maps[name].keys()))
+        self._pol_cfg()
 
     # --- attach ---
 
@@ -322,6 +330,7 @@ class EbpfDatapath:
             try:
                 # the rule's policer before its packets can arrive, undone with the rest
                 self._pol_svc(dp, prog.name, undo)
+                pol_eps = self._pol_ep(dp, prog, undo)
                 allow = self._install(dp, fresh, adopted, old, prog, undo)
             except BaseException:
                 undo.rollback()
@@ -329,6 +338,7 @@ class EbpfDatapath:
             if adopted:
                 del self._orphans[dp]
             self._allow.update(allow)
+            self._pol_eps[dp] = pol_eps
             try:
                 self._ep_addrs.sync(dp, prog)
             except OSError as exc:  # the service works; only the reply-leak guard is partial
@@ -470,6 +480,8 @@ class EbpfDatapath:
             self._forget_affinity(persist)
         for dp, _prog in gone:
             self._pol_svc(dp, None)
+            self._pol_ep(dp, None)
+            self._pol_eps.pop(dp, None)
             self._zero_counters(dp)
             self._flipped.pop(dp, None)
             # Versions are cleared after the next grace period (with any affinity a packet
@@ -557,11 +569,53 @@ class EbpfDatapath:
         else:
             m.update(key, want)
 
+    def _pol_ep(self, dp: int, prog: ServiceProgram | None,
+                undo: Undo | None = None) -> dict[int, int]:
+        """pol_ep entries of service dp: each endpoint of `prog` (None: a removed service) an
+        endpoint policer covers (its IP:PORT before its IP alone). Only changes are written;
+        through `undo` when part of an install. Returns what pol_ep now holds for dp (the
+        caller records it once the install is done)."""
+        want: dict[int, int] = {}
+        eps = sorted((p for p in self._pols.values() if p.ep_ip), key=lambda p: p.ep_port != 0)
+        if prog is not None and eps:
+            for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
+                for p in eps:  # any-port ones first: a policer of the exact port overrides
+                    if p.ep_ip == e.ip and p.ep_port in (0, e.port):
+                        want[dp * L.MAX_EPS + i] = p.id
+        m, have = self.maps["pol_ep"], self._pol_eps.get(dp, {})
+        for slot, pid in have.items():
+            if slot not in want:
+                if undo is not None:
+                    undo.delete(m, _u32(slot), _u32(pid))
+                else:
+                    m.delete(_u32(slot))
+        for slot, pid in want.items():
+            if have.get(slot) != pid:
+                if undo is not None:
+                    undo.put(m, _u32(slot), _u32(pid))
+                else:
+                    m.update(_u32(slot), _u32(pid))
+        return want
+
+    def _pol_eps_all(self) -> None:
+        """pol_ep of every service, after the endpoint policers changed."""
+        for dp, prog in self._progs.items():
+            self._pol_eps[dp] = self._pol_ep(dp, prog)
+
+    @staticmethod
+    def _pol_client_key(ip: str) -> bytes:
+        a, fam = L.addr(ip)
+        return bytes(L.PolClientKey(ip=L.Addr.from_buffer_copy(a), family=fam))
+
     def set_policer(self, pol: PolicerProgram) -> None:
         """Create or replace policer `pol.id` (buckets full) and attach it to its target: an
-        interface this datapath is attached to (else ValueError, nothing changed), or every
-        service, now and later, of the rule named `pol.rule`."""
+        interface this datapath is attached to (else ValueError, nothing changed), every
+        service, now and later, of the rule named `pol.rule`, every endpoint `pol.ep_ip`
+        (`pol.ep_port`; 0: any) of any service, or the flows of client `pol.client`."""
         ifindex = 0
+        if pol.client and len(self._pol_clients) >= L.POL_CLIENTS and \
+                self._pol_client_key(pol.client) not in self._pol_clients:
+            raise ValueError(f"client policers full: {L.POL_CLIENTS}")
         if pol.port:
             try:
                 ifindex = socket.if_nametoindex(pol.port)
@@ -582,12 +636,18 @@ class EbpfDatapath:
                 m["pol_stats"].update(_u32(pol.id), bytes(m["pol_stats"].value_blob_size))
             m["pol_map"].update(_u32(pol.id), bytes(val), BPF_F_LOCK)
             self._pols[pol.id] = pol
-            if old is not None and (old.port, old.rule) != (pol.port, pol.rule):
+            if old is not None and _pol_target(old) != _pol_target(pol):
                 self._pol_detach(old)
             if ifindex:
                 m["pol_port"].update(_u32(ifindex), _u32(pol.id))
                 self._pol_ports[ifindex] = pol.id
-                self._pol_nports()
+            if pol.client:
+                key = self._pol_client_key(pol.client)
+                m["pol_client"].update(key, _u32(pol.id))
+                self._pol_clients[key] = pol.id
+            if pol.ep_ip:
+                self._pol_eps_all()
+            self._pol_cfg()
             for dp, prog in self._progs.items():
                 if pol.rule and prog.name == pol.rule:
                     self._pol_svc(dp, prog.name)
@@ -597,13 +657,22 @@ class EbpfDatapath:
             if pid == pol.id:
                 self.maps["pol_port"].delete(_u32(ifindex))
                 del self._pol_ports[ifindex]
-        self._pol_nports()
+        for key, pid in list(self._pol_clients.items()):
+            if pid == pol.id:
+                self.maps["pol_client"].delete(key)
+                del self._pol_clients[key]
+        if pol.ep_ip:
+            self._pol_eps_all()
+        self._pol_cfg()
         for dp, prog in self._progs.items():
             if pol.rule and prog.name == pol.rule:
                 self._pol_svc(dp, prog.name)
 
-    def _pol_nports(self) -> None:
-        self.maps["pol_cfg_map"].update(_u32(0), bytes(L.PolCfg(nports=len(self._pol_ports))))
+    def _pol_cfg(self) -> None:
+        """pol_cfg_map: what kinds of per-packet lookups are worth doing (policer.h)."""
+        neps = sum(1 for p in self._pols.values() if p.ep_ip)
+        self.maps["pol_cfg_map"].update(_u32(0), bytes(L.PolCfg(
+            nports=len(self._pol_ports), nclients=len(self._pol_clients), neps=neps)))
 
     def remove_policer(self, pol_id: int) -> None:
         with self._lock:

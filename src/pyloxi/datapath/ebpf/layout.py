@@ -340,6 +340,7 @@ def fw_prefix(cidr: str) -> tuple[Addr, Addr]:
 POL_MAX = 8192  # PL_POL_MAX: policer ids 1..POL_MAX-1 (0: none)
 POL_TRTCM, POL_SRTCM = 0, 1  # pol_val.type
 POL_PORTS = 256  # pol_port max_entries
+POL_EPS, POL_CLIENTS = 65536, 1024  # PL_POL_EPS, PL_POL_CLIENTS: pol_ep, pol_client entries
 
 
 class PolVal(ctypes.Structure):
@@ -357,7 +358,12 @@ class PolCounters(ctypes.Structure):
 
 
 class PolCfg(ctypes.Structure):
-    _fields_ = [("nports", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+    _fields_ = [("nports", ctypes.c_uint32), ("nclients", ctypes.c_uint32),
+                ("neps", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class PolClientKey(ctypes.Structure):
+    _fields_ = [("ip", Addr), ("family", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
 
 
 MIRR_MAX = 32  # PL_MIRR_MAX: mirrors
@@ -396,6 +402,7 @@ MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "fw_rule": FwRule, "fw_table": FwTable,
     "mirr_cfg": MirrCfg, "mirr_gate": MirrGate,
     "pol_val": PolVal, "pol_counters": PolCounters, "pol_cfg": PolCfg,
+    "pol_client_key": PolClientKey,
     "xdp_port": XdpPort,
 }
 
