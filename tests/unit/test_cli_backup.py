@@ -4,42 +4,20 @@ rules on datapath.memory): save on one, apply on the other, the same listings.""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter
+from tests.served import serve
 from tests.unit.test_backup_api import EP, FW, RULE, RULE2, build_app
-from tests.waiting import wait_until
 from typer.testing import CliRunner
 
 from pyloxi.cli import client as cli_client
 from pyloxi.cli.main import app as cli
 
 B = "/netlox/v1"
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[dict[str, str]]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 10, interval=0.01, what="uvicorn started")
-    try:
-        yield {"PYLOXI_API": f"127.0.0.1:{sock.getsockname()[1]}"}
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
 
 
 def url(env: dict[str, str], path: str) -> str:

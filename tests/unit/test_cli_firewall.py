@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
-from tests.waiting import wait_until
+from tests.served import serve
 from typer.testing import CliRunner
 
 from pyloxi.api import create_app
@@ -27,19 +24,8 @@ RULE = "sourceIP:10.1.2.0/24,destinationIP:20.0.0.1/32,minDestinationPort:80,pro
 def rig() -> Iterator[tuple[MemoryDatapath, CliRunner, dict[str, str]]]:
     dp = MemoryDatapath(interfaces=frozenset({"eth0", "eth1"}))
     app = create_app(object(), version="0", extra_routers=[firewall_router(Firewall(dp))])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 10, interval=0.01, what="uvicorn started")
-    try:
-        yield dp, CliRunner(), {"PYLOXI_API": f"127.0.0.1:{sock.getsockname()[1]}"}
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
+    with serve(app) as env:
+        yield dp, CliRunner(), env
 
 
 def test_create_get_delete(rig: tuple[MemoryDatapath, CliRunner, dict[str, str]]) -> None:

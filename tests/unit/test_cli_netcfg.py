@@ -5,14 +5,11 @@ netlink layer; loxicmd's argument order and flags; bad arguments exit 2 with not
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from netfake import FakeNetConfig
-from tests.waiting import wait_until
+from tests.served import serve
 from typer.testing import CliRunner
 
 from pyloxi.api import create_app
@@ -26,19 +23,8 @@ Rig = tuple[FakeNetConfig, CliRunner, dict[str, str]]
 def rig() -> Iterator[Rig]:
     net = FakeNetConfig("eno7", "eno8")
     app = create_app(object(), version="0", extra_routers=[netcfg_router(net)])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 10, interval=0.01, what="uvicorn started")
-    try:
-        yield net, CliRunner(), {"PYLOXI_API": f"127.0.0.1:{sock.getsockname()[1]}"}
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
+    with serve(app) as env:
+        yield net, CliRunner(), env
 
 
 def run(rig: Rig, *args: str, code: int = 0) -> str:

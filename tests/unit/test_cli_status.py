@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
-from tests.waiting import wait_until
+from tests.served import serve
 from typer.testing import CliRunner
 
 from pyloxi.api import create_app
@@ -39,19 +37,8 @@ def rig() -> Iterator[Rig]:
     levels = LogControl("info", logger="pyloxi.test-cli-status")
     app = create_app(Engine(MemoryDatapath()), version="3.2.1", build_info="cli-test",
                      extra_routers=[params_router(levels)])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 10, interval=0.01, what="uvicorn started")
-    try:
-        yield Rig(levels, CliRunner(), {"PYLOXI_API": f"127.0.0.1:{sock.getsockname()[1]}"})
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
+    with serve(app) as env:
+        yield Rig(levels, CliRunner(), env)
 
 
 def test_set_and_get_log_level(rig: Rig) -> None:
