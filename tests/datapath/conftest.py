@@ -33,7 +33,10 @@ EPS6 = ["2001:db8:11::2", "2001:db8:11::3", "2001:db8:11::4"]
 LB4_EP_SIDE = "10.0.11.1"   # the LB's address toward the endpoints (onearm, NAT64 source)
 
 
-@pytest.fixture(scope="session")
+# package scope: the test thread leaves the namespace once the datapath tests are done, so the
+# tests after them run where they would alone (the host's network: e.g. the image build's
+# package downloads)
+@pytest.fixture(scope="package")
 def netns() -> Iterator[str]:
     """Enter a fresh namespace with a client subnet and an endpoint subnet (static neighbours)."""
     with datapath_netns(f"pl{os.getpid()}-dptest", (
