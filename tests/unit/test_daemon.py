@@ -48,12 +48,14 @@ class FakeDatapath(MemoryDatapath):
                                        "interfaces": list(interfaces)}
         self.fail_install = type(self).fail_first_install
         self.attached: list[str] = []
+        self.attach_mode = ""
         self.pruned = 0
         self.destroyed = False
         self.resets: list[tuple[str, int]] = []
 
-    def attach(self, interfaces: Sequence[str]) -> None:
+    def attach(self, interfaces: Sequence[str], datapath: str = "tc") -> None:
         self.attached = list(interfaces)
+        self.attach_mode = datapath
 
     def install_service(self, prog: ServiceProgram) -> None:
         # the first service install fails, not the tables (firewall...) set up before it
@@ -224,6 +226,7 @@ def test_interfaces_flag(make: Callable[..., Daemon], host: Host) -> None:
     assert host.prepared == [["veth1", "veth2"]]
     assert host.datapaths[0].attached == ["veth1", "veth2"]
     assert host.vips[0].interfaces == ["veth1", "veth2"]  # where v6 VIPs answer NS
+    assert host.datapaths[0].attach_mode == "tc"  # the XDP fast path only when asked
 
 
 def test_rules_survive_a_restart(make: Callable[..., Daemon], host: Host) -> None:
