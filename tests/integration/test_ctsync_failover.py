@@ -12,7 +12,7 @@ to lb2 (with what a gratuitous ARP does to the neighbours), and switches lb2's r
 The client's receive buffer is clamped and it reads slowly, so the transfer is really in
 flight; the failure is triggered on bytes received, ~0.1 s after the connection was established.
 With sync every download must complete byte-identical without a reset; the control run (no
-sync) must lose flows, or the test proves nothing. Numbers: docs/ctsync-notes.md."""
+sync) must lose flows, or the test proves nothing. Numbers: docs/cluster.md."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OBJ = os.path.join(ROOT, "build", "lb.bpf.o")
 VIP = "20.0.0.100"
 BACKENDS = ["10.0.10.2", "10.0.10.3"]
-RUNS = int(os.environ.get("PYLOXI_CTSYNC_RUNS", "3"))
+RUNS = int(os.environ.get("PYLOXI_CTSYNC_RUNS", "1"))  # sync runs per mode and selection
 SIZE = 4 << 20           # bytes downloaded
 # A slow reader (16 KiB every 8 ms: ~2 MB/s, ~2 s a download) with a small receive buffer:
 # the server can never be far ahead, so the transfer is really in flight when the MASTER dies.
@@ -292,9 +292,14 @@ def flab() -> Iterator[FailoverLab]:
 def test_download_survives_master_failure(flab: FailoverLab, mode: str) -> None:
     results: dict[str, list[Outcome]] = {}
     for sel in ("rr", "hash"):
-        for sync in (True, False):
-            key = f"{mode}/{sel}/{'sync' if sync else 'control'}"
-            results[key] = [one_run(flab, mode, sel, sync) for _ in range(RUNS)]
+        results[f"{mode}/{sel}/sync"] = [one_run(flab, mode, sel, True) for _ in range(RUNS)]
+    # The control (no sync) only has to show that this setup loses flows: rr cannot pick a
+    # flow up, so it loses nearly every run; a few tries, until the first loss, are enough.
+    # (hash may survive without sync, by pickup: it proves nothing either way.)
+    control: list[Outcome] = []
+    results[f"{mode}/rr/control"] = control
+    while len(control) < 3 and all(o.survived for o in control):
+        control.append(one_run(flab, mode, "rr", False))
     report = {k: {"survived": sum(o.survived for o in v), "runs": len(v),
                   "takeover_s": [round(o.takeover_s, 3) if o.takeover_s is not None else None
                                  for o in v],

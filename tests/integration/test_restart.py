@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ from pyloxi.testing.lab.topology import CLIENT_IP, ROUTED_VIP, backend_ip
 
 from ..waiting import wait_until
 from .conftest import DaemonHandle
-from .traffic import http_answers
+from .traffic import http_answers, paced_download
 
 BIG = 64 << 20
 ALL = ",".join(f"{backend_ip(i)}:1" for i in (1, 2, 3))
@@ -58,13 +59,6 @@ def client_flow(d: DaemonHandle, sport: int | None = None) -> dict[str, object] 
                 c["destinationPort"] == 80 and sport in (None, c["sourcePort"]):
             return c
     return None
-
-
-def download(topo: LbTopology) -> subprocess.Popen[bytes]:
-    return topo.client.popen(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download} %{http_code}",
-         "--limit-rate", "3M", "--max-time", "120", f"http://{ROUTED_VIP}/big.bin"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def wait_flow(d: DaemonHandle, dropped: set[object]) -> dict[str, object]:
@@ -104,8 +98,9 @@ def pyloxi_log(d: DaemonHandle) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 @pytest.mark.parametrize("how", list(LAUNCH))
 def test_restart_during_long_transfer_keeps_the_flow(fresh_lb: LbTopology, how: str,
-                                                     sig: int) -> None:
+                                                     sig: int, tmp_path: Path) -> None:
     topo = fresh_lb
+    fast = str(tmp_path / "fast")  # created once the flow is checked: the rest at full speed
     d = DaemonHandle(topo, f"rs-{how}-{sig}")
     d.launcher = LAUNCH[how](topo.lb.name)
     d.start()
@@ -118,7 +113,7 @@ def test_restart_during_long_transfer_keeps_the_flow(fresh_lb: LbTopology, how: 
         fresh_pick = backend_ip(int(first.removeprefix("be")))
         dropped: set[object] = set()
         for _ in range(8):
-            dl = download(topo)
+            dl = paced_download(topo.client, ROUTED_VIP, "/big.bin", fast)
             before = wait_flow(d, dropped)
             if fresh_pick not in str(before["conntrackAct"]):
                 break
@@ -135,7 +130,8 @@ def test_restart_during_long_transfer_keeps_the_flow(fresh_lb: LbTopology, how: 
         after = client_flow(d, before["sourcePort"])  # type: ignore[arg-type]
         assert after is not None, f"flow lost by the restart ({how}): {pyloxi_log(d)}"
         assert after["conntrackAct"] == before["conntrackAct"]  # same endpoint, same rewrite
-        assert dl.poll() is None, "the transfer ended before the check: lower --limit-rate"
+        assert dl.poll() is None, "the transfer ended before the check: read it slower"
+        open(fast, "w").close()
         out, err = dl.communicate(timeout=120)
         assert dl.returncode == 0, err.decode()
         assert out.decode().split() == [str(BIG), "200"]

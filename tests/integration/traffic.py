@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections import Counter
 
@@ -70,6 +71,40 @@ def udp_answers(client: Netns, vip: str, n: int, port: int = 5353) -> list[str]:
     out = client.run([sys.executable, "-c", _UDP_LOOP, vip, str(port), str(n)],
                      timeout=120).stdout.split("\n")
     return [line.split()[0] for line in out if line]
+
+
+# GET /big.bin read at ~3 MB/s until the file argv[3] exists, then as fast as it comes: the
+# transfer lasts through whatever the test does to the LB, and the test need not wait for the
+# rest at 3 MB/s once it is done. Prints "<body bytes> <status>" as curl -w would.
+_PACED_GET = """
+import os, socket, sys, time
+vip, path, fast = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.create_connection((vip, 80), timeout=30)
+s.sendall(b"GET " + path.encode() + b" HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+head = b""
+while b"\\r\\n\\r\\n" not in head:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    head += chunk
+head, body = head.split(b"\\r\\n\\r\\n", 1)
+got, slow = len(body), True
+while True:
+    chunk = s.recv(65536 if not slow else 12288)
+    if not chunk:
+        break
+    got += len(chunk)
+    if slow:
+        slow = not os.path.exists(fast)
+        time.sleep(0.004)
+print(got, head.split()[1].decode())
+"""
+
+
+def paced_download(client: Netns, vip: str, path: str, fast_flag: str) -> subprocess.Popen[bytes]:
+    """A download from http://vip/path that is slow (~3 MB/s) until `fast_flag` is created."""
+    return client.popen([sys.executable, "-c", _PACED_GET, vip, path, fast_flag],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def spread(answers: list[str]) -> Counter[str]:
