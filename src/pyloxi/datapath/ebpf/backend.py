@@ -105,6 +105,8 @@ class _Plan:
     new_gids: list[int]  # of those, the ones allocated now
     ep_base: int = 0
     slot_base: int = 0
+    ep_n: int = 0  # what is allocated from each pool (0: nothing yet)
+    chunks: int = 0
 
 
 def _ensure_bpffs(pin_dir: str) -> None:
@@ -415,31 +417,41 @@ class EbpfDatapath:
         indexes, its two extents); nothing is written. ENOSPC: nothing allocated."""
         live_eps = [] if fresh else self._live_eps(dp, live)
         version = build_version(prog, None if fresh else live_eps)
+        try:
+            plan = self._alloc_plan(dp, version, live_eps)
+        except BpfError as exc:
+            # removed services hold their extents until a grace period has passed
+            if exc.errno != errno.ENOSPC or not self._retired:
+                raise
+            self._grace()
+            self._reap()
+            plan = self._alloc_plan(dp, version, live_eps)
+        for i, e in enumerate(version.eps):
+            e.gid = plan.gids[i]
+        version.cfg.ep_base, version.cfg.slot_base = plan.ep_base, plan.slot_base
+        return plan
+
+    def _alloc_plan(self, dp: int, version: Version, live_eps: list[L.EpVal]) -> _Plan:
         gids = list(self._gids.get(dp, []))
         new = self._gid_ids.alloc(max(0, len(version.eps) - len(gids)))
         plan = _Plan(version=version, live_eps=live_eps, gids=gids + new, new_gids=new)
         try:
             if version.eps:
                 plan.ep_base = self._ep_ext.alloc(len(version.eps))
+                plan.ep_n = len(version.eps)
             if version.n_chunks:
                 plan.slot_base = self._slot_ext.alloc(version.n_chunks)
+                plan.chunks = version.n_chunks
         except BaseException:
             self._unplan(plan)
             raise
-        for i, e in enumerate(version.eps):
-            e.gid = plan.gids[i]
-        version.cfg.ep_base, version.cfg.slot_base = plan.ep_base, plan.slot_base
         return plan
 
     def _unplan(self, plan: _Plan) -> None:
-        v = plan.version
-        if v.eps:
-            self._ep_ext.release(plan.ep_base, len(v.eps))
-            v.eps = []
-        if v.n_chunks:
-            self._slot_ext.release(plan.slot_base, v.n_chunks)
-            v.slots = ()
+        self._ep_ext.release(plan.ep_base, plan.ep_n)
+        self._slot_ext.release(plan.slot_base, plan.chunks)
         self._gid_ids.release(plan.new_gids)
+        plan.ep_n = plan.chunks = 0
         plan.new_gids = []
 
     def _free_ext(self, ver_id: int) -> None:
