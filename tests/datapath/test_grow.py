@@ -201,3 +201,26 @@ def test_pool_extents_come_back(small: Harness) -> None:
         if r % 10 == 9:
             h.dp.remove_service(prog)
     assert h.dp._ep_ext.free + sum(e[1] for e in h.dp._ext.values()) == POOLS["ep_pool"]
+
+
+def test_restarted_daemon_keeps_pool_extents_and_counter_ids(small: Harness) -> None:
+    """A new daemon on the same pins takes the live services' extents and counter ids as in
+    use: re-installing keeps the counters, and new services do not overwrite the old ones."""
+    h = small
+    a = rr_service(h, 4, svc_id=1)
+    h.dp.install_service(a)
+    assert h.run(syn(sport=35000)).retval == TC_ACT_REDIRECT
+    dp_a = h.dp._dp_of[1]
+    gids = [h.dp.endpoint_gid(dp_a, i) for i in range(4)]
+    pin = h.dp.pin_dir
+    h.dp.close()
+    h.dp = EbpfDatapath(pin, obj_path=OBJ, map_sizes=POOLS)
+    assert h.dp._gids[dp_a] == gids
+    assert h.dp._ep_ext.free == POOLS["ep_pool"] - 4
+    # another service takes what is free, never the adopted extents
+    h.dp.install_service(rr_service(h, 8, svc_id=2, port=81))
+    h.dp.install_service(a)  # adopted: same dp id, same counter ids
+    assert h.dp._dp_of[1] == dp_a and h.dp.endpoint_gid(dp_a, 3) == gids[3]
+    out = h.run(syn(sport=35001))
+    assert out.retval == TC_ACT_REDIRECT and out.pkt[TCP].dport in range(BASE_PORT, BASE_PORT + 4)
+    assert sum(e.packets for e in h.dp.service_counters(a).endpoints) == 2
