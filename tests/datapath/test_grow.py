@@ -224,3 +224,38 @@ def test_restarted_daemon_keeps_pool_extents_and_counter_ids(small: Harness) -> 
     out = h.run(syn(sport=35001))
     assert out.retval == TC_ACT_REDIRECT and out.pkt[TCP].dport in range(BASE_PORT, BASE_PORT + 4)
     assert sum(e.packets for e in h.dp.service_counters(a).endpoints) == 2
+
+
+def test_sync_events_of_another_layout_are_refused(h: Harness) -> None:
+    """ct_val changed at the same size (ep_gid): a peer's event names its layout, and one of
+    another layout is refused, never inserted with fields at the wrong offsets."""
+    prog = h.service(eps=EPS)
+    key = L.ct_key("10.0.1.2", VIP, 36000, 80, 6)
+    val = L.ct_val("10.0.1.2", EPS[0], 36000, 8080, svc_id=1, dir=L.DIR_ORIG)
+    rk = L.ct_key(EPS[0], "10.0.1.2", 8080, 36000, 6)
+    rval = L.ct_val(VIP, "10.0.1.2", 80, 36000, svc_id=1, dir=L.DIR_REPLY)
+    for layout, want in ((L.SYNC_LAYOUT - 1, "layout_mismatch"), (L.SYNC_LAYOUT, "inserted")):
+        ev = L.CtSyncEv(type=L.SYNC_EST, layout=layout, okey=key, rkey=rk, oval=val, rval=rval)
+        done = h.dp.flow_sync().apply([bytes(ev)], 0)
+        assert done[want] == 1, done
+    assert h.dp.service_counters(prog).endpoints[0].active_flows == 1  # its counter id
+
+
+def test_full_pool_through_the_engine_is_403(small: Harness) -> None:
+    from pyloxi.engine import Engine
+    from pyloxi.model.errors import PyloxiError
+    from pyloxi.model.lb import LoadBalancerEntry
+
+    def entry(port: int, n: int) -> LoadBalancerEntry:
+        return LoadBalancerEntry.model_validate({
+            "serviceArguments": {"externalIP": VIP, "port": port, "protocol": "tcp"},
+            "endpoints": [{"endpointIP": EPS[i % 3], "targetPort": BASE_PORT + i, "weight": 1}
+                          for i in range(n)]})
+
+    eng = Engine(small.dp)
+    eng.add_rule(entry(80, 10))
+    before = (eng.desired_rules(), snapshot(small.dp))
+    with pytest.raises(PyloxiError) as err:
+        eng.add_rule(entry(81, 7))
+    assert err.value.code == 403 and "endpoint pool full" in err.value.message
+    assert (eng.desired_rules(), snapshot(small.dp)) == before

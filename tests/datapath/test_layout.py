@@ -45,6 +45,7 @@ def test_limits_agree_with_header() -> None:
     assert (defs["PL_SYNC_EST"], defs["PL_SYNC_DEL"], defs["PL_SYNC_NEW"]) == (
         L.SYNC_EST, L.SYNC_DEL, L.SYNC_NEW)
     assert defs["PL_SYNC_NEW_ROOM"] == L.SYNC_NEW_ROOM
+    assert defs["PL_SYNC_LAYOUT"] == L.SYNC_LAYOUT
     assert defs["PL_FW_MAX"] == L.FW_MAX == MAX_FW_RULES
     assert (defs["PL_FW_DROP"], defs["PL_FW_ALLOW"]) == (L.FW_DROP, L.FW_ALLOW)
     assert (defs["PL_FW_SNAT"], defs["PL_FW_TRAP"], defs["PL_FW_REDIRECT"]) == (

@@ -431,10 +431,16 @@ struct rassoc_val {
 #define PL_SYNC_BATCH     64
 #define PL_SYNC_RING      (4 << 20)  /* bytes of ct_events */
 
+/* ct_sync_ev.layout: the layout of struct ct_val and ct_key the event carries, bumped when
+ * either changes (the peers refuse events of another layout; 2: ct_val.ep_gid, issue 14, which
+ * also grew the event, so that older peers refuse it by its size). */
+#define PL_SYNC_LAYOUT    2
+
 struct ct_sync_ev {
 	__u8  type;           /* PL_SYNC_* */
 	__u8  result;         /* pl_ct_sync out: PL_SYNC_R_* */
-	__u8  pad[6];
+	__u8  layout;         /* PL_SYNC_LAYOUT */
+	__u8  pad[13];
 	struct ct_key okey;   /* the original direction's entry */
 	struct ct_key rkey;   /* the reply direction's entry */
 	struct ct_val oval;
@@ -597,7 +603,7 @@ _Static_assert(sizeof(struct assoc_key) == 8, "assoc_key");
 _Static_assert(sizeof(struct assoc_val) == 16, "assoc_val");
 _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
-_Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
+_Static_assert(sizeof(struct ct_sync_ev) == 352, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
 _Static_assert(sizeof(struct fw_rule) == 112, "fw_rule");
 _Static_assert(sizeof(struct mirr_cfg) == 8, "mirr_cfg");

@@ -65,7 +65,8 @@ class FlowSync:
         """ConntrackTable.on_deleted: established flows the control plane deleted (aging,
         flushes) go to the peers as DEL events with the next batch. Bounded: past the bound
         they are counted lost, and the peers' own aging removes those copies."""
-        evs = [bytes(L.CtSyncEv(type=L.SYNC_DEL, okey=L.CtKey.from_buffer_copy(o),
+        evs = [bytes(L.CtSyncEv(type=L.SYNC_DEL, layout=L.SYNC_LAYOUT,
+                                okey=L.CtKey.from_buffer_copy(o),
                                 rkey=L.CtKey.from_buffer_copy(r))) for o, r in keys]
         with self._deleted_lock:
             room = max(0, _MAX_DELETED - len(self._deleted))
@@ -100,7 +101,7 @@ class FlowSync:
             rv = entries.get(bytes(rk))
             if rv is None:
                 continue  # being deleted right now
-            ev = L.CtSyncEv(type=L.SYNC_EST, okey=key, rkey=rk, oval=val,
+            ev = L.CtSyncEv(type=L.SYNC_EST, layout=L.SYNC_LAYOUT, okey=key, rkey=rk, oval=val,
                             rval=L.CtVal.from_buffer_copy(rv))
             out.append(bytes(ev))
         return out
@@ -121,6 +122,9 @@ class FlowSync:
         services: dict[bytes, tuple[int, list[L.EpVal]] | None] = {}
         for raw in records:
             ev = L.CtSyncEv.from_buffer_copy(raw[:EV_SIZE])
+            if ev.layout != L.SYNC_LAYOUT:  # a peer of another datapath layout
+                done["layout_mismatch"] += 1
+                continue
             if ev.type == L.SYNC_DEL:
                 ready.append(ev)
                 continue

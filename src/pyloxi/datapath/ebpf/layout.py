@@ -41,6 +41,7 @@ CT_F_SYNCED = 0x2  # ct_val.flags: copied from a peer by conntrack sync
 SYNC_EST, SYNC_DEL, SYNC_NEW = 1, 2, 3
 SYNC_NEW_ROOM = 4  # NEW events only while the ring's unread data is below 1/4 of it
 SYNC_BATCH = 64
+SYNC_LAYOUT = 2  # PL_SYNC_LAYOUT: ct_sync_ev.layout (the ct_val/ct_key layout it carries)
 (SYNC_R_NONE, SYNC_R_INSERTED, SYNC_R_REFRESHED, SYNC_R_LOCAL, SYNC_R_FULL,
  SYNC_R_DELETED, SYNC_R_EXISTS) = range(7)
 
@@ -192,8 +193,8 @@ class NatShare(ctypes.Structure):
 
 
 class CtSyncEv(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint8), ("result", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8 * 6), ("okey", CtKey), ("rkey", CtKey),
+    _fields_ = [("type", ctypes.c_uint8), ("result", ctypes.c_uint8), ("layout", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 13), ("okey", CtKey), ("rkey", CtKey),
                 ("oval", CtVal), ("rval", CtVal)]
 
 
