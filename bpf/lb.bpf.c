@@ -164,12 +164,12 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 	/* SCTP on another path of a known association (multihoming): its endpoint, not a pick */
 	assoc = sctp_assoc_ep(p, svc_id);
 	if (assoc >= 0) {
-		assoc_sport = (__u32)assoc >> 8;
-		idx = assoc & 0xff;
+		assoc_sport = (__u32)assoc >> PL_ASSOC_SHIFT;
+		idx = assoc & (PL_MAX_EPS - 1);
 	} else {
 		idx = select_endpoint(p, svc_id, ver, now);
 	}
-	ep = idx < 0 ? NULL : &ver->ep[idx & (PL_MAX_EPS - 1)];
+	ep = idx < 0 ? NULL : svc_ep(&ver->cfg, idx);
 	if (!ep || !(ep->flags & PL_EP_F_ACTIVE)) {
 		/* The VIP is a local address: the kernel answers with a RST or port-unreachable,
 		 * a fast refusal instead of a black hole. */
@@ -189,6 +189,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 	if (assoc >= 0) {
 		sc->fwd.svc_id = svc_id;
 		sc->fwd.ep_idx = idx;
+		sc->fwd.ep_gid = ep->gid;
 		sc->fwd.mode = ver->cfg.mode;
 		sc->fwd.created_ns = sc->fwd.last_ns = now;
 		if (sctp_path_join(p, sc, assoc_sport, !addr_is_zero(&ep->snat_ip), &v))
@@ -196,8 +197,8 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 	}
 
 	/* conntrack */
-	rc = ct_create(skb, p, sc, svc_id, idx, ver->cfg.mode, !addr_is_zero(&ep->snat_ip), pickup,
-		       now, &v);
+	rc = ct_create(skb, p, sc, svc_id, idx, ep->gid, ver->cfg.mode, !addr_is_zero(&ep->snat_ip),
+		       pickup, now, &v);
 	if (rc != PL_CONTINUE)
 		return rc;
 	if (p->key.proto == IPPROTO_SCTP && p->sctp_chunk == SCTP_INIT && addr_is_zero(&ep->snat_ip))
@@ -374,7 +375,7 @@ static __always_inline void sync_new(struct ct_sync_ev *ev, const struct ct_key 
 }
 
 /* One flow of pl_ct_sync (a bpf_loop callback). The values come ready from the control plane:
- * local svc_id/ep_idx, PL_CT_F_SYNCED, no cached next hop, time stamps on this node's clock. */
+ * local svc_id/ep_idx/ep_gid, PL_CT_F_SYNCED, no cached next hop, time stamps on this node's clock. */
 static long ct_sync_step(__u32 i, void *data)
 {
 	__u32 zero = 0;
@@ -421,10 +422,10 @@ static long ct_sync_step(__u32 i, void *data)
 		sync_half_drop(&ok, hcur);
 		if (!cur)
 			return 0;
-		__u32 svc_id = cur->svc_id, ep_idx = cur->ep_idx;
+		__u32 gid = cur->ep_gid;
 		bpf_map_delete_elem(&ct_map, &rk);
 		if (bpf_map_delete_elem(&ct_map, &ok) == 0) {
-			conn_closed(svc_id, ep_idx);
+			conn_closed(gid);
 			ev->result = PL_SYNC_R_DELETED;
 		}
 		return 0;
@@ -432,9 +433,9 @@ static long ct_sync_step(__u32 i, void *data)
 	if (ev->type != PL_SYNC_EST)
 		return 0;
 	if (cur) {   /* an earlier copy of this flow: refresh it (counted opened already) */
-		if (cur->svc_id != ev->oval.svc_id || cur->ep_idx != ev->oval.ep_idx) {
-			conn_closed(cur->svc_id, cur->ep_idx);
-			conn_opened(ev->oval.svc_id, ev->oval.ep_idx);
+		if (cur->ep_gid != ev->oval.ep_gid) {
+			conn_closed(cur->ep_gid);
+			conn_opened(ev->oval.ep_gid);
 		}
 		bpf_map_update_elem(&ct_map, &ok, &ev->oval, BPF_ANY);
 		bpf_map_update_elem(&ct_map, &rk, &ev->rval, BPF_ANY);
@@ -456,7 +457,7 @@ static long ct_sync_step(__u32 i, void *data)
 		ev->result = rc == -EEXIST ? PL_SYNC_R_LOCAL : PL_SYNC_R_FULL;
 		return 0;
 	}
-	conn_opened(ev->oval.svc_id, ev->oval.ep_idx);
+	conn_opened(ev->oval.ep_gid);
 	sync_half_drop(&rk, hrcur);
 	sync_half_drop(&ok, hcur);
 	ev->result = PL_SYNC_R_INSERTED;

@@ -23,7 +23,7 @@ SPORT = 47000
 
 
 def _conn(h: Harness, idx: int) -> tuple[int, int]:
-    raw = h.dp.maps["conn_map"].lookup(L.ep_gid(1, idx).to_bytes(4, "little"))
+    raw = h.dp.maps["conn_map"].lookup(h.dp.endpoint_gid(1, idx).to_bytes(4, "little"))
     assert raw is not None
     c = L.EpConn.from_buffer_copy(raw)
     return c.opened, c.closed

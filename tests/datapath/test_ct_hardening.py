@@ -358,7 +358,7 @@ def test_spoofed_ack_flood_cannot_fill_established_table(small: Harness) -> None
 
 
 def _conn(h: Harness, idx: int) -> L.EpConn:
-    raw = h.dp.maps["conn_map"].lookup(L.ep_gid(1, idx).to_bytes(4, "little"))
+    raw = h.dp.maps["conn_map"].lookup(h.dp.endpoint_gid(1, idx).to_bytes(4, "little"))
     assert raw is not None
     return L.EpConn.from_buffer_copy(raw)
 

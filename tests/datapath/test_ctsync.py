@@ -72,7 +72,7 @@ def conns(h: Harness, prog: ServiceProgram, ep_ip: str) -> tuple[int, int]:
     """(opened, closed) of endpoint ep_ip of prog in h's conn_map."""
     dp = h.dp._dp_of[prog.svc_id]
     idx = [e.ip for e in prog.endpoints].index(ep_ip)
-    raw = h.dp.maps["conn_map"].lookup((dp * L.MAX_EPS + idx).to_bytes(4, "little"))
+    raw = h.dp.maps["conn_map"].lookup(h.dp.endpoint_gid(dp, idx).to_bytes(4, "little"))
     assert raw is not None
     c = L.EpConn.from_buffer_copy(raw)
     return c.opened, c.closed

@@ -68,10 +68,11 @@ def live_version(dp: EbpfDatapath, vip: str, port: int) -> tuple[int, L.SvcVer]:
     return ver_id, L.SvcVer.from_buffer_copy(ver)
 
 
-def endpoints(ver: L.SvcVer, n: int) -> list[tuple[str, int, str | None, int]]:
+def endpoints(dp: EbpfDatapath, ver: L.SvcVer,
+              n: int) -> list[tuple[str, int, str | None, int]]:
     """(ip, family, snat ip or None, port) of the first n endpoints, from the raw bytes."""
     out = []
-    for e in ver.ep[:n]:
+    for e in dp.version_eps(ver.cfg)[:n]:
         snat = bytes(e.snat_ip)
         out.append((L.addr_text(bytes(e.ip)), e.family,
                     None if snat == L.ADDR_ZERO else L.addr_text(snat), L.n_port(e.port)))
@@ -85,7 +86,7 @@ def test_nat66_rule_in_the_maps(eng: Engine, dp: EbpfDatapath) -> None:
     assert ver.cfg.family == L.AF_INET6 and ver.cfg.mode == NatMode.FULLNAT
     assert bytes(ver.cfg.vip) == socket.inet_pton(socket.AF_INET6, VIP6)
     # fullnat v6 -> v6: the VIP is the source
-    assert endpoints(ver, 2) == [("2001:db8:11::2", L.AF_INET6, VIP6, 8080),
+    assert endpoints(dp, ver, 2) == [("2001:db8:11::2", L.AF_INET6, VIP6, 8080),
                                  ("2001:db8:11::3", L.AF_INET6, VIP6, 8080)]
     assert ver.cfg.flags & L.SVC_F_ALLOWLIST
     allow = {bytes(k) for k in dp.maps["allow_map"]}
@@ -100,9 +101,10 @@ def test_nat64_rule_in_the_maps(eng: Engine, dp: EbpfDatapath, mode: NatMode) ->
     _, ver = live_version(dp, VIP6, 81)
     # the service is IPv6 (its key and config), its endpoints and their source IPv4
     assert ver.cfg.family == L.AF_INET6 and ver.cfg.mode == mode
-    assert endpoints(ver, 2) == [("10.0.11.2", L.AF_INET, LOCAL4, 8080),
+    assert endpoints(dp, ver, 2) == [("10.0.11.2", L.AF_INET, LOCAL4, 8080),
                                  ("10.0.11.3", L.AF_INET, LOCAL4, 8080)]
-    assert bytes(ver.ep[0].snat_ip)[:12] == bytes(10) + b"\xff\xff"  # stored IPv4-mapped
+    # stored IPv4-mapped
+    assert bytes(dp.version_eps(ver.cfg)[0].snat_ip)[:12] == bytes(10) + b"\xff\xff"
 
 
 def test_v4_and_v6_rules_side_by_side_and_removed(eng: Engine, dp: EbpfDatapath) -> None:
@@ -111,8 +113,8 @@ def test_v4_and_v6_rules_side_by_side_and_removed(eng: Engine, dp: EbpfDatapath)
     _, v6 = live_version(dp, VIP6, 80)
     _, v4 = live_version(dp, "20.0.0.100", 80)
     assert (v6.cfg.family, v4.cfg.family) == (L.AF_INET6, L.AF_INET)
-    assert endpoints(v6, 1) == [("2001:db8:11::2", L.AF_INET6, None, 8080)]
-    assert endpoints(v4, 1) == [("10.0.11.2", L.AF_INET, None, 8080)]
+    assert endpoints(dp, v6, 1) == [("2001:db8:11::2", L.AF_INET6, None, 8080)]
+    assert endpoints(dp, v4, 1) == [("10.0.11.2", L.AF_INET, None, 8080)]
     eng.delete_rule(VIP6, 80, "tcp")
     keys = [L.SvcKey.from_buffer_copy(k) for k in dp.maps["svc_map"]]
     assert [(L.addr_text(bytes(k.vip)), k.family) for k in keys] == [("20.0.0.100", L.AF_INET)]

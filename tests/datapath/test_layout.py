@@ -34,8 +34,10 @@ def test_limits_agree_with_header() -> None:
     defs = {m[0]: int(m[1]) for m in re.findall(r"#define (PL_\w+)\s+(\d+)", text)}
     assert defs["PL_MAX_SERVICES"] == L.MAX_SERVICES == program.MAX_SERVICES
     assert defs["PL_MAX_EPS"] == L.MAX_EPS == program.MAX_ENDPOINTS
-    assert defs["PL_SLOTS"] == L.SLOTS == program.SLOT_TABLE_SIZE
-    assert defs["PL_SLOTS_ALLOC"] == L.SLOTS_ALLOC
+    assert defs["PL_MAX_SLOTS"] == L.MAX_SLOTS == program.MAX_SLOTS
+    assert (defs["PL_EP_POOL"], defs["PL_SLOT_CHUNK"], defs["PL_SLOT_POOL"], defs["PL_EP_GIDS"]) \
+        == (L.EP_POOL, L.SLOT_CHUNK, L.SLOT_POOL, L.EP_GIDS)
+    assert defs["PL_FIB_TICK_SHIFT"] == L.FIB_TICK_SHIFT
     assert defs["PL_NAT_PORT_MIN"] == L.NAT_PORT_MIN
     assert defs["PL_CT_DEL_BATCH"] == L.CT_DEL_BATCH
     assert (defs["PL_CT_DEL_EST"], defs["PL_CT_DEL_HALF"]) == (L.CT_DEL_EST, L.CT_DEL_HALF)
@@ -43,6 +45,7 @@ def test_limits_agree_with_header() -> None:
     assert (defs["PL_SYNC_EST"], defs["PL_SYNC_DEL"], defs["PL_SYNC_NEW"]) == (
         L.SYNC_EST, L.SYNC_DEL, L.SYNC_NEW)
     assert defs["PL_SYNC_NEW_ROOM"] == L.SYNC_NEW_ROOM
+    assert defs["PL_SYNC_LAYOUT"] == L.SYNC_LAYOUT
     assert defs["PL_FW_MAX"] == L.FW_MAX == MAX_FW_RULES
     assert (defs["PL_FW_DROP"], defs["PL_FW_ALLOW"]) == (L.FW_DROP, L.FW_ALLOW)
     assert (defs["PL_FW_SNAT"], defs["PL_FW_TRAP"], defs["PL_FW_REDIRECT"]) == (

@@ -286,7 +286,7 @@ def test_secondary_vip_from_the_same_client_address_joins_the_flow(h: Harness) -
     def opened_closed() -> tuple[int, int]:  # conn_map, unclamped
         dp = h.dp._dp_of[prog.svc_id]
         cs = [L.EpConn.from_buffer_copy(h.dp.maps["conn_map"].lookup(
-            L.ep_gid(dp, i).to_bytes(4, "little")) or bytes(16)) for i in range(3)]
+            h.dp.endpoint_gid(dp, i).to_bytes(4, "little")) or bytes(16)) for i in range(3)]
         return sum(c.opened for c in cs), sum(c.closed for c in cs)
 
     assert sum(active()) == 1

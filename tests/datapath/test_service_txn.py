@@ -193,11 +193,11 @@ def test_failed_install_leaves_endpoint_policers_as_they_were(small: Harness) ->
     def pol_ep() -> dict[int, int]:
         return {int.from_bytes(k, "little"): int.from_bytes(v, "little")
                 for k, v in h.dp.maps["pol_ep"].lookup_batch(65536)}
-    dp = next(iter(pol_ep())) // L.MAX_EPS
-    assert pol_ep() == {dp * L.MAX_EPS + 1: 1}
+    dp = h.dp._dp_of[1]
+    assert pol_ep() == {h.dp.endpoint_gid(dp, 1): 1}
     update = prog(1, eps=[EPS[1], EPS[2]])  # the policed endpoint now at index 0
     assert _fail_at_every_write(h, lambda: h.dp.install_service(update)) >= 3
-    assert pol_ep() == {dp * L.MAX_EPS: 1}
+    assert pol_ep() == {h.dp.endpoint_gid(dp, 0): 1}
     h.dp.remove_service(update)
     assert pol_ep() == {}
 
@@ -255,7 +255,7 @@ def _aff(dp: EbpfDatapath) -> list[tuple[int, int]]:
 
 def _counters(dp: EbpfDatapath, dp_id: int, idx: int) -> tuple[int, int, int]:
     """(packets, opened, closed) of one endpoint index."""
-    gid = L.ep_gid(dp_id, idx).to_bytes(4, "little")
+    gid = dp.endpoint_gid(dp_id, idx).to_bytes(4, "little")
     pkts = sum(L.Counters.from_buffer_copy(c).packets
                for c in dp.maps["ep_stats"].lookup_percpu(gid) or [])
     conn = L.EpConn.from_buffer_copy(dp.maps["conn_map"].lookup(gid) or bytes(16))

@@ -357,7 +357,7 @@ def _pass_cases() -> list[tuple[str, Callable[[Harness], Ether]]]:
         flow = tcp_flow(h)
         key = bytes(L.ct_key(CLIENT, VIP, flow.sport, 80, TCP_P))
         val = L.CtVal.from_buffer_copy(h.dp.maps["ct_map"].lookup(key) or b"")
-        val.fib_ns = 0   # cached long ago: TC looks the route up again
+        val.fib_tick = 0   # cached long ago: TC looks the route up again
         h.dp.maps["ct_map"].update(key, bytes(val))
         return flow.client_pkt(b"x")
 

@@ -207,8 +207,9 @@ MODEL_BAD: list[tuple[str, dict[str, Any], str]] = [
     ("oper 3", body(oper=3), "oper: 3 is not a valid oper (0 create, 1 attach, 2 detach)"),
     (
         "too many endpoints",
-        body(eps=[(f"31.31.{i // 250}.{i % 250 + 1}", 80, 1) for i in range(65)]),
-        "endpoints: List should have at most 64 items",
+        body(eps=[(f"31.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}", 80, 1)
+                  for i in range(MAX_ENDPOINTS + 1)]),
+        f"endpoints: List should have at most {MAX_ENDPOINTS} items",
     ),
     ("weight < 0", body(eps=[("31.31.31.1", 80, -1)]), "endpoints[0].weight"),
     ("weight > 255", body(eps=[("31.31.31.1", 80, 256)]), "less than or equal to 255, got 256"),
@@ -322,7 +323,7 @@ def test_dsr_when_supported_needs_hash_and_same_port():
 
 
 def test_max_endpoints_accepted(eng: Engine, dp: MemoryDatapath):
-    eps = [(f"31.31.0.{i + 1}", 80, 1) for i in range(MAX_ENDPOINTS)]
+    eps = [(f"31.31.{i // 250}.{i % 250 + 1}", 80, 1) for i in range(MAX_ENDPOINTS)]
     eng.add_rule(rule(eps=eps))
     assert len(only_program(dp).endpoints) == MAX_ENDPOINTS
 
@@ -338,10 +339,11 @@ def test_bgp_flag_is_accepted_and_kept(eng: Engine):
 
 
 def test_attach_beyond_max_endpoints_is_400(eng: Engine, dp: MemoryDatapath):
-    eng.add_rule(rule(eps=[(f"31.31.0.{i + 1}", 80, 1) for i in range(MAX_ENDPOINTS)]))
+    eng.add_rule(rule(eps=[(f"31.31.{i // 250}.{i % 250 + 1}", 80, 1)
+                           for i in range(MAX_ENDPOINTS)]))
     before = (dict(dp.services), eng.desired_rules())
     with pytest.raises(PyloxiError) as err:
-        eng.add_rule(rule(eps=[("31.31.1.1", 80, 1)], oper=1))
+        eng.add_rule(rule(eps=[("31.31.9.1", 80, 1)], oper=1))
     assert err.value.code == 400 and f"at most {MAX_ENDPOINTS}" in err.value.message
     assert (dict(dp.services), eng.desired_rules()) == before
 

@@ -8,7 +8,8 @@ import pytest
 
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine import Engine
-from pyloxi.engine.program import SLOT_TABLE_SIZE, ServiceProgram
+from pyloxi.engine.maglev import maglev_size
+from pyloxi.engine.program import ServiceProgram
 from pyloxi.model.errors import PyloxiError
 from pyloxi.model.lb import LoadBalancerEntry, Oper, Selection
 
@@ -84,7 +85,7 @@ def test_weight_change_is_an_update(eng: Engine, dp: MemoryDatapath):
 def test_args_change_is_an_update(eng: Engine, dp: MemoryDatapath):
     eng.add_rule(rule([A, B]))
     eng.add_rule(rule([A, B], sel=Selection.HASH, name="x"))
-    assert prog(dp).sel == Selection.HASH and len(prog(dp).slots) == SLOT_TABLE_SIZE
+    assert prog(dp).sel == Selection.HASH and len(prog(dp).slots) == maglev_size([1, 1])
     assert prog(dp).name == "x"
 
 

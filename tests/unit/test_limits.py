@@ -48,7 +48,7 @@ def _member_type(text: str, struct: str, member: str) -> str:
     [
         ("PL_MAX_SERVICES", limits.MAX_SERVICES),
         ("PL_MAX_EPS", limits.MAX_ENDPOINTS),
-        ("PL_SLOTS", limits.SLOT_TABLE_SIZE),
+        ("PL_MAX_SLOTS", limits.MAX_SLOTS),
         ("PL_MAX_SVC_KEYS", limits.MAX_SERVICE_KEYS),
     ],
 )

@@ -15,7 +15,8 @@ import sys
 from pyloxi.cluster.fingerprint import service_id, slot_identities, table_digest
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine import Engine
-from pyloxi.engine.program import SLOT_TABLE_SIZE, ServiceProgram
+from pyloxi.engine.maglev import maglev_size
+from pyloxi.engine.program import ServiceProgram
 from pyloxi.model.lb import LoadBalancerEntry, Oper
 
 VIP = "20.20.20.1"
@@ -54,7 +55,7 @@ def test_same_endpoints_in_different_orders_give_identical_tables() -> None:
     pa, pb = program(a), program(b)
     assert [e.ip for e in pa.endpoints] != [e.ip for e in pb.endpoints]  # indexes do differ
     assert pa.slots != pb.slots
-    assert len(pa.slots) == SLOT_TABLE_SIZE
+    assert len(pa.slots) == maglev_size([1] * len(EPS))
     assert table_bytes(pa) == table_bytes(pb)
     assert table_digest(pa) == table_digest(pb)
     assert service_id(pa) == service_id(pb) == f"{VIP}:80/tcp"

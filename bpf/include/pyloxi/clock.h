@@ -3,6 +3,7 @@
 #define PYLOXI_CLOCK_H
 
 #include <bpf/bpf_helpers.h>
+#include "pyloxi/maps.h"
 
 #define NSEC_PER_SEC 1000000000ULL
 
@@ -11,6 +12,12 @@
 static __always_inline __u64 pl_now(void)
 {
 	return bpf_ktime_get_coarse_ns();
+}
+
+/* Is the next hop cached in `v` (ct_val.fib_tick) younger than PL_FIB_CACHE_NS at `now`? */
+static __always_inline int pl_fib_fresh(const struct ct_val *v, __u64 now)
+{
+	return (__u32)((__u32)(now >> PL_FIB_TICK_SHIFT) - v->fib_tick) < PL_FIB_CACHE_TICKS;
 }
 
 #endif

@@ -55,7 +55,7 @@ static __noinline struct ct_val *ct_partner(const struct ct_val *v, __u32 proto,
 static __always_inline void ct_delete_flow_in(const struct ct_key *key, const struct ct_val *v,
 					      struct ct_key *pk)
 {
-	__u32 svc_id = v->svc_id, ep_idx = v->ep_idx;
+	__u32 gid = v->ep_gid;
 	int orig = v->dir == PL_DIR_ORIG;
 	int counted = !(v->seen & PL_CT_SC_JOIN);   /* an SCTP path joined to a flow: no */
 
@@ -63,7 +63,7 @@ static __always_inline void ct_delete_flow_in(const struct ct_key *key, const st
 	bpf_map_delete_elem(&ct_map, orig ? pk : key);
 	if (bpf_map_delete_elem(&ct_map, orig ? key : pk) == 0) {
 		if (counted)
-			conn_closed(svc_id, ep_idx);
+			conn_closed(gid);
 		/* the one deleting the original entry tells the peers, once */
 		sync_emit_del(orig ? key : pk, orig ? pk : key);
 	}
@@ -292,7 +292,7 @@ __noinline int pl_promote(const struct ct_key *key, const struct ct_val *v)
 		count(rc == -EEXIST ? PL_ST_CT_INSERT_FAIL : PL_ST_CT_FULL);
 		return PL_PROMOTE_REFUSED;
 	}
-	conn_opened(sc->fwd.svc_id, sc->fwd.ep_idx);
+	conn_opened(sc->fwd.ep_gid);
 	count(PL_ST_PROMOTE);
 	sync_emit_est(&ok, &rk, &sc->fwd, &sc->rev);
 	bpf_map_delete_elem(&ct_half, &rk);
@@ -413,6 +413,7 @@ static long ct_del_step(__u32 i, void *data)
 	    v->ep_idx != it->ep_idx || v->dir != it->dir)
 		return 0;   /* gone, or another flow owns the key now: not ours to delete */
 	int joined = (v->seen & PL_CT_SC_JOIN) != 0;   /* not a connection of its own */
+	__u32 gid = v->ep_gid;
 	/* Between this lookup and the delete another CPU could still end the flow and start a
 	 * new one on the key, but that window is a few instructions, not a whole sweep. */
 	if (half ? bpf_map_delete_elem(&ct_half, &k) : bpf_map_delete_elem(&ct_map, &k))
@@ -422,7 +423,7 @@ static long ct_del_step(__u32 i, void *data)
 	 * flow counts its close, so a flow ended by two parties at once is counted once. Half-open
 	 * flows were never counted opened. */
 	if (!half && it->dir == PL_DIR_ORIG && !joined) {
-		conn_closed(it->svc_id, it->ep_idx);
+		conn_closed(gid);
 		req->closed++;
 	}
 	return 0;

@@ -131,13 +131,15 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
  */
 static __always_inline enum pl_verdict ct_create(struct __sk_buff *skb, const struct pkt *p,
 						 struct flow_scratch *sc, __u32 svc_id,
-						 __u32 ep_idx, __u8 mode, int snat, int pickup,
+						 __u32 ep_idx, __u32 gid, __u8 mode, int snat,
+						 int pickup,
 						 __u64 now, struct ct_val **vp)
 {
 	struct ct_val *fv = &sc->fwd, *rv = &sc->rev;
 
 	fv->svc_id = rv->svc_id = svc_id;
 	fv->ep_idx = rv->ep_idx = ep_idx;
+	fv->ep_gid = rv->ep_gid = gid;
 	fv->dir = PL_DIR_ORIG;
 	rv->dir = PL_DIR_REPLY;
 	fv->mode = rv->mode = mode;

@@ -30,6 +30,7 @@ static __noinline void sync_emit_flow(__u32 type, const struct ct_key *okey,
 	}
 	ev->type = type;
 	ev->result = 0;
+	ev->layout = PL_SYNC_LAYOUT;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	ev->okey = *okey;
 	ev->rkey = *rkey;
@@ -76,6 +77,7 @@ static __noinline void sync_emit_del(const struct ct_key *okey, const struct ct_
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = PL_SYNC_DEL;
+	ev->layout = PL_SYNC_LAYOUT;
 	ev->okey = *okey;
 	ev->rkey = *rkey;
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);

@@ -206,6 +206,7 @@ static __always_inline struct ct_val *dsr_new_flow(struct __sk_buff *skb, const 
 	fv->nat_dport = p->key.dport;
 	fv->svc_id = svc_id;
 	fv->ep_idx = idx;
+	fv->ep_gid = ep->gid;
 	fv->dir = PL_DIR_ORIG;
 	fv->mode = PL_MODE_DSR;
 	fv->flags = ipip ? PL_CT_F_IPIP : 0;

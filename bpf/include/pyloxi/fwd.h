@@ -94,7 +94,7 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		return NH_PASS;
 	if (cache->nat_family != p->key.family)
 		grow = cache->nat_family == PL_AF_INET6 ? 20 : -20;
-	if (cache->fib_ifindex && now - cache->fib_ns < PL_FIB_CACHE_NS) {
+	if (cache->fib_ifindex && pl_fib_fresh(cache, now)) {
 		if (skb->len + grow > cache->fib_mtu + ETH_HLEN &&
 		    too_big(skb, cache->fib_ifindex, &out->mtu, grow))
 			return NH_TOO_BIG;
@@ -119,8 +119,8 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		__builtin_memcpy(cache->fib_smac, fib.smac, ETH_ALEN);
 		__builtin_memcpy(cache->fib_dmac, fib.dmac, ETH_ALEN);
 		cache->fib_ifindex = fib.ifindex;
-		cache->fib_mtu = mtu;
-		cache->fib_ns = now;
+		cache->fib_mtu = mtu > 0xffff ? 0xffff : mtu;   /* lo: 65536 (bigger: exact check) */
+		cache->fib_tick = (__u32)(now >> PL_FIB_TICK_SHIFT);
 		if (skb->len + grow > mtu + ETH_HLEN && too_big(skb, fib.ifindex, &out->mtu, grow))
 			return NH_TOO_BIG;
 		return NH_CACHED;

@@ -19,11 +19,18 @@
 #include <linux/types.h>
 #include <linux/bpf.h>   /* struct bpf_spin_lock (pol_val) */
 
-#define PL_MAX_SERVICES   16384   /* service ids 1..PL_MAX_SERVICES-1 */
-#define PL_MAX_EPS        64      /* endpoints per service */
-#define PL_SLOTS          1021    /* selection table length (prime, for Maglev) */
-#define PL_SLOTS_ALLOC    1024    /* bytes reserved per table */
+#define PL_MAX_SERVICES   65536   /* service ids 1..PL_MAX_SERVICES-1 */
+#define PL_MAX_EPS        1024    /* endpoint indexes per service (a power of two) */
+#define PL_MAX_SLOTS      262139  /* longest selection table (a prime: Maglev's largest) */
 #define PL_MAX_SVC_KEYS   65536   /* service keys (one per VIP/proto/port) */
+/* Pools the versions of all services share (see struct svc_cfg): endpoints, slot tables in
+ * chunks of PL_SLOT_CHUNK entries, and the stable per-endpoint counter ids (ep_gid). Sized for
+ * 64K services of a few endpoints with both versions written, or a few of 1,024; the daemon may
+ * size them at load (map_sizes). */
+#define PL_EP_POOL        262144  /* ep_pool entries (struct ep_val) */
+#define PL_SLOT_CHUNK     32      /* slot entries per slot_pool element */
+#define PL_SLOT_POOL      262144  /* slot_pool elements: 8M slots */
+#define PL_EP_GIDS        262144  /* counter ids: ep_stats / conn_map entries */
 #define PL_CT_ENTRIES     524288  /* established flows, two entries per flow (never evicted) */
 #define PL_CT_HALF_ENTRIES 262144 /* half-open / one-way flows, two per flow (LRU: a flood evicts
                                    * only these) */
@@ -56,6 +63,10 @@ struct nat_share {
 /* How long a flow reuses its cached next hop before asking the FIB again: a route or
  * neighbour change reaches established flows within this time. */
 #define PL_FIB_CACHE_NS   1000000000ULL
+/* ... kept in ct_val as a 32-bit tick of 2^20 ns (~1 ms; wraps after ~52 days, and the
+ * unsigned difference stays right across the wrap): PL_FIB_CACHE_NS in ticks */
+#define PL_FIB_TICK_SHIFT 20
+#define PL_FIB_CACHE_TICKS ((__u32)(PL_FIB_CACHE_NS >> PL_FIB_TICK_SHIFT))
 
 #define PL_AF_INET   2     /* AF_INET: family bytes of the structs below */
 #define PL_AF_INET6  10    /* AF_INET6 */
@@ -154,7 +165,7 @@ enum pl_stat {
 	PL_ST_MAX = 32,
 };
 
-struct ep_conn {          /* conn_map[ep_gid(svc_id, idx)] (stats.h): active = opened - closed */
+struct ep_conn {          /* conn_map[ep_gid] (stats.h): active = opened - closed */
 	__u64 opened;         /* atomically added by the datapath */
 	__u64 closed;         /* atomically added by the datapath and by pl_ct_delete */
 };
@@ -173,25 +184,33 @@ struct svc_val {          /* never rewritten while the service lives (see svc_ve
 	__u32 pad;
 };
 
-/* A service is programmed as whole versions: ver_map[svc_id * 2 + gen] holds one complete
- * version (config, endpoints, slot table) and gen_map[svc_id] says which of the two is live.
- * The control plane writes the other version, then flips the generation word (one aligned
- * 32-bit store, only its low byte ever changes), so a packet sees either the old or the new
- * service, never a mix. It rewrites a version only after an RCU grace period has passed since
- * that version was last live, so no packet still reads it. */
+/* A service is programmed as whole versions: ver_map[svc_id * 2 + gen] holds the config of one
+ * complete version, which names its endpoints (ep_pool[ep_base .. ep_base + n_eps - 1], endpoint
+ * index i at ep_base + i) and its slot table (n_slots entries from slot_pool[slot_base], in
+ * chunks of PL_SLOT_CHUNK); gen_map[svc_id] says which of the two versions is live. The control
+ * plane writes the other version (its pool extents first, then its config), then flips the
+ * generation word (one aligned 32-bit store, only its low byte ever changes), so a packet sees
+ * either the old or the new service, never a mix. It rewrites a version, and reuses the pool
+ * extents that version named, only after an RCU grace period has passed since that version was
+ * last live, so no packet still reads them. Established flows never read the pools: their
+ * conntrack entry holds the endpoint's counter id (ct_val.ep_gid). */
 struct svc_cfg {          /* the config of one version */
 	union pl_addr vip;
 	__u32 idle_timeout;   /* seconds, host order (read by the control plane's aging) */
 	__u32 persist_timeout;/* seconds, host order */
-	__u16 n_slots;        /* 0: no active endpoint */
+	__u32 n_slots;        /* 0: no active endpoint */
 	__u8  mode;           /* enum pl_mode */
 	__u8  sel;            /* enum pl_sel */
 	__u8  flags;          /* PL_SVC_F_* */
 	__u8  family;         /* PL_AF_* of the VIP */
 	__u16 port_base;      /* host order: first port of the rule (port ranges map by offset) */
+	__u16 n_eps;          /* endpoint indexes of this version, at most PL_MAX_EPS */
+	__u32 ep_base;        /* ep_pool index of endpoint 0 */
+	__u32 slot_base;      /* slot_pool index of the first chunk */
+	__u32 pad;
 };
 
-struct ep_val {           /* endpoint idx of a version; counters stay per ep_gid(svc_id, idx) */
+struct ep_val {           /* ep_pool: endpoint idx of a version */
 	union pl_addr ip;
 	union pl_addr snat_ip;/* all zero: keep the client's source address */
 	__u16 port;           /* 0: keep the destination port */
@@ -199,12 +218,17 @@ struct ep_val {           /* endpoint idx of a version; counters stay per ep_gid
 	__u8  weight;
 	__u8  family;         /* PL_AF_* of ip and snat_ip (the packets sent to the endpoint) */
 	__u8  pad[3];
+	__u32 gid;            /* counter id (ep_stats, conn_map, pol_ep): kept while the endpoint
+	                       * keeps its index, across versions */
+	__u32 pad2;
 };
 
 struct svc_ver {          /* ver_map[svc_id * 2 + gen] */
 	struct svc_cfg cfg;
-	struct ep_val ep[PL_MAX_EPS];
-	__u8 slot[PL_SLOTS_ALLOC];   /* endpoint index per slot, cfg.n_slots used */
+};
+
+struct slot_chunk {       /* slot_pool: PL_SLOT_CHUNK slots, each an endpoint index */
+	__u16 idx[PL_SLOT_CHUNK];
 };
 
 struct counters {         /* ep_stats (per CPU) */
@@ -232,16 +256,21 @@ struct ct_val {
 	__u16 nat_sport;
 	__u16 nat_dport;
 	__u32 svc_id;
-	__u8  ep_idx;
+	__u32 ep_gid;         /* the endpoint's counter id (ep_val.gid): established packets count
+	                       * and police by it without reading the service's version */
+	__u16 ep_idx;         /* the endpoint's index in its service */
 	__u8  dir;            /* PL_DIR_* */
 	__u8  mode;           /* enum pl_mode the flow was created with */
 	__u8  nat_family;     /* PL_AF_* of the rewritten packet (NAT64: not the key's family) */
+	__u8  flags;          /* PL_CT_F_* */
+	__u16 fib_mtu;        /* MTU of fib_ifindex: bigger packets get the exact check */
 	__u32 seen;           /* PL_CT_* bits of this direction (atomically OR-ed) */
 	/* next hop of this direction, from bpf_fib_lookup, reused for up to a second */
 	__u32 fib_ifindex;    /* 0: nothing cached */
 	__u8  fib_smac[6];
 	__u8  fib_dmac[6];
-	__u64 fib_ns;
+	__u32 fib_tick;       /* pl_fib_tick() of the lookup (fwd.h) */
+	__u32 td_lastack;     /* ack number of this direction's latest ACK, host order */
 	__u64 created_ns;
 	__u64 last_ns;        /* refreshed at most once a second */
 	__u64 packets;
@@ -256,9 +285,7 @@ struct ct_val {
 	__u8  td_wscale;      /* shift of this direction's window field (set when established) */
 	__u8  td_wsopt;       /* window-scale option of this direction's SYN, PL_TD_NO_WS: none */
 	__u8  td_flags;       /* PL_TD_* */
-	__u8  flags;          /* PL_CT_F_* */
-	__u32 fib_mtu;        /* MTU of fib_ifindex: bigger packets get the exact check */
-	__u32 td_lastack;     /* ack number of this direction's latest ACK, host order */
+	__u8  pad;
 };
 
 struct ep_addr_key {      /* ep_addr_map: an endpoint's ip:port/proto (icmp: port 0) */
@@ -332,10 +359,11 @@ struct ct_del_item {
 	struct ct_key key;
 	__u64 created_ns;     /* of the entry the snapshot saw */
 	__u32 svc_id;
-	__u8  ep_idx;
+	__u16 ep_idx;
 	__u8  dir;            /* PL_DIR_* */
 	__u8  table;          /* PL_CT_DEL_* */
 	__u8  deleted;        /* out: 1 if this run deleted the entry */
+	__u8  pad[7];
 };
 
 struct ct_del_req {       /* ct_del_map[0]: input and output of pl_ct_delete */
@@ -387,8 +415,7 @@ struct rassoc_val {
 	union pl_addr vip;    /* the VIP the association was opened on */
 	__u32 svc_id;
 	__u16 vport;          /* the VIP port (network order) */
-	__u8  ep_idx;
-	__u8  pad;
+	__u16 ep_idx;
 };
 
 /* Conntrack sync (ctsync.h): the datapath reports a flow's creation (best effort), its
@@ -404,10 +431,16 @@ struct rassoc_val {
 #define PL_SYNC_BATCH     64
 #define PL_SYNC_RING      (4 << 20)  /* bytes of ct_events */
 
+/* ct_sync_ev.layout: the layout of struct ct_val and ct_key the event carries, bumped when
+ * either changes (the peers refuse events of another layout; 2: ct_val.ep_gid, issue 14, which
+ * also grew the event, so that older peers refuse it by its size). */
+#define PL_SYNC_LAYOUT    2
+
 struct ct_sync_ev {
 	__u8  type;           /* PL_SYNC_* */
 	__u8  result;         /* pl_ct_sync out: PL_SYNC_R_* */
-	__u8  pad[6];
+	__u8  layout;         /* PL_SYNC_LAYOUT */
+	__u8  pad[13];
 	struct ct_key okey;   /* the original direction's entry */
 	struct ct_key rkey;   /* the reply direction's entry */
 	struct ct_val oval;
@@ -445,6 +478,9 @@ struct ct_sync_req {      /* ct_sync_map[0]: input and output of pl_ct_sync */
  * PL_EGRESS_F_FIXED when the source port is the rule's toPort (else allocated). */
 #define PL_SVC_EGRESS     PL_MAX_SERVICES
 #define PL_EGRESS_F_FIXED 1
+/* ct_val.ep_gid of flows without an endpoint's counters (egress SNAT): past every table
+ * indexed by counter id, so nothing counts it. Counter id 0 is never handed out either. */
+#define PL_GID_NONE       0xffffffffU
 
 struct fw_rule {
 	union pl_addr saddr;  /* already masked */
@@ -554,19 +590,20 @@ _Static_assert(sizeof(union pl_addr) == 16, "pl_addr");
 _Static_assert(sizeof(struct ct_key) == 40, "ct_key");
 _Static_assert(sizeof(struct ct_val) == 128, "ct_val");
 _Static_assert(sizeof(struct svc_key) == 24, "svc_key");
-_Static_assert(sizeof(struct svc_cfg) == 32, "svc_cfg");
-_Static_assert(sizeof(struct ep_val) == 40, "ep_val");
+_Static_assert(sizeof(struct svc_cfg) == 48, "svc_cfg");
+_Static_assert(sizeof(struct ep_val) == 48, "ep_val");
+_Static_assert(sizeof(struct slot_chunk) == 2 * PL_SLOT_CHUNK, "slot_chunk");
 _Static_assert(sizeof(struct ep_addr_key) == 20, "ep_addr_key");
 _Static_assert(sizeof(struct aff_key) == 20, "aff_key");
 _Static_assert(sizeof(struct allow_key) == 24, "allow_key");
 _Static_assert(sizeof(struct frag_key) == 40, "frag_key");
-_Static_assert(sizeof(struct ct_del_item) == 56, "ct_del_item");
+_Static_assert(sizeof(struct ct_del_item) == 64, "ct_del_item");
 _Static_assert(sizeof(struct mh_val) == 72, "mh_val");
 _Static_assert(sizeof(struct assoc_key) == 8, "assoc_key");
 _Static_assert(sizeof(struct assoc_val) == 16, "assoc_val");
 _Static_assert(sizeof(struct rassoc_key) == 24, "rassoc_key");
 _Static_assert(sizeof(struct rassoc_val) == 24, "rassoc_val");
-_Static_assert(sizeof(struct ct_sync_ev) == 344, "ct_sync_ev");
+_Static_assert(sizeof(struct ct_sync_ev) == 352, "ct_sync_ev");
 _Static_assert(sizeof(struct nat_share) == 4, "nat_share");
 _Static_assert(sizeof(struct fw_rule) == 112, "fw_rule");
 _Static_assert(sizeof(struct mirr_cfg) == 8, "mirr_cfg");

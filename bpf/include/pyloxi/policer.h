@@ -154,7 +154,7 @@ static __noinline int pol_flow_red(const struct pkt *p, const struct ct_val *v, 
 	if (!cfg)
 		return red;
 	if (cfg->neps) {
-		slot = v->svc_id * PL_MAX_EPS + v->ep_idx;
+		slot = v->ep_gid;
 		id = bpf_map_lookup_elem(&pol_ep, &slot);
 		if (id && *id)
 			red |= pol_police(*id, p->l3len, now);

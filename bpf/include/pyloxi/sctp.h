@@ -79,6 +79,9 @@ static __always_inline __u32 sctp_bits(__u8 chunk)
 }
 
 /* An association is over once either side aborted it or its shutdown completed. */
+#define PL_ASSOC_SHIFT 10   /* log2(PL_MAX_EPS): sctp_assoc_ep's packing */
+_Static_assert(1 << PL_ASSOC_SHIFT == PL_MAX_EPS, "assoc packing");
+
 static __always_inline int sctp_closed(__u32 a, __u32 b)
 {
 	return ((a | b) & (PL_CT_SC_ABORT | PL_CT_SC_SHUTDONE)) != 0;
@@ -86,7 +89,7 @@ static __always_inline int sctp_closed(__u32 a, __u32 b)
 
 /* The endpoint of an association already set up with service svc_id (the packet's verification
  * tag is the endpoint's initiate tag) and the port the endpoint sees the client on, packed as
- * port << 8 | endpoint index (no pointer argument: a stack slot in new_flow's frame is what
+ * port << PL_ASSOC_SHIFT | endpoint index (no pointer argument: a stack slot in new_flow's frame is what
  * the 512-byte stack cannot spare); -1 when there is none. INIT carries tag 0 and is always
  * a new association. */
 static __noinline int sctp_assoc_ep(const struct pkt *p, __u32 svc_id)
@@ -99,7 +102,7 @@ static __noinline int sctp_assoc_ep(const struct pkt *p, __u32 svc_id)
 	av = bpf_map_lookup_elem(&assoc_map, &ak);
 	if (!av)
 		return -1;
-	return (int)((__u32)av->nat_sport << 8 | (av->ep_idx & (PL_MAX_EPS - 1)));
+	return (int)((__u32)av->nat_sport << PL_ASSOC_SHIFT | (av->ep_idx & (PL_MAX_EPS - 1)));
 }
 
 /* A packet of a path sharing its reply entry pv with other paths (original entry v, marked

@@ -78,8 +78,8 @@ __noinline int pl_sctp_ep_path(struct __sk_buff *skb, const struct pkt *p)
 	ver = svc_version(rv->svc_id, &ver_id);
 	if (!ver || ver->cfg.mode != PL_MODE_DEFAULT)
 		return -1;
-	ep = &ver->ep[rv->ep_idx & (PL_MAX_EPS - 1)];
-	if (!addr_eq(&ep->ip, &p->key.saddr))
+	ep = svc_ep(&ver->cfg, rv->ep_idx);
+	if (!ep || !addr_eq(&ep->ip, &p->key.saddr))
 		return -1;   /* the endpoint index went to another endpoint since */
 	/* the packet the client would have sent on that path: address 2 -> the VIP */
 	fp = *p;
@@ -97,8 +97,8 @@ __noinline int pl_sctp_ep_path(struct __sk_buff *skb, const struct pkt *p)
 	nat_flow(&sc->fwd, &sc->rev, &fp, ep, &ver->cfg);
 	if (sc->fwd.nat_dport != p->key.sport)
 		return -1;   /* not the tuple this packet has */
-	if (ct_create(skb, &fp, sc, rv->svc_id, rv->ep_idx, PL_MODE_DEFAULT, 0, 0, pl_now(), &v) !=
-	    PL_CONTINUE)
+	if (ct_create(skb, &fp, sc, rv->svc_id, rv->ep_idx, ep->gid, PL_MODE_DEFAULT, 0, 0,
+		      pl_now(), &v) != PL_CONTINUE)
 		return -1;
 	return 0;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
 /*
  * Endpoint selection for a new flow, all from one version of its service: the version's slot
- * table (n_slots entries, built by the control plane for rr, hash (Maglev), priority and
- * persist) names an endpoint index per slot; least connections scans one slot per active
+ * table (n_slots entries in slot_pool, built by the control plane for rr, hash (Maglev sized to
+ * the endpoints), priority and persist) names an endpoint index per slot; least connections scans one slot per active
  * endpoint. Persist keeps a client on its endpoint while it stays active (aff_map).
  */
 #ifndef PYLOXI_SELECT_H
@@ -10,6 +10,7 @@
 
 #include "pyloxi/clock.h"
 #include "pyloxi/parse.h"
+#include "pyloxi/service.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
 
@@ -31,30 +32,47 @@ static __always_inline __u32 hash_tuple(const struct ct_key *k)
 	return mix32(addr_fold(&k->saddr) ^ mix32(addr_fold(&k->daddr) ^ mix32(ports ^ k->proto)));
 }
 
-/* Least connections: the slot whose endpoint has the fewest active flows. A global function,
- * so the verifier checks the scan once instead of in every caller's state. */
-__noinline int pl_select_lc(__u32 svc_id, __u32 n, const struct svc_ver *v)
-{
-	__u64 best = ~0ULL;
-	int best_slot = PL_NO_ENDPOINT;
+/* Least connections: the slot whose endpoint has the fewest active flows. The scan (up to
+ * PL_MAX_EPS slots) runs in bpf_loop, so the verifier checks its body once. */
+struct lc_scan {
+	struct svc_cfg cfg;   /* a copy: the callback reads the version's pools through it */
+	__u64 best;
+	__u32 start;
+	__u32 m;
+	int best_slot;
+};
 
-	if (!v || n == 0)
+static long lc_step(__u32 j, void *data)
+{
+	struct lc_scan *s = data;
+	__u32 i = s->start + j < s->m ? s->start + j : s->start + j - s->m;
+	int idx = svc_slot(&s->cfg, i);
+	struct ep_val *ep = idx < 0 ? NULL : svc_ep(&s->cfg, idx);
+
+	if (!ep)
+		return 0;
+	__u64 active = conn_active(ep->gid);
+	if (active < s->best) {
+		s->best = active;
+		s->best_slot = i;
+	}
+	return 0;
+}
+
+__noinline int pl_select_lc(__u32 n, const struct svc_cfg *cfg)
+{
+	struct lc_scan s = { .best = ~0ULL, .best_slot = PL_NO_ENDPOINT };
+
+	if (!cfg || n == 0)
 		return PL_NO_ENDPOINT;
+	s.cfg = *cfg;
 	/* Only established flows are counted (half-open ones may vanish by LRU eviction without
 	 * a trace): start the scan at a random slot so that a burst of new flows meeting equal
 	 * counts is spread, not sent to the first endpoint. */
-	__u32 m = n < PL_MAX_EPS ? n : PL_MAX_EPS;   /* lc slots: one per active endpoint */
-	__u32 start = bpf_get_prandom_u32() % m;
-	for (__u32 j = 0; j < PL_MAX_EPS; j++) {
-		if (j >= m)
-			break;
-		__u32 i = (start + j < m ? start + j : start + j - m) & (PL_MAX_EPS - 1);
-		__u64 active = conn_active(svc_id, v->slot[i]);
-		if (active < best) {
-			best = active;
-			best_slot = i;
-		}
-	}
+	s.m = n < PL_MAX_EPS ? n : PL_MAX_EPS;   /* lc slots: one per active endpoint */
+	s.start = bpf_get_prandom_u32() % s.m;
+	bpf_loop(s.m, lc_step, &s, 0);
+	int best_slot = s.best_slot;
 	/* Hide the range from clang: knowing it, clang drops the caller's bounds check on the
 	 * slot, which the verifier (blind to a global function's result) needs. */
 	asm volatile("" : "+r"(best_slot));
@@ -66,7 +84,7 @@ static __always_inline int select_slot(const struct pkt *p, __u32 svc_id,
 {
 	__u32 n = v->cfg.n_slots;
 
-	if (n == 0 || n > PL_SLOTS)
+	if (n == 0 || n > PL_MAX_SLOTS)
 		return PL_NO_ENDPOINT;
 	switch (v->cfg.sel) {
 	case PL_SEL_RR:
@@ -81,7 +99,7 @@ static __always_inline int select_slot(const struct pkt *p, __u32 svc_id,
 	case PL_SEL_PERSIST:
 		return mix32(addr_fold(&p->key.saddr) ^ 0x9e3779b9) % n;
 	case PL_SEL_LC:
-		return pl_select_lc(svc_id, n, v);
+		return pl_select_lc(n, &v->cfg);
 	}
 	return PL_NO_ENDPOINT;
 }
@@ -96,16 +114,21 @@ static __always_inline int select_endpoint(const struct pkt *p, __u32 svc_id,
 	if (v->cfg.sel == PL_SEL_PERSIST) {
 		struct aff_val *av = bpf_map_lookup_elem(&aff_map, &ak);
 		/* Signed: a stamp a moment ahead of `now` (another CPU) is fresh, not 2^64 old. */
-		if (av && (__s64)(now - av->last_ns) < (__s64)(v->cfg.persist_timeout * NSEC_PER_SEC) &&
-		    (v->ep[av->ep_idx & (PL_MAX_EPS - 1)].flags & PL_EP_F_ACTIVE)) {
-			av->last_ns = now;
-			return av->ep_idx & (PL_MAX_EPS - 1);
+		if (av && (__s64)(now - av->last_ns) < (__s64)(v->cfg.persist_timeout * NSEC_PER_SEC)) {
+			__u32 aidx = av->ep_idx & (PL_MAX_EPS - 1);
+			struct ep_val *aep = svc_ep(&v->cfg, aidx);
+			if (aep && (aep->flags & PL_EP_F_ACTIVE)) {
+				av->last_ns = now;
+				return aidx;
+			}
 		}
 	}
 	slot = select_slot(p, svc_id, v);
-	if (slot < 0 || slot >= PL_SLOTS_ALLOC)
+	if (slot < 0)
 		return PL_NO_ENDPOINT;
-	int idx = v->slot[slot];
+	int idx = svc_slot(&v->cfg, slot);
+	if (idx < 0)
+		return PL_NO_ENDPOINT;
 	if (v->cfg.sel == PL_SEL_PERSIST) {
 		struct aff_val nv = { .last_ns = now, .ep_idx = idx };
 		bpf_map_update_elem(&aff_map, &ak, &nv, BPF_ANY);

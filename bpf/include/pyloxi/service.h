@@ -40,6 +40,25 @@ static __always_inline struct svc_ver *svc_lookup(const struct ct_key *k, __u32 
 	return svc_version(*svc_id, ver_id);
 }
 
+/* Endpoint `idx` of a version (ep_pool, see struct svc_cfg), or NULL past its endpoints. */
+static __always_inline struct ep_val *svc_ep(const struct svc_cfg *cfg, __u32 idx)
+{
+	if (idx >= cfg->n_eps || idx >= PL_MAX_EPS)
+		return NULL;
+	__u32 i = cfg->ep_base + idx;
+	return bpf_map_lookup_elem(&ep_pool, &i);
+}
+
+/* The endpoint index in slot `s` of a version's slot table (slot_pool), or -1. */
+static __always_inline int svc_slot(const struct svc_cfg *cfg, __u32 s)
+{
+	if (s >= cfg->n_slots)
+		return -1;
+	__u32 i = cfg->slot_base + s / PL_SLOT_CHUNK;
+	struct slot_chunk *c = bpf_map_lookup_elem(&slot_pool, &i);
+	return c ? c->idx[s & (PL_SLOT_CHUNK - 1)] : -1;
+}
+
 /* May `saddr` open flows to version ver_id of a service? */
 static __always_inline int svc_allows(const struct svc_cfg *cfg, __u32 ver_id,
 				      const union pl_addr *saddr)

@@ -16,16 +16,11 @@ static __always_inline void count(__u32 reason)
 		*v += 1;
 }
 
-/* An endpoint's index in ep_stats and conn_map. Not the version's: counters stay with the
- * service id and endpoint index while versions of the service come and go. */
-static __always_inline __u32 ep_gid(__u32 svc_id, __u32 ep_idx)
-{
-	return svc_id * PL_MAX_EPS + (ep_idx & (PL_MAX_EPS - 1));
-}
-
+/* Per endpoint, by its counter id (ep_val.gid, carried by each conntrack entry): the counters
+ * stay with the endpoint while versions of its service come and go. */
 static __always_inline void account(const struct ct_val *v, __u32 len)
 {
-	__u32 gid = ep_gid(v->svc_id, v->ep_idx);
+	__u32 gid = v->ep_gid;
 	struct counters *c = bpf_map_lookup_elem(&ep_stats, &gid);
 	if (c) {
 		c->packets += 1;
@@ -34,25 +29,22 @@ static __always_inline void account(const struct ct_val *v, __u32 len)
 }
 
 /* Established flows only: half-open ones may vanish by LRU eviction without a trace. */
-static __always_inline void conn_opened(__u32 svc_id, __u32 ep_idx)
+static __always_inline void conn_opened(__u32 gid)
 {
-	__u32 gid = ep_gid(svc_id, ep_idx);
 	struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
 	if (c)
 		__sync_fetch_and_add(&c->opened, 1);
 }
 
-static __always_inline void conn_closed(__u32 svc_id, __u32 ep_idx)
+static __always_inline void conn_closed(__u32 gid)
 {
-	__u32 gid = ep_gid(svc_id, ep_idx);
 	struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
 	if (c)
 		__sync_fetch_and_add(&c->closed, 1);
 }
 
-static __always_inline __u64 conn_active(__u32 svc_id, __u32 ep_idx)
+static __always_inline __u64 conn_active(__u32 gid)
 {
-	__u32 gid = ep_gid(svc_id, ep_idx);
 	struct ep_conn *c = bpf_map_lookup_elem(&conn_map, &gid);
 
 	return c ? c->opened - c->closed : 0;

@@ -18,9 +18,10 @@ struct {
 	PINNED;
 } svc_map SEC(".maps");
 
+/* Per endpoint, by its counter id (ep_val.gid, ct_val.ep_gid) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PL_MAX_SERVICES * PL_MAX_EPS);
+	__uint(max_entries, PL_EP_GIDS);
 	__type(key, __u32);
 	__type(value, struct counters);
 	PINNED;
@@ -28,7 +29,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PL_MAX_SERVICES * PL_MAX_EPS);
+	__uint(max_entries, PL_EP_GIDS);
 	__type(key, __u32);
 	__type(value, struct ep_conn);
 	PINNED;
@@ -160,6 +161,24 @@ struct {
 	PINNED;
 } ver_map SEC(".maps");
 
+/* The endpoints and slot tables of every version (struct svc_cfg): extents the control plane
+ * allocates per version and reuses a grace period after the version stopped being live. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_EP_POOL);
+	__type(key, __u32);
+	__type(value, struct ep_val);
+	PINNED;
+} ep_pool SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PL_SLOT_POOL);
+	__type(key, __u32);
+	__type(value, struct slot_chunk);
+	PINNED;
+} slot_pool SEC(".maps");
+
 /* Input and output of pl_ct_delete, written and read back by the control plane around each
  * run. Not pinned: it holds nothing between runs. */
 struct {
@@ -249,7 +268,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PL_POL_EPS);
-	__type(key, __u32);     /* service (dp) id * PL_MAX_EPS + endpoint index */
+	__type(key, __u32);     /* the endpoint's counter id (ct_val.ep_gid) */
 	__type(value, __u32);   /* policer id */
 	PINNED;
 } pol_ep SEC(".maps");

@@ -121,7 +121,7 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	now = pl_now();
 	/* The next hop as TC cached it; a stale or missing one, or a packet the cached MTU does
 	 * not let through at a glance (TC's exact check needs the skb): TC's. */
-	if (!v->fib_ifindex || now - v->fib_ns >= PL_FIB_CACHE_NS ||
+	if (!v->fib_ifindex || !pl_fib_fresh(v, now) ||
 	    p.len > v->fib_mtu + ETH_HLEN || !xdp_can_redirect(port, v->fib_ifindex))
 		return XDP_PASS;
 	/* the L4 header, checked before anything is written */

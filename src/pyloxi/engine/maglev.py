@@ -15,14 +15,68 @@ Guarantees (table size M prime, n endpoints):
   weights counted do not move.
 - disruption: every slot of a removed endpoint moves; other slots *mostly* stay. Maglev does not
   promise zero collateral movement (the paper trades it for balance); tests measure the bound.
+- size: `maglev_size` picks the smallest prime M that keeps every endpoint within
+  MAGLEV_FAIRNESS (1%) of its weight share: an endpoint's count is its share give or take a
+  slot, so its share must be >= 1/fairness slots, i.e. M >= W / (w_min * fairness)
+  (W the sum, w_min the smallest positive weight, after dividing by their gcd), rounded up to
+  a ladder of sizes (100 x 2^k) so that most endpoint changes keep the size; 1,024 equal
+  endpoints get 102,407 slots, 1 to 100 equal ones 101 to 12,809. Capped at MAX_SLOTS (very
+  uneven weights: the lightest endpoints' error is then about W / (w_min * MAX_SLOTS)).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from math import gcd
 
-from pyloxi.engine.program import SLOT_TABLE_SIZE
+from pyloxi.engine.program import MAX_SLOTS, SLOT_TABLE_SIZE
+from pyloxi.model.limits import MAGLEV_FAIRNESS
+
+
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    f = 3
+    while f * f <= n:
+        if n % f == 0:
+            return False
+        f += 2
+    return True
+
+
+def next_prime(n: int) -> int:
+    """The smallest prime >= n."""
+    while not is_prime(n):
+        n += 1
+    return n
+
+
+def maglev_size(weights: Sequence[int], fairness: float = MAGLEV_FAIRNESS) -> int:
+    """Table length for endpoints of these weights (all 0: equal): the smallest prime giving
+    the lightest endpoint a share of at least 1/fairness slots (its count is within a slot of
+    its share, see the module doc; tests/unit/test_maglev_size.py checks the bound), at most
+    MAX_SLOTS."""
+    positive = [w for w in weights if w > 0] or [1] * len(weights)
+    if not positive:
+        return 0
+    g = 0
+    for w in positive:
+        g = gcd(g, w)
+    total, low = sum(positive) // g, min(positive) // g
+    per = round(1 / fairness)
+    want = -(-total * per // low)
+    # Sizes on a ladder (per x 2^k, then the next prime): adding or removing an endpoint
+    # mostly keeps the size, and with it Maglev's small disruption (a new size reshuffles the
+    # whole table); the price is at most twice the slots strictly needed.
+    step = per
+    while step < want:
+        step *= 2
+    if step >= MAX_SLOTS:
+        return MAX_SLOTS
+    return next_prime(step)
 
 
 def _hash64(identity: str, person: bytes) -> int:

@@ -17,6 +17,7 @@ from pyloxi.model.lb import NatMode, Selection
 from pyloxi.model.limits import MAX_ENDPOINTS as MAX_ENDPOINTS
 from pyloxi.model.limits import MAX_PORTS_PER_SERVICE as MAX_PORTS_PER_SERVICE
 from pyloxi.model.limits import MAX_SERVICES as MAX_SERVICES
+from pyloxi.model.limits import MAX_SLOTS as MAX_SLOTS
 from pyloxi.model.limits import SLOT_TABLE_SIZE as SLOT_TABLE_SIZE
 
 
@@ -46,7 +47,7 @@ class ServiceProgram:
     mode: NatMode
     sel: Selection
     endpoints: tuple[EndpointSlot, ...]  # position == endpoint index
-    # Selection table of endpoint indexes, len <= SLOT_TABLE_SIZE. rr/priority: the rotation
+    # Selection table of endpoint indexes, len <= MAX_SLOTS. rr/priority: the rotation
     # (priority repeats an endpoint by weight); hash/persist: the Maglev table; lc: active
     # endpoints (the datapath picks the least loaded of them).
     slots: tuple[int, ...]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from math import gcd
 
-from pyloxi.engine.maglev import maglev_table
+from pyloxi.engine.maglev import maglev_size, maglev_table
 from pyloxi.engine.program import SLOT_TABLE_SIZE
 from pyloxi.model.lb import Selection
 
@@ -93,17 +93,22 @@ def build_slots(sel: Selection, active: Sequence[tuple[int, str, int]],
         weights = [w for _, _, w in active]
         if not any(weights):
             weights = [1] * len(weights)
-        counts = apportion(weights)
+        counts = apportion(weights, max(SLOT_TABLE_SIZE, len(weights)))
         return tuple(indexes[i] for i in smooth_wrr(counts))
     if sel in (Selection.HASH, Selection.PERSIST):
-        table = maglev_table([ident for _, ident, _ in active], weights=[w for _, _, w in active])
         if not down:
+            weights = [w for _, _, w in active]
+            table = maglev_table([ident for _, ident, _ in active], size=maglev_size(weights),
+                                 weights=weights)
             return tuple(indexes[i] for i in table)
         # A probe-down endpoint keeps its place in the full table and only its own slots are
         # handed to survivors, so no flow of a healthy endpoint moves (Maglev alone moves a
         # few percent of the others too); when it recovers, the full table comes back.
         members = [*active, *down]
-        full = maglev_table([ident for _, ident, _ in members],
+        size = maglev_size([w for _, _, w in members])
+        table = maglev_table([ident for _, ident, _ in active], size=size,
+                             weights=[w for _, _, w in active])
+        full = maglev_table([ident for _, ident, _ in members], size=size,
                             weights=[w for _, _, w in members])
         n_active = len(active)
         return tuple(indexes[table[slot]] if owner >= n_active else members[owner][0]

@@ -12,9 +12,14 @@ from typing import Final
 
 # ---------------------------------------------------------------- shared with maps.h
 
-MAX_SERVICES: Final = 16384  # PL_MAX_SERVICES: service ids 1..MAX_SERVICES-1; 0 never used
-MAX_ENDPOINTS: Final = 64  # PL_MAX_EPS: endpoints per rule (loxilb: 32)
-SLOT_TABLE_SIZE: Final = 1021  # PL_SLOTS: selection table length, a prime as Maglev needs
+MAX_SERVICES: Final = 65536  # PL_MAX_SERVICES: service ids 1..MAX_SERVICES-1; 0 never used
+MAX_ENDPOINTS: Final = 1024  # PL_MAX_EPS: endpoints per rule (loxilb: 32)
+MAX_SLOTS: Final = 262139  # PL_MAX_SLOTS: the longest selection table, a prime (Maglev)
+# Selection tables are sized to their endpoints (engine/selection.py): a priority rotation is
+# at most max(SLOT_TABLE_SIZE, endpoints) long; a Maglev table is the smallest prime that gives
+# every endpoint its weight share within MAGLEV_FAIRNESS, at most MAX_SLOTS.
+SLOT_TABLE_SIZE: Final = 1021
+MAGLEV_FAIRNESS: Final = 0.01  # the busiest endpoint's slots <= (1 + this) x its weight share
 MAX_SERVICE_KEYS: Final = 65536  # PL_MAX_SVC_KEYS: one per VIP, protocol and port, all rules
 MAX_WEIGHT: Final = 255  # struct ep_val.weight is a __u8 (loxilb's weight is a uint8 too)
 PORT_MAX: Final = 65535  # struct svc_key.port is a __u16

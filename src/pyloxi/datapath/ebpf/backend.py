@@ -5,10 +5,11 @@ each service's dp id again in the pinned `svc_map`, so established flows (whose 
 entries carry it) keep their counters and least-connection accounting.
 
 Programming a service is a transaction, as the packet sees it and as the caller sees it:
-- Versions. A service lives in two versions, `ver_map[dp * 2 + gen]` (config, endpoints, slot
-  table and, keyed by the same version id, its allowed sources); `gen_map[dp]` names the live
-  one. An update writes the other version whole and then flips the generation word, so a packet
-  reads one complete version, old or new. A version is rewritten only after an RCU grace period
+- Versions. A service lives in two versions, `ver_map[dp * 2 + gen]` (config naming its
+  endpoints and slot table, extents of `ep_pool` and `slot_pool` (pools.py), and, keyed by the
+  same version id, its allowed sources); `gen_map[dp]` names the live one. An update writes
+  the other version whole and then flips the generation word, so a packet reads one complete
+  version, old or new. A version is rewritten only after an RCU grace period
   (membarrier(MEMBARRIER_CMD_GLOBAL) = synchronize_rcu) has passed since it was last live, so
   no packet still in the program reads it while it changes. Grace periods are counted in
   epochs: one is waited for only when the same service flipped since the last one.
@@ -18,7 +19,12 @@ Programming a service is a transaction, as the packet sees it and as the caller 
 - Rollback. Every write records what it replaced before it is made (an insert: that the key
   was absent); on any error the log is replayed backwards, so a failed install leaves the maps
   as they were, byte for byte. Writes that cannot fail for lack of room come after the one that
-  can (inserting service keys into a full table), and the flip comes last.
+  can (inserting service keys into a full table), and the flip comes last. Pool extents and
+  counter ids are allocated before anything is written (a full pool changes nothing) and
+  written while nothing points at them; a version's old extents are freed once the new ones
+  are in place (a grace period has passed since that version was live).
+- Counters. Each endpoint index of a service has a counter id (ep_val.gid, carried by its
+  flows' conntrack entries) for ep_stats, conn_map and pol_ep, kept while the service lives.
 - Reuse. An endpoint index taken over by a different endpoint starts clean: that index's flows
   (of the endpoint the rule removed), affinities and counters are cleared before the version
   that makes it selectable goes live. A removed service leaves no keys, flows, affinities or
@@ -36,6 +42,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,8 +58,9 @@ from pyloxi.datapath.ebpf.libbpf.errors import BpfError
 from pyloxi.datapath.ebpf.libbpf.maps import BPF_F_LOCK, Map
 from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 from pyloxi.datapath.ebpf.libbpf.tc import tc_attach, tc_detach
+from pyloxi.datapath.ebpf.pools import Extents, Ids
 from pyloxi.datapath.ebpf.txn import Undo, synchronize_rcu
-from pyloxi.datapath.ebpf.versions import build_version, reused_slots
+from pyloxi.datapath.ebpf.versions import Version, build_version, reused_slots
 from pyloxi.datapath.ebpf.xdpattach import PROGRAM as XDP_PROGRAM
 from pyloxi.datapath.ebpf.xdpattach import XdpPorts
 from pyloxi.engine.firewall import FwRuleProgram
@@ -64,7 +72,8 @@ from pyloxi.model.lb import NatMode, Selection
 log = logging.getLogger(__name__)
 
 PROGRAM = "pyloxi_lb"
-MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_stats", "conn_map", "svc_new", "rr_map",
+MAP_NAMES = ("svc_map", "gen_map", "ver_map", "ep_pool", "slot_pool", "ep_stats", "conn_map",
+             "svc_new", "rr_map",
              "ct_map", "aff_map", "allow_map", "stats_map", "ct_half",
              "ep_addr_map", "frag_map", "mh_map", "assoc_map", "rassoc_map", "ct_events",
              "fw_map", "fw_gen", "fw_stats",
@@ -84,6 +93,20 @@ def _fill_ns(size: int, rate: int) -> int:
     the datapath clamps the time since a bucket's last packet to it (policer.h)."""
     return -(-size * 10**9 // rate)
 _SCTP = 132
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one install allocated before writing anything: released if the install fails."""
+
+    version: Version
+    live_eps: list[L.EpVal]  # the endpoints of the version live now ([]: a fresh service)
+    gids: list[int]  # counter id of each endpoint index of the version
+    new_gids: list[int]  # of those, the ones allocated now
+    ep_base: int = 0
+    slot_base: int = 0
+    ep_n: int = 0  # what is allocated from each pool (0: nothing yet)
+    chunks: int = 0
 
 
 def _ensure_bpffs(pin_dir: str) -> None:
@@ -147,6 +170,17 @@ class EbpfDatapath:
         self._orphans: dict[int, set[bytes]] = self._keys_in_maps()
         self._orphan_of = {k: dp for dp, keys in self._orphans.items() for k in keys}
         self._allow: dict[int, set[bytes]] = self._allow_in_maps()  # version id -> keys
+        # Pools (pools.py): each version's extents (ver_id -> (ep_base, n_eps, slot_base,
+        # chunks)) and each service's counter ids by endpoint index; an earlier daemon's
+        # services keep theirs (read back from their versions).
+        pools = self.maps
+        self._ep_ext = Extents(pools["ep_pool"].max_entries, "endpoint")
+        self._slot_ext = Extents(pools["slot_pool"].max_entries, "slot table")
+        self._gid_ids = Ids(min(pools["ep_stats"].max_entries, pools["conn_map"].max_entries),
+                            "endpoint counter ids")
+        self._ext: dict[int, tuple[int, int, int, int]] = {}
+        self._gids: dict[int, list[int]] = {}
+        self._adopt_pools()
         self._next_free = 1
         # Grace periods: _epoch counts them; _flipped[dp] is the epoch of dp's last flip, and
         # _retired[dp] the epoch a removed dp went in (its id waits for the next grace period).
@@ -238,7 +272,11 @@ class EbpfDatapath:
         gen.update_batch([_u32(dp) for dp in done], [bytes(4)] * len(done))
         self._forget_affinity(set(done))
         for dp in done:
-            self._zero_counters(dp)  # packets in flight at removal may have counted since
+            # no packet reads its versions any more: their extents and counter ids go back
+            # (counter ids are zeroed when handed out again)
+            for ver_id in (dp * 2, dp * 2 + 1):
+                self._free_ext(ver_id)
+            self._gid_ids.release(self._gids.pop(dp, []))
             del self._retired[dp]
             self._flipped.pop(dp, None)
 
@@ -327,14 +365,20 @@ class EbpfDatapath:
             if old == prog:
                 return  # already live (e.g. the engine's undo after a clean rollback)
             undo = Undo()
+            live = int.from_bytes(self.maps["gen_map"].lookup(_u32(dp)) or bytes(4),
+                                  "little") & 1
+            # every allocation before any write: a full pool is an error that changes nothing
+            plan = self._plan(dp, fresh, live, prog)
             try:
                 # the rule's policer before its packets can arrive, undone with the rest
                 self._pol_svc(dp, prog.name, undo)
-                pol_eps = self._pol_ep(dp, prog, undo)
-                allow = self._install(dp, fresh, adopted, old, prog, undo)
+                pol_eps = self._pol_ep(dp, prog, undo, plan.gids)
+                allow = self._install(dp, fresh, adopted, old, prog, undo, live, plan)
             except BaseException:
                 undo.rollback()
+                self._unplan(plan)
                 raise
+            self._gids[dp] = plan.gids
             if adopted:
                 del self._orphans[dp]
             self._allow.update(allow)
@@ -347,23 +391,121 @@ class EbpfDatapath:
             self._progs[dp] = prog
             self._mirr_touch_logged(dp)
 
+    def _live_eps(self, dp: int, live: int) -> list[L.EpVal]:
+        """The endpoints of dp's live version, from ep_pool."""
+        raw = self.maps["ver_map"].lookup(_u32(dp * 2 + live))
+        if raw is None:  # only with a shrunken ver_map (tests)
+            raise BpfError(errno.ENOSPC, f"no room for service versions of id {dp}")
+        return self.version_eps(L.SvcVer.from_buffer_copy(raw).cfg)
+
+    def version_eps(self, cfg: L.SvcCfg) -> list[L.EpVal]:
+        """The endpoints (ep_pool) of the version whose config is `cfg`."""
+        n = min(cfg.n_eps, L.MAX_EPS)
+        if not n or cfg.ep_base + n > self.maps["ep_pool"].max_entries:
+            return []
+        raw = self.maps["ep_pool"].lookup_array_range(cfg.ep_base, n)
+        size = ctypes.sizeof(L.EpVal)
+        return [L.EpVal.from_buffer_copy(raw, i * size) for i in range(n)]
+
+    def endpoint_gid(self, dp: int, idx: int) -> int:
+        """The counter id (ep_stats, conn_map, pol_ep) of endpoint index idx of service dp."""
+        with self._lock:
+            return self._gids[dp][idx]
+
+    def _plan(self, dp: int, fresh: bool, live: int, prog: ServiceProgram) -> _Plan:
+        """Build dp's next version and allocate what it needs (counter ids for new endpoint
+        indexes, its two extents); nothing is written. ENOSPC: nothing allocated."""
+        live_eps = [] if fresh else self._live_eps(dp, live)
+        version = build_version(prog, None if fresh else live_eps)
+        try:
+            plan = self._alloc_plan(dp, version, live_eps)
+        except BpfError as exc:
+            # removed services hold their extents until a grace period has passed
+            if exc.errno != errno.ENOSPC or not self._retired:
+                raise
+            self._grace()
+            self._reap()
+            plan = self._alloc_plan(dp, version, live_eps)
+        for i, e in enumerate(version.eps):
+            e.gid = plan.gids[i]
+        version.cfg.ep_base, version.cfg.slot_base = plan.ep_base, plan.slot_base
+        return plan
+
+    def _alloc_plan(self, dp: int, version: Version, live_eps: list[L.EpVal]) -> _Plan:
+        gids = list(self._gids.get(dp, []))
+        new = self._gid_ids.alloc(max(0, len(version.eps) - len(gids)))
+        plan = _Plan(version=version, live_eps=live_eps, gids=gids + new, new_gids=new)
+        try:
+            if version.eps:
+                plan.ep_base = self._ep_ext.alloc(len(version.eps))
+                plan.ep_n = len(version.eps)
+            if version.n_chunks:
+                plan.slot_base = self._slot_ext.alloc(version.n_chunks)
+                plan.chunks = version.n_chunks
+        except BaseException:
+            self._unplan(plan)
+            raise
+        return plan
+
+    def _unplan(self, plan: _Plan) -> None:
+        self._ep_ext.release(plan.ep_base, plan.ep_n)
+        self._slot_ext.release(plan.slot_base, plan.chunks)
+        self._gid_ids.release(plan.new_gids)
+        plan.ep_n = plan.chunks = 0
+        plan.new_gids = []
+
+    def _free_ext(self, ver_id: int) -> None:
+        ext = self._ext.pop(ver_id, None)
+        if ext is not None:
+            self._ep_ext.release(ext[0], ext[1])
+            self._slot_ext.release(ext[2], ext[3])
+
+    def _adopt_pools(self) -> None:
+        """An earlier daemon's services keep their versions' extents and counter ids."""
+        ver = self.maps["ver_map"]
+        for dp in sorted(self._orphans):
+            gids: list[int] = []
+            for ver_id in (dp * 2, dp * 2 + 1):
+                raw = ver.lookup(_u32(ver_id))
+                if raw is None:
+                    continue
+                cfg = L.SvcCfg.from_buffer_copy(raw)
+                chunks = -(-cfg.n_slots // L.SLOT_CHUNK)
+                n_eps = cfg.n_eps if cfg.n_eps else 0
+                if not (self._ep_ext.take(cfg.ep_base, n_eps) and
+                        self._slot_ext.take(cfg.slot_base, chunks)):
+                    log.warning("service id %d: version %d overlaps another's pool extents",
+                                dp, ver_id)
+                    continue
+                self._ext[ver_id] = (cfg.ep_base, n_eps, cfg.slot_base, chunks)
+                eps = self.version_eps(cfg)
+                if len(eps) > len(gids):
+                    gids += [e.gid for e in eps[len(gids):]]
+            self._gid_ids.take(gids)
+            self._gids[dp] = gids
+
     def _install(self, dp: int, fresh: bool, adopted: bool, old: ServiceProgram | None,
-                 prog: ServiceProgram, undo: Undo) -> dict[int, set[bytes]]:
+                 prog: ServiceProgram, undo: Undo, live: int,
+                 plan: _Plan) -> dict[int, set[bytes]]:
         m = self.maps
-        live = int.from_bytes(m["gen_map"].lookup(_u32(dp)) or bytes(4), "little") & 1
         # A fresh id has no key pointing at it: its current version is not live, write that.
         nxt = live if fresh else 1 - live
         if not fresh:
             self._quiesce(dp)
         ver_id = dp * 2 + nxt
-        raw = m["ver_map"].lookup(_u32(dp * 2 + live))
-        if raw is None:  # only with a shrunken ver_map (tests)
-            raise BpfError(errno.ENOSPC, f"no room for service versions of id {dp}")
-        live_ver = L.SvcVer.from_buffer_copy(raw)
-        version = build_version(prog, None if fresh else live_ver)
+        version, live_eps = plan.version, plan.live_eps
         if prog.mode == NatMode.DSR:
             self._dsr_tunnels(version, prog)
-        undo.put(m["ver_map"], _u32(ver_id), bytes(version))
+        # the new extents: free until now, nothing reads them before the config names them
+        if version.eps:
+            m["ep_pool"].update_batch([_u32(plan.ep_base + i) for i in range(len(version.eps))],
+                                      [bytes(e) for e in version.eps])
+        if version.n_chunks:
+            m["slot_pool"].update_batch(
+                [_u32(plan.slot_base + i) for i in range(version.n_chunks)], version.chunks())
+        if plan.new_gids:  # counter ids start at zero
+            counters.zero_gids(m, plan.new_gids)
+        undo.put(m["ver_map"], _u32(ver_id), bytes(L.SvcVer(cfg=version.cfg)))
         allow = {ver_id: self._write_allow(ver_id, prog, undo)}
         self._write_mh(dp, prog, undo)
         # New service keys (the only writes that can fail for want of room) before the flip;
@@ -379,16 +521,20 @@ class EbpfDatapath:
             if prev is not None:
                 undo.delete(m["svc_map"], key, prev)
         if not fresh:
-            reused = reused_slots(live_ver, prog)
+            reused = reused_slots(live_eps, prog)
             if reused:
-                self._reset_slots(dp, reused)
+                self._reset_slots(dp, reused, plan.gids)
             # The flip, last: until here the new version was never live, so a rollback may
             # rewrite it at once; after it, nothing is left to fail.
             undo.put(m["gen_map"], _u32(dp), _u32(nxt))
             self._flipped[dp] = self._epoch
+        # nothing left to fail: the version's previous extents (not live since a grace period)
+        # go back, the new ones are its own
+        self._free_ext(ver_id)
+        self._ext[ver_id] = (plan.ep_base, len(version.eps), plan.slot_base, version.n_chunks)
         return allow
 
-    def _dsr_tunnels(self, version: L.SvcVer, prog: ServiceProgram) -> None:
+    def _dsr_tunnels(self, version: Version, prog: ServiceProgram) -> None:
         """Flag the dsr endpoints that are not on-link IPIP, their outer source the LB's own
         address toward them (looked up when the rule is programmed: a route change applies at
         the rule's next update)."""
@@ -399,8 +545,8 @@ class EbpfDatapath:
                 continue
             src = self._dsr_tunnel_source(e.ip)
             if src is not None:
-                version.ep[i].flags |= L.EP_F_IPIP
-                version.ep[i].snat_ip = L.pl_addr(src)
+                version.eps[i].flags |= L.EP_F_IPIP
+                version.eps[i].snat_ip = L.pl_addr(src)
 
     def _insert_key(self, key: bytes, val: bytes, undo: Undo) -> None:
         m = self.maps["svc_map"]
@@ -422,14 +568,14 @@ class EbpfDatapath:
             undo.insert(m, key, _ONE)
         return want
 
-    def _reset_slots(self, dp: int, idxs: set[int]) -> None:
+    def _reset_slots(self, dp: int, idxs: set[int], gids: list[int]) -> None:
         """Clear what endpoint indexes of dp carry from their previous endpoint. The live version
         does not select them (a reused index is a hole there, and a grace period has passed
         since an older version was live), so nothing new lands on them meanwhile."""
         self.ct.flush_slots(dp, idxs)
         self._forget_affinity({dp}, idxs)
         self._grace()  # packets of the flushed flows still in flight finish their accounting
-        counters.zero_endpoints(self.maps, dp, sorted(idxs))
+        counters.zero_gids(self.maps, [gids[i] for i in sorted(idxs)])
 
     def _forget_affinity(self, dps: set[int], idxs: set[int] | None = None) -> int:
         """Delete persist affinities of services `dps` (of the given endpoint indexes, or all)."""
@@ -449,7 +595,7 @@ class EbpfDatapath:
         """Zero an id's counters when its service goes (and again when its versions are
         cleared), so a later service that gets the id starts clean."""
         m = self.maps
-        counters.zero_endpoints(m, dp, range(L.MAX_EPS))
+        counters.zero_gids(m, self._gids.get(dp, []))
         m["svc_new"].update(_u32(dp), bytes(m["svc_new"].value_blob_size))
         m["rr_map"].update(_u32(dp), bytes(8))
 
@@ -569,19 +715,21 @@ class EbpfDatapath:
         else:
             m.update(key, want)
 
-    def _pol_ep(self, dp: int, prog: ServiceProgram | None,
-                undo: Undo | None = None) -> dict[int, int]:
+    def _pol_ep(self, dp: int, prog: ServiceProgram | None, undo: Undo | None = None,
+                gids: list[int] | None = None) -> dict[int, int]:
         """pol_ep entries of service dp: each endpoint of `prog` (None: a removed service) an
         endpoint policer covers (its IP:PORT before its IP alone). Only changes are written;
         through `undo` when part of an install. Returns what pol_ep now holds for dp (the
-        caller records it once the install is done)."""
+        caller records it once the install is done). pol_ep is keyed by the endpoints' counter
+        ids (`gids`, by endpoint index; default: the service's current ones)."""
         want: dict[int, int] = {}
+        gids = self._gids.get(dp, []) if gids is None else gids
         eps = sorted((p for p in self._pols.values() if p.ep_ip), key=lambda p: p.ep_port != 0)
         if prog is not None and eps:
-            for i, e in enumerate(prog.endpoints[: L.MAX_EPS]):
+            for i, e in enumerate(prog.endpoints[: len(gids)]):
                 for p in eps:  # any-port ones first: a policer of the exact port overrides
                     if p.ep_ip == e.ip and p.ep_port in (0, e.port):
-                        want[dp * L.MAX_EPS + i] = p.id
+                        want[gids[i]] = p.id
         m, have = self.maps["pol_ep"], self._pol_eps.get(dp, {})
         for slot, pid in have.items():
             if slot not in want:
@@ -784,17 +932,18 @@ class EbpfDatapath:
     def service_counters(self, prog: ServiceProgram) -> ServiceCounters:
         with self._lock:
             dp = self._dp_of.get(prog.svc_id)
-        if dp is None:
-            return ServiceCounters()
-        return counters.service_counters(self.maps, dp, len(prog.endpoints))
+            if dp is None:
+                return ServiceCounters()
+            gids = self._gids.get(dp, [])[: len(prog.endpoints)]
+        return counters.service_counters(self.maps, dp, gids)
 
     def services_counters(self, progs: Iterable[ServiceProgram]) -> dict[int, ServiceCounters]:
         """service_counters of many services (engine svc_id -> counters), read in batch: one
         syscall per service and map (metrics scrapes) instead of one per endpoint."""
         with self._lock:
             dps = {self._dp_of[p.svc_id]: p for p in progs if p.svc_id in self._dp_of}
-        read = counters.services_counters(self.maps,
-                                          {dp: len(p.endpoints) for dp, p in dps.items()})
+            gids = {dp: self._gids.get(dp, [])[: len(p.endpoints)] for dp, p in dps.items()}
+        read = counters.services_counters(self.maps, gids)
         return {dps[dp].svc_id: c for dp, c in read.items()}
 
     def datapath_stats(self) -> dict[str, int]:
@@ -844,7 +993,7 @@ class EbpfDatapath:
             m = self.maps
             self._sync = FlowSync(SyncMaps(
                 ct_map=m["ct_map"], svc_map=m["svc_map"], gen_map=m["gen_map"],
-                ver_map=m["ver_map"], events=m["ct_events"],
+                ver_map=m["ver_map"], ep_pool=m["ep_pool"], events=m["ct_events"],
                 sync_map=self.obj.map("ct_sync_map"),
                 sync_prog=self.obj.program_fd("pl_ct_sync")))
             self.ct.on_deleted = self._sync.note_deleted

@@ -394,7 +394,7 @@ class ConntrackTable:
         snap = self.snapshot()
         v = snap.vals
         idx = np.nonzero((v["svc_id"] == dp_id) &
-                         np.isin(v["ep_idx"], np.fromiter(ep_idx, dtype=np.uint8)))[0]
+                         np.isin(v["ep_idx"], np.fromiter(ep_idx, dtype=np.uint16)))[0]
         if not len(idx):
             return 0
         return int(np.count_nonzero(self._delete(snap, idx)))

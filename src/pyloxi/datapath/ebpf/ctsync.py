@@ -42,6 +42,7 @@ class SyncMaps:
     svc_map: Map
     gen_map: Map
     ver_map: Map
+    ep_pool: Map
     events: Map       # ct_events (ring buffer)
     sync_map: Map     # ct_sync_map
     sync_prog: int    # pl_ct_sync's fd
@@ -64,7 +65,8 @@ class FlowSync:
         """ConntrackTable.on_deleted: established flows the control plane deleted (aging,
         flushes) go to the peers as DEL events with the next batch. Bounded: past the bound
         they are counted lost, and the peers' own aging removes those copies."""
-        evs = [bytes(L.CtSyncEv(type=L.SYNC_DEL, okey=L.CtKey.from_buffer_copy(o),
+        evs = [bytes(L.CtSyncEv(type=L.SYNC_DEL, layout=L.SYNC_LAYOUT,
+                                okey=L.CtKey.from_buffer_copy(o),
                                 rkey=L.CtKey.from_buffer_copy(r))) for o, r in keys]
         with self._deleted_lock:
             room = max(0, _MAX_DELETED - len(self._deleted))
@@ -99,7 +101,7 @@ class FlowSync:
             rv = entries.get(bytes(rk))
             if rv is None:
                 continue  # being deleted right now
-            ev = L.CtSyncEv(type=L.SYNC_EST, okey=key, rkey=rk, oval=val,
+            ev = L.CtSyncEv(type=L.SYNC_EST, layout=L.SYNC_LAYOUT, okey=key, rkey=rk, oval=val,
                             rval=L.CtVal.from_buffer_copy(rv))
             out.append(bytes(ev))
         return out
@@ -117,9 +119,12 @@ class FlowSync:
         now = time.monotonic_ns()
         ready: list[L.CtSyncEv] = []
         done: Counter[str] = Counter()
-        services: dict[bytes, tuple[int, L.SvcVer] | None] = {}
+        services: dict[bytes, tuple[int, list[L.EpVal]] | None] = {}
         for raw in records:
             ev = L.CtSyncEv.from_buffer_copy(raw[:EV_SIZE])
+            if ev.layout != L.SYNC_LAYOUT:  # a peer of another datapath layout
+                done["layout_mismatch"] += 1
+                continue
             if ev.type == L.SYNC_DEL:
                 ready.append(ev)
                 continue
@@ -130,12 +135,12 @@ class FlowSync:
             if local is None:
                 done["unknown_service"] += 1
                 continue
-            svc_id, ep_idx = local
+            svc_id, ep_idx, gid = local
             for val in (ev.oval, ev.rval):
-                val.svc_id, val.ep_idx = svc_id, ep_idx
+                val.svc_id, val.ep_idx, val.ep_gid = svc_id, ep_idx, gid
                 val.flags |= L.CT_F_SYNCED
                 # the sender's next hop means nothing here
-                val.fib_ifindex = val.fib_ns = val.fib_mtu = 0
+                val.fib_ifindex = val.fib_tick = val.fib_mtu = 0
                 ctypes.memset(ctypes.addressof(val.fib_smac), 0, 12)
                 # this node's clock; same age as on the sender
                 age = max(0, sender_now_ns - val.last_ns)
@@ -152,14 +157,15 @@ class FlowSync:
         self.stats.update(done)
         return done
 
-    def _local_ids(self, ev: L.CtSyncEv,
-                   services: dict[bytes, tuple[int, L.SvcVer] | None]) -> tuple[int, int] | None:
+    def _local_ids(self, ev: L.CtSyncEv, services: dict[bytes, tuple[int, list[L.EpVal]] | None],
+                   ) -> tuple[int, int, int] | None:
+        """(svc_id, ep_idx, ep_gid) of the flow on this node, or None."""
         if ev.oval.svc_id == L.SVC_EGRESS:
             # an egress SNAT flow has no service: its reserved id means the same on every
             # node, and its rewrite (toIP, port from this sender's share of the range) is all
             # it needs; taken whether or not this node's SNAT rules are active (a BACKUP's
             # are not), so the flow goes on when this node takes over
-            return L.SVC_EGRESS, ev.oval.ep_idx
+            return L.SVC_EGRESS, ev.oval.ep_idx, L.GID_NONE
         k = ev.okey
         skey = bytes(L.SvcKey(vip=k.daddr, port=k.dport, proto=k.proto, family=k.family))
         if skey not in services:
@@ -167,15 +173,15 @@ class FlowSync:
         svc = services[skey]
         if svc is None:
             return None
-        svc_id, ver = svc
+        svc_id, eps = svc
         ip, port = bytes(ev.oval.nat_daddr), ev.oval.nat_dport
-        for i in range(L.MAX_EPS):
-            ep = ver.ep[i]
+        for i, ep in enumerate(eps):
             if bytes(ep.ip) == ip and (ep.port == port or (ep.port == 0 and port == k.dport)):
-                return svc_id, i
+                return svc_id, i, ep.gid
         return None
 
-    def _live_version(self, skey: bytes) -> tuple[int, L.SvcVer] | None:
+    def _live_version(self, skey: bytes) -> tuple[int, list[L.EpVal]] | None:
+        """The service id of a service key and the endpoints of its live version."""
         raw = self.m.svc_map.lookup(skey)
         if raw is None:
             return None
@@ -183,7 +189,13 @@ class FlowSync:
         gen = self.m.gen_map.lookup(svc_id.to_bytes(4, "little"))
         g = (int.from_bytes(gen, "little") & 1) if gen else 0
         ver = self.m.ver_map.lookup((svc_id * 2 + g).to_bytes(4, "little"))
-        return (svc_id, L.SvcVer.from_buffer_copy(ver)) if ver else None
+        if not ver:
+            return None
+        cfg = L.SvcVer.from_buffer_copy(ver).cfg
+        n = min(cfg.n_eps, L.MAX_EPS)
+        raw = self.m.ep_pool.lookup_array_range(cfg.ep_base, n) if n else b""
+        size = ctypes.sizeof(L.EpVal)
+        return svc_id, [L.EpVal.from_buffer_copy(raw, i * size) for i in range(n)]
 
     def _run(self, evs: list[L.CtSyncEv]) -> Counter[str]:
         req = L.CtSyncReq(n=len(evs))

@@ -16,10 +16,15 @@ from typing import Any
 
 import numpy as np
 
-MAX_SERVICES = 16384
-MAX_EPS = 64
-SLOTS = 1021
-SLOTS_ALLOC = 1024
+MAX_SERVICES = 65536
+MAX_EPS = 1024
+MAX_SLOTS = 262139  # PL_MAX_SLOTS: the longest slot table of a version
+EP_POOL = 262144  # PL_EP_POOL: ep_pool entries
+SLOT_CHUNK = 32  # PL_SLOT_CHUNK: slots per slot_pool element
+SLOT_POOL = 262144  # PL_SLOT_POOL: slot_pool elements
+EP_GIDS = 262144  # PL_EP_GIDS: counter ids (ep_stats, conn_map)
+GID_NONE = 0xFFFFFFFF  # PL_GID_NONE: ct_val.ep_gid of flows nothing counts (egress SNAT)
+FIB_TICK_SHIFT = 20  # PL_FIB_TICK_SHIFT: ct_val.fib_tick is CLOCK_MONOTONIC ns >> this
 CT_ENTRIES = 524288
 CT_HALF_ENTRIES = 262144
 CT_DEL_BATCH = 256
@@ -36,6 +41,7 @@ CT_F_SYNCED = 0x2  # ct_val.flags: copied from a peer by conntrack sync
 SYNC_EST, SYNC_DEL, SYNC_NEW = 1, 2, 3
 SYNC_NEW_ROOM = 4  # NEW events only while the ring's unread data is below 1/4 of it
 SYNC_BATCH = 64
+SYNC_LAYOUT = 2  # PL_SYNC_LAYOUT: ct_sync_ev.layout (the ct_val/ct_key layout it carries)
 (SYNC_R_NONE, SYNC_R_INSERTED, SYNC_R_REFRESHED, SYNC_R_LOCAL, SYNC_R_FULL,
  SYNC_R_DELETED, SYNC_R_EXISTS) = range(7)
 
@@ -97,12 +103,6 @@ def family(text: str | None) -> int:
     return addr(text)[1]
 
 
-def ep_gid(svc_id: int, ep_idx: int) -> int:
-    """Index of an endpoint's counters in ep_stats and conn_map, as ep_gid() in tables.h: they
-    stay with the service id and endpoint index across versions of the service."""
-    return svc_id * MAX_EPS + (ep_idx & (MAX_EPS - 1))
-
-
 def port_n(port: int) -> int:
     return socket.htons(port)
 
@@ -129,21 +129,30 @@ class SvcVal(ctypes.Structure):
 
 class SvcCfg(ctypes.Structure):
     _fields_ = [("vip", Addr), ("idle_timeout", ctypes.c_uint32),
-                ("persist_timeout", ctypes.c_uint32), ("n_slots", ctypes.c_uint16),
+                ("persist_timeout", ctypes.c_uint32), ("n_slots", ctypes.c_uint32),
                 ("mode", ctypes.c_uint8), ("sel", ctypes.c_uint8), ("flags", ctypes.c_uint8),
-                ("family", ctypes.c_uint8), ("port_base", ctypes.c_uint16)]
+                ("family", ctypes.c_uint8), ("port_base", ctypes.c_uint16),
+                ("n_eps", ctypes.c_uint16), ("ep_base", ctypes.c_uint32),
+                ("slot_base", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
 class EpVal(ctypes.Structure):
     _fields_ = [("ip", Addr), ("snat_ip", Addr), ("port", ctypes.c_uint16),
                 ("flags", ctypes.c_uint8), ("weight", ctypes.c_uint8), ("family", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8 * 3)]
+                ("pad", ctypes.c_uint8 * 3), ("gid", ctypes.c_uint32), ("pad2", ctypes.c_uint32)]
 
 
 class SvcVer(ctypes.Structure):
-    """One complete version of a service: ver_map[svc_id * 2 + gen]."""
+    """The config of one version of a service: ver_map[svc_id * 2 + gen]; its endpoints and
+    slot table are extents of ep_pool and slot_pool (see struct svc_cfg)."""
 
-    _fields_ = [("cfg", SvcCfg), ("ep", EpVal * MAX_EPS), ("slot", ctypes.c_uint8 * SLOTS_ALLOC)]
+    _fields_ = [("cfg", SvcCfg)]
+
+
+class SlotChunk(ctypes.Structure):
+    """slot_pool: SLOT_CHUNK slots of a version's table, each an endpoint index."""
+
+    _fields_ = [("idx", ctypes.c_uint16 * SLOT_CHUNK)]
 
 
 class Counters(ctypes.Structure):
@@ -164,18 +173,19 @@ class CtKey(ctypes.Structure):
 class CtVal(ctypes.Structure):
     _fields_ = [("nat_saddr", Addr), ("nat_daddr", Addr),
                 ("nat_sport", ctypes.c_uint16), ("nat_dport", ctypes.c_uint16),
-                ("svc_id", ctypes.c_uint32), ("ep_idx", ctypes.c_uint8), ("dir", ctypes.c_uint8),
+                ("svc_id", ctypes.c_uint32), ("ep_gid", ctypes.c_uint32),
+                ("ep_idx", ctypes.c_uint16), ("dir", ctypes.c_uint8),
                 ("mode", ctypes.c_uint8), ("nat_family", ctypes.c_uint8),
+                ("flags", ctypes.c_uint8), ("fib_mtu", ctypes.c_uint16),
                 ("seen", ctypes.c_uint32),
                 ("fib_ifindex", ctypes.c_uint32), ("fib_smac", ctypes.c_uint8 * 6),
-                ("fib_dmac", ctypes.c_uint8 * 6), ("fib_ns", ctypes.c_uint64),
-                ("created_ns", ctypes.c_uint64),
+                ("fib_dmac", ctypes.c_uint8 * 6), ("fib_tick", ctypes.c_uint32),
+                ("td_lastack", ctypes.c_uint32), ("created_ns", ctypes.c_uint64),
                 ("last_ns", ctypes.c_uint64), ("packets", ctypes.c_uint64),
                 ("bytes", ctypes.c_uint64), ("td_end", ctypes.c_uint32),
                 ("td_edge", ctypes.c_uint32), ("td_maxwin", ctypes.c_uint32),
                 ("td_wscale", ctypes.c_uint8), ("td_wsopt", ctypes.c_uint8),
-                ("td_flags", ctypes.c_uint8), ("flags", ctypes.c_uint8),
-                ("fib_mtu", ctypes.c_uint32), ("td_lastack", ctypes.c_uint32)]
+                ("td_flags", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
 
 
 class NatShare(ctypes.Structure):
@@ -183,8 +193,8 @@ class NatShare(ctypes.Structure):
 
 
 class CtSyncEv(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint8), ("result", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8 * 6), ("okey", CtKey), ("rkey", CtKey),
+    _fields_ = [("type", ctypes.c_uint8), ("result", ctypes.c_uint8), ("layout", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 13), ("okey", CtKey), ("rkey", CtKey),
                 ("oval", CtVal), ("rval", CtVal)]
 
 
@@ -195,8 +205,8 @@ class CtSyncReq(ctypes.Structure):
 
 class CtDelItem(ctypes.Structure):
     _fields_ = [("key", CtKey), ("created_ns", ctypes.c_uint64), ("svc_id", ctypes.c_uint32),
-                ("ep_idx", ctypes.c_uint8), ("dir", ctypes.c_uint8), ("table", ctypes.c_uint8),
-                ("deleted", ctypes.c_uint8)]
+                ("ep_idx", ctypes.c_uint16), ("dir", ctypes.c_uint8), ("table", ctypes.c_uint8),
+                ("deleted", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 7)]
 
 
 class CtDelReq(ctypes.Structure):
@@ -257,7 +267,7 @@ class RassocKey(ctypes.Structure):
 
 class RassocVal(ctypes.Structure):
     _fields_ = [("vip", Addr), ("svc_id", ctypes.c_uint32), ("vport", ctypes.c_uint16),
-                ("ep_idx", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+                ("ep_idx", ctypes.c_uint16)]
 
 
 def mh_val(vips: list[str]) -> MhVal:
@@ -391,7 +401,8 @@ class XdpPort(ctypes.Structure):
 
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {
     "pl_addr": Addr, "svc_key": SvcKey, "svc_val": SvcVal, "svc_cfg": SvcCfg, "svc_ver": SvcVer,
-    "ep_val": EpVal, "aff_key": AffKey, "aff_val": AffVal, "counters": Counters,
+    "ep_val": EpVal, "slot_chunk": SlotChunk, "aff_key": AffKey, "aff_val": AffVal,
+    "counters": Counters,
     "ep_conn": EpConn,
     "ct_del_item": CtDelItem, "ct_del_req": CtDelReq,
     "ct_key": CtKey, "ct_val": CtVal, "allow_key": AllowKey, "ep_addr_key": EpAddrKey,
