@@ -53,7 +53,7 @@ def enable(h: Harness, *ifaces: str, native: bool = False) -> None:
     mac = (ctypes.c_uint8 * 6)(*bytes.fromhex(LB_MAC.replace(":", "")))
     for name in ifaces or ("dp0", "dp1"):
         key = socket.if_nametoindex(name).to_bytes(4, "little")
-        h.dp.maps["xdp_ports"].update(key, bytes(L.XdpPort(mac=mac, native=native)))
+        h.dp.maps["xdp_ports"].update(key, bytes(L.XdpPort(mac=mac, native=native, on=1)))
 
 
 def xdp(h: Harness, pkt: Packet, iface: str | None = None) -> Result:
@@ -405,6 +405,11 @@ def test_interface_not_served_passes(h: Harness) -> None:
     flow = Flow(h, 4, TCP_P)
     pkt = flow.client_pkt(b"x")
     assert xdp(h, pkt).retval == XDP_PASS   # no xdp_ports entry: XDP is off there
+    # an entry that is not `on` (the array's zeroed ones): off, even for a frame to its MAC
+    h.dp.maps["xdp_ports"].update(socket.if_nametoindex("dp0").to_bytes(4, "little"),
+                                  bytes(L.XdpPort(mac=(ctypes.c_uint8 * 6)(*bytes.fromhex(
+                                      LB_MAC.replace(":", ""))))))
+    assert xdp(h, pkt).retval == XDP_PASS
     enable(h, "dp0")
     assert xdp(h, pkt).retval == XDP_REDIRECT
     assert xdp(h, flow.ep_pkt(b"y")).retval == XDP_PASS   # dp1 not served
@@ -422,7 +427,8 @@ def test_native_port_redirects_only_to_a_native_port(h: Harness) -> None:
     assert xdp(h, pkt).retval == XDP_PASS   # dp1 generic
     enable(h, "dp1", native=True)
     assert xdp(h, pkt).retval == XDP_REDIRECT
-    h.dp.maps["xdp_ports"].delete(socket.if_nametoindex("dp1").to_bytes(4, "little"))
+    h.dp.maps["xdp_ports"].update(socket.if_nametoindex("dp1").to_bytes(4, "little"),
+                                  bytes(L.XdpPort()))   # off
     enable(h, "dp0")
     assert xdp(h, pkt).retval == XDP_REDIRECT   # generic: to any device
 
@@ -461,20 +467,24 @@ def _xdp_shown(iface: str) -> str:
                           text=True, check=True).stdout
 
 
+def served(ports: Any, key: bytes) -> bool:
+    return bool(L.XdpPort.from_buffer_copy(ports.lookup(key) or bytes(8)).on)
+
+
 def test_attach_modes_on_veth(h: Harness) -> None:
     """--datapath on the test's veths: auto leaves them to TC alone, xdp attaches generic XDP
     and enables it in xdp_ports, tc (a restarted daemon) takes an earlier program off."""
     ports = h.dp.maps["xdp_ports"]
     key = socket.if_nametoindex("dp0").to_bytes(4, "little")
     assert h.dp.xdp.attach("dp0", "auto") is None
-    assert "xdpgeneric" not in _xdp_shown("dp0") and ports.lookup(key) is None
+    assert "xdpgeneric" not in _xdp_shown("dp0") and not served(ports, key)
     assert h.dp.xdp.attach("dp0", "xdp") == "generic"
     assert "xdpgeneric" in _xdp_shown("dp0")
     assert L.XdpPort.from_buffer_copy(ports.lookup(key) or b"").mac[:] == list(
         bytes.fromhex(LB_MAC.replace(":", "")))
     other = XdpPorts(h.dp.xdp_prog_fd, ports)   # another daemon's view: not its own attach
     assert other.attach("dp0", "tc") is None
-    assert "xdpgeneric" not in _xdp_shown("dp0") and ports.lookup(key) is None
+    assert "xdpgeneric" not in _xdp_shown("dp0") and not served(ports, key)
     h.dp.xdp.attach("dp0", "xdp")
     assert other.attach("dp0", "auto") is None   # auto on veth: the earlier program goes too
     assert "xdpgeneric" not in _xdp_shown("dp0")

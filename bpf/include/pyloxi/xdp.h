@@ -53,7 +53,7 @@ static __always_inline struct xdp_port *xdp_ours(struct xdp_md *ctx, const struc
 	struct mirr_gate *mg;
 	struct pol_cfg *pc;
 
-	if (!port)
+	if (!port || !port->on)
 		return NULL;
 	if (*(__u32 *)eth->h_dest != *(__u32 *)port->mac ||
 	    *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(port->mac + 4))
@@ -78,7 +78,7 @@ static __always_inline int xdp_can_redirect(const struct xdp_port *in, __u32 out
 	if (!in->native)
 		return 1;
 	to = bpf_map_lookup_elem(&xdp_ports, &out);
-	return to && to->native;
+	return to && to->on && to->native;
 }
 
 /* The fast path; returns an XDP action. */

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -93,6 +94,12 @@ class XdpPorts:
         if datapath == "tc":
             self.detach_one(ifindex)
             return None
+        if ifindex >= L.XDP_PORTS:   # xdp_ports is indexed by ifindex
+            msg = f"xdp not attached to {name}: ifindex {ifindex} >= {L.XDP_PORTS}"
+            if datapath == "xdp":
+                raise BpfError(errno.ERANGE, msg)
+            log.warning("%s: tc only there", msg)
+            return None
         first = preferred_mode(name)
         if datapath == "auto":   # generic XDP only costs (module text)
             modes = [] if first == "generic" else ["native"]
@@ -112,7 +119,7 @@ class XdpPorts:
             # enabled once attached (until then the program passes every frame of it); the
             # mode says where a native port's frames may be redirected to (xdp.h)
             self.ports.update(ifindex.to_bytes(4, "little"), bytes(L.XdpPort(
-                mac=(ctypes.c_uint8 * 6)(*if_mac(name)), native=mode == "native")))
+                mac=(ctypes.c_uint8 * 6)(*if_mac(name)), native=mode == "native", on=1)))
             log.info("xdp fast path on %s (ifindex %d, %s)", name, ifindex, mode)
             return mode
         self.detach_one(ifindex)   # and an earlier daemon's program, if any
@@ -128,7 +135,8 @@ class XdpPorts:
 
     def detach_one(self, ifindex: int) -> None:
         """Take our XDP program off *ifindex* (either mode) and disable it there."""
-        self.ports.delete(ifindex.to_bytes(4, "little"))
+        if ifindex < L.XDP_PORTS:
+            self.ports.update(ifindex.to_bytes(4, "little"), bytes(L.XdpPort()))  # off
         for mode in ("native", "generic"):
             try:
                 if _ours(ifindex, mode):
