@@ -488,3 +488,12 @@ def test_attach_modes_on_veth(h: Harness) -> None:
     h.dp.xdp.attach("dp0", "xdp")
     assert other.attach("dp0", "auto") is None   # auto on veth: the earlier program goes too
     assert "xdpgeneric" not in _xdp_shown("dp0")
+    # xdp-native: native on veth too (the operator vouches for NAPI on the peer), enabled as
+    # native (redirects only to native ports); the generic program of an earlier run goes
+    h.dp.xdp.attach("dp0", "xdp")
+    assert h.dp.xdp.attach("dp0", "xdp-native") == "native"
+    shown = _xdp_shown("dp0")
+    assert "xdpgeneric" not in shown and "prog/xdp id" in shown, shown
+    assert served(ports, key) and L.XdpPort.from_buffer_copy(ports.lookup(key) or b"").native
+    assert h.dp.xdp.attach("dp0", "tc") is None
+    assert "prog/xdp" not in _xdp_shown("dp0") and not served(ports, key)

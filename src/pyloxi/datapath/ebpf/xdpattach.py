@@ -6,6 +6,10 @@
   everything but established flows' plain packets): native where the driver has it, else
   generic; an interface XDP cannot be attached to is an error.
 * ``auto``: native XDP where the driver has it, TC alone elsewhere (logged), veth included.
+* ``xdp-native``: native XDP on every interface, veth included, or an error. For a veth, the
+  operator vouches that the peer (the other end, usually in another namespace) runs NAPI: GRO
+  on (``ethtool -K PEER gro on``) or an XDP program of its own; else frames XDP redirects into
+  that veth are dropped (-ENXIO).
 
 Generic, not native, on veth under ``xdp``. Native XDP on veth redirects into a veth only when
 the target's peer runs NAPI (an XDP program or GRO on it, in another namespace that is not ours
@@ -37,7 +41,7 @@ from pyloxi.datapath.ebpf.libbpf.xdp import xdp_attach, xdp_attached_prog_id, xd
 
 log = logging.getLogger(__name__)
 
-DATAPATHS = ("tc", "xdp", "auto")
+DATAPATHS = ("tc", "xdp", "auto", "xdp-native")
 PROGRAM = "pyloxi_xdp"
 _SIOCGIFHWADDR, _SIOCETHTOOL, _ETHTOOL_GDRVINFO = 0x8927, 0x8946, 0x00000003
 
@@ -96,25 +100,29 @@ class XdpPorts:
             return None
         if ifindex >= L.XDP_PORTS:   # xdp_ports is indexed by ifindex
             msg = f"xdp not attached to {name}: ifindex {ifindex} >= {L.XDP_PORTS}"
-            if datapath == "xdp":
+            if datapath in ("xdp", "xdp-native"):
                 raise BpfError(errno.ERANGE, msg)
             log.warning("%s: tc only there", msg)
             return None
         first = preferred_mode(name)
         if datapath == "auto":   # generic XDP only costs (module text)
             modes = [] if first == "generic" else ["native"]
+        elif datapath == "xdp-native":
+            modes = ["native"]
         else:
             modes = [first] if first == "generic" else ["native", "generic"]
         err: BpfError | None = None
         for mode in modes:
+            # an earlier program of ours in the other mode goes first: the kernel keeps one
+            # mode active at a time (EEXIST)
+            other = "generic" if mode == "native" else "native"
+            if _ours(ifindex, other):
+                xdp_detach(ifindex, other)
             try:
                 xdp_attach(ifindex, self.prog_fd, mode)
             except BpfError as exc:
                 err = exc
                 continue
-            other = "generic" if mode == "native" else "native"
-            if _ours(ifindex, other):   # an earlier daemon's program in the other mode
-                xdp_detach(ifindex, other)
             self.modes[ifindex] = mode
             # enabled once attached (until then the program passes every frame of it); the
             # mode says where a native port's frames may be redirected to (xdp.h)
@@ -123,7 +131,7 @@ class XdpPorts:
             log.info("xdp fast path on %s (ifindex %d, %s)", name, ifindex, mode)
             return mode
         self.detach_one(ifindex)   # and an earlier daemon's program, if any
-        if datapath == "xdp":
+        if datapath in ("xdp", "xdp-native"):
             assert err is not None
             raise err
         if err is None:
