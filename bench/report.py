@@ -87,7 +87,7 @@ def xdp_table(res: dict) -> str:
             if c != "direct":
                 v += f" **{ratio(med(xs), d)}**"
                 if unit == "s/Gbit":
-                    v += f" (+{med(xs) - d:.3f} over direct)"
+                    v += f" ({med(xs) - d:+.3f} over direct)"
             cells.append(v)
         lines.append(f"| {label} [{unit}] | " + " | ".join(cells) + " |")
     fwd = [f"{c} {med(runs[c]['xdp_fwd']):,.0f}" for c in XDP_CONTENDERS
