@@ -461,6 +461,45 @@ def test_partial_checksum_counted(h: Harness) -> None:
     assert h.run(pkt).retval == TC_ACT_REDIRECT
 
 
+def pseudo_seed(pkt: Ether) -> int:
+    """What a sender leaving the L4 checksum to the device writes (CHECKSUM_PARTIAL): the
+    folded pseudo-header sum, not complemented."""
+    if IP in pkt:
+        ip, l4 = pkt[IP], pkt[IP].payload
+        words = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst)
+        total = ip.proto + len(l4)
+    else:
+        ip, l4 = pkt[IPv6], pkt[IPv6].payload
+        words = socket.inet_pton(socket.AF_INET6, ip.src) + socket.inet_pton(
+            socket.AF_INET6, ip.dst)
+        total = ip.nh + len(l4)
+    seed = sum(int.from_bytes(words[i:i + 2], "big") for i in range(0, len(words), 2)) + total
+    while seed >> 16:
+        seed = (seed & 0xFFFF) + (seed >> 16)
+    return seed
+
+
+@pytest.mark.parametrize("fam", [4, 6])
+@pytest.mark.parametrize("proto", [TCP_P, UDP_P])
+def test_partial_checksum_passes_to_tc_both_families(h: Harness, fam: int, proto: int) -> None:
+    """A local sender's offload seed in the L4 checksum (veth): XDP cannot know the skb's
+    checksum state, so it hands the packet to TC, counted; TC rewrites it."""
+    service(h, fam, proto, NatMode.DEFAULT)
+    flow = Flow(h, fam, proto)
+    enable(h)
+    pkt = flow.client_pkt(b"offloaded")
+    l4 = pkt[TCP] if proto == TCP_P else pkt[UDP]
+    l4.chksum = pseudo_seed(pkt)
+    pkt = Ether(bytes(pkt))
+    out = xdp(h, pkt)
+    assert out.retval == XDP_PASS and bytes(out.pkt) == bytes(pkt)
+    assert h.dp.datapath_stats()["xdp_partial"] == 1
+    assert h.run(pkt).retval == TC_ACT_REDIRECT
+    # the same packet with its full checksum is XDP's
+    full = flow.client_pkt(b"offloaded")
+    assert xdp(h, full).retval == XDP_REDIRECT
+
+
 def _xdp_shown(iface: str) -> str:
     import subprocess
     return subprocess.run(["ip", "-d", "link", "show", "dev", iface], capture_output=True,
