@@ -16,6 +16,12 @@
  * veth carries them) cannot be told from its bytes alone, except that the field then equals
  * the pseudo-header sum: such packets go to TC (a complete checksum equal to it by chance,
  * one in 65536, goes there too, which costs only time).
+ *
+ * What a forwarded packet costs (docs/benchmarks.md, A/B by removing one stage at a time): the
+ * parse and the 40-byte-key ct_map lookup most of all; then window tracking, the counters
+ * (per entry, per endpoint, per event), the redirect, about 10 ns each. Two lookups were cut
+ * without giving anything up: xdp_ports is an array (an inlined lookup, not a hash), and the
+ * clock is read once per jiffy (xdp_now).
  */
 #ifndef PYLOXI_XDP_H
 #define PYLOXI_XDP_H

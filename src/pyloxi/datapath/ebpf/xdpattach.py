@@ -17,9 +17,10 @@ to configure), else the frames are dropped (-ENXIO); and a redirected frame lose
 checksum state. Generic XDP redirects through the ordinary transmit path and keeps the skb
 (../shared/reference/datapath-notes.md §7.8). But generic XDP runs after the skb exists and
 copies every cloned skb (each TCP data segment: TCP keeps a clone) before the program sees it:
-measured through the lab (bench/xdp_e2e.py), iperf3 lost about a quarter of its throughput
-against TC alone, so ``auto`` leaves veth to TC. Packets with partial checksums are TC's in
-every mode (xdp.h).
+measured through the lab (`python -m bench.run --only xdp`), iperf3 lost a quarter to a third
+of its throughput against TC alone, so ``auto`` leaves veth to TC. ``xdp-native`` runs native
+XDP on veth when the operator has made the peers NAPI-capable (docs/benchmarks.md has both).
+Packets with partial checksums are TC's in every mode (xdp.h).
 """
 
 from __future__ import annotations
