@@ -126,7 +126,7 @@ def xdp_serve(dp, iface: str, mac: str) -> None:  # type: ignore[no-untyped-def]
     from pyloxi.datapath.ebpf import layout as L
     raw = (ctypes.c_uint8 * 6)(*bytes.fromhex(mac.replace(":", "")))
     dp.maps["xdp_ports"].update(socket.if_nametoindex(iface).to_bytes(4, "little"),
-                                bytes(L.XdpPort(mac=raw)))
+                                bytes(L.XdpPort(mac=raw, on=1)))
 
 
 def to_mac(pkt: bytes, mac: str) -> bytes:

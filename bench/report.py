@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import statistics
 
-from bench.run import CONTENDERS, METRICS
+from bench.run import CONTENDERS, METRICS, XDP_CONTENDERS
 
 START, END = "<!-- bench:start (written by `make bench`) -->", "<!-- bench:end -->"
 LBS = ["pyloxi-dnat", "pyloxi-fullnat"]
@@ -62,6 +62,63 @@ def pair_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+XDP_METRICS = [*METRICS, ("cpu_s_per_gbit", "busy CPU per Gbit (iperf3, machine-wide)",
+                            "s/Gbit", False)]
+
+
+def xdp_table(res: dict) -> str:
+    """run_xdp's three contenders (checksum offload off at the senders): medians, spread and
+    ratio to direct; the CPU row also as the excess over direct routing (the LB's part)."""
+    runs = res.get("xdp", {})
+    if "direct" not in runs:
+        return ""
+    lines = ["| metric | " + " | ".join(c for c in XDP_CONTENDERS if c in runs) + " |",
+             "|---" * (len(runs) + 1) + "|"]
+    for key, label, unit, _ in XDP_METRICS:
+        d = med(runs["direct"][key])
+        cells = []
+        for c in XDP_CONTENDERS:
+            if c not in runs:
+                continue
+            xs = runs[c][key]
+            v = f"{med(xs):.3f}" if unit == "s/Gbit" else fmt(med(xs), unit)
+            if len(xs) > 1 and unit != "s/Gbit":
+                v += f" ({fmt(min(xs), unit)}–{fmt(max(xs), unit)})"
+            if c != "direct":
+                v += f" **{ratio(med(xs), d)}**"
+                if unit == "s/Gbit":
+                    v += f" ({med(xs) - d:+.3f} over direct)"
+            cells.append(v)
+        lines.append(f"| {label} [{unit}] | " + " | ".join(cells) + " |")
+    fwd = [f"{c} {med(runs[c]['xdp_fwd']):,.0f}" for c in XDP_CONTENDERS
+           if "-xdp" in c and c in runs]
+    if fwd:
+        lines += ["", f"Packets the XDP fast path forwarded per block (median): {', '.join(fwd)}."]
+    return "\n".join(lines)
+
+
+def xdp_targets(res: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue 14's end-to-end targets, for XDP on and off (run_xdp)."""
+    runs, out = res.get("xdp", {}), []
+    if "direct" not in runs:
+        return []
+    d = {k: med(runs["direct"][k]) for k, *_ in METRICS}
+    for c, tag in (("pyloxi-dnat", "XDP off"), ("pyloxi-dnat-xdp", "XDP on (generic)"),
+                   ("pyloxi-dnat-xdpn", "XDP on (native)")):
+        if c not in runs:
+            continue
+        v = {k: med(runs[c][k]) for k, *_ in METRICS}
+        r = v["close_cps"] / d["close_cps"]
+        out.append((f"{tag}: new connections/s ≥ 1.0× direct", f"{r:.3f}×", r >= 1.0))
+        for k, name in (("keepalive_rps", "keep-alive req/s"), ("iperf_gbps", "iperf3")):
+            r = v[k] / d[k]
+            out.append((f"{tag}: {name} ≥ 1.1× direct", f"{r:.3f}×", r >= 1.1))
+        r = v["lat_p99_us"] / d["lat_p99_us"]
+        out.append((f"{tag}: p99 latency ≤ 1.0× direct",
+                    f"{v['lat_p99_us']:.0f} vs {d['lat_p99_us']:.0f} µs ({r:.2f}×)", r <= 1.0))
+    return out
+
+
 def targets(res: dict) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for every target of the issue."""
     out: list[tuple[str, str, bool | None]] = []
@@ -86,10 +143,16 @@ def targets(res: dict) -> list[tuple[str, str, bool | None]]:
             r = v["lat_p99_us"] / d["lat_p99_us"]
             out.append((f"{lb}: p99 latency ≤ 1.1× direct",
                         f"{v['lat_p99_us']:.0f} vs {d['lat_p99_us']:.0f} µs ({r:.2f}×)", r <= 1.1))
+    out += xdp_targets(res)
     p = mi.get("packets", {})
     if p:
         out.append(("BPF_PROG_TEST_RUN established ≤ 100 ns", f"{p['established_ns']:.0f} ns",
                     p["established_ns"] <= 100))
+        for key, name in (("xdp_established_ns", "XDP established (IPv4)"),
+                          ("xdp_established6_ns", "XDP established (IPv6)")):
+            if key in p:
+                out.append((f"BPF_PROG_TEST_RUN {name} ≤ 100 ns", f"{p[key]:.0f} ns",
+                            p[key] <= 100))
         out.append(("BPF_PROG_TEST_RUN new flow ≤ 400 ns", f"{p['new_flow_ns']:.0f} ns",
                     p["new_flow_ns"] <= 400))
     if cp:
@@ -196,6 +259,9 @@ def synflood_text(res: dict) -> str:
 def tables(res: dict) -> str:
     parts = ["### Traffic: median (min–max) and ratio to direct routing", "", main_table(res), "",
              "### pyloxi against the other load balancers (ratio of medians)", "", pair_table(res)]
+    if res.get("xdp"):
+        parts += ["", "### XDP on and off side by side (senders' checksum offload off)", "",
+                  xdp_table(res)]
     if res.get("micro"):
         parts += ["", "### Datapath under BPF_PROG_TEST_RUN", "", micro_table(res)]
     if res.get("control_plane"):

@@ -40,10 +40,17 @@ API_PORT = 11111
 HOST_EPHEMERAL_PORTS = "32768 49151"  # what the daemon's prepare_host sets; set for everyone
 
 CONTENDERS = ["direct", "pyloxi-dnat", "pyloxi-fullnat", "nftables", "haproxy"]
-HTTP_PORT = {c: 8081 + i for i, c in enumerate(CONTENDERS)}
-IPERF_PORT = {c: 5301 + i for i, c in enumerate(CONTENDERS)}
+# The XDP stage (run_xdp): pyloxi-dnat with `--datapath xdp` beside direct and pyloxi-dnat (TC
+# alone), all three with the senders' checksum offload off; its own ports and VIP.
+# pyloxi-dnat-xdpn: `--datapath xdp-native` (native XDP on the veths; GRO on the senders'
+# ends gives them the NAPI native redirects into a veth need).
+XDP_CONTENDERS = ["direct", "pyloxi-dnat", "pyloxi-dnat-xdp", "pyloxi-dnat-xdpn"]
+SERVED = [*CONTENDERS, "pyloxi-dnat-xdp", "pyloxi-dnat-xdpn"]   # nginx and iperf3 ports in be1
+HTTP_PORT = {c: 8081 + i for i, c in enumerate(SERVED)}
+IPERF_PORT = {c: 5301 + i for i, c in enumerate(SERVED)}
 VIP = {"direct": BE_IP, "pyloxi-dnat": "20.0.0.100", "pyloxi-fullnat": "20.0.0.103",
-       "nftables": "20.0.0.101", "haproxy": "20.0.0.102"}
+       "nftables": "20.0.0.101", "haproxy": "20.0.0.102", "pyloxi-dnat-xdp": "20.0.0.104",
+       "pyloxi-dnat-xdpn": "20.0.0.105"}
 FRONT_HTTP, FRONT_IPERF = 80, 5201
 # The SYN-flood stage's conntrack size: small enough that the flood this VM can send (20-70k
 # SYN/s) fills it many times over within its 20 s.
@@ -131,6 +138,7 @@ class Results:
     micro: dict[str, object] = field(default_factory=dict)
     control_plane: dict[str, object] = field(default_factory=dict)
     synflood: dict[str, object] = field(default_factory=dict)
+    xdp: dict[str, dict[str, list[float]]] = field(default_factory=dict)   # run_xdp
 
     def add(self, contender: str, metric: str, value: float) -> None:
         self.runs.setdefault(contender, {}).setdefault(metric, []).append(value)
@@ -185,6 +193,15 @@ def iperf(topo: LbTopology, host: str, port: int, seconds: int) -> float:
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
+def cpu_busy_s() -> float:
+    """CPU seconds all CPUs spent busy so far (/proc/stat: user, nice, system, irq, softirq,
+    steal), machine-wide: veth hands a packet on in the sender's context, so the LB namespace's
+    share cannot be told apart; run_xdp reports it against direct routing's."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
 # --- contenders (LB namespace) ---
 
 
@@ -212,9 +229,9 @@ class Bench:
         with open(os.path.join(d, "nginx.conf"), "w") as f:
             f.write(NGINX_CONF.format(dir=d, listens=listens))
         be.popen(["nginx", "-c", os.path.join(d, "nginx.conf"), "-p", d])
-        for c in CONTENDERS:
+        for c in SERVED:
             be.popen(["iperf3", "-s", "-p", str(IPERF_PORT[c])])
-        for c in CONTENDERS:
+        for c in SERVED:
             wait_listening(be, HTTP_PORT[c])
             wait_listening(be, IPERF_PORT[c])
 
@@ -226,7 +243,9 @@ class Bench:
         if name == "direct":
             yield BE_IP, HTTP_PORT[name], IPERF_PORT[name]
         elif name.startswith("pyloxi"):
-            with self.daemon(topo.lb.name) as _:
+            extra = (("--datapath", "xdp") if name.endswith("-xdp") else
+                     ("--datapath", "xdp-native") if name.endswith("-xdpn") else ())
+            with self.daemon(topo.lb.name, extra=extra) as _:
                 mode = "fullnat" if name.endswith("fullnat") else "default"
                 for front, back in ((FRONT_HTTP, HTTP_PORT[name]), (FRONT_IPERF, IPERF_PORT[name])):
                     self.cli("create", "lb", VIP[name], f"--tcp={front}:{back}",
@@ -371,6 +390,65 @@ class Bench:
                       f"p50 {lat['p50']:7.1f} µs  p99 {lat['p99']:7.1f} µs  "
                       f"({time.monotonic() - t0:.0f} s)", flush=True)
 
+    def run_xdp(self) -> None:
+        """XDP on and off side by side: direct, pyloxi-dnat (TC alone) and pyloxi-dnat-xdp
+        (`--datapath xdp`; generic XDP on veth) and pyloxi-dnat-xdpn (`--datapath xdp-native`),
+        interleaved, the same workloads as run_traffic plus the busy CPU per Gbit/s during
+        iperf3. For all of them during this stage the senders' (client and be1) checksum offload
+        is off: with it on, every TCP packet carries a partial checksum XDP leaves to TC, and
+        XDP's figures would be its pass cost only (bpf/include/pyloxi/xdp.h); and their GRO is
+        on (the NAPI native XDP's redirects into their veths need)."""
+        topo, s = self.topo, self.cfg.seconds
+        assert topo is not None
+        senders = (topo.client, *topo.backends)
+        for ns in senders:
+            ns.run(["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
+        try:
+            for rep in range(self.cfg.reps):
+                for name in XDP_CONTENDERS:
+                    with self.contender(name) as (host, http, iport):
+                        url = f"http://{host}:{http}/"
+                        body = topo.client.run(["curl", "-sS", "--max-time", "5", url]).stdout
+                        if not body.startswith("be1 "):
+                            raise RuntimeError(f"xdp stage, {name}: unexpected answer {body!r}")
+                        wrk(topo, url, 1, 32)
+                        ka = wrk(topo, url, s, 32)
+                        cl = wrk(topo, url, s, 32, close=True)
+                        lat = wrk(topo, url, s, 1, latency=True)
+                        c0 = cpu_busy_s()
+                        gbps = iperf(topo, host, iport, s)
+                        cpu = cpu_busy_s() - c0
+                        fwd = self._xdp_fwd() if "-xdp" in name else 0.0
+                    bad = sum(r["errors"] + r["non2xx"] for r in (ka, cl, lat))
+                    if bad:
+                        self.res.errors.setdefault(f"xdp stage {name}", []).append(
+                            f"rep {rep + 1}: {bad:.0f}")
+                    for metric, value in (("keepalive_rps", ka["rps"]), ("close_cps", cl["rps"]),
+                                          ("iperf_gbps", gbps), ("lat_p50_us", lat["p50"]),
+                                          ("lat_p99_us", lat["p99"]),
+                                          ("cpu_s_per_gbit", cpu / (gbps * s) if gbps else 0.0),
+                                          ("xdp_fwd", fwd)):
+                        self.res.xdp.setdefault(name, {}).setdefault(metric, []).append(value)
+                    print(f"[xdp rep {rep + 1}/{self.cfg.reps}] {name:15s} ka {ka['rps']:9.0f} "
+                          f"close {cl['rps']:8.0f}  iperf {gbps:6.2f} Gbit/s  "
+                          f"p99 {lat['p99']:7.1f} µs  cpu {cpu / (gbps * s or 1):.3f} s/Gbit"
+                          f"  xdp_fwd {fwd:.0f}", flush=True)
+        finally:
+            for ns in senders:
+                ns.run(["ethtool", "-K", "eth0", "tx", "on", "gro", "off"], check=False)
+
+    def _xdp_fwd(self) -> float:
+        """Packets the XDP fast path forwarded in the running daemon (its stats_map)."""
+        from pyloxi.datapath.ebpf.counters import datapath_stats
+        from pyloxi.datapath.ebpf.libbpf.maps import Map
+        topo = self.topo
+        assert topo is not None
+        m = Map.from_pin(os.path.join(topo.lab.pin_dir(f"bench{self._n}"), "stats_map"))
+        try:
+            return float(datapath_stats(m)["xdp_fwd"])
+        finally:
+            m.close()
+
     # --- datapath micro-benchmark and conntrack sweep (own namespace, own process) ---
 
     def run_micro(self) -> None:
@@ -445,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="1 rep, 1 s runs, small tables")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.*")
     ap.add_argument("--json", default=None, help="raw results (default bench/out/results*.json)")
-    ap.add_argument("--only", choices=["synflood"], help="run one stage alone (no doc)")
+    ap.add_argument("--only", choices=["synflood", "xdp"], help="run one stage alone (no doc)")
     args = ap.parse_args(argv)
     cfg = Config.smoke_mode() if args.smoke else Config()
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -455,14 +533,24 @@ def main(argv: list[str] | None = None) -> int:
         try:
             bench.snapshot_object()
             bench.build()
-            bench.run_synflood()
+            if args.only == "xdp":
+                bench.run_xdp()
+            else:
+                bench.run_synflood()
         finally:
             bench.close()
+        if args.only == "xdp":
+            path = args.json or os.path.join(OUT_DIR, "results-xdp.json")
+            with open(path, "w") as f:
+                json.dump(bench.res.__dict__, f, indent=2)
+            from bench import report
+            print(report.xdp_table(bench.res.__dict__))
         return 0
     try:
         bench.snapshot_object()
         bench.build()
         bench.run_traffic()
+        bench.run_xdp()
         bench.run_control_plane()
         bench.run_synflood()
     finally:

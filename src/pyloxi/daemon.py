@@ -156,7 +156,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="tc (default): the TC program alone; xdp: also the XDP fast path of "
                         "established flows on every interface (native where the driver has "
                         "it, else generic); auto: native XDP where the driver has it, tc "
-                        "alone elsewhere (veth too)")
+                        "alone elsewhere (veth too); xdp-native: native XDP everywhere, veth "
+                        "included, whose peers must run NAPI (GRO on, or an XDP program)")
     p.add_argument("--cleanup-on-exit", action="store_true",
                    help="detach and unpin the datapath on exit (flows stop); default keeps it")
     p.add_argument("--endpoint-down", choices=["drain", "reset"], default="drain",

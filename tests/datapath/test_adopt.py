@@ -129,3 +129,47 @@ def test_pins_of_an_older_layout_give_a_clear_error(netns: str, tmp_path) -> Non
         assert os.path.exists(f"{pin}/ct_map")  # nothing was replaced behind the user's back
     finally:
         shutil.rmtree(pin, ignore_errors=True)
+
+
+OLD_XDP_PORTS = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdp_ports SEC(".maps");
+SEC("xdp") int old_xdp(struct xdp_md *ctx) { return XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_refilled_map_of_an_older_layout_is_replaced(netns: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """xdp_ports (a hash before it became an array indexed by ifindex) holds no flow state and
+    is filled again at every start: its old pin is replaced, not an error."""
+    import subprocess
+
+    from pyloxi.datapath.ebpf.libbpf.maps import Map
+    from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
+
+    src, obj = tmp_path / "old.bpf.c", tmp_path / "old.bpf.o"
+    src.write_text(OLD_XDP_PORTS)
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", str(src), "-o", str(obj),
+                    "-I", f"/usr/include/{os.uname().machine}-linux-gnu"], check=True)
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-oldxdp"
+    try:
+        with BpfObject.open(str(obj), pin_root=pin) as old:
+            old.load()
+        dp = EbpfDatapath(pin, obj_path=OBJ)
+        try:
+            m = Map.from_pin(f"{pin}/xdp_ports")
+            try:
+                assert (m.map_type, m.value_size) == (2, 8)   # BPF_MAP_TYPE_ARRAY, xdp_port
+            finally:
+                m.close()
+        finally:
+            dp.destroy()
+    finally:
+        shutil.rmtree(pin, ignore_errors=True)

@@ -53,7 +53,7 @@ def enable(h: Harness, *ifaces: str, native: bool = False) -> None:
     mac = (ctypes.c_uint8 * 6)(*bytes.fromhex(LB_MAC.replace(":", "")))
     for name in ifaces or ("dp0", "dp1"):
         key = socket.if_nametoindex(name).to_bytes(4, "little")
-        h.dp.maps["xdp_ports"].update(key, bytes(L.XdpPort(mac=mac, native=native)))
+        h.dp.maps["xdp_ports"].update(key, bytes(L.XdpPort(mac=mac, native=native, on=1)))
 
 
 def xdp(h: Harness, pkt: Packet, iface: str | None = None) -> Result:
@@ -405,6 +405,11 @@ def test_interface_not_served_passes(h: Harness) -> None:
     flow = Flow(h, 4, TCP_P)
     pkt = flow.client_pkt(b"x")
     assert xdp(h, pkt).retval == XDP_PASS   # no xdp_ports entry: XDP is off there
+    # an entry that is not `on` (the array's zeroed ones): off, even for a frame to its MAC
+    h.dp.maps["xdp_ports"].update(socket.if_nametoindex("dp0").to_bytes(4, "little"),
+                                  bytes(L.XdpPort(mac=(ctypes.c_uint8 * 6)(*bytes.fromhex(
+                                      LB_MAC.replace(":", ""))))))
+    assert xdp(h, pkt).retval == XDP_PASS
     enable(h, "dp0")
     assert xdp(h, pkt).retval == XDP_REDIRECT
     assert xdp(h, flow.ep_pkt(b"y")).retval == XDP_PASS   # dp1 not served
@@ -422,7 +427,8 @@ def test_native_port_redirects_only_to_a_native_port(h: Harness) -> None:
     assert xdp(h, pkt).retval == XDP_PASS   # dp1 generic
     enable(h, "dp1", native=True)
     assert xdp(h, pkt).retval == XDP_REDIRECT
-    h.dp.maps["xdp_ports"].delete(socket.if_nametoindex("dp1").to_bytes(4, "little"))
+    h.dp.maps["xdp_ports"].update(socket.if_nametoindex("dp1").to_bytes(4, "little"),
+                                  bytes(L.XdpPort()))   # off
     enable(h, "dp0")
     assert xdp(h, pkt).retval == XDP_REDIRECT   # generic: to any device
 
@@ -455,10 +461,53 @@ def test_partial_checksum_counted(h: Harness) -> None:
     assert h.run(pkt).retval == TC_ACT_REDIRECT
 
 
+def pseudo_seed(pkt: Ether) -> int:
+    """What a sender leaving the L4 checksum to the device writes (CHECKSUM_PARTIAL): the
+    folded pseudo-header sum, not complemented."""
+    if IP in pkt:
+        ip, l4 = pkt[IP], pkt[IP].payload
+        words = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst)
+        total = ip.proto + len(l4)
+    else:
+        ip, l4 = pkt[IPv6], pkt[IPv6].payload
+        words = socket.inet_pton(socket.AF_INET6, ip.src) + socket.inet_pton(
+            socket.AF_INET6, ip.dst)
+        total = ip.nh + len(l4)
+    seed = sum(int.from_bytes(words[i:i + 2], "big") for i in range(0, len(words), 2)) + total
+    while seed >> 16:
+        seed = (seed & 0xFFFF) + (seed >> 16)
+    return seed
+
+
+@pytest.mark.parametrize("fam", [4, 6])
+@pytest.mark.parametrize("proto", [TCP_P, UDP_P])
+def test_partial_checksum_passes_to_tc_both_families(h: Harness, fam: int, proto: int) -> None:
+    """A local sender's offload seed in the L4 checksum (veth): XDP cannot know the skb's
+    checksum state, so it hands the packet to TC, counted; TC rewrites it."""
+    service(h, fam, proto, NatMode.DEFAULT)
+    flow = Flow(h, fam, proto)
+    enable(h)
+    pkt = flow.client_pkt(b"offloaded")
+    l4 = pkt[TCP] if proto == TCP_P else pkt[UDP]
+    l4.chksum = pseudo_seed(pkt)
+    pkt = Ether(bytes(pkt))
+    out = xdp(h, pkt)
+    assert out.retval == XDP_PASS and bytes(out.pkt) == bytes(pkt)
+    assert h.dp.datapath_stats()["xdp_partial"] == 1
+    assert h.run(pkt).retval == TC_ACT_REDIRECT
+    # the same packet with its full checksum is XDP's
+    full = flow.client_pkt(b"offloaded")
+    assert xdp(h, full).retval == XDP_REDIRECT
+
+
 def _xdp_shown(iface: str) -> str:
     import subprocess
     return subprocess.run(["ip", "-d", "link", "show", "dev", iface], capture_output=True,
                           text=True, check=True).stdout
+
+
+def served(ports: Any, key: bytes) -> bool:
+    return bool(L.XdpPort.from_buffer_copy(ports.lookup(key) or bytes(8)).on)
 
 
 def test_attach_modes_on_veth(h: Harness) -> None:
@@ -467,14 +516,23 @@ def test_attach_modes_on_veth(h: Harness) -> None:
     ports = h.dp.maps["xdp_ports"]
     key = socket.if_nametoindex("dp0").to_bytes(4, "little")
     assert h.dp.xdp.attach("dp0", "auto") is None
-    assert "xdpgeneric" not in _xdp_shown("dp0") and ports.lookup(key) is None
+    assert "xdpgeneric" not in _xdp_shown("dp0") and not served(ports, key)
     assert h.dp.xdp.attach("dp0", "xdp") == "generic"
     assert "xdpgeneric" in _xdp_shown("dp0")
     assert L.XdpPort.from_buffer_copy(ports.lookup(key) or b"").mac[:] == list(
         bytes.fromhex(LB_MAC.replace(":", "")))
     other = XdpPorts(h.dp.xdp_prog_fd, ports)   # another daemon's view: not its own attach
     assert other.attach("dp0", "tc") is None
-    assert "xdpgeneric" not in _xdp_shown("dp0") and ports.lookup(key) is None
+    assert "xdpgeneric" not in _xdp_shown("dp0") and not served(ports, key)
     h.dp.xdp.attach("dp0", "xdp")
     assert other.attach("dp0", "auto") is None   # auto on veth: the earlier program goes too
     assert "xdpgeneric" not in _xdp_shown("dp0")
+    # xdp-native: native on veth too (the operator vouches for NAPI on the peer), enabled as
+    # native (redirects only to native ports); the generic program of an earlier run goes
+    h.dp.xdp.attach("dp0", "xdp")
+    assert h.dp.xdp.attach("dp0", "xdp-native") == "native"
+    shown = _xdp_shown("dp0")
+    assert "xdpgeneric" not in shown and "prog/xdp id" in shown, shown
+    assert served(ports, key) and L.XdpPort.from_buffer_copy(ports.lookup(key) or b"").native
+    assert h.dp.xdp.attach("dp0", "tc") is None
+    assert "prog/xdp" not in _xdp_shown("dp0") and not served(ports, key)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from bench.run import CONTENDERS, METRICS
+from bench.run import CONTENDERS, METRICS, XDP_CONTENDERS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,7 +18,7 @@ def test_bench_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "smoke.json"
     proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--no-doc",
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     for c in CONTENDERS:
@@ -26,6 +26,14 @@ def test_bench_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
             values = res["runs"][c][key]
             assert len(values) == 1 and all(math.isfinite(v) and v > 0 for v in values), (c, key)
         assert res["checks"][c].startswith("be1 ")
+    # XDP on and off side by side (run_xdp): every contender measured, XDP forwarding
+    for c in XDP_CONTENDERS:
+        for key, *_ in METRICS:
+            assert len(res["xdp"][c][key]) == 1 and res["xdp"][c][key][0] > 0, (c, key)
+        assert res["xdp"][c]["cpu_s_per_gbit"][0] > 0, c
+    assert res["xdp"]["pyloxi-dnat-xdp"]["xdp_fwd"][0] > 0
+    assert res["xdp"]["pyloxi-dnat-xdpn"]["xdp_fwd"][0] > 0
+    assert res["xdp"]["pyloxi-dnat"]["xdp_fwd"][0] == 0
     p = res["micro"]["packets"]
     for key in ("empty_ns", "not_vip_ns", "established_ns", "new_flow_ns"):
         assert p[key] > 0, key

@@ -576,12 +576,14 @@ struct mirr_gate {        /* mirr_gate[0]: how many watched objects of each kind
 	__u32 rules;          /* entries in mirr_svc */
 };
 
-#define PL_XDP_PORTS 256
+/* xdp_ports is an array indexed by ifindex (an inlined lookup, where a hash lookup cost a
+ * fifth of the XDP fast path): interfaces with a higher ifindex stay TC's (xdpattach.py). */
+#define PL_XDP_PORTS 65536
 
 struct xdp_port {         /* xdp_ports[ifindex]: XDP serves this interface (xdp.h) */
 	__u8  mac[6];         /* the interface's own MAC: frames to other hosts are not ours */
 	__u8  native;         /* attached in native (driver) mode */
-	__u8  pad;
+	__u8  on;             /* 1: served (array entries exist for every ifindex, zeroed) */
 };
 
 /* Sizes the Python mirrors and the memory estimates in docs/benchmarks.md rely on (the BTF test

@@ -338,10 +338,11 @@ struct {
 	PINNED;
 } mirr_stats SEC(".maps");   /* per slot: packets and bytes cloned to the mirror port */
 
-/* The interfaces the XDP program serves (xdp.h); filled by the control plane when it attaches
- * XDP, emptied when it detaches: a miss hands every frame to TC. */
+/* The interfaces the XDP program serves (xdp.h), indexed by ifindex; set by the control plane
+ * when it attaches XDP, zeroed when it detaches: an entry that is not `on` hands every frame to
+ * TC. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PL_XDP_PORTS);
 	__type(key, __u32);     /* ingress ifindex */
 	__type(value, struct xdp_port);

@@ -33,10 +33,15 @@ class PinnedLayoutMismatch(RuntimeError):
     silently replaced (that drops every flow). The operator decides."""
 
 
+# Maps that hold no flow state and that the control plane fills again at every start: a pin of
+# an earlier layout is replaced, not an error (xdp_ports: a hash before it became an array).
+REFILLED = frozenset({"xdp_ports"})
+
+
 def check_pins(obj: BpfObject, pin_dir: str) -> None:
     """Before load: every map pinned under *pin_dir* must be what *obj* would create, or
     libbpf refuses it with a bare EINVAL. Raises PinnedLayoutMismatch naming the maps, the
-    pin directory and the way out."""
+    pin directory and the way out (REFILLED maps: the old pin is removed)."""
     bad = []
     for name in obj.pinned_map_names():
         path = obj.pin_path(name) or ""
@@ -53,6 +58,10 @@ def check_pins(obj: BpfObject, pin_dir: str) -> None:
         finally:
             pinned.close()
         want = obj.map_spec(name)
+        if have != want and name in REFILLED:
+            log.info("map %s: pinned with another layout %s, replaced", name, have)
+            os.unlink(path)
+            continue
         if have[:4] != want[:4]:
             bad.append(f"{name}: key {have[1]} / value {have[2]} bytes (type {have[0]}), "
                        f"this version needs key {want[1]} / value {want[2]} (type {want[0]})")

@@ -389,14 +389,14 @@ class MirrGate(ctypes.Structure):
     _fields_ = [("ports", ctypes.c_uint32), ("rules", ctypes.c_uint32)]
 
 
-XDP_PORTS = 256  # PL_XDP_PORTS: interfaces the XDP program serves
+XDP_PORTS = 65536  # PL_XDP_PORTS: xdp_ports is an array indexed by ifindex, below this
 
 
 class XdpPort(ctypes.Structure):
-    """xdp_ports[ifindex]: the interface's own MAC (bpf/include/pyloxi/xdp.h)."""
+    """xdp_ports[ifindex]: the interface's own MAC, served when `on` (bpf/include/pyloxi/xdp.h)."""
 
     _fields_ = [("mac", ctypes.c_uint8 * 6), ("native", ctypes.c_uint8),
-                ("pad", ctypes.c_uint8)]
+                ("on", ctypes.c_uint8)]
 
 
 MIRRORS: dict[str, type[ctypes.Structure | ctypes.Union]] = {

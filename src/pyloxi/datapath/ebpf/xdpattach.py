@@ -6,6 +6,10 @@
   everything but established flows' plain packets): native where the driver has it, else
   generic; an interface XDP cannot be attached to is an error.
 * ``auto``: native XDP where the driver has it, TC alone elsewhere (logged), veth included.
+* ``xdp-native``: native XDP on every interface, veth included, or an error. For a veth, the
+  operator vouches that the peer (the other end, usually in another namespace) runs NAPI: GRO
+  on (``ethtool -K PEER gro on``) or an XDP program of its own; else frames XDP redirects into
+  that veth are dropped (-ENXIO).
 
 Generic, not native, on veth under ``xdp``. Native XDP on veth redirects into a veth only when
 the target's peer runs NAPI (an XDP program or GRO on it, in another namespace that is not ours
@@ -13,15 +17,17 @@ to configure), else the frames are dropped (-ENXIO); and a redirected frame lose
 checksum state. Generic XDP redirects through the ordinary transmit path and keeps the skb
 (../shared/reference/datapath-notes.md §7.8). But generic XDP runs after the skb exists and
 copies every cloned skb (each TCP data segment: TCP keeps a clone) before the program sees it:
-measured through the lab (bench/xdp_e2e.py), iperf3 lost about a quarter of its throughput
-against TC alone, so ``auto`` leaves veth to TC. Packets with partial checksums are TC's in
-every mode (xdp.h).
+measured through the lab (`python -m bench.run --only xdp`), iperf3 lost a quarter to a third
+of its throughput against TC alone, so ``auto`` leaves veth to TC. ``xdp-native`` runs native
+XDP on veth when the operator has made the peers NAPI-capable (docs/benchmarks.md has both).
+Packets with partial checksums are TC's in every mode (xdp.h).
 """
 
 from __future__ import annotations
 
 import array
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -36,7 +42,7 @@ from pyloxi.datapath.ebpf.libbpf.xdp import xdp_attach, xdp_attached_prog_id, xd
 
 log = logging.getLogger(__name__)
 
-DATAPATHS = ("tc", "xdp", "auto")
+DATAPATHS = ("tc", "xdp", "auto", "xdp-native")
 PROGRAM = "pyloxi_xdp"
 _SIOCGIFHWADDR, _SIOCETHTOOL, _ETHTOOL_GDRVINFO = 0x8927, 0x8946, 0x00000003
 
@@ -93,30 +99,40 @@ class XdpPorts:
         if datapath == "tc":
             self.detach_one(ifindex)
             return None
+        if ifindex >= L.XDP_PORTS:   # xdp_ports is indexed by ifindex
+            msg = f"xdp not attached to {name}: ifindex {ifindex} >= {L.XDP_PORTS}"
+            if datapath in ("xdp", "xdp-native"):
+                raise BpfError(errno.ERANGE, msg)
+            log.warning("%s: tc only there", msg)
+            return None
         first = preferred_mode(name)
         if datapath == "auto":   # generic XDP only costs (module text)
             modes = [] if first == "generic" else ["native"]
+        elif datapath == "xdp-native":
+            modes = ["native"]
         else:
             modes = [first] if first == "generic" else ["native", "generic"]
         err: BpfError | None = None
         for mode in modes:
+            # an earlier program of ours in the other mode goes first: the kernel keeps one
+            # mode active at a time (EEXIST)
+            other = "generic" if mode == "native" else "native"
+            if _ours(ifindex, other):
+                xdp_detach(ifindex, other)
             try:
                 xdp_attach(ifindex, self.prog_fd, mode)
             except BpfError as exc:
                 err = exc
                 continue
-            other = "generic" if mode == "native" else "native"
-            if _ours(ifindex, other):   # an earlier daemon's program in the other mode
-                xdp_detach(ifindex, other)
             self.modes[ifindex] = mode
             # enabled once attached (until then the program passes every frame of it); the
             # mode says where a native port's frames may be redirected to (xdp.h)
             self.ports.update(ifindex.to_bytes(4, "little"), bytes(L.XdpPort(
-                mac=(ctypes.c_uint8 * 6)(*if_mac(name)), native=mode == "native")))
+                mac=(ctypes.c_uint8 * 6)(*if_mac(name)), native=mode == "native", on=1)))
             log.info("xdp fast path on %s (ifindex %d, %s)", name, ifindex, mode)
             return mode
         self.detach_one(ifindex)   # and an earlier daemon's program, if any
-        if datapath == "xdp":
+        if datapath in ("xdp", "xdp-native"):
             assert err is not None
             raise err
         if err is None:
@@ -128,7 +144,8 @@ class XdpPorts:
 
     def detach_one(self, ifindex: int) -> None:
         """Take our XDP program off *ifindex* (either mode) and disable it there."""
-        self.ports.delete(ifindex.to_bytes(4, "little"))
+        if ifindex < L.XDP_PORTS:
+            self.ports.update(ifindex.to_bytes(4, "little"), bytes(L.XdpPort()))  # off
         for mode in ("native", "generic"):
             try:
                 if _ours(ifindex, mode):
