@@ -34,7 +34,7 @@
 #define PL_CT_ENTRIES     524288  /* established flows, two entries per flow (never evicted) */
 #define PL_CT_HALF_ENTRIES 262144 /* half-open / one-way flows, two per flow (LRU: a flood evicts
                                    * only these) */
-#define PL_EP_ADDR_ENTRIES 65536  /* endpoint ip:port/proto of every service */
+#define PL_EP_ADDR_ENTRIES 262144 /* endpoint ip:port/proto of every service (as many as ep_pool) */
 #define PL_AFF_ENTRIES    131072  /* persist: client affinities */
 #define PL_ALLOW_ENTRIES  65536   /* allowed-source prefixes, all services */
 
