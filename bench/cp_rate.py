@@ -73,9 +73,14 @@ class CpuSampler:
         self._thread.start()
 
     def cpu(self) -> float:
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(the daemon's own CPU seconds, its waited-for children's)."""
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / self._tick  # utime stime cutime cstime
+        ticks = [int(x) for x in fields[11:15]]  # utime stime cutime cstime
+        return (ticks[0] + ticks[1]) / self._tick, (ticks[2] + ticks[3]) / self._tick
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -122,9 +127,9 @@ def client(ns: Netns, out: str, n: int, clients: int, offset: int = 0) -> dict[s
     return res
 
 
-def pyspy(pid: int, out: str) -> subprocess.Popen[bytes]:
+def pyspy(pid: int, out: str, rate: int = 200) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--format",
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(rate), "--format",
                              "speedscope", "--output", out, "--threads", "--nonblocking", "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -140,6 +145,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, action="append", help="1 and/or N (repeatable)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--phase", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "cp_rate"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -152,9 +158,11 @@ def main() -> None:
             runs += 1
             with daemon(lab, ns, tmp, runs) as proc:
                 cpu = CpuSampler(proc.pid)
-                c0 = cpu.cpu()
+                (own0, kids0) = cpu.cpu_split()
                 res = client(ns, os.path.join(args.out, f"c{clients}.json"), args.n, clients)
-                res["daemon_cpu_ms_per_create"] = (cpu.cpu() - c0) / args.n * 1e3
+                own1, kids1 = cpu.cpu_split()
+                res["daemon_cpu_ms_per_create"] = (own1 + kids1 - own0 - kids0) / args.n * 1e3
+                res["daemon_children_cpu_ms_per_create"] = (kids1 - kids0) / args.n * 1e3
                 cpu.stop()
                 if clients == 1:
                     res["daemon_cpu_ms_per_create_by_1000"] = cpu_per_create(res, cpu)
@@ -163,14 +171,14 @@ def main() -> None:
         if args.profile:
             runs += 1
             with daemon(lab, ns, tmp, runs) as proc:
-                spy = pyspy(proc.pid, os.path.join(args.out, "early.speedscope.json"))
+                spy = pyspy(proc.pid, os.path.join(args.out, "early.speedscope.json"), args.rate)
                 time.sleep(1)
                 early = client(ns, os.path.join(args.out, "early.json"), args.phase, 1)
                 stop(spy)
                 fill = args.n - 2 * args.phase
                 if fill > 0:
                     client(ns, os.path.join(args.out, "fill.json"), fill, 1, offset=args.phase)
-                spy = pyspy(proc.pid, os.path.join(args.out, "late.speedscope.json"))
+                spy = pyspy(proc.pid, os.path.join(args.out, "late.speedscope.json"), args.rate)
                 time.sleep(1)
                 late = client(ns, os.path.join(args.out, "late.json"), args.phase, 1,
                               offset=args.n - args.phase)
