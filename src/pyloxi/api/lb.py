@@ -111,7 +111,8 @@ async def create_lb(request: Request) -> dict[str, str]:
     return SUCCESS
 
 
-_CREATE_ROUTE = next(r for r in router.routes if isinstance(r, APIRoute) and "POST" in (r.methods or ()))
+_CREATE_ROUTE = next(r for r in router.routes
+                     if isinstance(r, APIRoute) and "POST" in (r.methods or ()))
 _SUCCESS_BODY = json.dumps(SUCCESS, separators=(",", ":")).encode()
 _SUCCESS_START = {
     "type": "http.response.start",
