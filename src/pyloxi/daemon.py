@@ -38,6 +38,7 @@ from pyloxi.api.netcfg import netcfg_router
 from pyloxi.api.params import params_router
 from pyloxi.api.policy import policy_router
 from pyloxi.api.security import TokenFile, check_tls_files, loopback_only, tls_server
+from pyloxi.api.server import JoinedWritesHttpProtocol
 from pyloxi.api.session import session_router
 from pyloxi.api.users import user_store
 from pyloxi.bgp import BgpSpeaker, Timers
@@ -469,7 +470,8 @@ class Daemon:
 
     async def run(self) -> None:
         config = uvicorn.Config(self.app, host=self.args.host, port=self.args.port,
-                                log_level="warning", lifespan="off")
+                                log_level="warning", lifespan="off",
+                                http=JoinedWritesHttpProtocol)
         server = uvicorn.Server(config)
         tls = self._tls_server()
         loop = asyncio.get_running_loop()
