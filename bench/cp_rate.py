@@ -189,15 +189,16 @@ def main() -> None:
                 spy = pyspy(proc.pid, os.path.join(args.out, "early.speedscope.json"), args.rate)
                 time.sleep(1)
                 early = client(ns, os.path.join(args.out, "early.json"), args.phase,
-                               args.profile_clients)
+                               args.profile_clients, raw=args.raw)
                 stop(spy)
                 fill = args.n - 2 * args.phase
                 if fill > 0:
-                    client(ns, os.path.join(args.out, "fill.json"), fill, 1, offset=args.phase)
+                    client(ns, os.path.join(args.out, "fill.json"), fill, 1, offset=args.phase,
+                           raw=args.raw)
                 spy = pyspy(proc.pid, os.path.join(args.out, "late.speedscope.json"), args.rate)
                 time.sleep(1)
                 late = client(ns, os.path.join(args.out, "late.json"), args.phase,
-                              args.profile_clients, offset=args.n - args.phase)
+                              args.profile_clients, offset=args.n - args.phase, raw=args.raw)
                 stop(spy)
             results["profile"] = {"early": early, "late": late}
             print(json.dumps(results["profile"]), flush=True)
