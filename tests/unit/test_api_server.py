@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from tests.waiting import wait_until
 
 from pyloxi.api import create_app
 from pyloxi.api.server import JoinedWritesHttpProtocol, _JoinedWrites
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine import Engine
-from tests.waiting import wait_until
 
 
 class FakeTransport:
