@@ -1,7 +1,8 @@
 """Control-plane create rate with durable answers: N keep-alive clients POST distinct rules at
-once (each answer is on disk before it is sent). Run inside the daemon's namespace:
+once (each answer is on disk before it is sent), httpx or (--raw) bench.cp_client.RawClient.
+Run inside the daemon's namespace:
 
-    python -m bench.cp_concurrency --clients 16 --n 4000 --json OUT
+    python -m bench.cp_concurrency --clients 16 --n 4000 --json OUT [--raw]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import httpx
 import numpy as np
 
-from bench.cp_client import API, rule
+from bench.cp_client import API, RawClient, rule
 
 
 def main() -> None:
@@ -22,12 +23,23 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--offset", type=int, default=0, help="first rule index (distinct VIPs)")
+    ap.add_argument("--raw", action="store_true", help="bench.cp_client.RawClient, not httpx")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     lat: list[list[float]] = [[] for _ in range(args.clients)]
     bad: list[str] = []
 
     def worker(k: int) -> None:
+        if args.raw:
+            with RawClient() as raw:
+                for i in range(args.offset + k, args.offset + args.n, args.clients):
+                    body = json.dumps(rule(i)).encode()
+                    s = time.perf_counter()
+                    status, text = raw.post("/config/loadbalancer", body)
+                    lat[k].append(time.perf_counter() - s)
+                    if status != 200:
+                        bad.append(text.decode(errors="replace"))
+            return
         with httpx.Client(base_url=API, timeout=60,
                           headers={"content-type": "application/json"}) as c:
             for i in range(args.offset + k, args.offset + args.n, args.clients):

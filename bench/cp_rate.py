@@ -3,6 +3,7 @@ with optional py-spy profiles of the daemon (issue 14). As root, after `make bui
 
     python -m bench.cp_rate --n 10000 --clients 1 --clients 16 --out bench/out/cp_rate
     python -m bench.cp_rate --n 10000 --profile --out bench/out/cp_rate   # needs py-spy
+    python -m bench.cp_rate --n 10000 --clients 1 --raw   # a client lighter than httpx
 
 Each run starts a fresh daemon (empty state dir). With --profile, py-spy records the daemon
 (speedscope JSON) during the first `--phase` creates, and again during the last `--phase`
@@ -73,9 +74,19 @@ class CpuSampler:
         self._thread.start()
 
     def cpu(self) -> float:
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(the daemon's own CPU seconds, its waited-for children's)."""
+        user, system, children = self.cpu_kinds()
+        return user + system, children
+
+    def cpu_kinds(self) -> tuple[float, float, float]:
+        """The daemon's user and system CPU seconds, and its waited-for children's."""
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / self._tick  # utime stime cutime cstime
+        ticks = [int(x) for x in fields[11:15]]  # utime stime cutime cstime
+        return ticks[0] / self._tick, ticks[1] / self._tick, (ticks[2] + ticks[3]) / self._tick
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -109,22 +120,25 @@ def cpu_per_create(res: dict[str, object], cpu: CpuSampler, chunk: int = 1000) -
     return out
 
 
-def client(ns: Netns, out: str, n: int, clients: int, offset: int = 0) -> dict[str, object]:
+def client(ns: Netns, out: str, n: int, clients: int, offset: int = 0,
+           raw: bool = False) -> dict[str, object]:
     if clients == 1:
         cmd = [sys.executable, "-m", "bench.cp_client", "--n", str(n), "--budget", "900",
                "--no-list"]
     else:
         cmd = [sys.executable, "-m", "bench.cp_concurrency", "--clients", str(clients),
                "--n", str(n)]
+    if raw:
+        cmd.append("--raw")
     ns.run([*cmd, "--offset", str(offset), "--json", out], timeout=1200)
     with open(out) as f:
         res: dict[str, object] = json.load(f)
     return res
 
 
-def pyspy(pid: int, out: str) -> subprocess.Popen[bytes]:
+def pyspy(pid: int, out: str, rate: int = 200) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--format",
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(rate), "--format",
                              "speedscope", "--output", out, "--threads", "--nonblocking", "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -139,7 +153,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--clients", type=int, action="append", help="1 and/or N (repeatable)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--raw", action="store_true",
+                    help="clients send with bench.cp_client.RawClient instead of httpx")
     ap.add_argument("--phase", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    ap.add_argument("--profile-clients", type=int, default=1,
+                    help="clients of the profiled phases (the fill between is one client)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "cp_rate"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -152,9 +171,13 @@ def main() -> None:
             runs += 1
             with daemon(lab, ns, tmp, runs) as proc:
                 cpu = CpuSampler(proc.pid)
-                c0 = cpu.cpu()
-                res = client(ns, os.path.join(args.out, f"c{clients}.json"), args.n, clients)
-                res["daemon_cpu_ms_per_create"] = (cpu.cpu() - c0) / args.n * 1e3
+                before = cpu.cpu_kinds()
+                res = client(ns, os.path.join(args.out, f"c{clients}.json"), args.n, clients,
+                             raw=args.raw)
+                user, system, kids = (b - a for a, b in zip(before, cpu.cpu_kinds(), strict=True))
+                res["daemon_cpu_ms_per_create"] = (user + system + kids) / args.n * 1e3
+                res["daemon_system_cpu_ms_per_create"] = system / args.n * 1e3
+                res["daemon_children_cpu_ms_per_create"] = kids / args.n * 1e3
                 cpu.stop()
                 if clients == 1:
                     res["daemon_cpu_ms_per_create_by_1000"] = cpu_per_create(res, cpu)
@@ -163,17 +186,19 @@ def main() -> None:
         if args.profile:
             runs += 1
             with daemon(lab, ns, tmp, runs) as proc:
-                spy = pyspy(proc.pid, os.path.join(args.out, "early.speedscope.json"))
+                spy = pyspy(proc.pid, os.path.join(args.out, "early.speedscope.json"), args.rate)
                 time.sleep(1)
-                early = client(ns, os.path.join(args.out, "early.json"), args.phase, 1)
+                early = client(ns, os.path.join(args.out, "early.json"), args.phase,
+                               args.profile_clients, raw=args.raw)
                 stop(spy)
                 fill = args.n - 2 * args.phase
                 if fill > 0:
-                    client(ns, os.path.join(args.out, "fill.json"), fill, 1, offset=args.phase)
-                spy = pyspy(proc.pid, os.path.join(args.out, "late.speedscope.json"))
+                    client(ns, os.path.join(args.out, "fill.json"), fill, 1, offset=args.phase,
+                           raw=args.raw)
+                spy = pyspy(proc.pid, os.path.join(args.out, "late.speedscope.json"), args.rate)
                 time.sleep(1)
-                late = client(ns, os.path.join(args.out, "late.json"), args.phase, 1,
-                              offset=args.n - args.phase)
+                late = client(ns, os.path.join(args.out, "late.json"), args.phase,
+                              args.profile_clients, offset=args.n - args.phase, raw=args.raw)
                 stop(spy)
             results["profile"] = {"early": early, "late": late}
             print(json.dumps(results["profile"]), flush=True)

@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -168,20 +168,45 @@ def _dump(entry: LoadBalancerEntry) -> str:
     return json.dumps(entry.model_dump(by_alias=True, mode="json", exclude_none=True))
 
 
-class _Commit:
-    """One submission: its ops, and the event its submitter waits on."""
+# Guards every commit's done flag against its callback list (a registration racing the
+# writer's resolve must not be lost); held for a few instructions at a time.
+_CALLBACKS = threading.Lock()
 
-    __slots__ = ("seq", "ops", "_done", "_error")
+
+class _Commit:
+    """One submission: its ops, and the event its submitter waits on (or the callbacks it
+    registered: an asyncio caller waits without a thread of its own)."""
+
+    __slots__ = ("seq", "ops", "_done", "_error", "_callbacks")
 
     def __init__(self, seq: int, ops: Sequence[StoreOp]) -> None:
         self.seq = seq
         self.ops = ops
         self._done = threading.Event()
         self._error: StoreFailure | None = None
+        self._callbacks: list[Callable[[], None]] | None = None
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once resolved (at once if it is): from the writer thread, so it
+        must be quick and thread-safe (loop.call_soon_threadsafe)."""
+        with _CALLBACKS:
+            if not self._done.is_set():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback()
 
     def resolve(self, error: StoreFailure | None) -> None:
         self._error = error
-        self._done.set()
+        with _CALLBACKS:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:  # the writer thread must survive to answer the others
+                log.exception("rule store: commit callback failed")
 
     def wait(self) -> None:
         self._done.wait()

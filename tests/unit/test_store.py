@@ -172,6 +172,49 @@ def test_sqlite_failed_batch_fails_later_submissions_until_resume(
     assert reload(tmp_path / "state") == [1, 5]
 
 
+def test_sqlite_commit_calls_back_once_settled(sq: SqliteStore, monkeypatch: pytest.MonkeyPatch):
+    """An asyncio caller waits by callback: called once the write is durable (or failed),
+    never before; at once when registered after that."""
+    gate = threading.Event()
+    write = sq._write
+
+    def gated_write(batch):  # type: ignore[no-untyped-def]
+        gate.wait(10)
+        if any(c.ops and c.ops[0].key == "bad" for c in batch):
+            raise OSError(28, "No space left on device")
+        write(batch)
+
+    monkeypatch.setattr(sq, "_write", gated_write)
+    called: list[str] = []
+    done = threading.Event()
+    c1 = sq.submit([Put("k1", entry(1))])
+    c1.add_done_callback(lambda: (called.append("k1"), done.set()))
+    assert called == []  # the writer is held: nothing is durable yet
+    gate.set()
+    assert done.wait(10)
+    c1.wait()
+    assert called == ["k1"]
+    assert reload_live(sq) == [1]
+    c1.add_done_callback(lambda: called.append("late"))
+    assert called == ["k1", "late"]
+    failed = threading.Event()
+    bad = sq.submit([Put("bad", entry(2))])
+    bad.add_done_callback(failed.set)
+    assert failed.wait(10)
+    with pytest.raises(StoreFailure):
+        bad.wait()
+
+
+def reload_live(sq: SqliteStore) -> list[int]:
+    import sqlite3
+    conn = sqlite3.connect(f"file:{sq.path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT entry FROM rules ORDER BY ord").fetchall()
+    finally:
+        conn.close()
+    return [LoadBalancerEntry.model_validate_json(r[0]).service_arguments.port for r in rows]
+
+
 ACK_AND_DIE = """
 import os, signal, sys
 from pyloxi.engine import Put

@@ -184,6 +184,8 @@ def create_app(
     )
     app.state.engine = engine
     install_handlers(app)
+    # innermost: the rule create answered below FastAPI's routing (lb.CreateLane)
+    app.add_middleware(lb.CreateLane, path=BASE_PATH + "/config/loadbalancer")
     # URL, Content-Type and body-size limits for every route, built-in or extra (guard.py).
     app.add_middleware(RequestGuard, form_paths=frozenset({BASE_PATH + IMPORT_PATH}))
     if tokens is not None:

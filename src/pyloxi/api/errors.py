@@ -117,7 +117,12 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return unexpected_error(request.method, request.url.path, exc)
+
+
+def unexpected_error(method: str, path: str, exc: Exception) -> JSONResponse:
+    """A handler bug: logged with its traceback, answered 500 in loxilb's body."""
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
     return error_response(500, f"internal error: {exc}" if str(exc) else "internal error")
 
 

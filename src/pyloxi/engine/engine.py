@@ -89,6 +89,28 @@ class _Pending:
     commit: Commit
 
 
+class Staged:
+    """A change `Engine.begin_add` applied, on its way to disk."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self, pending: _Pending | None) -> None:
+        self.pending = pending
+
+    def when_durable(self, callback: Callable[[], None]) -> bool:
+        """Have `callback` called (from the store's thread, or at once) when the store has
+        settled the change; False if this store cannot call back (then `settle` in a
+        thread). Either way `Engine.settle` tells the outcome."""
+        if self.pending is None:
+            callback()
+            return True
+        add = getattr(self.pending.commit, "add_done_callback", None)
+        if add is None:
+            return False
+        add(callback)
+        return True
+
+
 def _datapath_error(exc: Exception) -> PyloxiError:
     if isinstance(exc, PyloxiError):
         return exc
@@ -154,6 +176,26 @@ class Engine:
         and datapath) and a 500 is raised. Blocks: call it from a worker thread.
         """
         self._settle(self._add(entry, persist=True))
+
+    def begin_add(self, entry: LoadBalancerEntry) -> Staged | None:
+        """`add_rule` for a caller that must not block (the API's event loop): the change is
+        validated and applied, and handed to the store, as add_rule does; None (nothing done)
+        when the engine lock is held by someone else, then call `add_rule` from a thread.
+        Raises what add_rule raises before the store. The caller then waits for
+        `Staged.when_durable` and calls `settle` (the answer may be sent only after that)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return Staged(self._add(entry, persist=True))
+        finally:
+            self._lock.release()
+
+    def settle(self, staged: Staged, *, blocking: bool = True) -> bool:
+        """Second half of `begin_add`: wait until the change is durable (see `_settle`; a
+        store failure undoes it and raises a 500). With blocking=False, for a change whose
+        commit has resolved: False, with nothing done, when that needs to block (the lock is
+        busy or the store failed), then call it again from a thread."""
+        return self._settle(staged.pending, blocking=blocking)
 
     def _add(self, entry: LoadBalancerEntry, *, persist: bool) -> _Pending | None:
         spec = validate(entry, supported_modes=self._modes, supported_protocols=self._protocols)
@@ -363,21 +405,29 @@ class Engine:
         self._journal[commit.seq] = pending
         return pending
 
-    def _settle(self, pending: _Pending | None) -> None:
+    def _settle(self, pending: _Pending | None, *, blocking: bool = True) -> bool:
         """Outside the lock: wait until `pending` is durable. If the store failed, undo every
         change from the failed batch on (they were computed on top of each other), newest
-        first, and raise a 500."""
+        first, and raise a 500. blocking=False (the commit has resolved): False, nothing
+        done, if that needs the lock while it is busy, or a rollback."""
         if pending is None:
-            return
+            return True
         try:
             pending.commit.wait()
         except StoreFailure as exc:
+            if not blocking:
+                return False
             with self._lock:
                 self._rollback(exc.from_seq)
             raise PyloxiError(500, f"{exc.message}; the change was undone") from exc
-        with self._lock:
+        if not self._lock.acquire(blocking=blocking):
+            return False
+        try:
             if self._journal.pop(pending.seq, None) is not None:
                 self._finish(pending.changes)
+        finally:
+            self._lock.release()
+        return True
 
     def _rollback(self, from_seq: int) -> None:
         """Under the lock: undo what the store lost (once per failure, whichever waiter
@@ -674,5 +724,5 @@ def _describe(entry: LoadBalancerEntry) -> str:
     return f"{a.external_ip}:{ports}/{a.protocol}" + (f" ({a.name})" if a.name else "")
 
 
-__all__ = ["Commit", "Delete", "Engine", "EpState", "Put", "RuleStore", "StoreFailure", "StoreOp",
-           "entry_store_key", "store_key"]
+__all__ = ["Commit", "Delete", "Engine", "EpState", "Put", "RuleStore", "Staged", "StoreFailure",
+           "StoreOp", "entry_store_key", "store_key"]

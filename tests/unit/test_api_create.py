@@ -1,0 +1,185 @@
+"""POST /config/loadbalancer's lean path (api.lb.CreateLane, Engine.begin_add/settle): answered
+from the event loop, and still only once durable, undone when the store fails, served by a
+worker thread when the engine lock is busy, counted by the request counter like any route."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pyloxi.api import create_app
+from pyloxi.datapath.memory import MemoryDatapath
+from pyloxi.engine import Engine, Put
+from pyloxi.model.lb import LoadBalancerEntry
+from pyloxi.store import DB_NAME, SqliteStore
+
+LB = "/netlox/v1/config/loadbalancer"
+
+
+def rule(port: int) -> dict[str, Any]:
+    return {
+        "serviceArguments": {"externalIP": "20.20.20.1", "port": port, "protocol": "tcp"},
+        "endpoints": [{"endpointIP": "31.31.31.1", "targetPort": 8080, "weight": 1}],
+    }
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None, int]] = []
+
+    def observe(self, method: str, route: str | None, status: int) -> None:
+        self.seen.append((method, route, status))
+
+
+class Env:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.store = SqliteStore(state)
+        self.store.load()
+        self.dp = MemoryDatapath()
+        self.engine = Engine(self.dp, store=self.store)
+        self.observer = Observer()
+        self.app = create_app(self.engine, version="9.9.9", request_observer=self.observer)
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                      base_url="http://pyloxi")
+
+    async def post(self, port: int) -> httpx.Response:
+        return await self.http.post(LB, json=rule(port))
+
+    def ports_on_disk(self) -> list[int]:
+        """Read by another connection, as a restarted daemon would."""
+        conn = sqlite3.connect(f"file:{self.state / DB_NAME}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT entry FROM rules ORDER BY ord").fetchall()
+        finally:
+            conn.close()
+        return [LoadBalancerEntry.model_validate_json(r[0]).service_arguments.port
+                for r in rows]
+
+    async def ports_listed(self) -> list[int]:
+        resp = await self.http.get(f"{LB}/all")
+        assert resp.status_code == 200
+        return [r["serviceArguments"]["port"] for r in resp.json()["lbAttr"]]
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    e = Env(tmp_path / "state")
+    yield e
+    await e.http.aclose()
+    e.store.close()
+
+
+async def test_answered_create_is_on_disk(env: Env) -> None:
+    for port in (1, 2, 3):
+        resp = await env.post(port)
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"result": "Success"}
+        assert env.ports_on_disk() == list(range(1, port + 1))
+    resp = await env.post(2)  # the same body again: loxilb's 409, nothing written
+    assert resp.status_code == 409
+    assert resp.json()["message"] == "lbrule-exists error: 20.20.20.1:2/tcp"
+    assert env.ports_on_disk() == [1, 2, 3]
+
+
+async def test_concurrent_creates_all_durable(env: Env) -> None:
+    answers = await asyncio.gather(*(env.post(p) for p in range(1, 33)))
+    assert [a.status_code for a in answers] == [200] * 32
+    assert sorted(env.ports_on_disk()) == list(range(1, 33))
+    assert sorted(await env.ports_listed()) == list(range(1, 33))
+
+
+async def test_failed_store_write_is_a_500_and_undone(env: Env,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await env.post(1)).status_code == 200
+    write = env.store._write
+
+    def failing_write(batch: Any) -> None:
+        if any(isinstance(op, Put) and op.entry.service_arguments.port == 2
+               for c in batch for op in c.ops):
+            raise OSError(28, "No space left on device")
+        write(batch)
+
+    monkeypatch.setattr(env.store, "_write", failing_write)
+    resp = await env.post(2)
+    assert resp.status_code == 500
+    assert "No space left" in resp.json()["message"] and "undone" in resp.json()["message"]
+    assert await env.ports_listed() == [1]
+    assert sorted(p.port_min for p in env.dp.services.values()) == [1]
+    assert (await env.post(3)).status_code == 200  # the store takes changes again
+    assert env.ports_on_disk() == [1, 3]
+
+
+async def test_busy_engine_lock_served_by_a_worker_thread(env: Env,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another thread holds the engine lock the event loop must not wait for it: the
+    create goes to add_rule in a worker thread, which waits, then answers as usual."""
+    held, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with env.engine._lock:
+            held.set()
+            release.wait(30)
+
+    add_rule = env.engine.add_rule
+
+    def counting_add_rule(entry: LoadBalancerEntry) -> None:
+        entered.set()
+        add_rule(entry)
+
+    monkeypatch.setattr(env.engine, "add_rule", counting_add_rule)
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert await asyncio.to_thread(held.wait, 30)
+    try:
+        post = asyncio.create_task(env.post(7))
+        assert await asyncio.to_thread(entered.wait, 30)  # the fallback took it
+        assert env.ports_on_disk() == []
+    finally:
+        release.set()
+    resp = await post
+    thread.join(30)
+    assert resp.status_code == 200, resp.text
+    assert env.ports_on_disk() == [7]
+    assert await env.ports_listed() == [7]
+
+
+async def test_counted_under_the_route_template(env: Env) -> None:
+    assert (await env.post(1)).status_code == 200
+    assert (await env.http.post(LB, content=b"{", headers={"content-type": "application/json"})
+            ).status_code == 400
+    assert env.observer.seen == [("POST", LB, 200), ("POST", LB, 400)]
+
+
+def test_begin_add_returns_none_while_the_lock_is_busy(tmp_path: Path) -> None:
+    engine = Engine(MemoryDatapath())
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with engine._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(30)
+    try:
+        assert engine.begin_add(LoadBalancerEntry.model_validate(rule(1))) is None
+    finally:
+        release.set()
+        thread.join(30)
+    assert engine.entries() == []
+    staged = engine.begin_add(LoadBalancerEntry.model_validate(rule(1)))
+    assert staged is not None
+    called: list[bool] = []
+    assert staged.when_durable(lambda: called.append(True))  # no store: at once
+    assert called == [True]
+    assert engine.settle(staged, blocking=False)
+    assert [e.service_arguments.port for e in engine.entries()] == [1]
