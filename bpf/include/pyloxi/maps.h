@@ -24,7 +24,17 @@
 #define PL_SLOTS          1021    /* selection table length (prime, for Maglev) */
 #define PL_SLOTS_ALLOC    1024    /* bytes reserved per table */
 #define PL_MAX_SVC_KEYS   65536   /* service keys (one per VIP/proto/port) */
-#define PL_CT_ENTRIES     524288  /* established flows, two entries per flow (never evicted) */
+#define PL_CT_ENTRIES     2097152 /* established flows, two entries per flow (never evicted):
+                                   * 1M flows */
+/* ct_map is not preallocated: preallocated, its 2M elements would hold ~430 MB of kernel memory
+ * from load on, on an idle node (and in every test's datapath); without, it holds its buckets
+ * (32 MB) and ~250 B per entry in use. Lookups (the established path) are the same code; an
+ * insert takes its element from a per-CPU cache instead of a free list. Measured side by side
+ * by bench/ct_scale.py (docs/benchmarks.md, "Conntrack at 2M entries"). The build can choose
+ * preallocation with -DPL_CT_MAP_FLAGS=0. */
+#ifndef PL_CT_MAP_FLAGS
+#define PL_CT_MAP_FLAGS   BPF_F_NO_PREALLOC
+#endif
 #define PL_CT_HALF_ENTRIES 262144 /* half-open / one-way flows, two per flow (LRU: a flood evicts
                                    * only these) */
 #define PL_EP_ADDR_ENTRIES 65536  /* endpoint ip:port/proto of every service */

@@ -109,10 +109,10 @@ class Snapshot:
         index = np.full(n, -1, dtype=np.int64)
         if n < 2:
             return index
-        mine = _words(self.keys, n)
-        theirs = _words(self.partner_keys(), n)
+        mine = _words(self.raw_keys, n)
+        theirs = _words(self.partner_keys().view(self.raw_keys.dtype), n)
         d_mine, d_theirs = _digest(mine), _digest(theirs)
-        pair = _mix(np.minimum(d_mine, d_theirs) ^ _mix(np.maximum(d_mine, d_theirs)))
+        pair = _pair_hash(d_mine, d_theirs)
         order = np.argsort(pair)
         sp = pair[order]
         same = sp[1:] == sp[:-1]
@@ -129,6 +129,11 @@ class Snapshot:
         return index
 
 
+def _pair_hash(d_mine: np.ndarray, d_theirs: np.ndarray) -> np.ndarray:
+    """The same for an entry and its partner (their digests swapped)."""
+    return _mix(np.minimum(d_mine, d_theirs) ^ _mix(np.maximum(d_mine, d_theirs)))
+
+
 def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, mine: list[np.ndarray],
                   theirs: list[np.ndarray]) -> None:
     """Candidates b[i] for the partner of a[i], and a[i] for that of b[i]: set where the
@@ -140,9 +145,11 @@ def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, mine: list[np
     index[b[ok]] = a[ok]
 
 
-def _words(keys: np.ndarray, n: int) -> list[np.ndarray]:
-    """The keys as _KEY_WORDS columns of 64-bit words (contiguous, for fast compares)."""
-    m = np.ascontiguousarray(keys).view("<u8").reshape(n, _KEY_WORDS)
+def _words(raw: np.ndarray, n: int) -> list[np.ndarray]:
+    """The keys (as opaque V40 records: numpy copies of a structured array leave its padding
+    bytes uninitialised, so a key is only ever copied whole) as _KEY_WORDS columns of 64-bit
+    words (contiguous, for fast compares)."""
+    m = np.ascontiguousarray(raw).view("<u8").reshape(n, _KEY_WORDS)
     return [np.ascontiguousarray(m[:, w]) for w in range(_KEY_WORDS)]
 
 
@@ -165,10 +172,25 @@ def _digest(words: list[np.ndarray]) -> np.ndarray:
     return digest
 
 
+# loxilb's state names; state codes (state_codes) index this
+STATE_NAMES = ("", "closed", "closed-wait", "fini", "est", "sync-ack", "sync-sent", "udp-est",
+               "udp-uni", "bidir", "req-sent", "abort", "shut-complete", "shut-ack", "shut",
+               "cookie-echo", "init-ack", "init")
+_CODE = {name: i for i, name in enumerate(STATE_NAMES)}
+_NAMES = np.array(STATE_NAMES, dtype=object)
+
+
 def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
-    """For every entry: the loxilb state name index and the state's timeout class.
+    """For every entry: the loxilb state name and the state's timeout class.
 
     Returned per entry; callers use the original-direction entries."""
+    codes, timeout = state_codes(snap)
+    return _NAMES[codes], timeout
+
+
+def state_codes(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
+    """flow_states with each state as its index in STATE_NAMES (a sweep of 2M entries counts
+    states by small integers, not by 2M Python strings)."""
     v, k, partner = snap.vals, snap.keys, snap.partner
     mine = v["seen"]
     other = np.where(partner >= 0, v["seen"][np.maximum(partner, 0)], 0)
@@ -181,7 +203,7 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
     dsr = v["mode"] == L.MODE_DSR
     r = np.where(dsr, np.where((o & L.CT_ACK) != 0, L.CT_SYNACK, 0) | L.CT_SEEN, r)
     proto = k["proto"]
-    names = np.full(len(v), "", dtype=object)
+    names = np.zeros(len(v), dtype=np.uint8)  # STATE_NAMES indexes
     timeout = np.zeros(len(v), dtype=np.int64)  # 0: the service's idle timeout
 
     tcp = proto == TCP
@@ -196,7 +218,7 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
                            (fin_one, "fini", TIMEOUT_FIN), (est, "est", 0),
                            (synack, "sync-ack", TIMEOUT_HANDSHAKE),
                            (syn, "sync-sent", TIMEOUT_HANDSHAKE)):
-        names[mask] = name
+        names[mask] = _CODE[name]
         timeout[mask] = to
 
     both = (r & L.CT_SEEN) != 0
@@ -205,9 +227,9 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
         (ICMP, "bidir", "req-sent", TIMEOUT_ICMP, TIMEOUT_ONE_WAY),
     ):
         m = proto == p
-        names[m & both] = est_name
+        names[m & both] = _CODE[est_name]
         timeout[m & both] = est_to
-        names[m & ~both] = one_name
+        names[m & ~both] = _CODE[one_name]
         timeout[m & ~both] = one_to
     _sctp_states(proto == SCTP, o, r, names, timeout)
     return names, timeout
@@ -234,24 +256,21 @@ def _sctp_states(sctp: np.ndarray, o: np.ndarray, r: np.ndarray, names: np.ndarr
         (np.ones(len(o), dtype=bool), "init", TIMEOUT_HANDSHAKE),
     ):
         m = left & mask
-        names[m] = name
+        names[m] = _CODE[name]
         timeout[m] = to
         left &= ~mask
 
 
-def _summarise(snap: Snapshot, names: np.ndarray,
+def _summarise(snap: Snapshot, codes: np.ndarray,
                gone: np.ndarray) -> dict[tuple[int, str], int]:
-    """Flows (original-direction entries) by (protocol, state), leaving out entries `gone`."""
+    """Flows (original-direction entries) by (protocol, state), leaving out entries `gone`;
+    `codes`: state_codes(snap)[0]."""
     keep = snap.vals["dir"] == L.DIR_ORIG
     keep[gone] = False
-    protos = snap.keys["proto"][keep]
-    states = names[keep].astype("U16")
-    out: dict[tuple[int, str], int] = {}
-    for p in np.unique(protos):
-        uniq, counts = np.unique(states[protos == p], return_counts=True)
-        for name, n in zip(uniq, counts, strict=True):
-            out[(int(p), str(name))] = int(n)
-    return out
+    cell = snap.keys["proto"][keep].astype(np.int64) * len(STATE_NAMES) + codes[keep]
+    counts = np.bincount(cell, minlength=256 * len(STATE_NAMES))
+    return {(int(c) // len(STATE_NAMES), STATE_NAMES[int(c) % len(STATE_NAMES)]): int(counts[c])
+            for c in np.nonzero(counts)[0]}
 
 
 def _ages(now_ns: int, last: np.ndarray) -> np.ndarray:
@@ -344,20 +363,22 @@ class ConntrackTable:
             gone = idx[deleted]
             gone = gone[(table[gone] == EST) & (v["dir"][gone] == L.DIR_ORIG)]
             if len(gone):
-                pk = snap.partner_keys()[gone]
-                self.on_deleted([(bytes(snap.raw_keys[i]), pk[j].tobytes())
+                # as opaque records: a structured copy would leave the keys' pad bytes
+                # uninitialised, and a peer would look up garbage
+                pk = snap.partner_keys().view(snap.raw_keys.dtype)[gone]
+                self.on_deleted([(bytes(snap.raw_keys[i]), bytes(pk[j]))
                                  for j, i in enumerate(gone)])
         return deleted
 
     def expired(self, snap: Snapshot, idle_timeout: dict[int, int], now_ns: int,
                 states: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Indexes of the snapshot's entries that are expired at `now_ns` (a flow's two entries
-        share `last` and state, so both are in or both are out). `states`: flow_states(snap)
+        share `last` and state, so both are in or both are out). `states`: state_codes(snap)
         if the caller has it already."""
         if not len(snap):
             return np.zeros(0, dtype=np.int64)
         v, partner = snap.vals, snap.partner
-        _, timeout = states if states is not None else flow_states(snap)
+        _, timeout = states if states is not None else state_codes(snap)
         svc = v["svc_id"].astype(np.int64)
         if idle_timeout:
             ids = np.fromiter(idle_timeout.keys(), dtype=np.int64)
@@ -391,7 +412,7 @@ class ConntrackTable:
         """Delete expired flows (both entries); returns the number of flows removed. Leaves
         the flows that stay counted by protocol and state in `summary()` (metrics)."""
         snap = self.snapshot()
-        states = flow_states(snap) if len(snap) else None
+        states = state_codes(snap) if len(snap) else None
         idx = self.expired(snap, idle_timeout, now_ns, states)
         deleted = self._delete(snap, idx) if len(idx) else np.zeros(0, dtype=bool)
         if states is not None:
@@ -410,7 +431,7 @@ class ConntrackTable:
         pass over a table of hundreds of thousands of entries."""
         if self._summary is None:
             snap = self.snapshot()
-            self._summary = _summarise(snap, flow_states(snap)[0], np.zeros(0, dtype=np.int64)) \
+            self._summary = _summarise(snap, state_codes(snap)[0], np.zeros(0, dtype=np.int64)) \
                 if len(snap) else {}
         return dict(self._summary)
 
