@@ -4,13 +4,13 @@ network namespace of its own, so bpf_fib_lookup sees only its routes).
     python -m bench.ct_scale --json OUT [--flows 1000000] [--rounds 3]
 
 What it measures (docs/benchmarks.md, "Conntrack at 2M entries"):
-- memory of the established table (ct_map, 2M entries) preallocated vs BPF_F_NO_PREALLOC (the
-  shipped flags, bpf/include/pyloxi/maps.h; the preallocated variant is the same source built
-  with -DPL_CT_MAP_FLAGS=0): the kernel's own account of the map (`memlock` in the map fd's
-  fdinfo: for a table that is not preallocated, its buckets plus elem_size + 8 per element in
-  use) -- idle after load, and with `--flows` flows (two entries each) written in; as a
-  cross-check, how much the machine's slab caches grew during the fill (slabinfo; noisy: the
-  machine is shared).
+- memory of the established table (ct_map, 2M entries) preallocated (the shipped flags,
+  bpf/include/pyloxi/maps.h) vs BPF_F_NO_PREALLOC (the same source built with
+  -DPL_CT_MAP_FLAGS=BPF_F_NO_PREALLOC): the kernel's own account of the map (`memlock` in
+  the map fd's fdinfo: for a table that is not preallocated, its buckets plus elem_size + 8
+  per element in use) -- idle after load, and with `--flows` flows (two entries each) written
+  in; as a cross-check, how much the machine's slab caches grew during the fill (slabinfo;
+  noisy: the machine is shared).
 - established and new-flow ns of both variants under BPF_PROG_TEST_RUN, the loops of bench.micro
   (its docstring has the methods), on an empty table and on one holding `--flows` flows:
   a new flow's two inserts are where the variants differ. Variants alternate, `--rounds`
@@ -19,7 +19,8 @@ What it measures (docs/benchmarks.md, "Conntrack at 2M entries"):
   deletes in the kernel) over `--flows` flows, 10% of them idle past the timeout: CPU seconds
   of this process (time.process_time: user + system, the batch reads' kernel time included),
   and wall seconds. Then a sweep with nothing to remove, then the 10% written back and swept
-  again.
+  again: first with no traffic, then all that again during the traffic below (which runs on
+  the other vCPU and shares the caches and memory bandwidth with the sweep).
 - packets/s of an established flow during a sweep vs without: a child process (forked, so no
   GIL is shared, as with real traffic) runs established-flow BPF_PROG_TEST_RUN loops (254
   repetitions a call) back to back; each call's end time and kernel duration are recorded, and
@@ -60,19 +61,20 @@ from bench.micro import (
 from pyloxi.testing.ctfill import synthetic_flows, write_entries
 from pyloxi.testing.lab.dpns import datapath_netns
 
-PREALLOC_OBJ = os.path.join(ROOT, "build", "bench-ct-prealloc.bpf.o")
+NO_PREALLOC_OBJ = os.path.join(ROOT, "build", "bench-ct-noprealloc.bpf.o")
 SEC = 10**9
 
 
-def build_prealloc() -> str:
-    """lb.bpf.c with a preallocated ct_map (PL_CT_MAP_FLAGS 0), flags as the Makefile's."""
+def build_no_prealloc() -> str:
+    """lb.bpf.c with a ct_map that is not preallocated (PL_CT_MAP_FLAGS BPF_F_NO_PREALLOC),
+    the compiler flags as the Makefile's."""
     arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-D__TARGET_ARCH_{arch}",
-                    "-DPL_CT_MAP_FLAGS=0", "-Wall", "-Werror", "-I", os.path.join(ROOT, "bpf",
-                                                                                  "include"),
+                    "-DPL_CT_MAP_FLAGS=BPF_F_NO_PREALLOC", "-Wall", "-Werror",
+                    "-I", os.path.join(ROOT, "bpf", "include"),
                     "-I", f"/usr/include/{os.uname().machine}-linux-gnu", "-c",
-                    os.path.join(ROOT, "bpf", "lb.bpf.c"), "-o", PREALLOC_OBJ], check=True)
-    return PREALLOC_OBJ
+                    os.path.join(ROOT, "bpf", "lb.bpf.c"), "-o", NO_PREALLOC_OBJ], check=True)
+    return NO_PREALLOC_OBJ
 
 
 def memlock(fd: int) -> int:
@@ -165,7 +167,7 @@ def count_entries(m) -> int:  # type: ignore[no-untyped-def]
 
 def bench_variants(flows: int, rounds: int, calls: int, handshakes: int) -> dict[str, object]:
     """Memory and packet costs of both variants, alternating, medians over rounds."""
-    objs = {"no_prealloc": OBJ, "prealloc": build_prealloc()}
+    objs = {"no_prealloc": build_no_prealloc(), "prealloc": OBJ}
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in objs}
     ctx0 = ctx_for("dp0")
     est = tcp_packet(CLIENT, VIP_E, 40000, 80, "A", ttl=255)
@@ -268,6 +270,27 @@ def bench_sweep(flows: int, sweeps: int) -> dict[str, object]:
         pkt = tcp_packet(CLIENT, VIP_E, 40000, 80, "A", ttl=255)
         ctx0 = ctx_for("dp0")
         quiet_s = 3.0
+
+        def sweeps_now(tag: str, windows: list[tuple[int, int]]) -> list[dict[str, float]]:
+            runs: list[dict[str, float]] = []
+            for s in range(sweeps):
+                if s and s % 2 == 0:  # the idle flows again, for another sweep removing them
+                    write_entries(ct, keys, vals)
+                    time.sleep(1)
+                c0, w0 = time.process_time(), time.monotonic_ns()
+                removed = dp.age_flows()
+                w1, c1 = time.monotonic_ns(), time.process_time()
+                windows.append((w0, w1))
+                runs.append({"cpu_s": c1 - c0, "wall_s": (w1 - w0) / SEC,
+                             "flows_removed": removed})
+                print(f"sweep {tag} {s}: {runs[-1]}", flush=True)
+                time.sleep(1.5)
+            if tag == "quiet":  # the traffic phase starts from the same full table
+                write_entries(ct, keys, vals)
+            return runs
+
+        res["sweeps_quiet"] = sweeps_now("quiet", [])
+        windows: list[tuple[int, int]] = []
         stop = mmap.mmap(-1, 1)  # shared with the child: set to stop it
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
@@ -275,27 +298,14 @@ def bench_sweep(flows: int, sweeps: int) -> dict[str, object]:
                 _traffic(dp.prog_fd, pkt, ctx0, stop, tmp)
             finally:
                 os._exit(0)
-        windows: list[tuple[int, int]] = []
-        sweep_runs: list[dict[str, float]] = []
         try:
             time.sleep(quiet_s)
-            for s in range(sweeps):
-                if s == 2:  # the idle flows again, for another sweep that removes them
-                    write_entries(ct, keys, vals)
-                    time.sleep(1)
-                c0, w0 = time.process_time(), time.monotonic_ns()
-                removed = dp.age_flows()
-                w1, c1 = time.monotonic_ns(), time.process_time()
-                windows.append((w0, w1))
-                sweep_runs.append({"cpu_s": c1 - c0, "wall_s": (w1 - w0) / SEC,
-                                   "flows_removed": removed})
-                print(f"sweep {s}: {sweep_runs[-1]}", flush=True)
-                time.sleep(1.5)
+            sweep_runs = sweeps_now("traffic", windows)
             time.sleep(quiet_s)
         finally:
             stop[0] = 1
             os.waitpid(pid, 0)
-        res["sweeps"] = sweep_runs
+        res["sweeps_traffic"] = sweep_runs
         res["entries_after"] = sum(n for _, _, n in ct.lookup_batch_raw(batch=65536))
         t = np.load(tmp)
         res["traffic"] = _split(t["end"], t["dur"], windows)

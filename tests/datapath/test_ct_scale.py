@@ -120,3 +120,33 @@ def test_sweep_pairs_every_entry_even_when_its_hash_crowds(h: Harness,
     assert all(real[v] == k for k, v in real.items() if v is not None)
     monkeypatch.setattr(C, "_pair_hash", lambda a, b: np.minimum(a, b) % np.uint64(7))
     assert pairs() == real
+
+
+def test_restart_keeps_the_pinned_table_size_and_its_flows(netns: str) -> None:
+    """An upgrade that changed the compiled table size (524,288 -> 2,097,152 entries) finds
+    the old table pinned: with no size asked for, the daemon starts with the pinned table and
+    its flows instead of refusing to start; asking for another size is still refused."""
+    import os
+
+    from pyloxi.datapath.ebpf.adopt import PinnedLayoutMismatch
+    from pyloxi.datapath.ebpf.backend import EbpfDatapath
+
+    from .conftest import OBJ
+
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-ctsize"
+    old = EbpfDatapath(pin, obj_path=OBJ, ct_entries=4096)  # "the old version's" size
+    new = None
+    try:
+        h = Harness(old)
+        h.service(eps=EPS[:1])
+        handshake(h, sport=40000)
+        old.close()  # the daemon stops; pins and flows stay
+        new = EbpfDatapath(pin, obj_path=OBJ)
+        assert new.conntrack_capacity == 4096
+        h = Harness(new)
+        h.service(eps=EPS[:1])  # the restarted daemon reinstalls its rule
+        assert forwards(h, 40000)  # the flow made before the restart goes on
+        with pytest.raises(PinnedLayoutMismatch, match="ct_map: 4096 entries"):
+            EbpfDatapath(pin, obj_path=OBJ, ct_entries=8192)
+    finally:
+        (new or old).destroy()

@@ -26,14 +26,17 @@
 #define PL_MAX_SVC_KEYS   65536   /* service keys (one per VIP/proto/port) */
 #define PL_CT_ENTRIES     2097152 /* established flows, two entries per flow (never evicted):
                                    * 1M flows */
-/* ct_map is not preallocated: preallocated, its 2M elements would hold ~430 MB of kernel memory
- * from load on, on an idle node (and in every test's datapath); without, it holds its buckets
- * (32 MB) and ~250 B per entry in use. Lookups (the established path) are the same code; an
- * insert takes its element from a per-CPU cache instead of a free list. Measured side by side
- * by bench/ct_scale.py (docs/benchmarks.md, "Conntrack at 2M entries"). The build can choose
- * preallocation with -DPL_CT_MAP_FLAGS=0. */
+/* ct_map is preallocated: its 2M elements (~465 MiB of kernel memory) are taken at load, so a
+ * new flow's two inserts take theirs from a free list and never fail for want of memory, and a
+ * node that cannot afford the table finds out when it starts, not under load. Without
+ * preallocation (BPF_F_NO_PREALLOC) the table costs 32 MiB idle and ~250 B per entry in use,
+ * but promoting a flow into it costs ~0.7-1 us more (memory from bpf_mem_alloc, and charged to
+ * the daemon's memory cgroup as flows come) and deleting one more too; lookups, the established
+ * path, are the same. Measured side by side by bench/ct_scale.py (docs/benchmarks.md,
+ * "Conntrack at 2M entries"). Build with -DPL_CT_MAP_FLAGS=BPF_F_NO_PREALLOC for the other
+ * trade (or size the table with the daemon's --conntrack-entries). */
 #ifndef PL_CT_MAP_FLAGS
-#define PL_CT_MAP_FLAGS   BPF_F_NO_PREALLOC
+#define PL_CT_MAP_FLAGS   0
 #endif
 #define PL_CT_HALF_ENTRIES 262144 /* half-open / one-way flows, two per flow (LRU: a flood evicts
                                    * only these) */

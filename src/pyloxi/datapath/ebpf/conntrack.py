@@ -109,9 +109,9 @@ class Snapshot:
         index = np.full(n, -1, dtype=np.int64)
         if n < 2:
             return index
-        mine = _words(self.raw_keys, n)
-        theirs = _words(self.partner_keys().view(self.raw_keys.dtype), n)
-        d_mine, d_theirs = _digest(mine), _digest(theirs)
+        mine = np.ascontiguousarray(self.raw_keys)
+        theirs = self.partner_keys().view(self.raw_keys.dtype)
+        d_mine, d_theirs = _digest(_words(mine, n)), _digest(_words(theirs, n))
         pair = _pair_hash(d_mine, d_theirs)
         order = np.argsort(pair)
         sp = pair[order]
@@ -134,13 +134,11 @@ def _pair_hash(d_mine: np.ndarray, d_theirs: np.ndarray) -> np.ndarray:
     return _mix(np.minimum(d_mine, d_theirs) ^ _mix(np.maximum(d_mine, d_theirs)))
 
 
-def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, mine: list[np.ndarray],
-                  theirs: list[np.ndarray]) -> None:
+def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, mine: np.ndarray,
+                  theirs: np.ndarray) -> None:
     """Candidates b[i] for the partner of a[i], and a[i] for that of b[i]: set where the
-    full keys agree."""
-    ok = np.ones(len(a), dtype=bool)
-    for w in range(_KEY_WORDS):
-        ok &= (theirs[w][a] == mine[w][b]) & (theirs[w][b] == mine[w][a])
+    full keys agree (`mine`, `theirs`: the keys and partner keys as whole V40 records)."""
+    ok = (theirs[a] == mine[b]) & (theirs[b] == mine[a])
     index[a[ok]] = b[ok]
     index[b[ok]] = a[ok]
 
