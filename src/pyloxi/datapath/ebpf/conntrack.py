@@ -22,6 +22,7 @@ counts the close of what it deleted, in the kernel, next to the lookup.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
@@ -87,46 +88,81 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def partner_keys(self) -> np.ndarray:
-        v = self.vals
-        icmp = self.keys["proto"] == ICMP
+    def partner_keys(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """The key of each entry's partner (of entries `idx` only, if given)."""
+        v = self.vals if idx is None else self.vals[idx]
+        proto = self.keys["proto"] if idx is None else self.keys["proto"][idx]
+        icmp = proto == ICMP
         pk = np.zeros(len(v), dtype=L.CT_KEY_DTYPE)
         pk["saddr"] = v["nat_daddr"]
         pk["daddr"] = v["nat_saddr"]
         pk["sport"] = np.where(icmp, v["nat_sport"], v["nat_dport"])
         pk["dport"] = np.where(icmp, 0, v["nat_sport"])
-        pk["proto"] = self.keys["proto"]
+        pk["proto"] = proto
         pk["family"] = v["nat_family"]
         return pk
+
+    def _partner_words(self, n: int) -> list[np.ndarray]:
+        if sys.byteorder == "little":
+            return _partner_words_of(self.raw_keys, self.vals, n)
+        return _words(self.partner_keys().view(self.raw_keys.dtype), n)
 
     def _partners(self) -> np.ndarray:
         """Index of each entry's partner. An entry's key digest and its partner key's digest
         are the same pair for both entries of a flow, swapped: one sort by a symmetric hash of
-        the pair puts the two side by side (verified on the full keys). One sort of 64-bit
-        integers, where looking every partner up in a sorted index (searchsorted with random
-        queries: a cache miss per step) cost four times as much at 2M entries."""
+        the pair puts the two side by side. One sort of 64-bit integers, where looking every
+        partner up in a sorted index (searchsorted with random queries: a cache miss per step)
+        cost four times as much at 2M entries. Two neighbours are partners when each one's
+        partner digest is the other's key digest: 128 bits that agree, of a mix that sends
+        every bit of a key to every bit of its digest (comparing the 40-byte keys themselves
+        cost a third of the sweep's pairing in random reads). Entries left without a mutual
+        partner look theirs up the old way."""
         n = len(self.keys)
         index = np.full(n, -1, dtype=np.int64)
         if n < 2:
             return index
-        mine = np.ascontiguousarray(self.raw_keys)
-        theirs = self.partner_keys().view(self.raw_keys.dtype)
-        d_mine, d_theirs = _digest(_words(mine, n)), _digest(_words(theirs, n))
+        d_mine = _digest(_words(self.raw_keys, n))
+        d_theirs = _digest(self._partner_words(n))
         pair = _pair_hash(d_mine, d_theirs)
         order = np.argsort(pair)
         sp = pair[order]
         same = sp[1:] == sp[:-1]
         a, b = order[:-1][same], order[1:][same]
-        _verify_pairs(a, b, index, mine, theirs)
-        # Three or more entries on one pair hash (a 64-bit collision between flows: about
-        # never) are not all next to their partners: those few are matched by a lookup.
-        group = np.concatenate(([0], np.cumsum(~same)))  # group number of each sorted entry
-        crowded = order[np.bincount(group)[group] >= 3]
-        if len(crowded):
-            by = crowded[np.argsort(d_mine[crowded])]
-            pos = np.minimum(np.searchsorted(d_mine[by], d_theirs[crowded]), len(by) - 1)
-            _verify_pairs(crowded, by[pos], index, mine, theirs)
+        _verify_pairs(a, b, index, d_mine, d_theirs)
+        # The rest: orphans, DSR entries (no partner by design), an SCTP path's original
+        # entry whose reply entry is shared with the flow's first path (its partner points
+        # elsewhere: not mutual), and entries three or more of which share a pair hash (a
+        # 64-bit collision: about never). Few: each looks its partner key up in a sorted
+        # index of the digests, checked on the whole key.
+        rest = np.nonzero(index < 0)[0]
+        if len(rest):
+            by = np.argsort(d_mine)
+            sd = d_mine[by]
+            pos = np.minimum(np.searchsorted(sd, d_theirs[rest]), n - 1)
+            cand = by[pos]
+            ok = sd[pos] == d_theirs[rest]
+            theirs = self.partner_keys(rest).view(self.raw_keys.dtype)
+            ok &= theirs == self.raw_keys[cand]
+            index[rest[ok]] = cand[ok]
         return index
+
+
+def _partner_words_of(keys: np.ndarray, vals: np.ndarray, n: int) -> list[np.ndarray]:
+    """What _words(partner keys) gives, computed on the 64-bit words of the raw values (no
+    structured array built): the partner key is the value's nat_daddr, nat_saddr, its ports
+    swapped (icmp: the identifier and 0), the key's protocol and the value's nat_family.
+    Little-endian layout of ct_key / ct_val words (maps.h: nat_sport..svc_id is word 4,
+    ep_idx..nat_family word 5)."""
+    k = np.ascontiguousarray(keys).view("<u8").reshape(n, _KEY_WORDS)
+    v = np.ascontiguousarray(vals).view("<u8").reshape(n, L.CT_VAL_DTYPE.itemsize // 8)
+    w4, w5, kw4 = v[:, 4], v[:, 5], k[:, 4]
+    ports = w4 & np.uint64(0xFFFFFFFF)  # nat_sport | nat_dport << 16
+    swapped = (ports >> np.uint64(16)) | ((ports & np.uint64(0xFFFF)) << np.uint64(16))
+    proto = (kw4 >> np.uint64(32)) & np.uint64(0xFF)
+    lo = np.where(proto == ICMP, ports & np.uint64(0xFFFF), swapped)
+    fam = (w5 >> np.uint64(24)) & np.uint64(0xFF)
+    return [v[:, 2], v[:, 3], v[:, 0], v[:, 1],
+            lo | (proto << np.uint64(32)) | (fam << np.uint64(40))]
 
 
 def _pair_hash(d_mine: np.ndarray, d_theirs: np.ndarray) -> np.ndarray:
@@ -134,11 +170,11 @@ def _pair_hash(d_mine: np.ndarray, d_theirs: np.ndarray) -> np.ndarray:
     return _mix(np.minimum(d_mine, d_theirs) ^ _mix(np.maximum(d_mine, d_theirs)))
 
 
-def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, mine: np.ndarray,
-                  theirs: np.ndarray) -> None:
-    """Candidates b[i] for the partner of a[i], and a[i] for that of b[i]: set where the
-    full keys agree (`mine`, `theirs`: the keys and partner keys as whole V40 records)."""
-    ok = (theirs[a] == mine[b]) & (theirs[b] == mine[a])
+def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, d_mine: np.ndarray,
+                  d_theirs: np.ndarray) -> None:
+    """Candidates b[i] for the partner of a[i], and a[i] for that of b[i]: set where each
+    one's partner digest is the other's key digest."""
+    ok = (d_theirs[a] == d_mine[b]) & (d_theirs[b] == d_mine[a])
     index[a[ok]] = b[ok]
     index[b[ok]] = a[ok]
 
@@ -146,9 +182,9 @@ def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, mine: np.ndar
 def _words(raw: np.ndarray, n: int) -> list[np.ndarray]:
     """The keys (as opaque V40 records: numpy copies of a structured array leave its padding
     bytes uninitialised, so a key is only ever copied whole) as _KEY_WORDS columns of 64-bit
-    words (contiguous, for fast compares)."""
+    words (strided views: _digest reads each once)."""
     m = np.ascontiguousarray(raw).view("<u8").reshape(n, _KEY_WORDS)
-    return [np.ascontiguousarray(m[:, w]) for w in range(_KEY_WORDS)]
+    return [m[:, w] for w in range(_KEY_WORDS)]
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
