@@ -31,7 +31,20 @@
 #define PL_SLOT_CHUNK     32      /* slot entries per slot_pool element */
 #define PL_SLOT_POOL      262144  /* slot_pool elements: 8M slots */
 #define PL_EP_GIDS        262144  /* counter ids: ep_stats / conn_map entries */
-#define PL_CT_ENTRIES     524288  /* established flows, two entries per flow (never evicted) */
+#define PL_CT_ENTRIES     2097152 /* established flows, two entries per flow (never evicted):
+                                   * 1M flows */
+/* ct_map is preallocated: its 2M elements (~465 MiB of kernel memory) are taken at load, so a
+ * new flow's two inserts take theirs from a free list and never fail for want of memory, and a
+ * node that cannot afford the table finds out when it starts, not under load. Without
+ * preallocation (BPF_F_NO_PREALLOC) the table costs 32 MiB idle and ~250 B per entry in use,
+ * but promoting a flow into it costs ~0.7-1 us more (memory from bpf_mem_alloc, and charged to
+ * the daemon's memory cgroup as flows come) and deleting one more too; lookups, the established
+ * path, are the same. Measured side by side by bench/ct_scale.py (docs/benchmarks.md,
+ * "Conntrack at 2M entries"). Build with -DPL_CT_MAP_FLAGS=BPF_F_NO_PREALLOC for the other
+ * trade (or size the table with the daemon's --conntrack-entries). */
+#ifndef PL_CT_MAP_FLAGS
+#define PL_CT_MAP_FLAGS   0
+#endif
 #define PL_CT_HALF_ENTRIES 262144 /* half-open / one-way flows, two per flow (LRU: a flood evicts
                                    * only these) */
 #define PL_EP_ADDR_ENTRIES 262144 /* endpoint ip:port/proto of every service (as many as ep_pool) */

@@ -57,6 +57,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PL_CT_ENTRIES);
+	__uint(map_flags, PL_CT_MAP_FLAGS);   /* maps.h: why preallocated */
 	__type(key, struct ct_key);
 	__type(value, struct ct_val);
 	PINNED;

@@ -38,6 +38,33 @@ class PinnedLayoutMismatch(RuntimeError):
 REFILLED = frozenset({"xdp_ports"})
 
 
+def keep_pinned_sizes(obj: BpfObject, names: Sequence[str]) -> None:
+    """Before load, for maps whose size nobody asked for: a pinned map that differs from what
+    *obj* would create only in its number of entries keeps its size (and its flows). An
+    upgrade that changed a compiled size (ct_map: 524,288 -> 2,097,152 entries) then restarts
+    with the old table instead of refusing to start; resizing is explicit: --conntrack-entries
+    N, which still needs the pins removed."""
+    for name in names:
+        path = obj.pin_path(name) or ""
+        if not os.path.exists(path):
+            continue
+        try:
+            pinned = Map.from_pin(path)
+        except BpfError:
+            continue  # check_pins names it
+        try:
+            have = (pinned.map_type, pinned.key_size, pinned.value_size, pinned.map_flags,
+                    pinned.max_entries)
+        finally:
+            pinned.close()
+        want = obj.map_spec(name)
+        if have[:4] == want[:4] and have[4] != want[4]:
+            log.warning("%s pinned at %s has %d entries, this version's default is %d: "
+                        "keeping %d (and its flows); to resize, start with the size wanted "
+                        "after removing the pins", name, path, have[4], want[4], have[4])
+            obj.set_max_entries(name, have[4])
+
+
 def check_pins(obj: BpfObject, pin_dir: str) -> None:
     """Before load: every map pinned under *pin_dir* must be what *obj* would create, or
     libbpf refuses it with a bare EINVAL. Raises PinnedLayoutMismatch naming the maps, the

@@ -49,7 +49,7 @@ import numpy as np
 from pyloxi.bpf import locate_object
 from pyloxi.datapath.ebpf import counters
 from pyloxi.datapath.ebpf import layout as L
-from pyloxi.datapath.ebpf.adopt import adopt_live_maps, check_pins
+from pyloxi.datapath.ebpf.adopt import adopt_live_maps, check_pins, keep_pinned_sizes
 from pyloxi.datapath.ebpf.conntrack import ConntrackTable
 from pyloxi.datapath.ebpf.ctsync import FlowSync, SyncMaps
 from pyloxi.datapath.ebpf.epaddrs import EndpointAddrs
@@ -153,6 +153,9 @@ class EbpfDatapath:
             sizes["ct_half"] = ct_half_entries
         for name, n in sizes.items():  # before load (tests: small tables that fill up)
             self.obj.set_max_entries(name, n)
+        # the conntrack tables' sizes when none was asked for: what is pinned (an upgrade that
+        # changed the compiled size keeps its flows)
+        keep_pinned_sizes(self.obj, [n for n in ("ct_map", "ct_half") if n not in sizes])
         check_pins(self.obj, pin_dir)  # an earlier version's layout: a clear error, not EINVAL
         adopted = adopt_live_maps(self.obj, pin_dir, interfaces, PROGRAM)
         try:

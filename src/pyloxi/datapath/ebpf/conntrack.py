@@ -22,6 +22,7 @@ counts the close of what it deleted, in the kernel, next to the lookup.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SEC = 1_000_000_000
 _KEY_WORDS = L.CT_KEY_DTYPE.itemsize // 8  # a ct_key as 64-bit words (40 bytes: 5)
+_BATCH = 131072  # entries per bpf_map_lookup_batch call of a sweep
 
 # Per-state timeouts in seconds (the rule's idle timeout applies to established flows).
 TIMEOUT_HANDSHAKE = 10
@@ -56,80 +58,184 @@ _SC_ANY = (L.CT_SC_INIT | L.CT_SC_INITACK | L.CT_SC_COOKIE | L.CT_SC_COOKIEACK |
            L.CT_SC_SHUT | L.CT_SC_SHUTACK | L.CT_SC_SHUTDONE | L.CT_SC_ABORT)
 
 
+def snapshot_buffers(ct_map: Map, ct_half: Map | None) -> tuple[np.ndarray, np.ndarray]:
+    """Key and value buffers a Snapshot of both tables reads into, sized to hold them full:
+    uninitialised (numpy: malloc, a page is touched only when an entry lands in it), not
+    bytearray(n), which writes zeros over all of it."""
+    cap = ct_map.max_entries + (ct_half.max_entries if ct_half is not None else 0) + _BATCH
+    return (np.empty(L.CT_KEY_DTYPE.itemsize * cap, np.uint8),
+            np.empty(L.CT_VAL_DTYPE.itemsize * cap, np.uint8))
+
+
 class Snapshot:
     """Every conntrack entry of both tables at one moment, with each entry's table and its
     partner's index (-1: none). A flow being promoted may briefly show an entry in each table;
     pairing looks across both, so it still reads as one flow."""
 
-    def __init__(self, ct_map: Map, ct_half: Map | None = None) -> None:
-        kparts, vparts, tables = [], [], []
-        for table, m in ((EST, ct_map), (HALF, ct_half)):
-            if m is None:
-                continue
-            for kraw, vraw, n in m.lookup_batch_raw(batch=65536):
-                kparts.append(kraw)
-                vparts.append(vraw)
-                tables.append(np.full(n, table, dtype=np.uint8))
-        kraw, vraw = b"".join(kparts), b"".join(vparts)
-        self.raw_keys = np.frombuffer(kraw, dtype=np.dtype(f"V{L.CT_KEY_DTYPE.itemsize}"))
-        self.keys = np.frombuffer(kraw, dtype=L.CT_KEY_DTYPE)
-        self.vals = np.frombuffer(vraw, dtype=L.CT_VAL_DTYPE)
+    def __init__(self, ct_map: Map, ct_half: Map | None = None,
+                 buffers: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """`buffers`: from snapshot_buffers(), to read into (the caller keeps them unused by
+        anything else for as long as this snapshot lives)."""
+        maps = [(t, m) for t, m in ((EST, ct_map), (HALF, ct_half)) if m is not None]
+        # both tables straight into one pair of buffers: no bytes object per batch, no join,
+        # no concatenation (at 2M entries each copy of the values is 256 MB of memcpy)
+        if buffers is None:
+            buffers = snapshot_buffers(ct_map, ct_half)
+        kb: bytearray | memoryview = buffers[0].data
+        vb: bytearray | memoryview = buffers[1].data
+        n, tables = 0, []
+        for table, m in maps:
+            kb, vb, got = m.lookup_batch_all(_BATCH, kb, vb, n)
+            tables.append(np.full(got - n, table, dtype=np.uint8))
+            n = got
+        kbuf = np.frombuffer(kb, dtype=np.uint8, count=n * L.CT_KEY_DTYPE.itemsize)
+        vbuf = np.frombuffer(vb, dtype=np.uint8, count=n * L.CT_VAL_DTYPE.itemsize)
+        self.raw_keys = kbuf.view(np.dtype(f"V{L.CT_KEY_DTYPE.itemsize}"))
+        self.keys = kbuf.view(L.CT_KEY_DTYPE)
+        self.vals = vbuf.view(L.CT_VAL_DTYPE)
         self.table = np.concatenate(tables) if tables else np.zeros(0, dtype=np.uint8)
         self.partner = self._partners()
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def partner_keys(self) -> np.ndarray:
-        v = self.vals
-        icmp = self.keys["proto"] == ICMP
+    def partner_keys(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """The key of each entry's partner (of entries `idx` only, if given)."""
+        v = self.vals if idx is None else self.vals[idx]
+        proto = self.keys["proto"] if idx is None else self.keys["proto"][idx]
+        icmp = proto == ICMP
         pk = np.zeros(len(v), dtype=L.CT_KEY_DTYPE)
         pk["saddr"] = v["nat_daddr"]
         pk["daddr"] = v["nat_saddr"]
         pk["sport"] = np.where(icmp, v["nat_sport"], v["nat_dport"])
         pk["dport"] = np.where(icmp, 0, v["nat_sport"])
-        pk["proto"] = self.keys["proto"]
+        pk["proto"] = proto
         pk["family"] = v["nat_family"]
         return pk
 
+    def _partner_words(self, n: int) -> list[np.ndarray]:
+        if sys.byteorder == "little":
+            return _partner_words_of(self.raw_keys, self.vals, n)
+        return _words(self.partner_keys().view(self.raw_keys.dtype), n)
+
     def _partners(self) -> np.ndarray:
-        """Index of each entry's partner, by a sort-merge join on 64-bit digests of the 40-byte
-        keys (verified on the full keys): structured-array sorts are ~20x slower."""
+        """Index of each entry's partner. An entry's key digest and its partner key's digest
+        are the same pair for both entries of a flow, swapped: one sort by a symmetric hash of
+        the pair puts the two side by side. One sort of 64-bit integers, where looking every
+        partner up in a sorted index (searchsorted with random queries: a cache miss per step)
+        cost four times as much at 2M entries. Two neighbours are partners when each one's
+        partner digest is the other's key digest: 128 bits that agree, of a mix that sends
+        every bit of a key to every bit of its digest (comparing the 40-byte keys themselves
+        cost a third of the sweep's pairing in random reads). Entries left without a mutual
+        partner look theirs up the old way."""
         n = len(self.keys)
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        mine = _words(self.keys.tobytes(), n)
-        theirs = _words(self.partner_keys().tobytes(), n)
-        d_mine, d_theirs = _digest(mine), _digest(theirs)
-        order = np.argsort(d_mine)
-        sorted_digests = d_mine[order]
-        pos = np.minimum(np.searchsorted(sorted_digests, d_theirs), n - 1)
-        cand = order[pos]
-        found = sorted_digests[pos] == d_theirs
-        for w in range(_KEY_WORDS):
-            found &= mine[w][cand] == theirs[w]
-        index: np.ndarray = np.where(found, cand, -1)
+        index = np.full(n, -1, dtype=np.int64)
+        if n < 2:
+            return index
+        d_mine = _digest(_words(self.raw_keys, n))
+        d_theirs = _digest(self._partner_words(n))
+        pair = _pair_hash(d_mine, d_theirs)
+        order = np.argsort(pair)
+        sp = pair[order]
+        same = sp[1:] == sp[:-1]
+        a, b = order[:-1][same], order[1:][same]
+        _verify_pairs(a, b, index, d_mine, d_theirs)
+        # The rest: orphans, DSR entries (no partner by design), an SCTP path's original
+        # entry whose reply entry is shared with the flow's first path (its partner points
+        # elsewhere: not mutual), and entries three or more of which share a pair hash (a
+        # 64-bit collision: about never). Few: each looks its partner key up in a sorted
+        # index of the digests, checked on the whole key.
+        rest = np.nonzero(index < 0)[0]
+        if len(rest):
+            by = np.argsort(d_mine)
+            sd = d_mine[by]
+            pos = np.minimum(np.searchsorted(sd, d_theirs[rest]), n - 1)
+            cand = by[pos]
+            ok = sd[pos] == d_theirs[rest]
+            theirs = self.partner_keys(rest).view(self.raw_keys.dtype)
+            ok &= theirs == self.raw_keys[cand]
+            index[rest[ok]] = cand[ok]
         return index
 
 
-def _words(raw: bytes, n: int) -> list[np.ndarray]:
-    """The keys as _KEY_WORDS columns of 64-bit words (contiguous, for fast compares)."""
-    m = np.frombuffer(raw, dtype="<u8").reshape(n, _KEY_WORDS)
-    return [np.ascontiguousarray(m[:, w]) for w in range(_KEY_WORDS)]
+def _partner_words_of(keys: np.ndarray, vals: np.ndarray, n: int) -> list[np.ndarray]:
+    """What _words(partner keys) gives, computed on the 64-bit words of the raw values (no
+    structured array built): the partner key is the value's nat_daddr, nat_saddr, its ports
+    swapped (icmp: the identifier and 0), the key's protocol and the value's nat_family.
+    Little-endian layout of ct_key / ct_val words (maps.h: nat_sport..svc_id is word 4,
+    ep_idx..nat_family word 5)."""
+    k = np.ascontiguousarray(keys).view("<u8").reshape(n, _KEY_WORDS)
+    v = np.ascontiguousarray(vals).view("<u8").reshape(n, L.CT_VAL_DTYPE.itemsize // 8)
+    w4, w5, kw4 = v[:, 4], v[:, 5], k[:, 4]
+    ports = w4 & np.uint64(0xFFFFFFFF)  # nat_sport | nat_dport << 16
+    swapped = (ports >> np.uint64(16)) | ((ports & np.uint64(0xFFFF)) << np.uint64(16))
+    proto = (kw4 >> np.uint64(32)) & np.uint64(0xFF)
+    lo = np.where(proto == ICMP, ports & np.uint64(0xFFFF), swapped)
+    fam = (w5 >> np.uint64(24)) & np.uint64(0xFF)
+    return [v[:, 2], v[:, 3], v[:, 0], v[:, 1],
+            lo | (proto << np.uint64(32)) | (fam << np.uint64(40))]
+
+
+def _pair_hash(d_mine: np.ndarray, d_theirs: np.ndarray) -> np.ndarray:
+    """The same for an entry and its partner (their digests swapped)."""
+    return _mix(np.minimum(d_mine, d_theirs) ^ _mix(np.maximum(d_mine, d_theirs)))
+
+
+def _verify_pairs(a: np.ndarray, b: np.ndarray, index: np.ndarray, d_mine: np.ndarray,
+                  d_theirs: np.ndarray) -> None:
+    """Candidates b[i] for the partner of a[i], and a[i] for that of b[i]: set where each
+    one's partner digest is the other's key digest."""
+    ok = (d_theirs[a] == d_mine[b]) & (d_theirs[b] == d_mine[a])
+    index[a[ok]] = b[ok]
+    index[b[ok]] = a[ok]
+
+
+def _words(raw: np.ndarray, n: int) -> list[np.ndarray]:
+    """The keys (as opaque V40 records: numpy copies of a structured array leave its padding
+    bytes uninitialised, so a key is only ever copied whole) as _KEY_WORDS columns of 64-bit
+    words (strided views: _digest reads each once)."""
+    m = np.ascontiguousarray(raw).view("<u8").reshape(n, _KEY_WORDS)
+    return [m[:, w] for w in range(_KEY_WORDS)]
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: every input bit reaches every output bit (a multiply
+    alone only carries bits upward, and keys differing in a few high bits collide)."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(33))
+        x *= np.uint64(0xFF51AFD7ED558CCD)
+        x ^= x >> np.uint64(33)
+        x *= np.uint64(0xC4CEB9FE1A85EC53)
+        x ^= x >> np.uint64(33)
+    return x
 
 
 def _digest(words: list[np.ndarray]) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        digest: np.ndarray = words[0].copy()
-        for w in words[1:]:
-            digest = (digest * np.uint64(0x9E3779B97F4A7C15)) ^ w
+    digest = _mix(words[0])
+    for w in words[1:]:
+        digest = _mix(digest ^ w)
     return digest
 
 
+# loxilb's state names; state codes (state_codes) index this
+STATE_NAMES = ("", "closed", "closed-wait", "fini", "est", "sync-ack", "sync-sent", "udp-est",
+               "udp-uni", "bidir", "req-sent", "abort", "shut-complete", "shut-ack", "shut",
+               "cookie-echo", "init-ack", "init")
+_CODE = {name: i for i, name in enumerate(STATE_NAMES)}
+_NAMES = np.array(STATE_NAMES, dtype=object)
+
+
 def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
-    """For every entry: the loxilb state name index and the state's timeout class.
+    """For every entry: the loxilb state name and the state's timeout class.
 
     Returned per entry; callers use the original-direction entries."""
+    codes, timeout = state_codes(snap)
+    return _NAMES[codes], timeout
+
+
+def state_codes(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
+    """flow_states with each state as its index in STATE_NAMES (a sweep of 2M entries counts
+    states by small integers, not by 2M Python strings)."""
     v, k, partner = snap.vals, snap.keys, snap.partner
     mine = v["seen"]
     other = np.where(partner >= 0, v["seen"][np.maximum(partner, 0)], 0)
@@ -142,7 +248,7 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
     dsr = v["mode"] == L.MODE_DSR
     r = np.where(dsr, np.where((o & L.CT_ACK) != 0, L.CT_SYNACK, 0) | L.CT_SEEN, r)
     proto = k["proto"]
-    names = np.full(len(v), "", dtype=object)
+    names = np.zeros(len(v), dtype=np.uint8)  # STATE_NAMES indexes
     timeout = np.zeros(len(v), dtype=np.int64)  # 0: the service's idle timeout
 
     tcp = proto == TCP
@@ -157,7 +263,7 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
                            (fin_one, "fini", TIMEOUT_FIN), (est, "est", 0),
                            (synack, "sync-ack", TIMEOUT_HANDSHAKE),
                            (syn, "sync-sent", TIMEOUT_HANDSHAKE)):
-        names[mask] = name
+        names[mask] = _CODE[name]
         timeout[mask] = to
 
     both = (r & L.CT_SEEN) != 0
@@ -166,9 +272,9 @@ def flow_states(snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
         (ICMP, "bidir", "req-sent", TIMEOUT_ICMP, TIMEOUT_ONE_WAY),
     ):
         m = proto == p
-        names[m & both] = est_name
+        names[m & both] = _CODE[est_name]
         timeout[m & both] = est_to
-        names[m & ~both] = one_name
+        names[m & ~both] = _CODE[one_name]
         timeout[m & ~both] = one_to
     _sctp_states(proto == SCTP, o, r, names, timeout)
     return names, timeout
@@ -195,24 +301,21 @@ def _sctp_states(sctp: np.ndarray, o: np.ndarray, r: np.ndarray, names: np.ndarr
         (np.ones(len(o), dtype=bool), "init", TIMEOUT_HANDSHAKE),
     ):
         m = left & mask
-        names[m] = name
+        names[m] = _CODE[name]
         timeout[m] = to
         left &= ~mask
 
 
-def _summarise(snap: Snapshot, names: np.ndarray,
+def _summarise(snap: Snapshot, codes: np.ndarray,
                gone: np.ndarray) -> dict[tuple[int, str], int]:
-    """Flows (original-direction entries) by (protocol, state), leaving out entries `gone`."""
+    """Flows (original-direction entries) by (protocol, state), leaving out entries `gone`;
+    `codes`: state_codes(snap)[0]."""
     keep = snap.vals["dir"] == L.DIR_ORIG
     keep[gone] = False
-    protos = snap.keys["proto"][keep]
-    states = names[keep].astype("U16")
-    out: dict[tuple[int, str], int] = {}
-    for p in np.unique(protos):
-        uniq, counts = np.unique(states[protos == p], return_counts=True)
-        for name, n in zip(uniq, counts, strict=True):
-            out[(int(p), str(name))] = int(n)
-    return out
+    cell = snap.keys["proto"][keep].astype(np.int64) * len(STATE_NAMES) + codes[keep]
+    counts = np.bincount(cell, minlength=256 * len(STATE_NAMES))
+    return {(int(c) // len(STATE_NAMES), STATE_NAMES[int(c) % len(STATE_NAMES)]): int(counts[c])
+            for c in np.nonzero(counts)[0]}
 
 
 def _ages(now_ns: int, last: np.ndarray) -> np.ndarray:
@@ -236,9 +339,16 @@ class ConntrackTable:
         # the control plane deleted (aging, flushes), which the datapath's ring never sees
         self.on_deleted: Callable[[list[tuple[bytes, bytes]]], None] | None = None
         self._summary: dict[tuple[int, str], int] | None = None  # by the last aging sweep
+        # The aging sweep's read buffers, kept from one sweep to the next: the kernel's batch
+        # read into fresh memory takes a page fault per 4 KiB (0.1-0.7 s of CPU a sweep at 2M
+        # entries). The daemon's RSS keeps the size of the largest table it has swept
+        # (168 B per entry: 0.4 GB at 2M). One sweep at a time uses them.
+        self._sweep_lock = threading.Lock()
+        self._sweep_buffers: tuple[np.ndarray, np.ndarray] | None = None
+        self._local = threading.local()  # .buffers: what snapshot() reads into, if set
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.map, self.half)
+        return Snapshot(self.map, self.half, getattr(self._local, "buffers", None))
 
     def flows(self, engine_id: dict[int, int]) -> list[Flow]:
         """One Flow per connection, from its original-direction entry (dp ids translated)."""
@@ -305,20 +415,22 @@ class ConntrackTable:
             gone = idx[deleted]
             gone = gone[(table[gone] == EST) & (v["dir"][gone] == L.DIR_ORIG)]
             if len(gone):
-                pk = snap.partner_keys()[gone]
-                self.on_deleted([(bytes(snap.raw_keys[i]), pk[j].tobytes())
+                # as opaque records: a structured copy would leave the keys' pad bytes
+                # uninitialised, and a peer would look up garbage
+                pk = snap.partner_keys().view(snap.raw_keys.dtype)[gone]
+                self.on_deleted([(bytes(snap.raw_keys[i]), bytes(pk[j]))
                                  for j, i in enumerate(gone)])
         return deleted
 
     def expired(self, snap: Snapshot, idle_timeout: dict[int, int], now_ns: int,
                 states: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Indexes of the snapshot's entries that are expired at `now_ns` (a flow's two entries
-        share `last` and state, so both are in or both are out). `states`: flow_states(snap)
+        share `last` and state, so both are in or both are out). `states`: state_codes(snap)
         if the caller has it already."""
         if not len(snap):
             return np.zeros(0, dtype=np.int64)
         v, partner = snap.vals, snap.partner
-        _, timeout = states if states is not None else flow_states(snap)
+        _, timeout = states if states is not None else state_codes(snap)
         svc = v["svc_id"].astype(np.int64)
         if idle_timeout:
             ids = np.fromiter(idle_timeout.keys(), dtype=np.int64)
@@ -351,8 +463,18 @@ class ConntrackTable:
     def age(self, idle_timeout: dict[int, int], now_ns: int) -> int:
         """Delete expired flows (both entries); returns the number of flows removed. Leaves
         the flows that stay counted by protocol and state in `summary()` (metrics)."""
-        snap = self.snapshot()
-        states = flow_states(snap) if len(snap) else None
+        with self._sweep_lock:
+            if self._sweep_buffers is None:
+                self._sweep_buffers = snapshot_buffers(self.map, self.half)
+            self._local.buffers = self._sweep_buffers  # snapshot(), in this thread only
+            try:
+                snap = self.snapshot()
+            finally:
+                self._local.buffers = None
+            return self._age(snap, idle_timeout, now_ns)
+
+    def _age(self, snap: Snapshot, idle_timeout: dict[int, int], now_ns: int) -> int:
+        states = state_codes(snap) if len(snap) else None
         idx = self.expired(snap, idle_timeout, now_ns, states)
         deleted = self._delete(snap, idx) if len(idx) else np.zeros(0, dtype=bool)
         if states is not None:
@@ -371,7 +493,7 @@ class ConntrackTable:
         pass over a table of hundreds of thousands of entries."""
         if self._summary is None:
             snap = self.snapshot()
-            self._summary = _summarise(snap, flow_states(snap)[0], np.zeros(0, dtype=np.int64)) \
+            self._summary = _summarise(snap, state_codes(snap)[0], np.zeros(0, dtype=np.int64)) \
                 if len(snap) else {}
         return dict(self._summary)
 

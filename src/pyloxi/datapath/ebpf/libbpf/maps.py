@@ -94,6 +94,12 @@ def possible_cpus() -> int:
     return _ncpus
 
 
+def _grown(buf: bytearray | memoryview, size: int) -> bytearray:
+    out = bytearray(size)
+    out[: len(buf)] = buf
+    return out
+
+
 def _round8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -306,6 +312,55 @@ class Map:
                 yield keys.raw[: n * ks], vals.raw[: n * vs], n
             if ret == -_errno.ENOENT:
                 return
+            ctypes.memmove(token_in, token_out, len(token_out))
+            first = False
+
+    def lookup_batch_all(self, batch: int = 65536, keys: bytearray | memoryview | None = None,
+                         vals: bytearray | memoryview | None = None, start: int = 0
+                         ) -> tuple[bytearray | memoryview, bytearray | memoryview, int]:
+        """Every entry, read with ``bpf_map_lookup_batch`` straight into two buffers (keys,
+        values, back to back): ``(keys, values, count)``, count entries in all, the buffers
+        possibly longer. For big maps read whole (conntrack aging): no bytes object per batch
+        and no join. Without buffers, they are bytearrays sized to the map; with them (writable,
+        e.g. a memoryview of an uninitialised numpy array, whose untouched pages cost nothing
+        where a bytearray writes zeros over all of it), entries go after the first *start*
+        (several maps of one layout in one pair of buffers), and are copied into bigger ones
+        if they must grow."""
+        fd = self._fd()
+        ks, vs = self.key_size, self.value_blob_size
+        batch = max(1, batch)
+        if keys is None or vals is None:
+            cap = self.max_entries + batch  # LRU maps can briefly go past max_entries
+            keys, vals, start = bytearray(ks * cap), bytearray(vs * cap), 0
+        cap = min(len(keys) // ks, len(vals) // vs)
+        got = start
+        token_in = ctypes.create_string_buffer(max(ks, 8))
+        token_out = ctypes.create_string_buffer(max(ks, 8))
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
+        first = True
+        while True:
+            if cap - got < batch:  # more entries than the map holds: grow (entries racing in)
+                cap += max(batch, cap // 4)
+                keys, vals = _grown(keys, ks * cap), _grown(vals, vs * cap)
+            kbase = ctypes.addressof((ctypes.c_char * len(keys)).from_buffer(keys))
+            vbase = ctypes.addressof((ctypes.c_char * len(vals)).from_buffer(vals))
+            count = c_uint32(batch)
+            ret = bpf_map_lookup_batch(fd, None if first else token_in, token_out,
+                                       kbase + got * ks, vbase + got * vs,
+                                       ctypes.byref(count), opts)
+            if ret == -_errno.ENOSPC and count.value == 0:
+                batch *= 2  # a bucket holds more than a batch
+                continue
+            if first and ret in (-_errno.EINVAL, -ENOTSUPP, -_errno.EOPNOTSUPP):
+                items = list(self._walk_items())
+                keys[got * ks:] = b"".join(k for k, _ in items)
+                vals[got * vs:] = b"".join(v for _, v in items)
+                return keys, vals, got + len(items)
+            if ret < 0 and ret != -_errno.ENOENT:
+                check(ret, f"bpf_map_lookup_batch({self.name})")
+            got += count.value
+            if ret == -_errno.ENOENT:
+                return keys, vals, got
             ctypes.memmove(token_in, token_out, len(token_out))
             first = False
 
