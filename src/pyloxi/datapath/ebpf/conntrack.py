@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 SEC = 1_000_000_000
 _KEY_WORDS = L.CT_KEY_DTYPE.itemsize // 8  # a ct_key as 64-bit words (40 bytes: 5)
 _BATCH = 131072  # entries per bpf_map_lookup_batch call of a sweep
+_VAL_OFF = {name: L.CT_VAL_DTYPE.fields[name][1] for name in ("nat_sport", "nat_dport",
+                                                               "nat_family")}
+# _partner_words_of reads the two ports as one 32-bit field, within one 64-bit word
+assert _VAL_OFF["nat_dport"] == _VAL_OFF["nat_sport"] + 2 and _VAL_OFF["nat_sport"] % 8 <= 4
 
 # Per-state timeouts in seconds (the rule's idle timeout applies to established flows).
 TIMEOUT_HANDSHAKE = 10
@@ -162,16 +166,17 @@ def _partner_words_of(keys: np.ndarray, vals: np.ndarray, n: int) -> list[np.nda
     """What _words(partner keys) gives, computed on the 64-bit words of the raw values (no
     structured array built): the partner key is the value's nat_daddr, nat_saddr, its ports
     swapped (icmp: the identifier and 0), the key's protocol and the value's nat_family.
-    Little-endian layout of ct_key / ct_val words (maps.h: nat_sport..svc_id is word 4,
-    ep_idx..nat_family word 5)."""
+    Little-endian words of ct_key / ct_val, at the offsets layout.py has (checked against the
+    object's BTF)."""
     k = np.ascontiguousarray(keys).view("<u8").reshape(n, _KEY_WORDS)
     v = np.ascontiguousarray(vals).view("<u8").reshape(n, L.CT_VAL_DTYPE.itemsize // 8)
-    w4, w5, kw4 = v[:, 4], v[:, 5], k[:, 4]
-    ports = w4 & np.uint64(0xFFFFFFFF)  # nat_sport | nat_dport << 16
+    w_ports, sh_ports = divmod(_VAL_OFF["nat_sport"], 8)  # nat_sport | nat_dport << 16
+    w_fam, sh_fam = divmod(_VAL_OFF["nat_family"], 8)
+    ports = (v[:, w_ports] >> np.uint64(sh_ports * 8)) & np.uint64(0xFFFFFFFF)
     swapped = (ports >> np.uint64(16)) | ((ports & np.uint64(0xFFFF)) << np.uint64(16))
-    proto = (kw4 >> np.uint64(32)) & np.uint64(0xFF)
+    proto = (k[:, 4] >> np.uint64(32)) & np.uint64(0xFF)
     lo = np.where(proto == ICMP, ports & np.uint64(0xFFFF), swapped)
-    fam = (w5 >> np.uint64(24)) & np.uint64(0xFF)
+    fam = (v[:, w_fam] >> np.uint64(sh_fam * 8)) & np.uint64(0xFF)
     return [v[:, 2], v[:, 3], v[:, 0], v[:, 1],
             lo | (proto << np.uint64(32)) | (fam << np.uint64(40))]
 
