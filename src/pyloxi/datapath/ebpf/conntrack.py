@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 SEC = 1_000_000_000
 _KEY_WORDS = L.CT_KEY_DTYPE.itemsize // 8  # a ct_key as 64-bit words (40 bytes: 5)
 _BATCH = 131072  # entries per bpf_map_lookup_batch call of a sweep
-_VAL_OFF = {name: L.CT_VAL_DTYPE.fields[name][1] for name in ("nat_sport", "nat_dport",
-                                                               "nat_family")}
+_VAL_OFF = {name: int(L.CT_VAL_DTYPE.fields[name][1])  # type: ignore[index]
+            for name in ("nat_sport", "nat_dport", "nat_family")}
 # _partner_words_of reads the two ports as one 32-bit field, within one 64-bit word
 assert _VAL_OFF["nat_dport"] == _VAL_OFF["nat_sport"] + 2 and _VAL_OFF["nat_sport"] % 8 <= 4
 
