@@ -146,7 +146,7 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 			       __u64 now, struct hop *out)
 {
 	struct bpf_fib_lookup fib = {};
-	struct fib_memo *memo;
+	struct fib_memo *memo = NULL;
 	__s32 grow = 0;
 	int rc;
 
@@ -154,14 +154,16 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		return NH_PASS;
 	if (cache->nat_family != p->key.family)
 		grow = cache->nat_family == PL_AF_INET6 ? 20 : -20;
-	memo = fib_memo_slot(cache, skb->ingress_ifindex);
-	if (!(cache->fib_ifindex && pl_fib_fresh(cache, now)) && memo &&
-	    fib_memo_match(memo, cache, p->key.proto, skb->ingress_ifindex)) {
-		__builtin_memcpy(cache->fib_smac, memo->smac, ETH_ALEN);
-		__builtin_memcpy(cache->fib_dmac, memo->dmac, ETH_ALEN);
-		cache->fib_ifindex = memo->ifindex;
-		cache->fib_mtu = memo->mtu;
-		cache->fib_tick = memo->tick;   /* stale: the lookup below replaces it */
+	/* the memo only when the entry has no fresh hop: established packets never touch it */
+	if (!(cache->fib_ifindex && pl_fib_fresh(cache, now))) {
+		memo = fib_memo_slot(cache, skb->ingress_ifindex);
+		if (memo && fib_memo_match(memo, cache, p->key.proto, skb->ingress_ifindex)) {
+			__builtin_memcpy(cache->fib_smac, memo->smac, ETH_ALEN);
+			__builtin_memcpy(cache->fib_dmac, memo->dmac, ETH_ALEN);
+			cache->fib_ifindex = memo->ifindex;
+			cache->fib_mtu = memo->mtu;
+			cache->fib_tick = memo->tick;   /* stale: the lookup below replaces it */
+		}
 	}
 	if (cache->fib_ifindex && pl_fib_fresh(cache, now)) {
 		if (skb->len + grow > cache->fib_mtu + ETH_HLEN &&
