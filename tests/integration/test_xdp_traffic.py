@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +19,8 @@ from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 
 from ..waiting import wait_until
 from .conftest import DaemonHandle
-from .test_restart import BIG, download, wait_flow, wait_persisted
-from .traffic import http_answers
+from .test_restart import BIG, wait_flow, wait_persisted
+from .traffic import http_answers, paced_download
 
 ALL = ",".join(f"{backend_ip(i)}:80" for i in (1, 2, 3))
 
@@ -65,15 +66,16 @@ def stats(d: DaemonHandle) -> dict[str, int]:
         m.close()
 
 
-def test_switch_to_xdp_keeps_flows_and_xdp_forwards(fresh: LbTopology) -> None:
+def test_switch_to_xdp_keeps_flows_and_xdp_forwards(fresh: LbTopology, tmp_path: Path) -> None:
     topo = fresh
+    fast = str(tmp_path / "fast")  # created once XDP is seen forwarding: the rest at full speed
     d = DaemonHandle(topo, "xdp")
     d.start()   # --datapath tc, the default
     try:
         d.cli("create", "lb", ROUTED_VIP, "--tcp=80:80", f"--endpoints={ALL}", "--name=web")
         assert all(xdp_mode(topo, i) is None for i in _lb_ifaces(topo))
         assert len(http_answers(topo.client, ROUTED_VIP, 3)) == 3
-        dl = download(topo)   # 64 MiB at 3 MB/s: runs across the switch
+        dl = paced_download(topo.client, ROUTED_VIP, "/big.bin", fast)  # runs across the switch
         before = wait_flow(d, set())
         wait_persisted(d, ROUTED_VIP)
         d.stop()
@@ -87,8 +89,9 @@ def test_switch_to_xdp_keeps_flows_and_xdp_forwards(fresh: LbTopology) -> None:
         answers = http_answers(topo.client, ROUTED_VIP, 12)
         assert len(answers) == 12
         assert {be for be, _ in answers} == {"be1", "be2", "be3"}
-        assert dl.poll() is None, "the transfer ended before the switch: lower --limit-rate"
+        assert dl.poll() is None, "the transfer ended before the switch: read it slower"
         wait_until(lambda: stats(d)["xdp_fwd"] > 100, 30, what="XDP forwarding the transfer")
+        open(fast, "w").close()
         out, err = dl.communicate(timeout=120)
         assert dl.returncode == 0, err.decode()
         assert out.decode().split() == [str(BIG), "200"]   # every byte, checksums right

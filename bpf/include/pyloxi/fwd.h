@@ -75,6 +75,65 @@ static __always_inline int too_big(struct __sk_buff *skb, __u32 ifindex, __u32 *
 }
 
 /*
+ * The next hops bpf_fib_lookup resolved lately, per CPU, direct-mapped by the lookup's inputs
+ * (family, addresses, protocol, ingress interface: all bpf_fib_lookup is given). A new flow,
+ * or a flow whose cached hop aged out, takes a hop from here instead of the helper (~200 ns of
+ * a new flow) when another flow resolved the same inputs within PL_FIB_CACHE_NS: the age
+ * travels with the copy (fib_tick), so no hop is used longer after its lookup than an entry's
+ * own cache allows. Hits: a client's further connections to the same endpoint, and every flow
+ * to an endpoint whose source is translated (fullnat, onearm: one source address).
+ */
+#define PL_FIB_MEMO_SLOTS 1024
+
+struct fib_memo {
+	union pl_addr saddr;
+	union pl_addr daddr;
+	__u32 in_ifindex;
+	__u32 tick;           /* pl_fib_fresh's, of the lookup */
+	__u32 ifindex;
+	__u16 mtu;
+	__u8 family;
+	__u8 proto;
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u32 used;           /* 0: empty slot */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PL_FIB_MEMO_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fib_memo);
+} fib_memo_map SEC(".maps");
+
+static __always_inline struct fib_memo *fib_memo_slot(const struct ct_val *v, __u32 in_ifindex)
+{
+	const __u32 *s = v->nat_saddr.w, *d = v->nat_daddr.w;
+	__u32 dx = d[0] ^ d[1] ^ d[2] ^ d[3];
+	__u32 h = s[0] ^ s[1] ^ s[2] ^ s[3] ^ ((dx << 16) | (dx >> 16)) ^ in_ifindex;
+
+	/* murmur3's finalizer: every input bit reaches the slot bits */
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	h &= PL_FIB_MEMO_SLOTS - 1;
+	return bpf_map_lookup_elem(&fib_memo_map, &h);
+}
+
+static __always_inline int fib_memo_match(const struct fib_memo *m, const struct ct_val *v,
+					  __u8 proto, __u32 in_ifindex)
+{
+	const __u64 *ms = (const __u64 *)&m->saddr, *vs = (const __u64 *)&v->nat_saddr;
+	const __u64 *md = (const __u64 *)&m->daddr, *vd = (const __u64 *)&v->nat_daddr;
+
+	return m->used && m->in_ifindex == in_ifindex && m->family == v->nat_family &&
+	       m->proto == proto && ms[0] == vs[0] && ms[1] == vs[1] && md[0] == vd[0] &&
+	       md[1] == vd[1];
+}
+
+/*
  * The next hop of flow entry `cache`, called BEFORE the rewrite: the lookup uses the entry's
  * post-NAT addresses, and a packet that does not fit the egress must still carry the header
  * its sender sent (the 'fragmentation needed' quotes it). A resolved next hop and its device
@@ -87,6 +146,7 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 			       __u64 now, struct hop *out)
 {
 	struct bpf_fib_lookup fib = {};
+	struct fib_memo *memo = NULL;
 	__s32 grow = 0;
 	int rc;
 
@@ -94,6 +154,17 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		return NH_PASS;
 	if (cache->nat_family != p->key.family)
 		grow = cache->nat_family == PL_AF_INET6 ? 20 : -20;
+	/* the memo only when the entry has no fresh hop: established packets never touch it */
+	if (!(cache->fib_ifindex && pl_fib_fresh(cache, now))) {
+		memo = fib_memo_slot(cache, skb->ingress_ifindex);
+		if (memo && fib_memo_match(memo, cache, p->key.proto, skb->ingress_ifindex)) {
+			__builtin_memcpy(cache->fib_smac, memo->smac, ETH_ALEN);
+			__builtin_memcpy(cache->fib_dmac, memo->dmac, ETH_ALEN);
+			cache->fib_ifindex = memo->ifindex;
+			cache->fib_mtu = memo->mtu;
+			cache->fib_tick = memo->tick;   /* stale: the lookup below replaces it */
+		}
+	}
 	if (cache->fib_ifindex && pl_fib_fresh(cache, now)) {
 		if (skb->len + grow > cache->fib_mtu + ETH_HLEN &&
 		    too_big(skb, cache->fib_ifindex, &out->mtu, grow))
@@ -121,6 +192,19 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		cache->fib_ifindex = fib.ifindex;
 		cache->fib_mtu = mtu > 0xffff ? 0xffff : mtu;   /* lo: 65536 (bigger: exact check) */
 		cache->fib_tick = (__u32)(now >> PL_FIB_TICK_SHIFT);
+		if (memo) {
+			memo->saddr = cache->nat_saddr;
+			memo->daddr = cache->nat_daddr;
+			memo->in_ifindex = skb->ingress_ifindex;
+			memo->tick = cache->fib_tick;
+			memo->ifindex = cache->fib_ifindex;
+			memo->mtu = cache->fib_mtu;
+			memo->family = cache->nat_family;
+			memo->proto = p->key.proto;
+			__builtin_memcpy(memo->smac, fib.smac, ETH_ALEN);
+			__builtin_memcpy(memo->dmac, fib.dmac, ETH_ALEN);
+			memo->used = 1;
+		}
 		if (skb->len + grow > mtu + ETH_HLEN && too_big(skb, fib.ifindex, &out->mtu, grow))
 			return NH_TOO_BIG;
 		return NH_CACHED;

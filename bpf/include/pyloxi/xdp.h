@@ -81,27 +81,6 @@ static __always_inline int csum_looks_partial(const struct pkt *p, __u16 check)
 	return csum_fold64(sum) == check;
 }
 
-/* tuple_diff6 without the helper call: bpf_csum_diff's 32-bit one's-complement sum of the 32
- * address bytes (the old ones complemented, the new ones), added up inline. A one's-complement
- * sum of terms not all zero has one 32-bit form (never 0), so this is the value the helper
- * returns, and XDP's bytes stay TC's. */
-static __always_inline void xdp_tuple_diff6(const struct pkt *p, const struct ct_val *v,
-					    __u32 *addr_diff, __u32 *port_diff)
-{
-	const __u32 *o = p->key.saddr.w, *od = p->key.daddr.w;
-	const __u32 *n = v->nat_saddr.w, *nd = v->nat_daddr.w;
-	__u64 s = 0;
-
-#pragma unroll
-	for (int i = 0; i < 4; i++)
-		s += (__u64)(__u32)~o[i] + (__u32)~od[i] + n[i] + nd[i];
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffffffff) + (s >> 32);
-	*addr_diff = (__u32)s;
-	*port_diff = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
-				  l4_ports(p->key.proto, v->nat_sport, v->nat_dport));
-}
-
 /* Frames of this interface XDP may look at: it serves the interface, the frame is sent to the
  * interface's own MAC (TC leaves PACKET_OTHERHOST frames to the kernel; multicast and
  * broadcast: TC's too), and no mirror or interface policer wants every frame. */
@@ -214,7 +193,7 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 		rc = store_tuple4(data, data_end, &p, addr_diff, addr_v4(&v->nat_saddr),
 				  addr_v4(&v->nat_daddr), v->nat_sport, v->nat_dport);
 	} else {
-		xdp_tuple_diff6(&p, v, &addr_diff, &port_diff);
+		tuple_diff6(&p, v, &addr_diff, &port_diff);
 		if (addr_diff)
 			csum_apply_diff(check, addr_diff, mangled0);
 		if (port_diff)
