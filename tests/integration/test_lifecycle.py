@@ -94,8 +94,8 @@ BAD = [
     ({"serviceArguments": {"externalIP": ROUTED_VIP, "port": 81, "protocol": "tcp"},
       "endpoints": []}, 400),
     ({"serviceArguments": {"externalIP": ROUTED_VIP, "port": 81, "protocol": "tcp"},
-      "endpoints": [{"endpointIP": f"10.0.20.{i}", "targetPort": 80, "weight": 1}
-                    for i in range(1, 70)]}, 400),
+      "endpoints": [{"endpointIP": f"10.0.{20 + i // 250}.{1 + i % 250}", "targetPort": 80,
+                     "weight": 1} for i in range(1025)]}, 400),  # over 1,024 endpoints
     ({"serviceArguments": {"externalIP": ROUTED_VIP, "port": 75, "portMax": 85,
                            "protocol": "tcp"},
       "endpoints": [{"endpointIP": "10.0.11.2", "targetPort": 80, "weight": 1}]}, 409),
