@@ -38,6 +38,17 @@ class PinnedLayoutMismatch(RuntimeError):
 REFILLED = frozenset({"xdp_ports"})
 
 
+def _pinned_spec(path: str) -> tuple[int, int, int, int, int]:
+    """(type, key size, value size, flags, max entries) of the map pinned at *path*, as
+    BpfObject.map_spec gives them for a map of the object."""
+    pinned = Map.from_pin(path)
+    try:
+        return (pinned.map_type, pinned.key_size, pinned.value_size, pinned.map_flags,
+                pinned.max_entries)
+    finally:
+        pinned.close()
+
+
 def keep_pinned_sizes(obj: BpfObject, names: Sequence[str]) -> None:
     """Before load, for maps whose size nobody asked for: a pinned map that differs from what
     *obj* would create only in its number of entries keeps its size (and its flows). An
@@ -49,14 +60,9 @@ def keep_pinned_sizes(obj: BpfObject, names: Sequence[str]) -> None:
         if not os.path.exists(path):
             continue
         try:
-            pinned = Map.from_pin(path)
+            have = _pinned_spec(path)
         except BpfError:
             continue  # check_pins names it
-        try:
-            have = (pinned.map_type, pinned.key_size, pinned.value_size, pinned.map_flags,
-                    pinned.max_entries)
-        finally:
-            pinned.close()
         want = obj.map_spec(name)
         if have[:4] == want[:4] and have[4] != want[4]:
             log.warning("%s pinned at %s has %d entries, this version's default is %d: "
@@ -75,15 +81,10 @@ def check_pins(obj: BpfObject, pin_dir: str) -> None:
         if not os.path.exists(path):
             continue
         try:
-            pinned = Map.from_pin(path)
+            have = _pinned_spec(path)
         except BpfError as exc:
             bad.append(f"{name}: cannot be opened ({exc})")
             continue
-        try:
-            have = (pinned.map_type, pinned.key_size, pinned.value_size, pinned.map_flags,
-                    pinned.max_entries)
-        finally:
-            pinned.close()
         want = obj.map_spec(name)
         if have != want and name in REFILLED:
             log.info("map %s: pinned with another layout %s, replaced", name, have)
