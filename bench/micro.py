@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from pyloxi.testing.ctfill import synthetic_flows, write_entries
 from pyloxi.testing.lab.dpns import LB_MAC, datapath_netns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -409,51 +410,14 @@ def bench_sweep(n_entries: int) -> dict[str, object]:
     try:
         service(dp, 1, VIP, EP, 80, 8080)
         flows = n_entries // 2
-        i = np.arange(flows, dtype=np.int64)
-        # addresses as the maps hold them: 16 bytes, IPv4-mapped (layout.addr)
-        mapped = np.frombuffer(L.addr("0.0.0.0")[0], dtype=np.uint8)
-        c4 = (0x0A000000 + 0x10000 + (i // 60000)).astype(">u4")  # 10.1.x.y
-        csrc = np.tile(mapped, (flows, 1))
-        csrc[:, 12:] = c4.view(np.uint8).reshape(flows, 4)
-        csrc = csrc.view("V16").reshape(flows)
-        sport = (1024 + i % 60000).astype(">u2").view("<u2")
-        vip = np.full(flows, np.void(L.addr(VIP)[0]))
-        ep = np.full(flows, np.void(L.addr(EP)[0]))
-        p80 = np.full(flows, 80, dtype=">u2").view("<u2")
-        p8080 = np.full(flows, 8080, dtype=">u2").view("<u2")
         # A virtual clock 400 s ahead of CLOCK_MONOTONIC, used for the stamps and for the sweep:
         # a machine booted less than 400 s ago has no "400 s ago" (negative in uint64).
         now = time.monotonic_ns() + 400 * 10**9
-        last = np.where(i % 10 == 0, now - 300 * 10**9, now - 10**9).astype(np.uint64)
-        keys = np.zeros(2 * flows, dtype=L.CT_KEY_DTYPE)
-        vals = np.zeros(2 * flows, dtype=L.CT_VAL_DTYPE)
-        o, r = slice(0, None, 2), slice(1, None, 2)
-        keys["saddr"][o], keys["daddr"][o] = csrc, vip
-        keys["sport"][o], keys["dport"][o] = sport, p80
-        keys["saddr"][r], keys["daddr"][r] = ep, csrc
-        keys["sport"][r], keys["dport"][r] = p8080, sport
-        keys["proto"] = 6
-        keys["family"] = vals["nat_family"] = L.AF_INET
-        vals["nat_saddr"][o], vals["nat_daddr"][o] = csrc, ep
-        vals["nat_sport"][o], vals["nat_dport"][o] = sport, p8080
-        vals["nat_saddr"][r], vals["nat_daddr"][r] = vip, csrc
-        vals["nat_sport"][r], vals["nat_dport"][r] = p80, sport
-        vals["svc_id"] = dp._dp_of[1]
-        vals["dir"][o], vals["dir"][r] = L.DIR_ORIG, L.DIR_REPLY
-        vals["seen"][o] = L.CT_SEEN | L.CT_SYN | L.CT_ACK
-        vals["seen"][r] = L.CT_SEEN | L.CT_SYNACK | L.CT_ACK
-        vals["created_ns"] = now - 400 * 10**9
-        vals["last_ns"][o], vals["last_ns"][r] = last, last
-        vals["packets"], vals["bytes"] = 10, 1000
-        kb, vb = keys.tobytes(), vals.tobytes()
-        ks, vs = keys.dtype.itemsize, vals.dtype.itemsize
+        keys, vals = synthetic_flows(dp._dp_of[1], VIP, EP, flows, now, idle_every=10,
+                                     idle_s=300)
         t0 = time.perf_counter()
-        step = 100_000
         ct = dp.maps["ct_map"]
-        for s in range(0, 2 * flows, step):
-            e = min(2 * flows, s + step)
-            ct.update_batch([kb[j * ks:(j + 1) * ks] for j in range(s, e)],
-                            [vb[j * vs:(j + 1) * vs] for j in range(s, e)])
+        write_entries(ct, keys, vals)
         res["fill_s"] = time.perf_counter() - t0
         from pyloxi.datapath.ebpf.conntrack import Snapshot
         res["ct_entries_present"] = len(Snapshot(ct))
