@@ -177,7 +177,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 		return PL_PASS;
 	}
 	if (ver->cfg.mode == PL_MODE_DSR)   /* no rewrite, one forward-only entry (dsr.h) */
-		return dsr_new_flow(skb, p, svc_id, idx, ep, pickup, now) ? PL_FORWARD : PL_DROP;
+		return dsr_new_flow(p, svc_id, idx, ep, pickup, now) ? PL_FORWARD : PL_DROP;
 
 	/* NAT: what the packets of each direction are rewritten to */
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -197,7 +197,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 	}
 
 	/* conntrack */
-	rc = ct_create(skb, p, sc, svc_id, idx, ep->gid, ver->cfg.mode, !addr_is_zero(&ep->snat_ip),
+	rc = ct_create(skb, 0, p, sc, svc_id, idx, ep->gid, ver->cfg.mode, !addr_is_zero(&ep->snat_ip),
 		       pickup, now, &v);
 	if (rc != PL_CONTINUE)
 		return rc;
@@ -279,7 +279,7 @@ static __always_inline enum pl_verdict lb(struct __sk_buff *skb)
 			if (v->mode == PL_MODE_DSR)   /* a forward-only flow (dsr.h) */
 				rc = dsr_track(p, v, now);
 			else
-				rc = ct_half_open(skb, p, &v, now);
+				rc = ct_half_open(skb, 0, p, &v, now);
 		}
 	}
 	/* one forward() for both tables: each inlined copy would take its own stack */

@@ -146,14 +146,14 @@ static __always_inline void ct_stamp(struct ct_val *v, __u64 now)
  * FIN, flag bits, window tracking. Returns PL_CONTINUE, PL_RESTART or PL_DROP. *pvp: the
  * partner entry if the caller has it already (else NULL), on return also if it had to be looked
  * up here. `half`: v lives in ct_half (else ct_map). */
-static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struct pkt *p,
+static __always_inline enum pl_verdict ct_tcp(void *ctx, int xdp, const struct pkt *p,
 					      struct ct_val *v, int half, struct tcp_seg *s,
 					      struct ct_val **pvp)
 {
 	__u32 bits = tcp_bits(p->tcp_flags);
 	struct ct_val *pv = *pvp;
 
-	if (tcp_segment(skb, p, s))
+	if (tcp_segment(ctx, xdp, p, s))
 		return PL_DROP;
 	if (!pv && ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN))))
 		pv = ct_partner(v, p->key.proto, half);
@@ -172,7 +172,7 @@ static __always_inline enum pl_verdict ct_tcp(struct __sk_buff *skb, const struc
 		return PL_DROP;
 	}
 	if (p->tcp_flags & TCPF_SYN) {   /* SYN or SYN-ACK: its window-scale option */
-		__u8 ws = tcp_wsopt(skb, p->l4off, s->doff);
+		__u8 ws = tcp_wsopt(ctx, xdp, p->l4off, s->doff);
 		if (v->td_wsopt != ws)
 			v->td_wsopt = ws;
 	}
@@ -225,7 +225,7 @@ static __always_inline enum pl_verdict ct_established(struct __sk_buff *skb, con
 	if (p->key.proto == IPPROTO_TCP) {
 		struct tcp_seg s;
 		struct ct_val *pv = NULL;
-		enum pl_verdict rc = ct_tcp(skb, p, v, 0, &s, &pv);
+		enum pl_verdict rc = ct_tcp(skb, 0, p, v, 0, &s, &pv);
 		if (rc != PL_CONTINUE)
 			return rc;
 	} else if (p->key.proto == IPPROTO_SCTP) {
@@ -303,8 +303,9 @@ __noinline int pl_promote(const struct ct_key *key, const struct ct_val *v)
 /* A packet of a half-open flow (entry *vp of ct_half): handshake progress, and promotion when
  * the flow is established: TCP when the client acknowledges the SYN-ACK, other protocols at the
  * first reply. Returns PL_CONTINUE with *vp the entry to rewrite by (the ct_map one if the
- * flow was promoted), PL_RESTART, PL_DROP or PL_PASS. */
-static __always_inline enum pl_verdict ct_half_open(struct __sk_buff *skb, const struct pkt *p,
+ * flow was promoted), PL_RESTART, PL_DROP or PL_PASS. TC's and XDP's (ctx, xdp: see
+ * tcp_segment). */
+static __always_inline enum pl_verdict ct_half_open(void *ctx, int xdp, const struct pkt *p,
 						    struct ct_val **vp, __u64 now)
 {
 	struct ct_val *v = *vp;
@@ -321,7 +322,7 @@ static __always_inline enum pl_verdict ct_half_open(struct __sk_buff *skb, const
 			if (pv && (pv->seen & PL_CT_SYNACK))
 				td_resolve_wscale(v, pv);
 		}
-		enum pl_verdict rc = ct_tcp(skb, p, v, 1, &s, &pv);
+		enum pl_verdict rc = ct_tcp(ctx, xdp, p, v, 1, &s, &pv);
 		if (rc != PL_CONTINUE)
 			return rc;
 		/* the ACK must acknowledge the SYN-ACK: a blind ACK cannot establish. A flow
@@ -331,7 +332,9 @@ static __always_inline enum pl_verdict ct_half_open(struct __sk_buff *skb, const
 			      : v->dir == PL_DIR_REPLY && (v->td_flags & PL_TD_LIBERAL) &&
 				!(p->tcp_flags & (TCPF_RST | TCPF_SYN));
 	} else if (p->key.proto == IPPROTO_SCTP) {
-		enum pl_verdict rc = ct_sctp(skb, p, v, 1, now, &promote);
+		if (xdp)   /* SCTP is TC's (sctp.h needs the skb) */
+			return PL_PASS;
+		enum pl_verdict rc = ct_sctp(ctx, p, v, 1, now, &promote);
 		if (rc != PL_CONTINUE)
 			return rc;
 	} else {
@@ -363,13 +366,11 @@ static __always_inline enum pl_verdict ct_half_open(struct __sk_buff *skb, const
  * flow (evicted, aged, or never ours): forwarded by the kernel it would reach the client with
  * the endpoint's own address. Returns 1 when it must be dropped, 0 unless the kernel would not
  * forward it anyway (a health probe's answer to this host, a reply to a local SNAT address). */
-__noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u32 icmp_type)
+/* Is the source of tuple k an endpoint's ip:port (an echo reply: its address)? */
+static __always_inline int from_endpoint(const struct ct_key *k, __u32 icmp_type)
 {
-	struct bpf_fib_lookup fib = {};
 	struct ep_addr_key ek = {};
 
-	if (!skb || !k)
-		return 0;
 	ek.ip = k->saddr;
 	ek.port = k->sport;
 	ek.proto = k->proto;
@@ -379,7 +380,14 @@ __noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u3
 			return 0;
 		ek.port = 0;
 	}
-	if (!bpf_map_lookup_elem(&ep_addr_map, &ek))
+	return bpf_map_lookup_elem(&ep_addr_map, &ek) != NULL;
+}
+
+__noinline int pl_reply_miss(struct __sk_buff *skb, const struct ct_key *k, __u32 icmp_type)
+{
+	struct bpf_fib_lookup fib = {};
+
+	if (!skb || !k || !from_endpoint(k, icmp_type))
 		return 0;
 	fib_addrs(&fib, k->family, &k->saddr, &k->daddr);
 	fib.l4_protocol = k->proto;

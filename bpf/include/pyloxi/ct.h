@@ -85,9 +85,19 @@ static __always_inline int tcp_segment_in(void *data, void *data_end, const stru
 	return 0;
 }
 
-static __always_inline int tcp_segment(struct __sk_buff *skb, const struct pkt *p,
-				       struct tcp_seg *s)
+/*
+ * TC and XDP share conntrack (and XDP creates flows with it, xdp.h): where it reads the packet,
+ * `ctx` is the program's context, a struct __sk_buff or a struct xdp_md, and `xdp` a constant
+ * that says which. Every caller passes a literal, so each program's copy keeps only its own
+ * context fields and helpers (the other kind's would not load).
+ */
+static __always_inline int tcp_segment(void *ctx, int xdp, const struct pkt *p, struct tcp_seg *s)
 {
+	if (xdp) {
+		struct xdp_md *x = ctx;
+		return tcp_segment_in((void *)(long)x->data, (void *)(long)x->data_end, p, s);
+	}
+	struct __sk_buff *skb = ctx;
 	return tcp_segment_in((void *)(long)skb->data, (void *)(long)skb->data_end, p, s);
 }
 
@@ -125,24 +135,55 @@ static long wsopt_step(__u32 n, void *data)
 	return 0;
 }
 
-/* The window-scale option of a SYN (PL_TD_NO_WS if absent). */
-static __noinline int tcp_wsopt(struct __sk_buff *skb, __u32 l4off, __u32 doff)
+/* The window-scale option in the `olen` option bytes read into c->opt (PL_TD_NO_WS if absent). */
+static __always_inline int wsopt_scan(struct wsopt_ctx *c, __u32 olen)
+{
+	c->olen = olen;
+	c->ws = PL_TD_NO_WS;
+	bpf_loop(40, wsopt_step, c, 0);
+	return c->ws;
+}
+
+/* The options' length of a TCP header `doff` bytes long worth reading, else 0. */
+static __always_inline __u32 wsopt_len(__u32 doff)
+{
+	if (doff <= 20 || doff > 60)
+		return 0;
+	__u32 olen = (doff - 20) & 63;
+	return olen < 4 ? 0 : olen;
+}
+
+/* The window-scale option of a SYN (PL_TD_NO_WS if absent), TC's and XDP's. */
+static __noinline int tcp_wsopt_skb(struct __sk_buff *skb, __u32 l4off, __u32 doff)
 {
 	struct wsopt_ctx c;
-	__u32 olen;
+	__u32 olen = wsopt_len(doff);
 
-	if (doff <= 20 || doff > 60)
-		return PL_TD_NO_WS;
-	olen = (doff - 20) & 63;
-	if (olen < 4)
+	if (!olen)
 		return PL_TD_NO_WS;
 	__builtin_memset(&c, 0, sizeof(c));
 	if (bpf_skb_load_bytes(skb, (l4off & 0xff) + 20, c.opt, olen))
 		return PL_TD_NO_WS;
-	c.olen = olen;
-	c.ws = PL_TD_NO_WS;
-	bpf_loop(40, wsopt_step, &c, 0);
-	return c.ws;
+	return wsopt_scan(&c, olen);
+}
+
+static __noinline int tcp_wsopt_xdp(struct xdp_md *ctx, __u32 l4off, __u32 doff)
+{
+	struct wsopt_ctx c;
+	__u32 olen = wsopt_len(doff);
+
+	if (!olen)
+		return PL_TD_NO_WS;
+	__builtin_memset(&c, 0, sizeof(c));
+	if (bpf_xdp_load_bytes(ctx, (l4off & 0xff) + 20, c.opt, olen))
+		return PL_TD_NO_WS;
+	return wsopt_scan(&c, olen);
+}
+
+/* (ctx, xdp: see tcp_segment) */
+static __always_inline int tcp_wsopt(void *ctx, int xdp, __u32 l4off, __u32 doff)
+{
+	return xdp ? tcp_wsopt_xdp(ctx, l4off, doff) : tcp_wsopt_skb(ctx, l4off, doff);
 }
 
 /* Learn from a packet of this entry's direction: how far it has sent, and (with ACK) how far

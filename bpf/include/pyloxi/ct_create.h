@@ -127,9 +127,9 @@ __noinline int pl_insert_reply(struct flow_scratch *sc, const struct ct_key *key
  * the translated source's port is chosen) and the original-direction entry. Returns PL_CONTINUE
  * with *vp the entry of `p` (the flow's, or another CPU's that created it first), PL_PASS when
  * there is no free tuple (the VIP is local: the client gets a RST or port-unreachable, not
- * silence) or PL_DROP.
+ * silence) or PL_DROP. TC's and XDP's (ctx, xdp: see tcp_segment).
  */
-static __always_inline enum pl_verdict ct_create(struct __sk_buff *skb, const struct pkt *p,
+static __always_inline enum pl_verdict ct_create(void *ctx, int xdp, const struct pkt *p,
 						 struct flow_scratch *sc, __u32 svc_id,
 						 __u32 ep_idx, __u32 gid, __u8 mode, int snat,
 						 int pickup,
@@ -152,10 +152,10 @@ static __always_inline enum pl_verdict ct_create(struct __sk_buff *skb, const st
 		fv->td_wsopt = rv->td_wsopt = PL_TD_NO_WS;
 	} else if (p->key.proto == IPPROTO_TCP) {
 		struct tcp_seg s;
-		if (tcp_segment(skb, p, &s))
+		if (tcp_segment(ctx, xdp, p, &s))
 			return PL_DROP;
 		td_update(fv, &s, p->tcp_flags);
-		fv->td_wsopt = tcp_wsopt(skb, p->l4off, s.doff);
+		fv->td_wsopt = tcp_wsopt(ctx, xdp, p->l4off, s.doff);
 		rv->td_wsopt = PL_TD_NO_WS;
 	}
 

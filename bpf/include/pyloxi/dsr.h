@@ -29,11 +29,10 @@
 #define PL_IPIP_HLEN 20
 
 /* Decrement the TTL (IPv4, before any encapsulation: the inner header is the one a router
- * decrements; the header checksum updated RFC 1624 style) or the hop limit (IPv6) in place. */
-static __always_inline int dsr_ttl_dec(struct __sk_buff *skb, __u8 family)
+ * decrements; the header checksum updated RFC 1624 style) or the hop limit (IPv6) in place,
+ * in the frame [data, data_end) (TC's or XDP's). */
+static __always_inline int dsr_ttl_dec(void *data, void *data_end, __u8 family)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + ETH_HLEN;
 
 	if (family == PL_AF_INET6) {
@@ -144,7 +143,7 @@ static __noinline int dsr_forward(struct __sk_buff *skb, const struct pkt *p, st
 		count(PL_ST_FIB_PASS);
 		return PL_PASS;
 	}
-	if (dsr_ttl_dec(skb, p->key.family))
+	if (dsr_ttl_dec((void *)(long)skb->data, (void *)(long)skb->data_end, p->key.family))
 		return PL_DROP;
 	if (ipip && dsr_encap(skb, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr)))
 		return PL_DROP;
@@ -182,9 +181,8 @@ static __always_inline enum pl_verdict dsr_track(const struct pkt *p, struct ct_
 
 /* A new DSR flow of packet p to endpoint ep (index idx of service svc_id): its one entry (to
  * forward the packet with), or NULL. `pickup`: mid-stream TCP, picked up by hash. */
-static __always_inline struct ct_val *dsr_new_flow(struct __sk_buff *skb, const struct pkt *p,
-						    __u32 svc_id, int idx, const struct ep_val *ep,
-						    int pickup, __u64 now)
+static __always_inline struct ct_val *dsr_new_flow(const struct pkt *p, __u32 svc_id, int idx,
+						    const struct ep_val *ep, int pickup, __u64 now)
 {
 	/* an endpoint flagged IPIP without an outer source cannot be encapsulated to: L2; IPIP
 	 * is IPv4 in IPv4 (the control plane flags no IPv6 endpoint) */

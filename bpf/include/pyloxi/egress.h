@@ -54,7 +54,7 @@ static __always_inline enum pl_verdict egress_open(struct __sk_buff *skb, const 
 		count(PL_ST_EGRESS_REFUSED);
 		return PL_DROP;
 	}
-	rc = ct_create(skb, p, sc, PL_SVC_EGRESS, sc->fwd.ep_idx, PL_GID_NONE, PL_MODE_FULLNAT,
+	rc = ct_create(skb, 0, p, sc, PL_SVC_EGRESS, sc->fwd.ep_idx, PL_GID_NONE, PL_MODE_FULLNAT,
 		       sc->fwd.ep_idx == PL_EGRESS_F_FIXED ? PL_SNAT_FIXED : PL_SNAT_ALLOC, 0, now,
 		       vp);
 	return rc == PL_PASS ? PL_DROP : rc;   /* PASS: no free tuple, counted */

@@ -82,21 +82,30 @@ static __always_inline int fw_snat(const struct pkt *p, const struct fw_rule *r)
 /* PL_CONTINUE (no rule, or an allow rule), PL_EGRESS (an SNAT rule), PL_PASS (trap),
  * PL_REDIRECT (redirect) or PL_DROP. Not inlined: its frame is not added to
  * the new-flow call chain's. */
-static __noinline int fw_check(struct __sk_buff *skb, const struct pkt *p)
+/* The live rule set if it has rules (its generation in *gen), else NULL. */
+static __always_inline struct fw_table *fw_live(__u32 *gen)
 {
 	__u32 zero = 0;
-	__u32 *gen = bpf_map_lookup_elem(&fw_gen, &zero);
+	__u32 *g = bpf_map_lookup_elem(&fw_gen, &zero);
+	struct fw_table *t;
+
+	if (!g)
+		return NULL;
+	*gen = *g & 1;
+	t = bpf_map_lookup_elem(&fw_map, gen);
+	return t && t->n ? t : NULL;
+}
+
+static __noinline int fw_check(struct __sk_buff *skb, const struct pkt *p)
+{
 	struct fw_table *t;
 	struct fw_rule *r;
 	struct counters *st;
 	struct fw_ctx c;
 	__u32 id;
 
-	if (!gen)
-		return PL_CONTINUE;
-	c.gen = *gen & 1;
-	t = bpf_map_lookup_elem(&fw_map, &c.gen);
-	if (!t || t->n == 0)
+	t = fw_live(&c.gen);
+	if (!t)
 		return PL_CONTINUE;
 	c.key = p->key;
 	c.ifindex = skb->ifindex;

@@ -133,6 +133,51 @@ static __always_inline int fib_memo_match(const struct fib_memo *m, const struct
 	       md[1] == vd[1];
 }
 
+/* An entry without a fresh next hop takes the memo's for the same lookup inputs, if it has
+ * one (still stale then: the caller looks it up). Returns the memo slot for the lookup's
+ * result, or NULL. */
+static __always_inline struct fib_memo *fib_memo_take(struct ct_val *cache, __u8 proto,
+						      __u32 in_ifindex)
+{
+	struct fib_memo *memo = fib_memo_slot(cache, in_ifindex);
+
+	if (memo && fib_memo_match(memo, cache, proto, in_ifindex)) {
+		__builtin_memcpy(cache->fib_smac, memo->smac, ETH_ALEN);
+		__builtin_memcpy(cache->fib_dmac, memo->dmac, ETH_ALEN);
+		cache->fib_ifindex = memo->ifindex;
+		cache->fib_mtu = memo->mtu;
+		cache->fib_tick = memo->tick;
+	}
+	return memo;
+}
+
+/* Keep a resolved next hop in the entry and in its memo slot (if any). */
+static __always_inline void fib_keep(struct ct_val *cache, const struct bpf_fib_lookup *fib,
+				     __u64 now, struct fib_memo *memo, __u8 proto,
+				     __u32 in_ifindex)
+{
+	__u32 mtu = fib->mtu_result;
+
+	__builtin_memcpy(cache->fib_smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(cache->fib_dmac, fib->dmac, ETH_ALEN);
+	cache->fib_ifindex = fib->ifindex;
+	cache->fib_mtu = mtu > 0xffff ? 0xffff : mtu;   /* lo: 65536 (bigger: exact check) */
+	cache->fib_tick = (__u32)(now >> PL_FIB_TICK_SHIFT);
+	if (!memo)
+		return;
+	memo->saddr = cache->nat_saddr;
+	memo->daddr = cache->nat_daddr;
+	memo->in_ifindex = in_ifindex;
+	memo->tick = cache->fib_tick;
+	memo->ifindex = cache->fib_ifindex;
+	memo->mtu = cache->fib_mtu;
+	memo->family = cache->nat_family;
+	memo->proto = proto;
+	__builtin_memcpy(memo->smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(memo->dmac, fib->dmac, ETH_ALEN);
+	memo->used = 1;
+}
+
 /*
  * The next hop of flow entry `cache`, called BEFORE the rewrite: the lookup uses the entry's
  * post-NAT addresses, and a packet that does not fit the egress must still carry the header
@@ -141,6 +186,7 @@ static __always_inline int fib_memo_match(const struct fib_memo *m, const struct
  * compare (skb->len against the cached MTU) and the helper only runs for longer packets.
  * A NAT64 packet is measured as it will leave: 20 bytes longer as IPv6, 20 shorter as IPv4.
  * Not inlined: its bpf_fib_lookup params would otherwise sit in every caller's stack frame.
+ * (XDP's: xdp_route, xdp.h.)
  */
 static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struct ct_val *cache,
 			       __u64 now, struct hop *out)
@@ -155,16 +201,8 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 	if (cache->nat_family != p->key.family)
 		grow = cache->nat_family == PL_AF_INET6 ? 20 : -20;
 	/* the memo only when the entry has no fresh hop: established packets never touch it */
-	if (!(cache->fib_ifindex && pl_fib_fresh(cache, now))) {
-		memo = fib_memo_slot(cache, skb->ingress_ifindex);
-		if (memo && fib_memo_match(memo, cache, p->key.proto, skb->ingress_ifindex)) {
-			__builtin_memcpy(cache->fib_smac, memo->smac, ETH_ALEN);
-			__builtin_memcpy(cache->fib_dmac, memo->dmac, ETH_ALEN);
-			cache->fib_ifindex = memo->ifindex;
-			cache->fib_mtu = memo->mtu;
-			cache->fib_tick = memo->tick;   /* stale: the lookup below replaces it */
-		}
-	}
+	if (!(cache->fib_ifindex && pl_fib_fresh(cache, now)))
+		memo = fib_memo_take(cache, p->key.proto, skb->ingress_ifindex);
 	if (cache->fib_ifindex && pl_fib_fresh(cache, now)) {
 		if (skb->len + grow > cache->fib_mtu + ETH_HLEN &&
 		    too_big(skb, cache->fib_ifindex, &out->mtu, grow))
@@ -185,27 +223,9 @@ static __noinline int next_hop(struct __sk_buff *skb, const struct pkt *p, struc
 		return NH_NEIGH;
 	}
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-		__u32 mtu = fib.mtu_result;
-
-		__builtin_memcpy(cache->fib_smac, fib.smac, ETH_ALEN);
-		__builtin_memcpy(cache->fib_dmac, fib.dmac, ETH_ALEN);
-		cache->fib_ifindex = fib.ifindex;
-		cache->fib_mtu = mtu > 0xffff ? 0xffff : mtu;   /* lo: 65536 (bigger: exact check) */
-		cache->fib_tick = (__u32)(now >> PL_FIB_TICK_SHIFT);
-		if (memo) {
-			memo->saddr = cache->nat_saddr;
-			memo->daddr = cache->nat_daddr;
-			memo->in_ifindex = skb->ingress_ifindex;
-			memo->tick = cache->fib_tick;
-			memo->ifindex = cache->fib_ifindex;
-			memo->mtu = cache->fib_mtu;
-			memo->family = cache->nat_family;
-			memo->proto = p->key.proto;
-			__builtin_memcpy(memo->smac, fib.smac, ETH_ALEN);
-			__builtin_memcpy(memo->dmac, fib.dmac, ETH_ALEN);
-			memo->used = 1;
-		}
-		if (skb->len + grow > mtu + ETH_HLEN && too_big(skb, fib.ifindex, &out->mtu, grow))
+		fib_keep(cache, &fib, now, memo, p->key.proto, skb->ingress_ifindex);
+		if (skb->len + grow > fib.mtu_result + ETH_HLEN &&
+		    too_big(skb, fib.ifindex, &out->mtu, grow))
 			return NH_TOO_BIG;
 		return NH_CACHED;
 	}

@@ -173,8 +173,9 @@ enum pl_stat {
 	                        * forwarded with the untranslated source */
 	PL_ST_POLICER_DROP,    /* red: dropped by a QoS policer (policer.h) */
 	PL_ST_XDP_FWD,         /* forwarded by the XDP fast path (xdp.h) */
-	PL_ST_XDP_PARTIAL,     /* XDP: an established flow's packet whose L4 checksum looks
-	                        * partial (a local sender's offload seed): to TC (xdp.h) */
+	PL_ST_XDP_PARTIAL,     /* XDP: a packet whose L4 checksum looks partial (a local
+	                        * sender's offload seed): to TC (xdp.h) */
+	PL_ST_XDP_NEW,         /* a new flow created by XDP (counted as new_flow too) */
 	PL_ST_MAX = 32,
 };
 

@@ -97,7 +97,7 @@ __noinline int pl_sctp_ep_path(struct __sk_buff *skb, const struct pkt *p)
 	nat_flow(&sc->fwd, &sc->rev, &fp, ep, &ver->cfg);
 	if (sc->fwd.nat_dport != p->key.sport)
 		return -1;   /* not the tuple this packet has */
-	if (ct_create(skb, &fp, sc, rv->svc_id, rv->ep_idx, ep->gid, PL_MODE_DEFAULT, 0, 0,
+	if (ct_create(skb, 0, &fp, sc, rv->svc_id, rv->ep_idx, ep->gid, PL_MODE_DEFAULT, 0, 0,
 		      pl_now(), &v) != PL_CONTINUE)
 		return -1;
 	return 0;

@@ -1,21 +1,31 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
 /*
- * The XDP fast path: a packet of an established TCP or UDP flow (ct_map) of the same family
- * (no NAT64), not DSR, whose next hop the entry has cached, is tracked, rewritten, counted and
- * redirected here, before an skb exists (native XDP) or before TC runs (generic XDP). Anything
- * else leaves with XDP_PASS untouched, and the TC program (attached in every mode) handles it
- * exactly as without XDP: new flows, half-open flows, SYN/FIN/RST segments and closing flows,
- * ICMP, SCTP, fragments, TTL <= 1, packets longer than the cached MTU, a stale next hop, mirrors
- * and policers. One conntrack table: a flow may move between the two programs at any packet.
+ * The XDP path: TCP, UDP and ICMP echo flows of the same family (no NAT64) are created,
+ * tracked, rewritten, counted and redirected here, before an skb exists (native XDP) or before
+ * TC runs (generic XDP), with TC's own stages and tables:
  *
- * The shared stages are TC's own: parse_frame, tcp_segment_in and ct_tcp_track, ct_stamp,
- * tuple_diff4/6 and store_tuple4/6, account. Only the L4 checksum is applied differently: TC
- * calls bpf_l4_csum_replace, which knows the skb's checksum state; XDP updates the field in
- * place as that helper does for a complete checksum (csum_apply_diff), so both leave the same
- * bytes. A packet whose checksum field holds a local sender's offload seed (CHECKSUM_PARTIAL:
- * veth carries them) cannot be told from its bytes alone, except that the field then equals
- * the pseudo-header sum: such packets go to TC (a complete checksum equal to it by chance,
- * one in 65536, goes there too, which costs only time).
+ *   established (ct_map)  -> window tracking, rewrite, redirect                 (xdp_fast)
+ *   half-open (ct_half)   -> ct_half_open: handshake, promotion; DSR: dsr_track  (xdp_slow)
+ *   no entry              -> service, allowed sources, select, nat_flow, ct_create
+ *                            (DSR: dsr_new_flow)                                  (xdp_new_flow)
+ *
+ * A packet leaves with XDP_PASS, untouched, whenever TC must decide: SYN on a flow (a restart
+ * or a retransmission), FIN and RST (window checks, the flow's end), ICMP errors, SCTP,
+ * fragments, TTL <= 1, NAT64, IPIP DSR, a packet longer than the next hop's MTU, no neighbour
+ * entry yet, firewall rules, mirrors and policers, a packet no flow or service claims, a
+ * mid-stream TCP segment (pick-up), a source the rule does not allow. One conntrack table: a
+ * flow may move between the two programs at any packet. In particular a flow XDP created but
+ * cannot forward (no neighbour yet, too big, a port it may not redirect to) is passed on:
+ * TC finds it half-open and forwards the packet as a retransmission, so the endpoint is
+ * selected once (a second selection would move rr's cursor twice).
+ *
+ * Only the L4 checksum is applied differently: TC calls bpf_l4_csum_replace, which knows the
+ * skb's checksum state; XDP updates the field in place as that helper does for a complete
+ * checksum (csum_apply_diff), so both leave the same bytes. A packet whose checksum field holds
+ * a local sender's offload seed (CHECKSUM_PARTIAL: veth carries them) cannot be told from its
+ * bytes alone, except that the field then equals the pseudo-header sum: such packets go to TC
+ * (a complete checksum equal to it by chance, one in 65536, goes there too, which costs only
+ * time).
  *
  * What a forwarded packet costs (docs/benchmarks.md, A/B by removing one stage at a time): the
  * parse and the 40-byte-key ct_map lookup most of all; then window tracking, the counters
@@ -28,8 +38,14 @@
 
 #include <linux/if_ether.h>
 #include "pyloxi/conntrack.h"
+#include "pyloxi/ct_create.h"
+#include "pyloxi/dsr.h"
+#include "pyloxi/firewall.h"
+#include "pyloxi/fwd.h"
 #include "pyloxi/nat.h"
 #include "pyloxi/parse.h"
+#include "pyloxi/select.h"
+#include "pyloxi/service.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
 
@@ -119,7 +135,236 @@ static __always_inline int xdp_can_redirect(const struct xdp_port *in, __u32 out
 	return to && to->on && to->native;
 }
 
-/* The fast path; returns an XDP action. */
+/* The L4 checksum field of p (TCP, UDP, ICMP echo), in the frame, or NULL. */
+static __always_inline __u16 *xdp_l4_check(void *data, void *data_end, const struct pkt *p)
+{
+	__u16 *check = data + (l4_csum_off(p) & 0xff);
+
+	if ((void *)(check + 1) > data_end)
+		return NULL;
+	return check;
+}
+
+/* May XDP rewrite p's checksum (csum_looks_partial)? Counted when not. ICMP echoes carry no
+ * offload seed (their senders sum them whole). */
+static __always_inline int xdp_csum_ok(const struct pkt *p, __u16 check)
+{
+	if (p->key.proto == IPPROTO_ICMP || !csum_looks_partial(p, check))
+		return 1;
+	count(PL_ST_XDP_PARTIAL);
+	return 0;
+}
+
+/* TC's rewrite of p to entry v's tuple (rewrite_tuple, rewrite_tuple6), the L4 checksum
+ * updated in place; `check` from xdp_l4_check. An ICMP (v4) checksum covers no pseudo-header. */
+static __always_inline int xdp_rewrite(void *data, void *data_end, const struct pkt *p,
+				       const struct ct_val *v, __u16 *check)
+{
+	int mangled0 = p->key.proto == IPPROTO_UDP;
+	__u32 addr_diff, port_diff;
+
+	if (p->key.family == PL_AF_INET) {
+		tuple_diff4(p, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr), v->nat_sport,
+			    v->nat_dport, &addr_diff, &port_diff);
+		/* as TC's two helper calls: the addresses, then the ports */
+		if (addr_diff && p->key.proto != IPPROTO_ICMP)
+			csum_apply_diff(check, addr_diff, mangled0);
+		if (port_diff)
+			csum_apply_diff(check, port_diff, mangled0);
+		return store_tuple4(data, data_end, p, addr_diff, addr_v4(&v->nat_saddr),
+				    addr_v4(&v->nat_daddr), v->nat_sport, v->nat_dport);
+	}
+	tuple_diff6(p, v, &addr_diff, &port_diff);
+	if (addr_diff)
+		csum_apply_diff(check, addr_diff, mangled0);
+	if (port_diff)
+		csum_apply_diff(check, port_diff, mangled0);
+	return store_tuple6(data, data_end, p, v);
+}
+
+/* Counted as TC's forward() counts, MACs of v's next hop, redirected there. */
+static __always_inline int xdp_send(struct ethhdr *eth, const struct pkt *p, struct ct_val *v)
+{
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, p->len);
+	account(v, p->len);
+	count(PL_ST_XDP_FWD);
+	__builtin_memcpy(eth->h_dest, v->fib_dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, v->fib_smac, ETH_ALEN);
+	return bpf_redirect(v->fib_ifindex, 0);
+}
+
+/*
+ * May XDP send packet p by entry v? Its rule has no policer (TC's: its buckets are
+ * spin-locked there), the entry has a fresh next hop, taken from the memo or looked up as
+ * next_hop (fwd.h) does and kept in the entry (no neighbour entry yet: TC's redirect_neigh),
+ * the packet fits that hop's MTU at a glance (TC's exact check needs the skb) and may be
+ * redirected there. Returns 0 when it may. Not inlined: the lookup's params stay in this
+ * frame.
+ */
+static __noinline int xdp_route(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v,
+				const struct xdp_port *port, __u64 now)
+{
+	struct bpf_fib_lookup fib = {};
+	struct fib_memo *memo;
+	__u32 *pol;
+
+	if (!ctx || !p || !v || !port)
+		return -1;
+	pol = bpf_map_lookup_elem(&pol_svc, &v->svc_id);
+	if (pol && *pol)
+		return -1;
+	if (!(v->fib_ifindex && pl_fib_fresh(v, now))) {
+		memo = fib_memo_take(v, p->key.proto, ctx->ingress_ifindex);
+		if (!(v->fib_ifindex && pl_fib_fresh(v, now))) {
+			fib_addrs(&fib, v->nat_family, &v->nat_saddr, &v->nat_daddr);
+			fib.l4_protocol = p->key.proto;
+			fib.ifindex = ctx->ingress_ifindex;
+			if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+				return -1;
+			fib_keep(v, &fib, now, memo, p->key.proto, ctx->ingress_ifindex);
+		}
+	}
+	return p->len > v->fib_mtu + ETH_HLEN || !xdp_can_redirect(port, v->fib_ifindex);
+}
+
+/* A DSR flow's packet (dsr_forward without IPIP: TTL - 1, the next hop's MACs). */
+static __always_inline int xdp_dsr(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v,
+				   const struct xdp_port *port, __u64 now, int is_new)
+{
+	void *data, *data_end;
+
+	if ((v->flags & PL_CT_F_IPIP) || xdp_route(ctx, p, v, port, now))
+		return XDP_PASS;
+	if (!is_new) {
+		/* a SYN on a closed flow starts a new one (dsr_track): TC's */
+		if (p->key.proto == IPPROTO_TCP && tcp_bits(p->tcp_flags) == PL_CT_SYN &&
+		    (v->seen & (PL_CT_FIN | PL_CT_RST)))
+			return XDP_PASS;
+		dsr_track(p, v, now);
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if ((data + ETH_HLEN > data_end) || dsr_ttl_dec(data, data_end, p->key.family))
+		return XDP_DROP;
+	return xdp_send(data, p, v);
+}
+
+/*
+ * A packet no conntrack entry knows: what new_flow (lb.bpf.c) does for a packet that opens a
+ * flow, with its stages. Returns the new entry (ct_half), or NULL when TC must decide: a
+ * firewall rule set is live, the source is an endpoint's (a lost flow's reply: TC drops it), no
+ * service or no active endpoint, a source the rule does not allow, a mid-stream TCP segment
+ * (pick-up), a non-echo ICMP; or with *act set when ct_create gave up (PL_PASS: no free NAT
+ * port, TC tries again; PL_DROP).
+ */
+static __always_inline struct ct_val *xdp_new_flow(struct xdp_md *ctx, const struct pkt *p,
+						   __u64 now, int *act)
+{
+	struct flow_scratch *sc;
+	struct fw_table *fw;
+	struct svc_ver *ver;
+	struct ep_val *ep;
+	struct ct_val *v = NULL;
+	__u32 svc_id, ver_id, gen, zero = 0;
+	int idx, rc;
+
+	*act = XDP_PASS;
+	if (p->key.proto == IPPROTO_ICMP ? p->icmp_type != ICMP_ECHO
+	    : p->key.proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN)
+		return NULL;
+	fw = fw_live(&gen);
+	if (fw || from_endpoint(&p->key, p->icmp_type))
+		return NULL;
+	/* no skb->mark here: 0, as at TC ingress (veth clears it between namespaces) */
+	ver = svc_lookup(&p->key, 0, &svc_id, &ver_id);
+	if (!ver || !ver->cfg.n_slots || !svc_allows(&ver->cfg, ver_id, &p->key.saddr))
+		return NULL;
+	idx = select_endpoint(p, svc_id, ver, now);
+	ep = idx < 0 ? NULL : svc_ep(&ver->cfg, idx);
+	if (!ep || !(ep->flags & PL_EP_F_ACTIVE))
+		return NULL;
+	if (ver->cfg.mode == PL_MODE_DSR) {
+		v = dsr_new_flow(p, svc_id, idx, ep, 0, now);
+		if (v)
+			count(PL_ST_XDP_NEW);
+		return v;
+	}
+	sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!sc)
+		return NULL;
+	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
+	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
+	nat_flow(&sc->fwd, &sc->rev, p, ep, &ver->cfg);
+	rc = ct_create(ctx, 1, p, sc, svc_id, idx, ep->gid, ver->cfg.mode,
+		       !addr_is_zero(&ep->snat_ip), 0, now, &v);
+	if (rc != PL_CONTINUE) {
+		*act = rc == PL_DROP ? XDP_DROP : XDP_PASS;
+		return NULL;
+	}
+	count(PL_ST_XDP_NEW);
+	return v;
+}
+
+/* A packet that missed ct_map: a half-open flow's or a new one. Not inlined: the fast path's
+ * frame stays small. */
+static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
+			       const struct xdp_port *port)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 now = xdp_now();
+	struct ct_val *v;
+	__u16 *check;
+	int act;
+
+	if (!p || !port)
+		return XDP_PASS;
+	check = xdp_l4_check(data, data_end, p);
+	if (!check || !xdp_csum_ok(p, *check))
+		return XDP_PASS;
+	v = bpf_map_lookup_elem(&ct_half, &p->key);
+	if (!v) {
+		v = xdp_new_flow(ctx, p, now, &act);
+		if (!v)
+			return act;
+		if (v->mode == PL_MODE_DSR)
+			return xdp_dsr(ctx, p, v, port, now, 1);
+		/* a flow TC must send on (see the top): it finds it half-open */
+		if (v->nat_family != p->key.family || xdp_route(ctx, p, v, port, now))
+			return XDP_PASS;
+	} else {
+		if (v->mode == PL_MODE_DSR)
+			return xdp_dsr(ctx, p, v, port, now, 0);
+		/* a SYN again (a retransmission, or a new connection on the tuple): TC's */
+		if (p->key.proto == IPPROTO_TCP && (p->tcp_flags & TCPF_SYN) &&
+		    v->dir == PL_DIR_ORIG)
+			return XDP_PASS;
+		/* routed before any state changes; promotion copies the hop into ct_map */
+		if (v->nat_family != p->key.family || xdp_route(ctx, p, v, port, now))
+			return XDP_PASS;
+		switch (ct_half_open(ctx, 1, p, &v, now)) {
+		case PL_CONTINUE:
+			break;
+		case PL_DROP:
+			return XDP_DROP;
+		default:
+			return XDP_PASS;
+		}
+		/* promoted by another CPU meanwhile, before its hop was kept: TC's */
+		if (!v->fib_ifindex || !pl_fib_fresh(v, now))
+			return XDP_PASS;
+	}
+	/* ct_create and ct_half_open read the packet through helpers: reload the pointers */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	check = xdp_l4_check(data, data_end, p);
+	if (!check || data + ETH_HLEN > data_end || xdp_rewrite(data, data_end, p, v, check))
+		return XDP_DROP;
+	return xdp_send(data, p, v);
+}
+
+/* The XDP path; returns an XDP action. */
 static __always_inline int xdp_fast(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -128,11 +373,9 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	struct xdp_port *port;
 	struct tcp_seg s = {};
 	struct ct_val *v;
-	__u32 *pol, addr_diff, port_diff;
 	__u16 *check;
-	struct pkt p;   /* on the stack: this path is one call deep */
+	struct pkt p;   /* on the stack: the fast path is one call deep */
 	__u64 now;
-	int mangled0, rc;
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
@@ -142,19 +385,16 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	if (parse_frame(data, data_end, data_end - data, &p) != PARSE_OK ||
 	    p.frag != PL_FRAG_NONE || p.ttl <= 1)
 		return XDP_PASS;
-	if (p.key.proto == IPPROTO_TCP) {
-		/* SYN (a restart), FIN and RST (window checks, the flow's end): TC's */
-		if (p.tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST))
-			return XDP_PASS;
-	} else if (p.key.proto != IPPROTO_UDP) {
+	/* FIN and RST (window checks, the flow's end): TC's; SCTP too */
+	if (p.key.proto == IPPROTO_TCP ? (p.tcp_flags & (TCPF_FIN | TCPF_RST))
+	    : p.key.proto != IPPROTO_UDP && p.key.proto != IPPROTO_ICMP)
 		return XDP_PASS;
-	}
 	v = bpf_map_lookup_elem(&ct_map, &p.key);
-	if (!v || v->mode == PL_MODE_DSR || v->nat_family != p.key.family ||
+	if (!v)
+		return xdp_slow(ctx, &p, port);
+	/* a SYN on an established flow (a restart), a flow closing, NAT64: TC's */
+	if ((p.key.proto == IPPROTO_TCP && (p.tcp_flags & TCPF_SYN)) || v->nat_family != p.key.family ||
 	    (v->seen & (PL_CT_FIN | PL_CT_RST)))
-		return XDP_PASS;
-	pol = bpf_map_lookup_elem(&pol_svc, &v->svc_id);
-	if (pol && *pol)   /* the rule's policer: TC's (its buckets are spin-locked there) */
 		return XDP_PASS;
 	now = xdp_now();
 	/* The next hop as TC cached it; a stale or missing one, or a packet the cached MTU does
@@ -162,17 +402,17 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	if (!v->fib_ifindex || !pl_fib_fresh(v, now) ||
 	    p.len > v->fib_mtu + ETH_HLEN || !xdp_can_redirect(port, v->fib_ifindex))
 		return XDP_PASS;
+	__u32 *pol = bpf_map_lookup_elem(&pol_svc, &v->svc_id);
+	if (pol && *pol)   /* the rule's policer: TC's (its buckets are spin-locked there) */
+		return XDP_PASS;
 	/* the L4 header, checked before anything is written */
-	check = data + ((p.l4off + (p.key.proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
-							       : offsetof(struct udphdr, check))) & 0xff);
-	if ((void *)(check + 1) > data_end)
+	check = xdp_l4_check(data, data_end, &p);
+	if (!check)
 		return XDP_PASS;
 	if (p.key.proto == IPPROTO_TCP && tcp_segment_in(data, data_end, &p, &s))
 		return XDP_PASS;
-	if (csum_looks_partial(&p, *check)) {
-		count(PL_ST_XDP_PARTIAL);
+	if (!xdp_csum_ok(&p, *check))
 		return XDP_PASS;
-	}
 
 	/* committed: what ct_established and forward() do, in their order */
 	if (p.key.proto == IPPROTO_TCP)
@@ -180,35 +420,9 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	else if (!(v->seen & PL_CT_SEEN))
 		__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
 	ct_stamp(v, now);
-
-	mangled0 = p.key.proto == IPPROTO_UDP;
-	if (p.key.family == PL_AF_INET) {
-		tuple_diff4(&p, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr), v->nat_sport,
-			    v->nat_dport, &addr_diff, &port_diff);
-		/* as TC's two helper calls: the addresses, then the ports */
-		if (addr_diff)
-			csum_apply_diff(check, addr_diff, mangled0);
-		if (port_diff)
-			csum_apply_diff(check, port_diff, mangled0);
-		rc = store_tuple4(data, data_end, &p, addr_diff, addr_v4(&v->nat_saddr),
-				  addr_v4(&v->nat_daddr), v->nat_sport, v->nat_dport);
-	} else {
-		tuple_diff6(&p, v, &addr_diff, &port_diff);
-		if (addr_diff)
-			csum_apply_diff(check, addr_diff, mangled0);
-		if (port_diff)
-			csum_apply_diff(check, port_diff, mangled0);
-		rc = store_tuple6(data, data_end, &p, v);
-	}
-	if (rc)
+	if (xdp_rewrite(data, data_end, &p, v, check))
 		return XDP_DROP;   /* as TC, whose rewrite failed the same way */
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, p.len);
-	account(v, p.len);
-	count(PL_ST_XDP_FWD);
-	__builtin_memcpy(eth->h_dest, v->fib_dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, v->fib_smac, ETH_ALEN);
-	return bpf_redirect(v->fib_ifindex, 0);
+	return xdp_send(eth, &p, v);
 }
 
 #endif

@@ -60,6 +60,7 @@ STAT_NAMES = (
     "pickup_refused", "out_of_window", "promote", "icmp_xlate", "icmp_sent", "icmp_limited",
     "mtu_pass", "xlate_refused", "ext_pass", "dsr_too_big", "sync_drop",
     "sync_new_skip", "fw_drop", "egress_refused", "policer_drop", "xdp_fwd", "xdp_partial",
+    "xdp_new",
 )
 
 

@@ -1,0 +1,275 @@
+"""New and half-open flows in XDP (bpf/include/pyloxi/xdp.h) under BPF_PROG_TEST_RUN: a whole
+exchange (TCP handshake and data, UDP, ICMP echo; DSR) played once through the TC program and
+once, from empty conntrack tables, through the XDP program alone gives the same bytes on the
+wire and leaves the same flows and counts. A new flow XDP cannot send on is handed to TC
+half-open, its endpoint selected once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet
+
+from pyloxi.datapath.ebpf import layout as L
+from pyloxi.engine.firewall import FwRuleProgram
+from pyloxi.engine.program import ServiceProgram
+from pyloxi.model.lb import NatMode, Selection
+
+from .conftest import (
+    CLIENT_MAC,
+    EP_MAC,
+    EPS,
+    LB4_EP_SIDE,
+    LB_MAC,
+    TC_ACT_REDIRECT,
+    VIP6,
+    Harness,
+    Result,
+)
+from .test_xdp import FAMILIES, XDP_PASS, XDP_REDIRECT, checksums_ok, enable, l3, xdp
+
+TCP_P, UDP_P, ICMP_P = 6, 17, 1
+SPORT = 50000   # in every NAT port range: the NAT source port is the client's in both runs
+Run = Callable[[Ether], Result]
+
+
+def service(h: Harness, fam: int, proto: int, mode: NatMode, n_eps: int = 1) -> ServiceProgram:
+    _, vip, _, lb_side = FAMILIES[fam]
+    eps = [FAMILIES[fam][2]] if n_eps == 1 else None
+    snat = lb_side if mode == NatMode.ONEARM else None
+    port, target = (0, 0) if proto == ICMP_P else (80, 8080)
+    if mode == NatMode.DSR:
+        return h.service(vip=vip, eps=eps, proto=proto, port=port, target=port, mode=mode,
+                         sel=Selection.HASH)
+    return h.service(vip=vip, eps=eps, proto=proto, port=port, target=target, mode=mode,
+                     snat=snat)
+
+
+def echo(fam: int, reply: bool, ident: int, seq: int) -> Packet:
+    if fam == 4:
+        return ICMP(type=0 if reply else 8, id=ident, seq=seq)
+    return (ICMPv6EchoReply if reply else ICMPv6EchoRequest)(id=ident, seq=seq)
+
+
+def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False) -> list[Result]:
+    """A flow's exchange, each packet through `run`; the endpoint's packets answer what the LB
+    sent it. TCP: SYN (with window scaling), SYN-ACK, ACK, data both ways; UDP and echo: two
+    rounds (the first reply establishes). DSR: the client's side only."""
+    client, vip, _, _ = FAMILIES[fam]
+    outs: list[Result] = []
+
+    def send(pkt: Ether) -> Ether:
+        out = run(pkt)
+        outs.append(out)
+        return out.pkt
+
+    def to_lb(l4: Packet) -> Ether:
+        return Ether(src=CLIENT_MAC, dst=LB_MAC) / l3(fam, client, vip) / l4
+
+    ip_t = IP if fam == 4 else IPv6
+    if proto == TCP_P:
+        first = send(to_lb(TCP(sport=SPORT, dport=80, flags="S", seq=1000, window=64240,
+                               options=[("MSS", 1460), ("WScale", 7)])))
+        ep, nat = first[ip_t].dst, first[ip_t].src
+        sport, dport = first[TCP].dport, first[TCP].sport
+
+        def from_ep(l4: Packet) -> Ether:
+            return Ether(src=EP_MAC, dst=LB_MAC) / l3(fam, ep, nat) / l4
+        if not dsr:
+            send(from_ep(TCP(sport=sport, dport=dport, flags="SA", seq=5000, ack=1001,
+                             window=65160, options=[("MSS", 1460), ("WScale", 7)])))
+        send(to_lb(TCP(sport=SPORT, dport=80, flags="A", seq=1001, ack=5001, window=502)))
+        send(to_lb(TCP(sport=SPORT, dport=80, flags="PA", seq=1001, ack=5001, window=502)
+                   / b"GET / HTTP/1.1\r\n\r\n"))
+        if not dsr:
+            send(from_ep(TCP(sport=sport, dport=dport, flags="PA", seq=5001, ack=1019,
+                             window=509) / b"HTTP/1.1 200 OK\r\n"))
+        return outs
+    for i in range(2):
+        l4 = UDP(sport=SPORT, dport=80) / f"q{i}".encode() if proto == UDP_P else \
+            echo(fam, False, SPORT, i)
+        out = send(to_lb(l4))
+        if dsr:
+            continue
+        ip = out[ip_t]
+        if proto == UDP_P:
+            back: Packet = UDP(sport=out[UDP].dport, dport=out[UDP].sport) / f"a{i}".encode()
+        else:
+            back = echo(fam, True, (out[ICMP] if fam == 4 else out[ICMPv6EchoRequest]).id, i)
+        send(Ether(src=EP_MAC, dst=LB_MAC) / l3(fam, ip.dst, ip.src) / back)
+    return outs
+
+
+VOLATILE = {"created_ns", "last_ns", "fib_tick"}   # clocks: differ between any two runs
+
+
+def flows(h: Harness) -> dict[str, dict[bytes, tuple[Any, ...]]]:
+    """Both conntrack tables, every field of every entry but its time stamps."""
+    def fields(raw: bytes) -> tuple[Any, ...]:
+        v = L.CtVal.from_buffer_copy(raw)
+        vals = (getattr(v, n) for n, _ in L.CtVal._fields_ if n not in VOLATILE)
+        return tuple(x if isinstance(x, int) else bytes(x) for x in vals)
+    return {t: {k: fields(v) for k, v in h.dp.maps[t].items()} for t in ("ct_map", "ct_half")}
+
+
+def counts(h: Harness, prog: ServiceProgram) -> tuple[dict[str, int], list[tuple[int, ...]]]:
+    sc = h.dp.service_counters(prog)
+    return h.dp.datapath_stats(), [(e.packets, e.bytes, e.active_flows) for e in sc.endpoints]
+
+
+def diff(a: tuple[dict[str, int], list[tuple[int, ...]]],
+         b: tuple[dict[str, int], list[tuple[int, ...]]]) -> tuple[dict[str, int], list[Any]]:
+    stats = {k: b[0][k] - v for k, v in a[0].items() if not k.startswith("xdp_")}
+    return stats, [tuple(y - x for x, y in zip(p, q, strict=True))
+                   for p, q in zip(a[1], b[1], strict=True)]
+
+
+def flush(h: Harness) -> None:
+    for table in ("ct_map", "ct_half"):
+        for k in [k for k, _ in h.dp.maps[table].items()]:
+            h.dp.maps[table].delete(k)
+
+
+def tc_then_xdp(h: Harness, prog: ServiceProgram, fam: int, proto: int,
+                dsr: bool = False) -> list[Result]:
+    """play() through TC, then from empty tables through XDP: the same bytes, flows, counts."""
+    enable(h)
+    c0 = counts(h, prog)
+    by_tc = play(h, fam, proto, h.run, dsr)
+    assert [r.retval for r in by_tc] == [TC_ACT_REDIRECT] * len(by_tc)
+    c1, tc_flows = counts(h, prog), flows(h)
+    flush(h)
+    by_xdp = play(h, fam, proto, lambda p: xdp(h, p), dsr)
+    assert [r.retval for r in by_xdp] == [XDP_REDIRECT] * len(by_xdp)
+    assert [bytes(r.pkt) for r in by_xdp] == [bytes(r.pkt) for r in by_tc]
+    assert all(checksums_ok(r.pkt) for r in by_xdp)
+    assert flows(h) == tc_flows
+    c2 = counts(h, prog)
+    assert diff(c1, c2) == diff(c0, c1)
+    assert (c2[0]["xdp_new"], c2[0]["xdp_fwd"]) == (1, len(by_xdp))
+    return by_xdp
+
+
+@pytest.mark.parametrize("mode", [NatMode.DEFAULT, NatMode.ONEARM, NatMode.FULLNAT],
+                         ids=lambda m: m.name.lower())
+@pytest.mark.parametrize("proto", [TCP_P, UDP_P, ICMP_P], ids=["tcp", "udp", "icmp"])
+@pytest.mark.parametrize("fam", [4, 6], ids=["v4", "v6"])
+def test_new_flow_in_xdp_as_in_tc(h: Harness, fam: int, proto: int, mode: NatMode) -> None:
+    prog = service(h, fam, proto, mode)
+    tc_then_xdp(h, prog, fam, proto)
+    stats = h.dp.datapath_stats()
+    assert stats["new_flow"] == 2 and stats["promote"] == 2   # once per run
+    assert sum(1 for _ in h.dp.maps["ct_map"]) == 2 and not list(h.dp.maps["ct_half"].items())
+
+
+@pytest.mark.parametrize("proto", [TCP_P, UDP_P], ids=["tcp", "udp"])
+@pytest.mark.parametrize("fam", [4, 6], ids=["v4", "v6"])
+def test_dsr_flow_in_xdp_as_in_tc(h: Harness, fam: int, proto: int) -> None:
+    """L2 DSR: only the MACs and the TTL change; one forward-only entry."""
+    prog = service(h, fam, proto, NatMode.DSR)
+    out = tc_then_xdp(h, prog, fam, proto, dsr=True)
+    ip = out[0].pkt[IP] if fam == 4 else out[0].pkt[IPv6]
+    assert (ip.src, ip.dst) == FAMILIES[fam][:2] and out[0].pkt[Ether].dst == EP_MAC
+    assert len(list(h.dp.maps["ct_half"].items())) == 1
+
+
+def syn(fam: int, sport: int = SPORT, dport: int = 80, flags: str = "S") -> Ether:
+    client, vip, _, _ = FAMILIES[fam]
+    return Ether(src=CLIENT_MAC, dst=LB_MAC) / l3(fam, client, vip) / TCP(
+        sport=sport, dport=dport, flags=flags, seq=1000)
+
+
+def handed_over(h: Harness, pkt: Ether) -> Result:
+    """XDP creates pkt's flow but leaves sending it to TC: it passes untouched, TC finds the
+    flow half-open and sends the packet as TC alone would have (from empty tables)."""
+    raw = bytes(pkt)
+    out = xdp(h, pkt)
+    assert out.retval == XDP_PASS and bytes(out.pkt) == raw
+    stats = h.dp.datapath_stats()
+    assert (stats["xdp_new"], stats["new_flow"], stats["xdp_fwd"]) == (1, 1, 0)
+    assert len(list(h.dp.maps["ct_half"].items())) == 2
+    by_tc = h.run(pkt)
+    assert h.dp.datapath_stats()["new_flow"] == 1   # TC sent it on: no second flow
+    flush(h)
+    alone = h.run(pkt)
+    assert (by_tc.retval, bytes(by_tc.pkt)) == (alone.retval, bytes(alone.pkt))
+    return by_tc
+
+
+def test_nat64_new_flow_handed_to_tc(h: Harness) -> None:
+    h.service(vip=VIP6, eps=EPS[:1], snat=LB4_EP_SIDE)
+    enable(h)
+    out = handed_over(h, syn(6))
+    assert out.retval == TC_ACT_REDIRECT and out.pkt[IP].dst == EPS[0]
+
+
+def test_new_flow_too_big_for_the_next_hop_handed_to_tc(h: Harness) -> None:
+    """A first UDP packet longer than the egress MTU: TC decides (here: the kernel fragments
+    it, DF being clear); XDP routed it and kept the hop, nothing else."""
+    service(h, 4, UDP_P, NatMode.DEFAULT)
+    enable(h)
+    client, vip, _, _ = FAMILIES[4]
+    pkt = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=client, dst=vip) / UDP(
+        sport=SPORT, dport=80) / (b"b" * 1600)
+    handed_over(h, pkt)
+
+
+def test_rr_selects_once_when_tc_sends(h: Harness) -> None:
+    """A native port may only redirect to native ports: new flows from it are created in XDP
+    and sent by TC; round robin still alternates (one selection per flow)."""
+    h.service(eps=EPS[:2])
+    enable(h, "dp0", native=True)
+    enable(h, "dp1")
+    got = []
+    for i in range(4):
+        pkt = syn(4, SPORT + i)
+        assert xdp(h, pkt).retval == XDP_PASS
+        out = h.run(pkt)
+        assert out.retval == TC_ACT_REDIRECT
+        got.append(out.pkt[IP].dst)
+    assert got == [EPS[0], EPS[1], EPS[0], EPS[1]] or got == [EPS[1], EPS[0], EPS[1], EPS[0]]
+    assert h.dp.datapath_stats()["xdp_new"] == 4 and h.dp.datapath_stats()["new_flow"] == 4
+
+
+def test_syn_retransmission_and_closed_tuple_are_tcs(h: Harness) -> None:
+    """A SYN on a half-open flow (retransmitted) or on a finished flow's tuple: TC decides."""
+    service(h, 4, TCP_P, NatMode.DEFAULT)
+    enable(h)
+    assert xdp(h, syn(4)).retval == XDP_REDIRECT
+    before = flows(h)
+    assert xdp(h, syn(4)).retval == XDP_PASS and flows(h) == before
+    assert h.run(syn(4)).retval == TC_ACT_REDIRECT   # TC: a retransmission, same flow
+    assert flows(h)["ct_half"].keys() == before["ct_half"].keys()
+
+
+def test_new_flows_outside_xdp_pass_untouched(h: Harness) -> None:
+    """No flow is created in XDP where TC must decide: firewall rules live, a source the rule
+    does not allow, no active endpoint, a lost flow's reply, a mid-stream segment."""
+    client = FAMILIES[4][0]
+    enable(h)
+
+    def passes(pkt: Ether) -> None:
+        raw = bytes(pkt)
+        out = xdp(h, pkt)
+        assert out.retval == XDP_PASS and bytes(out.pkt) == raw
+        assert not list(h.dp.maps["ct_half"].items())
+        assert h.dp.datapath_stats()["new_flow"] == 0
+
+    h.service(allowed=("10.0.1.3/32",))
+    passes(syn(4))
+    h.service(port=81, active=[False])
+    passes(syn(4, dport=81))
+    h.service(port=82)
+    h.dp.set_firewall([FwRuleProgram(id=1, src="10.9.9.9/32", dst="", sport=(0, 65535),
+                                     dport=(0, 65535), proto=0, ifname="", allow=True, mark=0)])
+    passes(syn(4, dport=82))
+    h.dp.set_firewall([])
+    passes(syn(4, dport=82, flags="A"))   # round robin: no pick-up (TC refuses it)
+    passes(Ether(src=EP_MAC, dst=LB_MAC) / IP(src=EPS[0], dst=client) / TCP(
+        sport=8080, dport=SPORT, flags="SA"))
+    assert xdp(h, syn(4, dport=82)).retval == XDP_REDIRECT   # and then it may
