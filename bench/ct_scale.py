@@ -18,7 +18,9 @@ What it measures (docs/benchmarks.md, "Conntrack at 2M entries"):
 - the daemon's aging sweep (age_flows: batch read of both tables, numpy pass, conditional
   deletes in the kernel) over `--flows` flows, 10% of them idle past the timeout: CPU seconds
   of this process (time.process_time: user + system, the batch reads' kernel time included),
-  and wall seconds. Then a sweep with nothing to remove, then the 10% written back and swept
+  and wall seconds, after what the daemon does before its first sweep (prepare_aging: the
+  sweep's buffers faulted in; timed apart, and skipped with --no-prepare), and RSS. Then a
+  sweep with nothing to remove, then the 10% written back and swept
   again: first with no traffic, then all that again during the traffic below (which runs on
   the other vCPU and shares the caches and memory bandwidth with the sweep).
 - packets/s of an established flow during a sweep vs without: a child process (forked, so no
@@ -99,6 +101,16 @@ def slab_bytes() -> int:
     return total
 
 
+def rss_mib() -> dict[str, float]:
+    """This process's resident memory now and at its peak (/proc/self/status), MiB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0].lower()] = int(line.split()[1]) / 1024
+    return out
+
+
 def handshake_templates() -> tuple[bytes, bytes, bytes]:
     """SYN, SYN-ACK and ACK of a DNAT flow CLIENT:1024 -> VIP:80 (-> EP:8080), as bytes; a
     flow's own copies differ in the client port only (patched in, checksums left: the
@@ -165,12 +177,22 @@ def count_entries(m) -> int:  # type: ignore[no-untyped-def]
     return sum(n for _, _, n in m.lookup_batch_raw(batch=65536))
 
 
+def packet_costs(dp, ctx: bytes, calls: int, ports: range,  # type: ignore[no-untyped-def]
+                 tag: str) -> dict[str, float]:
+    """An established packet's ns (`calls` loops of CHAIN) and a new flow's three packets'
+    (one flow a client port of `ports`), the keys suffixed _`tag`."""
+    est = tcp_packet(CLIENT, VIP_E, 40000, 80, "A", ttl=255)
+    ns, rvs, _ = loop_ns(dp.prog_fd, est, ctx, calls * CHAIN)
+    assert rvs == {TC_ACT_REDIRECT}, rvs
+    return {f"established_ns_{tag}": ns} | {
+        f"{k}_{tag}": v for k, v in handshakes_ns(dp, ctx, ports).items()}
+
+
 def bench_variants(flows: int, rounds: int, calls: int, handshakes: int) -> dict[str, object]:
     """Memory and packet costs of both variants, alternating, medians over rounds."""
     objs = {"no_prealloc": build_no_prealloc(), "prealloc": OBJ}
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in objs}
     ctx0 = ctx_for("dp0")
-    est = tcp_packet(CLIENT, VIP_E, 40000, 80, "A", ttl=255)
     for rnd in range(rounds):
         for variant, obj in objs.items():
             r: dict[str, float] = {}
@@ -181,11 +203,7 @@ def bench_variants(flows: int, rounds: int, calls: int, handshakes: int) -> dict
                 ct = dp.maps["ct_map"]
                 r["max_entries"] = ct.max_entries
                 r["memlock_idle"] = memlock(ct.fd)
-                ns, rvs, _ = loop_ns(dp.prog_fd, est, ctx0, calls * CHAIN)
-                assert rvs == {TC_ACT_REDIRECT}, rvs
-                r["established_ns_empty"] = ns
-                for k, v in handshakes_ns(dp, ctx0, range(1024, 1024 + handshakes)).items():
-                    r[f"{k}_empty"] = v
+                r |= packet_costs(dp, ctx0, calls, range(1024, 1024 + handshakes), "empty")
                 keys, vals = synthetic_flows(dp._dp_of[1], VIP, EP, flows, time.monotonic_ns())
                 slab0 = slab_bytes()
                 write_entries(ct, keys, vals)
@@ -193,11 +211,7 @@ def bench_variants(flows: int, rounds: int, calls: int, handshakes: int) -> dict
                 del keys, vals
                 r["entries_full"] = count_entries(ct)
                 r["memlock_full"] = memlock(ct.fd)
-                ns, rvs, _ = loop_ns(dp.prog_fd, est, ctx0, calls * CHAIN)
-                assert rvs == {TC_ACT_REDIRECT}, rvs
-                r["established_ns_full"] = ns
-                for k, v in handshakes_ns(dp, ctx0, range(41000, 41000 + handshakes)).items():
-                    r[f"{k}_full"] = v
+                r |= packet_costs(dp, ctx0, calls, range(41000, 41000 + handshakes), "full")
                 # churn: those flows closed (deleted), as many new ones: inserts that can
                 # reuse freed elements, as on a busy node in steady state
                 drop_client_flows(dp)
@@ -254,19 +268,27 @@ def _split(end: np.ndarray, dur: np.ndarray, windows: list[tuple[int, int]]) -> 
     return out
 
 
-def bench_sweep(flows: int, sweeps: int) -> dict[str, object]:
+def bench_sweep(flows: int, sweeps: int, prepare: bool = True) -> dict[str, object]:
     """The daemon's sweep over `flows` flows, in CPU seconds, while a child process sends an
-    established flow's packets; then that flow's packets/s split by sweep / no sweep."""
+    established flow's packets; then that flow's packets/s split by sweep / no sweep.
+    `prepare`: first what the daemon does before its first sweep (daemon.py's aging loop:
+    the sweep's buffers faulted in), timed apart."""
     dp = open_variant(OBJ, "sweep")
-    res: dict[str, object] = {"flows": flows}
+    res: dict[str, object] = {"flows": flows, "rss_open": rss_mib()}
     tmp = f"/tmp/pl{os.getpid()}-cts-traffic.npz"
     try:
+        if prepare:
+            c0, t0 = time.process_time(), time.perf_counter()
+            dp.prepare_aging()
+            res |= {"prepare_s": time.perf_counter() - t0,
+                    "prepare_cpu_s": time.process_time() - c0, "rss_prepared": rss_mib()}
         ct = dp.maps["ct_map"]
         res["max_entries"] = ct.max_entries
         keys, vals = synthetic_flows(dp._dp_of[1], VIP, EP, flows, time.monotonic_ns())
         t0 = time.perf_counter()
         write_entries(ct, keys, vals)
         res["fill_s"] = time.perf_counter() - t0
+        res["rss_filled"] = rss_mib()
         pkt = tcp_packet(CLIENT, VIP_E, 40000, 80, "A", ttl=255)
         ctx0 = ctx_for("dp0")
         quiet_s = 3.0
@@ -282,7 +304,7 @@ def bench_sweep(flows: int, sweeps: int) -> dict[str, object]:
                 w1, c1 = time.monotonic_ns(), time.process_time()
                 windows.append((w0, w1))
                 runs.append({"cpu_s": c1 - c0, "wall_s": (w1 - w0) / SEC,
-                             "flows_removed": removed})
+                             "flows_removed": removed} | rss_mib())
                 print(f"sweep {tag} {s}: {runs[-1]}", flush=True)
                 time.sleep(1.5)
             if tag == "quiet":  # the traffic phase starts from the same full table
@@ -325,10 +347,13 @@ def main() -> None:
     ap.add_argument("--handshakes", type=int, default=20_000, help="new flows per figure")
     ap.add_argument("--sweeps", type=int, default=4)
     ap.add_argument("--skip-variants", action="store_true")
+    ap.add_argument("--no-prepare", action="store_true",
+                    help="sweep without the daemon's start-up preparation (cold buffers)")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     with datapath_netns(f"pl{os.getpid()}-cts", NETNS_SETUP):
-        out: dict[str, object] = {"sweep": bench_sweep(args.flows, args.sweeps)}
+        sweep = bench_sweep(args.flows, args.sweeps, prepare=not args.no_prepare)
+        out: dict[str, object] = {"sweep": sweep}
         if not args.skip_variants:
             out["variants"] = bench_variants(args.flows, args.rounds, args.calls,
                                              args.handshakes)

@@ -97,6 +97,20 @@ def xdp_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def throughput_latency(tag: str, v: dict, d: dict, rate_min: float,
+                       p99_max: float) -> list[tuple[str, str, bool | None]]:
+    """Targets of `tag`'s medians `v` against direct's `d`: keep-alive req/s and iperf3 at
+    least `rate_min`× direct, p99 latency at most `p99_max`× direct."""
+    out: list[tuple[str, str, bool | None]] = []
+    for k, name in (("keepalive_rps", "keep-alive req/s"), ("iperf_gbps", "iperf3")):
+        r = v[k] / d[k]
+        out.append((f"{tag}: {name} ≥ {rate_min}× direct", f"{r:.3f}×", r >= rate_min))
+    r = v["lat_p99_us"] / d["lat_p99_us"]
+    out.append((f"{tag}: p99 latency ≤ {p99_max}× direct",
+                f"{v['lat_p99_us']:.0f} vs {d['lat_p99_us']:.0f} µs ({r:.2f}×)", r <= p99_max))
+    return out
+
+
 def xdp_targets(res: dict) -> list[tuple[str, str, bool | None]]:
     """Issue 14's end-to-end targets, for XDP on and off (run_xdp)."""
     runs, out = res.get("xdp", {}), []
@@ -110,12 +124,7 @@ def xdp_targets(res: dict) -> list[tuple[str, str, bool | None]]:
         v = {k: med(runs[c][k]) for k, *_ in METRICS}
         r = v["close_cps"] / d["close_cps"]
         out.append((f"{tag}: new connections/s ≥ 1.0× direct", f"{r:.3f}×", r >= 1.0))
-        for k, name in (("keepalive_rps", "keep-alive req/s"), ("iperf_gbps", "iperf3")):
-            r = v[k] / d[k]
-            out.append((f"{tag}: {name} ≥ 1.1× direct", f"{r:.3f}×", r >= 1.1))
-        r = v["lat_p99_us"] / d["lat_p99_us"]
-        out.append((f"{tag}: p99 latency ≤ 1.0× direct",
-                    f"{v['lat_p99_us']:.0f} vs {d['lat_p99_us']:.0f} µs ({r:.2f}×)", r <= 1.0))
+        out += throughput_latency(tag, v, d, 1.1, 1.0)
     return out
 
 
@@ -137,12 +146,7 @@ def targets(res: dict) -> list[tuple[str, str, bool | None]]:
                     out.append((f"{lb}: new connections/s ahead of {o}",
                                 f"{v['close_cps']:,.0f} vs {ov:,.0f} ({v['close_cps'] / ov:.2f}×)",
                                 v["close_cps"] > ov))
-            for k, name in (("keepalive_rps", "keep-alive req/s"), ("iperf_gbps", "iperf3")):
-                r = v[k] / d[k]
-                out.append((f"{lb}: {name} ≥ 0.95× direct", f"{r:.3f}×", r >= 0.95))
-            r = v["lat_p99_us"] / d["lat_p99_us"]
-            out.append((f"{lb}: p99 latency ≤ 1.1× direct",
-                        f"{v['lat_p99_us']:.0f} vs {d['lat_p99_us']:.0f} µs ({r:.2f}×)", r <= 1.1))
+            out += throughput_latency(lb, v, d, 0.95, 1.1)
     out += xdp_targets(res)
     p = mi.get("packets", {})
     if p:

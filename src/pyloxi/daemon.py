@@ -451,6 +451,10 @@ class Daemon:
                             delay, err)
 
     async def _aging_loop(self) -> None:
+        try:  # the sweep's buffers faulted in before its first round, off the sweep's clock
+            await asyncio.to_thread(self.datapath.prepare_aging)
+        except Exception:  # the sweep allocates them itself then
+            log.exception("preparing conntrack aging failed")
         while not self._stop.is_set():
             try:
                 started = time.monotonic()

@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from pyloxi.datapath.ebpf.adopt import DatapathInUse
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
 from pyloxi.datapath.ebpf.libbpf.info import prog_fd_by_id, prog_info
+from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 from pyloxi.datapath.ebpf.libbpf.tc import tc_attached_prog_id, tc_detach
 
 from .conftest import OBJ, Harness, ct_count, handshake
@@ -86,6 +89,17 @@ def test_refuses_maps_that_do_not_fit(attached) -> None:  # type: ignore[no-unty
     assert tc_attached_prog_id(socket.if_nametoindex("dp0")) is not None  # left alone
 
 
+def pin_older_object(tmp_path: Path, source: str, pin: str) -> None:
+    """Compile `source` and load it with its maps pinned under `pin`: what an older version
+    left behind."""
+    src, obj = tmp_path / "old.bpf.c", tmp_path / "old.bpf.o"
+    src.write_text(source)
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", str(src), "-o", str(obj),
+                    "-I", f"/usr/include/{os.uname().machine}-linux-gnu"], check=True)
+    with BpfObject.open(str(obj), pin_root=pin) as old:
+        old.load()
+
+
 OLD_LAYOUT = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -107,19 +121,11 @@ def test_pins_of_an_older_layout_give_a_clear_error(netns: str, tmp_path) -> Non
     """An upgrade that widened the conntrack key (IPv4-only 16 bytes -> dual-family 40) finds
     the old ct_map pinned: a clear error naming the pin directory and the way out, not libbpf's
     bare EINVAL, and not a silent new table that drops every flow."""
-    import subprocess
-
     from pyloxi.datapath.ebpf.adopt import PinnedLayoutMismatch
-    from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 
-    src, obj = tmp_path / "old.bpf.c", tmp_path / "old.bpf.o"
-    src.write_text(OLD_LAYOUT)
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", str(src), "-o", str(obj),
-                    "-I", f"/usr/include/{os.uname().machine}-linux-gnu"], check=True)
     pin = f"/sys/fs/bpf/pl{os.getpid()}-oldpins"
     try:
-        with BpfObject.open(str(obj), pin_root=pin) as old:
-            old.load()  # pins ct_map with the old layout
+        pin_older_object(tmp_path, OLD_LAYOUT, pin)  # ct_map with the old layout
         assert os.path.exists(f"{pin}/ct_map")
         with pytest.raises(PinnedLayoutMismatch) as exc:
             EbpfDatapath(pin, obj_path=OBJ)
@@ -149,19 +155,11 @@ char LICENSE[] SEC("license") = "GPL";
 def test_refilled_map_of_an_older_layout_is_replaced(netns: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """xdp_ports (a hash before it became an array indexed by ifindex) holds no flow state and
     is filled again at every start: its old pin is replaced, not an error."""
-    import subprocess
-
     from pyloxi.datapath.ebpf.libbpf.maps import Map
-    from pyloxi.datapath.ebpf.libbpf.objects import BpfObject
 
-    src, obj = tmp_path / "old.bpf.c", tmp_path / "old.bpf.o"
-    src.write_text(OLD_XDP_PORTS)
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", str(src), "-o", str(obj),
-                    "-I", f"/usr/include/{os.uname().machine}-linux-gnu"], check=True)
     pin = f"/sys/fs/bpf/pl{os.getpid()}-oldxdp"
     try:
-        with BpfObject.open(str(obj), pin_root=pin) as old:
-            old.load()
+        pin_older_object(tmp_path, OLD_XDP_PORTS, pin)
         dp = EbpfDatapath(pin, obj_path=OBJ)
         try:
             m = Map.from_pin(f"{pin}/xdp_ports")

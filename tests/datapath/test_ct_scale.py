@@ -45,6 +45,11 @@ def entries(m) -> int:  # type: ignore[no-untyped-def]
     return m.lookup_batch_all(65536)[2]
 
 
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
 def forwards(h: Harness, sport: int) -> bool:
     out = h.run(client_pkt("PA", sport, b"GET"))
     return out.retval == TC_ACT_REDIRECT and out.pkt[IP].dst == EPS[0]
@@ -59,6 +64,14 @@ def test_two_million_entries_full_table_refuses_then_aging_makes_room(h: Harness
     h.dp.install_service(dataclasses.replace(bulk, idle_timeout=60))
     bulk_dp = h.dp._dp_of[bulk.svc_id]
     handshake(h, sport=40000)
+    # as the daemon does at start: the sweep's buffers allocated and faulted in (resident)
+    rss0 = rss_bytes()
+    h.dp.prepare_aging()
+    bufs = h.dp.ct._sweep_buffers
+    assert bufs is not None
+    room = ct.max_entries + h.dp.maps["ct_half"].max_entries
+    assert len(bufs[0]) >= 40 * room and len(bufs[1]) >= 128 * room
+    assert rss_bytes() - rss0 >= 0.9 * (len(bufs[0]) + len(bufs[1]))
     # fill every other entry: 1,048,575 more flows, a tenth of them idle for 100 s at the
     # sweep's clock (a virtual one 100 s ahead: the live flow is 100 s old then, well
     # inside its 240 s, and a machine booted a minute ago has no "100 s ago")
@@ -83,6 +96,7 @@ def test_two_million_entries_full_table_refuses_then_aging_makes_room(h: Harness
     # the sweep over the full table: the idle tenth goes, and the refused half-open flow
     idle = (flows + 9) // 10
     assert h.dp.age_flows(now) == idle + 1
+    assert h.dp.ct._sweep_buffers is bufs  # read into those, no new ones
     assert entries(ct) == ct.max_entries - 2 * idle
     assert forwards(h, 40000)
     handshake(h, sport=40002)  # room again: a new flow is established

@@ -5,15 +5,12 @@ two nodes joined by a fake peer channel with the interface of pyloxi.cluster.pee
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from tests.waiting import wait_until
+from tests.served import serve
 from typer.testing import CliRunner
 
 from pyloxi.api import create_app
@@ -316,42 +313,29 @@ def test_without_views_a_local_failure_is_a_mismatch() -> None:
 # ---------------------------------------------------------------------------- API and CLI
 
 
-class Server:
-    def __init__(self, status: Callable[[], ClusterStatus] | None) -> None:
-        app = create_app(Engine(MemoryDatapath()), version="0",
-                         extra_routers=[cluster_router(status)])
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
-        self.thread.start()
-        wait_until(lambda: self.server.started, 10, interval=0.01, what="uvicorn started")
+def cluster_app(status: Callable[[], ClusterStatus] | None) -> Any:
+    return create_app(Engine(MemoryDatapath()), version="0",
+                      extra_routers=[cluster_router(status)])
 
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
-        self.sock.close()
+
+def status_url(env: dict[str, str]) -> str:
+    return f"http://{env['PYLOXI_API']}/netlox/v1/cluster/status"
 
 
 @pytest.fixture
-def disagreeing() -> Iterator[tuple[Server, list[Node]]]:
+def disagreeing() -> Iterator[dict[str, str]]:
+    """The API of node 0 of three, served (tests.served): its PYLOXI_API environment."""
     net = Net()
     nodes = [Node(i, net) for i in range(3)]
     nodes[0].probe(A, False)
     nodes[0].fps.receive(2, {"v": 1, "tables": {}})
     net.exchange()
-    server = Server(nodes[0].aa.status)
-    yield server, nodes
-    server.stop()
+    with serve(cluster_app(nodes[0].aa.status)) as env:
+        yield env
 
 
-def test_api_cluster_status(disagreeing: tuple[Server, list[Node]]) -> None:
-    server, _ = disagreeing
-    body = httpx.get(f"http://127.0.0.1:{server.port}/netlox/v1/cluster/status").json()
+def test_api_cluster_status(disagreeing: dict[str, str]) -> None:
+    body = httpx.get(status_url(disagreeing)).json()
     assert body["self"] == 0
     assert [(p["index"], p["live"]) for p in body["peers"]] == [(1, True), (2, True)]
     assert body["maglevMismatches"] == [] and body["maglevMismatchCount"] == 0
@@ -363,18 +347,14 @@ def test_api_cluster_status(disagreeing: tuple[Server, list[Node]]) -> None:
 
 
 def test_api_cluster_status_without_cluster() -> None:
-    server = Server(None)
-    try:
-        body = httpx.get(f"http://127.0.0.1:{server.port}/netlox/v1/cluster/status").json()
-    finally:
-        server.stop()
+    with serve(cluster_app(None)) as env:
+        body = httpx.get(status_url(env)).json()
     assert body == {"self": 0, "peers": [], "maglevMismatches": [], "maglevMismatchCount": 0,
                     "probeDisagreements": [], "probeOverrides": 0}
 
 
-def test_cli_get_cluster(disagreeing: tuple[Server, list[Node]]) -> None:
-    server, _ = disagreeing
-    env = {"PYLOXI_API": f"127.0.0.1:{server.port}"}
+def test_cli_get_cluster(disagreeing: dict[str, str]) -> None:
+    env = disagreeing
     res = CliRunner().invoke(cli, ["get", "cluster"], env=env, prog_name="pyloxi")
     assert res.exit_code == 0, (res.stdout, res.stderr)
     lines = res.stdout.splitlines()

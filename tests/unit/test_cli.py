@@ -7,13 +7,12 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
-from tests.waiting import wait_until
+from tests.served import serve
 from typer.testing import CliRunner
 
 from pyloxi.api import create_app
@@ -24,27 +23,12 @@ from pyloxi.engine.program import EndpointCounters, Flow, ServiceCounters
 from pyloxi.model.enums import NatMode
 
 
+@dataclass
 class Server:
-    def __init__(self) -> None:
-        self.app = create_app(Engine(MemoryDatapath()), version="7.7.7", build_info="e2e")
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
+    """The API app as served (tests.served) for the module; `reset` gives it a fresh engine."""
 
-    def start(self) -> None:
-        self.thread.start()
-        wait_until(lambda: self.server.started, 10, interval=0.01, what="uvicorn started")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
-        self.sock.close()
+    app: Any
+    port: int
 
     def reset(self) -> tuple[Engine, MemoryDatapath]:
         dp = MemoryDatapath()
@@ -55,10 +39,9 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    s = Server()
-    s.start()
-    yield s
-    s.stop()
+    app = create_app(Engine(MemoryDatapath()), version="7.7.7", build_info="e2e")
+    with serve(app) as env:  # PYLOXI_API: 127.0.0.1:<port>
+        yield Server(app, int(env["PYLOXI_API"].rpartition(":")[2]))
 
 
 @pytest.fixture

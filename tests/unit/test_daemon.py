@@ -50,6 +50,7 @@ class FakeDatapath(MemoryDatapath):
         self.attached: list[str] = []
         self.attach_mode = ""
         self.pruned = 0
+        self.aging_prepared = 0
         self.destroyed = False
         self.resets: list[tuple[str, int]] = []
 
@@ -66,6 +67,9 @@ class FakeDatapath(MemoryDatapath):
 
     def prune_orphans(self) -> None:
         self.pruned += 1
+
+    def prepare_aging(self) -> None:
+        self.aging_prepared += 1
 
     def reset_endpoint_flows(self, ip: str, port: int) -> int:
         self.resets.append((ip, port))
@@ -364,7 +368,7 @@ async def test_parked_rules_are_retried(make: Callable[..., Daemon], host: Host,
     await asyncio.wait_for(task, WAIT_S)
 
 
-async def test_aging_loop_survives_a_failure(make: Callable[..., Daemon],
+async def test_aging_loop_survives_a_failure(make: Callable[..., Daemon], host: Host,
                                              monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
     d = make()
@@ -377,6 +381,7 @@ async def test_aging_loop_survives_a_failure(make: Callable[..., Daemon],
     d._stop.set()
     await asyncio.wait_for(task, WAIT_S)
     assert "conntrack aging failed" in caplog.text
+    assert host.datapaths[0].aging_prepared == 1  # the sweep's buffers, once, before it
 
 
 def free_port() -> int:

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +29,34 @@ def entry(port: int) -> LoadBalancerEntry:
             "endpoints": [{"endpointIP": "31.31.31.1", "targetPort": 8080, "weight": 1}],
         }
     )
+
+
+class HeldWriter:
+    """A store's writer replaced: every batch waits for `gate` (`entered` tells one came, and
+    `batches` their sizes), then fails as a full disk does if `fails(batch)`, else is
+    written."""
+
+    def __init__(self, store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+                 fails: Callable[[list[Any]], bool] = lambda batch: False) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+        write = store._write
+
+        def held(batch: list[Any]) -> None:
+            self.batches.append(len(batch))
+            self.entered.set()
+            self.gate.wait(10)
+            if fails(batch):
+                raise OSError(28, "No space left on device")
+            write(batch)
+
+        monkeypatch.setattr(store, "_write", held)
+
+
+def first_key_is(key: str) -> Callable[[list[Any]], bool]:
+    """A batch holding a change whose first operation is on `key`."""
+    return lambda batch: any(c.ops and c.ops[0].key == key for c in batch)
 
 
 def test_missing_file_is_empty(tmp_path: Path):
@@ -123,41 +153,23 @@ def test_sqlite_round_trip_keeps_listing_order(sq: SqliteStore, tmp_path: Path):
 def test_sqlite_group_commit_one_transaction_for_what_queued(
     sq: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ):
-    gate = threading.Event()
-    batches: list[int] = []
-    write = sq._write
-
-    def slow_write(batch):  # type: ignore[no-untyped-def]
-        batches.append(len(batch))
-        gate.wait(10)
-        write(batch)
-
-    monkeypatch.setattr(sq, "_write", slow_write)
+    held = HeldWriter(sq, monkeypatch)
     commits = [sq.submit([Put(f"k{p}", entry(p))]) for p in range(1, 11)]
     # the writer may have taken the first one or several before blocking; the rest queue up
-    gate.set()
+    held.gate.set()
     for c in commits:
         c.wait()
-    assert sum(batches) == 10 and len(batches) <= 2
+    assert sum(held.batches) == 10 and len(held.batches) <= 2
 
 
 def test_sqlite_failed_batch_fails_later_submissions_until_resume(
     sq: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     sq.submit([Put("k1", entry(1))]).wait()
-    gate = threading.Event()
-    write = sq._write
-
-    def failing_write(batch):  # type: ignore[no-untyped-def]
-        gate.wait(10)
-        if any(c.ops and c.ops[0].key == "k2" for c in batch):
-            raise OSError(28, "No space left on device")
-        write(batch)
-
-    monkeypatch.setattr(sq, "_write", failing_write)
+    held = HeldWriter(sq, monkeypatch, first_key_is("k2"))
     c2 = sq.submit([Put("k2", entry(2))])
     c3 = sq.submit([Put("k3", entry(3))])
-    gate.set()
+    held.gate.set()
     with pytest.raises(StoreFailure, match="No space left") as err2:
         c2.wait()
     with pytest.raises(StoreFailure) as err3:
@@ -175,22 +187,13 @@ def test_sqlite_failed_batch_fails_later_submissions_until_resume(
 def test_sqlite_commit_calls_back_once_settled(sq: SqliteStore, monkeypatch: pytest.MonkeyPatch):
     """An asyncio caller waits by callback: called once the write is durable (or failed),
     never before; at once when registered after that."""
-    gate = threading.Event()
-    write = sq._write
-
-    def gated_write(batch):  # type: ignore[no-untyped-def]
-        gate.wait(10)
-        if any(c.ops and c.ops[0].key == "bad" for c in batch):
-            raise OSError(28, "No space left on device")
-        write(batch)
-
-    monkeypatch.setattr(sq, "_write", gated_write)
+    held = HeldWriter(sq, monkeypatch, first_key_is("bad"))
     called: list[str] = []
     done = threading.Event()
     c1 = sq.submit([Put("k1", entry(1))])
     c1.add_done_callback(lambda: (called.append("k1"), done.set()))
     assert called == []  # the writer is held: nothing is durable yet
-    gate.set()
+    held.gate.set()
     assert done.wait(10)
     c1.wait()
     assert called == ["k1"]
@@ -315,19 +318,9 @@ def test_engine_undoes_a_failed_group_newest_first(tmp_path: Path,
     dp = MemoryDatapath()
     eng = Engine(dp, store=store)
     eng.add_rule(entry(1))
-    gate = threading.Event()
-    entered = threading.Event()
-    write = store._write
-
-    def failing_write(batch):  # type: ignore[no-untyped-def]
-        entered.set()
-        gate.wait(10)
-        if any(isinstance(op, Put) and op.entry.service_arguments.port == 2
-               for c in batch for op in c.ops):
-            raise OSError(28, "No space left on device")
-        write(batch)
-
-    monkeypatch.setattr(store, "_write", failing_write)
+    held = HeldWriter(store, monkeypatch, lambda batch: any(
+        isinstance(op, Put) and op.entry.service_arguments.port == 2
+        for c in batch for op in c.ops))
     errors: list[PyloxiError] = []
 
     def post(e: LoadBalancerEntry) -> None:
@@ -338,7 +331,7 @@ def test_engine_undoes_a_failed_group_newest_first(tmp_path: Path,
 
     blocker = threading.Thread(target=post, args=(entry(3),))  # holds the writer
     blocker.start()
-    assert entered.wait(10)
+    assert held.entered.wait(10)
     first = threading.Thread(target=post, args=(entry(2),))
     first.start()
     updated = entry(2).model_copy(update={"endpoints": [
@@ -350,7 +343,7 @@ def test_engine_undoes_a_failed_group_newest_first(tmp_path: Path,
     second.start()
     while len(store._queue) < 2 and not deadline.wait(0.01):
         pass
-    gate.set()
+    held.gate.set()
     for t in (blocker, first, second):
         t.join(10)
     assert len(errors) == 2 and all(e.code == 500 and "undone" in e.message for e in errors)

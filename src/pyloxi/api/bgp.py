@@ -18,7 +18,9 @@ protocol so the API layer does not import the bgp layer); None: the daemon runs 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ValidationError
@@ -67,8 +69,11 @@ def _body_openapi(model: type[BaseModel]) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schema}}}}
 
 
-async def _read(request: Request, model: type[BaseModel], what: str) -> Any:
-    data = await read_json_object(await request.body(), f"a {what}")
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _read(request: Request, model: type[M]) -> M:
+    data = await read_json_object(await request.body(), f"a {model.__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -83,14 +88,18 @@ def bgp_router(speaker: BgpControl | None) -> APIRouter:
             raise BgpDisabled()
         return speaker
 
-    # The bodies are read in the event loop, the speaker is called in the threadpool.
+    async def with_body(request: Request, model: type[M],
+                        call: Callable[[M], None]) -> dict[str, str]:
+        """The body read as `model` in the event loop, `call` (a method of need(): no speaker
+        answers 503 before the body is read) given it in the threadpool."""
+        body = await _read(request, model)
+        await run_in_threadpool(call, body)
+        return SUCCESS
+
     @router.post("/global", summary="Set the BGP global config (starts BGP in gobgpd)",
                  openapi_extra=_body_openapi(BGPGlobalConfig))
     async def set_global(request: Request) -> dict[str, str]:
-        control = need()
-        cfg = await _read(request, BGPGlobalConfig, "BGPGlobalConfig")
-        await run_in_threadpool(control.api_set_global, cfg)
-        return SUCCESS
+        return await with_body(request, BGPGlobalConfig, need().api_set_global)
 
     @router.get("/neigh/all", summary="BGP neighbours and their session state")
     def get_neighbors() -> dict[str, Any]:
@@ -98,10 +107,7 @@ def bgp_router(speaker: BgpControl | None) -> APIRouter:
 
     @router.post("/neigh", summary="Add a BGP neighbour", openapi_extra=_body_openapi(BGPNeigh))
     async def add_neighbor(request: Request) -> dict[str, str]:
-        control = need()
-        neigh = await _read(request, BGPNeigh, "BGPNeigh")
-        await run_in_threadpool(control.api_add_neighbor, neigh)
-        return SUCCESS
+        return await with_body(request, BGPNeigh, need().api_add_neighbor)
 
     @router.delete("/neigh/{ip_address}", summary="Delete a BGP neighbour")
     def delete_neighbor(
@@ -129,10 +135,8 @@ def bgp_router(speaker: BgpControl | None) -> APIRouter:
                          "largecommunity, aspath)",
                  openapi_extra=_body_openapi(BGPPolicyDefinedSetsMod))
     async def add_defined_set(defineset_type: str, request: Request) -> dict[str, str]:
-        control = need()
-        s = await _read(request, BGPPolicyDefinedSetsMod, "BGPPolicyDefinedSetsMod")
-        await run_in_threadpool(control.api_add_defined_set, defineset_type, s)
-        return SUCCESS
+        return await with_body(request, BGPPolicyDefinedSetsMod,
+                               partial(need().api_add_defined_set, defineset_type))
 
     @router.get("/policy/definitions/all", summary="BGP policy definitions")
     def get_policies() -> dict[str, Any]:
@@ -141,10 +145,7 @@ def bgp_router(speaker: BgpControl | None) -> APIRouter:
     @router.post("/policy/definitions", summary="Add a BGP policy",
                  openapi_extra=_body_openapi(BGPPolicyDefinitionsMod))
     async def add_policy(request: Request) -> dict[str, str]:
-        control = need()
-        d = await _read(request, BGPPolicyDefinitionsMod, "BGPPolicyDefinitionsMod")
-        await run_in_threadpool(control.api_add_policy, d)
-        return SUCCESS
+        return await with_body(request, BGPPolicyDefinitionsMod, need().api_add_policy)
 
     @router.delete("/policy/definitions/{policy_name}", summary="Delete a BGP policy")
     def delete_policy(policy_name: str) -> dict[str, str]:
@@ -155,18 +156,12 @@ def bgp_router(speaker: BgpControl | None) -> APIRouter:
                  summary="Apply BGP policies to a neighbour's (or 'global') import or export",
                  openapi_extra=_body_openapi(BGPApplyPolicyToNeighborMod))
     async def apply_policy(request: Request) -> dict[str, str]:
-        control = need()
-        req = await _read(request, BGPApplyPolicyToNeighborMod, "BGPApplyPolicyToNeighborMod")
-        await run_in_threadpool(control.api_apply_policy, req)
-        return SUCCESS
+        return await with_body(request, BGPApplyPolicyToNeighborMod, need().api_apply_policy)
 
     @router.delete("/policy/apply",
                    summary="Remove applied BGP policies (none listed: all of that direction)",
                    openapi_extra=_body_openapi(BGPApplyPolicyToNeighborMod))
     async def unapply_policy(request: Request) -> dict[str, str]:
-        control = need()
-        req = await _read(request, BGPApplyPolicyToNeighborMod, "BGPApplyPolicyToNeighborMod")
-        await run_in_threadpool(control.api_unapply_policy, req)
-        return SUCCESS
+        return await with_body(request, BGPApplyPolicyToNeighborMod, need().api_unapply_policy)
 
     return router

@@ -18,7 +18,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from pyloxi.cli import render
-from pyloxi.cli.client import client_for, path_segment, reporting, settings_of
+from pyloxi.cli.client import client_for, path_segment, reporting
 from pyloxi.cli.groups import create_app, delete_app, get_app
 from pyloxi.cli.parse import InputError
 from pyloxi.model.mirror import MirrorEntry, MirrorInfo, MirrorList, MirrorTarget
@@ -78,15 +78,12 @@ def create_mirror(
 
 def get_mirror(ctx: typer.Context) -> None:
     """List mirrors with their counters (packets:bytes sent to the mirror port)."""
-    settings = settings_of(ctx)
-    with reporting(), client_for(ctx) as client:
-        data = client.get(f"{MIRR_PATH}/all")
-        if settings.json:
-            render.print_json(data)
-            return
-        entries = render.parse_answer(MirrorList, data).mirr_attr
+    with reporting():
+        got = render.get_answer(ctx, f"{MIRR_PATH}/all", MirrorList)
+    if got is None:
+        return
     rows = []
-    for e in entries:
+    for e in got.mirr_attr:
         i, t = e.mirror_info, e.target_object
         rows.append([e.mirror_ident, _TYPES.get(i.type, str(i.type)), i.port, i.vlan or "",
                      {1: "port", 2: "rule"}.get(t.attachment, str(t.attachment)),

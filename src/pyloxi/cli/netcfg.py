@@ -28,7 +28,6 @@ from pyloxi.cli import render
 from pyloxi.cli.client import client_for, path_segment, reporting, settings_of
 from pyloxi.cli.groups import create_app, delete_app, get_app
 from pyloxi.cli.parse import InputError
-from pyloxi.model.base import WireModel
 from pyloxi.model.fields import IPAddress, IPPrefix
 from pyloxi.model.netcfg import (
     DevName,
@@ -47,7 +46,6 @@ from pyloxi.model.netcfg import (
 )
 
 T = TypeVar("T")
-M = TypeVar("M", bound=WireModel)
 
 ROUTE_COLUMNS = ("destinationIPNet", "gateway", "flag")
 ROUTE_WIDE_COLUMNS = (*ROUTE_COLUMNS, "HardwareMark", "packets", "bytes")
@@ -95,17 +93,6 @@ def _delete(ctx: typer.Context, path: str, message: str) -> None:
     with client_for(ctx) as client:
         client.delete(path)
     _done(message)
-
-
-def _get(ctx: typer.Context, path: str, model: type[M]) -> M | None:
-    """The answer as `model`, or None once printed as JSON (-o json)."""
-    settings = settings_of(ctx)
-    with client_for(ctx) as client:
-        data = client.get(path)
-    if settings.json:
-        render.print_json(data)
-        return None
-    return render.parse_answer(model, data)
 
 
 def _split_prefix(text: str, what: str) -> tuple[str, int]:
@@ -167,7 +154,7 @@ def delete_route(
 def get_route(ctx: typer.Context) -> None:
     """List the routes of the main table."""
     with reporting():
-        got = _get(ctx, "/config/route/all", RouteList)
+        got = render.get_answer(ctx, "/config/route/all", RouteList)
     if got is None:
         return
     wide = settings_of(ctx).wide
@@ -210,7 +197,7 @@ def delete_ip(
 def get_ip(ctx: typer.Context) -> None:
     """List the addresses of every interface."""
     with reporting():
-        got = _get(ctx, "/config/ipv4address/all", IpList)
+        got = render.get_answer(ctx, "/config/ipv4address/all", IpList)
     if got is None:
         return
     wide = settings_of(ctx).wide
@@ -260,7 +247,7 @@ def delete_neighbor(
 def get_neighbor(ctx: typer.Context) -> None:
     """List the neighbours."""
     with reporting():
-        got = _get(ctx, "/config/neighbor/all", NeighborList)
+        got = render.get_answer(ctx, "/config/neighbor/all", NeighborList)
     if got is not None:
         render.print_table(NEIGHBOR_COLUMNS, [[n.ip_address, n.dev, n.mac_address]
                                               for n in got.neighbor_attr])
@@ -300,7 +287,7 @@ def delete_fdb(ctx: typer.Context, mac: Mac, dev: Dev) -> None:
 def get_fdb(ctx: typer.Context) -> None:
     """List the FDB entries of bridge ports."""
     with reporting():
-        got = _get(ctx, "/config/fdb/all", FdbList)
+        got = render.get_answer(ctx, "/config/fdb/all", FdbList)
     if got is not None:
         render.print_table(FDB_COLUMNS, [[f.dev, f.mac_address] for f in got.fdb_attr])
 
@@ -334,7 +321,7 @@ def delete_vlan(ctx: typer.Context, vid: Vid) -> None:
 def get_vlan(ctx: typer.Context) -> None:
     """List the VLAN bridges and their members."""
     with reporting():
-        got = _get(ctx, "/config/vlan/all", VlanList)
+        got = render.get_answer(ctx, "/config/vlan/all", VlanList)
     if got is None:
         return
     wide = settings_of(ctx).wide
@@ -406,7 +393,7 @@ def delete_vxlan(ctx: typer.Context, vni: VniArg) -> None:
 def get_vxlan(ctx: typer.Context) -> None:
     """List the VXLAN devices and their peers."""
     with reporting():
-        got = _get(ctx, "/config/tunnel/vxlan/all", VxlanList)
+        got = render.get_answer(ctx, "/config/tunnel/vxlan/all", VxlanList)
     if got is not None:
         render.print_table(VXLAN_COLUMNS, [[v.vxlan_name, v.vxlan_id, v.ep_intf,
                                              ", ".join(v.peer_ip)] for v in got.vxlan_attr])
@@ -457,7 +444,7 @@ def get_port(ctx: typer.Context) -> None:
     """List the interfaces: MAC, link/state, addresses, VLAN; -o wide: MTU, whether pyloxi's
     datapath is attached, counters."""
     with reporting():
-        got = _get(ctx, "/config/port/all", PortList)
+        got = render.get_answer(ctx, "/config/port/all", PortList)
     if got is None:
         return
     wide = settings_of(ctx).wide

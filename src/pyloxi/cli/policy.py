@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 
 from pyloxi.cli import render
-from pyloxi.cli.client import client_for, reporting, settings_of
+from pyloxi.cli.client import client_for, reporting
 from pyloxi.cli.groups import create_app, delete_app, get_app
 from pyloxi.cli.parse import InputError
 from pyloxi.model.policy import PolicyEntry, PolicyInfo, PolicyList, PolicyObj
@@ -73,15 +73,12 @@ def create_policy(
 
 def get_policy(ctx: typer.Context) -> None:
     """List QoS policers with what each let through and dropped (packets)."""
-    settings = settings_of(ctx)
-    with reporting(), client_for(ctx) as client:
-        data = client.get(f"{POL_PATH}/all")
-        if settings.json:
-            render.print_json(data)
-            return
-        entries = render.parse_answer(PolicyList, data).pol_attr
+    with reporting():
+        got = render.get_answer(ctx, f"{POL_PATH}/all", PolicyList)
+    if got is None:
+        return
     rows = []
-    for e in entries:
+    for e in got.pol_attr:
         i, t, s = e.policy_info, e.target_object, e.stats
         rows.append([e.policy_ident, "srTCM" if i.type == 1 else "trTCM", i.peak_info_rate,
                      i.committed_info_rate, i.committed_blk_size, i.excess_blk_size,

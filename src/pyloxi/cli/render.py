@@ -12,11 +12,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
+import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from pyloxi.cli.client import ApiError
+from pyloxi.cli.client import ApiError, client_for, settings_of
 from pyloxi.model.base import WireModel
 from pyloxi.model.conntrack import ConntrackEntry
 from pyloxi.model.lb import LoadBalancerEntry
@@ -55,6 +56,17 @@ def parse_answer(model: type[M], data: Any) -> M:
         raise ApiError(
             None, f"unexpected answer from the API: {model.__name__} {where}: {first['msg']}"
         ) from None
+
+
+def get_answer(ctx: typer.Context, path: str, model: type[M]) -> M | None:
+    """GET `path` as `model`, or None once printed as JSON (-o json)."""
+    settings = settings_of(ctx)
+    with client_for(ctx) as client:
+        data = client.get(path)
+    if settings.json:
+        print_json(data)
+        return None
+    return parse_answer(model, data)
 
 
 def host_text(ip: str) -> str:

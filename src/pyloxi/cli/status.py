@@ -56,41 +56,32 @@ def set_log_level(
 @get_app.command("log-level")
 def get_log_level(ctx: typer.Context) -> None:
     """Show the daemon's log level."""
-    settings = settings_of(ctx)
-    with reporting(), client_for(ctx) as client:
-        data = client.get(PARAMS_PATH)
-        if settings.json:
-            render.print_json(data)
-            return
-        params = render.parse_answer(OperParams, data)
+    with reporting():
+        params = render.get_answer(ctx, PARAMS_PATH, OperParams)
+    if params is None:
+        return
     render.print_table(PARAM_COLUMNS, [["Log level", params.log_level]])
 
 
 @get_app.command("process")
 def get_process(ctx: typer.Context) -> None:
     """Show the processes of the daemon's device, busiest first (as top)."""
-    settings = settings_of(ctx)
-    with reporting(), client_for(ctx) as client:
-        data = client.get("/status/process")
-        if settings.json:
-            render.print_json(data)
-            return
-        procs = render.parse_answer(ProcessList, data).process_attr
+    with reporting():
+        procs = render.get_answer(ctx, "/status/process", ProcessList)
+    if procs is None:
+        return
     render.print_table(PROCESS_COLUMNS, [
         [p.pid, p.user, p.priority, p.nice, p.virt_memory, p.resident_size, p.shared_memory,
-         p.status, p.cpu_usage, p.memory_usage, p.time, p.command] for p in procs])
+         p.status, p.cpu_usage, p.memory_usage, p.time, p.command] for p in procs.process_attr])
 
 
 @get_app.command("device")
 def get_device(ctx: typer.Context) -> None:
     """Show the daemon's device: host name, machine and boot ids, OS, kernel, uptime."""
-    settings = settings_of(ctx)
-    with reporting(), client_for(ctx) as client:
-        data = client.get("/status/device")
-        if settings.json:
-            render.print_json(data)
-            return
-        d = render.parse_answer(DeviceInfoEntry, data)
+    with reporting():
+        d = render.get_answer(ctx, "/status/device", DeviceInfoEntry)
+    if d is None:
+        return
     render.print_table(DEVICE_COLUMNS, [[d.host_name, d.machine_id, d.boot_id, d.os, d.kernel,
                                          d.architecture, d.uptime]])
 
@@ -98,16 +89,13 @@ def get_device(ctx: typer.Context) -> None:
 @get_app.command("filesystem")
 def get_filesystem(ctx: typer.Context) -> None:
     """Show the mounted file systems of the daemon's device (as df -hT)."""
-    settings = settings_of(ctx)
-    with reporting(), client_for(ctx) as client:
-        data = client.get("/status/filesystem")
-        if settings.json:
-            render.print_json(data)
-            return
-        fss = render.parse_answer(FileSystemList, data).filesystem_attr
+    with reporting():
+        fss = render.get_answer(ctx, "/status/filesystem", FileSystemList)
+    if fss is None:
+        return
     render.print_table(FILESYSTEM_COLUMNS, [
         [f.file_system, f.type, f.size, f.used, f.avail, f.use_percent, f.mounted_on]
-        for f in fss])
+        for f in fss.filesystem_attr])
 
 
 @get_app.command("lbversion")

@@ -970,6 +970,11 @@ class EbpfDatapath:
             engine_id = {dp: p.svc_id for dp, p in self._progs.items()}
         return self.ct.flows(engine_id)
 
+    def prepare_aging(self) -> None:
+        """Allocate and fault in the aging sweep's read buffers now (the daemon, at start),
+        so the first sweep does not pay for them."""
+        self.ct.prepare_sweep()
+
     def age_flows(self, now_ns: int | None = None) -> int:
         """Age conntrack at CLOCK_MONOTONIC (the datapath's clock), or at *now_ns* (bench)."""
         with self._lock:

@@ -22,6 +22,7 @@ counts the close of what it deleted, in the kernel, next to the lookup.
 from __future__ import annotations
 
 import logging
+import mmap
 import sys
 import threading
 from collections.abc import Callable
@@ -62,13 +63,19 @@ _SC_ANY = (L.CT_SC_INIT | L.CT_SC_INITACK | L.CT_SC_COOKIE | L.CT_SC_COOKIEACK |
            L.CT_SC_SHUT | L.CT_SC_SHUTACK | L.CT_SC_SHUTDONE | L.CT_SC_ABORT)
 
 
-def snapshot_buffers(ct_map: Map, ct_half: Map | None) -> tuple[np.ndarray, np.ndarray]:
+def snapshot_buffers(ct_map: Map, ct_half: Map | None,
+                     touch: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Key and value buffers a Snapshot of both tables reads into, sized to hold them full:
     uninitialised (numpy: malloc, a page is touched only when an entry lands in it), not
-    bytearray(n), which writes zeros over all of it."""
+    bytearray(n), which writes zeros over all of it. `touch`: one byte of every page written
+    now, so that the pages are faulted in here rather than inside the kernel's batch read."""
     cap = ct_map.max_entries + (ct_half.max_entries if ct_half is not None else 0) + _BATCH
-    return (np.empty(L.CT_KEY_DTYPE.itemsize * cap, np.uint8),
+    bufs = (np.empty(L.CT_KEY_DTYPE.itemsize * cap, np.uint8),
             np.empty(L.CT_VAL_DTYPE.itemsize * cap, np.uint8))
+    if touch:
+        for b in bufs:
+            b[::mmap.PAGESIZE] = 0
+    return bufs
 
 
 class Snapshot:
@@ -345,9 +352,11 @@ class ConntrackTable:
         self.on_deleted: Callable[[list[tuple[bytes, bytes]]], None] | None = None
         self._summary: dict[tuple[int, str], int] | None = None  # by the last aging sweep
         # The aging sweep's read buffers, kept from one sweep to the next: the kernel's batch
-        # read into fresh memory takes a page fault per 4 KiB (0.1-0.7 s of CPU a sweep at 2M
-        # entries). The daemon's RSS keeps the size of the largest table it has swept
-        # (168 B per entry: 0.4 GB at 2M). One sweep at a time uses them.
+        # read into fresh memory faults inside copy_to_user (0.1-1.2 s of CPU at 2M entries
+        # on a VM). The daemon faults them in at start (prepare_sweep, off the sweep's
+        # clock), so its RSS holds them from then on: 168 B per entry of both tables' room
+        # (0.4 GB at 2M + 256K). Without that, the first sweep allocates them and they keep
+        # the size of the largest table swept. One sweep at a time uses them.
         self._sweep_lock = threading.Lock()
         self._sweep_buffers: tuple[np.ndarray, np.ndarray] | None = None
         self._local = threading.local()  # .buffers: what snapshot() reads into, if set
@@ -464,6 +473,13 @@ class ConntrackTable:
         d = snap.vals["dir"][gone]
         return int(np.count_nonzero(d == L.DIR_ORIG)) + \
             int(np.count_nonzero((d == L.DIR_REPLY) & (snap.partner[gone] < 0)))
+
+    def prepare_sweep(self) -> None:
+        """Allocate the aging sweep's read buffers and fault them in now (daemon start), not
+        in the first sweep."""
+        with self._sweep_lock:
+            if self._sweep_buffers is None:
+                self._sweep_buffers = snapshot_buffers(self.map, self.half, touch=True)
 
     def age(self, idle_timeout: dict[int, int], now_ns: int) -> int:
         """Delete expired flows (both entries); returns the number of flows removed. Leaves
