@@ -20,7 +20,7 @@ from pyloxi.testing.lab.topology import ROUTED_VIP, backend_ip
 from ..waiting import wait_until
 from .conftest import DaemonHandle
 from .test_restart import BIG, wait_flow, wait_persisted
-from .traffic import http_answers, paced_download
+from .traffic import http_answers, paced_download, udp_answers
 
 ALL = ",".join(f"{backend_ip(i)}:80" for i in (1, 2, 3))
 
@@ -156,6 +156,13 @@ def test_native_xdp_on_veth_forwards_with_napi_peers(fresh: LbTopology) -> None:
         answers = http_answers(topo.client, ROUTED_VIP, 12)
         assert {be for be, _ in answers} == {"be1", "be2", "be3"} and len(answers) == 12
         assert stats(d)["xdp_new"] >= 12   # connections opened in XDP
+        # UDP: each datagram a new flow XDP creates, the backend's answer establishing it
+        topo.start_udp()
+        d.cli("create", "lb", ROUTED_VIP, "--udp=5353:5353", f"--endpoints={ALL}",
+              "--name=dns")
+        before = stats(d)["xdp_new"]
+        assert set(udp_answers(topo.client, ROUTED_VIP, 6)) == {"be1", "be2", "be3"}
+        assert stats(d)["xdp_new"] - before >= 6
         download_whole(topo)
         assert stats(d)["xdp_fwd"] > 100
     finally:
