@@ -56,10 +56,12 @@ def echo(fam: int, reply: bool, ident: int, seq: int) -> Packet:
     return (ICMPv6EchoReply if reply else ICMPv6EchoRequest)(id=ident, seq=seq)
 
 
-def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False) -> list[Result]:
+def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False,
+         end: str = "") -> list[Result]:
     """A flow's exchange, each packet through `run`; the endpoint's packets answer what the LB
-    sent it. TCP: SYN (with window scaling), SYN-ACK, ACK, data both ways; UDP and echo: two
-    rounds (the first reply establishes). DSR: the client's side only."""
+    sent it. TCP: SYN (with window scaling), SYN-ACK, ACK, data both ways, then `end`: "fin"
+    (FIN both ways, the last ACK), "rst" (the endpoint resets); UDP and echo: two rounds (the
+    first reply establishes). DSR: the client's side only."""
     client, vip, _, _ = FAMILIES[fam]
     outs: list[Result] = []
 
@@ -89,6 +91,13 @@ def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False) -> list[
         if not dsr:
             send(from_ep(TCP(sport=sport, dport=dport, flags="PA", seq=5001, ack=1019,
                              window=509) / b"HTTP/1.1 200 OK\r\n"))
+        if end == "fin":
+            send(to_lb(TCP(sport=SPORT, dport=80, flags="FA", seq=1019, ack=5018, window=502)))
+            send(from_ep(TCP(sport=sport, dport=dport, flags="FA", seq=5018, ack=1020,
+                             window=509)))
+            send(to_lb(TCP(sport=SPORT, dport=80, flags="A", seq=1020, ack=5019, window=502)))
+        elif end == "rst":
+            send(from_ep(TCP(sport=sport, dport=dport, flags="RA", seq=5018, ack=1019)))
         return outs
     for i in range(2):
         l4 = UDP(sport=SPORT, dport=80) / f"q{i}".encode() if proto == UDP_P else \
@@ -136,15 +145,15 @@ def flush(h: Harness) -> None:
 
 
 def tc_then_xdp(h: Harness, prog: ServiceProgram, fam: int, proto: int,
-                dsr: bool = False) -> list[Result]:
+                dsr: bool = False, end: str = "") -> list[Result]:
     """play() through TC, then from empty tables through XDP: the same bytes, flows, counts."""
     enable(h)
     c0 = counts(h, prog)
-    by_tc = play(h, fam, proto, h.run, dsr)
+    by_tc = play(h, fam, proto, h.run, dsr, end)
     assert [r.retval for r in by_tc] == [TC_ACT_REDIRECT] * len(by_tc)
     c1, tc_flows = counts(h, prog), flows(h)
     flush(h)
-    by_xdp = play(h, fam, proto, lambda p: xdp(h, p), dsr)
+    by_xdp = play(h, fam, proto, lambda p: xdp(h, p), dsr, end)
     assert [r.retval for r in by_xdp] == [XDP_REDIRECT] * len(by_xdp)
     assert [bytes(r.pkt) for r in by_xdp] == [bytes(r.pkt) for r in by_tc]
     assert all(checksums_ok(r.pkt) for r in by_xdp)
@@ -165,6 +174,32 @@ def test_new_flow_in_xdp_as_in_tc(h: Harness, fam: int, proto: int, mode: NatMod
     stats = h.dp.datapath_stats()
     assert stats["new_flow"] == 2 and stats["promote"] == 2   # once per run
     assert sum(1 for _ in h.dp.maps["ct_map"]) == 2 and not list(h.dp.maps["ct_half"].items())
+
+
+@pytest.mark.parametrize("end", ["fin", "rst"])
+@pytest.mark.parametrize("mode", [NatMode.DEFAULT, NatMode.FULLNAT], ids=lambda m: m.name.lower())
+@pytest.mark.parametrize("fam", [4, 6], ids=["v4", "v6"])
+def test_tcp_flow_ends_in_xdp_as_in_tc(h: Harness, fam: int, mode: NatMode, end: str) -> None:
+    """FIN both ways and the last ACK, or the endpoint's reset: judged against the other
+    direction's window and tracked as TC does."""
+    prog = service(h, fam, TCP_P, mode)
+    tc_then_xdp(h, prog, fam, TCP_P, end=end)
+    seen = [L.CtVal.from_buffer_copy(v).seen for _, v in h.dp.maps["ct_map"].items()]
+    assert any(s & (L.CT_FIN if end == "fin" else L.CT_RST) for s in seen)
+
+
+def test_reset_outside_the_window_dropped_as_tc(h: Harness) -> None:
+    prog = service(h, 4, TCP_P, NatMode.DEFAULT)
+    enable(h)
+    play(h, 4, TCP_P, lambda p: xdp(h, p))
+    client, vip, _, _ = FAMILIES[4]
+    blind = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=client, dst=vip) / TCP(
+        sport=SPORT, dport=80, flags="R", seq=1019 + 10_000_000)
+    before = flows(h)
+    assert xdp(h, blind).retval == 1   # XDP_DROP, as TC's TC_ACT_SHOT
+    assert h.run(blind).retval == 2
+    assert h.dp.datapath_stats()["out_of_window"] == 2 and flows(h) == before
+    assert h.dp.service_counters(prog).endpoints[0].active_flows == 1
 
 
 @pytest.mark.parametrize("proto", [TCP_P, UDP_P], ids=["tcp", "udp"])

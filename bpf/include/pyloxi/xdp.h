@@ -9,8 +9,9 @@
  *   no entry              -> service, allowed sources, select, nat_flow, ct_create
  *                            (DSR: dsr_new_flow)                                  (xdp_new_flow)
  *
- * A packet leaves with XDP_PASS, untouched, whenever TC must decide: SYN on a flow (a restart
- * or a retransmission), FIN and RST (window checks, the flow's end), ICMP errors, SCTP,
+ * FIN and RST are judged as TC judges them (ct_tcp: in the other direction's window, or
+ * dropped). A packet leaves with XDP_PASS, untouched, whenever TC must decide: SYN on a flow (a
+ * restart or a retransmission), ICMP errors, SCTP,
  * fragments, TTL <= 1, NAT64, IPIP DSR, a packet longer than the next hop's MTU, no neighbour
  * entry yet, firewall rules, mirrors and policers, a packet no flow or service claims, a
  * mid-stream TCP segment (pick-up), a source the rule does not allow. One conntrack table: a
@@ -270,8 +271,10 @@ static __always_inline struct ct_val *xdp_new_flow(struct xdp_md *ctx, const str
 	int idx, rc;
 
 	*act = XDP_PASS;
+	/* (never a flow on a reset) */
 	if (p->key.proto == IPPROTO_ICMP ? p->icmp_type != ICMP_ECHO
-	    : p->key.proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN)
+	    : p->key.proto == IPPROTO_TCP &&
+	      (p->tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) != TCPF_SYN)
 		return NULL;
 	fw = fw_live(&gen);
 	if (fw || from_endpoint(&p->key, p->icmp_type))
@@ -364,6 +367,19 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 	return xdp_send(data, p, v);
 }
 
+/* A FIN or RST of an established flow: TC's ct_tcp, which checks it against the other
+ * direction's window. Returns PL_CONTINUE or PL_DROP. Not inlined: the partner's key stays in
+ * this frame. */
+static __noinline int xdp_tcp_end(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v)
+{
+	struct ct_val *pv = NULL;
+	struct tcp_seg s;
+
+	if (!ctx || !p || !v)
+		return PL_DROP;
+	return ct_tcp(ctx, 1, p, v, 0, &s, &pv);
+}
+
 /* The XDP path; returns an XDP action. */
 static __always_inline int xdp_fast(struct xdp_md *ctx)
 {
@@ -385,16 +401,15 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	if (parse_frame(data, data_end, data_end - data, &p) != PARSE_OK ||
 	    p.frag != PL_FRAG_NONE || p.ttl <= 1)
 		return XDP_PASS;
-	/* FIN and RST (window checks, the flow's end): TC's; SCTP too */
-	if (p.key.proto == IPPROTO_TCP ? (p.tcp_flags & (TCPF_FIN | TCPF_RST))
-	    : p.key.proto != IPPROTO_UDP && p.key.proto != IPPROTO_ICMP)
-		return XDP_PASS;
+	if (p.key.proto != IPPROTO_TCP && p.key.proto != IPPROTO_UDP &&
+	    p.key.proto != IPPROTO_ICMP)
+		return XDP_PASS;   /* SCTP: TC's */
 	v = bpf_map_lookup_elem(&ct_map, &p.key);
 	if (!v)
 		return xdp_slow(ctx, &p, port);
-	/* a SYN on an established flow (a restart), a flow closing, NAT64: TC's */
-	if ((p.key.proto == IPPROTO_TCP && (p.tcp_flags & TCPF_SYN)) || v->nat_family != p.key.family ||
-	    (v->seen & (PL_CT_FIN | PL_CT_RST)))
+	/* a SYN on an established flow (a restart), NAT64: TC's */
+	if ((p.key.proto == IPPROTO_TCP && (p.tcp_flags & TCPF_SYN)) ||
+	    v->nat_family != p.key.family)
 		return XDP_PASS;
 	now = xdp_now();
 	/* The next hop as TC cached it; a stale or missing one, or a packet the cached MTU does
@@ -415,10 +430,14 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	/* committed: what ct_established and forward() do, in their order */
-	if (p.key.proto == IPPROTO_TCP)
+	if (p.key.proto == IPPROTO_TCP && (p.tcp_flags & (TCPF_FIN | TCPF_RST))) {
+		if (xdp_tcp_end(ctx, &p, v) != PL_CONTINUE)
+			return XDP_DROP;   /* outside the window (counted) */
+	} else if (p.key.proto == IPPROTO_TCP) {
 		ct_tcp_track(v, &s, p.tcp_flags, tcp_bits(p.tcp_flags));
-	else if (!(v->seen & PL_CT_SEEN))
+	} else if (!(v->seen & PL_CT_SEEN)) {
 		__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
+	}
 	ct_stamp(v, now);
 	if (xdp_rewrite(data, data_end, &p, v, check))
 		return XDP_DROP;   /* as TC, whose rewrite failed the same way */
