@@ -90,10 +90,11 @@ def xdp_table(res: dict) -> str:
                     v += f" ({med(xs) - d:+.3f} over direct)"
             cells.append(v)
         lines.append(f"| {label} [{unit}] | " + " | ".join(cells) + " |")
-    fwd = [f"{c} {med(runs[c]['xdp_fwd']):,.0f}" for c in XDP_CONTENDERS
-           if "-xdp" in c and c in runs]
+    fwd = [f"{c} {med(runs[c]['xdp_fwd']):,.0f} packets, {med(runs[c].get('xdp_new', [0])):,.0f}"
+           " flows" for c in XDP_CONTENDERS if "-xdp" in c and c in runs]
     if fwd:
-        lines += ["", f"Packets the XDP fast path forwarded per block (median): {', '.join(fwd)}."]
+        lines += ["", "What the XDP path forwarded and opened per block (median, the daemon's "
+                  f"counters `xdp_fwd`, `xdp_new`): {'; '.join(fwd)}."]
     return "\n".join(lines)
 
 

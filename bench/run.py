@@ -418,7 +418,8 @@ class Bench:
                         c0 = cpu_busy_s()
                         gbps = iperf(topo, host, iport, s)
                         cpu = cpu_busy_s() - c0
-                        fwd = self._xdp_fwd() if "-xdp" in name else 0.0
+                        xs = self._xdp_stats() if "-xdp" in name else {}
+                        fwd, new = xs.get("xdp_fwd", 0.0), xs.get("xdp_new", 0.0)
                     bad = sum(r["errors"] + r["non2xx"] for r in (ka, cl, lat))
                     if bad:
                         self.res.errors.setdefault(f"xdp stage {name}", []).append(
@@ -427,25 +428,26 @@ class Bench:
                                           ("iperf_gbps", gbps), ("lat_p50_us", lat["p50"]),
                                           ("lat_p99_us", lat["p99"]),
                                           ("cpu_s_per_gbit", cpu / (gbps * s) if gbps else 0.0),
-                                          ("xdp_fwd", fwd)):
+                                          ("xdp_fwd", fwd), ("xdp_new", new)):
                         self.res.xdp.setdefault(name, {}).setdefault(metric, []).append(value)
                     print(f"[xdp rep {rep + 1}/{self.cfg.reps}] {name:15s} ka {ka['rps']:9.0f} "
                           f"close {cl['rps']:8.0f}  iperf {gbps:6.2f} Gbit/s  "
                           f"p99 {lat['p99']:7.1f} µs  cpu {cpu / (gbps * s or 1):.3f} s/Gbit"
-                          f"  xdp_fwd {fwd:.0f}", flush=True)
+                          f"  xdp_fwd {fwd:.0f} xdp_new {new:.0f}", flush=True)
         finally:
             for ns in senders:
                 ns.run(["ethtool", "-K", "eth0", "tx", "on", "gro", "off"], check=False)
 
-    def _xdp_fwd(self) -> float:
-        """Packets the XDP fast path forwarded in the running daemon (its stats_map)."""
+    def _xdp_stats(self) -> dict[str, float]:
+        """Packets the XDP path forwarded, flows it opened, in the running daemon (stats_map)."""
         from pyloxi.datapath.ebpf.counters import datapath_stats
         from pyloxi.datapath.ebpf.libbpf.maps import Map
         topo = self.topo
         assert topo is not None
         m = Map.from_pin(os.path.join(topo.lab.pin_dir(f"bench{self._n}"), "stats_map"))
         try:
-            return float(datapath_stats(m)["xdp_fwd"])
+            st = datapath_stats(m)
+            return {k: float(st[k]) for k in ("xdp_fwd", "xdp_new")}
         finally:
             m.close()
 
