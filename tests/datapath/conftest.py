@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -106,6 +107,32 @@ class Harness:
 def h(netns: str) -> Iterator[Harness]:
     pin = f"/sys/fs/bpf/pl{os.getpid()}-dp"
     dp = EbpfDatapath(pin, obj_path=OBJ)
+    try:
+        yield Harness(dp)
+    finally:
+        dp.destroy()
+
+
+# DSR (test_dsr.py, test_xdp_flows.py): routed endpoints one hop behind GW get L3 DSR (IPIP)
+# from the LB's dp1 address
+GW, GW_MAC = "10.0.11.254", "02:00:00:00:11:fe"
+ROUTED_EPS = ["10.0.21.2", "10.0.21.3"]
+
+
+def tunnel_source(ip: str) -> str | None:
+    """What host.netlink.tunnel_source answers in the test namespace (its netlink thread lives
+    in another namespace): routed endpoints get IPIP from the LB's dp1 address."""
+    return LB4_EP_SIDE if ip in ROUTED_EPS else None
+
+
+@pytest.fixture
+def hd(netns: str) -> Iterator[Harness]:
+    """A harness whose datapath knows ROUTED_EPS (behind GW) as IPIP endpoints."""
+    for cmd in (f"ip neigh replace {GW} lladdr {GW_MAC} dev dp1 nud permanent",
+                f"ip route replace 10.0.21.0/24 via {GW} dev dp1"):
+        subprocess.run(cmd.split(), check=True)
+    pin = f"/sys/fs/bpf/pl{os.getpid()}-dsr"
+    dp = EbpfDatapath(pin, obj_path=OBJ, dsr_tunnel_source=tunnel_source)
     try:
         yield Harness(dp)
     finally:

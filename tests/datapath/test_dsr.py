@@ -5,12 +5,9 @@ entry per flow in ct_half, picked up again by hash when it is gone, aged on the 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from collections.abc import Iterator
 
 import numpy as np
-import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
@@ -24,7 +21,10 @@ from .conftest import (
     CLIENT_MAC,
     EP_MAC,
     EPS,
+    GW_MAC,
+    LB4_EP_SIDE,
     OBJ,
+    ROUTED_EPS,
     TC_ACT_REDIRECT,
     VIP,
     Harness,
@@ -33,30 +33,6 @@ from .conftest import (
 )
 
 TC_ACT_SHOT = 2
-LB_EP_SIDE = "10.0.11.1"  # the LB's address on dp1: the outer source toward routed endpoints
-GW, GW_MAC = "10.0.11.254", "02:00:00:00:11:fe"
-ROUTED_EPS = ["10.0.21.2", "10.0.21.3"]  # one hop behind GW: L3 DSR (IPIP)
-
-
-def tunnel_source(ip: str) -> str | None:
-    """What host.netlink.tunnel_source answers in the test namespace (its netlink thread lives
-    in another namespace): routed endpoints get IPIP from the LB's dp1 address."""
-    return LB_EP_SIDE if ip in ROUTED_EPS else None
-
-
-@pytest.fixture
-def hd(netns: str) -> Iterator[Harness]:
-    for cmd in (f"ip neigh replace {GW} lladdr {GW_MAC} dev dp1 nud permanent",
-                f"ip route replace 10.0.21.0/24 via {GW} dev dp1"):
-        subprocess.run(cmd.split(), check=True)
-    pin = f"/sys/fs/bpf/pl{os.getpid()}-dsr"
-    dp = EbpfDatapath(pin, obj_path=OBJ, dsr_tunnel_source=tunnel_source)
-    try:
-        yield Harness(dp)
-    finally:
-        dp.destroy()
-
-
 def dsr(h: Harness, eps: list[str], proto: int = 6, port: int = 80) -> None:
     h.service(mode=NatMode.DSR, sel=Selection.HASH, eps=eps, target=port, proto=proto, port=port)
 
@@ -173,7 +149,7 @@ def test_l3_dsr_encapsulates_in_ipip(hd: Harness) -> None:
     assert out.retval == TC_ACT_REDIRECT
     assert out.pkt.dst == GW_MAC  # the route's gateway, not the endpoint
     outer = out.pkt[IP]
-    assert (outer.src, outer.dst, outer.proto, outer.ttl) == (LB_EP_SIDE, ROUTED_EPS[0], 4, 64)
+    assert (outer.src, outer.dst, outer.proto, outer.ttl) == (LB4_EP_SIDE, ROUTED_EPS[0], 4, 64)
     assert outer.flags == "DF" and outer.id == 0 and outer.len == len(bytes(pkt[IP])) + 20
     fresh = IP(bytes(outer))
     del fresh.chksum
@@ -184,7 +160,7 @@ def test_l3_dsr_encapsulates_in_ipip(hd: Harness) -> None:
         CLIENT, VIP, 63, 40000, 80)
     assert csum_ok(Ether() / inner)  # inner IP and TCP checksums valid
     v = only_entry(hd)
-    assert v["flags"] == L.CT_F_IPIP and L.addr_text(v["nat_saddr"]) == LB_EP_SIDE
+    assert v["flags"] == L.CT_F_IPIP and L.addr_text(v["nat_saddr"]) == LB4_EP_SIDE
     (flow,) = hd.dp.flows()
     assert flow.snat_ip is None and flow.ep_ip == ROUTED_EPS[0]
     # the next packet of the flow (cached next hop) is encapsulated the same way

@@ -24,8 +24,10 @@ from .conftest import (
     CLIENT_MAC,
     EP_MAC,
     EPS,
+    GW_MAC,
     LB4_EP_SIDE,
     LB_MAC,
+    ROUTED_EPS,
     TC_ACT_REDIRECT,
     VIP6,
     Harness,
@@ -211,6 +213,20 @@ def test_dsr_flow_in_xdp_as_in_tc(h: Harness, fam: int, proto: int) -> None:
     ip = out[0].pkt[IP] if fam == 4 else out[0].pkt[IPv6]
     assert (ip.src, ip.dst) == FAMILIES[fam][:2] and out[0].pkt[Ether].dst == EP_MAC
     assert len(list(h.dp.maps["ct_half"].items())) == 1
+
+
+def test_l3_dsr_flow_in_xdp_as_in_tc(hd: Harness) -> None:
+    """IPIP toward a routed endpoint: the outer header XDP puts in front is TC's, byte for
+    byte; a packet that fits the MTU only without it is TC's to answer."""
+    prog = hd.service(mode=NatMode.DSR, sel=Selection.HASH, eps=ROUTED_EPS[:1], target=80)
+    out = tc_then_xdp(hd, prog, 4, TCP_P, dsr=True)
+    assert out[0].pkt[IP].proto == 4 and out[0].pkt[Ether].dst == GW_MAC
+    client, vip, _, _ = FAMILIES[4]
+    big = Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=client, dst=vip, flags="DF") / TCP(
+        sport=SPORT, dport=80, flags="A", seq=1019, ack=1) / (b"z" * (1490 - 40))
+    raw = bytes(big)
+    got = xdp(hd, big)
+    assert got.retval == XDP_PASS and bytes(got.pkt) == raw
 
 
 def syn(fam: int, sport: int = SPORT, dport: int = 80, flags: str = "S") -> Ether:

@@ -58,14 +58,9 @@ static __always_inline int dsr_ttl_dec(void *data, void *data_end, __u8 family)
 /* Put an outer IPv4 header saddr -> daddr (protocol 4) in front of the packet's own: TTL 64,
  * id 0, DF copied from the inner header (the inner sender's choice about fragmentation). A GSO
  * packet's gso_size is lowered by the outer header by the helper, so its segments grow by
- * nothing. */
-static __always_inline int dsr_encap(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
+ * nothing. dsr_outer writes the header into the room made after the Ethernet header. */
+static __always_inline int dsr_outer(void *data, void *data_end, __u32 saddr, __u32 daddr)
 {
-	if (bpf_skb_adjust_room(skb, PL_IPIP_HLEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
-		return -1;
-
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *outer = data + ETH_HLEN;
 	struct iphdr *inner = (void *)(outer + 1);
 
@@ -85,6 +80,29 @@ static __always_inline int dsr_encap(struct __sk_buff *skb, __u32 saddr, __u32 d
 	__u32 *w = (void *)outer;
 	outer->check = ~csum_fold64((__u64)w[0] + w[1] + w[2] + w[3] + w[4]);
 	return 0;
+}
+
+static __always_inline int dsr_encap(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
+{
+	if (bpf_skb_adjust_room(skb, PL_IPIP_HLEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
+		return -1;
+	return dsr_outer((void *)(long)skb->data, (void *)(long)skb->data_end, saddr, daddr);
+}
+
+/* The same in XDP: the frame grows at its head, the Ethernet header moves there. */
+static __always_inline int dsr_encap_xdp(struct xdp_md *ctx, __u32 saddr, __u32 daddr)
+{
+	if (bpf_xdp_adjust_head(ctx, -PL_IPIP_HLEN))
+		return -1;
+
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data, *old = data + PL_IPIP_HLEN;
+
+	if ((void *)(old + 1) > data_end)
+		return -1;
+	__builtin_memcpy(eth, old, ETH_HLEN);   /* apart: the outer header goes in between */
+	return dsr_outer(data, data_end, saddr, daddr);
 }
 
 /* Whether an IPIP flow's packet, 20 bytes longer once encapsulated, no longer fits the egress

@@ -7,12 +7,12 @@
  *   established (ct_map)  -> window tracking, rewrite, redirect                 (xdp_fast)
  *   half-open (ct_half)   -> ct_half_open: handshake, promotion; DSR: dsr_track  (xdp_slow)
  *   no entry              -> service, allowed sources, select, nat_flow, ct_create
- *                            (DSR: dsr_new_flow)                                  (xdp_new_flow)
+ *                            (DSR: dsr_new_flow; IPIP: dsr_encap_xdp)             (xdp_new_flow)
  *
  * FIN and RST are judged as TC judges them (ct_tcp: in the other direction's window, or
  * dropped). A packet leaves with XDP_PASS, untouched, whenever TC must decide: SYN on a flow (a
  * restart or a retransmission), ICMP errors, SCTP,
- * fragments, TTL <= 1, NAT64, IPIP DSR, a packet longer than the next hop's MTU, no neighbour
+ * fragments, TTL <= 1, NAT64, a packet longer than the next hop's MTU, no neighbour
  * entry yet, firewall rules, mirrors and policers, a packet no flow or service claims, a
  * mid-stream TCP segment (pick-up), a source the rule does not allow. One conntrack table: a
  * flow may move between the two programs at any packet. In particular a flow XDP created but
@@ -199,18 +199,18 @@ static __always_inline int xdp_send(struct ethhdr *eth, const struct pkt *p, str
  * May XDP send packet p by entry v? Its rule has no policer (TC's: its buckets are
  * spin-locked there), the entry has a fresh next hop, taken from the memo or looked up as
  * next_hop (fwd.h) does and kept in the entry (no neighbour entry yet: TC's redirect_neigh),
- * the packet fits that hop's MTU at a glance (TC's exact check needs the skb) and may be
- * redirected there. Returns 0 when it may. Not inlined: the lookup's params stay in this
+ * and the packet, `grow` bytes longer as sent, fits that hop's MTU at a glance (TC's exact
+ * check needs the skb). Returns 0 when it may. Not inlined: the lookup's params stay in this
  * frame.
  */
 static __noinline int xdp_route(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v,
-				const struct xdp_port *port, __u64 now)
+				__u64 now, __u32 grow)
 {
 	struct bpf_fib_lookup fib = {};
 	struct fib_memo *memo;
 	__u32 *pol;
 
-	if (!ctx || !p || !v || !port)
+	if (!ctx || !p || !v)
 		return -1;
 	pol = bpf_map_lookup_elem(&pol_svc, &v->svc_id);
 	if (pol && *pol)
@@ -226,16 +226,24 @@ static __noinline int xdp_route(struct xdp_md *ctx, const struct pkt *p, struct 
 			fib_keep(v, &fib, now, memo, p->key.proto, ctx->ingress_ifindex);
 		}
 	}
-	return p->len > v->fib_mtu + ETH_HLEN || !xdp_can_redirect(port, v->fib_ifindex);
+	return p->len + grow > v->fib_mtu + ETH_HLEN;
 }
 
-/* A DSR flow's packet (dsr_forward without IPIP: TTL - 1, the next hop's MACs). */
+/* xdp_route, and may a frame from `port` be redirected to the hop? 0: XDP may send it. */
+static __always_inline int xdp_hop(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v,
+				   const struct xdp_port *port, __u64 now, __u32 grow)
+{
+	return xdp_route(ctx, p, v, now, grow) || !xdp_can_redirect(port, v->fib_ifindex);
+}
+
+/* A DSR flow's packet (dsr_forward: TTL - 1, IPIP when the flow is, the next hop's MACs). */
 static __always_inline int xdp_dsr(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v,
 				   const struct xdp_port *port, __u64 now, int is_new)
 {
+	int ipip = v->flags & PL_CT_F_IPIP;
 	void *data, *data_end;
 
-	if ((v->flags & PL_CT_F_IPIP) || xdp_route(ctx, p, v, port, now))
+	if (xdp_hop(ctx, p, v, port, now, ipip ? PL_IPIP_HLEN : 0))
 		return XDP_PASS;
 	if (!is_new) {
 		/* a SYN on a closed flow starts a new one (dsr_track): TC's */
@@ -248,6 +256,13 @@ static __always_inline int xdp_dsr(struct xdp_md *ctx, const struct pkt *p, stru
 	data_end = (void *)(long)ctx->data_end;
 	if ((data + ETH_HLEN > data_end) || dsr_ttl_dec(data, data_end, p->key.family))
 		return XDP_DROP;
+	if (ipip) {
+		if (dsr_encap_xdp(ctx, addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr)))
+			return XDP_DROP;
+		data = (void *)(long)ctx->data;
+		if (data + ETH_HLEN > (void *)(long)ctx->data_end)
+			return XDP_DROP;
+	}
 	return xdp_send(data, p, v);
 }
 
@@ -334,7 +349,7 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 		if (v->mode == PL_MODE_DSR)
 			return xdp_dsr(ctx, p, v, port, now, 1);
 		/* a flow TC must send on (see the top): it finds it half-open */
-		if (v->nat_family != p->key.family || xdp_route(ctx, p, v, port, now))
+		if (v->nat_family != p->key.family || xdp_hop(ctx, p, v, port, now, 0))
 			return XDP_PASS;
 	} else {
 		if (v->mode == PL_MODE_DSR)
@@ -344,7 +359,7 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 		    v->dir == PL_DIR_ORIG)
 			return XDP_PASS;
 		/* routed before any state changes; promotion copies the hop into ct_map */
-		if (v->nat_family != p->key.family || xdp_route(ctx, p, v, port, now))
+		if (v->nat_family != p->key.family || xdp_hop(ctx, p, v, port, now, 0))
 			return XDP_PASS;
 		switch (ct_half_open(ctx, 1, p, &v, now)) {
 		case PL_CONTINUE:
