@@ -107,6 +107,19 @@ class CpuSampler:
         self._thread.join()
 
 
+def ctx_switches(pid: int) -> int:
+    """Context switches of the daemon's live threads so far (voluntary and not): a thread
+    hand-off (the store's writer, a worker, the loop's wake-up) is one or two, so this counts
+    hand-offs per create, steadier than CPU time on a shared machine."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[-1])
+    return total
+
+
 def cpu_per_create(res: dict[str, object], cpu: CpuSampler, chunk: int = 1000) -> list[float]:
     """Daemon CPU ms per create, per `chunk` creates of a single-client run."""
     t0 = float(res["t0"])  # type: ignore[arg-type]
@@ -172,12 +185,14 @@ def main() -> None:
             with daemon(lab, ns, tmp, runs) as proc:
                 cpu = CpuSampler(proc.pid)
                 before = cpu.cpu_kinds()
+                switches = ctx_switches(proc.pid)
                 res = client(ns, os.path.join(args.out, f"c{clients}.json"), args.n, clients,
                              raw=args.raw)
                 user, system, kids = (b - a for a, b in zip(before, cpu.cpu_kinds(), strict=True))
                 res["daemon_cpu_ms_per_create"] = (user + system + kids) / args.n * 1e3
                 res["daemon_system_cpu_ms_per_create"] = system / args.n * 1e3
                 res["daemon_children_cpu_ms_per_create"] = kids / args.n * 1e3
+                res["daemon_ctx_switches_per_create"] = (ctx_switches(proc.pid) - switches) / args.n
                 cpu.stop()
                 if clients == 1:
                     res["daemon_cpu_ms_per_create_by_1000"] = cpu_per_create(res, cpu)

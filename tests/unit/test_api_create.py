@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from pyloxi.api import create_app
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine import Engine, Put
+from pyloxi.engine import engine as engine_module
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.store import DB_NAME, SqliteStore
 
@@ -181,5 +183,29 @@ def test_begin_add_returns_none_while_the_lock_is_busy(tmp_path: Path) -> None:
     called: list[bool] = []
     assert staged.when_durable(lambda: called.append(True))  # no store: at once
     assert called == [True]
+    assert engine.settle(staged, blocking=False)
+    assert [e.service_arguments.port for e in engine.entries()] == [1]
+
+
+def test_begin_add_waits_for_a_short_lock_holder(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder that lets go soon (a worker's create, the follower's drain) is waited for,
+    the lock released meanwhile, instead of sending this create to a thread as well (which
+    cascaded: each such worker held the lock when the loop's next create came)."""
+    monkeypatch.setattr(engine_module, "LOOP_LOCK_WAIT_S", 60.0)  # bound: slow machines
+    engine = Engine(MemoryDatapath())
+    held = threading.Event()
+
+    def holder() -> None:
+        with engine._lock:
+            held.set()
+            time.sleep(0.05)  # still holding it when begin_add asks
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(30)
+    staged = engine.begin_add(LoadBalancerEntry.model_validate(rule(1)))
+    thread.join(30)
+    assert staged is not None  # applied here, not handed to a worker
     assert engine.settle(staged, blocking=False)
     assert [e.service_arguments.port for e in engine.entries()] == [1]
