@@ -287,6 +287,27 @@ def test_rr_selects_once_when_tc_sends(h: Harness) -> None:
     assert h.dp.datapath_stats()["xdp_new"] == 4 and h.dp.datapath_stats()["new_flow"] == 4
 
 
+@pytest.mark.parametrize("mode", [NatMode.DEFAULT, NatMode.FULLNAT, NatMode.DSR],
+                         ids=lambda m: m.name.lower())
+def test_mid_stream_pickup_by_hash_as_tc(h: Harness, mode: NatMode) -> None:
+    """A flow lost mid-stream (no entry, not a SYN) on a rule selecting by hash is picked up
+    to the endpoint Maglev gives, as TC picks it up: liberal window, the same bytes."""
+    vip, eps = FAMILIES[4][1], EPS[:3]
+    prog = h.service(vip=vip, eps=eps, mode=mode, sel=Selection.HASH,
+                     target=80 if mode == NatMode.DSR else 8080)
+    enable(h)
+    pkt = syn(4, flags="PA") / b"more of a request"
+    by_tc = h.run(pkt)
+    tc_flows = flows(h)
+    flush(h)
+    by_xdp = xdp(h, pkt)
+    assert (by_tc.retval, by_xdp.retval) == (TC_ACT_REDIRECT, XDP_REDIRECT)
+    assert bytes(by_xdp.pkt) == bytes(by_tc.pkt) and flows(h) == tc_flows
+    stats = h.dp.datapath_stats()
+    assert (stats["pickup"], stats["xdp_new"]) == (2, 1)
+    assert sum(e.packets for e in h.dp.service_counters(prog).endpoints) == 2
+
+
 def test_syn_retransmission_and_closed_tuple_are_tcs(h: Harness) -> None:
     """A SYN on a half-open flow (retransmitted) or on a finished flow's tuple: TC decides."""
     service(h, 4, TCP_P, NatMode.DEFAULT)
@@ -321,6 +342,7 @@ def test_new_flows_outside_xdp_pass_untouched(h: Harness) -> None:
     passes(syn(4, dport=82))
     h.dp.set_firewall([])
     passes(syn(4, dport=82, flags="A"))   # round robin: no pick-up (TC refuses it)
+    passes(syn(4, dport=82, flags="RA"))  # never a flow on a reset
     passes(Ether(src=EP_MAC, dst=LB_MAC) / IP(src=EPS[0], dst=client) / TCP(
         sport=8080, dport=SPORT, flags="SA"))
     assert xdp(h, syn(4, dport=82)).retval == XDP_REDIRECT   # and then it may

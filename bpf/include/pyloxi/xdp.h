@@ -10,15 +10,15 @@
  *                            (DSR: dsr_new_flow; IPIP: dsr_encap_xdp)             (xdp_new_flow)
  *
  * FIN and RST are judged as TC judges them (ct_tcp: in the other direction's window, or
- * dropped). A packet leaves with XDP_PASS, untouched, whenever TC must decide: SYN on a flow (a
- * restart or a retransmission), ICMP errors, SCTP,
- * fragments, TTL <= 1, NAT64, a packet longer than the next hop's MTU, no neighbour
- * entry yet, firewall rules, mirrors and policers, a packet no flow or service claims, a
- * mid-stream TCP segment (pick-up), a source the rule does not allow. One conntrack table: a
- * flow may move between the two programs at any packet. In particular a flow XDP created but
- * cannot forward (no neighbour yet, too big, a port it may not redirect to) is passed on:
- * TC finds it half-open and forwards the packet as a retransmission, so the endpoint is
- * selected once (a second selection would move rr's cursor twice).
+ * dropped); a mid-stream segment is picked up by hash as TC picks it up. A packet leaves with
+ * XDP_PASS, untouched, whenever TC must decide: SYN on a flow (a restart or a retransmission),
+ * ICMP errors, SCTP, fragments, TTL <= 1, NAT64, a packet longer than the next hop's MTU, no
+ * neighbour entry yet, firewall rules, mirrors and policers, a packet no flow or service
+ * claims, a pick-up for a rule not selecting by hash (TC refuses it), a source the rule does
+ * not allow. One conntrack table: a flow may move between the two programs at any packet. In
+ * particular a flow XDP created but cannot forward (no neighbour yet, too big, a port it may not
+ * redirect to) is passed on: TC finds it half-open and forwards the packet as a retransmission,
+ * so the endpoint is selected once (a second selection would move rr's cursor twice).
  *
  * Only the L4 checksum is applied differently: TC calls bpf_l4_csum_replace, which knows the
  * skb's checksum state; XDP updates the field in place as that helper does for a complete
@@ -271,8 +271,9 @@ static __always_inline int xdp_dsr(struct xdp_md *ctx, const struct pkt *p, stru
  * flow, with its stages. Returns the new entry (ct_half), or NULL when TC must decide: a
  * firewall rule set is live, the source is an endpoint's (a lost flow's reply: TC drops it), no
  * service or no active endpoint, a source the rule does not allow, a mid-stream TCP segment
- * (pick-up), a non-echo ICMP; or with *act set when ct_create gave up (PL_PASS: no free NAT
- * port, TC tries again; PL_DROP).
+ * for a rule that does not select by hash (TC refuses the pick-up), a reset, a non-echo ICMP;
+ * or with *act set when ct_create gave up (PL_PASS: no free NAT port, TC tries again;
+ * PL_DROP).
  */
 static __always_inline struct ct_val *xdp_new_flow(struct xdp_md *ctx, const struct pkt *p,
 						   __u64 now, int *act)
@@ -286,24 +287,27 @@ static __always_inline struct ct_val *xdp_new_flow(struct xdp_md *ctx, const str
 	int idx, rc;
 
 	*act = XDP_PASS;
-	/* (never a flow on a reset) */
+	/* never a flow on a reset; a mid-stream TCP segment is picked up by hash only (new_flow) */
+	int pickup = p->key.proto == IPPROTO_TCP &&
+		     (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN;
+
 	if (p->key.proto == IPPROTO_ICMP ? p->icmp_type != ICMP_ECHO
-	    : p->key.proto == IPPROTO_TCP &&
-	      (p->tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) != TCPF_SYN)
+	    : p->key.proto == IPPROTO_TCP && (p->tcp_flags & TCPF_RST))
 		return NULL;
 	fw = fw_live(&gen);
 	if (fw || from_endpoint(&p->key, p->icmp_type))
 		return NULL;
 	/* no skb->mark here: 0, as at TC ingress (veth clears it between namespaces) */
 	ver = svc_lookup(&p->key, 0, &svc_id, &ver_id);
-	if (!ver || !ver->cfg.n_slots || !svc_allows(&ver->cfg, ver_id, &p->key.saddr))
+	if (!ver || !ver->cfg.n_slots || !svc_allows(&ver->cfg, ver_id, &p->key.saddr) ||
+	    (pickup && ver->cfg.sel != PL_SEL_HASH))
 		return NULL;
 	idx = select_endpoint(p, svc_id, ver, now);
 	ep = idx < 0 ? NULL : svc_ep(&ver->cfg, idx);
 	if (!ep || !(ep->flags & PL_EP_F_ACTIVE))
 		return NULL;
 	if (ver->cfg.mode == PL_MODE_DSR) {
-		v = dsr_new_flow(p, svc_id, idx, ep, 0, now);
+		v = dsr_new_flow(p, svc_id, idx, ep, pickup, now);
 		if (v)
 			count(PL_ST_XDP_NEW);
 		return v;
@@ -315,7 +319,7 @@ static __always_inline struct ct_val *xdp_new_flow(struct xdp_md *ctx, const str
 	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
 	nat_flow(&sc->fwd, &sc->rev, p, ep, &ver->cfg);
 	rc = ct_create(ctx, 1, p, sc, svc_id, idx, ep->gid, ver->cfg.mode,
-		       !addr_is_zero(&ep->snat_ip), 0, now, &v);
+		       !addr_is_zero(&ep->snat_ip), pickup, now, &v);
 	if (rc != PL_CONTINUE) {
 		*act = rc == PL_DROP ? XDP_DROP : XDP_PASS;
 		return NULL;
