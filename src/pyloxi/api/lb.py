@@ -134,7 +134,11 @@ class CreateBatcher:
     def _apply(self, batch: list[tuple[LoadBalancerEntry, asyncio.Future[None]]]) -> None:
         loop = self._loop
         assert loop is not None
-        begun = self.engine.begin_add_many([entry for entry, _ in batch])
+        try:
+            begun = self.engine.begin_add_many([entry for entry, _ in batch])
+        except Exception as exc:  # a bug: answered (500), never left waiting
+            _resolve_all([future for _, future in batch], exc)
+            return
         if begun is None:  # the lock is held long (a bulk delete): each in a worker thread
             for entry, future in batch:
                 _chain(loop.create_task(add_rule(self.engine, entry)), future)
