@@ -93,8 +93,6 @@ async def add_rule(engine: Any, entry: LoadBalancerEntry) -> None:
     await run_in_threadpool(engine.settle, staged)
 
 
-
-
 class CreateBatcher:
     """Collects the creates parsed in one event-loop turn and applies them together
     (`Engine.begin_add_many`): one engine lock, one store submission, one wake-up from the
