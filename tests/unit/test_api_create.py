@@ -16,9 +16,11 @@ import httpx
 import pytest
 
 from pyloxi.api import create_app
+from pyloxi.api.lb import CreateBatcher
 from pyloxi.datapath.memory import MemoryDatapath
 from pyloxi.engine import Engine, Put
 from pyloxi.engine import engine as engine_module
+from pyloxi.model.errors import PyloxiError
 from pyloxi.model.lb import LoadBalancerEntry
 from pyloxi.store import DB_NAME, SqliteStore
 
@@ -209,3 +211,157 @@ def test_begin_add_waits_for_a_short_lock_holder(tmp_path: Path,
     assert staged is not None  # applied here, not handed to a worker
     assert engine.settle(staged, blocking=False)
     assert [e.service_arguments.port for e in engine.entries()] == [1]
+
+
+# ---------------------------------------------------------------- batches (api.lb.CreateBatcher)
+# The creates parsed in one event-loop turn are applied together (Engine.begin_add_many). Each
+# test queues its creates with no await in between, so they form one batch; the engine's
+# begin_add_many is wrapped to check that.
+
+
+def entry(port: int, ip: str = "31.31.31.1", **args: Any) -> LoadBalancerEntry:
+    body = rule(port)
+    body["serviceArguments"].update(args)
+    body["endpoints"][0]["endpointIP"] = ip
+    return LoadBalancerEntry.model_validate(body)
+
+
+def batches_of(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    begin = env.engine.begin_add_many
+
+    def recording(entries: Any) -> Any:
+        sizes.append(len(entries))
+        return begin(entries)
+
+    monkeypatch.setattr(env.engine, "begin_add_many", recording)
+    return sizes
+
+
+async def outcomes(futures: list[asyncio.Future[None]]) -> list[int]:
+    """200, or the error's code, per create."""
+    out = []
+    for result in await asyncio.gather(*futures, return_exceptions=True):
+        if result is None:
+            out.append(200)
+        else:
+            assert isinstance(result, PyloxiError), result
+            out.append(result.code)
+    return out
+
+
+def datapath_state(env: Env) -> dict[int, Any]:
+    return {sid: prog for sid, prog in env.dp.services.items()}
+
+
+async def test_batch_mixed_valid_and_invalid(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rejected create of a batch gets its own error and changes nothing; the others of the
+    batch are applied and made durable as if sent alone."""
+    assert (await env.post(9)).status_code == 200
+    sizes = batches_of(env, monkeypatch)
+    install = env.dp.install_service
+
+    def failing_install(prog: Any) -> None:
+        if prog.port_min == 4:
+            raise OSError(28, "No space left on device")
+        install(prog)
+
+    monkeypatch.setattr(env.dp, "install_service", failing_install)
+    batcher = CreateBatcher(env.engine)
+    futures = [
+        batcher.add(entry(1)),
+        batcher.add(entry(2, mode=4)),  # refused by validation: fullproxy
+        batcher.add(entry(9, ip="31.31.31.9")),  # an update of rule 9: applied
+        batcher.add(entry(3)),
+        batcher.add(entry(4)),  # the datapath refuses it: undone, its own error
+        batcher.add(entry(9, ip="31.31.31.9")),  # identical to the update before it: 409
+        batcher.add(entry(5, portMax=4)),
+    ]
+    codes = await outcomes(futures)
+    assert sizes == [7]
+    assert codes == [200, 400, 200, 200, 403, 409, 400]  # 403: datapath table full
+    assert sorted(env.ports_on_disk()) == [1, 3, 9]
+    assert sorted(await env.ports_listed()) == [1, 3, 9]
+    assert sorted(p.port_min for p in env.dp.services.values()) == [1, 3, 9]
+    listed = (await env.http.get(f"{LB}/all")).json()["lbAttr"]
+    nine = next(r for r in listed if r["serviceArguments"]["port"] == 9)
+    assert [e["endpointIP"] for e in nine["endpoints"]] == ["31.31.31.9"]
+
+
+async def test_batch_of_rejected_creates_changes_nothing(env: Env,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await env.post(1)).status_code == 200
+    before_dp, before_table = datapath_state(env), env.engine.rule_table()
+    sizes = batches_of(env, monkeypatch)
+    batcher = CreateBatcher(env.engine)
+    codes = await outcomes([batcher.add(entry(1)),  # the same body again
+                            batcher.add(entry(2, mode=4)),
+                            batcher.add(entry(3, portMax=2))])
+    assert sizes == [3]
+    assert codes == [409, 400, 400]
+    assert datapath_state(env) == before_dp
+    assert env.engine.rule_table() == before_table
+    assert env.ports_on_disk() == [1]
+
+
+async def test_batch_duplicates_behave_as_sent_in_order(env: Env,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Create, the same create again (409: it exists by then), an update, a delete (empty
+    endpoint list), a create again: as if sent one after the other."""
+    sizes = batches_of(env, monkeypatch)
+    batcher = CreateBatcher(env.engine)
+    empty = entry(1).model_copy(update={"endpoints": []})
+    codes = await outcomes([batcher.add(entry(1)), batcher.add(entry(1)),
+                            batcher.add(entry(1, ip="31.31.31.2")),
+                            batcher.add(entry(2)), batcher.add(empty),
+                            batcher.add(entry(1, ip="31.31.31.3"))])
+    assert sizes == [6]
+    assert codes == [200, 409, 200, 200, 200, 200]
+    assert env.ports_on_disk() == [2, 1]  # rule 1 deleted, then created again: last
+    listed = (await env.http.get(f"{LB}/all")).json()["lbAttr"]
+    assert [(r["serviceArguments"]["port"], [e["endpointIP"] for e in r["endpoints"]])
+            for r in listed] == [(2, ["31.31.31.1"]), (1, ["31.31.31.3"])]
+    assert sorted(p.port_min for p in env.dp.services.values()) == [1, 2]
+
+
+async def test_batch_store_failure_fails_every_create_and_undoes(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await env.post(1)).status_code == 200
+    before_dp, before_table = datapath_state(env), env.engine.rule_table()
+    write = env.store._write
+
+    def failing_write(batch: Any) -> None:
+        if any(isinstance(op, Put) and op.entry.service_arguments.port == 3
+               for c in batch for op in c.ops):
+            raise OSError(28, "No space left on device")
+        write(batch)
+
+    monkeypatch.setattr(env.store, "_write", failing_write)
+    sizes = batches_of(env, monkeypatch)
+    batcher = CreateBatcher(env.engine)
+    empty = entry(1).model_copy(update={"endpoints": []})
+    futures = [batcher.add(entry(2)), batcher.add(entry(3)), batcher.add(empty),
+               batcher.add(entry(4, mode=4))]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert sizes == [4]
+    assert [getattr(r, "code", None) for r in results] == [500, 500, 500, 400]
+    assert all("undone" in r.message for r in results[:3])  # type: ignore[union-attr]
+    assert datapath_state(env) == before_dp
+    assert env.engine.rule_table() == before_table
+    assert env.ports_on_disk() == [1]
+    assert (await env.post(5)).status_code == 200  # the store takes changes again
+    assert env.ports_on_disk() == [1, 5]
+
+
+async def test_concurrent_posts_each_get_their_own_answer(env: Env) -> None:
+    """Through the app: valid and invalid creates sent together, each answered with its own
+    body (loxilb's error bodies), whatever batches they fell into."""
+    bad = rule(100)
+    bad["serviceArguments"]["mode"] = 99
+    answers = await asyncio.gather(*(env.post(p) for p in range(1, 9)),
+                                   env.http.post(LB, json=bad), env.post(3))
+    assert [a.status_code for a in answers[:8]] == [200] * 8
+    assert answers[8].status_code == 400 and "mode" in answers[8].json()["message"]
+    assert answers[9].status_code == 409
+    assert answers[9].json()["message"] == "lbrule-exists error: 20.20.20.1:3/tcp"
+    assert sorted(env.ports_on_disk()) == list(range(1, 9))

@@ -162,6 +162,27 @@ def test_sqlite_group_commit_one_transaction_for_what_queued(
     assert sum(held.batches) == 10 and len(held.batches) <= 2
 
 
+def test_sqlite_writer_woken_by_every_submitter(sq: SqliteStore, tmp_path: Path):
+    """Submissions from several threads, some while the writer sleeps, some while it writes:
+    every one is committed and answered (no lost wake-up), and a second close is harmless."""
+    done: list[int] = []
+
+    def submitter(base: int) -> None:
+        for p in range(base, base + 50):
+            sq.submit([Put(f"k{p}", entry(p % 65000 + 1))]).wait()
+            done.append(p)
+
+    threads = [threading.Thread(target=submitter, args=(1000 * t,)) for t in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(done) == 200
+    sq.close()
+    sq.close()
+    assert len(reload(tmp_path / "state")) == 200
+
+
 def test_sqlite_failed_batch_fails_later_submissions_until_resume(
     sq: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -92,6 +93,112 @@ async def add_rule(engine: Any, entry: LoadBalancerEntry) -> None:
     await run_in_threadpool(engine.settle, staged)
 
 
+class CreateBatcher:
+    """Collects the creates parsed in one event-loop turn and applies them together
+    (`Engine.begin_add_many`): one engine lock, one store submission, one wake-up from the
+    store's writer for all of them, instead of one of each per create. Under 16 concurrent
+    clients the creates of a turn arrive together; a lone client's create is a batch of one,
+    applied one loop turn later (a `call_soon`), as before otherwise.
+
+    Each create gets its own answer: its own error if it failed (nothing of it applied),
+    success once the batch's store commit is durable, the 500 of a store failure (which
+    undoes the whole batch) otherwise. The batch is settled whether or not its requests are
+    still waiting (a client gone mid-batch changes nothing for the others)."""
+
+    # creates per batch at most: bounds one turn's work (and the loop's pause) under a burst
+    MAX_BATCH = 64
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._waiting: list[tuple[LoadBalancerEntry, asyncio.Future[None]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, entry: LoadBalancerEntry) -> asyncio.Future[None]:
+        """The create's outcome: None once durable, or its error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._waiting:
+            self._loop = loop
+            loop.call_soon(self._flush)
+        self._waiting.append((entry, future))
+        return future
+
+    def _flush(self) -> None:
+        todo, self._waiting = self._waiting, []
+        while todo:
+            batch, todo = todo[:self.MAX_BATCH], todo[self.MAX_BATCH:]
+            self._apply(batch)
+
+    def _apply(self, batch: list[tuple[LoadBalancerEntry, asyncio.Future[None]]]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            begun = self.engine.begin_add_many([entry for entry, _ in batch])
+        except Exception as exc:  # a bug: answered (500), never left waiting
+            _resolve_all([future for _, future in batch], exc)
+            return
+        if begun is None:  # the lock is held long (a bulk delete): each in a worker thread
+            for entry, future in batch:
+                _chain(loop.create_task(add_rule(self.engine, entry)), future)
+            return
+        staged, errors = begun
+        futures = []
+        for (_, future), error in zip(batch, errors, strict=True):
+            if error is None:
+                futures.append(future)
+            elif not future.done():
+                future.set_exception(error)
+        if not futures:
+            return
+
+        def wake() -> None:  # in the store's writer thread (or here, if already durable)
+            loop.call_soon_threadsafe(self._durable, staged, futures)
+
+        if not staged.when_durable(wake):
+            loop.create_task(self._settle_in_thread(staged, futures))
+
+    def _durable(self, staged: Any, futures: list[asyncio.Future[None]]) -> None:
+        if self.engine.settle(staged, blocking=False):
+            _resolve_all(futures, None)
+            return
+        assert self._loop is not None
+        self._loop.create_task(self._settle_in_thread(staged, futures))
+
+    async def _settle_in_thread(self, staged: Any, futures: list[asyncio.Future[None]]) -> None:
+        try:
+            await run_in_threadpool(self.engine.settle, staged)
+        except Exception as exc:  # a store failure: every create of the batch was undone
+            _resolve_all(futures, exc)
+            return
+        _resolve_all(futures, None)
+
+
+def _resolve_all(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for future in futures:
+        if future.done():  # its request was cancelled (client gone)
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+def _chain(task: asyncio.Task[None], future: asyncio.Future[None]) -> None:
+    def done(t: asyncio.Task[None]) -> None:
+        if future.done():
+            if not t.cancelled():
+                t.exception()  # retrieved: nobody waits for it any more
+            return
+        if t.cancelled():
+            future.cancel()
+        elif t.exception() is not None:
+            future.set_exception(t.exception())  # type: ignore[arg-type]
+        else:
+            future.set_result(None)
+
+    task.add_done_callback(done)
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -132,6 +239,14 @@ class CreateLane:
     def __init__(self, app: ASGIApp, *, path: str) -> None:
         self.app = app
         self.path = path
+        self._batcher: CreateBatcher | None = None
+
+    def _add(self, engine: Any, entry: LoadBalancerEntry) -> Awaitable[None]:
+        if getattr(engine, "begin_add_many", None) is None:  # an engine that cannot batch
+            return add_rule(engine, entry)
+        if self._batcher is None or self._batcher.engine is not engine:
+            self._batcher = CreateBatcher(engine)
+        return self._batcher.add(entry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
@@ -143,7 +258,9 @@ class CreateLane:
             return  # the client went away mid-body: nobody to answer
         try:
             entry = await parse_lb_entry(body)
-            await add_rule(scope["app"].state.engine, entry)
+            # A future (not a task) shared with the batch: cancelling this request (client
+            # gone) leaves the batch's answer to the others and its settling as they are.
+            await self._add(scope["app"].state.engine, entry)
         except PyloxiError as exc:
             response = error_response(exc.code, exc.message)
         except ValidationError as exc:  # as LoxiRoute answers it

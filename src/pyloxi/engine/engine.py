@@ -201,6 +201,49 @@ class Engine:
         finally:
             self._lock.release()
 
+    def begin_add_many(
+        self, entries: Sequence[LoadBalancerEntry]
+    ) -> tuple[Staged, list[Exception | None]] | None:
+        """`begin_add` for the creates that arrived together (one event-loop turn): one lock,
+        each applied in order as if sent one after the other (a duplicate sees the rule its
+        predecessor created), and the ones applied handed to the store as one submission. A
+        create that fails gets its own error in the list (None: applied) and changes nothing;
+        the others are applied all the same. None (nothing done) when the lock is busy (see
+        `begin_add`). The staged change is all the applied ones: settled together, and a
+        store failure undoes them all (every one of them is then answered with the 500)."""
+        specs: list[RuleSpec | Exception] = []
+        for entry in entries:
+            try:
+                specs.append(validate(entry, supported_modes=self._modes,
+                                      supported_protocols=self._protocols))
+            except Exception as exc:  # noqa: BLE001 - that create's own answer
+                specs.append(exc)
+        if not self._lock.acquire(timeout=LOOP_LOCK_WAIT_S):
+            return None
+        try:
+            changes: list[_Change] = []
+            errors: list[Exception | None] = []
+            for spec in specs:
+                if isinstance(spec, Exception):
+                    errors.append(spec)
+                    continue
+                try:
+                    change = self._apply(spec)
+                except Exception as exc:  # noqa: BLE001 - nothing of it applied
+                    errors.append(exc)
+                    continue
+                change.parked = self._parked.pop(change.skey, None)
+                changes.append(change)
+                errors.append(None)
+            try:
+                pending = self._stage(changes)
+            except PyloxiError as exc:  # not submitted: all of them were undone
+                errors = [exc if e is None else e for e in errors]
+                pending = None
+            return Staged(pending), errors
+        finally:
+            self._lock.release()
+
     def settle(self, staged: Staged, *, blocking: bool = True) -> bool:
         """Second half of `begin_add`: wait until the change is durable (see `_settle`; a
         store failure undoes it and raises a 500). With blocking=False, for a change whose
@@ -212,30 +255,7 @@ class Engine:
     def _add(self, entry: LoadBalancerEntry, *, persist: bool) -> _Pending | None:
         spec = validate(entry, supported_modes=self._modes, supported_protocols=self._protocols)
         with self._lock:
-            old = self._rules.get(spec.key)
-            if spec.oper != Oper.CREATE and not spec.endpoints:
-                raise InvalidInput(f"no endpoints to {spec.oper.name.lower()}")
-            if spec.oper == Oper.ATTACH and old is not None:
-                merged = {ep.identity: ep for ep in old.spec.endpoints}
-                merged.update({ep.identity: ep for ep in spec.endpoints})
-                spec = with_endpoints(old.spec, tuple(merged.values()))
-            elif spec.oper == Oper.DETACH:
-                if old is None:
-                    raise NotFound(f"no such rule {spec.key}")
-                gone = {ep.identity for ep in spec.endpoints}
-                kept = tuple(ep for ep in old.spec.endpoints if ep.identity not in gone)
-                if len(kept) == len(old.spec.endpoints):
-                    raise NotFound(f"rule {spec.key} has none of these endpoints")
-                spec = with_endpoints(old.spec, kept)
-
-            if old is None:
-                if not spec.endpoints:
-                    raise InvalidInput("rule needs at least one endpoint")
-                change = self._create(spec)
-            elif not spec.endpoints:
-                change = self._commit(old, None)  # loxilb: empty update deletes the rule
-            else:
-                change = self._update(old, spec)
+            change = self._apply(spec)
             if not persist:
                 self._finish([change])
                 self._changed()
@@ -243,6 +263,35 @@ class Engine:
             # A posted rule takes the place of a persisted one that never applied.
             change.parked = self._parked.pop(change.skey, None)
             return self._stage([change])
+
+    def _apply(self, spec: RuleSpec) -> _Change:
+        """Under the lock: apply one validated POST to table and datapath, all or nothing
+        (an error changes nothing); persisting it is the caller's next step."""
+        old = self._rules.get(spec.key)
+        if spec.oper != Oper.CREATE and not spec.endpoints:
+            raise InvalidInput(f"no endpoints to {spec.oper.name.lower()}")
+        if spec.oper == Oper.ATTACH and old is not None:
+            merged = {ep.identity: ep for ep in old.spec.endpoints}
+            merged.update({ep.identity: ep for ep in spec.endpoints})
+            spec = with_endpoints(old.spec, tuple(merged.values()))
+        elif spec.oper == Oper.DETACH:
+            if old is None:
+                raise NotFound(f"no such rule {spec.key}")
+            gone = {ep.identity for ep in spec.endpoints}
+            kept = tuple(ep for ep in old.spec.endpoints if ep.identity not in gone)
+            if len(kept) == len(old.spec.endpoints):
+                raise NotFound(f"rule {spec.key} has none of these endpoints")
+            spec = with_endpoints(old.spec, kept)
+
+        if old is None:
+            if not spec.endpoints:
+                raise InvalidInput("rule needs at least one endpoint")
+            change = self._create(spec)
+        elif not spec.endpoints:
+            change = self._commit(old, None)  # loxilb: empty update deletes the rule
+        else:
+            change = self._update(old, spec)
+        return change
 
     def _snat(self, spec: RuleSpec) -> Callable[[str], str | None]:
         """SNAT address function for `spec`, checked for every endpoint before anything
