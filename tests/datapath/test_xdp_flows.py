@@ -308,15 +308,28 @@ def test_mid_stream_pickup_by_hash_as_tc(h: Harness, mode: NatMode) -> None:
     assert sum(e.packets for e in h.dp.service_counters(prog).endpoints) == 2
 
 
-def test_syn_retransmission_and_closed_tuple_are_tcs(h: Harness) -> None:
-    """A SYN on a half-open flow (retransmitted) or on a finished flow's tuple: TC decides."""
+def test_syn_again_as_tc(h: Harness) -> None:
+    """A retransmitted SYN goes on in its flow; a SYN on a finished flow's tuple (a client
+    reusing its port) ends that flow and opens a new one: in XDP as in TC, byte for byte."""
     service(h, 4, TCP_P, NatMode.DEFAULT)
     enable(h)
-    assert xdp(h, syn(4)).retval == XDP_REDIRECT
-    before = flows(h)
-    assert xdp(h, syn(4)).retval == XDP_PASS and flows(h) == before
-    assert h.run(syn(4)).retval == TC_ACT_REDIRECT   # TC: a retransmission, same flow
-    assert flows(h)["ct_half"].keys() == before["ct_half"].keys()
+    first = xdp(h, syn(4))
+    half = flows(h)["ct_half"]
+    again = xdp(h, syn(4))
+    assert again.retval == XDP_REDIRECT and bytes(again.pkt) == bytes(first.pkt)
+    assert flows(h)["ct_half"].keys() == half.keys()
+    flush(h)
+    outs = {}
+    for name, run in (("tc", h.run), ("xdp", lambda p: xdp(h, p))):
+        play(h, 4, TCP_P, run, end="fin")
+        before = h.dp.datapath_stats()
+        outs[name] = run(syn(4))
+        after = h.dp.datapath_stats()
+        assert (after["syn_reuse"] - before["syn_reuse"], after["new_flow"] - before["new_flow"]) \
+            == (1, 1)
+        flush(h)
+    assert (outs["tc"].retval, outs["xdp"].retval) == (TC_ACT_REDIRECT, XDP_REDIRECT)
+    assert bytes(outs["xdp"].pkt) == bytes(outs["tc"].pkt)
 
 
 def test_new_flows_outside_xdp_pass_untouched(h: Harness) -> None:

@@ -142,6 +142,16 @@ static __always_inline void ct_stamp(struct ct_val *v, __u64 now)
 		v->last_ns = now;
 }
 
+/* Does the client's SYN on the tuple of entry v (its partner pv, or NULL) open a new connection?
+ * On the tuple of a closed or closing flow (clients reuse ports quickly under Connection:
+ * close) it does, not a retransmission: no SYN follows a FIN or RST within one connection.
+ * Only in-window RSTs and FINs set those bits, so a blind reset cannot move a flow to another
+ * endpoint this way. */
+static __always_inline int ct_syn_reuses(const struct ct_val *v, const struct ct_val *pv)
+{
+	return !pv || ((v->seen | pv->seen) & (PL_CT_FIN | PL_CT_RST));
+}
+
 /* TCP bookkeeping common to both tables: a SYN on a finished tuple, window checks of RST and
  * FIN, flag bits, window tracking. Returns PL_CONTINUE, PL_RESTART or PL_DROP. *pvp: the
  * partner entry if the caller has it already (else NULL), on return also if it had to be looked
@@ -157,15 +167,8 @@ static __always_inline enum pl_verdict ct_tcp(void *ctx, int xdp, const struct p
 		return PL_DROP;
 	if (!pv && ((bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) || (bits & (PL_CT_RST | PL_CT_FIN))))
 		pv = ct_partner(v, p->key.proto, half);
-	if (bits == PL_CT_SYN && v->dir == PL_DIR_ORIG) {
-		/* A SYN on the tuple of a closed or closing flow (clients reuse ports quickly
-		 * under Connection: close) is a new connection, not a retransmission: no SYN
-		 * follows a FIN or RST within one connection. Only in-window RSTs and FINs set
-		 * those bits, so a blind reset cannot move a flow to another endpoint this way. */
-		if (!pv || ((v->seen | pv->seen) & (PL_CT_FIN | PL_CT_RST))) {
-			return ct_restart(p, v, half);
-		}
-	}
+	if (bits == PL_CT_SYN && v->dir == PL_DIR_ORIG && ct_syn_reuses(v, pv))
+		return ct_restart(p, v, half);
 	if ((bits & (PL_CT_RST | PL_CT_FIN)) && pv && !td_in_window(v, pv, s, p->tcp_flags) &&
 	    !ct_cluster_liberal()) {
 		count(PL_ST_OUT_OF_WINDOW);

@@ -10,12 +10,12 @@
  *                            (DSR: dsr_new_flow; IPIP: dsr_encap_xdp)             (xdp_new_flow)
  *
  * FIN and RST are judged as TC judges them (ct_tcp: in the other direction's window, or
- * dropped); a mid-stream segment is picked up by hash as TC picks it up. A packet leaves with
- * XDP_PASS, untouched, whenever TC must decide: SYN on a flow (a restart or a retransmission),
- * ICMP errors, SCTP, fragments, TTL <= 1, NAT64, a packet longer than the next hop's MTU, no
- * neighbour entry yet, firewall rules, mirrors and policers, a packet no flow or service
- * claims, a pick-up for a rule not selecting by hash (TC refuses it), a source the rule does
- * not allow. One conntrack table: a flow may move between the two programs at any packet. In
+ * dropped), a SYN on a finished flow's tuple ends it and opens a new one, a mid-stream segment
+ * is picked up by hash as TC picks it up. A packet leaves with XDP_PASS, untouched, whenever TC
+ * must decide: a SYN within a live established flow, ICMP errors, SCTP, fragments, TTL <= 1,
+ * NAT64, a packet longer than the next hop's MTU, no neighbour entry yet, firewall rules,
+ * mirrors and policers, a packet no flow or service claims, a pick-up for a rule not selecting
+ * by hash (TC refuses it), a source the rule does not allow. One conntrack table: a flow may move between the two programs at any packet. In
  * particular a flow XDP created but cannot forward (no neighbour yet, too big, a port it may not
  * redirect to) is passed on: TC finds it half-open and forwards the packet as a retransmission,
  * so the endpoint is selected once (a second selection would move rr's cursor twice).
@@ -338,7 +338,7 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 	__u64 now = xdp_now();
 	struct ct_val *v;
 	__u16 *check;
-	int act;
+	int act, rc;
 
 	if (!p || !port)
 		return XDP_PASS;
@@ -346,6 +346,20 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 	if (!check || !xdp_csum_ok(p, *check))
 		return XDP_PASS;
 	v = bpf_map_lookup_elem(&ct_half, &p->key);
+	if (v && v->mode == PL_MODE_DSR)
+		return xdp_dsr(ctx, p, v, port, now, 0);
+	if (v) {
+		/* routed before any state changes; promotion copies the hop into ct_map */
+		if (v->nat_family != p->key.family || xdp_hop(ctx, p, v, port, now, 0))
+			return XDP_PASS;
+		rc = ct_half_open(ctx, 1, p, &v, now);
+		if (rc == PL_DROP)
+			return XDP_DROP;
+		if (rc == PL_RESTART)
+			v = NULL;   /* a SYN on a finished flow's tuple: that flow is gone */
+		else if (rc != PL_CONTINUE || !v->fib_ifindex || !pl_fib_fresh(v, now))
+			return XDP_PASS;   /* (not fresh: promoted by another CPU before its hop was kept) */
+	}
 	if (!v) {
 		v = xdp_new_flow(ctx, p, now, &act);
 		if (!v)
@@ -354,27 +368,6 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 			return xdp_dsr(ctx, p, v, port, now, 1);
 		/* a flow TC must send on (see the top): it finds it half-open */
 		if (v->nat_family != p->key.family || xdp_hop(ctx, p, v, port, now, 0))
-			return XDP_PASS;
-	} else {
-		if (v->mode == PL_MODE_DSR)
-			return xdp_dsr(ctx, p, v, port, now, 0);
-		/* a SYN again (a retransmission, or a new connection on the tuple): TC's */
-		if (p->key.proto == IPPROTO_TCP && (p->tcp_flags & TCPF_SYN) &&
-		    v->dir == PL_DIR_ORIG)
-			return XDP_PASS;
-		/* routed before any state changes; promotion copies the hop into ct_map */
-		if (v->nat_family != p->key.family || xdp_hop(ctx, p, v, port, now, 0))
-			return XDP_PASS;
-		switch (ct_half_open(ctx, 1, p, &v, now)) {
-		case PL_CONTINUE:
-			break;
-		case PL_DROP:
-			return XDP_DROP;
-		default:
-			return XDP_PASS;
-		}
-		/* promoted by another CPU meanwhile, before its hop was kept: TC's */
-		if (!v->fib_ifindex || !pl_fib_fresh(v, now))
 			return XDP_PASS;
 	}
 	/* ct_create and ct_half_open read the packet through helpers: reload the pointers */
@@ -386,16 +379,23 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 	return xdp_send(data, p, v);
 }
 
-/* A FIN or RST of an established flow: TC's ct_tcp, which checks it against the other
- * direction's window. Returns PL_CONTINUE or PL_DROP. Not inlined: the partner's key stays in
- * this frame. */
-static __noinline int xdp_tcp_end(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v)
+/* A SYN, FIN or RST of an established flow. A FIN or RST: TC's ct_tcp, which checks it against
+ * the other direction's window (PL_CONTINUE or PL_DROP). A SYN: the client's on a finished
+ * flow's tuple ends that flow (PL_RESTART, as ct_tcp); any other is TC's, the flow untouched
+ * (PL_PASS). Not inlined: the partner's key stays in this frame. */
+static __noinline int xdp_tcp_flags(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v)
 {
 	struct ct_val *pv = NULL;
 	struct tcp_seg s;
 
 	if (!ctx || !p || !v)
 		return PL_DROP;
+	if (p->tcp_flags & TCPF_SYN) {
+		if (tcp_bits(p->tcp_flags) != PL_CT_SYN || v->dir != PL_DIR_ORIG ||
+		    !ct_syn_reuses(v, ct_partner(v, p->key.proto, 0)))
+			return PL_PASS;
+		return ct_restart(p, v, 0);
+	}
 	return ct_tcp(ctx, 1, p, v, 0, &s, &pv);
 }
 
@@ -426,10 +426,15 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	v = bpf_map_lookup_elem(&ct_map, &p.key);
 	if (!v)
 		return xdp_slow(ctx, &p, port);
-	/* a SYN on an established flow (a restart), NAT64: TC's */
-	if ((p.key.proto == IPPROTO_TCP && (p.tcp_flags & TCPF_SYN)) ||
-	    v->nat_family != p.key.family)
+	if (v->nat_family != p.key.family)
+		return XDP_PASS;   /* NAT64: TC's */
+	if (p.key.proto == IPPROTO_TCP && (p.tcp_flags & TCPF_SYN)) {
+		/* A new connection on a finished flow's tuple (clients reuse ports): the flow
+		 * ends and opens anew, here. A SYN within a live flow: TC's. */
+		if (xdp_tcp_flags(ctx, &p, v) == PL_RESTART)
+			return xdp_slow(ctx, &p, port);
 		return XDP_PASS;
+	}
 	now = xdp_now();
 	/* The next hop as TC cached it; a stale or missing one, or a packet the cached MTU does
 	 * not let through at a glance (TC's exact check needs the skb): TC's. */
@@ -450,7 +455,7 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 
 	/* committed: what ct_established and forward() do, in their order */
 	if (p.key.proto == IPPROTO_TCP && (p.tcp_flags & (TCPF_FIN | TCPF_RST))) {
-		if (xdp_tcp_end(ctx, &p, v) != PL_CONTINUE)
+		if (xdp_tcp_flags(ctx, &p, v) != PL_CONTINUE)
 			return XDP_DROP;   /* outside the window (counted) */
 	} else if (p.key.proto == IPPROTO_TCP) {
 		ct_tcp_track(v, &s, p.tcp_flags, tcp_bits(p.tcp_flags));

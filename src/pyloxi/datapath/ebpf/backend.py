@@ -971,9 +971,14 @@ class EbpfDatapath:
         return self.ct.flows(engine_id)
 
     def prepare_aging(self) -> None:
-        """Allocate and fault in the aging sweep's read buffers now (the daemon, at start),
-        so the first sweep does not pay for them."""
-        self.ct.prepare_sweep()
+        """Allocate the aging sweep's read buffers now (the daemon, at start), faulted in for
+        the flows the table holds (a restart keeps them): two entries per established flow,
+        as conn_map counts them, and a batch more."""
+        oc = np.frombuffer(self.maps["conn_map"].lookup_array_range(
+            0, self.maps["conn_map"].max_entries), dtype="<u8").reshape(-1, 2)
+        established = int(np.clip(oc[:, 0].astype(np.int64) - oc[:, 1].astype(np.int64),
+                                  0, None).sum())
+        self.ct.prepare_sweep(2 * established + 65536)
 
     def age_flows(self, now_ns: int | None = None) -> int:
         """Age conntrack at CLOCK_MONOTONIC (the datapath's clock), or at *now_ns* (bench)."""
