@@ -9,8 +9,8 @@
  * IPv4 and IPv6 alike; a flow whose endpoint is of the other family (NAT64) changes family in
  * the rewrite (xlate.h). Anything that is not ours (ARP, neighbour discovery, no flow, no
  * service) goes to the kernel untouched.
- * pyloxi_xdp (xdp.h), where attached, forwards established flows' plain packets before this
- * program runs, from the same tables.
+ * pyloxi_xdp (xdp.h), where attached, runs first with the same stages and tables: it opens,
+ * drives and forwards the TCP, UDP and echo flows it can, and leaves the rest to this program.
  * Each stage lives in a header of its own (include/pyloxi/); this file is the pipeline.
  */
 #include <linux/bpf.h>
@@ -197,8 +197,8 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 	}
 
 	/* conntrack */
-	rc = ct_create(skb, 0, p, sc, svc_id, idx, ep->gid, ver->cfg.mode, !addr_is_zero(&ep->snat_ip),
-		       pickup, now, &v);
+	rc = ct_create(skb, 0, p, sc, svc_id, idx, ep->gid, ver->cfg.mode,
+		       !addr_is_zero(&ep->snat_ip), pickup, now, &v);
 	if (rc != PL_CONTINUE)
 		return rc;
 	if (p->key.proto == IPPROTO_SCTP && p->sctp_chunk == SCTP_INIT && addr_is_zero(&ep->snat_ip))
@@ -307,8 +307,8 @@ int pyloxi_lb(struct __sk_buff *skb)
 	return tc_action(lb(skb));
 }
 
-/* The XDP fast path of established flows (xdp.h), on the interfaces the control plane lists in
- * xdp_ports; everything else passes to pyloxi_lb untouched. */
+/* The XDP path (xdp.h), on the interfaces the control plane lists in xdp_ports; what it leaves
+ * passes to pyloxi_lb untouched. */
 SEC("xdp")
 int pyloxi_xdp(struct xdp_md *ctx)
 {
