@@ -154,13 +154,13 @@ def xdp_loop_ns(dp, pkt: bytes, tc_pkt: bytes, total: int) -> tuple[float, set[i
     return ns / calls, rvs
 
 
-def xdp_once_ns(dp, pkt: bytes, n: int) -> tuple[np.ndarray, set[int]]:  # type: ignore[no-untyped-def]
-    """once_ns for pyloxi_xdp on dp0, a run that found the next hop stale redone after an
+def xdp_once_ns(dp, pkt: bytes, n: int, iface: str = "dp0") -> tuple[np.ndarray, set[int]]:  # type: ignore[no-untyped-def]
+    """once_ns for pyloxi_xdp on iface, a run that found the next hop stale redone after an
     untimed TC run of the same packet (as xdp_loop_ns)."""
     from pyloxi.datapath.ebpf.libbpf.testrun import prog_test_run
     out = np.empty(n, dtype=np.float64)
     rvs, j, stale = set(), 0, 0
-    xctx, tctx = xdp_ctx_for("dp0", pkt), ctx_for("dp0")
+    xctx, tctx = xdp_ctx_for(iface, pkt), ctx_for(iface)
     while j < n:
         r = prog_test_run(dp.xdp_prog_fd, pkt, ctx=xctx, repeat=1, data_size_out=256)
         if r.retval == XDP_PASS and stale < n // 100 + 10:
@@ -437,6 +437,13 @@ def bench_packets6(repeats: int, new_flows: int) -> dict[str, object]:
         d4, rv4 = once_ns(dp.prog_fd, [back] * n, ctx_for("dp1"))
         assert rv6 == rv4 == {TC_ACT_REDIRECT}, (rv6, rv4)
         res["nat64_6to4_cold_ns"], res["nat64_4to6_cold_ns"] = float(d6.mean()), float(d4.mean())
+        xdp_serve(dp, "dp0", LB_MAC)
+        xdp_serve(dp, "dp1", LB_MAC)
+        d6, rv6 = xdp_once_ns(dp, ack, n)
+        d4, rv4 = xdp_once_ns(dp, back, n, "dp1")
+        assert rv6 == rv4 == {XDP_REDIRECT}, (rv6, rv4)
+        res["xdp_nat64_6to4_cold_ns"] = float(d6.mean())
+        res["xdp_nat64_4to6_cold_ns"] = float(d4.mean())
     finally:
         dp.destroy()
     return res

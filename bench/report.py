@@ -209,6 +209,10 @@ def micro_table(res: dict) -> str:
             ("XDP: established flow (the same packet as TC's)", p["xdp_established_ns"],
              p["xdp_established_cold_ns"]),
             ("XDP: IPv6 established flow", p["xdp_established6_ns"], "-"),
+            ("XDP: NAT64 established, IPv6 -> IPv4 (timer read included)", "-",
+             p.get("xdp_nat64_6to4_cold_ns", "-")),
+            ("XDP: NAT64 established, IPv4 -> IPv6 (timer read included)", "-",
+             p.get("xdp_nat64_4to6_cold_ns", "-")),
             ("XDP: handed to TC (no flow, not a VIP; XDP's part)", p["xdp_pass_ns"], "-"),
         ]
     if "xdp_new_flow_ns" in p:

@@ -281,19 +281,6 @@ def _pass_cases() -> list[tuple[str, Callable[[Harness], Ether]]]:
         pkt[TCP].chksum = seed
         return Ether(bytes(pkt))
 
-    @case("nat64_flow")
-    def _(h: Harness) -> Ether:
-        h.service(vip=VIP6, eps=EPS[:1], snat=LB4_EP_SIDE)
-        syn = Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=CLIENT6, dst=VIP6) / TCP(
-            sport=40000, dport=80, flags="S", seq=1000)
-        out = h.run(syn).pkt
-        assert h.run(Ether(src=EP_MAC, dst=LB_MAC) / IP(src=EPS[0], dst=LB4_EP_SIDE) / TCP(
-            sport=8080, dport=out[TCP].sport, flags="SA", seq=5000, ack=1001)).retval == 7
-        ack = Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=CLIENT6, dst=VIP6) / TCP(
-            sport=40000, dport=80, flags="A", seq=1001, ack=5001)
-        assert h.run(ack).retval == TC_ACT_REDIRECT
-        return ack
-
     @case("icmp_error")
     def _(h: Harness) -> Ether:
         flow = tcp_flow(h)

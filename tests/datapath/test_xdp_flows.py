@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
@@ -59,12 +59,14 @@ def echo(fam: int, reply: bool, ident: int, seq: int) -> Packet:
 
 
 def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False,
-         end: str = "") -> list[Result]:
-    """A flow's exchange, each packet through `run`; the endpoint's packets answer what the LB
-    sent it. TCP: SYN (with window scaling), SYN-ACK, ACK, data both ways, then `end`: "fin"
-    (FIN both ways, the last ACK), "rst" (the endpoint resets); UDP and echo: two rounds (the
-    first reply establishes). DSR: the client's side only."""
+         end: str = "", ep_fam: int = 0) -> list[Result]:
+    """A flow's exchange, each packet through `run`; the endpoint's packets (of `ep_fam`, the
+    client's family unless NAT64) answer what the LB sent it. TCP: SYN (with window scaling),
+    SYN-ACK, ACK, data both ways, then `end`: "fin" (FIN both ways, the last ACK), "rst" (the
+    endpoint resets); UDP and echo: two rounds (the first reply establishes). DSR: the
+    client's side only."""
     client, vip, _, _ = FAMILIES[fam]
+    ep_fam = ep_fam or fam
     outs: list[Result] = []
 
     def send(pkt: Ether) -> Ether:
@@ -75,7 +77,7 @@ def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False,
     def to_lb(l4: Packet) -> Ether:
         return Ether(src=CLIENT_MAC, dst=LB_MAC) / l3(fam, client, vip) / l4
 
-    ip_t = IP if fam == 4 else IPv6
+    ip_t = IP if ep_fam == 4 else IPv6
     if proto == TCP_P:
         first = send(to_lb(TCP(sport=SPORT, dport=80, flags="S", seq=1000, window=64240,
                                options=[("MSS", 1460), ("WScale", 7)])))
@@ -83,7 +85,7 @@ def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False,
         sport, dport = first[TCP].dport, first[TCP].sport
 
         def from_ep(l4: Packet) -> Ether:
-            return Ether(src=EP_MAC, dst=LB_MAC) / l3(fam, ep, nat) / l4
+            return Ether(src=EP_MAC, dst=LB_MAC) / l3(ep_fam, ep, nat) / l4
         if not dsr:
             send(from_ep(TCP(sport=sport, dport=dport, flags="SA", seq=5000, ack=1001,
                              window=65160, options=[("MSS", 1460), ("WScale", 7)])))
@@ -111,8 +113,9 @@ def play(h: Harness, fam: int, proto: int, run: Run, dsr: bool = False,
         if proto == UDP_P:
             back: Packet = UDP(sport=out[UDP].dport, dport=out[UDP].sport) / f"a{i}".encode()
         else:
-            back = echo(fam, True, (out[ICMP] if fam == 4 else out[ICMPv6EchoRequest]).id, i)
-        send(Ether(src=EP_MAC, dst=LB_MAC) / l3(fam, ip.dst, ip.src) / back)
+            back = echo(ep_fam, True,
+                        (out[ICMP] if ep_fam == 4 else out[ICMPv6EchoRequest]).id, i)
+        send(Ether(src=EP_MAC, dst=LB_MAC) / l3(ep_fam, ip.dst, ip.src) / back)
     return outs
 
 
@@ -147,15 +150,15 @@ def flush(h: Harness) -> None:
 
 
 def tc_then_xdp(h: Harness, prog: ServiceProgram, fam: int, proto: int,
-                dsr: bool = False, end: str = "") -> list[Result]:
+                dsr: bool = False, end: str = "", ep_fam: int = 0) -> list[Result]:
     """play() through TC, then from empty tables through XDP: the same bytes, flows, counts."""
     enable(h)
     c0 = counts(h, prog)
-    by_tc = play(h, fam, proto, h.run, dsr, end)
+    by_tc = play(h, fam, proto, h.run, dsr, end, ep_fam)
     assert [r.retval for r in by_tc] == [TC_ACT_REDIRECT] * len(by_tc)
     c1, tc_flows = counts(h, prog), flows(h)
     flush(h)
-    by_xdp = play(h, fam, proto, lambda p: xdp(h, p), dsr, end)
+    by_xdp = play(h, fam, proto, lambda p: xdp(h, p), dsr, end, ep_fam)
     assert [r.retval for r in by_xdp] == [XDP_REDIRECT] * len(by_xdp)
     assert [bytes(r.pkt) for r in by_xdp] == [bytes(r.pkt) for r in by_tc]
     assert all(checksums_ok(r.pkt) for r in by_xdp)
@@ -252,11 +255,48 @@ def handed_over(h: Harness, pkt: Ether) -> Result:
     return by_tc
 
 
-def test_nat64_new_flow_handed_to_tc(h: Harness) -> None:
+@pytest.mark.parametrize(("proto", "end"), [(TCP_P, ""), (TCP_P, "fin"), (UDP_P, ""),
+                                            (ICMP_P, "")], ids=["tcp", "tcp-fin", "udp", "icmp"])
+def test_nat64_flow_in_xdp_as_in_tc(h: Harness, proto: int, end: str) -> None:
+    """An IPv6 client, an IPv4 endpoint: XDP translates both ways (the frame 20 bytes shorter
+    towards the endpoint, 20 longer back), TC's bytes."""
+    port, target = (0, 0) if proto == ICMP_P else (80, 8080)
+    prog = h.service(vip=VIP6, eps=EPS[:1], snat=LB4_EP_SIDE, proto=proto, port=port,
+                     target=target)
+    out = tc_then_xdp(h, prog, 6, proto, end=end, ep_fam=4)
+    assert IP in out[0].pkt and IPv6 not in out[0].pkt and out[0].pkt[IP].dst == EPS[0]
+    assert IPv6 in out[1].pkt and out[1].pkt[IPv6].dst == FAMILIES[6][0]
+
+
+def test_nat64_untranslatable_handed_to_tc(h: Harness) -> None:
+    """A packet xlate.h refuses (an IPv6 extension header) is TC's to refuse, as TC alone."""
     h.service(vip=VIP6, eps=EPS[:1], snat=LB4_EP_SIDE)
     enable(h)
-    out = handed_over(h, syn(6))
-    assert out.retval == TC_ACT_REDIRECT and out.pkt[IP].dst == EPS[0]
+    client, vip, _, _ = FAMILIES[6]
+    pkt = Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=client, dst=vip) / \
+        IPv6ExtHdrDestOpt() / TCP(sport=SPORT, dport=80, flags="S", seq=1000)
+    out = handed_over(h, pkt)
+    assert out.retval == 2 and h.dp.datapath_stats()["xlate_refused"] == 2
+
+
+def test_nat64_reply_without_udp_checksum_handed_to_tc(h: Harness) -> None:
+    """IPv6 needs the full UDP checksum an IPv4 datagram may leave out: TC sums it."""
+    prog = h.service(vip=VIP6, eps=EPS[:1], snat=LB4_EP_SIDE, proto=UDP_P, port=53,
+                     target=5353)
+    enable(h)
+    client, vip, _, _ = FAMILIES[6]
+    out = xdp(h, Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src=client, dst=vip) /
+              UDP(sport=SPORT, dport=53) / b"query")
+    assert out.retval == XDP_REDIRECT and out.pkt[IP].dst == EPS[0]
+    rep = Ether(src=EP_MAC, dst=LB_MAC) / IP(src=EPS[0], dst=LB4_EP_SIDE) / UDP(
+        sport=5353, dport=out.pkt[UDP].sport, chksum=0) / b"answer"
+    raw = bytes(rep)
+    passed = xdp(h, rep)
+    assert passed.retval == XDP_PASS and bytes(passed.pkt) == raw
+    back = h.run(rep)
+    assert back.retval == TC_ACT_REDIRECT and back.pkt[UDP].chksum != 0
+    assert checksums_ok(back.pkt) and back.pkt[IPv6].dst == client
+    assert h.dp.service_counters(prog).endpoints[0].packets == 2
 
 
 def test_new_flow_too_big_for_the_next_hop_handed_to_tc(h: Harness) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from pyloxi.datapath.ebpf.counters import datapath_stats
+from pyloxi.datapath.ebpf.libbpf.maps import Map
 from pyloxi.testing.lab import LbTopology, cleanup_stale
 from pyloxi.testing.lab.topology import (
     CLIENT_IP6,
@@ -116,8 +118,12 @@ def test_ping6_through_the_vip(lb6: DaemonHandle, mode: str, nat64: bool) -> Non
 
 
 def test_nat64_download_arrives_identical(lb6: DaemonHandle) -> None:
-    topo = lb6.topo
-    lb6.cli("create", "lb", NAT64_VIP, "--tcp=80:80", f"--endpoints={topo.backend_ips[0]}:1")
+    lb6.cli("create", "lb", NAT64_VIP, "--tcp=80:80", f"--endpoints={lb6.topo.backend_ips[0]}:1")
+    download_identical(lb6.topo)
+
+
+def download_identical(topo: LbTopology) -> None:
+    """The 2 MB file through NAT64_VIP, byte for byte."""
     with tempfile.TemporaryDirectory(prefix="pl-nat64-") as tmp:
         path = os.path.join(tmp, "big.bin")
         proc = topo.client.run(["curl", "-sS", "--max-time", "60", "-o", path,
@@ -126,6 +132,38 @@ def test_nat64_download_arrives_identical(lb6: DaemonHandle) -> None:
         with open(path, "rb") as f:
             got = hashlib.sha256(f.read()).hexdigest()
     assert got == hashlib.sha256(bytes(2 << 20)).hexdigest()
+
+
+def test_nat64_through_xdp(topo6: LbTopology, daemon6: DaemonHandle) -> None:
+    """`--datapath xdp`: XDP opens the NAT64 connection and translates its packets both ways
+    (the senders' checksum offload off: partial checksums are TC's); the download arrives
+    identical."""
+    senders = [topo6.client, *topo6.backends]
+    lb_ifaces = [f"eth{i}" for i in range(len(topo6.backends) + 1)]
+    daemon6.stop()
+    daemon6.extra_args = ["--datapath", "xdp"]
+    try:
+        for ns in senders:
+            ns.run(["ethtool", "-K", "eth0", "tx", "off"])
+        daemon6.start()
+        daemon6.cli("delete", "lb", "--all", check=False)
+        daemon6.cli("create", "lb", NAT64_VIP, "--tcp=80:80",
+                    f"--endpoints={topo6.backend_ips[0]}:1")
+        download_identical(topo6)
+        m = Map.from_pin(os.path.join(daemon6.pin, "stats_map"))
+        try:
+            stats = datapath_stats(m)
+        finally:
+            m.close()
+        assert stats["xdp_new"] >= 1 and stats["xdp_fwd"] > 1000, stats
+    finally:
+        daemon6.stop()
+        daemon6.extra_args = []
+        for ifname in lb_ifaces:
+            topo6.lb.run(["ip", "link", "set", "dev", ifname, "xdpgeneric", "off"], check=False)
+        for ns in senders:
+            ns.run(["ethtool", "-K", "eth0", "tx", "on"], check=False)
+        daemon6.start()
 
 
 # A UDP server that sends its answers with a zero checksum (SO_NO_CHECK, allowed over IPv4):

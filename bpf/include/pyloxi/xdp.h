@@ -49,6 +49,7 @@
 #include "pyloxi/service.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
+#include "pyloxi/xlate.h"
 
 /* The clock of the XDP path: pl_now()'s coarse clock, read once per jiffy per CPU. The coarse
  * clock only moves when the tick advances the timekeeper, which is when jiffies moves, and
@@ -195,6 +196,72 @@ static __always_inline int xdp_send(struct ethhdr *eth, const struct pkt *p, str
 	return bpf_redirect(v->fib_ifindex, 0);
 }
 
+/* The bytes a packet of entry v gains (NAT64 towards IPv6) or loses as sent. */
+static __always_inline __s32 xdp_grow(const struct pkt *p, const struct ct_val *v)
+{
+	if (v->nat_family == p->key.family)
+		return 0;
+	return v->nat_family == PL_AF_INET6 ? 20 : -20;
+}
+
+/* May XDP translate p to the other family (NAT64)? What xlate_ok allows, except an IPv4 UDP
+ * datagram without checksum (`check` 0): IPv6 needs a full one, which TC sums. */
+static __always_inline int xdp_xlate_ok(const struct pkt *p, __u16 check)
+{
+	return xlate_ok(p) && !(p->key.family == PL_AF_INET && p->key.proto == IPPROTO_UDP &&
+				!check);
+}
+
+/*
+ * NAT64 in XDP: xlate.h's translation of p to entry v's family, the same bytes. The L4
+ * checksum takes xlate_diffs in place (as xdp_rewrite), then bpf_xdp_adjust_head moves the
+ * frame's start, 20 bytes on (6 -> 4) or back (4 -> 6): the L4 header stays where it is and
+ * the new IP header is written in front of it (xlate_store4/6). Sent as xdp_send. Callers
+ * checked xdp_xlate_ok and routed p with xdp_grow. Not inlined: one copy for both callers.
+ */
+static __noinline int xdp_xlate_send(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	struct iphdr *ip = data + ETH_HLEN;
+	__u32 addr_diff, port_diff;
+	__u16 *check;
+	__u8 tos, ttl;
+	int to4, rc;
+
+	if (!p || !v)
+		return XDP_DROP;
+	to4 = p->key.family == PL_AF_INET6;
+	if (to4) {
+		if ((void *)(ip6 + 1) > data_end)
+			return XDP_DROP;
+		tos = ip6_tclass(ip6);
+		ttl = ip6->hop_limit - 1;
+	} else {
+		if ((void *)(ip + 1) > data_end)
+			return XDP_DROP;
+		tos = ip->tos;
+		ttl = ip->ttl - 1;
+	}
+	check = xdp_l4_check(data, data_end, p);
+	if (!check)
+		return XDP_DROP;
+	xlate_diffs(p, v, &addr_diff, &port_diff);
+	csum_apply_diff(check, addr_diff, 0);   /* TC's helper calls mark no UDP 0 either */
+	if (port_diff)
+		csum_apply_diff(check, port_diff, 0);
+	if (bpf_xdp_adjust_head(ctx, to4 ? 20 : -20))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	rc = to4 ? xlate_store4(data, data_end, p, v, tos, ttl)
+		 : xlate_store6(data, data_end, p, v, tos, ttl);
+	if (rc || data + ETH_HLEN > data_end)
+		return XDP_DROP;
+	return xdp_send(data, p, v);
+}
+
 /*
  * May XDP send packet p by entry v? Its rule has no policer (TC's: its buckets are
  * spin-locked there), the entry has a fresh next hop, taken from the memo or looked up as
@@ -204,7 +271,7 @@ static __always_inline int xdp_send(struct ethhdr *eth, const struct pkt *p, str
  * frame.
  */
 static __noinline int xdp_route(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v,
-				__u64 now, __u32 grow)
+				__u64 now, __s32 grow)
 {
 	struct bpf_fib_lookup fib = {};
 	struct fib_memo *memo;
@@ -231,9 +298,20 @@ static __noinline int xdp_route(struct xdp_md *ctx, const struct pkt *p, struct 
 
 /* xdp_route, and may a frame from `port` be redirected to the hop? 0: XDP may send it. */
 static __always_inline int xdp_hop(struct xdp_md *ctx, const struct pkt *p, struct ct_val *v,
-				   const struct xdp_port *port, __u64 now, __u32 grow)
+				   const struct xdp_port *port, __u64 now, __s32 grow)
 {
 	return xdp_route(ctx, p, v, now, grow) || !xdp_can_redirect(port, v->fib_ifindex);
+}
+
+/* May XDP send p by v: xdp_hop for p as it will leave (NAT64: translated, xdp_grow), and, for
+ * NAT64, may XDP translate it (xdp_xlate_ok; `check`: p's L4 checksum as received)? */
+static __always_inline int xdp_may_send(struct xdp_md *ctx, const struct pkt *p,
+					struct ct_val *v, const struct xdp_port *port, __u64 now,
+					__u16 check)
+{
+	if (v->nat_family != p->key.family && !xdp_xlate_ok(p, check))
+		return 0;
+	return !xdp_hop(ctx, p, v, port, now, xdp_grow(p, v));
 }
 
 /* A DSR flow's packet (dsr_forward: TTL - 1, IPIP when the flow is, the next hop's MACs). */
@@ -337,7 +415,7 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 now = xdp_now();
 	struct ct_val *v;
-	__u16 *check;
+	__u16 *check, sum;
 	int act, rc;
 
 	if (!p || !port)
@@ -345,12 +423,13 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 	check = xdp_l4_check(data, data_end, p);
 	if (!check || !xdp_csum_ok(p, *check))
 		return XDP_PASS;
+	sum = *check;
 	v = bpf_map_lookup_elem(&ct_half, &p->key);
 	if (v && v->mode == PL_MODE_DSR)
 		return xdp_dsr(ctx, p, v, port, now, 0);
 	if (v) {
 		/* routed before any state changes; promotion copies the hop into ct_map */
-		if (v->nat_family != p->key.family || xdp_hop(ctx, p, v, port, now, 0))
+		if (!xdp_may_send(ctx, p, v, port, now, sum))
 			return XDP_PASS;
 		rc = ct_half_open(ctx, 1, p, &v, now);
 		if (rc == PL_DROP)
@@ -367,9 +446,11 @@ static __noinline int xdp_slow(struct xdp_md *ctx, const struct pkt *p,
 		if (v->mode == PL_MODE_DSR)
 			return xdp_dsr(ctx, p, v, port, now, 1);
 		/* a flow TC must send on (see the top): it finds it half-open */
-		if (v->nat_family != p->key.family || xdp_hop(ctx, p, v, port, now, 0))
+		if (!xdp_may_send(ctx, p, v, port, now, sum))
 			return XDP_PASS;
 	}
+	if (v->nat_family != p->key.family)
+		return xdp_xlate_send(ctx, p, v);
 	/* ct_create and ct_half_open read the packet through helpers: reload the pointers */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
@@ -426,8 +507,6 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	v = bpf_map_lookup_elem(&ct_map, &p.key);
 	if (!v)
 		return xdp_slow(ctx, &p, port);
-	if (v->nat_family != p.key.family)
-		return XDP_PASS;   /* NAT64: TC's */
 	if (p.key.proto == IPPROTO_TCP && (p.tcp_flags & TCPF_SYN)) {
 		/* A new connection on a finished flow's tuple (clients reuse ports): the flow
 		 * ends and opens anew, here. A SYN within a live flow: TC's. */
@@ -439,7 +518,8 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 	/* The next hop as TC cached it; a stale or missing one, or a packet the cached MTU does
 	 * not let through at a glance (TC's exact check needs the skb): TC's. */
 	if (!v->fib_ifindex || !pl_fib_fresh(v, now) ||
-	    p.len > v->fib_mtu + ETH_HLEN || !xdp_can_redirect(port, v->fib_ifindex))
+	    p.len + xdp_grow(&p, v) > v->fib_mtu + ETH_HLEN ||
+	    !xdp_can_redirect(port, v->fib_ifindex))
 		return XDP_PASS;
 	__u32 *pol = bpf_map_lookup_elem(&pol_svc, &v->svc_id);
 	if (pol && *pol)   /* the rule's policer: TC's (its buckets are spin-locked there) */
@@ -450,7 +530,8 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (p.key.proto == IPPROTO_TCP && tcp_segment_in(data, data_end, &p, &s))
 		return XDP_PASS;
-	if (!xdp_csum_ok(&p, *check))
+	if (!xdp_csum_ok(&p, *check) ||
+	    (v->nat_family != p.key.family && !xdp_xlate_ok(&p, *check)))
 		return XDP_PASS;
 
 	/* committed: what ct_established and forward() do, in their order */
@@ -463,6 +544,8 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
 		__sync_fetch_and_or(&v->seen, PL_CT_SEEN);
 	}
 	ct_stamp(v, now);
+	if (v->nat_family != p.key.family)
+		return xdp_xlate_send(ctx, &p, v);
 	if (xdp_rewrite(data, data_end, &p, v, check))
 		return XDP_DROP;   /* as TC, whose rewrite failed the same way */
 	return xdp_send(eth, &p, v);

@@ -46,55 +46,61 @@ static __always_inline __u16 ip4_csum(const struct iphdr *ip)
 }
 
 /*
- * 6 -> 4: the packet of entry v (an IPv6 key, an IPv4 rewrite) becomes IPv4, TTL = hop limit - 1,
- * DF set (IPv6 is never fragmented on the way: a router on the v4 side answers 'fragmentation
- * needed' instead), TOS = traffic class. Returns 0, or -1 (dropped).
+ * The L4 checksum diffs of translating packet p to entry v's family, summed inline as
+ * tuple_diff6 (bpf_csum_diff's value without its calls), applied by TC with
+ * bpf_l4_csum_replace (which knows a CHECKSUM_PARTIAL seed) and by XDP in place: TCP and UDP,
+ * *addr_diff the pseudo-header's addresses, *port_diff the ports; ICMP echo <-> ICMPv6 echo,
+ * one diff in *addr_diff (the pseudo-header, which only ICMPv6 has, leaves or joins the sum;
+ * the type and the identifier change), *port_diff 0.
  */
-static __noinline int xlate_6to4(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *v)
+static __always_inline void xlate_diffs(const struct pkt *p, const struct ct_val *v,
+					__u32 *addr_diff, __u32 *port_diff)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
-	__u32 csum_off = l4_csum_off(p);
-	__u32 l4len = p->l3len - sizeof(struct ipv6hdr);
-	__be32 to[2] = { addr_v4(&v->nat_saddr), addr_v4(&v->nat_daddr) };
-	__u32 port_diff;
-	__s64 diff;
-	__u8 tos, hop;
+	const __u32 *o = p->key.saddr.w, *od = p->key.daddr.w;
+	const __u32 *n = v->nat_saddr.w, *nd = v->nat_daddr.w;
+	int to4 = p->key.family == PL_AF_INET6, icmp = p->key.proto == IPPROTO_ICMP;
+	__u32 l4len = p->l3len - (to4 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+	__u32 ports = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
+				   l4_ports(p->key.proto, v->nat_sport, v->nat_dport));
+	__u16 t4 = bpf_htons((__u16)p->icmp_type << 8);
+	__u16 t6 = bpf_htons((__u16)(p->icmp_type == ICMP_ECHO ? ICMPV6_ECHO_REQ
+					 : ICMPV6_ECHO_REP) << 8);
+	__u64 s = 0;
 
-	if (!p || !v || (void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1)
-		return -1;
-	tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	hop = ip6->hop_limit - 1;
-	port_diff = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
-				 l4_ports(p->key.proto, v->nat_sport, v->nat_dport));
-	if (p->key.proto == IPPROTO_ICMP) {
-		/* ICMPv6 -> ICMP: the pseudo-header leaves the sum, the type changes */
-		diff = bpf_csum_diff((__be32 *)&p->key.saddr, 32, NULL, 0,
-				     ~icmp6_pseudo_rest(l4len));
-		if (diff < 0)
-			return -1;
-		__u8 t6 = p->icmp_type == ICMP_ECHO ? ICMPV6_ECHO_REQ : ICMPV6_ECHO_REP;
-		diff = csum_add(diff, csum_replace(port_diff, bpf_htons((__u16)t6 << 8),
-						   bpf_htons((__u16)p->icmp_type << 8)));
-		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, 0))
-			return -1;
+	if (to4) {
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			s += (__u64)(__u32)~o[i] + (__u32)~od[i];
+		s += icmp ? (__u32)~icmp6_pseudo_rest(l4len) : (__u64)n[3] + nd[3];
 	} else {
-		diff = bpf_csum_diff((__be32 *)&p->key.saddr, 32, to, 8, 0);
-		if (diff < 0)
-			return -1;
-		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR) ||
-		    (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, 0)))
-			return -1;
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			s += (__u64)n[i] + nd[i];
+		s += icmp ? icmp6_pseudo_rest(l4len) : (__u64)(__u32)~o[3] + (__u32)~od[3];
 	}
-	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0))
-		return -1;
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	*addr_diff = (__u32)s;
+	*port_diff = ports;
+	if (icmp) {
+		*addr_diff = csum_add(*addr_diff, to4 ? csum_replace(ports, t6, t4)
+						      : csum_replace(ports, t4, t6));
+		*port_diff = 0;
+	}
+}
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+/* The IPv4 header of a 6 -> 4 translation at data (the Ethernet header before it, the L4
+ * header after it: already in place), TTL = hop limit - 1 (`ttl`), DF set (IPv6 is never
+ * fragmented on the way: a router on the v4 side answers 'fragmentation needed' instead),
+ * TOS = traffic class; then the ports. Returns 0, or -1. */
+static __always_inline int xlate_store4(void *data, void *data_end, const struct pkt *p,
+					const struct ct_val *v, __u8 tos, __u8 ttl)
+{
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + sizeof(*eth);
 	__u16 *l4 = (void *)(ip + 1);
+	__u32 l4len = p->l3len - sizeof(struct ipv6hdr);
+
 	if ((void *)(l4 + 4) > data_end)
 		return -1;
 	eth->h_proto = bpf_htons(ETH_P_IP);
@@ -104,15 +110,82 @@ static __noinline int xlate_6to4(struct __sk_buff *skb, const struct pkt *p, con
 	ip->tot_len = bpf_htons(l4len + sizeof(*ip));
 	ip->id = 0;
 	ip->frag_off = bpf_htons(PL_IP_DF);
-	ip->ttl = hop;
+	ip->ttl = ttl;
 	ip->protocol = p->key.proto;
-	ip->saddr = to[0];
-	ip->daddr = to[1];
+	ip->saddr = addr_v4(&v->nat_saddr);
+	ip->daddr = addr_v4(&v->nat_daddr);
 	ip->check = 0;
 	ip->check = ip4_csum(ip);
 	if (p->key.proto == IPPROTO_ICMP)
 		*(__u8 *)l4 = p->icmp_type;
 	return store_ports(p, l4, data_end, l4len, v->nat_sport, v->nat_dport);
+}
+
+/* The IPv6 header of a 4 -> 6 translation at data (as xlate_store4), hop limit = TTL - 1
+ * (`ttl`), traffic class = TOS; then the ICMPv6 type or the ports. Returns 0, or -1. */
+static __always_inline int xlate_store6(void *data, void *data_end, const struct pkt *p,
+					const struct ct_val *v, __u8 tos, __u8 ttl)
+{
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + sizeof(*eth);
+	__u16 *l4 = (void *)(ip6 + 1);
+	__u32 l4len = p->l3len - sizeof(struct iphdr);
+
+	if ((void *)(l4 + 4) > data_end)
+		return -1;
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	ip6->version = 6;
+	ip6->priority = tos >> 4;
+	ip6->flow_lbl[0] = (tos & 0xf) << 4;
+	ip6->flow_lbl[1] = 0;
+	ip6->flow_lbl[2] = 0;
+	ip6->payload_len = bpf_htons(l4len);
+	ip6->nexthdr = p->key.proto == IPPROTO_ICMP ? IPPROTO_ICMPV6 : p->key.proto;
+	ip6->hop_limit = ttl;
+	__builtin_memcpy(&ip6->saddr, &v->nat_saddr, 16);
+	__builtin_memcpy(&ip6->daddr, &v->nat_daddr, 16);
+	if (p->key.proto == IPPROTO_ICMP)
+		*(__u8 *)l4 = p->icmp_type == ICMP_ECHO ? ICMPV6_ECHO_REQ : ICMPV6_ECHO_REP;
+	return store_ports(p, l4, data_end, l4len, v->nat_sport, v->nat_dport);
+}
+
+/* The traffic class of an IPv6 header, as an IPv4 TOS. */
+static __always_inline __u8 ip6_tclass(const struct ipv6hdr *ip6)
+{
+	return (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+}
+
+/* xlate_diffs applied to skb's L4 checksum. Returns 0, or -1. */
+static __always_inline int xlate_csum(struct __sk_buff *skb, const struct pkt *p,
+				      const struct ct_val *v)
+{
+	__u32 off = l4_csum_off(p), addr_diff, port_diff;
+
+	xlate_diffs(p, v, &addr_diff, &port_diff);
+	if (p->key.proto == IPPROTO_ICMP)
+		return bpf_l4_csum_replace(skb, off, 0, addr_diff, 0) ? -1 : 0;
+	if (bpf_l4_csum_replace(skb, off, 0, addr_diff, BPF_F_PSEUDO_HDR) ||
+	    (port_diff && bpf_l4_csum_replace(skb, off, 0, port_diff, 0)))
+		return -1;
+	return 0;
+}
+
+/* 6 -> 4: the packet of entry v (an IPv6 key, an IPv4 rewrite) becomes IPv4 (xlate_store4).
+ * Returns 0, or -1 (dropped). */
+static __noinline int xlate_6to4(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *v)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	__u8 tos, hop;
+
+	if (!p || !v || (void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1)
+		return -1;
+	tos = ip6_tclass(ip6);
+	hop = ip6->hop_limit - 1;
+	if (xlate_csum(skb, p, v) || bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0))
+		return -1;
+	return xlate_store4((void *)(long)skb->data, (void *)(long)skb->data_end, p, v, tos, hop);
 }
 
 /* The full UDP checksum of an IPv6 datagram whose IPv4 original had none (0: allowed in IPv4,
@@ -165,84 +238,33 @@ static __noinline int udp6_full_csum(struct __sk_buff *skb, __u32 off, __u32 len
 }
 
 /*
- * 4 -> 6: the reply of an endpoint (an IPv4 key, an IPv6 rewrite) becomes IPv6, hop limit =
- * TTL - 1, traffic class = TOS. The packet grows by 20 bytes (next_hop measured it so). A UDP
- * datagram without checksum gets a full one. Returns 0, or -1 (dropped).
+ * 4 -> 6: the reply of an endpoint (an IPv4 key, an IPv6 rewrite) becomes IPv6 (xlate_store6).
+ * The packet grows by 20 bytes (next_hop measured it so). A UDP datagram without checksum gets
+ * a full one. Returns 0, or -1 (dropped).
  */
 static __noinline int xlate_4to6(struct __sk_buff *skb, const struct pkt *p, const struct ct_val *v)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
-	__u32 csum_off = l4_csum_off(p);
-	__u32 l4len = p->l3len - sizeof(struct iphdr);
-	__be32 from[2];
-	__u32 port_diff;
-	__s64 diff;
+	struct udphdr *uh = (void *)(ip + 1);
 	__u8 tos, ttl;
-	int udp_zero = 0;
+	int udp_zero;
 
-	if (!p || !v || (void *)(ip + 1) > data_end || ip->ttl <= 1)
+	if (!p || !v || (void *)(uh + 1) > data_end || ip->ttl <= 1)
 		return -1;
 	tos = ip->tos;
 	ttl = ip->ttl - 1;
-	from[0] = ip->saddr;
-	from[1] = ip->daddr;
-	port_diff = csum_replace(0, l4_ports(p->key.proto, p->key.sport, p->key.dport),
-				 l4_ports(p->key.proto, v->nat_sport, v->nat_dport));
-	if (p->key.proto == IPPROTO_UDP) {
-		struct udphdr *uh = (void *)(ip + 1);
-		if ((void *)(uh + 1) > data_end)
-			return -1;
-		udp_zero = uh->check == 0;
-	}
-	if (p->key.proto == IPPROTO_ICMP) {
-		/* ICMP -> ICMPv6: the pseudo-header joins the sum, the type changes */
-		diff = bpf_csum_diff(NULL, 0, (__be32 *)&v->nat_saddr, 32,
-				     icmp6_pseudo_rest(l4len));
-		if (diff < 0)
-			return -1;
-		__u8 t6 = p->icmp_type == ICMP_ECHO ? ICMPV6_ECHO_REQ : ICMPV6_ECHO_REP;
-		diff = csum_add(diff, csum_replace(port_diff, bpf_htons((__u16)p->icmp_type << 8),
-						   bpf_htons((__u16)t6 << 8)));
-		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, 0))
-			return -1;
-	} else if (!udp_zero) {
-		diff = bpf_csum_diff(from, 8, (__be32 *)&v->nat_saddr, 32, 0);
-		if (diff < 0)
-			return -1;
-		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR) ||
-		    (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, 0)))
-			return -1;
-	}
-	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
+	udp_zero = p->key.proto == IPPROTO_UDP && uh->check == 0;
+	if ((!udp_zero && xlate_csum(skb, p, v)) ||
+	    bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
 		return -1;
-
 	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct ipv6hdr *ip6 = data + sizeof(*eth);
-	__u16 *l4 = (void *)(ip6 + 1);
-	if ((void *)(l4 + 4) > data_end)
-		return -1;
-	eth->h_proto = bpf_htons(ETH_P_IPV6);
-	ip6->version = 6;
-	ip6->priority = tos >> 4;
-	ip6->flow_lbl[0] = (tos & 0xf) << 4;
-	ip6->flow_lbl[1] = 0;
-	ip6->flow_lbl[2] = 0;
-	ip6->payload_len = bpf_htons(l4len);
-	ip6->nexthdr = p->key.proto == IPPROTO_ICMP ? IPPROTO_ICMPV6 : p->key.proto;
-	ip6->hop_limit = ttl;
-	__builtin_memcpy(&ip6->saddr, &v->nat_saddr, 16);
-	__builtin_memcpy(&ip6->daddr, &v->nat_daddr, 16);
-	if (p->key.proto == IPPROTO_ICMP)
-		*(__u8 *)l4 = p->icmp_type == ICMP_ECHO ? ICMPV6_ECHO_REQ : ICMPV6_ECHO_REP;
-	if (store_ports(p, l4, data_end, l4len, v->nat_sport, v->nat_dport))
+	if (xlate_store6(data, (void *)(long)skb->data_end, p, v, tos, ttl))
 		return -1;
 	if (udp_zero)
-		return udp6_full_csum(skb, sizeof(*eth) + sizeof(*ip6), l4len, &v->nat_saddr,
-				      &v->nat_daddr);
+		return udp6_full_csum(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr),
+				      p->l3len - sizeof(struct iphdr), &v->nat_saddr, &v->nat_daddr);
 	return 0;
 }
 
