@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
 /*
- * The XDP path: TCP, UDP and ICMP echo flows of the same family (no NAT64) are created,
- * tracked, rewritten, counted and redirected here, before an skb exists (native XDP) or before
+ * The XDP path: TCP, UDP and ICMP echo flows, NAT64 ones included, are created, tracked,
+ * rewritten (NAT64: translated, xdp_xlate_send), counted and redirected here, before an skb exists (native XDP) or before
  * TC runs (generic XDP), with TC's own stages and tables:
  *
  *   established (ct_map)  -> window tracking, rewrite, redirect                 (xdp_fast)
@@ -13,11 +13,13 @@
  * dropped), a SYN on a finished flow's tuple ends it and opens a new one, a mid-stream segment
  * is picked up by hash as TC picks it up. A packet leaves with XDP_PASS, untouched, whenever TC
  * must decide: a SYN within a live established flow, ICMP errors, SCTP, fragments, TTL <= 1,
- * NAT64, a packet longer than the next hop's MTU, no neighbour entry yet, firewall rules,
- * mirrors and policers, a packet no flow or service claims, a pick-up for a rule not selecting
- * by hash (TC refuses it), a source the rule does not allow. One conntrack table: a flow may move between the two programs at any packet. In
- * particular a flow XDP created but cannot forward (no neighbour yet, too big, a port it may not
- * redirect to) is passed on: TC finds it half-open and forwards the packet as a retransmission,
+ * a packet longer than the next hop's MTU (NAT64: as translated), no neighbour entry yet,
+ * firewall rules, mirrors and policers, a packet no flow or service claims, a pick-up for a
+ * rule not selecting by hash (TC refuses it), a source the rule does not allow, a NAT64 packet
+ * xlate.h refuses (TC drops and counts it) or an IPv4 UDP datagram without checksum for an
+ * IPv6 client (TC sums the whole datagram). One conntrack table: a flow may move between the
+ * two programs at any packet. In particular a flow XDP created but cannot forward (no
+ * neighbour yet, too big, a port it may not redirect to) is passed on: TC finds it half-open and forwards the packet as a retransmission,
  * so the endpoint is selected once (a second selection would move rr's cursor twice).
  *
  * Only the L4 checksum is applied differently: TC calls bpf_l4_csum_replace, which knows the
