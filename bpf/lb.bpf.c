@@ -114,7 +114,7 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 	struct svc_ver *ver;
 	struct ep_val *ep;
 	struct ct_val *v;
-	__u32 svc_id, ver_id, zero = 0;
+	__u32 svc_id, ver_id;
 	__u16 assoc_sport = 0;
 	__u64 now;
 	int idx, rc, assoc;
@@ -180,12 +180,9 @@ static __noinline int new_flow(struct __sk_buff *skb, const struct pkt *p, int e
 		return dsr_new_flow(p, svc_id, idx, ep, pickup, now) ? PL_FORWARD : PL_DROP;
 
 	/* NAT: what the packets of each direction are rewritten to */
-	sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	sc = flow_nat(p, ep, &ver->cfg);
 	if (!sc)
 		return PL_DROP;
-	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
-	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
-	nat_flow(&sc->fwd, &sc->rev, p, ep, &ver->cfg);
 	if (assoc >= 0) {
 		sc->fwd.svc_id = svc_id;
 		sc->fwd.ep_idx = idx;

@@ -11,10 +11,27 @@
 #include "pyloxi/conntrack.h"
 #include "pyloxi/ct.h"
 #include "pyloxi/ctsync.h"
+#include "pyloxi/nat.h"
 #include "pyloxi/parse.h"
 #include "pyloxi/stats.h"
 #include "pyloxi/tables.h"
 #include "pyloxi/verdict.h"
+
+/* The per-CPU scratch of packet p's new flow to endpoint ep, its two entries cleared and
+ * their rewrites filled in (nat_flow); NULL if the scratch is missing. */
+static __always_inline struct flow_scratch *flow_nat(const struct pkt *p, const struct ep_val *ep,
+						     const struct svc_cfg *cfg)
+{
+	__u32 zero = 0;
+	struct flow_scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
+
+	if (!sc)
+		return NULL;
+	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
+	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
+	nat_flow(&sc->fwd, &sc->rev, p, ep, cfg);
+	return sc;
+}
 
 /* Free the tuple sc->rk of table ct_half (half) or ct_map for a new flow, if its flow has
  * finished, or if it is an orphan (its partner gone) older than PL_RECLAIM_MIN_NS: a younger

@@ -63,7 +63,7 @@ __noinline int pl_sctp_ep_path(struct __sk_buff *skb, const struct pkt *p)
 	struct ct_val *v;
 	struct ep_val *ep;
 	struct pkt fp;
-	__u32 ver_id, zero = 0;
+	__u32 ver_id;
 
 	if (!skb || !p || p->key.proto != IPPROTO_SCTP || p->key.family != PL_AF_INET ||
 	    p->sctp_chunk == SCTP_INIT || p->sctp_chunk == SCTP_INIT_ACK || !p->sctp_vtag)
@@ -89,12 +89,9 @@ __noinline int pl_sctp_ep_path(struct __sk_buff *skb, const struct pkt *p)
 	fp.key.dport = rv->vport;
 	fp.sctp_chunk = PL_SCTP_NONE;
 	fp.sctp_vtag = 0;
-	sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	sc = flow_nat(&fp, ep, &ver->cfg);
 	if (!sc)
 		return -1;
-	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
-	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
-	nat_flow(&sc->fwd, &sc->rev, &fp, ep, &ver->cfg);
 	if (sc->fwd.nat_dport != p->key.sport)
 		return -1;   /* not the tuple this packet has */
 	if (ct_create(skb, 0, &fp, sc, rv->svc_id, rv->ep_idx, ep->gid, PL_MODE_DEFAULT, 0, 0,

@@ -363,7 +363,7 @@ static __always_inline struct ct_val *xdp_new_flow(struct xdp_md *ctx, const str
 	struct svc_ver *ver;
 	struct ep_val *ep;
 	struct ct_val *v = NULL;
-	__u32 svc_id, ver_id, gen, zero = 0;
+	__u32 svc_id, ver_id, gen;
 	int idx, rc;
 
 	*act = XDP_PASS;
@@ -392,12 +392,9 @@ static __always_inline struct ct_val *xdp_new_flow(struct xdp_md *ctx, const str
 			count(PL_ST_XDP_NEW);
 		return v;
 	}
-	sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	sc = flow_nat(p, ep, &ver->cfg);
 	if (!sc)
 		return NULL;
-	__builtin_memset(&sc->fwd, 0, sizeof(sc->fwd));
-	__builtin_memset(&sc->rev, 0, sizeof(sc->rev));
-	nat_flow(&sc->fwd, &sc->rev, p, ep, &ver->cfg);
 	rc = ct_create(ctx, 1, p, sc, svc_id, idx, ep->gid, ver->cfg.mode,
 		       !addr_is_zero(&ep->snat_ip), pickup, now, &v);
 	if (rc != PL_CONTINUE) {
