@@ -268,12 +268,13 @@ def _split(end: np.ndarray, dur: np.ndarray, windows: list[tuple[int, int]]) -> 
     return out
 
 
-def bench_sweep(flows: int, sweeps: int, prepare: bool = True) -> dict[str, object]:
+def bench_sweep(flows: int, sweeps: int, prepare: bool = True,
+                obj: str = OBJ) -> dict[str, object]:
     """The daemon's sweep over `flows` flows, in CPU seconds, while a child process sends an
     established flow's packets; then that flow's packets/s split by sweep / no sweep.
     `prepare`: first what the daemon does before its first sweep (daemon.py's aging loop:
     the sweep's buffers faulted in), timed apart."""
-    dp = open_variant(OBJ, "sweep")
+    dp = open_variant(obj, "sweep")
     res: dict[str, object] = {"flows": flows, "rss_open": rss_mib()}
     tmp = f"/tmp/pl{os.getpid()}-cts-traffic.npz"
     try:
@@ -351,10 +352,11 @@ def main() -> None:
     ap.add_argument("--skip-variants", action="store_true")
     ap.add_argument("--no-prepare", action="store_true",
                     help="sweep without the daemon's start-up preparation (cold buffers)")
+    ap.add_argument("--obj", default=OBJ, help="datapath object of the sweep (default build/)")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     with datapath_netns(f"pl{os.getpid()}-cts", NETNS_SETUP):
-        sweep = bench_sweep(args.flows, args.sweeps, prepare=not args.no_prepare)
+        sweep = bench_sweep(args.flows, args.sweeps, prepare=not args.no_prepare, obj=args.obj)
         out: dict[str, object] = {"sweep": sweep}
         if not args.skip_variants:
             out["variants"] = bench_variants(args.flows, args.rounds, args.calls,

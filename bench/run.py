@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyloxi.testing.lab import LbTopology, cleanup_stale
 from pyloxi.testing.lab.topology import wait_listening
@@ -117,6 +118,10 @@ class Config:
     reps: int = 3
     seconds: int = 5
     rules: int = 10_000
+    rules_big: int = 64_000     # one client goes on to this many: the last 1,000 against the first
+    clients: int = 16           # concurrent clients, `rules` creates between them
+    services: int = 65_534      # bench.svc_scale
+    ct_flows: int = 1_000_000   # bench.ct_scale: two conntrack entries each
     ct_entries: int = 1_000_000
     repeats: int = 1_000_000
     rule_budget_s: float = 180.0
@@ -124,8 +129,9 @@ class Config:
 
     @classmethod
     def smoke_mode(cls) -> Config:
-        return cls(reps=1, seconds=1, rules=1000, ct_entries=10_000, repeats=10_000,
-                   rule_budget_s=10.0, smoke=True)
+        return cls(reps=1, seconds=1, rules=1000, rules_big=2000, services=2000,
+                   ct_flows=20_000, ct_entries=10_000, repeats=10_000, rule_budget_s=10.0,
+                   smoke=True)
 
 
 @dataclass
@@ -137,6 +143,7 @@ class Results:
     checks: dict[str, str] = field(default_factory=dict)
     micro: dict[str, object] = field(default_factory=dict)
     control_plane: dict[str, object] = field(default_factory=dict)
+    scale: dict[str, object] = field(default_factory=dict)   # run_scale
     synflood: dict[str, object] = field(default_factory=dict)
     xdp: dict[str, dict[str, list[float]]] = field(default_factory=dict)   # run_xdp
 
@@ -470,22 +477,59 @@ class Bench:
     # --- control plane: a real daemon in a namespace of its own ---
 
     def run_control_plane(self) -> None:
-        topo = self.topo
+        """Rule creates through the API (durable writes, the eBPF datapath): one keep-alive
+        client (bench.cp_client's raw HTTP/1.1 client: its own CPU stays out of the chain)
+        creates `rules` and reads each back, then goes on to `rules_big` in the same daemon;
+        then `clients` concurrent clients create `rules` in a fresh one."""
+        topo, cfg = self.topo, self.cfg
         assert topo is not None
         ns = topo.lab.netns("cp")
-        out = os.path.join(OUT_DIR, "control_plane.json")
+
+        def client(module: str, name: str, *args: str) -> dict[str, Any]:
+            out = os.path.join(OUT_DIR, name)
+            ns.run([sys.executable, "-m", module, "--raw", *args, "--json", out],
+                   timeout=cfg.rule_budget_s * 3 + 120)
+            with open(out) as f:
+                res: dict[str, Any] = json.load(f)
+            return res
+
         with self.daemon(ns.name) as proc:
             rss0 = vmrss_mb(proc.pid)
-            ns.run([sys.executable, "-m", "bench.cp_client", "--n", str(self.cfg.rules),
-                    "--budget", str(self.cfg.rule_budget_s), "--json", out],
-                   timeout=self.cfg.rule_budget_s + 120)
+            cp = client("bench.cp_client", "control_plane.json", "--n", str(cfg.rules),
+                        "--budget", str(cfg.rule_budget_s))
             rss = vmrss_mb(proc.pid)
-        with open(out) as f:
-            cp = json.load(f)
-        cp["rss_idle_mb"], cp["rss_mb"] = rss0, rss
+            big = client("bench.cp_client", "control_plane_big.json", "--no-list",
+                         "--n", str(cfg.rules_big - cfg.rules), "--offset", str(cfg.rules),
+                         "--budget", str(cfg.rule_budget_s * 3))
+            rss_big = vmrss_mb(proc.pid)
+        with self.daemon(ns.name) as proc:
+            conc = client("bench.cp_concurrency", "control_plane_conc.json",
+                          "--clients", str(cfg.clients), "--n", str(cfg.rules))
+        cp |= {"rss_idle_mb": rss0, "rss_mb": rss, "rss_big_mb": rss_big, "big": big,
+               "concurrent": conc}
         self.res.control_plane = cp
         print(f"control plane: {cp['created']} rules at {cp['rules_per_s']:.0f}/s, "
-              f"p99 {cp['p99_ms']:.1f} ms, RSS {rss:.0f} MB", flush=True)
+              f"p99 {cp['p99_ms']:.1f} ms, RSS {rss:.0f} MB; to {cfg.rules_big}: last 1,000 "
+              f"{big['last_1000_per_s']:.0f}/s, RSS {rss_big:.0f} MB; {cfg.clients} clients: "
+              f"{conc['rules_per_s']:.0f}/s", flush=True)
+
+    # --- room to grow: 64K services, 2M conntrack entries (own namespaces, own processes) ---
+
+    def run_scale(self) -> None:
+        cfg = self.cfg
+        svc_out, ct_out = (os.path.join(OUT_DIR, n) for n in ("svc_scale.json", "ct_scale.json"))
+        subprocess.run([sys.executable, "-m", "bench.svc_scale", "--services",
+                        str(cfg.services), "--obj", self.obj, "--json", svc_out],
+                       check=True, cwd=ROOT, timeout=900, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "bench.ct_scale", "--flows", str(cfg.ct_flows),
+                        "--skip-variants", "--sweeps", "2", "--obj", self.obj, "--json", ct_out],
+                       check=True, cwd=ROOT, timeout=900, stdout=subprocess.DEVNULL)
+        with open(svc_out) as f, open(ct_out) as g:
+            self.res.scale = {"services": json.load(f), "conntrack": json.load(g)["sweep"]}
+        sv, ct = self.res.scale["services"], self.res.scale["conntrack"]
+        print(f"scale: {sv['services']} services at {sv['creates_per_s']:.0f}/s, 1,024-endpoint "
+              f"rule {sv.get('big_service_s', '-')} s; sweep of {2 * ct['flows']} entries "
+              f"{ct['sweeps_quiet'][0]['cpu_s']:.2f} s CPU", flush=True)
 
     # --- established flows under a spoofed SYN flood ---
 
@@ -555,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.run_xdp()
         bench.run_control_plane()
         bench.run_synflood()
+        bench.run_scale()
     finally:
         bench.close()
     path = args.json or os.path.join(OUT_DIR, "results-smoke.json" if cfg.smoke else "results.json")

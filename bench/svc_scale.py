@@ -10,7 +10,10 @@ pinned under a bpffs directory of its own, removed at the end). Reports:
 - the time to create one hash rule with 1,024 endpoints (a 102,407-slot Maglev table);
 - bytes_memlock of every pinned map (bpftool), their total, and the service maps' share
   per 1K services (the maps are preallocated: what the object costs at load);
-- how much of the pools (ep_pool, slot_pool, counter ids) 1K one-endpoint services use.
+- how much of the pools (ep_pool, slot_pool, counter ids) 1K one-endpoint services use;
+- the 1,024-endpoint rule's Maglev table as installed: its size, and how many more slots
+  than its share its busiest endpoint has (`maglev_busiest_over_share`, 0.01 = 1 %);
+- conntrack's preallocated bytes per entry (ct_map; a flow is two entries).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 from typing import Any
 
 from pyloxi.datapath.ebpf.backend import EbpfDatapath
@@ -61,6 +65,8 @@ def run(services: int, mem_only: bool, obj: str) -> dict[str, Any]:
         svc = sum(v for k, v in mem.items() if k in SERVICE_MAPS)
         res["memlock_service_maps"] = svc
         res["max_services"] = dp.maps["gen_map"].max_entries - 1
+        res["ct_max_entries"] = dp.maps["ct_map"].max_entries
+        res["ct_bytes_per_entry"] = mem.get("ct_map", 0) / res["ct_max_entries"]
         res["service_maps_per_1k_services"] = svc * 1000 // res["max_services"]
         if mem_only:
             return res
@@ -96,6 +102,11 @@ def run(services: int, mem_only: bool, obj: str) -> dict[str, Any]:
         try:
             eng.add_rule(entry("30.0.0.1", 80, eps, sel=1))
             res["big_service_s"] = round(time.perf_counter() - t0, 3)
+            slots = next(p.slots for p in eng.programs() if p.vip == "30.0.0.1")
+            counts = Counter(slots)
+            res["maglev_slots"] = len(slots)
+            res["maglev_endpoints_served"] = len(counts)
+            res["maglev_busiest_over_share"] = max(counts.values()) * len(eps) / len(slots) - 1
         except Exception as exc:  # a full table is a result here, not a crash
             res["big_service_error"] = str(exc)
         res["slot_pool_used_after_big"] = dp._slot_ext.size - dp._slot_ext.free

@@ -1,5 +1,5 @@
-"""`python -m bench.run --smoke` end to end: every contender, the micro-benchmark and the control
-plane produce numbers. No timing is asserted here (performance is `make bench`'s business)."""
+"""`python -m bench.run --smoke` end to end: every contender, the micro-benchmark, the control
+plane and the scale stage produce numbers. No timing is asserted here (performance is `make bench`'s business)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def test_bench_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert res["micro"]["sweep"]["sweep_flows_removed"] == 500
     cp = res["control_plane"]
     assert cp["created"] > 0 and cp["listed"] == cp["created"] and cp["rss_mb"] > 0
+    assert cp["big"]["created"] == 1000 and cp["rss_big_mb"] > 0
+    assert cp["concurrent"]["created"] == 1000 and cp["concurrent"]["errors"] == 0
+    # room to grow (run_scale): services, the 1,024-endpoint rule, the sweep under traffic
+    sv, ct = res["scale"]["services"], res["scale"]["conntrack"]
+    assert sv["services"] == 2000 and sv["max_services"] >= 65535 and sv["big_service_s"] > 0
+    assert sv["maglev_endpoints_served"] == 1024 and sv["ct_bytes_per_entry"] > 0
+    assert ct["flows"] == 20_000 and ct["sweeps_quiet"][0]["flows_removed"] == 2000
+    assert ct["traffic"]["sweep_calls"] > 0 and ct["traffic_bad_retvals"] == 0
     # the harness removed everything it made
     tag = res["config"]["lab_tag"]
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
