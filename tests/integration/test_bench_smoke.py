@@ -1,5 +1,6 @@
 """`python -m bench.run --smoke` end to end: every contender, the micro-benchmark, the control
-plane and the scale stage produce numbers. No timing is asserted here (performance is `make bench`'s business)."""
+plane and the scale stage produce numbers. No timing is asserted here (performance is
+`make bench`'s business)."""
 
 from __future__ import annotations
 
