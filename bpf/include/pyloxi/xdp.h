@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
 /*
  * The XDP path: TCP, UDP and ICMP echo flows, NAT64 ones included, are created, tracked,
- * rewritten (NAT64: translated, xdp_xlate_send), counted and redirected here, before an skb exists (native XDP) or before
- * TC runs (generic XDP), with TC's own stages and tables:
+ * rewritten (NAT64: translated, xdp_xlate_send), counted and redirected here, before an skb
+ * exists (native XDP) or before TC runs (generic XDP), with TC's own stages and tables:
  *
  *   established (ct_map)  -> window tracking, rewrite, redirect                 (xdp_fast)
  *   half-open (ct_half)   -> ct_half_open: handshake, promotion; DSR: dsr_track  (xdp_slow)
@@ -19,8 +19,9 @@
  * xlate.h refuses (TC drops and counts it) or an IPv4 UDP datagram without checksum for an
  * IPv6 client (TC sums the whole datagram). One conntrack table: a flow may move between the
  * two programs at any packet. In particular a flow XDP created but cannot forward (no
- * neighbour yet, too big, a port it may not redirect to) is passed on: TC finds it half-open and forwards the packet as a retransmission,
- * so the endpoint is selected once (a second selection would move rr's cursor twice).
+ * neighbour yet, too big, a port it may not redirect to) is passed on: TC finds it half-open
+ * and forwards the packet as a retransmission, so the endpoint is selected once (a second
+ * selection would move rr's cursor twice).
  *
  * Only the L4 checksum is applied differently: TC calls bpf_l4_csum_replace, which knows the
  * skb's checksum state; XDP updates the field in place as that helper does for a complete
