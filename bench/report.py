@@ -258,7 +258,9 @@ def micro_table(res: dict) -> str:
     lines.append(f"Kernel loops: {p['repeats']:,} runs each (established and new flow: "
                  f"{p['established_runs']:,} and {p['new_flow_runs']:,} runs in loops of "
                  f"{p['chain']}); cold: up to 100,000 calls with repeat=1, the timer read "
-                 f"({p['timer_overhead_ns']:.0f} ns, measured on the empty program) subtracted.")
+                 f"({p['timer_overhead_ns']:.0f} ns, measured on the empty program) subtracted. "
+                 f"XDP loops run with pyloxi_xdp held in the kernel's XDP dispatcher, as on a "
+                 f"port in native mode (bench/micro.py, hold_xdp_dispatcher).")
     lines.append("")
     lines.append(f"Conntrack aging sweep (the daemon's `age_flows`: batch read of the whole "
                  f"table, numpy pass, conditional delete in the kernel, 256 entries per program "
