@@ -187,8 +187,12 @@ def test_nat64_udp_with_zero_ipv4_checksum(lb6: DaemonHandle) -> None:
     lb6.cli("create", "lb", NAT64_VIP, "--udp=7777:7777", f"--endpoints={topo.backend_ips[0]}:1")
     capture = be.popen(["timeout", "10", "tcpdump", "-c", "1", "-nn", "-vv", "-i", "eth0",
                         "udp and src port 7777"], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL)
-    wait_until(lambda: "tcpdump" in be.run(["ps", "-eo", "comm"]).stdout, 5, what="tcpdump")
+                       stderr=subprocess.PIPE)
+    # capturing once it says so (a running process may not have opened its capture yet);
+    # on a failure it says why and exits: the line, or EOF, comes either way
+    assert capture.stderr is not None
+    started = capture.stderr.readline().decode()
+    assert "listening on" in started, started
     answers = udp_answers(topo.client, NAT64_VIP, 4, port=7777)
     assert answers == ["nocheck"] * 4, answers
     out = capture.communicate(timeout=15)[0].decode()
